@@ -1,0 +1,56 @@
+"""The append-only, hash-chained audit log."""
+from django.db import models
+
+
+class AuditEventQuerySet(models.QuerySet):
+    def update(self, **kwargs):  # noqa: D102
+        raise AuditLogImmutable("audit events cannot be updated")
+
+    def delete(self):  # noqa: D102
+        raise AuditLogImmutable("audit events cannot be deleted")
+
+
+class AuditLogImmutable(Exception):
+    """Raised on any attempt to change or remove an audit event."""
+
+
+class AuditEvent(models.Model):
+    """One change, by one actor, written in the transaction of the change.
+
+    ``hash`` is SHA-256 over ``prev_hash`` and the event's canonical content,
+    so editing or removing any row breaks the chain from there on.
+    """
+
+    created_at = models.DateTimeField(db_index=True)
+    actor_type = models.CharField(max_length=16)
+    actor_id = models.CharField(max_length=128)
+    actor_name = models.CharField(max_length=150, db_index=True)
+    action = models.CharField(max_length=64, db_index=True)
+    target_type = models.CharField(max_length=64)
+    target_id = models.CharField(max_length=128)
+    target_repr = models.CharField(max_length=255, blank=True)
+    environment = models.CharField(max_length=64, blank=True, db_index=True)
+    before = models.JSONField(null=True, blank=True)
+    after = models.JSONField(null=True, blank=True)
+    details = models.JSONField(default=dict, blank=True)
+    request_id = models.CharField(max_length=64, blank=True)
+    prev_hash = models.CharField(max_length=64)
+    hash = models.CharField(max_length=64, unique=True)
+
+    objects = AuditEventQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [models.Index(fields=["target_type", "target_id", "-id"])]
+        default_permissions = ("view",)
+
+    def __str__(self) -> str:
+        return f"#{self.pk} {self.action} {self.target_type}:{self.target_repr or self.target_id}"
+
+    def save(self, *args, **kwargs):
+        if not self._state.adding:
+            raise AuditLogImmutable("audit events cannot be updated")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        raise AuditLogImmutable("audit events cannot be deleted")

@@ -1,0 +1,203 @@
+"""Write and verify audit events.
+
+``record_audit_event`` is the only writer. Services call it inside the
+transaction of the change, so the change and its event commit together.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import hashlib
+import json
+import uuid
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+from django.db import connection, models, transaction
+from django.utils import timezone
+
+from controlplane.audit.actors import Actor, as_actor
+from controlplane.audit.context import current_request_id
+from controlplane.audit.models import AuditEvent
+
+GENESIS_HASH = "0" * 64
+# Any constant works; it only has to be the same in every process.
+_CHAIN_LOCK_KEY = 7_412_990_001
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (dt.datetime, dt.date, dt.time)):
+        return value.isoformat()
+    if isinstance(value, (decimal.Decimal, uuid.UUID)):
+        return str(value)
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    raise TypeError(f"cannot record {type(value).__name__} in the audit log")
+
+
+def normalize(value: Any) -> Any:
+    """Return ``value`` as it will read back from a JSON column."""
+    if value is None:
+        return None
+    return json.loads(json.dumps(value, default=_json_default))
+
+
+def _canonical_time(value: dt.datetime) -> str:
+    return value.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def compute_hash(event: AuditEvent) -> str:
+    """Return the SHA-256 of ``event``'s content chained to its prev_hash."""
+    content = {
+        "created_at": _canonical_time(event.created_at),
+        "actor_type": event.actor_type,
+        "actor_id": event.actor_id,
+        "actor_name": event.actor_name,
+        "action": event.action,
+        "target_type": event.target_type,
+        "target_id": event.target_id,
+        "target_repr": event.target_repr,
+        "environment": event.environment,
+        "before": event.before,
+        "after": event.after,
+        "details": event.details,
+        "request_id": event.request_id,
+    }
+    payload = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256((event.prev_hash + payload).encode("utf-8")).hexdigest()
+
+
+def _describe_target(target: Any) -> tuple[str, str, str]:
+    if isinstance(target, models.Model):
+        return target._meta.label_lower, str(target.pk), str(target)[:255]
+    if isinstance(target, tuple) and len(target) in (2, 3):
+        target_type, target_id = str(target[0]), str(target[1])
+        target_repr = str(target[2]) if len(target) == 3 else target_id
+        return target_type, target_id, target_repr[:255]
+    raise TypeError("target must be a model instance or (type, id[, repr])")
+
+
+def _lock_chain() -> None:
+    """Serialize chain appends so every event links to the one before it.
+
+    PostgreSQL: a transaction-scoped advisory lock, released at commit.
+    SQLite: transactions start IMMEDIATE (settings), so writers are serialized.
+    """
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_CHAIN_LOCK_KEY])
+
+
+def record_audit_event(
+    *,
+    actor: Any,
+    action: str,
+    target: Any,
+    environment: str = "",
+    before: Any = None,
+    after: Any = None,
+    details: dict | None = None,
+) -> AuditEvent:
+    """Append one event to the chain, inside the caller's transaction.
+
+    Must be called inside ``transaction.atomic()``: the event commits or rolls
+    back with the change it describes.
+    """
+    if not connection.in_atomic_block:
+        raise RuntimeError("record_audit_event must run inside the change's transaction")
+    who: Actor = as_actor(actor)
+    target_type, target_id, target_repr = _describe_target(target)
+    _lock_chain()
+    last = AuditEvent.objects.order_by("-id").values_list("hash", flat=True).first()
+    event = AuditEvent(
+        created_at=timezone.now(),
+        actor_type=who.type,
+        actor_id=who.id,
+        actor_name=who.name,
+        action=action,
+        target_type=target_type,
+        target_id=target_id,
+        target_repr=target_repr,
+        environment=environment or "",
+        before=normalize(before),
+        after=normalize(after),
+        details=normalize(details or {}),
+        request_id=current_request_id(),
+        prev_hash=last or GENESIS_HASH,
+    )
+    event.hash = compute_hash(event)
+    event.save(force_insert=True)
+    return event
+
+
+@dataclass(frozen=True)
+class ChainReport:
+    ok: bool
+    checked: int
+    broken_id: int | None = None
+    problem: str = ""
+
+
+def audit_chain_verify(*, chunk_size: int = 2000) -> ChainReport:
+    """Walk the whole chain in order; report the first event that breaks it."""
+    expected_prev = GENESIS_HASH
+    checked = 0
+    for event in AuditEvent.objects.order_by("id").iterator(chunk_size=chunk_size):
+        if event.prev_hash != expected_prev:
+            return ChainReport(
+                False, checked, event.pk,
+                "prev_hash does not match the event before it "
+                "(an event was removed or reordered)",
+            )
+        if compute_hash(event) != event.hash:
+            return ChainReport(False, checked, event.pk, "content does not match its hash (edited)")
+        expected_prev = event.hash
+        checked += 1
+    return ChainReport(True, checked)
+
+
+def audit_event_as_dict(event: AuditEvent) -> dict[str, Any]:
+    """Return an event as a plain dict (export, API)."""
+    return {
+        "id": event.pk,
+        "created_at": _canonical_time(event.created_at),
+        "actor": {"type": event.actor_type, "id": event.actor_id, "name": event.actor_name},
+        "action": event.action,
+        "target": {"type": event.target_type, "id": event.target_id, "repr": event.target_repr},
+        "environment": event.environment,
+        "before": event.before,
+        "after": event.after,
+        "details": event.details,
+        "request_id": event.request_id,
+        "prev_hash": event.prev_hash,
+        "hash": event.hash,
+    }
+
+
+def audit_events_export(*, since: dt.datetime | None = None) -> Iterator[dict[str, Any]]:
+    """Yield events oldest first, optionally only those at or after ``since``."""
+    events = AuditEvent.objects.order_by("id")
+    if since is not None:
+        events = events.filter(created_at__gte=since)
+    for event in events.iterator(chunk_size=2000):
+        yield audit_event_as_dict(event)
+
+
+def history_for(*, target: Any, limit: int = 20):
+    """Return the latest events about ``target``, newest first."""
+    target_type, target_id, _ = _describe_target(target)
+    return AuditEvent.objects.filter(target_type=target_type, target_id=target_id)[:limit]
+
+
+__all__ = [
+    "GENESIS_HASH",
+    "ChainReport",
+    "audit_chain_verify",
+    "audit_event_as_dict",
+    "audit_events_export",
+    "compute_hash",
+    "history_for",
+    "normalize",
+    "record_audit_event",
+    "transaction",
+]

@@ -1,0 +1,623 @@
+"""Pure flag evaluation: compile a ruleset from plain data, evaluate in memory.
+
+This module imports only the standard library and mmh3, so the server, the
+Python client and the benchmarks evaluate with exactly the same code. A test
+fails if it ever imports Django.
+
+The compiled ruleset holds prebuilt, immutable answers: an override hit, a
+rule that serves one variation, and every arm of a split return an
+``Evaluation`` built at compile time, so the hot path allocates nothing.
+
+Evaluation order (one answer, one reason):
+
+1. unknown or archived flag -> caller's default, ERROR / FLAG_NOT_FOUND
+2. flag state disabled -> off variation, DISABLED, level ``off``
+3. a live merchant override -> its variation, TARGETING_MATCH, ``override``
+4. the first matching rule -> TARGETING_MATCH (SPLIT for a split), ``rule:<n>``
+5. fallthrough -> STATIC (SPLIT for a split), level ``default``
+6. any internal error -> caller's default, ERROR / GENERAL; never raises
+"""
+from __future__ import annotations
+
+import math
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Mapping
+
+import mmh3
+
+BUCKETS = 100_000
+MERCHANT = "merchant"
+VALUE_TYPES = ("bool", "string", "number", "json")
+_KEY_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,99}$", re.IGNORECASE)
+
+
+class Reason:
+    STATIC = "STATIC"
+    TARGETING_MATCH = "TARGETING_MATCH"
+    SPLIT = "SPLIT"
+    DISABLED = "DISABLED"
+    ERROR = "ERROR"
+
+
+class ErrorCode:
+    FLAG_NOT_FOUND = "FLAG_NOT_FOUND"
+    PARSE_ERROR = "PARSE_ERROR"
+    TYPE_MISMATCH = "TYPE_MISMATCH"
+    TARGETING_KEY_MISSING = "TARGETING_KEY_MISSING"
+    INVALID_CONTEXT = "INVALID_CONTEXT"
+    GENERAL = "GENERAL"
+
+
+class Level:
+    OVERRIDE = "override"
+    DEFAULT = "default"
+    OFF = "off"
+
+    @staticmethod
+    def rule(index: int) -> str:
+        """Return the level of the rule at 0-based ``index`` (``rule:1`` first)."""
+        return f"rule:{index + 1}"
+
+
+class RulesetError(ValueError):
+    """Invalid ruleset data; ``field`` names where (dotted path)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class Evaluation:
+    """One answer: the value and why it was served."""
+
+    flag_key: str
+    value: Any
+    variation: str | None
+    reason: str
+    level: str
+    version: int
+    error_code: str | None = None
+    error_message: str | None = None
+
+    @property
+    def is_error(self) -> bool:
+        return self.error_code is not None
+
+
+# -- bucketing -----------------------------------------------------------------
+
+
+def bucket(flag_key: str, bucket_value: str) -> int:
+    """Return a stable bucket in [0, 100_000) for this flag and value.
+
+    ``mmh3.hash(f"{flag_key}.{bucket_value}", seed=0, signed=False) % 100_000``:
+    the same in every process and language that implements MurmurHash3 x86_32.
+    """
+    return mmh3.hash(f"{flag_key}.{bucket_value}", 0, False) % BUCKETS
+
+
+def percent_to_weight(percent: float) -> int:
+    """Return a split weight (thousandths of a percent) for ``percent``."""
+    if isinstance(percent, bool) or not isinstance(percent, (int, float)):
+        raise RulesetError("percentage", "must be a number")
+    if not math.isfinite(percent) or percent < 0 or percent > 100:
+        raise RulesetError("percentage", "must be between 0 and 100")
+    weight = round(percent * 1000)
+    if abs(weight - percent * 1000) > 1e-6:
+        raise RulesetError("percentage", "has more than three decimals (0.001% is the step)")
+    return int(weight)
+
+
+# -- validation of plain data (shared by services and the client) -------------
+
+
+def validate_value(value_type: str, value: Any, field: str = "value") -> None:
+    """Raise RulesetError unless ``value`` is a valid value of ``value_type``."""
+    if value_type == "bool":
+        ok = isinstance(value, bool)
+    elif value_type == "string":
+        ok = isinstance(value, str)
+    elif value_type == "number":
+        ok = (
+            isinstance(value, (int, float))
+            and not isinstance(value, bool)
+            and math.isfinite(value)
+        )
+    elif value_type == "json":
+        ok = _is_json(value)
+    else:
+        raise RulesetError("value_type", f"must be one of {', '.join(VALUE_TYPES)}")
+    if not ok:
+        raise RulesetError(field, f"{value!r} is not a valid {value_type} value")
+
+
+def _is_json(value: Any, depth: int = 0) -> bool:
+    if depth > 32:
+        return False
+    if value is None or isinstance(value, (str, bool, int)):
+        return True
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, list):
+        return all(_is_json(item, depth + 1) for item in value)
+    if isinstance(value, dict):
+        return all(
+            isinstance(key, str) and _is_json(item, depth + 1) for key, item in value.items()
+        )
+    return False
+
+
+def validate_variations(value_type: str, variations: Any) -> list[dict]:
+    """Validate ordered variations; return them normalized.
+
+    A bool flag has exactly ``on`` = true and ``off`` = false.
+    """
+    if value_type not in VALUE_TYPES:
+        raise RulesetError("value_type", f"must be one of {', '.join(VALUE_TYPES)}")
+    if not isinstance(variations, list) or not variations:
+        raise RulesetError("variations", "must be a non-empty list")
+    seen: set[str] = set()
+    normalized = []
+    for index, variation in enumerate(variations):
+        where = f"variations[{index}]"
+        if not isinstance(variation, Mapping) or "key" not in variation or "value" not in variation:
+            raise RulesetError(where, "must be an object with 'key' and 'value'")
+        key = variation["key"]
+        if not isinstance(key, str) or not _KEY_RE.match(key):
+            raise RulesetError(f"{where}.key", "must be a slug (letters, digits, _ . -)")
+        if key in seen:
+            raise RulesetError(f"{where}.key", f"duplicate variation key {key!r}")
+        seen.add(key)
+        validate_value(value_type, variation["value"], f"{where}.value")
+        item = {"key": key, "value": variation["value"]}
+        if variation.get("name"):
+            item["name"] = str(variation["name"])
+        normalized.append(item)
+    if value_type == "bool":
+        values = {item["key"]: item["value"] for item in normalized}
+        if values != {"on": True, "off": False}:
+            raise RulesetError("variations", "a bool flag has exactly on=true and off=false")
+    return normalized
+
+
+_OPERATORS = frozenset(
+    {"in", "starts_with", "ends_with", "contains", "matches",
+     "lt", "lte", "gt", "gte", "exists", "segment"}
+)
+
+
+def validate_clause(clause: Any, field: str, segment_keys: Iterable[str] | None) -> dict:
+    """Validate one clause ``{attribute, op, values, negate}``; return it normalized."""
+    if not isinstance(clause, Mapping):
+        raise RulesetError(field, "must be an object")
+    op = clause.get("op")
+    if op not in _OPERATORS:
+        raise RulesetError(f"{field}.op", f"must be one of {', '.join(sorted(_OPERATORS))}")
+    values = clause.get("values", [])
+    if not isinstance(values, list):
+        raise RulesetError(f"{field}.values", "must be a list")
+    attribute = clause.get("attribute", "")
+    if op == "segment":
+        if segment_keys is None:
+            raise RulesetError(f"{field}.op", "a segment cannot refer to another segment")
+        known = set(segment_keys)
+        missing = [value for value in values if value not in known]
+        if not values or missing:
+            raise RulesetError(f"{field}.values", f"unknown segment(s): {missing or 'none given'}")
+        attribute = ""
+    else:
+        if not isinstance(attribute, str) or not attribute:
+            raise RulesetError(f"{field}.attribute", "is required")
+        if op != "exists" and not values:
+            raise RulesetError(f"{field}.values", "needs at least one value")
+    if op in {"lt", "lte", "gt", "gte"}:
+        for value in values:
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise RulesetError(f"{field}.values", f"{op} compares numbers")
+    if op in {"starts_with", "ends_with", "contains", "matches"}:
+        for value in values:
+            if not isinstance(value, str):
+                raise RulesetError(f"{field}.values", f"{op} compares strings")
+    if op == "matches":
+        for value in values:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise RulesetError(f"{field}.values", f"bad regular expression: {exc}") from None
+    for value in values:
+        if not isinstance(value, (str, int, float, bool)):
+            raise RulesetError(f"{field}.values", "values are strings, numbers or booleans")
+    return {"attribute": attribute, "op": op, "values": list(values),
+            "negate": bool(clause.get("negate", False))}
+
+
+def validate_serve(serve: Any, variation_keys: Iterable[str], field: str) -> dict:
+    """Validate ``{"variation": k}`` or ``{"split": [{variation, weight}, ...]}``.
+
+    Split weights are integers in thousandths of a percent summing to 100,000.
+    """
+    keys = set(variation_keys)
+    if not isinstance(serve, Mapping):
+        raise RulesetError(field, "must be an object with 'variation' or 'split'")
+    if "variation" in serve and "split" not in serve:
+        if serve["variation"] not in keys:
+            raise RulesetError(f"{field}.variation", f"unknown variation {serve['variation']!r}")
+        return {"variation": serve["variation"]}
+    if "split" in serve and "variation" not in serve:
+        split = serve["split"]
+        if not isinstance(split, list) or not split:
+            raise RulesetError(f"{field}.split", "must be a non-empty list")
+        total = 0
+        seen: set[str] = set()
+        normalized = []
+        for index, arm in enumerate(split):
+            where = f"{field}.split[{index}]"
+            if not isinstance(arm, Mapping):
+                raise RulesetError(where, "must be an object with 'variation' and 'weight'")
+            if arm.get("variation") not in keys:
+                raise RulesetError(f"{where}.variation", f"unknown variation {arm.get('variation')!r}")
+            if arm["variation"] in seen:
+                raise RulesetError(f"{where}.variation", "appears twice in the split")
+            seen.add(arm["variation"])
+            weight = arm.get("weight")
+            if isinstance(weight, bool) or not isinstance(weight, int) or weight < 0:
+                raise RulesetError(f"{where}.weight", "must be a non-negative integer")
+            total += weight
+            normalized.append({"variation": arm["variation"], "weight": weight})
+        if total != BUCKETS:
+            raise RulesetError(
+                f"{field}.split", f"weights must sum to {BUCKETS} (got {total})"
+            )
+        return {"split": normalized}
+    raise RulesetError(field, "must have exactly one of 'variation' or 'split'")
+
+
+def validate_rules(rules: Any, variation_keys: Iterable[str], segment_keys: Iterable[str]) -> list[dict]:
+    """Validate ordered rules ``[{clauses: [...], serve: {...}, description}]``."""
+    keys = list(variation_keys)
+    segments = list(segment_keys)
+    if not isinstance(rules, list):
+        raise RulesetError("rules", "must be a list")
+    normalized = []
+    for index, rule in enumerate(rules):
+        where = f"rules[{index}]"
+        if not isinstance(rule, Mapping):
+            raise RulesetError(where, "must be an object")
+        clauses = rule.get("clauses")
+        if not isinstance(clauses, list) or not clauses:
+            raise RulesetError(f"{where}.clauses", "needs at least one clause")
+        item = {
+            "clauses": [
+                validate_clause(clause, f"{where}.clauses[{n}]", segments)
+                for n, clause in enumerate(clauses)
+            ],
+            "serve": validate_serve(rule.get("serve"), keys, f"{where}.serve"),
+        }
+        if rule.get("description"):
+            item["description"] = str(rule["description"])
+        normalized.append(item)
+    return normalized
+
+
+# -- compiled form ------------------------------------------------------------
+
+Predicate = Callable[[Mapping[str, Any], Any], bool]
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledRule:
+    predicates: tuple[Predicate, ...]
+    answer: Evaluation | None             # a single variation
+    split: tuple[tuple[int, Evaluation], ...] | None  # (upper bound, answer)
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledFlag:
+    key: str
+    value_type: str
+    enabled: bool
+    off_answer: Evaluation
+    overrides: Mapping[str, Evaluation]
+    override_expiry: Mapping[str, float] | None  # merchant -> epoch seconds
+    rules: tuple[CompiledRule, ...]
+    fallthrough_answer: Evaluation | None
+    fallthrough_split: tuple[tuple[int, Evaluation], ...] | None
+    bucket_prefix: str
+    bucket_by: str
+    variations: tuple[tuple[str, Any], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Ruleset:
+    """Everything needed to evaluate one environment, in memory."""
+
+    environment: str
+    version: int
+    flags: Mapping[str, CompiledFlag]
+    merchants: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    data: Mapping[str, Any] | None = None  # the plain data it was compiled from
+
+
+def _attribute(context: Mapping[str, Any], ruleset: Ruleset, name: str) -> Any:
+    """Return a context attribute; fall back to the merchant registry."""
+    value = context.get(name)
+    if value is None:
+        merchant = context.get(MERCHANT)
+        if merchant is not None:
+            registered = ruleset.merchants.get(merchant)
+            if registered is not None:
+                value = registered.get(name)
+    return value
+
+
+def _hashable(value: Any) -> bool:
+    return isinstance(value, (str, int, float, bool))
+
+
+def _compile_clause(clause: Mapping[str, Any], segments: Mapping[str, tuple]) -> Predicate:
+    op = clause["op"]
+    attribute = clause.get("attribute", "")
+    values = list(clause.get("values", []))
+    negate = bool(clause.get("negate", False))
+
+    if op == "segment":
+        members = tuple(segments[key] for key in values)
+
+        def test_segment(context, ruleset):
+            return any(all(pred(context, ruleset) for pred in preds) for preds in members)
+
+        return (lambda c, r: not test_segment(c, r)) if negate else test_segment
+
+    if op == "exists":
+        def test_exists(context, ruleset):
+            return (_attribute(context, ruleset, attribute) is not None) != negate
+
+        return test_exists
+
+    if op == "in":
+        wanted = frozenset(value for value in values if not isinstance(value, bool))
+        wanted_bools = tuple(value for value in values if isinstance(value, bool))
+
+        def one(value):
+            if isinstance(value, bool):
+                return value in wanted_bools
+            return _hashable(value) and value in wanted
+    elif op in {"starts_with", "ends_with", "contains"}:
+        method = {"starts_with": str.startswith, "ends_with": str.endswith,
+                  "contains": str.__contains__}[op]
+        strings = tuple(values)
+
+        def one(value):
+            return isinstance(value, str) and any(method(value, s) for s in strings)
+    elif op == "matches":
+        patterns = tuple(re.compile(value) for value in values)
+
+        def one(value):
+            return isinstance(value, str) and any(p.search(value) for p in patterns)
+    else:
+        compare = {"lt": float.__lt__, "lte": float.__le__,
+                   "gt": float.__gt__, "gte": float.__ge__}[op]
+        numbers = tuple(float(value) for value in values)
+
+        def one(value):
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                return False
+            return any(compare(float(value), n) for n in numbers)
+
+    def test(context, ruleset):
+        value = context.get(attribute)
+        if value is None:
+            value = _attribute(context, ruleset, attribute)
+            if value is None:
+                return False  # a missing attribute matches nothing, negated or not
+        if isinstance(value, list):
+            matched = any(one(item) for item in value)
+        else:
+            matched = one(value)
+        return matched != negate
+
+    return test
+
+
+def _compile_serve(
+    serve: Mapping[str, Any],
+    answers: Mapping[str, tuple[Any, str]],
+    flag_key: str,
+    level: str,
+    single_reason: str,
+    version: int,
+) -> tuple[Evaluation | None, tuple[tuple[int, Evaluation], ...] | None]:
+    if "variation" in serve:
+        key = serve["variation"]
+        value = answers[key][0]
+        return Evaluation(flag_key, value, key, single_reason, level, version), None
+    upper = 0
+    arms = []
+    for arm in serve["split"]:
+        if arm["weight"] <= 0:
+            continue
+        upper += arm["weight"]
+        key = arm["variation"]
+        arms.append((upper, Evaluation(flag_key, answers[key][0], key, Reason.SPLIT, level, version)))
+    if len(arms) == 1:
+        # A 100% split is one variation; still reported as SPLIT, no hashing.
+        return arms[0][1], None
+    return None, tuple(arms)
+
+
+def compile_flag(data: Mapping[str, Any], version: int, segments: Mapping[str, tuple]) -> CompiledFlag:
+    """Compile one flag's plain data (see ``ruleset_data`` in flags.mappers)."""
+    key = data["key"]
+    variations = tuple((v["key"], v["value"]) for v in data["variations"])
+    answers = {vkey: (value, vkey) for vkey, value in variations}
+    off_key = data["off_variation"]
+    off_answer = Evaluation(key, answers[off_key][0], off_key, Reason.DISABLED, Level.OFF, version)
+    overrides: dict[str, Evaluation] = {}
+    expiry: dict[str, float] = {}
+    prebuilt = {
+        vkey: Evaluation(key, value, vkey, Reason.TARGETING_MATCH, Level.OVERRIDE, version)
+        for vkey, value in variations
+    }
+    for override in data.get("overrides", ()):
+        merchant = override["merchant"]
+        overrides[merchant] = prebuilt[override["variation"]]
+        if override.get("expires_at") is not None:
+            expiry[merchant] = float(override["expires_at"])
+    rules = []
+    for index, rule in enumerate(data.get("rules", ())):
+        answer, split = _compile_serve(
+            rule["serve"], answers, key, Level.rule(index), Reason.TARGETING_MATCH, version
+        )
+        predicates = tuple(_compile_clause(clause, segments) for clause in rule["clauses"])
+        rules.append(CompiledRule(predicates, answer, split))
+    fall_answer, fall_split = _compile_serve(
+        data["fallthrough"], answers, key, Level.DEFAULT, Reason.STATIC, version
+    )
+    return CompiledFlag(
+        key=key,
+        value_type=data["value_type"],
+        enabled=bool(data["enabled"]),
+        off_answer=off_answer,
+        overrides=overrides,
+        override_expiry=expiry or None,
+        rules=tuple(rules),
+        fallthrough_answer=fall_answer,
+        fallthrough_split=fall_split,
+        bucket_prefix=f"{key}.",
+        bucket_by=data.get("bucket_by") or MERCHANT,
+        variations=variations,
+    )
+
+
+def compile_ruleset(data: Mapping[str, Any]) -> Ruleset:
+    """Compile the plain data of one environment into a ``Ruleset``.
+
+    ``data`` is JSON-shaped: ``{"environment", "version", "flags": [...],
+    "segments": {key: {"clauses": [...]}}, "merchants": {key: {attrs}}}``.
+    Archived flags are simply absent. Raises on malformed data; evaluation
+    itself never raises.
+    """
+    version = int(data["version"])
+    segments = {
+        key: tuple(_compile_clause(clause, {}) for clause in segment.get("clauses", ()))
+        for key, segment in (data.get("segments") or {}).items()
+    }
+    flags = {flag["key"]: compile_flag(flag, version, segments) for flag in data.get("flags", ())}
+    merchants = {key: dict(attrs or {}) for key, attrs in (data.get("merchants") or {}).items()}
+    return Ruleset(
+        environment=str(data.get("environment", "")),
+        version=version,
+        flags=flags,
+        merchants=merchants,
+        data=data,
+    )
+
+
+EMPTY_RULESET = Ruleset(environment="", version=0, flags={})
+
+
+# -- evaluation ---------------------------------------------------------------
+
+
+def _error(ruleset: Ruleset, flag_key: Any, default: Any, code: str, message: str) -> Evaluation:
+    return Evaluation(
+        str(flag_key), default, None, Reason.ERROR, Level.DEFAULT,
+        getattr(ruleset, "version", 0), code, message,
+    )
+
+
+_hash = mmh3.hash
+
+
+def _bucket_value(flag: CompiledFlag, context: Mapping[str, Any], ruleset: Ruleset) -> str | None:
+    if flag.bucket_by == MERCHANT:
+        value = context.get(MERCHANT)
+    else:
+        value = _attribute(context, ruleset, flag.bucket_by)
+    if value is None or isinstance(value, (dict, list)):
+        return None
+    return value if type(value) is str else str(value)
+
+
+def _pick(split: tuple[tuple[int, Evaluation], ...], point: int) -> Evaluation:
+    for upper, answer in split:
+        if point < upper:
+            return answer
+    return split[-1][1]
+
+
+def evaluate(
+    ruleset: Ruleset,
+    flag_key: str,
+    context: Mapping[str, Any],
+    default: Any = None,
+    *,
+    value_type: str | None = None,
+) -> Evaluation:
+    """Return the answer for ``flag_key`` in ``context``; never raise.
+
+    ``context["merchant"]`` is the merchant key; other keys are attributes
+    (registry attributes of a known merchant fill in the ones not given).
+    With ``value_type`` set, a flag of another type answers ERROR /
+    TYPE_MISMATCH with ``default``.
+    """
+    try:
+        flag = ruleset.flags.get(flag_key)
+        if flag is None:
+            return _error(ruleset, flag_key, default, ErrorCode.FLAG_NOT_FOUND,
+                          f"flag {flag_key!r} not found")
+        if value_type is not None and value_type != flag.value_type:
+            return _error(ruleset, flag_key, default, ErrorCode.TYPE_MISMATCH,
+                          f"flag {flag_key!r} is {flag.value_type}, not {value_type}")
+        if type(context) is not dict and not isinstance(context, Mapping):
+            return _error(ruleset, flag_key, default, ErrorCode.INVALID_CONTEXT,
+                          "context must be an object")
+        if not flag.enabled:
+            return flag.off_answer
+        merchant = context.get(MERCHANT)
+        if merchant is not None:
+            answer = flag.overrides.get(merchant)
+            if answer is not None:
+                expiry = flag.override_expiry
+                if expiry is None or time.time() < expiry.get(merchant, math.inf):
+                    return answer
+        if flag.rules:
+            for rule in flag.rules:
+                for predicate in rule.predicates:
+                    if not predicate(context, ruleset):
+                        break
+                else:
+                    if rule.answer is not None:
+                        return rule.answer
+                    value = _bucket_value(flag, context, ruleset)
+                    if value is None:
+                        return _error(ruleset, flag_key, default, ErrorCode.TARGETING_KEY_MISSING,
+                                      f"a split needs '{flag.bucket_by}' in the context")
+                    return _pick(rule.split, _hash(flag.bucket_prefix + value, 0, False) % BUCKETS)
+        answer = flag.fallthrough_answer
+        if answer is not None:
+            return answer
+        if flag.bucket_by == MERCHANT and type(merchant) is str:
+            value = merchant
+        else:
+            value = _bucket_value(flag, context, ruleset)
+            if value is None:
+                return _error(ruleset, flag_key, default, ErrorCode.TARGETING_KEY_MISSING,
+                              f"a split needs '{flag.bucket_by}' in the context")
+        point = _hash(flag.bucket_prefix + value, 0, False) % BUCKETS
+        for upper, answer in flag.fallthrough_split:
+            if point < upper:
+                return answer
+        return answer
+    except Exception as exc:  # the contract: never raise to the caller
+        return _error(ruleset, flag_key, default, ErrorCode.GENERAL,
+                      f"evaluation failed: {type(exc).__name__}")
+
+
+def evaluate_all(ruleset: Ruleset, context: Mapping[str, Any]) -> list[Evaluation]:
+    """Return answers for every flag in the ruleset, in key order."""
+    return [evaluate(ruleset, key, context) for key in sorted(ruleset.flags)]

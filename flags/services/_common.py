@@ -1,0 +1,68 @@
+"""Helpers shared by the flag services (not part of the public API)."""
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.db.models import F, Model
+
+from flags.engine import RulesetError
+from flags.exceptions import InvalidInput
+from flags.models import Environment, FlagState
+
+
+def invalid_from(exc: RulesetError | ValidationError, prefix: str = "") -> InvalidInput:
+    """Turn an engine or model validation error into one field-level InvalidInput."""
+    if isinstance(exc, RulesetError):
+        field = f"{prefix}.{exc.field}" if prefix else exc.field
+        return InvalidInput(f"{field}: {exc.message}", field=field)
+    if hasattr(exc, "message_dict"):
+        field, messages = next(iter(exc.message_dict.items()))
+        field = "" if field == "__all__" else field
+        message = f"{field}: {messages[0]}" if field else messages[0]
+        return InvalidInput(message, field=field or None)
+    return InvalidInput(exc.messages[0])
+
+
+def full_clean(obj: Model, exclude: Iterable[str] | None = None) -> None:
+    """Run model validation, raising InvalidInput for the first problem."""
+    try:
+        obj.full_clean(exclude=list(exclude or ()))
+    except ValidationError as exc:
+        raise invalid_from(exc) from None
+
+
+def bump_rulesets(environment_ids: Iterable[int]) -> None:
+    """Move the ruleset version of these environments, in the caller's transaction.
+
+    Serving processes compare versions to know their compiled ruleset is old.
+    """
+    ids = sorted(set(environment_ids))
+    if not ids:
+        return
+    Environment.objects.filter(pk__in=ids).update(ruleset_version=F("ruleset_version") + 1)
+    from flags import propagation
+
+    propagation.announce(environment_ids=ids)
+
+
+def bump_all_rulesets() -> None:
+    bump_rulesets(Environment.objects.values_list("pk", flat=True))
+
+
+def state_snapshot(state: FlagState) -> dict[str, Any]:
+    """Return what evaluation depends on in a flag state (audit before/after)."""
+    return {
+        "enabled": state.enabled,
+        "off_variation": state.off_variation,
+        "rules": state.rules,
+        "fallthrough": state.fallthrough,
+        "bucket_by": state.bucket_by,
+        "killed": state.killed_at is not None,
+        "version": state.version,
+    }
+
+
+def require_atomic() -> None:
+    assert transaction.get_connection().in_atomic_block

@@ -1,0 +1,7 @@
+from django.apps import AppConfig
+
+
+class RollbackConfig(AppConfig):
+    name = "rollback"
+    verbose_name = "Rollback"
+    default_auto_field = "django.db.models.BigAutoField"
