@@ -1,4 +1,4 @@
-"""Root URLs: admin, metrics, API schema. Apps add their own API routes."""
+"""Root URLs: admin, metrics, API schema, and each app's API routes."""
 from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import (
@@ -13,4 +13,10 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
     path("api/redoc/", SpectacularRedocView.as_view(url_name="schema"), name="redoc"),
+    # Evaluation (native + OFREP) and the ruleset endpoint: flags/api/eval_urls.py
+    path("", include("flags.api.eval_urls")),
+    # Management REST API (/api/v1/...): one module per app
+    path("api/v1/", include("flags.api.urls")),
+    path("api/v1/", include("rollback.api.urls")),
+    path("api/v1/", include("canary.api.urls")),
 ]

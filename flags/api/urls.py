@@ -1,0 +1,2 @@
+"""API routes (filled in by its issue)."""
+urlpatterns: list = []
