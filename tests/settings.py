@@ -1,0 +1,11 @@
+"""Settings for the test suite: the project's settings plus test-only apps."""
+from controlplane.settings import *  # noqa: F401,F403
+from controlplane.settings import INSTALLED_APPS
+
+# Test-only Django apps (e.g. apps with migrations that rollback tests revert).
+TEST_APPS: list[str] = []
+INSTALLED_APPS = [*INSTALLED_APPS, *TEST_APPS]
+
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast tests
+CELERY_TASK_ALWAYS_EAGER = True
+CELERY_BROKER_URL = ""
