@@ -13,7 +13,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Iterator
 
-from django.db import connection, models, transaction
+from django.db import connection, models
 from django.utils import timezone
 
 from controlplane.audit.actors import Actor, as_actor
@@ -199,5 +199,4 @@ __all__ = [
     "history_for",
     "normalize",
     "record_audit_event",
-    "transaction",
 ]
