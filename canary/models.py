@@ -89,6 +89,10 @@ class Rollout(models.Model):
     status = models.CharField(
         max_length=20, choices=RolloutStatus.choices, default=RolloutStatus.DRAFT, db_index=True
     )
+    # The variation the rollout moves merchants to, and the one they had;
+    # "on"/"off" for bool flags. The outcomes provider splits cohorts by them.
+    treatment_variation = models.CharField(max_length=100, blank=True)
+    control_variation = models.CharField(max_length=100, blank=True)
     current_phase = models.PositiveIntegerField(default=0)
     phase_started_at = models.DateTimeField(null=True, blank=True)
     # {"snapshot": flags.services.state_snapshot(...), "pilot_merchants": [...]}:
