@@ -10,6 +10,8 @@ from django.conf import settings
 DEFAULTS: dict[str, Any] = {
     # Ruleset refresh: how often a serving process polls ruleset versions.
     "RULESET_POLL_INTERVAL": 0.25,
+    # Management API: most merchants one bulk upsert accepts.
+    "MERCHANT_BULK_UPSERT_MAX": 1000,
     # Audit: how many history rows the CLI prints after an override change.
     "AUDIT_HISTORY_LIMIT": 10,
     # Demo data: the admin login printed by `manage.py demo`.
