@@ -408,12 +408,17 @@ def _compile_clause(clause: Mapping[str, Any], segments: Mapping[str, tuple]) ->
                 return False
             return any(compare(float(value), n) for n in numbers)
 
+    is_in = op == "in"
+
     def test(context, ruleset):
         value = context.get(attribute)
         if value is None:
             value = _attribute(context, ruleset, attribute)
             if value is None:
                 return False  # a missing attribute matches nothing, negated or not
+        if is_in and type(value) is str:
+            # The common case (tier in [gold]) answered with one set lookup.
+            return (value in wanted) != negate
         if isinstance(value, list):
             matched = any(one(item) for item in value)
         else:
