@@ -17,6 +17,22 @@ DEFAULTS: dict[str, Any] = {
     # Demo data: the admin login printed by `manage.py demo`.
     "DEMO_ADMIN_USERNAME": "admin",
     "DEMO_ADMIN_PASSWORD": "admin",
+    # Rollback (docs/rollback.md): deployment-revert backends, keyed by name;
+    # a service uses the backend named like it, else "default".
+    "ROLLBACK_DEPLOY_BACKENDS": {},
+    "ROLLBACK_DEFAULT_COMMAND_TIMEOUT": 300,
+    "ROLLBACK_DEFAULT_WEBHOOK_TIMEOUT": 30,
+    "ROLLBACK_SIGNATURE_HEADER": "X-Controlplane-Signature",
+    # argv run before a migration revert (e.g. pg_dump); None = no backup.
+    "ROLLBACK_MIGRATION_BACKUP_COMMAND": None,
+    "ROLLBACK_MIGRATION_BACKUP_TIMEOUT": 1800,
+    "ROLLBACK_MIGRATION_DATABASES": ["default"],
+    "ROLLBACK_STEP_MAX_ATTEMPTS": 3,
+    "ROLLBACK_RETRY_BACKOFF_SECONDS": 5,
+    "ROLLBACK_RETRY_BACKOFF_MAX_SECONDS": 300,
+    # A step running longer than its backend timeout plus this is presumed
+    # abandoned (its worker died): verified, then retried.
+    "ROLLBACK_STEP_LEASE_GRACE_SECONDS": 60,
 }
 
 
