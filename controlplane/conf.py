@@ -10,6 +10,23 @@ from django.conf import settings
 DEFAULTS: dict[str, Any] = {
     # Ruleset refresh: how often a serving process polls ruleset versions.
     "RULESET_POLL_INTERVAL": 0.25,
+    # Serving: run the ruleset listener/poller and the API key revalidator in
+    # a background thread of each serving process (off in the test settings).
+    "RULESET_BACKGROUND": True,
+    # Redis URL for ruleset change notices (pub/sub); empty = PostgreSQL
+    # LISTEN/NOTIFY on PostgreSQL, polling only on SQLite.
+    "RULESET_REDIS_URL": "",
+    # Answers are marked stale when no version check succeeded for this long.
+    "RULESET_STALE_AFTER": 2.0,
+    # API keys: revalidation period of cached keys (background), the TTL of a
+    # cached key without the background thread, absent-key TTL, and the
+    # minimum period between two last_used_at writes of one key.
+    "APIKEY_REVALIDATE_INTERVAL": 0.5,
+    "APIKEY_CACHE_TTL": 1.0,
+    "APIKEY_NEGATIVE_TTL": 5.0,
+    "APIKEY_TOUCH_INTERVAL": 60.0,
+    # Evaluation API: largest accepted request body (bytes).
+    "EVAL_MAX_BODY_BYTES": 65536,
     # Management API: most merchants one bulk upsert accepts.
     "MERCHANT_BULK_UPSERT_MAX": 1000,
     # Audit: how many history rows the CLI prints after an override change.

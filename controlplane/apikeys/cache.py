@@ -1,0 +1,226 @@
+"""Resolve raw API keys from memory.
+
+A verified key is cached by the SHA-256 of the raw key. A background thread
+(``start``) re-reads every cached key in one query every
+``APIKEY_REVALIDATE_INTERVAL`` seconds, so a warm lookup runs no query and a
+revocation is honoured within that interval. Without the thread, an entry
+older than ``APIKEY_CACHE_TTL`` is re-checked on the request path. Unknown
+keys are cached as absent for ``APIKEY_NEGATIVE_TTL`` seconds. When the
+database is unreachable, known keys keep working (the last verified state).
+
+``last_used_at`` is written at most once per ``APIKEY_TOUCH_INTERVAL`` per
+key, by the background thread, never per request.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from controlplane.audit.actors import Actor
+from controlplane.conf import setting
+
+log = logging.getLogger(__name__)
+
+_MAX_NEGATIVE = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKeyInfo:
+    """What a request needs to know about a verified key (no secret)."""
+
+    pk: int
+    name: str
+    scope: str
+    environment_id: int | None
+    environment_key: str | None
+    user_id: int | None
+    prefix: str
+    is_revoked: bool = False
+
+    @property
+    def is_server(self) -> bool:
+        return self.scope == "server"
+
+    @property
+    def is_management(self) -> bool:
+        return self.scope == "management"
+
+    def as_actor(self) -> Actor:
+        return Actor(type="api_key", id=str(self.pk), name=self.name)
+
+
+class KeyCache:
+    """Process-wide cache of verified keys; thread-safe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        # digest -> (ApiKeyInfo | None, verified_at monotonic)
+        self._entries: dict[str, tuple[ApiKeyInfo | None, float]] = {}
+        self._used: dict[int, float] = {}        # pk -> wall time of last use
+        self._touched: dict[int, float] = {}     # pk -> wall time last written
+        self._thread: threading.Thread | None = None
+        self._pid = 0
+        self._stop = threading.Event()
+
+    # -- request path ------------------------------------------------------
+
+    def resolve(self, raw: str) -> ApiKeyInfo | None:
+        """Return the active key for ``raw``, or None (unknown or revoked)."""
+        if not raw or len(raw) > 200:
+            return None
+        digest = hashlib.sha256(raw.encode("utf-8", "surrogatepass")).hexdigest()
+        entry = self._entries.get(digest)
+        now = time.monotonic()
+        if entry is not None:
+            info, verified_at = entry
+            ttl = setting("APIKEY_CACHE_TTL") if info is not None else setting(
+                "APIKEY_NEGATIVE_TTL"
+            )
+            if now - verified_at > ttl and not self._background_alive():
+                info = self._load_one(digest, fallback=entry)
+        else:
+            self._ensure_started()
+            info = self._load_one(digest, fallback=None)
+        if info is None or info.is_revoked:
+            return None
+        self._note_use(info.pk)
+        return info
+
+    def _note_use(self, pk: int) -> None:
+        wall = time.time()
+        last = self._touched.get(pk)
+        if last is None or wall - last >= setting("APIKEY_TOUCH_INTERVAL"):
+            self._used[pk] = wall
+
+    def _load_one(
+        self, digest: str, fallback: tuple[ApiKeyInfo | None, float] | None
+    ) -> ApiKeyInfo | None:
+        try:
+            found = _query([digest])
+        except Exception as exc:  # database down: keep the last verified state
+            log.warning("API key check failed, using cached state: %s", exc)
+            return fallback[0] if fallback is not None else None
+        info = found.get(digest)
+        with self._lock:
+            if info is None and len(self._entries) >= _MAX_NEGATIVE:
+                self._entries = {k: v for k, v in self._entries.items() if v[0] is not None}
+            self._entries[digest] = (info, time.monotonic())
+        return info
+
+    # -- background --------------------------------------------------------
+
+    def revalidate(self) -> None:
+        """Re-read every cached key in one query; drop expired absent entries."""
+        with self._lock:
+            digests = list(self._entries)
+        if not digests:
+            return
+        found = _query(digests)
+        now = time.monotonic()
+        negative_ttl = setting("APIKEY_NEGATIVE_TTL")
+        with self._lock:
+            for digest in digests:
+                info = found.get(digest)
+                old = self._entries.get(digest)
+                if info is None and old is not None and old[0] is None:
+                    if now - old[1] > negative_ttl:
+                        self._entries.pop(digest, None)
+                    continue
+                self._entries[digest] = (info, now)
+
+    def flush_last_used(self) -> int:
+        """Write pending ``last_used_at`` values; return how many keys."""
+        if not self._used:
+            return 0
+        pending, self._used = self._used, {}
+        import datetime as dt
+
+        from controlplane.apikeys.services import apikeys_touch
+
+        apikeys_touch({
+            pk: dt.datetime.fromtimestamp(wall, tz=dt.timezone.utc)
+            for pk, wall in pending.items()
+        })
+        self._touched.update(pending)
+        return len(pending)
+
+    def clear(self) -> None:
+        """Forget everything (tests, and after a fork)."""
+        with self._lock:
+            self._entries.clear()
+            self._used.clear()
+            self._touched.clear()
+
+    def _background_alive(self) -> bool:
+        thread = self._thread
+        return thread is not None and thread.is_alive() and self._pid == os.getpid()
+
+    def _ensure_started(self) -> None:
+        if self._background_alive() or not setting("RULESET_BACKGROUND"):
+            return
+        with self._lock:
+            if self._background_alive():
+                return
+            self._pid = os.getpid()
+            self._stop.clear()
+            self._thread = threading.Thread(
+                target=self._run, name="apikey-cache", daemon=True
+            )
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        thread = self._thread
+        if thread is not None:
+            thread.join(timeout=5)
+        self._thread = None
+
+    def _run(self) -> None:
+        from django.db import connection
+
+        backoff = 0.0
+        while not self._stop.is_set():
+            interval = setting("APIKEY_REVALIDATE_INTERVAL")
+            if self._stop.wait(interval + backoff):
+                break
+            try:
+                self.revalidate()
+                self.flush_last_used()
+                backoff = 0.0
+            except Exception as exc:
+                log.warning("API key revalidation failed: %s", exc)
+                backoff = min(max(backoff * 2, interval), 5.0)
+                try:
+                    connection.close()
+                except Exception:
+                    pass
+
+
+def _query(digests: list[str]) -> dict[str, ApiKeyInfo]:
+    from controlplane.apikeys.models import ApiKey
+
+    rows = ApiKey.objects.filter(secret_hash__in=digests).values_list(
+        "pk", "name", "scope", "environment_id", "environment__key", "user_id",
+        "prefix", "revoked_at", "secret_hash",
+    )
+    return {
+        row[8]: ApiKeyInfo(
+            pk=row[0], name=row[1], scope=row[2], environment_id=row[3],
+            environment_key=row[4], user_id=row[5], prefix=row[6],
+            is_revoked=row[7] is not None,
+        )
+        for row in rows
+    }
+
+
+key_cache = KeyCache()
+
+
+def resolve_key(raw: str) -> ApiKeyInfo | None:
+    """Return the active key for ``raw`` or None; no query when warm."""
+    return key_cache.resolve(raw)
