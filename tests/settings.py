@@ -9,3 +9,6 @@ INSTALLED_APPS = [*INSTALLED_APPS, *TEST_APPS]
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast tests
 CELERY_TASK_ALWAYS_EAGER = True
 CELERY_BROKER_URL = ""
+# No serving background threads (ruleset poller, API key revalidator) beside
+# tests that roll back their transaction; tests that need them turn them on.
+CONTROLPLANE = {"RULESET_BACKGROUND": False}
