@@ -1,0 +1,299 @@
+"""Compiled rulesets in memory, one per environment, per serving process.
+
+``get_ruleset(environment_key)`` answers from memory. A background thread
+keeps the rulesets current:
+
+- it waits for change notices (PostgreSQL ``LISTEN`` on
+  ``flags.propagation.CHANNEL`` with its own psycopg connection, or Redis
+  pub/sub when ``RULESET_REDIS_URL`` is set), at most
+  ``RULESET_POLL_INTERVAL`` seconds at a time;
+- after a notice or that timeout it runs one tiny query for every
+  environment's ``ruleset_version`` and recompiles the rulesets that moved.
+
+So a lost notice costs at most one poll interval, SQLite works by polling
+alone, and an evaluation request runs no query in steady state. When the
+database is unreachable the last rulesets keep serving, answers say they are
+stale (no successful check for ``RULESET_STALE_AFTER`` seconds), and the
+thread retries with backoff until the database is back.
+
+Without the background thread (``RULESET_BACKGROUND`` off, as in the test
+settings) the version check runs on the request path, at most once per poll
+interval.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from typing import Any
+
+from controlplane.conf import setting
+from flags import engine
+from flags.exceptions import DomainError, NotFound
+
+log = logging.getLogger(__name__)
+
+_MAX_BACKOFF = 5.0
+
+
+class RulesetUnavailable(DomainError):
+    """No ruleset in memory and the database cannot be read."""
+
+    code = "unavailable"
+    http_status = 503
+
+
+class RulesetStore:
+    """Compiled rulesets of every environment this process has served."""
+
+    def __init__(self) -> None:
+        self.using = "default"
+        self._rulesets: dict[str, engine.Ruleset] = {}
+        self._known: dict[str, tuple[int, int]] = {}  # key -> (pk, version) from last check
+        self._lock = threading.RLock()
+        self._last_check = 0.0        # monotonic time of the last attempt
+        self._last_ok = 0.0           # monotonic time of the last successful check
+        self._failures = 0
+        self._thread: threading.Thread | None = None
+        self._pid = 0
+        self._stop = threading.Event()
+        self._wakeups = 0
+        self.reloads = 0
+
+    # -- request path ------------------------------------------------------
+
+    def get_ruleset(self, environment_key: str) -> tuple[engine.Ruleset, bool]:
+        """Return the environment's ruleset and whether it may be stale.
+
+        Raises NotFound for an unknown environment and RulesetUnavailable
+        when nothing is in memory and the database cannot be read.
+        """
+        now = time.monotonic()
+        if self._background_alive():
+            ruleset = self._rulesets.get(environment_key)
+            stale = now - self._last_ok > setting("RULESET_STALE_AFTER")
+            if ruleset is not None:
+                return ruleset, stale
+        else:
+            if setting("RULESET_BACKGROUND"):
+                self.start()
+            if now - self._last_check >= self._retry_delay():
+                self._check_quietly()
+            ruleset = self._rulesets.get(environment_key)
+            if ruleset is not None:
+                return ruleset, self.is_stale()
+        return self._load_cold(environment_key), self.is_stale()
+
+    def is_stale(self) -> bool:
+        """Return True when no version check succeeded recently."""
+        return self._failures > 0 or (
+            time.monotonic() - self._last_ok > setting("RULESET_STALE_AFTER")
+        )
+
+    def _retry_delay(self) -> float:
+        interval = setting("RULESET_POLL_INTERVAL")
+        if not self._failures:
+            return interval
+        return min(interval * (2 ** min(self._failures, 8)), _MAX_BACKOFF)
+
+    def _load_cold(self, environment_key: str) -> engine.Ruleset:
+        with self._lock:
+            ruleset = self._rulesets.get(environment_key)
+            if ruleset is not None:
+                return ruleset
+            fresh = time.monotonic() - self._last_ok < setting("RULESET_POLL_INTERVAL")
+            if fresh and environment_key not in self._known:
+                # the last check listed every environment: absent is cached too
+                raise NotFound(f"environment {environment_key!r} not found", field="environment")
+            try:
+                self.check_versions()
+                if environment_key not in self._known:
+                    raise NotFound(
+                        f"environment {environment_key!r} not found", field="environment"
+                    )
+                return self._reload(environment_key)
+            except DomainError:
+                raise
+            except Exception as exc:
+                self._note_failure(exc)
+                raise RulesetUnavailable(
+                    "the ruleset cannot be loaded: database unavailable"
+                ) from None
+
+    # -- refreshing --------------------------------------------------------
+
+    def check_versions(self) -> list[str]:
+        """Read every environment's version (one query); reload what moved.
+
+        Return the keys of the environments reloaded. Raises on database
+        errors (the callers decide between retry and stale).
+        """
+        from flags.models import Environment
+
+        self._last_check = time.monotonic()
+        rows = Environment.objects.using(self.using).values_list("key", "pk", "ruleset_version")
+        known = {key: (pk, version) for key, pk, version in rows}
+        reloaded = []
+        with self._lock:
+            self._known = known
+            for key in list(self._rulesets):
+                if key not in known:
+                    self._rulesets.pop(key, None)
+                elif self._rulesets[key].version != known[key][1]:
+                    self._reload(key)
+                    reloaded.append(key)
+        self._last_ok = time.monotonic()
+        self._failures = 0
+        return reloaded
+
+    def _check_quietly(self) -> None:
+        try:
+            self.check_versions()
+        except Exception as exc:
+            self._note_failure(exc)
+
+    def _note_failure(self, exc: Exception) -> None:
+        self._failures += 1
+        self._last_check = time.monotonic()
+        if self._failures in (1, 10) or self._failures % 100 == 0:
+            log.warning("ruleset version check failed (%s in a row): %s", self._failures, exc)
+        _close_connection(self.using)
+
+    def _reload(self, environment_key: str) -> engine.Ruleset:
+        from flags import mappers, metrics
+        from flags.models import Environment
+
+        pk = self._known[environment_key][0]
+        environment = Environment(pk=pk, key=environment_key)
+        ruleset = engine.compile_ruleset(mappers.ruleset_data(environment))
+        self._rulesets[environment_key] = ruleset
+        self.reloads += 1
+        metrics.ruleset_loaded(environment_key)
+        return ruleset
+
+    def clear(self) -> None:
+        """Forget every ruleset (tests)."""
+        with self._lock:
+            self._rulesets.clear()
+            self._known.clear()
+            self._last_check = self._last_ok = 0.0
+            self._failures = 0
+
+    # -- background thread -------------------------------------------------
+
+    def _background_alive(self) -> bool:
+        thread = self._thread
+        return thread is not None and self._pid == os.getpid() and thread.is_alive()
+
+    def start(self) -> None:
+        """Start the listener/poller thread of this process (idempotent)."""
+        if self._background_alive():
+            return
+        with self._lock:
+            if self._background_alive():
+                return
+            self._pid = os.getpid()
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._run, name="ruleset-store", daemon=True)
+            self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop the background thread and wait for it."""
+        self._stop.set()
+        thread = self._thread
+        if thread is not None:
+            thread.join(timeout=timeout)
+        self._thread = None
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._check_quietly()
+                if self._failures:
+                    self._stop.wait(self._retry_delay())
+                    continue
+                redis_url = setting("RULESET_REDIS_URL")
+                if redis_url:
+                    self._listen_redis(redis_url)
+                elif _vendor(self.using) == "postgresql":
+                    self._listen_postgres()
+                else:
+                    self._poll_forever()
+            except Exception as exc:
+                self._note_failure(exc)
+                self._stop.wait(self._retry_delay())
+        _close_connection(self.using)
+
+    def _poll_forever(self) -> None:
+        while not self._stop.wait(setting("RULESET_POLL_INTERVAL")):
+            self.check_versions()
+
+    def _listen_postgres(self) -> None:
+        import psycopg
+        from django.db import connections
+
+        from flags.propagation import CHANNEL
+
+        params = connections[self.using].get_connection_params()
+        params.pop("cursor_factory", None)
+        params.pop("context", None)
+        params.pop("server_side_binding", None)
+        params.pop("prepare_threshold", None)
+        params.setdefault("connect_timeout", 5)
+        with psycopg.connect(**params, autocommit=True) as conn:
+            conn.execute(f"LISTEN {CHANNEL}")
+            # a change may have committed between the last check and LISTEN
+            self.check_versions()
+            while not self._stop.is_set():
+                interval = setting("RULESET_POLL_INTERVAL")
+                for _notice in conn.notifies(timeout=interval, stop_after=1):
+                    self._wakeups += 1
+                self.check_versions()
+
+    def _listen_redis(self, url: str) -> None:
+        import redis
+
+        from flags.propagation import CHANNEL
+
+        client = redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=10)
+        pubsub = client.pubsub(ignore_subscribe_messages=True)
+        try:
+            pubsub.subscribe(CHANNEL)
+            self.check_versions()
+            while not self._stop.is_set():
+                message = pubsub.get_message(timeout=setting("RULESET_POLL_INTERVAL"))
+                if message is not None:
+                    self._wakeups += 1
+                self.check_versions()
+        finally:
+            pubsub.close()
+            client.close()
+
+
+def _vendor(using: str) -> str:
+    from django.db import connections
+
+    return connections[using].vendor
+
+
+def _close_connection(using: str) -> None:
+    from django.db import connections
+
+    try:
+        connections[using].close()
+    except Exception:
+        pass
+
+
+_store = RulesetStore()
+
+
+def store() -> RulesetStore:
+    """Return this process's store."""
+    return _store
+
+
+def get_ruleset(environment_key: str) -> tuple[engine.Ruleset, bool]:
+    """Return ``(ruleset, is_stale)`` of an environment from memory."""
+    return _store.get_ruleset(environment_key)
