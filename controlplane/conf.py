@@ -50,6 +50,10 @@ DEFAULTS: dict[str, Any] = {
     # A step running longer than its backend timeout plus this is presumed
     # abandoned (its worker died): verified, then retried.
     "ROLLBACK_STEP_LEASE_GRACE_SECONDS": 60,
+    # Canary providers: the Prometheus a "prometheus" check queries when its
+    # spec names no url; the most outcome events one POST /api/v1/events takes.
+    "PROMETHEUS_URL": "http://127.0.0.1:9090",
+    "OUTCOME_EVENTS_MAX_BATCH": 5000,
 }
 
 
