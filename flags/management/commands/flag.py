@@ -1,0 +1,516 @@
+"""``manage.py flag ...``: the per-merchant scripts operators use, on services.
+
+Subcommands: list, show, create, enable, disable, kill, restore, percentage,
+override add|remove|list. Each parses its input, calls one selector or
+service, and prints the result with rich (plain text when not a terminal).
+Every user mistake raises ``CommandError`` with one readable line, before
+anything is written: the services validate before they write.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import io
+import json
+import math
+import os
+from typing import Any, Callable
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import DatabaseError
+from django.utils import timezone
+from rich import box
+from rich.console import Console
+from rich.table import Table
+
+from controlplane.audit.actors import Actor, actor_for_cli
+from controlplane.audit.management.commands.audit import parse_duration, parse_instant
+from controlplane.audit.models import AuditEvent
+from controlplane.conf import setting
+from flags import engine, mappers, selectors, services
+from flags.exceptions import DomainError
+from flags.models import Environment, Flag, FlagState, Merchant, ValueType
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _serve_summary(serve: dict) -> str:
+    if "variation" in serve:
+        return serve["variation"]
+    arms = [f"{arm['variation']} {arm['weight'] / 1000:g}%" for arm in serve.get("split", [])]
+    return "split " + " / ".join(arms)
+
+
+def _state_summary(state: FlagState) -> str:
+    if state.killed_at is not None:
+        return f"KILLED -> {state.off_variation}"
+    if not state.enabled:
+        return f"off -> {state.off_variation}"
+    rules = f" +{len(state.rules)} rule{'s' if len(state.rules) != 1 else ''}" if state.rules else ""
+    return f"on: {_serve_summary(state.fallthrough)}{rules}"
+
+
+def _format_time(value: dt.datetime | None) -> str:
+    if value is None:
+        return "-"
+    return value.astimezone(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+# SIMPLE_HEAD drawn with '-': safe in any encoding when piped or logged.
+_PLAIN_BOX = box.Box(
+    "    \n"
+    "    \n"
+    " -- \n"
+    "    \n"
+    "    \n"
+    "    \n"
+    "    \n"
+    "    \n",
+    ascii=True,
+)
+
+
+def _format_value(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False)
+
+
+class Command(BaseCommand):
+    help = (
+        "Manage flags from the command line: list, show, create, enable, disable, "
+        "kill, restore, percentage, and per-merchant overrides (override add|remove|list)."
+    )
+
+    # -- arguments ------------------------------------------------------------
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        common = argparse.ArgumentParser(add_help=False)
+        common.add_argument(
+            "--actor", help="Name recorded in the audit log (default: your login name)."
+        )
+        env_required = argparse.ArgumentParser(add_help=False)
+        env_required.add_argument("--env", required=True, help="Environment key, e.g. production.")
+
+        sub = parser.add_subparsers(dest="subcommand", required=True, metavar="SUBCOMMAND")
+
+        p = sub.add_parser("list", help="List flags and how each environment serves them.")
+        p.add_argument("--env", help="Show one environment in detail.")
+        p.add_argument("--archived", action="store_true", help="Include archived flags.")
+
+        p = sub.add_parser("show", help="Show a flag, its variations, states and overrides.")
+        p.add_argument("flag")
+
+        p = sub.add_parser("create", parents=[common], help="Create a flag (off everywhere).")
+        p.add_argument("key")
+        p.add_argument("--name", default="")
+        p.add_argument("--type", dest="value_type", default="bool", choices=ValueType.values)
+        p.add_argument(
+            "--variations",
+            help='JSON list, e.g. \'[{"key": "classic", "value": "classic"}, ...]\' '
+                 "(bool flags get on/off).",
+        )
+        p.add_argument("--off-variation", help="Variation served when off (default: off/last).")
+        p.add_argument("--description", default="")
+        p.add_argument("--owner", default="")
+        p.add_argument("--tag", action="append", dest="tags", default=[], help="Repeatable.")
+
+        for name, text in (
+            ("enable", "Turn targeting on (overrides, rules and the default apply)."),
+            ("disable", "Turn targeting off (everyone gets the off variation)."),
+        ):
+            p = sub.add_parser(name, parents=[common, env_required], help=text)
+            p.add_argument("flag")
+
+        p = sub.add_parser("kill", parents=[common, env_required],
+                           help="Emergency off: everyone gets the off variation now.")
+        p.add_argument("flag")
+        p.add_argument("--reason", default="")
+
+        p = sub.add_parser("restore", parents=[common, env_required],
+                           help="Undo a kill: targeting on again as before.")
+        p.add_argument("flag")
+        p.add_argument("--reason", default="")
+
+        p = sub.add_parser("percentage", parents=[common, env_required],
+                           help="Serve the treatment to PCT%% of merchants by default.")
+        p.add_argument("flag")
+        p.add_argument("pct", metavar="PCT", help="0..100, up to 3 decimals.")
+        p.add_argument("--treatment", help="Variation for the PCT%% (bool: on).")
+        p.add_argument("--control", help="Variation for the rest (bool: off).")
+
+        p = sub.add_parser("override", help="Per-merchant overrides: add, remove, list.")
+        osub = p.add_subparsers(dest="override_action", required=True, metavar="{add,remove,list}")
+        p = osub.add_parser("add", parents=[common, env_required],
+                            help="Give one merchant a variation; print what is now in force.")
+        p.add_argument("flag")
+        p.add_argument("merchant")
+        p.add_argument("--variation", default="on", help="Variation to serve (default: on).")
+        p.add_argument("--note", default="")
+        p.add_argument(
+            "--expires",
+            help="ISO 8601 time (2026-12-01T00:00Z; no zone = UTC) or a span from now (7d, 12h).",
+        )
+        p = osub.add_parser("remove", parents=[common, env_required],
+                            help="Remove one merchant's override.")
+        p.add_argument("flag")
+        p.add_argument("merchant")
+        p.add_argument("--reason", default="")
+        p = osub.add_parser("list", parents=[env_required], help="List a flag's overrides.")
+        p.add_argument("flag")
+
+    # -- dispatch -------------------------------------------------------------
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        name = options["subcommand"]
+        if name == "override":
+            name = f"override_{options['override_action']}"
+        handler: Callable[[dict], None] = getattr(self, f"_{name}")
+        try:
+            handler(options)
+        except DomainError as exc:
+            raise CommandError(_one_line(exc.message)) from None
+        except DatabaseError as exc:
+            text = _one_line(str(exc)) or type(exc).__name__
+            raise CommandError(
+                f"database error: {text} (did you run 'manage.py migrate'?)"
+            ) from None
+
+    # -- output helpers -------------------------------------------------------
+
+    def _print(self, *renderables: Any) -> None:
+        """Render with rich: colours on a terminal, plain text otherwise."""
+        is_tty = self.stdout.isatty()
+        width = None if is_tty else int(os.environ.get("COLUMNS", "120") or 120)
+        buffer = io.StringIO()
+        console = Console(
+            file=buffer, force_terminal=is_tty, no_color=not is_tty, width=width,
+            highlight=False, emoji=False, soft_wrap=False,
+        )
+        for renderable in renderables:
+            console.print(renderable)
+        text = buffer.getvalue()
+        if not is_tty:
+            # Piped or captured: no padding to the console width.
+            text = "\n".join(line.rstrip() for line in text.splitlines()) + "\n"
+        self.stdout.write(text, ending="")
+
+    def _table(self, title: str | None, *columns: str) -> Table:
+        table_box = box.SIMPLE_HEAD if self.stdout.isatty() else _PLAIN_BOX
+        table = Table(title=title, box=table_box, title_justify="left", pad_edge=False)
+        for column in columns:
+            table.add_column(column, overflow="fold")
+        return table
+
+    def _warn(self, message: str) -> None:
+        self.stderr.write(f"warning: {message}", self.style.WARNING)
+
+    @staticmethod
+    def _actor(options: dict) -> Actor:
+        return actor_for_cli(options.get("actor") or None)
+
+    @staticmethod
+    def _resolve(options: dict) -> tuple[Flag, Environment]:
+        flag = selectors.flag_get(options["flag"])
+        environment = selectors.environment_get(options["env"])
+        return flag, environment
+
+    def _state_line(self, state: FlagState) -> None:
+        self.stdout.write(
+            f"{state.flag.key} in {state.environment.key}: {_state_summary(state)} "
+            f"(state version {state.version})"
+        )
+
+    # -- list / show ----------------------------------------------------------
+
+    def _list(self, options: dict) -> None:
+        flags = list(selectors.flag_list(include_archived=options["archived"]))
+        if options.get("env"):
+            environment = selectors.environment_get(options["env"])
+            table = self._table(
+                f"Flags in {environment.key} (ruleset version {environment.ruleset_version})",
+                "flag", "type", "serving", "overrides", "version", "archived",
+            )
+            states = {
+                state.flag_id: state
+                for state in FlagState.objects.filter(environment=environment)
+            }
+            override_counts: dict[int, int] = {}
+            for flag_id in environment.overrides.values_list("flag_id", flat=True):
+                override_counts[flag_id] = override_counts.get(flag_id, 0) + 1
+            for flag in flags:
+                state = states.get(flag.pk)
+                table.add_row(
+                    flag.key, flag.value_type,
+                    _state_summary(state) if state else "-",
+                    str(override_counts.get(flag.pk, 0)),
+                    str(state.version) if state else "-",
+                    "yes" if flag.archived else "",
+                )
+        else:
+            environments = list(Environment.objects.all())
+            table = self._table("Flags", "flag", "type", *[env.key for env in environments],
+                                "archived")
+            for flag in flags:
+                by_env = {state.environment_id: state for state in flag.states.all()}
+                table.add_row(
+                    flag.key, flag.value_type,
+                    *[_state_summary(by_env[env.pk]) if env.pk in by_env else "-"
+                      for env in environments],
+                    "yes" if flag.archived else "",
+                )
+        if not flags:
+            self.stdout.write("No flags yet: create one with 'manage.py flag create KEY'.")
+            return
+        self._print(table)
+
+    def _show(self, options: dict) -> None:
+        flag = selectors.flag_get(options["flag"])
+        header = self._table(None, "field", "value")
+        header.show_header = False
+        header.add_row("flag", flag.key + ("  (ARCHIVED)" if flag.archived else ""))
+        header.add_row("name", flag.name)
+        header.add_row("type", flag.value_type)
+        header.add_row("owner", flag.owner or "-")
+        header.add_row("tags", ", ".join(flag.tags) or "-")
+        header.add_row("description", flag.description or "-")
+        variations = self._table("Variations", "key", "value", "name")
+        for variation in flag.variations:
+            variations.add_row(variation["key"], _format_value(variation["value"]),
+                               variation.get("name", ""))
+        states = self._table("States", "environment", "serving", "off variation", "rules",
+                             "bucket by", "version", "killed")
+        for state in flag.states.select_related("environment").order_by("environment__sort_order"):
+            rules = "; ".join(
+                f"{n + 1}: {self._clauses_summary(rule['clauses'])} -> "
+                f"{_serve_summary(rule['serve'])}"
+                for n, rule in enumerate(state.rules)
+            ) or "-"
+            killed = (f"{_format_time(state.killed_at)} {state.kill_reason}".strip()
+                      if state.killed_at else "-")
+            states.add_row(state.environment.key, _state_summary(state), state.off_variation,
+                           rules, state.bucket_by, str(state.version), killed)
+        renderables: list[Any] = [header, variations, states]
+        overrides = list(selectors.override_list(flag=flag))
+        if overrides:
+            renderables.append(self._overrides_table(f"Overrides ({len(overrides)})", overrides))
+        self._print(*renderables)
+
+    @staticmethod
+    def _clauses_summary(clauses: list[dict]) -> str:
+        parts = []
+        for clause in clauses:
+            negate = "not " if clause.get("negate") else ""
+            if clause["op"] == "segment":
+                parts.append(f"{negate}segment {','.join(map(str, clause['values']))}")
+            else:
+                values = ",".join(map(str, clause.get("values", [])))
+                parts.append(f"{clause['attribute']} {negate}{clause['op']} {values}".strip())
+        return " and ".join(parts)
+
+    def _overrides_table(self, title: str, overrides: list) -> Table:
+        now = timezone.now()
+        table = self._table(title, "environment", "merchant", "variation", "expires", "note",
+                            "by", "live")
+        for override in overrides:
+            table.add_row(
+                override.environment.key, override.merchant.key, override.variation,
+                _format_time(override.expires_at), override.note or "",
+                override.created_by or "", "yes" if override.is_live(now) else "expired",
+            )
+        return table
+
+    # -- create ---------------------------------------------------------------
+
+    def _create(self, options: dict) -> None:
+        variations = None
+        if options.get("variations"):
+            try:
+                variations = json.loads(options["variations"])
+            except json.JSONDecodeError as exc:
+                raise CommandError(
+                    f"--variations: not valid JSON ({exc.msg} at column {exc.colno})"
+                ) from None
+        flag = services.flag_create(
+            actor=self._actor(options),
+            key=options["key"],
+            name=options["name"],
+            value_type=options["value_type"],
+            variations=variations,
+            off_variation=options.get("off_variation") or None,
+            description=options["description"],
+            owner=options["owner"],
+            tags=options["tags"],
+        )
+        keys = ", ".join(flag.variation_keys)
+        self.stdout.write(self.style.SUCCESS(
+            f"Created flag {flag.key} ({flag.value_type}; variations {keys}); "
+            f"disabled in every environment."
+        ))
+
+    # -- state changes --------------------------------------------------------
+
+    def _enable(self, options: dict) -> None:
+        flag, environment = self._resolve(options)
+        state = services.flag_state_set_enabled(
+            actor=self._actor(options), flag=flag, environment=environment, enabled=True
+        )
+        self._state_line(state)
+
+    def _disable(self, options: dict) -> None:
+        flag, environment = self._resolve(options)
+        state = services.flag_state_set_enabled(
+            actor=self._actor(options), flag=flag, environment=environment, enabled=False
+        )
+        self._state_line(state)
+
+    def _kill(self, options: dict) -> None:
+        flag, environment = self._resolve(options)
+        state = services.flag_state_kill(
+            actor=self._actor(options), flag=flag, environment=environment,
+            reason=options["reason"],
+        )
+        self._state_line(state)
+
+    def _restore(self, options: dict) -> None:
+        flag, environment = self._resolve(options)
+        state = services.flag_state_restore(
+            actor=self._actor(options), flag=flag, environment=environment,
+            reason=options["reason"],
+        )
+        self._state_line(state)
+
+    def _percentage(self, options: dict) -> None:
+        flag, environment = self._resolve(options)
+        percentage = self._parse_percentage(options["pct"])
+        state = services.flag_state_set_percentage(
+            actor=self._actor(options), flag=flag, environment=environment,
+            percentage=percentage, treatment=options.get("treatment"),
+            control=options.get("control"),
+        )
+        self._state_line(state)
+        if not state.enabled:
+            self._warn(
+                f"{flag.key} is {'killed' if state.killed_at else 'disabled'} in "
+                f"{environment.key}: the percentage applies once it is enabled"
+            )
+
+    @staticmethod
+    def _parse_percentage(text: str) -> float:
+        try:
+            value = float(text.strip().rstrip("%"))
+        except ValueError:
+            raise CommandError(f"percentage: {text!r} is not a number (0..100)") from None
+        if not math.isfinite(value) or value < 0 or value > 100:
+            raise CommandError(f"percentage: {text} is outside 0..100")
+        return value
+
+    # -- overrides ------------------------------------------------------------
+
+    def _parse_expires(self, text: str | None) -> dt.datetime | None:
+        if not text:
+            return None
+        span = parse_duration(text)
+        if span is not None:
+            if span.total_seconds() <= 0:
+                raise CommandError(f"--expires: {text!r} must be in the future")
+            return timezone.now() + span
+        expires = parse_instant(text, option="--expires")
+        if expires <= timezone.now():
+            raise CommandError(f"--expires: {_format_time(expires)} is in the past")
+        return expires
+
+    def _override_add(self, options: dict) -> None:
+        flag, environment = self._resolve(options)
+        merchant = selectors.merchant_get(options["merchant"])
+        if not merchant.is_active:
+            raise CommandError(f"merchant {merchant.key!r} is inactive: overrides need an "
+                               "active merchant")
+        expires_at = self._parse_expires(options.get("expires"))
+        services.override_set(
+            actor=self._actor(options), flag=flag, environment=environment, merchant=merchant,
+            variation=options["variation"], note=options["note"], expires_at=expires_at,
+        )
+        self._print_in_force(flag, environment, merchant)
+
+    def _print_in_force(self, flag: Flag, environment: Environment, merchant: Merchant) -> None:
+        """Read back from the database and say what now applies to the merchant."""
+        override = selectors.override_list(
+            flag=flag, environment=environment, merchant=merchant
+        ).first()
+        state = selectors.flag_state_get(flag=flag, environment=environment)
+        ruleset = mappers.ruleset_compile(environment)
+        answer = engine.evaluate(ruleset, flag.key, {engine.MERCHANT: merchant.key})
+        if override is not None:
+            expires = (f", expires {_format_time(override.expires_at)}"
+                       if override.expires_at else "")
+            note = f", note {override.note!r}" if override.note else ""
+            self.stdout.write(
+                f"Override saved: {flag.key} in {environment.key} for {merchant.key} -> "
+                f"{override.variation}{expires}{note}"
+            )
+        self.stdout.write(
+            f"In force for {merchant.key}: {flag.key} = {_format_value(answer.value)} "
+            f"(variation {answer.variation}, reason {answer.reason}, level {answer.level}, "
+            f"ruleset version {answer.version})"
+        )
+        if not state.enabled:
+            how = "killed" if state.killed_at else "disabled"
+            self._warn(
+                f"{flag.key} is {how} in {environment.key}: the override has no effect until "
+                f"it is {'restored' if state.killed_at else 'enabled'}"
+            )
+        self._print_history(flag, merchant)
+
+    def _print_history(self, flag: Flag, merchant: Merchant) -> None:
+        limit = int(setting("AUDIT_HISTORY_LIMIT"))
+        events = list(
+            AuditEvent.objects.filter(details__merchant=merchant.key, details__flag=flag.key)
+            .order_by("-id")[:limit]
+        )
+        table = self._table(
+            f"Recent history of {merchant.key} for {flag.key} (newest first, up to {limit})",
+            "event", "time", "actor", "action", "environment", "change",
+        )
+        for event in events:
+            table.add_row(
+                str(event.pk), _format_time(event.created_at),
+                f"{event.actor_type}:{event.actor_name}", event.action, event.environment,
+                self._change_summary(event),
+            )
+        if not events:
+            self.stdout.write(f"No audit history of {merchant.key} for {flag.key}.")
+            return
+        self._print(table)
+
+    @staticmethod
+    def _change_summary(event: AuditEvent) -> str:
+        before = (event.before or {}).get("variation") if isinstance(event.before, dict) else None
+        after = (event.after or {}).get("variation") if isinstance(event.after, dict) else None
+        if before and after:
+            return f"{before} -> {after}"
+        if after:
+            return f"-> {after}"
+        if before:
+            return f"{before} -> (removed)"
+        return ""
+
+    def _override_remove(self, options: dict) -> None:
+        flag, environment = self._resolve(options)
+        merchant = selectors.merchant_get(options["merchant"])
+        services.override_remove(
+            actor=self._actor(options), flag=flag, environment=environment, merchant=merchant,
+            reason=options["reason"],
+        )
+        self.stdout.write(f"Override removed: {flag.key} in {environment.key} for {merchant.key}")
+        self._print_in_force(flag, environment, merchant)
+
+    def _override_list(self, options: dict) -> None:
+        flag, environment = self._resolve(options)
+        overrides = list(selectors.override_list(flag=flag, environment=environment))
+        if not overrides:
+            self.stdout.write(f"No overrides of {flag.key} in {environment.key}.")
+            return
+        self._print(self._overrides_table(
+            f"Overrides of {flag.key} in {environment.key} ({len(overrides)})", overrides
+        ))
