@@ -3,7 +3,10 @@ from controlplane.settings import *  # noqa: F401,F403
 from controlplane.settings import INSTALLED_APPS
 
 # Test-only Django apps (e.g. apps with migrations that rollback tests revert).
-TEST_APPS: list[str] = []
+TEST_APPS: list[str] = [
+    "tests.rollback.migrapp_ok.apps.MigrappOkConfig",
+    "tests.rollback.migrapp_irreversible.apps.MigrappIrreversibleConfig",
+]
 INSTALLED_APPS = [*INSTALLED_APPS, *TEST_APPS]
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast tests

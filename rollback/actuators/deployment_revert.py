@@ -1,0 +1,261 @@
+"""Level 2: bring a service back to the previous deployment's version.
+
+Backends come from ``setting("ROLLBACK_DEPLOY_BACKENDS")`` only (never the
+admin or the API): ``command`` (argv template, no shell), ``webhook`` (signed
+JSON POST) and ``symlink`` (``releases/<version>`` + an atomic ``current``).
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import signal
+import subprocess
+import uuid
+from pathlib import Path
+from typing import Any
+
+from controlplane.conf import setting
+from rollback.actuators.base import ActuatorError, StepContext
+
+BACKEND_TYPES = ("command", "webhook", "symlink")
+_OUTPUT_LIMIT = 20_000
+
+
+class BackendNotConfigured(Exception):
+    """No backend (or an invalid one) for a service; the message says which."""
+
+
+def backend_resolve(*, service: str, name: str | None = None) -> tuple[str, dict[str, Any]]:
+    """Return (name, config) of the backend for ``service``.
+
+    An explicit ``name`` must be configured; else the backend named like the
+    service, else ``default``. Raise BackendNotConfigured with a readable line.
+    """
+    backends: dict[str, dict] = setting("ROLLBACK_DEPLOY_BACKENDS") or {}
+    if name:
+        if name not in backends:
+            known = ", ".join(sorted(backends)) or "none"
+            raise BackendNotConfigured(
+                f"deploy backend {name!r} is not configured in ROLLBACK_DEPLOY_BACKENDS"
+                f" (configured: {known})"
+            )
+        chosen = name
+    elif service in backends:
+        chosen = service
+    elif "default" in backends:
+        chosen = "default"
+    else:
+        raise BackendNotConfigured(
+            f"no deploy backend for service {service!r}: add ROLLBACK_DEPLOY_BACKENDS"
+            f"[{service!r}] or ['default'] to settings"
+        )
+    config = dict(backends[chosen])
+    problem = backend_problem(config)
+    if problem:
+        raise BackendNotConfigured(f"deploy backend {chosen!r}: {problem}")
+    return chosen, config
+
+
+def backend_problem(config: dict[str, Any]) -> str:
+    """Return what is wrong with a backend config, or "" when it is usable."""
+    kind = config.get("type")
+    if kind not in BACKEND_TYPES:
+        return f"type must be one of {', '.join(BACKEND_TYPES)}, not {kind!r}"
+    if kind == "command":
+        argv = config.get("argv")
+        if not isinstance(argv, (list, tuple)) or not argv or not all(isinstance(a, str) for a in argv):
+            return "command backend needs 'argv', a non-empty list of strings"
+    if kind == "webhook":
+        if not str(config.get("url", "")).startswith(("http://", "https://")):
+            return "webhook backend needs an http(s) 'url'"
+        if not config.get("secret"):
+            return "webhook backend needs a shared 'secret' to sign requests"
+    if kind == "symlink" and not config.get("root"):
+        return "symlink backend needs 'root' (holding releases/<version> and current)"
+    return ""
+
+
+def _values(params: dict[str, Any]) -> dict[str, str]:
+    return {
+        "service": params["service"],
+        "environment": params.get("environment", ""),
+        "version": params["version"],
+        "previous_version": params.get("previous_version", ""),
+        "artifact": params.get("artifact", ""),
+        "deployment_id": str(params.get("deployment_id", "")),
+    }
+
+
+def _render(template: list[str], values: dict[str, str]) -> list[str]:
+    try:
+        return [part.format_map(values) for part in template]
+    except (KeyError, ValueError) as exc:
+        raise ActuatorError(f"bad argv template: {exc}", retryable=False) from None
+
+
+def run_argv(argv: list[str], *, timeout: float, env: dict | None = None) -> tuple[int, str]:
+    """Run argv without a shell; return (exit code, combined output).
+
+    On timeout the whole process group is killed and ActuatorError raised.
+    """
+    try:
+        proc = subprocess.Popen(
+            argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            start_new_session=True, env={**os.environ, **(env or {})},
+        )
+    except OSError as exc:
+        raise ActuatorError(f"cannot run {argv[0]!r}: {exc.strerror or exc}") from None
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        out, _ = proc.communicate()
+        raise ActuatorError(
+            f"{argv[0]} timed out after {timeout:g}s and was killed",
+            output=(out or "")[-_OUTPUT_LIMIT:],
+        ) from None
+    return proc.returncode, (out or "")[-_OUTPUT_LIMIT:]
+
+
+class CommandBackend:
+    def execute(self, config: dict, params: dict, ctx: StepContext) -> str:
+        argv = _render(config["argv"], _values(params))
+        timeout = float(config.get("timeout") or setting("ROLLBACK_DEFAULT_COMMAND_TIMEOUT"))
+        code, out = run_argv(argv, timeout=timeout, env=config.get("env"))
+        text = f"$ {' '.join(argv)}\n{out}".rstrip()
+        if code != 0:
+            raise ActuatorError(f"{argv[0]} exited with status {code}", output=text)
+        return text
+
+    def verify(self, config: dict, params: dict) -> bool:
+        """Run ``verify_argv`` (if configured): verified when it prints the version."""
+        template = config.get("verify_argv")
+        if not template:
+            return False
+        argv = _render(template, _values(params))
+        timeout = float(config.get("verify_timeout") or 30)
+        try:
+            code, out = run_argv(argv, timeout=timeout, env=config.get("env"))
+        except ActuatorError:
+            return False
+        return code == 0 and out.strip() == params["version"]
+
+
+def signature(secret: str, body: bytes) -> str:
+    """Return the signature header value: ``sha256=<hex HMAC-SHA256 of body>``."""
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+class WebhookBackend:
+    def execute(self, config: dict, params: dict, ctx: StepContext) -> str:
+        import requests
+
+        payload = {**_values(params), "run_id": ctx.run_id, "step_id": ctx.step_id,
+                   "action": "deployment.revert"}
+        body = json.dumps(payload, sort_keys=True).encode()
+        headers = {
+            "Content-Type": "application/json",
+            setting("ROLLBACK_SIGNATURE_HEADER"): signature(config["secret"], body),
+            # Same key on every attempt of this step: receivers can de-duplicate.
+            "Idempotency-Key": f"rollback-step-{ctx.step_id}",
+        }
+        timeout = float(config.get("timeout") or setting("ROLLBACK_DEFAULT_WEBHOOK_TIMEOUT"))
+        try:
+            response = requests.post(config["url"], data=body, headers=headers, timeout=timeout)
+        except requests.RequestException as exc:
+            raise ActuatorError(f"webhook {config['url']} failed: {exc.__class__.__name__}: {exc}") from None
+        text = f"POST {config['url']} -> {response.status_code}\n{response.text[:2000]}".rstrip()
+        if not 200 <= response.status_code < 300:
+            raise ActuatorError(f"webhook answered HTTP {response.status_code}", output=text)
+        return text
+
+    def verify(self, config: dict, params: dict) -> bool:
+        """GET ``status_url`` (if configured): verified when its JSON version matches."""
+        import requests
+
+        url = config.get("status_url")
+        if not url:
+            return False
+        try:
+            response = requests.get(url.format_map(_values(params)), timeout=float(config.get("timeout") or 10))
+            return response.ok and str(response.json().get("version")) == params["version"]
+        except (requests.RequestException, ValueError, AttributeError):
+            return False
+
+
+class SymlinkBackend:
+    @staticmethod
+    def _paths(config: dict, params: dict) -> tuple[Path, Path]:
+        root = Path(str(config["root"]).format_map(_values(params)))
+        return root / "current", root / "releases" / params["version"]
+
+    def execute(self, config: dict, params: dict, ctx: StepContext) -> str:
+        current, target = self._paths(config, params)
+        if not target.is_dir():
+            raise ActuatorError(f"release directory {target} does not exist", retryable=False)
+        if self.verify(config, params):
+            return f"{current} already points at {target}"
+        # Build the new link beside the old one and rename it over: readers
+        # see the old release or the new one, never a missing link.
+        tmp = current.with_name(f".current.{uuid.uuid4().hex}")
+        relative = os.path.relpath(target, current.parent)
+        os.symlink(relative, tmp)
+        os.replace(tmp, current)
+        return f"{current} -> {relative}"
+
+    def verify(self, config: dict, params: dict) -> bool:
+        current, target = self._paths(config, params)
+        try:
+            return current.is_symlink() and current.resolve() == target.resolve()
+        except OSError:
+            return False
+
+
+BACKENDS = {"command": CommandBackend(), "webhook": WebhookBackend(), "symlink": SymlinkBackend()}
+
+
+class DeploymentRevertActuator:
+    """Revert a deployment through its backend.
+
+    params: {deployment_id, service, environment, version (the version to go
+    back to), previous_version (the version being reverted), artifact,
+    backend (a name in ROLLBACK_DEPLOY_BACKENDS)}.
+    """
+
+    kind = "deployment_revert"
+
+    def _backend(self, params: dict):
+        try:
+            _, config = backend_resolve(service=params["service"], name=params.get("backend"))
+        except BackendNotConfigured as exc:
+            raise ActuatorError(str(exc), retryable=False) from None
+        return BACKENDS[config["type"]], config
+
+    def timeout(self, params: dict[str, Any]) -> float:
+        try:
+            _, config = self._backend(params)
+        except ActuatorError:
+            return 60.0
+        default = {"command": "ROLLBACK_DEFAULT_COMMAND_TIMEOUT", "webhook": "ROLLBACK_DEFAULT_WEBHOOK_TIMEOUT"}
+        key = default.get(config["type"])
+        return float(config.get("timeout") or (setting(key) if key else 30))
+
+    def plan(self, params: dict[str, Any]) -> str:
+        backend = params.get("backend") or "?"
+        return (
+            f"revert {params['service']} in {params.get('environment')} from "
+            f"{params.get('previous_version')} to {params['version']} via backend {backend}"
+        )
+
+    def verify(self, params: dict[str, Any]) -> bool:
+        backend, config = self._backend(params)
+        return backend.verify(config, params)
+
+    def execute(self, params: dict[str, Any], ctx: StepContext) -> str:
+        backend, config = self._backend(params)
+        return backend.execute(config, params, ctx)

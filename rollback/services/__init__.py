@@ -1,0 +1,23 @@
+"""Every write of the rollback app: deployments, runs, steps."""
+from rollback.services.deployments import deployment_mark_reverted, deployment_record
+from rollback.services.runs import (
+    Claim,
+    flag_capture,
+    rollback_run_retry,
+    rollback_run_start,
+    rollback_runs_resume,
+    rollback_step_claim,
+    rollback_step_finish,
+)
+
+__all__ = [
+    "Claim",
+    "deployment_mark_reverted",
+    "deployment_record",
+    "flag_capture",
+    "rollback_run_retry",
+    "rollback_run_start",
+    "rollback_runs_resume",
+    "rollback_step_claim",
+    "rollback_step_finish",
+]

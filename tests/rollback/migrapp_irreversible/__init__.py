@@ -1,0 +1,1 @@
+"""Test-only app whose second migration is an irreversible RunPython."""

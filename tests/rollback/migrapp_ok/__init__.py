@@ -1,0 +1,1 @@
+"""Test-only app with three reversible migrations (table, column + data, index)."""
