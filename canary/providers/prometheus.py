@@ -63,7 +63,7 @@ class PrometheusProvider:
 
         spec = self.validate_spec(spec)
         base = (spec.get("url") or setting("PROMETHEUS_URL")).rstrip("/")
-        params = {"query": spec["query"], "timeout": f"{max(timeout, 0.001):.3f}s"}
+        params = {"query": spec["query"], "timeout": f"{max(1, int(timeout * 1000))}ms"}
         if ctx.until is not None:
             params["time"] = f"{ctx.until.timestamp():.3f}"
         url = f"{base}/api/v1/query?{urlencode(params)}"
