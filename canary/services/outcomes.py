@@ -1,0 +1,191 @@
+"""Outcome events: ingestion of what apps report, and pilot suggestions.
+
+Outcome events are telemetry, not changes: they are bulk-inserted without an
+audit row per event.
+"""
+from __future__ import annotations
+
+import math
+import re
+import statistics
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone as dt_timezone
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from controlplane.conf import setting
+from flags.exceptions import InvalidInput, NotFound
+
+EVENT_FIELDS = frozenset(
+    {"flag", "merchant", "variation", "outcome", "duration_ms", "occurred_at", "name"}
+)
+OUTCOMES = frozenset({"success", "failure"})
+MAX_FUTURE = timedelta(minutes=5)
+MAX_PAST = timedelta(days=30)
+MAX_DURATION_MS = 24 * 3600 * 1000.0
+MAX_ERRORS = 50
+BATCH_SIZE = 1000
+_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:\-]*$")
+_LIMITS = {"flag": 100, "merchant": 128, "variation": 100, "name": 100}
+
+
+class EventsInvalid(InvalidInput):
+    """Some events are invalid; ``errors`` maps ``events[i].field`` to messages."""
+
+    def __init__(self, errors: dict[str, list[str]], *, total: int) -> None:
+        first_field, first_messages = next(iter(errors.items()))
+        count = len({key.split("]")[0] for key in errors if key.startswith("events[")})
+        super().__init__(
+            f"{first_field}: {first_messages[0]}"
+            + (f" (and more: {count} of {total} events are invalid)" if count > 1 else "")
+            + "; nothing was stored",
+            field=first_field,
+        )
+        self.errors = errors
+
+    def as_dict(self) -> dict:
+        return {"code": self.code, "message": self.message, "errors": self.errors}
+
+
+def _check_key(event: dict, name: str, errors: list[tuple[str, str]], *, required: bool) -> str:
+    value = event.get(name)
+    if value is None or value == "":
+        if required:
+            errors.append((name, "this field is required"))
+        return ""
+    if not isinstance(value, str):
+        errors.append((name, "must be a string"))
+        return ""
+    if len(value) > _LIMITS[name]:
+        errors.append((name, f"at most {_LIMITS[name]} characters"))
+        return ""
+    if name != "name" and not _KEY.match(value):
+        errors.append((name, "letters, digits and _ . : - only"))
+        return ""
+    return value
+
+
+def _parse_time(raw: Any, now: datetime, errors: list[tuple[str, str]]) -> datetime:
+    if raw is None:
+        return now
+    if isinstance(raw, bool) or not isinstance(raw, (str, int, float)):
+        errors.append(("occurred_at", "must be an ISO 8601 time or epoch seconds"))
+        return now
+    try:
+        if isinstance(raw, str):
+            when = datetime.fromisoformat(raw.strip())
+            if when.tzinfo is None:
+                when = when.replace(tzinfo=dt_timezone.utc)
+        else:
+            if not math.isfinite(raw):
+                raise ValueError
+            when = datetime.fromtimestamp(raw, tz=dt_timezone.utc)
+    except (ValueError, OverflowError, OSError):
+        errors.append(("occurred_at", "must be an ISO 8601 time or epoch seconds"))
+        return now
+    if when > now + MAX_FUTURE:
+        errors.append(("occurred_at", "is in the future"))
+    elif when < now - MAX_PAST:
+        errors.append(("occurred_at", f"is older than {MAX_PAST.days} days"))
+    return when
+
+
+def _parse_event(event: Any, now: datetime) -> tuple[dict | None, list[tuple[str, str]]]:
+    if not isinstance(event, dict):
+        return None, [("", "must be an object")]
+    errors: list[tuple[str, str]] = []
+    for key in event:
+        if key not in EVENT_FIELDS:
+            errors.append((str(key), "unknown field"))
+    flag = _check_key(event, "flag", errors, required=True)
+    merchant = _check_key(event, "merchant", errors, required=True)
+    variation = _check_key(event, "variation", errors, required=True)
+    name = _check_key(event, "name", errors, required=False)
+    outcome = event.get("outcome")
+    if outcome is None:
+        errors.append(("outcome", "this field is required"))
+    elif outcome not in OUTCOMES:
+        errors.append(("outcome", 'must be "success" or "failure"'))
+    duration = event.get("duration_ms")
+    if duration is not None:
+        if isinstance(duration, bool) or not isinstance(duration, (int, float)):
+            errors.append(("duration_ms", "must be a number"))
+            duration = None
+        elif not math.isfinite(duration) or duration < 0:
+            errors.append(("duration_ms", "must be a finite number >= 0"))
+            duration = None
+        elif duration > MAX_DURATION_MS:
+            errors.append(("duration_ms", "must be at most one day"))
+            duration = None
+        else:
+            duration = float(duration)
+    occurred_at = _parse_time(event.get("occurred_at"), now, errors)
+    if errors:
+        return None, errors
+    return {
+        "flag_key": flag,
+        "merchant_key": merchant,
+        "variation": variation,
+        "outcome": outcome,
+        "duration_ms": duration,
+        "name": name,
+        "occurred_at": occurred_at,
+    }, []
+
+
+def outcome_events_ingest(
+    *, events: Any, environment: Any = None, api_key_info: Any = None
+) -> int:
+    """Validate and store a batch of outcome events; return how many.
+
+    The environment is ``environment`` (an Environment or its key) or the
+    server key's (``api_key_info.environment_key``). The batch is all or
+    nothing: any invalid event raises ``EventsInvalid`` (HTTP 400) with
+    field errors keyed ``events[i].field`` and nothing is stored. Raise
+    ``InvalidInput`` for a batch that is empty or larger than the setting
+    ``OUTCOME_EVENTS_MAX_BATCH``, ``NotFound`` for an unknown environment.
+    No audit row is written: events are telemetry, not changes.
+    """
+    from canary.models import OutcomeEvent
+    from flags.models import Environment
+
+    if environment is None and api_key_info is not None:
+        environment = api_key_info.environment_key
+    if environment is None:
+        raise InvalidInput("an environment is required", field="environment")
+    if isinstance(environment, str):
+        found = Environment.objects.filter(key=environment).only("pk", "key").first()
+        if found is None:
+            raise NotFound(f"unknown environment {environment!r}", field="environment")
+        environment = found
+    if not isinstance(events, list):
+        raise InvalidInput("must be a list of events", field="events")
+    limit = int(setting("OUTCOME_EVENTS_MAX_BATCH"))
+    if not events:
+        raise InvalidInput("send at least one event", field="events")
+    if len(events) > limit:
+        raise InvalidInput(
+            f"at most {limit} events per request, got {len(events)}: split the batch",
+            field="events",
+        )
+    now = timezone.now()
+    rows: list[OutcomeEvent] = []
+    errors: dict[str, list[str]] = {}
+    environment_id = environment.pk
+    for index, event in enumerate(events):
+        parsed, problems = _parse_event(event, now)
+        if problems:
+            if len(errors) < MAX_ERRORS:
+                for name, message in problems:
+                    path = f"events[{index}].{name}" if name else f"events[{index}]"
+                    errors.setdefault(path, []).append(message)
+            continue
+        if not errors:
+            rows.append(OutcomeEvent(environment_id=environment_id, received_at=now, **parsed))
+    if errors:
+        raise EventsInvalid(errors, total=len(events))
+    with transaction.atomic():
+        OutcomeEvent.objects.bulk_create(rows, batch_size=BATCH_SIZE)
+    return len(rows)
