@@ -72,13 +72,13 @@ class RulesetStore:
         now = time.monotonic()
         if self._background_alive():
             ruleset = self._rulesets.get(environment_key)
-            stale = now - self._last_ok > setting("RULESET_STALE_AFTER")
             if ruleset is not None:
+                stale = now - self._last_ok > setting("RULESET_STALE_AFTER")
                 return ruleset, stale
         else:
             if setting("RULESET_BACKGROUND"):
                 self.start()
-            if now - self._last_check >= self._retry_delay():
+            if not self._last_check or now - self._last_check >= self._retry_delay():
                 self._check_quietly()
             ruleset = self._rulesets.get(environment_key)
             if ruleset is not None:
@@ -87,7 +87,7 @@ class RulesetStore:
 
     def is_stale(self) -> bool:
         """Return True when no version check succeeded recently."""
-        return self._failures > 0 or (
+        return self._failures > 0 or self._last_ok == 0 or (
             time.monotonic() - self._last_ok > setting("RULESET_STALE_AFTER")
         )
 
@@ -102,7 +102,9 @@ class RulesetStore:
             ruleset = self._rulesets.get(environment_key)
             if ruleset is not None:
                 return ruleset
-            fresh = time.monotonic() - self._last_ok < setting("RULESET_POLL_INTERVAL")
+            fresh = self._last_ok > 0 and (
+                time.monotonic() - self._last_ok < setting("RULESET_POLL_INTERVAL")
+            )
             if fresh and environment_key not in self._known:
                 # the last check listed every environment: absent is cached too
                 raise NotFound(f"environment {environment_key!r} not found", field="environment")
