@@ -1,0 +1,771 @@
+"""The flags admin: an interface over ``flags.services``.
+
+No admin path saves or deletes a domain row through the ORM. Adds, changes,
+deletes and actions call a service with the admin user as the actor, so the
+audit log records who did it. A ``DomainError`` from a service becomes a form
+error (add/change), or an error message (delete, actions); never a 500.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable
+
+from django.contrib import admin, messages
+from django.contrib.admin import helpers
+from django.db.models import Model, Q, QuerySet
+from django.forms import BaseForm
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.html import format_html, format_html_join
+
+from controlplane.audit.actors import Actor, actor_for_user
+from controlplane.audit.admin import audit_history_url
+from flags import services
+from flags.exceptions import DomainError
+from flags.forms import (
+    EnvironmentChoiceForm,
+    EnvironmentForm,
+    FlagForm,
+    FlagStateForm,
+    KillForm,
+    MerchantForm,
+    MerchantOverrideForm,
+    PercentageForm,
+    RestoreForm,
+    SegmentForm,
+)
+from flags.models import Environment, Flag, FlagState, Merchant, MerchantOverride, Segment
+
+# -- display helpers ----------------------------------------------------------------
+
+
+def _percent(weight: int) -> str:
+    return f"{weight / 1000:g}%"
+
+
+def state_serving(state: FlagState) -> str:
+    """Return what a state serves by default, e.g. ``10%`` or ``blue``."""
+    fallthrough = state.fallthrough or {}
+    is_bool = state.flag.value_type == "bool"
+    if "split" in fallthrough:
+        arms = fallthrough["split"]
+        if is_bool and arms and arms[0]["variation"] == "on":
+            text = _percent(arms[0]["weight"])
+        else:
+            text = " / ".join(f"{arm['variation']} {_percent(arm['weight'])}" for arm in arms)
+    elif is_bool:
+        text = "100%" if fallthrough.get("variation") == "on" else "0%"
+    else:
+        text = str(fallthrough.get("variation", "?"))
+    if state.rules:
+        count = len(state.rules)
+        text += f" +{count} rule{'s' if count != 1 else ''}"
+    return text
+
+
+def state_status(state: FlagState) -> str:
+    """Return ``killed``, ``off`` or ``on <serving>`` for one flag state."""
+    if state.killed_at is not None:
+        return "killed"
+    if not state.enabled:
+        return "off"
+    return f"on {state_serving(state)}"
+
+
+def _admin_change_url(obj: Model) -> str:
+    opts = obj._meta
+    return reverse(f"admin:{opts.app_label}_{opts.model_name}_change", args=[obj.pk])
+
+
+def _link(obj: Model, label: Any = None) -> str:
+    return format_html('<a href="{}">{}</a>', _admin_change_url(obj), label or str(obj))
+
+
+def _adopt(target: Model, saved: Model) -> None:
+    """Make the admin's unsaved instance the row the service saved."""
+    for field in target._meta.concrete_fields:
+        setattr(target, field.attname, getattr(saved, field.attname))
+    target._state.adding = False
+    target._state.db = saved._state.db
+
+
+def _form_field_for(form: BaseForm, field: str | None) -> str | None:
+    """Return the visible form field a service error points at, if any."""
+    if not field:
+        return None
+    name = re.split(r"[.\[]", field, maxsplit=1)[0]
+    if name in form.fields and not form.fields[name].widget.is_hidden:
+        return name
+    return None
+
+
+def _with_service_error(form_class: type[BaseForm], error: DomainError) -> type[BaseForm]:
+    class ServiceErrorForm(form_class):  # type: ignore[misc, valid-type]
+        def clean(self) -> Any:
+            cleaned = super().clean()
+            self.add_error(_form_field_for(self, error.field), error.message)
+            return cleaned
+
+    ServiceErrorForm.__name__ = form_class.__name__
+    return ServiceErrorForm
+
+
+# -- base class ----------------------------------------------------------------------
+
+
+class ServiceModelAdmin(admin.ModelAdmin):
+    """A ModelAdmin whose writes go through services.
+
+    Subclasses implement ``service_create`` / ``service_update`` (and
+    ``service_delete`` when ``can_delete``); each returns the saved row.
+    """
+
+    can_delete = False
+    save_as = False
+
+    def service_create(self, actor: Actor, data: dict[str, Any]) -> Model:
+        raise NotImplementedError
+
+    def service_update(self, actor: Actor, obj: Any, data: dict[str, Any]) -> Model:
+        raise NotImplementedError
+
+    def service_delete(self, actor: Actor, obj: Any) -> None:
+        raise NotImplementedError
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return self.can_delete and super().has_delete_permission(request, obj)
+
+    def changeform_view(self, request: HttpRequest, object_id: str | None = None,
+                        form_url: str = "", extra_context: dict | None = None) -> HttpResponse:
+        extra_context = dict(extra_context or {})
+        if object_id is not None:
+            extra_context["audit_history_url"] = audit_history_url(
+                target_type=self.model._meta.label_lower,
+                target_id=admin.utils.unquote(object_id),
+            )
+        try:
+            return super().changeform_view(request, object_id, form_url, extra_context)
+        except DomainError as exc:
+            if request.method != "POST" or hasattr(request, "_service_error"):
+                raise
+            # The view's transaction rolled back. Render the same POST again,
+            # this time with the service's refusal as a form error.
+            request._service_error = exc  # type: ignore[attr-defined]
+            return super().changeform_view(request, object_id, form_url, extra_context)
+
+    def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False,
+                 **kwargs: Any) -> type[BaseForm]:
+        form_class = super().get_form(request, obj, change, **kwargs)
+        error = getattr(request, "_service_error", None)
+        return _with_service_error(form_class, error) if error else form_class
+
+    def save_model(self, request: HttpRequest, obj: Any, form: BaseForm, change: bool) -> None:
+        actor = actor_for_user(request.user)
+        if change:
+            saved = self.service_update(actor, obj, form.cleaned_data)
+        else:
+            saved = self.service_create(actor, form.cleaned_data)
+        _adopt(obj, saved)
+
+    def save_related(self, request: HttpRequest, form: BaseForm, formsets: Any,
+                     change: bool) -> None:
+        """Save nothing: inlines here are read-only and no model has m2m fields."""
+        for formset in formsets:  # what the admin's change message reads
+            formset.new_objects, formset.changed_objects, formset.deleted_objects = [], [], []
+
+    def delete_model(self, request: HttpRequest, obj: Any) -> None:
+        self.service_delete(actor_for_user(request.user), obj)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet) -> None:
+        actor = actor_for_user(request.user)
+        failures = []
+        for obj in queryset:
+            try:
+                self.service_delete(actor, obj)
+            except DomainError as exc:
+                failures.append(f"{obj}: {exc.message}")
+        if failures:
+            self.message_user(request, "Not deleted: " + "; ".join(failures), messages.ERROR)
+
+    def delete_view(self, request: HttpRequest, object_id: str,
+                    extra_context: dict | None = None) -> HttpResponse:
+        try:
+            return super().delete_view(request, object_id, extra_context)
+        except DomainError as exc:
+            self.message_user(request, f"Not deleted: {exc.message}", messages.ERROR)
+            opts = self.model._meta
+            return HttpResponseRedirect(
+                reverse(f"admin:{opts.app_label}_{opts.model_name}_change", args=[object_id])
+            )
+
+
+# -- actions on flag states (kill switch, restore, rollout percentage) -----------------
+
+
+@dataclass(frozen=True)
+class StateAction:
+    title: str
+    intro: str
+    submit_label: str
+    done: str
+    form_class: type
+    apply: Callable[[Actor, FlagState, dict], FlagState]
+
+
+def _kill(actor: Actor, state: FlagState, data: dict) -> FlagState:
+    return services.flag_state_kill(actor=actor, flag=state.flag,
+                                    environment=state.environment, reason=data["reason"])
+
+
+def _restore(actor: Actor, state: FlagState, data: dict) -> FlagState:
+    return services.flag_state_restore(actor=actor, flag=state.flag,
+                                       environment=state.environment, reason=data["reason"])
+
+
+def _set_percentage(actor: Actor, state: FlagState, data: dict) -> FlagState:
+    return services.flag_state_set_percentage(
+        actor=actor, flag=state.flag, environment=state.environment,
+        percentage=float(data["percentage"]),
+        treatment=data["treatment"] or None, control=data["control"] or None,
+    )
+
+
+KILL = StateAction(
+    title="Kill switch",
+    intro="Everyone gets the off variation in these flag states, now.",
+    submit_label="Kill", done="Killed", form_class=KillForm, apply=_kill,
+)
+RESTORE = StateAction(
+    title="Restore after a kill",
+    intro="Targeting turns on again in these flag states, as it was before the kill.",
+    submit_label="Restore", done="Restored", form_class=RestoreForm, apply=_restore,
+)
+SET_PERCENTAGE = StateAction(
+    title="Set rollout percentage",
+    intro="The default (fallthrough) of these flag states becomes a split serving the "
+          "treatment to this share of merchants. Overrides and rules still come first.",
+    submit_label="Set percentage", done="Set the percentage of",
+    form_class=PercentageForm, apply=_set_percentage,
+)
+
+
+def _confirm_state_action(
+    modeladmin: admin.ModelAdmin,
+    request: HttpRequest,
+    queryset: QuerySet,
+    spec: StateAction,
+    *,
+    by_environment: bool,
+) -> HttpResponse | None:
+    """Show the confirmation page; on confirm, apply ``spec`` state by state.
+
+    ``by_environment``: the queryset holds flags, and the page asks for the
+    environment whose states change.
+    """
+    confirmed = request.POST.get("confirm") == "yes"
+    form = spec.form_class(request.POST if confirmed else None)
+    environment_form = (
+        EnvironmentChoiceForm(request.POST if confirmed else None) if by_environment else None
+    )
+    if confirmed and form.is_valid() and (environment_form is None or environment_form.is_valid()):
+        if environment_form is not None:
+            states: Iterable[FlagState] = FlagState.objects.select_related(
+                "flag", "environment"
+            ).filter(flag__in=queryset, environment=environment_form.cleaned_data["environment"])
+        else:
+            states = queryset.select_related("flag", "environment")
+        _apply_state_action(modeladmin, request, list(states), spec, form.cleaned_data)
+        return None  # back to the changelist, with the messages
+    objects = list(queryset)
+    if by_environment:
+        rows = [
+            {"url": _admin_change_url(flag), "label": flag.key,
+             "status": " / ".join(f"{s.environment.key}: {state_status(s)}"
+                                  for s in flag.states.all())}
+            for flag in queryset.prefetch_related("states__environment", "states__flag")
+        ]
+    else:
+        rows = [{"url": _admin_change_url(s), "label": str(s), "status": state_status(s)}
+                for s in queryset.select_related("flag", "environment")]
+    context = {
+        **modeladmin.admin_site.each_context(request),
+        "title": spec.title,
+        "intro": spec.intro,
+        "rows_title": "Flags (pick the environment below)" if by_environment
+                      else "Affected flag states",
+        "rows": rows,
+        "objects": objects,
+        "opts": modeladmin.model._meta,
+        "action": request.POST.get("action", ""),
+        "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+        "form": form,
+        "environment_form": environment_form,
+        "submit_label": spec.submit_label,
+    }
+    return TemplateResponse(request, "admin/flags/action_confirm.html", context)
+
+
+def _apply_state_action(modeladmin: admin.ModelAdmin, request: HttpRequest,
+                        states: list[FlagState], spec: StateAction, data: dict) -> None:
+    actor = actor_for_user(request.user)
+    done, failed = [], []
+    for state in states:  # one service call (and audit event) per state
+        try:
+            spec.apply(actor, state, data)
+            done.append(str(state))
+        except DomainError as exc:
+            failed.append(f"{state}: {exc.message}")
+    if done:
+        modeladmin.message_user(request, f"{spec.done} {len(done)} flag state(s): "
+                                         f"{', '.join(done)}.", messages.SUCCESS)
+    if failed:
+        modeladmin.message_user(request, f"Failed for {len(failed)}: {'; '.join(failed)}",
+                                messages.ERROR)
+
+
+# -- list filters ----------------------------------------------------------------------
+
+
+class TagFilter(admin.SimpleListFilter):
+    title = "tag"
+    parameter_name = "tag"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        tags = {tag for tags in Flag.objects.values_list("tags", flat=True) for tag in tags or []}
+        return [(tag, tag) for tag in sorted(tags)]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        tag = self.value()
+        if not tag:
+            return queryset
+        # Tags are a JSON list; filtered in Python so SQLite and PostgreSQL agree.
+        pks = [pk for pk, tags in queryset.values_list("pk", "tags") if tag in (tags or [])]
+        return queryset.filter(pk__in=pks)
+
+
+class FlagKilledFilter(admin.SimpleListFilter):
+    title = "kill switch"
+    parameter_name = "killed"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("yes", "killed in an environment"), ("no", "not killed anywhere")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        killed = Q(states__killed_at__isnull=False)
+        if self.value() == "yes":
+            return queryset.filter(pk__in=Flag.objects.filter(killed).values("pk"))
+        if self.value() == "no":
+            return queryset.exclude(pk__in=Flag.objects.filter(killed).values("pk"))
+        return queryset
+
+
+class StateKilledFilter(admin.SimpleListFilter):
+    title = "kill switch"
+    parameter_name = "killed"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("yes", "killed"), ("no", "not killed")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        if self.value() in ("yes", "no"):
+            return queryset.filter(killed_at__isnull=self.value() == "no")
+        return queryset
+
+
+class OverrideLiveFilter(admin.SimpleListFilter):
+    title = "expiry"
+    parameter_name = "live"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("yes", "in force"), ("no", "expired"), ("expiring", "has an expiry")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        now = timezone.now()
+        if self.value() == "yes":
+            return queryset.filter(Q(expires_at__isnull=True) | Q(expires_at__gt=now))
+        if self.value() == "no":
+            return queryset.filter(expires_at__lte=now)
+        if self.value() == "expiring":
+            return queryset.filter(expires_at__isnull=False)
+        return queryset
+
+
+# -- inlines (read-only, with links) ----------------------------------------------------
+
+
+class ReadOnlyInline(admin.TabularInline):
+    extra = 0
+    can_delete = False
+    show_change_link = True
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+class FlagStateInline(ReadOnlyInline):
+    model = FlagState
+    verbose_name_plural = "flag states per environment (open one to edit or see its history)"
+    fields = ["environment", "status", "version", "kill_reason", "updated_at"]
+    readonly_fields = fields
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        return super().get_queryset(request).select_related("flag", "environment")
+
+    @admin.display(description="status")
+    def status(self, state: FlagState) -> str:
+        return state_status(state)
+
+
+class MerchantOverrideInline(ReadOnlyInline):
+    model = MerchantOverride
+    fields = ["environment", "merchant_link", "variation", "expires_at", "note"]
+    readonly_fields = fields
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        return super().get_queryset(request).select_related("flag", "environment", "merchant")
+
+    @admin.display(description="merchant")
+    def merchant_link(self, override: MerchantOverride) -> str:
+        return _link(override.merchant)
+
+
+# -- model admins ------------------------------------------------------------------------
+
+
+@admin.register(Flag)
+class FlagAdmin(ServiceModelAdmin):
+    form = FlagForm
+    list_display = ["key", "name", "value_type", "environments", "archived", "tag_list"]
+    list_filter = ["value_type", "archived", TagFilter, FlagKilledFilter]
+    search_fields = ["key", "name", "description", "owner"]
+    inlines = [FlagStateInline, MerchantOverrideInline]
+    actions = ["kill_in_environment", "restore_in_environment", "set_percentage_in_environment",
+               "archive", "unarchive"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        return super().get_queryset(request).prefetch_related("states__environment")
+
+    def get_inlines(self, request: HttpRequest, obj: Any = None) -> list:
+        return self.inlines if obj is not None else []  # states come with the flag
+
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        if obj is None:
+            return ["key", "name", "value_type", "variations", "off_variation", "description",
+                    "owner", "tags"]
+        return ["key", "value_type", "name", "variations", "description", "owner", "tags",
+                "archived", "created_at", "updated_at"]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        if obj is None:
+            return []
+        return ["key", "value_type", "archived", "created_at", "updated_at"]
+
+    def service_create(self, actor: Actor, data: dict[str, Any]) -> Flag:
+        return services.flag_create(
+            actor=actor, key=data["key"], name=data["name"], value_type=data["value_type"],
+            variations=data.get("variations"), off_variation=data.get("off_variation") or None,
+            description=data.get("description", ""), owner=data.get("owner", ""),
+            tags=data.get("tags") or [],
+        )
+
+    def service_update(self, actor: Actor, obj: Flag, data: dict[str, Any]) -> Flag:
+        return services.flag_update(
+            actor=actor, flag=obj, name=data["name"], description=data.get("description", ""),
+            owner=data.get("owner", ""), tags=data.get("tags") or [],
+            variations=data["variations"],
+        )
+
+    @admin.display(description="environments")
+    def environments(self, flag: Flag) -> str:
+        states = sorted(flag.states.all(), key=lambda s: (s.environment.sort_order,
+                                                          s.environment.key))
+        return " / ".join(f"{s.environment.key}: {state_status(s)}" for s in states) or "-"
+
+    @admin.display(description="tags")
+    def tag_list(self, flag: Flag) -> str:
+        return ", ".join(flag.tags or [])
+
+    @admin.action(description="Kill switch in an environment…")
+    def kill_in_environment(self, request: HttpRequest, queryset: QuerySet) -> Any:
+        return _confirm_state_action(self, request, queryset, KILL, by_environment=True)
+
+    @admin.action(description="Restore (after a kill) in an environment…")
+    def restore_in_environment(self, request: HttpRequest, queryset: QuerySet) -> Any:
+        return _confirm_state_action(self, request, queryset, RESTORE, by_environment=True)
+
+    @admin.action(description="Set rollout percentage in an environment…")
+    def set_percentage_in_environment(self, request: HttpRequest, queryset: QuerySet) -> Any:
+        return _confirm_state_action(self, request, queryset, SET_PERCENTAGE,
+                                     by_environment=True)
+
+    @admin.action(description="Archive selected flags")
+    def archive(self, request: HttpRequest, queryset: QuerySet) -> None:
+        self._set_archived(request, queryset, archived=True)
+
+    @admin.action(description="Unarchive selected flags")
+    def unarchive(self, request: HttpRequest, queryset: QuerySet) -> None:
+        self._set_archived(request, queryset, archived=False)
+
+    def _set_archived(self, request: HttpRequest, queryset: QuerySet, *, archived: bool) -> None:
+        actor = actor_for_user(request.user)
+        keys = []
+        for flag in queryset:
+            services.flag_archive(actor=actor, flag=flag, archived=archived)
+            keys.append(flag.key)
+        verb = "Archived" if archived else "Unarchived"
+        self.message_user(request, f"{verb} {len(keys)} flag(s): {', '.join(keys)}.",
+                          messages.SUCCESS)
+
+
+@admin.register(FlagState)
+class FlagStateAdmin(ServiceModelAdmin):
+    form = FlagStateForm
+    list_display = ["__str__", "flag_link", "environment", "status", "version", "updated_at"]
+    list_filter = ["environment", StateKilledFilter, "enabled", "flag__archived"]
+    search_fields = ["flag__key", "flag__name"]
+    list_select_related = ["flag", "environment"]
+    actions = ["kill", "restore", "set_percentage"]
+    fieldsets = [
+        (None, {"fields": ["flag", "environment", "kill_state", "serving", "current_version"]}),
+        ("Serving (saved against the version you loaded: a concurrent change is refused)",
+         {"fields": ["enabled", "off_variation", "rules", "fallthrough", "bucket_by",
+                     "version"]}),
+    ]
+    readonly_fields = ["flag", "environment", "kill_state", "serving", "current_version"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # a state exists per flag x environment, made by the services
+
+    def service_update(self, actor: Actor, obj: FlagState, data: dict[str, Any]) -> FlagState:
+        return services.flag_state_update(
+            actor=actor, flag=obj.flag, environment=obj.environment,
+            expected_version=data["version"], enabled=data["enabled"],
+            off_variation=data["off_variation"], rules=data["rules"],
+            fallthrough=data["fallthrough"], bucket_by=data["bucket_by"],
+        )
+
+    @admin.display(description="flag", ordering="flag__key")
+    def flag_link(self, state: FlagState) -> str:
+        return _link(state.flag, state.flag.key)
+
+    @admin.display(description="status")
+    def status(self, state: FlagState) -> str:
+        return state_status(state)
+
+    @admin.display(description="serves by default")
+    def serving(self, state: FlagState) -> str:
+        return state_serving(state)
+
+    @admin.display(description="version")
+    def current_version(self, state: FlagState) -> int:
+        return state.version
+
+    @admin.display(description="kill switch")
+    def kill_state(self, state: FlagState) -> str:
+        if state.killed_at is None:
+            return "not killed"
+        return format_html(
+            '<strong style="color:#ba2121">KILLED</strong> at {} &middot; reason: {}',
+            state.killed_at.strftime("%Y-%m-%d %H:%M:%S UTC"), state.kill_reason or "(none given)",
+        )
+
+    @admin.action(description="Kill switch…")
+    def kill(self, request: HttpRequest, queryset: QuerySet) -> Any:
+        return _confirm_state_action(self, request, queryset, KILL, by_environment=False)
+
+    @admin.action(description="Restore (after a kill)…")
+    def restore(self, request: HttpRequest, queryset: QuerySet) -> Any:
+        return _confirm_state_action(self, request, queryset, RESTORE, by_environment=False)
+
+    @admin.action(description="Set rollout percentage…")
+    def set_percentage(self, request: HttpRequest, queryset: QuerySet) -> Any:
+        return _confirm_state_action(self, request, queryset, SET_PERCENTAGE,
+                                     by_environment=False)
+
+
+@admin.register(MerchantOverride)
+class MerchantOverrideAdmin(ServiceModelAdmin):
+    form = MerchantOverrideForm
+    can_delete = True
+    list_display = ["__str__", "flag", "environment", "merchant", "variation", "expiry",
+                    "created_by", "updated_at"]
+    list_filter = ["flag", "environment", OverrideLiveFilter]
+    search_fields = ["merchant__key", "merchant__name", "flag__key", "note"]
+    list_select_related = ["flag", "environment", "merchant"]
+    autocomplete_fields = ["flag", "merchant"]
+
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        fields = ["flag", "environment", "merchant", "variation", "note", "expires_at"]
+        return fields + (["created_by", "created_at", "updated_at"] if obj else [])
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        # A different flag, environment or merchant is another override.
+        if obj is None:
+            return []
+        return ["flag", "environment", "merchant", "created_by", "created_at", "updated_at"]
+
+    def service_create(self, actor: Actor, data: dict[str, Any]) -> MerchantOverride:
+        return services.override_set(
+            actor=actor, flag=data["flag"], environment=data["environment"],
+            merchant=data["merchant"], variation=data["variation"], note=data.get("note", ""),
+            expires_at=data.get("expires_at"),
+        )
+
+    def service_update(self, actor: Actor, obj: MerchantOverride,
+                       data: dict[str, Any]) -> MerchantOverride:
+        return services.override_set(
+            actor=actor, flag=obj.flag, environment=obj.environment, merchant=obj.merchant,
+            variation=data["variation"], note=data.get("note", ""),
+            expires_at=data.get("expires_at"),
+        )
+
+    def service_delete(self, actor: Actor, obj: MerchantOverride) -> None:
+        services.override_remove(actor=actor, flag=obj.flag, environment=obj.environment,
+                                 merchant=obj.merchant, reason="removed in the admin")
+
+    @admin.display(description="expires", ordering="expires_at")
+    def expiry(self, override: MerchantOverride) -> str:
+        if override.expires_at is None:
+            return "never"
+        when = override.expires_at.strftime("%Y-%m-%d %H:%M UTC")
+        if override.is_live(timezone.now()):
+            return when
+        return format_html('<span style="color:#ba2121">expired {}</span>', when)
+
+
+def _attributes_html(attributes: dict | None) -> str:
+    if not attributes:
+        return "-"
+    return format_html(
+        "<ul style='margin:0; padding-left:1em'>{}</ul>",
+        format_html_join("", "<li><strong>{}</strong>: {}</li>",
+                         ((name, _attribute_text(value))
+                          for name, value in sorted(attributes.items()))),
+    )
+
+
+def _attribute_text(value: Any) -> str:
+    if isinstance(value, list):
+        return ", ".join(str(item) for item in value)
+    return str(value)
+
+
+@admin.register(Merchant)
+class MerchantAdmin(ServiceModelAdmin):
+    form = MerchantForm
+    list_display = ["key", "name", "is_active", "attributes_list", "updated_at"]
+    list_filter = ["is_active"]
+    search_fields = ["key", "name"]
+    actions = ["deactivate", "activate"]
+
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        if obj is None:
+            return ["key", "name", "is_active", "attributes"]
+        return ["key", "name", "is_active", "attributes_list", "attributes", "created_at",
+                "updated_at"]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        return ["key", "attributes_list", "created_at", "updated_at"] if obj else []
+
+    def service_create(self, actor: Actor, data: dict[str, Any]) -> Merchant:
+        return services.merchant_create(
+            actor=actor, key=data["key"], name=data.get("name", ""),
+            attributes=data.get("attributes") or {}, is_active=data["is_active"],
+        )
+
+    def service_update(self, actor: Actor, obj: Merchant, data: dict[str, Any]) -> Merchant:
+        return services.merchant_update(
+            actor=actor, merchant=obj, name=data.get("name", ""),
+            attributes=data.get("attributes") or {}, is_active=data["is_active"],
+        )
+
+    @admin.display(description="attributes")
+    def attributes_list(self, merchant: Merchant) -> str:
+        return _attributes_html(merchant.attributes)
+
+    @admin.action(description="Deactivate selected merchants")
+    def deactivate(self, request: HttpRequest, queryset: QuerySet) -> None:
+        self._set_active(request, queryset, is_active=False)
+
+    @admin.action(description="Activate selected merchants")
+    def activate(self, request: HttpRequest, queryset: QuerySet) -> None:
+        self._set_active(request, queryset, is_active=True)
+
+    def _set_active(self, request: HttpRequest, queryset: QuerySet, *, is_active: bool) -> None:
+        actor = actor_for_user(request.user)
+        keys = []
+        for merchant in queryset:
+            services.merchant_update(actor=actor, merchant=merchant, is_active=is_active)
+            keys.append(merchant.key)
+        verb = "Activated" if is_active else "Deactivated"
+        self.message_user(request, f"{verb} {len(keys)} merchant(s): {', '.join(keys)}.",
+                          messages.SUCCESS)
+
+
+@admin.register(Segment)
+class SegmentAdmin(ServiceModelAdmin):
+    form = SegmentForm
+    can_delete = True
+    list_display = ["key", "name", "clause_summary", "updated_at"]
+    search_fields = ["key", "name", "description"]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        return ["key"] if obj else []
+
+    def service_create(self, actor: Actor, data: dict[str, Any]) -> Segment:
+        return services.segment_create(
+            actor=actor, key=data["key"], name=data["name"], clauses=data["clauses"],
+            description=data.get("description", ""),
+        )
+
+    def service_update(self, actor: Actor, obj: Segment, data: dict[str, Any]) -> Segment:
+        return services.segment_update(
+            actor=actor, segment=obj, name=data["name"], clauses=data["clauses"],
+            description=data.get("description", ""),
+        )
+
+    def service_delete(self, actor: Actor, obj: Segment) -> None:
+        services.segment_delete(actor=actor, segment=obj)
+
+    @admin.display(description="clauses")
+    def clause_summary(self, segment: Segment) -> str:
+        parts = []
+        for clause in segment.clauses or []:
+            values = ", ".join(str(value) for value in clause.get("values", []))
+            negate = "not " if clause.get("negate") else ""
+            parts.append(f"{clause.get('attribute', '')} {negate}{clause.get('op')} [{values}]")
+        return " and ".join(parts) or "-"
+
+
+@admin.register(Environment)
+class EnvironmentAdmin(ServiceModelAdmin):
+    form = EnvironmentForm
+    list_display = ["key", "name", "sort_order", "ruleset_version", "created_at"]
+    search_fields = ["key", "name"]
+
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        fields = ["key", "name", "sort_order"]
+        return fields + (["ruleset_version", "created_at"] if obj else [])
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        # No service changes an environment after creation: the page is read-only.
+        if obj is None:
+            return []
+        return ["key", "name", "sort_order", "ruleset_version", "created_at"]
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return obj is None and super().has_change_permission(request, obj)
+
+    def service_create(self, actor: Actor, data: dict[str, Any]) -> Environment:
+        return services.environment_create(
+            actor=actor, key=data["key"], name=data["name"], sort_order=data["sort_order"],
+        )
