@@ -151,11 +151,14 @@ def outcome_events_ingest(
     from canary.models import OutcomeEvent
     from flags.models import Environment
 
+    environment_id: int | None = None
     if environment is None and api_key_info is not None:
+        # a server key already names its environment: no lookup needed
+        environment_id = getattr(api_key_info, "environment_id", None)
         environment = api_key_info.environment_key
     if environment is None:
         raise InvalidInput("an environment is required", field="environment")
-    if isinstance(environment, str):
+    if environment_id is None and isinstance(environment, str):
         found = Environment.objects.filter(key=environment).only("pk", "key").first()
         if found is None:
             raise NotFound(f"unknown environment {environment!r}", field="environment")
@@ -173,7 +176,8 @@ def outcome_events_ingest(
     now = timezone.now()
     rows: list[OutcomeEvent] = []
     errors: dict[str, list[str]] = {}
-    environment_id = environment.pk
+    if environment_id is None:
+        environment_id = environment.pk
     for index, event in enumerate(events):
         parsed, problems = _parse_event(event, now)
         if problems:

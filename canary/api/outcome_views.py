@@ -1,0 +1,32 @@
+"""POST /api/v1/events: apps report outcome events with a server key."""
+from __future__ import annotations
+
+from rest_framework import status
+from rest_framework.parsers import JSONParser
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from canary.services.outcomes import outcome_events_ingest
+from controlplane.apikeys.authentication import HasServerKey, ServerKeyAuthentication
+from flags.exceptions import InvalidInput
+
+
+class OutcomeEventsIngestApi(APIView):
+    """Store a batch ``{"events": [...]}`` for the key's environment.
+
+    All or nothing: 202 with ``{"accepted": n}``, or 400 with field errors
+    keyed ``events[i].field`` and nothing stored. 401 without a valid key,
+    403 for a management key.
+    """
+
+    authentication_classes = [ServerKeyAuthentication]
+    permission_classes = [HasServerKey]
+    parser_classes = [JSONParser]
+
+    def post(self, request: Request) -> Response:
+        body = request.data
+        if not isinstance(body, dict) or "events" not in body:
+            raise InvalidInput('send an object {"events": [...]}', field="events")
+        count = outcome_events_ingest(api_key_info=request.auth, events=body["events"])
+        return Response({"accepted": count}, status=status.HTTP_202_ACCEPTED)
