@@ -234,8 +234,9 @@ def cohort_compare(
 
     ``cohorts`` is ``{"treatment": {...}, "control": {...}}`` where each
     cohort has ``n`` and ``failures`` (error rate) or ``durations`` (a list
-    of milliseconds). ``metric`` is ``error_rate`` or ``duration`` (p50 and
-    p95 compare durations too). Raise ValueError for an unknown metric.
+    of milliseconds). ``metric`` is ``error_rate`` or ``duration`` (the
+    ``outcomes`` metrics ``p50_ms`` and ``p95_ms`` compare durations).
+    Raise ValueError for an unknown metric.
     """
     treatment = cohorts.get("treatment") or {}
     control = cohorts.get("control") or {}
@@ -249,7 +250,7 @@ def cohort_compare(
             min_samples=DEFAULT_MIN_SAMPLES["error_rate"] if min_samples is None else min_samples,
             tolerance=tolerance,
         )
-    if metric in ("duration", "p50", "p95", "duration_p50", "duration_p95"):
+    if metric in ("duration", "p50_ms", "p95_ms"):
         return duration_compare(
             treatment=treatment.get("durations") or [],
             control=control.get("durations") or [],

@@ -85,6 +85,14 @@ class Rollout(models.Model):
     environment = models.ForeignKey(
         "flags.Environment", on_delete=models.PROTECT, related_name="rollouts"
     )
+    # The deployment being canaried, if any: rollback levels 2 and 3 revert it.
+    deployment = models.ForeignKey(
+        "rollback.Deployment",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="rollouts",
+    )
     name = models.CharField(max_length=200)
     status = models.CharField(
         max_length=20, choices=RolloutStatus.choices, default=RolloutStatus.DRAFT, db_index=True

@@ -1,0 +1,70 @@
+"""Every write to rollouts, phases, health checks and check runs.
+
+The controller, admin, commands and API change state only through these.
+``rollout_transition`` is the only code that assigns a rollout's status.
+"""
+from canary.services.checks import (
+    check_judge,
+    check_rules,
+    check_run_record,
+    check_state,
+    checks_clean,
+    checks_reset,
+    rollout_check_summary,
+    rollout_gate,
+    rollout_is_approved,
+)
+from canary.services.rollouts import (
+    phase_apply,
+    phases_clean,
+    rollout_abort,
+    rollout_advance,
+    rollout_approve,
+    rollout_begin_rollback,
+    rollout_create,
+    rollout_fail_phase,
+    rollout_pause,
+    rollout_phase_elapsed,
+    rollout_restore_flag,
+    rollout_resume,
+    rollout_rollback_finished,
+    rollout_set_baseline,
+    rollout_start,
+    rollout_transition,
+)
+from canary.services.templates import (
+    rollout_create_from_template,
+    template_list,
+    template_phases,
+)
+
+__all__ = [
+    "check_judge",
+    "check_rules",
+    "check_run_record",
+    "check_state",
+    "checks_clean",
+    "checks_reset",
+    "phase_apply",
+    "phases_clean",
+    "rollout_abort",
+    "rollout_advance",
+    "rollout_approve",
+    "rollout_begin_rollback",
+    "rollout_check_summary",
+    "rollout_create",
+    "rollout_create_from_template",
+    "rollout_fail_phase",
+    "rollout_gate",
+    "rollout_is_approved",
+    "rollout_pause",
+    "rollout_phase_elapsed",
+    "rollout_restore_flag",
+    "rollout_resume",
+    "rollout_rollback_finished",
+    "rollout_set_baseline",
+    "rollout_start",
+    "rollout_transition",
+    "template_list",
+    "template_phases",
+]
