@@ -4,13 +4,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from django.db import transaction
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+from django.utils import timezone
 
 from controlplane.audit.services import record_audit_event
 from controlplane.conf import setting
-from flags.exceptions import InvalidInput
+from flags.exceptions import Conflict, InvalidInput
 from flags.models import Merchant
-from flags.services._common import bump_all_rulesets, full_clean
+from flags.services._common import bump_all_rulesets
 from flags.services.registry import _clean_attributes, _merchant_snapshot
 
 
@@ -71,43 +73,57 @@ def merchant_upsert_many(*, actor: Any, items: list[dict]) -> BulkUpsertResult:
             )
         seen[data["key"]] = index
         cleaned.append(data)
-    created = updated = unchanged = 0
     with transaction.atomic():
         existing = {
             merchant.key: merchant
             for merchant in Merchant.objects.select_for_update().filter(key__in=list(seen))
         }
+        now = timezone.now()
+        changes: list[tuple[Merchant, dict | None, dict]] = []
+        unchanged = 0
         for index, data in enumerate(cleaned):
             merchant = existing.get(data["key"])
             before = _merchant_snapshot(merchant) if merchant else None
-            merchant = merchant or Merchant(key=data["key"])
+            merchant = merchant or Merchant(key=data["key"], created_at=now)
             merchant.name = data["name"]
             merchant.attributes = data["attributes"]
             merchant.is_active = data["is_active"]
+            merchant.updated_at = now
             after = _merchant_snapshot(merchant)
             if before == after:
                 unchanged += 1
                 continue
-            try:
-                full_clean(merchant, exclude=["key"] if before else None)
-            except InvalidInput as exc:
-                where = f"merchants[{index}]"
-                if exc.field:
-                    raise InvalidInput(f"{where}.{exc.message}",
-                                       field=f"{where}.{exc.field}") from None
-                raise InvalidInput(f"{where}: {exc.message}", field=where) from None
-            merchant.save()
+            _clean_fields(merchant, f"merchants[{index}]")
+            changes.append((merchant, before, after))
+        new = [merchant for merchant, before, _ in changes if before is None]
+        old = [merchant for merchant, before, _ in changes if before is not None]
+        try:
+            # Keys were checked against the rows locked above; a clash here
+            # means another request created the same key meanwhile.
+            with transaction.atomic():
+                Merchant.objects.bulk_create(new, batch_size=500)
+        except IntegrityError:
+            raise Conflict("merchants: some of these keys were just created by another "
+                           "request; retry", field="merchants") from None
+        Merchant.objects.bulk_update(old, ["name", "attributes", "is_active", "updated_at"],
+                                     batch_size=500)
+        for merchant, before, after in changes:
             record_audit_event(
                 actor=actor, action="merchant.updated" if before else "merchant.created",
                 target=merchant, before=before, after=after, details={"bulk": True},
             )
-            if before:
-                updated += 1
-            else:
-                created += 1
-        if created or updated:
+        if changes:
             bump_all_rulesets()  # registry attributes feed rule evaluation
-    return BulkUpsertResult(created=created, updated=updated, unchanged=unchanged)
+    return BulkUpsertResult(created=len(new), updated=len(old), unchanged=unchanged)
+
+
+def _clean_fields(merchant: Merchant, where: str) -> None:
+    """Validate field values; uniqueness is already settled by the caller."""
+    try:
+        merchant.clean_fields(exclude=["created_at", "updated_at"])
+    except ValidationError as exc:
+        field, messages = next(iter(exc.message_dict.items()))
+        raise InvalidInput(f"{where}.{field}: {messages[0]}", field=f"{where}.{field}") from None
 
 
 __all__ = ["BulkUpsertResult", "merchant_upsert_many"]
