@@ -240,7 +240,7 @@ def rollback_step_claim(*, run_id: int, worker: str = "") -> Claim | None:
     ``verify_first`` set: the caller checks reality before re-running it.
     """
     with transaction.atomic():
-        run = RollbackRun.objects.select_for_update().select_related("deployment__environment").filter(
+        run = RollbackRun.objects.select_for_update(of=("self",)).select_related("deployment__environment").filter(
             pk=run_id).first()
         if run is None or run.status in (RunStatus.SUCCEEDED, RunStatus.FAILED):
             return None
@@ -291,7 +291,7 @@ def rollback_step_finish(
     from rollback.services.deployments import deployment_mark_reverted
 
     with transaction.atomic():
-        run = RollbackRun.objects.select_for_update().select_related("deployment__environment").get(
+        run = RollbackRun.objects.select_for_update(of=("self",)).select_related("deployment__environment").get(
             pk=claim.run_id)
         step = RollbackStep.objects.select_for_update().get(pk=claim.step_id)
         if step.status != StepStatus.RUNNING or step.claim_token != claim.token:
@@ -344,7 +344,7 @@ def rollback_run_retry(*, actor: Any, run_id: Any) -> RollbackRun:
     who = as_actor(actor)
     pk = rollback_run_get(run_id).pk
     with transaction.atomic():
-        run = RollbackRun.objects.select_for_update().select_related("deployment__environment").get(pk=pk)
+        run = RollbackRun.objects.select_for_update(of=("self",)).select_related("deployment__environment").get(pk=pk)
         if run.status != RunStatus.FAILED:
             raise InvalidTransition(f"rollback run {run.pk} is {run.status}: only a failed run can be retried",
                                     field="run")
