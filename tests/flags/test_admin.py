@@ -590,3 +590,32 @@ def test_flag_change_page__history_link__opens_audit_filtered_to_the_flag(
     assert [e.action for e in events] == ["flag.updated", "flag.created"]
     assert all(e.target_id == str(flag.pk) for e in events)
     assert other.key not in {e.target_repr for e in events}
+
+
+@pytest.mark.parametrize("model", [Flag, FlagState, MerchantOverride])
+def test_changelist__more_rows__same_number_of_queries(
+    admin_client, environments, flag_factory, merchant_factory, production, model
+):
+    # Given
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    merchant = merchant_factory()
+
+    def add_flags(count: int) -> None:
+        for _ in range(count):
+            flag = flag_factory(tags=["t"])
+            services.override_set(actor=SYSTEM, flag=flag, environment=production,
+                                  merchant=merchant, variation="on")
+
+    add_flags(2)
+    admin_client.get(_url(model, "changelist"))  # warm sessions and caches
+    with CaptureQueriesContext(connection) as few:
+        admin_client.get(_url(model, "changelist"))
+    add_flags(6)
+    # When
+    with CaptureQueriesContext(connection) as many:
+        response = admin_client.get(_url(model, "changelist"))
+    # Then
+    assert response.status_code == 200
+    assert len(many.captured_queries) == len(few.captured_queries)
