@@ -193,3 +193,191 @@ def outcome_events_ingest(
     with transaction.atomic():
         OutcomeEvent.objects.bulk_create(rows, batch_size=BATCH_SIZE)
     return len(rows)
+
+
+# -- pilot suggestion (a read: no write, no audit) ---------------------------
+
+PILOT_MIN_SUCCESS_RATE = 0.80
+PILOT_MIN_EVENTS = 10
+PILOT_TINY_FRACTION = 0.10  # below 10% of the median volume is too small to tell
+PILOT_BIG_MULTIPLE = 3.0  # above 3x the median, a regression hurts too much
+PILOT_VOLUME_WEIGHT = 0.1
+PILOT_ACTIVITY_WEIGHT = 0.05
+
+
+@dataclass(frozen=True)
+class PilotCandidate:
+    """One merchant's recent activity and why it is (not) a good pilot."""
+
+    merchant: str
+    events: int
+    failures: int
+    success_rate: float
+    active_days: int
+    last_seen: datetime
+    avg_duration_ms: float | None
+    volume_ratio: float  # events / median events
+    score: float
+    reasons: tuple[str, ...] = field(default_factory=tuple)
+
+    def as_dict(self) -> dict:
+        return {
+            "merchant": self.merchant,
+            "events": self.events,
+            "failures": self.failures,
+            "success_rate": round(self.success_rate, 4),
+            "active_days": self.active_days,
+            "last_seen": self.last_seen.isoformat(),
+            "avg_duration_ms": (
+                round(self.avg_duration_ms, 2) if self.avg_duration_ms is not None else None
+            ),
+            "volume_ratio": round(self.volume_ratio, 3),
+            "score": round(self.score, 4),
+            "reasons": list(self.reasons),
+        }
+
+
+@dataclass(frozen=True)
+class PilotSuggestion:
+    flag_key: str
+    environment_key: str
+    days: int
+    basis: str  # "flag": events of this flag; "environment": all events there
+    median_events: float
+    merchants_seen: int
+    picks: tuple[PilotCandidate, ...]
+    excluded: tuple[PilotCandidate, ...]
+
+    def as_dict(self) -> dict:
+        return {
+            "flag": self.flag_key,
+            "environment": self.environment_key,
+            "days": self.days,
+            "basis": self.basis,
+            "median_events": self.median_events,
+            "merchants_seen": self.merchants_seen,
+            "picks": [pick.as_dict() for pick in self.picks],
+            "excluded": [item.as_dict() for item in self.excluded],
+        }
+
+
+def pilot_score(*, success_rate: float, volume_ratio: float, active_days: int, days: int) -> float:
+    """Return ``success − 0.1·|log2(volume ÷ median)| + 0.05·(active days ÷ days)``.
+
+    A steady merchant near the median volume with a high success rate wins:
+    big enough to show a regression, small enough not to hurt many people.
+    """
+    distance = abs(math.log2(volume_ratio)) if volume_ratio > 0 else 10.0
+    return (
+        success_rate
+        - PILOT_VOLUME_WEIGHT * distance
+        + PILOT_ACTIVITY_WEIGHT * min(1.0, active_days / max(days, 1))
+    )
+
+
+def pilot_candidates_suggest(
+    *, flag_key: str, environment_key: str, days: int = 7, limit: int = 5,
+    now: datetime | None = None,
+) -> PilotSuggestion:
+    """Rank merchants for a pilot of ``flag_key`` from recent outcome events.
+
+    Eligible: events in the last ``days`` days, success rate above 80%, at
+    least ``PILOT_MIN_EVENTS`` events and 10% of the median volume, at most 3x
+    the median, and not marked inactive in the merchant registry. Ranked by
+    :func:`pilot_score`. Uses the flag's own events, or every event of the
+    environment when the flag has none yet. Raise ``NotFound`` for an unknown
+    environment, ``InvalidInput`` for days or limit below 1.
+    """
+    from django.db.models import Avg, Count, Max, Q
+    from django.db.models.functions import TruncDate
+
+    from canary.models import Outcome, OutcomeEvent
+    from flags.models import Merchant
+    from flags.selectors import environment_get
+
+    if days < 1:
+        raise InvalidInput("must be at least 1", field="days")
+    if limit < 1:
+        raise InvalidInput("must be at least 1", field="limit")
+    environment = environment_get(environment_key)
+    now = now or timezone.now()
+    recent = OutcomeEvent.objects.filter(
+        environment=environment, occurred_at__gte=now - timedelta(days=days),
+        occurred_at__lte=now,
+    )
+    basis = "flag"
+    if recent.filter(flag_key=flag_key).exists():
+        recent = recent.filter(flag_key=flag_key)
+    else:
+        basis = "environment"
+    rows = list(
+        recent.order_by()
+        .values("merchant_key")
+        .annotate(
+            events=Count("id"),
+            failures=Count("id", filter=Q(outcome=Outcome.FAILURE)),
+            active_days=Count(TruncDate("occurred_at"), distinct=True),
+            last_seen=Max("occurred_at"),
+            avg_duration=Avg("duration_ms"),
+        )
+    )
+    if not rows:
+        return PilotSuggestion(flag_key, environment.key, days, basis, 0.0, 0, (), ())
+    median = float(statistics.median(row["events"] for row in rows))
+    inactive = set(
+        Merchant.objects.filter(
+            key__in=[row["merchant_key"] for row in rows], is_active=False
+        ).values_list("key", flat=True)
+    )
+    picks: list[PilotCandidate] = []
+    excluded: list[PilotCandidate] = []
+    for row in rows:
+        events, failures = row["events"], row["failures"]
+        success = (events - failures) / events
+        ratio = events / median if median else 0.0
+        reasons: list[str] = []
+        problems: list[str] = []
+        if row["merchant_key"] in inactive:
+            problems.append("inactive in the merchant registry")
+        if success <= PILOT_MIN_SUCCESS_RATE:
+            problems.append(f"success {success:.1%} is not above {PILOT_MIN_SUCCESS_RATE:.0%}")
+        else:
+            reasons.append(f"success {success:.1%} > {PILOT_MIN_SUCCESS_RATE:.0%}")
+        if events < max(PILOT_MIN_EVENTS, PILOT_TINY_FRACTION * median):
+            problems.append(
+                f"too little traffic: {events} events ({ratio:.2f}x median) is too few to judge"
+            )
+        elif ratio > PILOT_BIG_MULTIPLE:
+            problems.append(
+                f"too big: {events} events is {ratio:.1f}x the median;"
+                " a regression would hurt the most traffic"
+            )
+        else:
+            reasons.append(f"volume {events} events = {ratio:.2f}x median {median:g}")
+        reasons.append(f"active {row['active_days']}/{days} days")
+        candidate = PilotCandidate(
+            merchant=row["merchant_key"],
+            events=events,
+            failures=failures,
+            success_rate=success,
+            active_days=row["active_days"],
+            last_seen=row["last_seen"],
+            avg_duration_ms=row["avg_duration"],
+            volume_ratio=ratio,
+            score=pilot_score(success_rate=success, volume_ratio=ratio,
+                              active_days=row["active_days"], days=days),
+            reasons=tuple(problems) if problems else tuple(reasons),
+        )
+        (excluded if problems else picks).append(candidate)
+    picks.sort(key=lambda c: (-c.score, c.merchant))
+    excluded.sort(key=lambda c: (-c.events, c.merchant))
+    return PilotSuggestion(
+        flag_key=flag_key,
+        environment_key=environment.key,
+        days=days,
+        basis=basis,
+        median_events=median,
+        merchants_seen=len(rows),
+        picks=tuple(picks[:limit]),
+        excluded=tuple(excluded),
+    )
