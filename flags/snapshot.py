@@ -35,6 +35,7 @@ from flags.exceptions import DomainError, NotFound
 log = logging.getLogger(__name__)
 
 _MAX_BACKOFF = 5.0
+_WAKE = 0.5  # longest wait before the thread looks at its stop event
 
 
 class RulesetUnavailable(DomainError):
@@ -247,11 +248,16 @@ class RulesetStore:
             conn.execute(f"LISTEN {CHANNEL}")
             # a change may have committed between the last check and LISTEN
             self.check_versions()
+            due = time.monotonic() + setting("RULESET_POLL_INTERVAL")
             while not self._stop.is_set():
-                interval = setting("RULESET_POLL_INTERVAL")
-                for _notice in conn.notifies(timeout=interval, stop_after=1):
-                    self._wakeups += 1
-                self.check_versions()
+                noticed = False
+                wait = max(min(due - time.monotonic(), _WAKE), 0.0)
+                for _notice in conn.notifies(timeout=wait, stop_after=1):
+                    noticed = True
+                if noticed or time.monotonic() >= due:
+                    self._wakeups += noticed
+                    self.check_versions()
+                    due = time.monotonic() + setting("RULESET_POLL_INTERVAL")
 
     def _listen_redis(self, url: str) -> None:
         import redis
@@ -263,11 +269,14 @@ class RulesetStore:
         try:
             pubsub.subscribe(CHANNEL)
             self.check_versions()
+            due = time.monotonic() + setting("RULESET_POLL_INTERVAL")
             while not self._stop.is_set():
-                message = pubsub.get_message(timeout=setting("RULESET_POLL_INTERVAL"))
-                if message is not None:
-                    self._wakeups += 1
-                self.check_versions()
+                wait = max(min(due - time.monotonic(), _WAKE), 0.0)
+                message = pubsub.get_message(timeout=wait)
+                if message is not None or time.monotonic() >= due:
+                    self._wakeups += message is not None
+                    self.check_versions()
+                    due = time.monotonic() + setting("RULESET_POLL_INTERVAL")
         finally:
             pubsub.close()
             client.close()

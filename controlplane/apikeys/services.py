@@ -77,7 +77,7 @@ def apikey_revoke(*, actor: Any, api_key: ApiKey) -> ApiKey:
     Raises Conflict when the key is already revoked.
     """
     with transaction.atomic():
-        api_key = ApiKey.objects.select_for_update().select_related(
+        api_key = ApiKey.objects.select_for_update(of=("self",)).select_related(
             "environment", "user"
         ).get(pk=api_key.pk)
         if api_key.revoked_at is not None:
