@@ -3,6 +3,7 @@ from rollback.services.deployments import deployment_mark_reverted, deployment_r
 from rollback.services.runs import (
     Claim,
     flag_capture,
+    rollback_run_queue,
     rollback_run_retry,
     rollback_run_start,
     rollback_runs_resume,
@@ -15,6 +16,7 @@ __all__ = [
     "deployment_mark_reverted",
     "deployment_record",
     "flag_capture",
+    "rollback_run_queue",
     "rollback_run_retry",
     "rollback_run_start",
     "rollback_runs_resume",

@@ -376,3 +376,17 @@ def rollback_runs_resume(*, stale_after_seconds: float = 60.0) -> list[int]:
     for run_id in ids:
         _queue(run_id)
     return ids
+
+
+def rollback_run_queue(*, run_id: Any) -> RollbackRun:
+    """Queue an unfinished run again; raise InvalidTransition when it is finished.
+
+    Safe to call at any time: claims make a duplicate delivery a no-op.
+    """
+    from rollback.selectors import rollback_run_get
+
+    run = rollback_run_get(run_id)
+    if run.status in (RunStatus.SUCCEEDED, RunStatus.FAILED):
+        raise InvalidTransition(f"rollback run {run.pk} is already {run.status}", field="run")
+    _queue(run.pk)
+    return run
