@@ -5,6 +5,8 @@ function the services use, so the property covers what production serves.
 """
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -90,3 +92,20 @@ def test_split__two_flags_at_50__independent():
     # Then
     overlap = both / len(KEYS) * 100
     assert abs(overlap - 25) <= 1, overlap
+
+
+@settings(max_examples=200, deadline=None)
+@given(weight=st.integers(min_value=1, max_value=engine.BUCKETS - 1),
+       merchants=st.lists(st.text(max_size=12), min_size=1, max_size=20))
+def test_split__fast_path__same_answers_as_general_walk(weight, merchants):
+    # Given the compiled shortcut and the same flag without it
+    fast = rollout("f", weight / 1000)
+    assert fast.flags["f"].merchant_split is not None
+    slow = dataclasses.replace(
+        fast, flags={"f": dataclasses.replace(fast.flags["f"], merchant_split=None)})
+    for merchant in merchants:
+        # When
+        answers = [engine.evaluate(rules, "f", {"merchant": merchant}) for rules in (fast, slow)]
+        # Then
+        assert answers[0] == answers[1]
+        assert answers[0].value == (engine.bucket("f", merchant) < weight)
