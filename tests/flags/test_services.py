@@ -103,7 +103,10 @@ CASES: dict[str, Case] = {
             actor=w.actor, flag=w.flag,
             variations=[{"key": "on", "value": True, "name": "On"},
                         {"key": "off", "value": False}]),
-        "flag.updated", "flags.flag", None, None, BOTH),
+        "flag.updated", "flags.flag",
+        {"variations": [{"key": "on", "value": True}, {"key": "off", "value": False}]},
+        {"variations": [{"key": "on", "value": True, "name": "On"},
+                        {"key": "off", "value": False}]}, BOTH),
     "flag_archive": Case(
         lambda w: services.flag_archive(actor=w.actor, flag=w.flag),
         "flag.archived", "flags.flag", {"archived": False}, {"archived": True}, BOTH),
@@ -226,9 +229,8 @@ def test_service__change__exactly_one_audit_event_with_before_after(world, name)
     assert (event.actor_type, event.actor_id, event.actor_name) == ("user", "test:alice", "alice")
     assert event.target_type == case.target_type
     assert event.environment == case.environment
-    if case.before is not None or case.after is not None:
-        assert contains(case.before, event.before), event.before
-        assert contains(case.after, event.after), event.after
+    assert contains(case.before, event.before), event.before
+    assert contains(case.after, event.after), event.after
     moved = {key for key, version in ruleset_versions().items()
              if version != versions.get(key, version)}
     assert moved == case.bumps
