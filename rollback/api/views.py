@@ -1,0 +1,98 @@
+"""Management API of the rollback engine: thin views over services/selectors.
+
+Errors are mapped in one place (flags.api.exception_handler); backends are
+never readable or writable here.
+"""
+from __future__ import annotations
+
+from rest_framework import status
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from flags.api.permissions import HasModelPermission, request_actor
+from rollback import selectors, services
+from rollback.api.serializers import (
+    DeploymentInSerializer,
+    DeploymentOutSerializer,
+    RollbackRunInSerializer,
+    RollbackRunOutSerializer,
+)
+from rollback.models import Deployment, RollbackRun
+from rollback.preflight import rollback_preflight
+
+
+class DeploymentListCreateApi(APIView):
+    """GET: deployments, newest first. POST: record one (what CI calls)."""
+
+    permission_classes = [HasModelPermission]
+    permission_model = Deployment
+
+    def get(self, request: Request) -> Response:
+        rows = selectors.deployment_list(service=request.query_params.get("service"),
+                                         environment=request.query_params.get("environment"))
+        raw = str(request.query_params.get("limit", "100"))
+        limit = min(int(raw), 500) if raw.isdigit() else 100
+        return Response({"results": DeploymentOutSerializer(rows[:limit], many=True).data})
+
+    def post(self, request: Request) -> Response:
+        data = DeploymentInSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        deployment = services.deployment_record(actor=request_actor(request), **data.validated_data)
+        return Response(DeploymentOutSerializer(deployment).data, status=status.HTTP_201_CREATED)
+
+
+class DeploymentDetailApi(APIView):
+    permission_classes = [HasModelPermission]
+    permission_model = Deployment
+
+    def get(self, request: Request, deployment_id: int) -> Response:
+        return Response(DeploymentOutSerializer(selectors.deployment_get(deployment_id)).data)
+
+
+class DeploymentPreflightApi(APIView):
+    """Which rollback levels are possible for this deployment (optionally ?flag=KEY)."""
+
+    permission_classes = [HasModelPermission]
+    permission_model = Deployment
+
+    def get(self, request: Request, deployment_id: int) -> Response:
+        deployment = selectors.deployment_get(deployment_id)
+        report = rollback_preflight(deployment=deployment, flag=request.query_params.get("flag"),
+                                    backend=request.query_params.get("backend"))
+        return Response({"deployment": deployment.pk, "levels": {str(k): v for k, v in report.items()}})
+
+
+class RollbackRunCreateApi(APIView):
+    """POST: start a rollback run (levels 1..level), executed by a worker."""
+
+    permission_classes = [HasModelPermission]
+    permission_model = RollbackRun
+
+    def post(self, request: Request) -> Response:
+        data = RollbackRunInSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        run = services.rollback_run_start(actor=request_actor(request), **data.validated_data)
+        run = selectors.rollback_run_get(run.pk)
+        return Response(RollbackRunOutSerializer(run).data, status=status.HTTP_201_CREATED)
+
+
+class RollbackRunDetailApi(APIView):
+    permission_classes = [HasModelPermission]
+    permission_model = RollbackRun
+
+    def get(self, request: Request, run_id: int) -> Response:
+        return Response(RollbackRunOutSerializer(selectors.rollback_run_get(run_id)).data)
+
+
+class RollbackRunRetryApi(APIView):
+    """POST: retry a failed run from its failed step (409 unless failed)."""
+
+    permission_classes = [HasModelPermission]
+    permission_model = RollbackRun
+    permission_actions = {"POST": ("change",)}
+
+    def post(self, request: Request, run_id: int) -> Response:
+        run = services.rollback_run_retry(actor=request_actor(request), run_id=run_id)
+        return Response(RollbackRunOutSerializer(selectors.rollback_run_get(run.pk)).data,
+                        status=status.HTTP_202_ACCEPTED)
