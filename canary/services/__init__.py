@@ -14,20 +14,22 @@ from canary.services.checks import (
     rollout_gate,
     rollout_is_approved,
 )
+from canary.services.definitions import phases_clean
+from canary.services.flag_moves import phase_apply
+from canary.services.rollbacks import (
+    rollout_begin_rollback,
+    rollout_fail_phase,
+    rollout_phase_elapsed,
+    rollout_restore_flag,
+    rollout_rollback_finished,
+)
 from canary.services.rollouts import (
-    phase_apply,
-    phases_clean,
     rollout_abort,
     rollout_advance,
     rollout_approve,
-    rollout_begin_rollback,
     rollout_create,
-    rollout_fail_phase,
     rollout_pause,
-    rollout_phase_elapsed,
-    rollout_restore_flag,
     rollout_resume,
-    rollout_rollback_finished,
     rollout_set_baseline,
     rollout_start,
     rollout_transition,

@@ -1,0 +1,200 @@
+"""Fail a phase and roll a rollout back (through the rollback engine)."""
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from canary.exceptions import Conflict, InvalidInput, RolloutInvalidTransition
+from canary.health import ON_FAILURE_SEVERITY
+from canary.models import Rollout
+from canary.services._common import Status, env_key, lock_rollout
+from canary.services.flag_moves import flag_restore, overrides_restore
+from canary.services.rollouts import rollout_transition
+from canary.transitions import ACTIVE
+from controlplane.audit.services import record_audit_event
+from flags.exceptions import DomainError
+from flags.models import Environment, Flag
+
+
+def _most_severe_on_failure(rollout: Rollout) -> str:
+    actions = list(rollout.checks.values_list("on_failure", flat=True)) or ["rollback_1"]
+    return max(actions, key=lambda action: ON_FAILURE_SEVERITY.get(action, 1))
+
+
+def rollout_fail_phase(
+    *,
+    rollout_id: int,
+    actor: Any,
+    reason: str,
+    on_failure: str | None = None,
+    details: dict | None = None,
+) -> Rollout:
+    """Fail the current phase and act on it: pause, or roll back.
+
+    ``on_failure`` (pause, rollback_1..3) defaults to the most severe
+    ``on_failure`` of the rollout's checks (rollback_1 without checks).
+    Writes ``rollout.phase_failed``, then the transition. Usable by an
+    operator at any moment and by the controller when a check fails.
+    Raise RolloutInvalidTransition unless running, awaiting approval or
+    paused; InvalidInput for an unknown on_failure.
+    """
+    if on_failure is not None and on_failure not in ON_FAILURE_SEVERITY:
+        raise InvalidInput(f"on_failure: must be one of {', '.join(ON_FAILURE_SEVERITY)}",
+                           field="on_failure")
+    with transaction.atomic():
+        rollout = lock_rollout(rollout_id)
+        if rollout.status in (Status.ROLLING_BACK, Status.ROLLED_BACK):
+            return rollout  # already being put back: a duplicate
+        if rollout.status not in ACTIVE:
+            raise RolloutInvalidTransition(rollout.status, "failed", rollout_id=rollout.pk)
+        action = on_failure or _most_severe_on_failure(rollout)
+        record_audit_event(
+            actor=actor, action="rollout.phase_failed", target=rollout,
+            environment=env_key(rollout),
+            details={"phase": rollout.current_phase, "on_failure": action, "reason": reason,
+                     **(details or {})},
+        )
+        if action == "pause":
+            if rollout.status != Status.PAUSED:
+                rollout = rollout_transition(rollout_id=rollout.pk, to=Status.PAUSED,
+                                             actor=actor, reason=reason, details=details)
+            return rollout
+        return rollout_begin_rollback(
+            rollout_id=rollout.pk, level=int(action.rsplit("_", 1)[1]), actor=actor,
+            reason=reason, details=details,
+        )
+
+
+def rollout_begin_rollback(
+    *,
+    rollout_id: int,
+    level: int,
+    actor: Any,
+    reason: str,
+    details: dict | None = None,
+) -> Rollout:
+    """Move to rolling_back and hand the rollback to the rollback engine.
+
+    In one transaction: the transition (audited with the level), the pilot
+    overrides put back as captured (the rollback engine restores flag
+    states, not overrides), and ``rollback.services.rollback_run_start``
+    with the captured flag state as ``flag_restore``. The rollout stays
+    rolling_back until ``rollout_rollback_finished``. Without a rollback
+    engine installed, restore the captured flag state directly and go
+    rolled_back. Already rolling back or rolled back: unchanged (no second
+    run). Raise InvalidInput for a level outside 1..3,
+    RolloutInvalidTransition from draft or a finished status.
+    """
+    if level not in (1, 2, 3):
+        raise InvalidInput("level: must be 1, 2 or 3", field="level")
+    try:
+        from rollback.services import rollback_run_start
+    except ImportError:
+        rollback_run_start = None
+    with transaction.atomic():
+        rollout = lock_rollout(rollout_id)
+        if rollout.status in (Status.ROLLING_BACK, Status.ROLLED_BACK):
+            return rollout
+        rollout = rollout_transition(
+            rollout_id=rollout.pk, to=Status.ROLLING_BACK, actor=actor, reason=reason,
+            details={"level": level, **(details or {})},
+        )
+        problems = overrides_restore(rollout, actor, f"rollback: {reason}")
+        if rollback_run_start is None:
+            problems += flag_restore(rollout, actor, f"rollback: {reason}")
+            return rollout_transition(
+                rollout_id=rollout.pk, to=Status.ROLLED_BACK, actor=actor,
+                reason="flag state restored (no rollback engine installed)",
+                details={"level": 1, "restore_problems": problems},
+            )
+        flag_restore = {
+            "flag": Flag.objects.get(pk=rollout.flag_id),
+            "environment": Environment.objects.get(pk=rollout.environment_id),
+            # Pilot overrides were put back above; the run restores the state.
+            "snapshot": rollout.captured_state,
+        }
+        run_level = level if rollout.deployment_id is not None else 1
+        try:
+            # A savepoint: a refused run (preflight) must not undo the rest.
+            with transaction.atomic():
+                run = rollback_run_start(
+                    actor=actor, level=run_level, reason=reason,
+                    deployment=rollout.deployment, flag_restore=flag_restore,
+                    trigger="rollout", trigger_ref=str(rollout.pk),
+                )
+        except DomainError as exc:
+            if run_level == 1:
+                raise
+            # Reverting the deployment is impossible: still put the flag back.
+            refused = exc.message
+            run_level = 1
+            run = rollback_run_start(
+                actor=actor, level=1, reason=f"{reason} (level {level} refused: {refused})",
+                deployment=rollout.deployment, flag_restore=flag_restore,
+                trigger="rollout", trigger_ref=str(rollout.pk),
+            )
+        record_audit_event(
+            actor=actor, action="rollout.rollback_started", target=rollout,
+            environment=env_key(rollout),
+            details={
+                "requested_level": level,
+                "level": run_level,
+                "rollback_run": run.pk,
+                "override_problems": problems,
+                "reason": reason,
+            },
+        )
+    return rollout
+
+
+def rollout_rollback_finished(
+    *,
+    rollout_id: int,
+    actor: Any,
+    succeeded: bool,
+    reason: str = "",
+    details: dict | None = None,
+) -> Rollout:
+    """Record the end of the rollout's rollback run.
+
+    Succeeded: rolling_back -> rolled_back. Failed: stays rolling_back with a
+    ``rollout.rollback_failed`` audit event (an operator must act). Already
+    rolled back: unchanged. Raise RolloutInvalidTransition otherwise.
+    """
+    with transaction.atomic():
+        rollout = lock_rollout(rollout_id)
+        if rollout.status == Status.ROLLED_BACK:
+            return rollout
+        if rollout.status != Status.ROLLING_BACK:
+            raise RolloutInvalidTransition(rollout.status, Status.ROLLED_BACK,
+                                           rollout_id=rollout.pk)
+        if succeeded:
+            return rollout_transition(rollout_id=rollout.pk, to=Status.ROLLED_BACK, actor=actor,
+                                      reason=reason or "rollback finished", details=details)
+        record_audit_event(
+            actor=actor, action="rollout.rollback_failed", target=rollout,
+            environment=env_key(rollout), details={"reason": reason, **(details or {})},
+        )
+    return rollout
+
+
+def rollout_restore_flag(*, rollout_id: int, actor: Any, reason: str) -> list[str]:
+    """Put the flag state and pilot overrides back as captured at start
+    (what a level-1 rollback does), without changing the rollout's status.
+    Return what could not be restored. For the controller and tools."""
+    with transaction.atomic():
+        rollout = lock_rollout(rollout_id)
+        if rollout.captured_state is None:
+            raise Conflict(f"rollout {rollout.pk} never started: nothing to restore",
+                           field="rollout")
+        return flag_restore(rollout, actor, reason)
+
+
+def rollout_phase_elapsed(rollout: Rollout, now: dt.datetime | None = None) -> float:
+    """Return the seconds since the current phase went live (0 if not)."""
+    if rollout.phase_started_at is None:
+        return 0.0
+    return ((now or timezone.now()) - rollout.phase_started_at).total_seconds()
