@@ -160,3 +160,18 @@ LOGGING = {
 # Deployment and migration commands live here and only here: never in the
 # admin or the API.
 CONTROLPLANE: dict = {}
+
+# Canary controller: beat ticks every CANARY_TICK_SECONDS (environment variable
+# CONTROLPLANE_CANARY_TICK_SECONDS, default 2); a tick not started within one
+# interval expires, so a busy worker never works through a backlog of ticks.
+if os.environ.get("CONTROLPLANE_CANARY_TICK_SECONDS"):
+    try:
+        CONTROLPLANE["CANARY_TICK_SECONDS"] = float(os.environ["CONTROLPLANE_CANARY_TICK_SECONDS"])
+    except ValueError:
+        raise RuntimeError("CONTROLPLANE_CANARY_TICK_SECONDS must be a number of seconds") from None
+_CANARY_TICK_SECONDS = float(CONTROLPLANE.get("CANARY_TICK_SECONDS", 2.0))
+CELERY_BEAT_SCHEDULE["canary-controller-tick"] = {
+    "task": "canary.tasks.controller_tick_task",
+    "schedule": _CANARY_TICK_SECONDS,
+    "options": {"expires": max(1.0, _CANARY_TICK_SECONDS)},
+}
