@@ -174,7 +174,7 @@ def outcome_events_ingest(
             field="events",
         )
     now = timezone.now()
-    rows: list[OutcomeEvent] = []
+    rows: list[dict] = []
     errors: dict[str, list[str]] = {}
     if environment_id is None:
         environment_id = environment.pk
@@ -187,12 +187,63 @@ def outcome_events_ingest(
                     errors.setdefault(path, []).append(message)
             continue
         if not errors:
-            rows.append(OutcomeEvent(environment_id=environment_id, received_at=now, **parsed))
+            rows.append(parsed)
     if errors:
         raise EventsInvalid(errors, total=len(events))
-    with transaction.atomic():
-        OutcomeEvent.objects.bulk_create(rows, batch_size=BATCH_SIZE)
+    _bulk_insert(OutcomeEvent, rows, environment_id=environment_id, received_at=now)
     return len(rows)
+
+
+_INSERT_FIELDS = (
+    "flag_key", "merchant_key", "variation", "outcome", "duration_ms", "name", "occurred_at",
+)
+
+
+def _bulk_insert(model: Any, rows: list[dict], *, environment_id: int,
+                 received_at: datetime) -> None:
+    """Insert validated rows in one transaction, ``BATCH_SIZE`` per statement.
+
+    Equivalent to ``bulk_create`` but without building a model instance and
+    compiling each value per row, which costs most of the time at thousands
+    of events per request: on PostgreSQL ``COPY ... FROM STDIN``, on SQLite
+    one ``executemany``, elsewhere multi-row ``INSERT ... VALUES``.
+    """
+    from django.db import connections, router
+
+    alias = router.db_for_write(model)
+    connection = connections[alias]
+    ops = connection.ops
+    meta = model._meta
+    columns = [meta.get_field(name).column for name in _INSERT_FIELDS]
+    columns += [meta.get_field("environment").column, meta.get_field("received_at").column]
+    table = ops.quote_name(meta.db_table)
+    column_sql = ", ".join(ops.quote_name(column) for column in columns)
+    adapt_time = ops.adapt_datetimefield_value
+    received = adapt_time(received_at)
+    values = [
+        (
+            row["flag_key"], row["merchant_key"], row["variation"], row["outcome"],
+            row["duration_ms"], row["name"], adapt_time(row["occurred_at"]),
+            environment_id, received,
+        )
+        for row in rows
+    ]
+    one_row = "(" + ", ".join(["%s"] * len(columns)) + ")"
+    with transaction.atomic(using=alias), connection.cursor() as cursor:
+        if connection.vendor == "sqlite":
+            cursor.executemany(f"INSERT INTO {table} ({column_sql}) VALUES {one_row}", values)
+            return
+        if connection.vendor == "postgresql":
+            with cursor.cursor.copy(f"COPY {table} ({column_sql}) FROM STDIN") as copy:
+                for value in values:
+                    copy.write_row(value)
+            return
+        for start in range(0, len(values), BATCH_SIZE):
+            chunk = values[start:start + BATCH_SIZE]
+            cursor.execute(
+                f"INSERT INTO {table} ({column_sql}) VALUES " + ", ".join([one_row] * len(chunk)),
+                [value for row in chunk for value in row],
+            )
 
 
 # -- pilot suggestion (a read: no write, no audit) ---------------------------
