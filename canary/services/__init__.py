@@ -34,6 +34,7 @@ from canary.services.rollouts import (
     rollout_start,
     rollout_transition,
 )
+from canary.services.operator import *  # noqa: F401,F403 (preflight, draft checks)
 from canary.services.templates import (
     rollout_create_from_template,
     template_list,
