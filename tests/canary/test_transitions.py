@@ -165,3 +165,41 @@ def test_rollout_start__aborted_rollout__refused(rollout_factory):
     # Then
     rollout.refresh_from_db()
     assert rollout.status == Status.ABORTED
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_rollout_advance__four_workers_at_once__phase_advanced_once(rollout_factory):
+    # Given
+    import threading
+
+    from django.db import connection
+
+    from controlplane.audit.actors import CONTROLLER
+
+    rollout = rollout_factory(Status.RUNNING)
+    barrier = threading.Barrier(4)
+    errors: list[BaseException] = []
+
+    def worker() -> None:
+        try:
+            barrier.wait(timeout=10)
+            services.rollout_advance(rollout_id=rollout.pk, expected_phase=0,
+                                     actor=CONTROLLER, reason="tick")
+        except BaseException as exc:  # collected and asserted below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    # When
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    # Then
+    rollout.refresh_from_db()
+    assert errors == []
+    assert rollout.current_phase == 1
+    assert AuditEvent.objects.filter(action="rollout.phase_advanced").count() == 1
+    assert AuditEvent.objects.filter(action="flag_state.percentage_set").count() == 1
