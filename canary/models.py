@@ -168,6 +168,10 @@ class Phase(models.Model):
                 name="phase_percentage_0_100",
             ),
             models.CheckConstraint(
+                condition=~Q(target_type="percentage") | Q(percentage__isnull=False),
+                name="phase_percentage_target_has_percentage",
+            ),
+            models.CheckConstraint(
                 condition=Q(max_duration__isnull=True) | Q(max_duration__gte=models.F("min_duration")),
                 name="phase_max_duration_gte_min",
             ),
