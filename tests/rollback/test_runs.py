@@ -281,3 +281,23 @@ def test_step_transitions__succeeded_and_skipped__final():
     assert STEP_ALLOWED[StepStatus.SUCCEEDED] == frozenset() == STEP_ALLOWED[StepStatus.SKIPPED]
     assert step_can_move("running", "running") and not step_can_move("succeeded", "running")
     assert set(RUN_ALLOWED) == set(RunStatus.values)
+
+
+def test_metrics__run_and_steps__counters_incremented(deployment_pair, releases, rollback_settings, actor,
+                                                      run_now):
+    # Given
+    from prometheus_client import REGISTRY
+
+    def value(name, labels):
+        return REGISTRY.get_sample_value(name, labels) or 0.0
+
+    _, v2 = deployment_pair
+    rollback_settings(ROLLBACK_DEPLOY_BACKENDS={"default": {"type": "symlink", "root": str(releases)}})
+    runs = value("controlplane_rollback_runs_total", {"level": "2", "outcome": "succeeded"})
+    steps = value("controlplane_rollback_steps_total", {"actuator": "deployment_revert", "outcome": "succeeded"})
+    # When
+    run_now(actor=actor, level=2, reason="x", deployment=v2)
+    # Then
+    assert value("controlplane_rollback_runs_total", {"level": "2", "outcome": "succeeded"}) == runs + 1
+    assert value("controlplane_rollback_steps_total",
+                 {"actuator": "deployment_revert", "outcome": "succeeded"}) == steps + 1
