@@ -126,6 +126,11 @@ CELERY_BEAT_SCHEDULE: dict = {
         "task": "flags.tasks.overrides_purge_expired_task",
         "schedule": 60.0,
     },
+    # Re-queue rollback runs whose worker died (claims make it safe).
+    "rollback-resume-stuck-runs": {
+        "task": "rollback.tasks.rollback_runs_resume_task",
+        "schedule": 30.0,
+    },
 }
 
 REST_FRAMEWORK = {
