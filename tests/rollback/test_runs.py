@@ -301,3 +301,21 @@ def test_metrics__run_and_steps__counters_incremented(deployment_pair, releases,
     assert value("controlplane_rollback_runs_total", {"level": "2", "outcome": "succeeded"}) == runs + 1
     assert value("controlplane_rollback_steps_total",
                  {"actuator": "deployment_revert", "outcome": "succeeded"}) == steps + 1
+
+
+def test_runs_resume__run_without_progress__queued_and_finished(
+    deployment_pair, releases, rollback_settings, actor
+):
+    # Given: a run whose task was lost (never executed)
+    from rollback.services import rollback_runs_resume
+
+    _, v2 = deployment_pair
+    rollback_settings(ROLLBACK_DEPLOY_BACKENDS={"default": {"type": "symlink", "root": str(releases)}})
+    run = rollback_run_start(actor=actor, level=2, reason="x", deployment=v2)
+    RollbackRun.objects.filter(pk=run.pk).update(updated_at=timezone.now() - timedelta(minutes=5))
+    # When
+    resumed = rollback_runs_resume(stale_after_seconds=60)
+    # Then
+    run.refresh_from_db()
+    assert resumed == [run.pk]
+    assert run.status == RunStatus.SUCCEEDED
