@@ -60,6 +60,7 @@ class RulesetStore:
         self._pid = 0
         self._stop = threading.Event()
         self._wakeups = 0
+        self._stale_after = 2.0
         self.reloads = 0
 
     # -- request path ------------------------------------------------------
@@ -74,7 +75,8 @@ class RulesetStore:
         if self._background_alive():
             ruleset = self._rulesets.get(environment_key)
             if ruleset is not None:
-                stale = now - self._last_ok > setting("RULESET_STALE_AFTER")
+                # the background thread refreshes _stale_after from settings
+                stale = self._failures > 0 or now - self._last_ok > self._stale_after
                 return ruleset, stale
         else:
             if setting("RULESET_BACKGROUND"):
@@ -148,6 +150,7 @@ class RulesetStore:
                     reloaded.append(key)
         self._last_ok = time.monotonic()
         self._failures = 0
+        self._stale_after = setting("RULESET_STALE_AFTER")
         return reloaded
 
     def _check_quietly(self) -> None:

@@ -78,11 +78,12 @@ class KeyCache:
         now = time.monotonic()
         if entry is not None:
             info, verified_at = entry
-            ttl = setting("APIKEY_CACHE_TTL") if info is not None else setting(
-                "APIKEY_NEGATIVE_TTL"
-            )
-            if now - verified_at > ttl and not self._background_alive():
-                info = self._load_one(digest, fallback=entry)
+            if not self._background_alive():
+                ttl = setting("APIKEY_CACHE_TTL") if info is not None else setting(
+                    "APIKEY_NEGATIVE_TTL"
+                )
+                if now - verified_at > ttl:
+                    info = self._load_one(digest, fallback=entry)
         else:
             self._ensure_started()
             info = self._load_one(digest, fallback=None)
@@ -92,6 +93,8 @@ class KeyCache:
         return info
 
     def _note_use(self, pk: int) -> None:
+        if pk in self._used:
+            return  # already queued for the next flush
         wall = time.time()
         last = self._touched.get(pk)
         if last is None or wall - last >= setting("APIKEY_TOUCH_INTERVAL"):
