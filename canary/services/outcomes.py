@@ -61,7 +61,12 @@ def _check_key(event: dict, name: str, errors: list[tuple[str, str]], *, require
     if len(value) > _LIMITS[name]:
         errors.append((name, f"at most {_LIMITS[name]} characters"))
         return ""
-    if name != "name" and not _KEY.match(value):
+    if "\x00" in value:
+        errors.append((name, "must not contain NUL"))
+        return ""
+    # merchant keys and names are free text (apps may report any merchant key
+    # the evaluation API accepts); flag and variation keys are slugs
+    if name in ("flag", "variation") and not _KEY.match(value):
         errors.append((name, "letters, digits and _ . : - only"))
         return ""
     return value
@@ -112,6 +117,9 @@ def _parse_event(event: Any, now: datetime) -> tuple[dict | None, list[tuple[str
     if duration is not None:
         if isinstance(duration, bool) or not isinstance(duration, (int, float)):
             errors.append(("duration_ms", "must be a number"))
+            duration = None
+        elif isinstance(duration, int) and abs(duration) > MAX_DURATION_MS:
+            errors.append(("duration_ms", "must be a number between 0 and one day"))
             duration = None
         elif not math.isfinite(duration) or duration < 0:
             errors.append(("duration_ms", "must be a finite number >= 0"))

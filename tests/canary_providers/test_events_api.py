@@ -82,9 +82,10 @@ def test_events_api__optional_fields_absent__defaults(client, server_key):
     assert abs((timezone.now() - row.occurred_at).total_seconds()) < 60
 
 
-def test_events_api__not_json__400(client, server_key):
+@pytest.mark.parametrize("body", ['{"events": [', '{"events": [{"duration_ms": NaN}]}'])
+def test_events_api__not_json__400(client, server_key, body):
     # When
-    response = _post(client, '{"events": [', server_key)
+    response = _post(client, body, server_key)
     # Then
     assert response.status_code == 400
     assert response.json()["code"] == "parse_error"
@@ -121,6 +122,10 @@ def test_events_api__bad_envelope__400(client, server_key, body, field):
         (_event(occurred_at=(timezone.now() + timedelta(hours=2)).isoformat()),
          "events[1].occurred_at"),
         (_event(merchant="x" * 129), "events[1].merchant"),
+        (_event(merchant="acme\x00"), "events[1].merchant"),
+        (_event(flag="no spaces"), "events[1].flag"),
+        (_event(duration_ms=10**400), "events[1].duration_ms"),
+        (_event(occurred_at=10**400), "events[1].occurred_at"),
         ({**_event(), "duration": 3}, "events[1].duration"),
         ("not an object", "events[1]"),
     ],
@@ -137,6 +142,14 @@ def test_events_api__bad_event__400_with_field_and_nothing_stored(client, server
     assert list(errors) == [field]
     assert "nothing was stored" in response.json()["message"]
     assert OutcomeEvent.objects.count() == 0
+
+
+def test_events_api__free_text_merchant_key__accepted(client, server_key):
+    # When
+    response = _post(client, {"events": [_event(merchant="Acme Shop #7 (KR)")]}, server_key)
+    # Then
+    assert response.status_code == 202
+    assert OutcomeEvent.objects.get().merchant_key == "Acme Shop #7 (KR)"
 
 
 def test_events_api__several_bad_events__each_reported(client, server_key):
