@@ -665,3 +665,35 @@ def test_rollout_gate__fewer_than_min_samples__holds(rollout_factory):
     # Then
     assert decision.action == GateAction.HOLD
     assert decision.reasons == ("check error_rate: 2 of 3 passing samples",)
+
+
+def test_rollout_fail_phase__level_2_without_deployment__flag_rollback_only(rollout_factory):
+    # Given
+    from rollback.models import RollbackRun
+
+    rollout = rollout_factory(Status.RUNNING)
+    # When
+    result = services.rollout_fail_phase(rollout_id=rollout.pk, actor=SYSTEM,
+                                         reason="operator", on_failure="rollback_2")
+    # Then
+    assert result.status == Status.ROLLING_BACK
+    assert RollbackRun.objects.get().level == 1
+    started = _events(rollout, "rollout.rollback_started").get()
+    assert (started.details["requested_level"], started.details["level"]) == (2, 1)
+
+
+def test_rollout_start__staging_internal_plan__internal_merchants_get_treatment(
+    environments, flag, merchants
+):
+    # Given
+    staging = environments["staging"]
+    rollout = services.rollout_create_from_template(
+        actor=SYSTEM, template="staging-then-production", flag=flag, environment=staging,
+        pilot_merchants=["m-pilot", "m-pilot-2"], checks=[],
+    )
+    # When
+    services.rollout_start(rollout_id=rollout.pk, actor=SYSTEM)
+    # Then
+    answers = _answers(staging, flag.key, ["m-pilot", "m-pilot-2", "merchant-0001"])
+    assert answers == {"m-pilot": True, "m-pilot-2": True, "merchant-0001": False}
+    assert _answers(environments["production"], flag.key, ["m-pilot"]) == {"m-pilot": False}
