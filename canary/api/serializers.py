@@ -1,0 +1,149 @@
+"""Serializers of the rollout management API: shape and type only.
+
+Phases and checks are taken as JSON and validated by the services
+(``phases_clean``, ``checks_clean``) so that every error names its field
+(``phases[2].percentage``) the same way in the API, the admin and commands.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from rest_framework import serializers
+
+from canary.models import CheckRun, HealthCheck, Phase, Rollout
+
+# -- input --------------------------------------------------------------------
+
+
+class RolloutCreateInputSerializer(serializers.Serializer):
+    flag = serializers.CharField(max_length=100)
+    environment = serializers.CharField(max_length=64)
+    name = serializers.CharField(max_length=200, required=False)
+    template = serializers.CharField(max_length=100, required=False,
+                                     help_text="A named plan, e.g. pilot-10-50-100.")
+    pilot_merchants = serializers.ListField(child=serializers.CharField(max_length=128),
+                                            required=False)
+    duration_scale = serializers.FloatField(required=False)
+    phase_overrides = serializers.DictField(child=serializers.DictField(), required=False)
+    phases = serializers.JSONField(required=False, help_text="Without a template: the phases.")
+    checks = serializers.JSONField(required=False)
+    deployment = serializers.IntegerField(required=False, allow_null=True)
+    treatment = serializers.CharField(max_length=100, required=False)
+    control = serializers.CharField(max_length=100, required=False)
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if ("template" in attrs) == ("phases" in attrs):
+            raise serializers.ValidationError(
+                {"template": ["give either a template or phases, not both and not neither"]}
+            )
+        if "phases" in attrs:
+            for name in ("pilot_merchants", "duration_scale", "phase_overrides"):
+                if name in attrs:
+                    raise serializers.ValidationError({name: ["only used with a template"]})
+            if "name" not in attrs:
+                raise serializers.ValidationError({"name": ["required without a template"]})
+        return attrs
+
+
+class ReasonInputSerializer(serializers.Serializer):
+    reason = serializers.CharField(max_length=500, required=False, allow_blank=True, default="")
+
+
+class ApproveInputSerializer(ReasonInputSerializer):
+    expected_phase = serializers.IntegerField(min_value=0, required=False,
+                                              help_text="Ignored if the rollout moved on.")
+
+
+class FailPhaseInputSerializer(ReasonInputSerializer):
+    on_failure = serializers.ChoiceField(
+        choices=["pause", "rollback_1", "rollback_2", "rollback_3"], required=False,
+        help_text="Default: the most severe on_failure of the rollout's checks.",
+    )
+
+
+class RollbackInputSerializer(ReasonInputSerializer):
+    level = serializers.IntegerField(min_value=1, max_value=3)
+
+
+class CheckInputSerializer(serializers.Serializer):
+    """A health check as JSON; ``checks_clean`` validates the fields."""
+
+    def to_internal_value(self, data: Any) -> dict:
+        if not isinstance(data, dict):
+            raise serializers.ValidationError({"": ["send a JSON object"]})
+        return dict(data)
+
+
+# -- output -------------------------------------------------------------------
+
+
+class PhaseOutputSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Phase
+        fields = ["index", "name", "target_type", "percentage", "pilot_merchants",
+                  "min_duration", "max_duration", "requires_approval"]
+
+
+class CheckRunOutputSerializer(serializers.ModelSerializer):
+    check_name = serializers.CharField(source="health_check.name")
+    check_id = serializers.IntegerField(source="health_check_id")
+
+    class Meta:
+        model = CheckRun
+        fields = ["id", "check_id", "check_name", "phase_index", "value", "verdict", "detail",
+                  "measured_at"]
+
+
+class HealthCheckOutputSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = HealthCheck
+        fields = ["id", "name", "provider", "spec", "comparator", "threshold", "mode",
+                  "relative_tolerance", "interval", "min_samples", "failure_limit",
+                  "inconclusive_limit", "consecutive_error_limit", "no_data", "on_failure",
+                  "timeout", "status", "state_phase", "pass_count", "consecutive_failures",
+                  "consecutive_errors", "inconclusive_count", "last_verdict", "last_value",
+                  "last_run_at", "next_due_at"]
+
+
+class RolloutOutputSerializer(serializers.ModelSerializer):
+    flag = serializers.CharField(source="flag.key")
+    environment = serializers.CharField(source="environment.key")
+
+    class Meta:
+        model = Rollout
+        fields = ["id", "name", "flag", "environment", "status", "current_phase",
+                  "phase_started_at", "treatment_variation", "control_variation",
+                  "approved_phase", "pause_reason", "version", "deployment", "started_at",
+                  "finished_at", "created_by", "created_at", "updated_at"]
+
+
+class RolloutDetailOutputSerializer(RolloutOutputSerializer):
+    """A rollout with its phases, checks, latest check runs and the
+    explanation of the last automatic or manual decision."""
+
+    phases = PhaseOutputSerializer(many=True, read_only=True)
+    checks = HealthCheckOutputSerializer(many=True, read_only=True)
+    latest_check_runs = serializers.SerializerMethodField()
+    last_decision = serializers.SerializerMethodField()
+    baseline = serializers.JSONField(read_only=True)
+    captured_state = serializers.JSONField(read_only=True)
+
+    class Meta(RolloutOutputSerializer.Meta):
+        fields = [*RolloutOutputSerializer.Meta.fields, "baseline", "captured_state", "phases",
+                  "checks", "latest_check_runs", "last_decision"]
+
+    def get_latest_check_runs(self, rollout: Rollout) -> list[dict]:
+        runs = (CheckRun.objects.filter(rollout=rollout).select_related("health_check")
+                .order_by("-measured_at", "-id")[:20])
+        return CheckRunOutputSerializer(runs, many=True).data
+
+    def get_last_decision(self, rollout: Rollout) -> dict | None:
+        from controlplane.audit.models import AuditEvent
+
+        event = (AuditEvent.objects.filter(target_type="canary.rollout",
+                                           target_id=str(rollout.pk))
+                 .exclude(action="rollout.created").order_by("-id").first())
+        if event is None:
+            return None
+        return {"action": event.action, "at": event.created_at,
+                "actor": f"{event.actor_type}:{event.actor_name}", "details": event.details}
