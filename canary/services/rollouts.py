@@ -204,7 +204,17 @@ def rollout_transition(
             details={"from": current, "to": to, "reason": reason,
                      "phase": rollout.current_phase, **(details or {})},
         )
+        if to == Status.RUNNING:
+            # Started, approved or resumed: a gate may be open now, so tick
+            # this rollout at once instead of waiting for the beat.
+            transaction.on_commit(lambda pk=rollout.pk: _tick_soon(pk))
     return rollout
+
+
+def _tick_soon(rollout_id: int) -> None:
+    from canary.tasks import rollout_tick_soon
+
+    rollout_tick_soon(rollout_id)
 
 
 # Lifecycle ----------------------------------------------------------------
