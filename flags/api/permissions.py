@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from rest_framework.exceptions import PermissionDenied
 from rest_framework.permissions import SAFE_METHODS, BasePermission
 from rest_framework.request import Request
 
@@ -47,6 +48,22 @@ class HasModelPermission(BasePermission):
         permissions = required_permissions(view, request.method)
         self.message = f"You need the {' and '.join(permissions)} permission to do this."
         return user.has_perms(permissions)
+
+
+def check_can_delegate(request: Request, user: Any) -> None:
+    """Refuse a management key for a user who may do more than the requester.
+
+    A key carries its service user's permissions; handing out more than one
+    holds would be a way around them.
+    """
+    requester = request.user
+    if requester.is_superuser:
+        return
+    if user.is_superuser or not user.get_all_permissions() <= requester.get_all_permissions():
+        raise PermissionDenied(
+            f"user {user.get_username()!r} has permissions you do not have; "
+            "a key cannot carry more than its creator may do"
+        )
 
 
 def request_actor(request: Request) -> Actor:

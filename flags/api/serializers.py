@@ -15,6 +15,8 @@ from rest_framework import serializers
 from flags.models import Environment, Flag, FlagState, Merchant, MerchantOverride, Segment
 
 MAX_INT = 2_147_483_647  # PositiveIntegerField's ceiling on every database
+MAX_RULES = 200  # rules in one flag state
+MAX_CLAUSES = 50  # clauses in one rule or segment
 
 
 def _reject_nul(value: Any, path: str = "") -> None:
@@ -45,10 +47,14 @@ class JsonObjectField(serializers.JSONField):
 class JsonListField(serializers.JSONField):
     """A JSON list of objects (rules, clauses, variations)."""
 
+    max_items: int | None = None
+
     def to_internal_value(self, data: Any) -> Any:
         value = super().to_internal_value(data)
         if not isinstance(value, list):
             raise serializers.ValidationError("Must be a list.")
+        if self.max_items is not None and len(value) > self.max_items:
+            raise serializers.ValidationError(f"At most {self.max_items} items.")
         _reject_nul(value)
         return value
 
@@ -63,7 +69,9 @@ CLAUSE_SCHEMA = {
             "in", "starts_with", "ends_with", "contains", "matches",
             "lt", "lte", "gt", "gte", "exists", "segment",
         ]},
-        "values": {"type": "array", "items": {}},
+        "values": {"type": "array", "items": {"oneOf": [
+            {"type": "string"}, {"type": "number"}, {"type": "boolean"},
+        ]}},
         "negate": {"type": "boolean"},
     },
     "required": ["op"],
@@ -84,7 +92,7 @@ SERVE_SCHEMA = {
 RULE_SCHEMA = {
     "type": "object",
     "properties": {
-        "clauses": {"type": "array", "items": CLAUSE_SCHEMA},
+        "clauses": {"type": "array", "items": CLAUSE_SCHEMA, "maxItems": MAX_CLAUSES},
         "serve": SERVE_SCHEMA,
         "description": {"type": "string"},
     },
@@ -98,14 +106,14 @@ VARIATION_SCHEMA = {
 ATTRIBUTES_SCHEMA = {"type": "object", "additionalProperties": True}
 
 
-@extend_schema_field({"type": "array", "items": CLAUSE_SCHEMA})
+@extend_schema_field({"type": "array", "items": CLAUSE_SCHEMA, "maxItems": MAX_CLAUSES})
 class ClausesField(JsonListField):
-    pass
+    max_items = MAX_CLAUSES
 
 
-@extend_schema_field({"type": "array", "items": RULE_SCHEMA})
+@extend_schema_field({"type": "array", "items": RULE_SCHEMA, "maxItems": MAX_RULES})
 class RulesField(JsonListField):
-    pass
+    max_items = MAX_RULES
 
 
 @extend_schema_field(SERVE_SCHEMA)
@@ -385,3 +393,38 @@ class OverrideSetInputSerializer(serializers.Serializer):
 
 class OverrideRemoveInputSerializer(serializers.Serializer):
     reason = serializers.CharField(max_length=500, required=False, allow_blank=True, default="")
+
+
+# -- API keys -----------------------------------------------------------------
+
+
+class ApiKeyOutputSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    name = serializers.CharField()
+    scope = serializers.CharField()
+    environment = serializers.CharField(source="environment.key", allow_null=True,
+                                        default=None)
+    user = serializers.CharField(source="user.username", allow_null=True, default=None)
+    prefix = serializers.CharField(help_text="First characters of the key, for recognition.")
+    created_at = serializers.DateTimeField()
+    created_by = serializers.CharField()
+    revoked_at = serializers.DateTimeField(allow_null=True)
+    last_used_at = serializers.DateTimeField(allow_null=True)
+
+
+class ApiKeyCreatedOutputSerializer(ApiKeyOutputSerializer):
+    key = serializers.CharField(help_text="The raw key. Shown once, never stored: keep it now.")
+
+
+class ApiKeyCreateInputSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=100)
+    scope = serializers.ChoiceField(choices=["server", "management"])
+    environment = serializers.CharField(max_length=64, required=False, allow_null=True,
+                                        default=None, help_text="Server keys: environment key.")
+    user = serializers.CharField(max_length=150, required=False, allow_null=True, default=None,
+                                 help_text="Management keys: username of the service user.")
+
+
+class ApiKeyFilterSerializer(serializers.Serializer):
+    scope = serializers.ChoiceField(choices=["server", "management"], required=False)
+    include_revoked = serializers.BooleanField(required=False, default=False)
