@@ -1,0 +1,431 @@
+"""Admin for rollouts: phases, checks and latest check runs on one page,
+buttons for start / approve / pause / resume / abort / fail phase / roll
+back now (each with a confirmation page), and the explanation of every
+automatic decision.
+
+Nothing here assigns a field: the buttons and the add page call
+``canary.services`` with ``actor_for_user(request.user)``, so every change
+has its audit event. Rows are read-only in the admin.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from django import forms
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils.html import format_html, format_html_join
+
+from canary import services
+from canary.models import CheckRun, HealthCheck, Phase, Rollout, RolloutStatus
+from canary.templates_data import PLANS
+from canary.transitions import ACTIVE
+from controlplane.audit.actors import Actor, actor_for_user
+from controlplane.audit.admin import audit_history_url
+from controlplane.audit.models import AuditEvent
+from flags.exceptions import DomainError
+from flags.models import Environment, Flag
+
+Status = RolloutStatus
+LATEST_RUNS = 20
+
+
+# -- forms --------------------------------------------------------------------
+
+
+class ReasonForm(forms.Form):
+    reason = forms.CharField(max_length=500, required=False,
+                             widget=forms.TextInput(attrs={"size": 60}))
+
+
+class RequiredReasonForm(forms.Form):
+    reason = forms.CharField(max_length=500, widget=forms.TextInput(attrs={"size": 60}))
+
+
+class RollbackForm(RequiredReasonForm):
+    level = forms.TypedChoiceField(
+        coerce=int, initial=1,
+        choices=[(1, "1: flag (restore the flag state captured at start)"),
+                 (2, "2: deployment revert (needs a deployment)"),
+                 (3, "3: migration revert (last resort)")],
+    )
+
+
+class FailPhaseForm(RequiredReasonForm):
+    on_failure = forms.ChoiceField(
+        required=False,
+        choices=[("", "as the checks say (most severe on_failure)"), ("pause", "pause"),
+                 ("rollback_1", "rollback level 1"), ("rollback_2", "rollback level 2"),
+                 ("rollback_3", "rollback level 3")],
+    )
+
+
+class RolloutCreateForm(forms.Form):
+    """Create a draft rollout from a named plan."""
+
+    flag = forms.ModelChoiceField(queryset=Flag.objects.filter(archived=False),
+                                  to_field_name="key")
+    environment = forms.ModelChoiceField(queryset=Environment.objects.all(),
+                                         to_field_name="key")
+    template = forms.ChoiceField(choices=[(name, f"{name}: {plan['description']}")
+                                          for name, plan in PLANS.items()])
+    pilot_merchants = forms.CharField(required=False, help_text="Merchant keys, comma-separated.")
+    duration_scale = forms.FloatField(required=False, min_value=0.001, max_value=100,
+                                      help_text="Multiply every phase duration (0.05 turns "
+                                                "minutes into seconds).")
+    name = forms.CharField(required=False, max_length=200)
+    checks = forms.CharField(
+        required=False, widget=forms.Textarea(attrs={"rows": 6, "cols": 80}),
+        help_text='A JSON list of health checks, e.g. [{"name": "errors", "provider": '
+                  '"outcomes", "spec": {"metric": "error_rate"}, "threshold": 0.05}]',
+    )
+
+    def clean_checks(self) -> list:
+        raw = self.cleaned_data["checks"].strip()
+        if not raw:
+            return []
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise forms.ValidationError(f"not valid JSON: {exc.msg} at {exc.pos}") from None
+        if isinstance(value, dict):
+            value = [value]
+        if not isinstance(value, list):
+            raise forms.ValidationError("a JSON list of check objects")
+        return value
+
+
+# -- buttons ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RolloutAction:
+    """One button: its confirmation page and the service it calls."""
+
+    name: str
+    label: str
+    intro: str
+    form_class: type[forms.Form]
+    apply: Callable[[Actor, Rollout, dict], Rollout]
+    shown_for: frozenset[str]
+
+
+def _start(actor: Actor, rollout: Rollout, data: dict) -> Rollout:
+    rollout, _ = services.rollout_start_checked(rollout_id=rollout.pk, actor=actor,
+                                                reason=data.get("reason", ""))
+    return rollout
+
+
+ACTIONS: dict[str, RolloutAction] = {action.name: action for action in (
+    RolloutAction(
+        "start", "Start", "The preflight runs first: every check answers once, the flag "
+        "exists, and the rollback levels the checks ask for are possible. Then the flag "
+        "state is captured and phase 0 goes live.", ReasonForm, _start,
+        frozenset({Status.DRAFT}),
+    ),
+    RolloutAction(
+        "approve", "Approve", "Approve leaving the current phase: the rollout advances at "
+        "the next tick once the other gates are open.", ReasonForm,
+        lambda actor, r, d: services.rollout_approve(rollout_id=r.pk, actor=actor,
+                                                     reason=d.get("reason", "")),
+        frozenset(ACTIVE),
+    ),
+    RolloutAction(
+        "pause", "Pause", "The rollout stops advancing. Checks keep running, and a failure "
+        "still rolls back.", RequiredReasonForm,
+        lambda actor, r, d: services.rollout_pause(rollout_id=r.pk, actor=actor,
+                                                   reason=d["reason"]),
+        frozenset({Status.RUNNING, Status.AWAITING_APPROVAL}),
+    ),
+    RolloutAction(
+        "resume", "Resume", "The rollout runs again; the current phase's check counters "
+        "start afresh.", ReasonForm,
+        lambda actor, r, d: services.rollout_resume(rollout_id=r.pk, actor=actor,
+                                                    reason=d.get("reason", "")),
+        frozenset({Status.PAUSED}),
+    ),
+    RolloutAction(
+        "abort", "Abort", "The rollout ends and the flag state and pilot overrides are put "
+        "back as they were captured at start.", RequiredReasonForm,
+        lambda actor, r, d: services.rollout_abort(rollout_id=r.pk, actor=actor,
+                                                   reason=d["reason"]),
+        frozenset({Status.DRAFT, *ACTIVE}),
+    ),
+    RolloutAction(
+        "fail-phase", "Fail phase", "Fail the current phase by hand: the rollout pauses or "
+        "rolls back as its checks' on_failure says (or as chosen here).", FailPhaseForm,
+        lambda actor, r, d: services.rollout_fail_phase(
+            rollout_id=r.pk, actor=actor, reason=d["reason"], on_failure=d.get("on_failure")
+            or None),
+        frozenset(ACTIVE),
+    ),
+    RolloutAction(
+        "rollback", "Roll back now", "Roll back now through the rollback engine. Level 1 "
+        "restores the flag state captured at start; levels 2 and 3 also revert the "
+        "deployment and its migrations.", RollbackForm,
+        lambda actor, r, d: services.rollout_begin_rollback(
+            rollout_id=r.pk, level=d["level"], actor=actor, reason=d["reason"]),
+        frozenset(ACTIVE),
+    ),
+)}
+
+
+# -- inlines ------------------------------------------------------------------
+
+
+class ReadOnlyInline(admin.TabularInline):
+    extra = 0
+    can_delete = False
+    show_change_link = False
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+class PhaseInline(ReadOnlyInline):
+    model = Phase
+    fields = ["index", "name", "target_type", "percentage", "pilot_merchants", "min_duration",
+              "max_duration", "requires_approval"]
+    readonly_fields = fields
+
+
+class HealthCheckInline(ReadOnlyInline):
+    model = HealthCheck
+    fields = ["name", "provider", "rule", "status", "last_value", "last_verdict", "pass_count",
+              "min_samples", "limits", "on_failure", "last_run_at"]
+    readonly_fields = fields
+
+    @admin.display(description="rule")
+    def rule(self, check: HealthCheck) -> str:
+        symbols = {"lt": "<", "lte": "<=", "gt": ">", "gte": ">=", "eq": "="}
+        if check.mode == "absolute":
+            return f"{symbols.get(check.comparator)} {check.threshold:g}"
+        if check.mode == "relative":
+            return f"no more than {check.relative_tolerance:.0%} worse than baseline"
+        return f"treatment vs control, alpha {check.threshold or 0.05:g}"
+
+    @admin.display(description="limits (fail / inconclusive / error)")
+    def limits(self, check: HealthCheck) -> str:
+        return (f"{check.failure_limit} / {check.inconclusive_limit} / "
+                f"{check.consecutive_error_limit}")
+
+
+# -- rollouts -----------------------------------------------------------------
+
+
+def _decision_html(event: AuditEvent | None) -> str:
+    if event is None:
+        return "-"
+    details = event.details or {}
+    rows = [(key, json.dumps(value, default=str)[:400]) for key, value in details.items()
+            if key != "captured_state"]
+    return format_html(
+        "<strong>{}</strong> by {} at {}<br>{}",
+        event.action, f"{event.actor_type}:{event.actor_name}",
+        event.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+        format_html_join("", "<div><code>{}</code>: {}</div>", rows),
+    )
+
+
+@admin.register(Rollout)
+class RolloutAdmin(admin.ModelAdmin):
+    list_display = ["id", "name", "flag", "environment", "status", "phase", "started_at",
+                    "explanation"]
+    list_filter = ["status", "environment"]
+    search_fields = ["name", "flag__key"]
+    list_select_related = ["flag", "environment"]
+    inlines = [PhaseInline, HealthCheckInline]
+    fields = ["name", "flag", "environment", "deployment", "status", "phase", "explanation",
+              "last_decision", "treatment_variation", "control_variation", "approved_phase",
+              "started_at", "phase_started_at", "finished_at", "created_by", "version",
+              "baseline", "captured_state", "latest_check_runs"]
+    readonly_fields = fields
+    change_form_template = "admin/canary/rollout/change_form.html"
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        # The page is read-only; every change is a button calling a service.
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def _may_act(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("canary.change_rollout")
+
+    @admin.display(description="phase")
+    def phase(self, rollout: Rollout) -> str:
+        phase = rollout.phases.filter(index=rollout.current_phase).first()
+        total = rollout.phases.count()
+        return f"{rollout.current_phase + 1}/{total} {phase.name if phase else ''}"
+
+    @admin.display(description="why")
+    def explanation(self, rollout: Rollout) -> str:
+        """The reason of the last decision: pause reason, or the last transition's."""
+        if rollout.pause_reason:
+            return rollout.pause_reason
+        event = self._last_event(rollout, "rollout.transition")
+        return (event.details or {}).get("reason", "") if event else ""
+
+    @admin.display(description="last decision (audit)")
+    def last_decision(self, rollout: Rollout) -> str:
+        event = (AuditEvent.objects.filter(target_type="canary.rollout",
+                                           target_id=str(rollout.pk))
+                 .exclude(action="rollout.created").order_by("-id").first())
+        return _decision_html(event)
+
+    @admin.display(description=f"latest check runs (last {LATEST_RUNS})")
+    def latest_check_runs(self, rollout: Rollout) -> str:
+        runs = (CheckRun.objects.filter(rollout=rollout).select_related("health_check")
+                .order_by("-measured_at", "-id")[:LATEST_RUNS])
+        if not runs:
+            return "none yet"
+        rows = [
+            (run.measured_at.strftime("%H:%M:%S"), run.health_check.name, run.phase_index,
+             "-" if run.value is None else f"{run.value:.4g}", run.verdict,
+             (run.detail or {}).get("message", ""))
+            for run in runs
+        ]
+        return format_html(
+            "<table><thead><tr><th>time</th><th>check</th><th>phase</th><th>value</th>"
+            "<th>verdict</th><th>why</th></tr></thead><tbody>{}</tbody></table>",
+            format_html_join("", "<tr><td>{0}</td><td>{1}</td><td>{2}</td><td>{3}</td>"
+                                 "<td class='verdict-{4}'>{4}</td><td>{5}</td></tr>", rows),
+        )
+
+    def _last_event(self, rollout: Rollout, action: str) -> AuditEvent | None:
+        return (AuditEvent.objects.filter(target_type="canary.rollout",
+                                          target_id=str(rollout.pk), action=action)
+                .order_by("-id").first())
+
+    # -- pages ----------------------------------------------------------------
+
+    def get_urls(self) -> list:
+        info = self.model._meta.app_label, self.model._meta.model_name
+        return [
+            path("<int:object_id>/do/<slug:action>/",
+                 self.admin_site.admin_view(self.action_view),
+                 name="%s_%s_action" % info),
+            *super().get_urls(),
+        ]
+
+    def changeform_view(self, request: HttpRequest, object_id: str | None = None,
+                        form_url: str = "", extra_context: dict | None = None) -> HttpResponse:
+        extra_context = dict(extra_context or {})
+        if object_id is not None:
+            rollout = self.get_object(request, admin.utils.unquote(object_id))
+            if rollout is not None and self._may_act(request):
+                extra_context["rollout_actions"] = [
+                    {"label": action.label,
+                     "url": reverse("admin:canary_rollout_action", args=[rollout.pk, name])}
+                    for name, action in ACTIONS.items() if rollout.status in action.shown_for
+                ]
+            extra_context["audit_history_url"] = audit_history_url(
+                target_type="canary.rollout", target_id=object_id)
+            extra_context["report_url"] = f"/api/v1/rollouts/{object_id}/report?format=md"
+        return super().changeform_view(request, object_id, form_url, extra_context)
+
+    def add_view(self, request: HttpRequest, form_url: str = "",
+                 extra_context: dict | None = None) -> HttpResponse:
+        """Create a draft from a named plan through ``rollout_create_from_template``."""
+        if not self.has_add_permission(request):
+            raise PermissionDenied
+        form = RolloutCreateForm(request.POST or None)
+        if request.method == "POST" and form.is_valid():
+            data = form.cleaned_data
+            try:
+                rollout = services.rollout_create_from_template(
+                    actor=actor_for_user(request.user), template=data["template"],
+                    flag=data["flag"], environment=data["environment"],
+                    pilot_merchants=[k.strip() for k in data["pilot_merchants"].split(",")
+                                     if k.strip()],
+                    checks=data["checks"], name=data["name"] or None,
+                    duration_scale=data["duration_scale"],
+                )
+            except DomainError as exc:
+                form.add_error(None, exc.message)
+            else:
+                self.message_user(request, f"Rollout {rollout.pk} created as a draft. Start it "
+                                           "with the Start button.", messages.SUCCESS)
+                return HttpResponseRedirect(
+                    reverse("admin:canary_rollout_change", args=[rollout.pk]))
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Create a rollout from a plan",
+            "opts": self.model._meta,
+            "form": form,
+            "intro": "The rollout is created as a draft; start it from its page.",
+            "submit_label": "Create draft",
+        }
+        return TemplateResponse(request, "admin/canary/rollout/form_page.html", context)
+
+    def action_view(self, request: HttpRequest, object_id: int, action: str) -> HttpResponse:
+        """GET: the confirmation page. POST: call the service, back to the rollout."""
+        spec = ACTIONS.get(action)
+        rollout = get_object_or_404(Rollout.objects.select_related("flag", "environment"),
+                                    pk=object_id)
+        if spec is None:
+            raise PermissionDenied(f"unknown action {action!r}")
+        if not self._may_act(request):
+            raise PermissionDenied
+        change_url = reverse("admin:canary_rollout_change", args=[rollout.pk])
+        form = spec.form_class(request.POST if request.method == "POST" else None)
+        if request.method == "POST" and form.is_valid():
+            try:
+                rollout = spec.apply(actor_for_user(request.user), rollout, form.cleaned_data)
+            except DomainError as exc:
+                self.message_user(request, f"{spec.label} refused: {exc.message}",
+                                  messages.ERROR)
+            else:
+                self.message_user(request, f"{spec.label}: rollout {rollout.pk} is now "
+                                           f"{rollout.status}.", messages.SUCCESS)
+            return HttpResponseRedirect(change_url)
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"{spec.label}: rollout {rollout.pk}?",
+            "opts": self.model._meta,
+            "original": rollout,
+            "form": form,
+            "intro": spec.intro,
+            "summary": f"{rollout.name}: {rollout.flag.key} in {rollout.environment.key}, "
+                       f"{rollout.status}, phase {rollout.current_phase}",
+            "submit_label": f"Yes, {spec.label.lower()}",
+            "cancel_url": change_url,
+        }
+        return TemplateResponse(request, "admin/canary/rollout/form_page.html", context)
+
+
+@admin.register(CheckRun)
+class CheckRunAdmin(admin.ModelAdmin):
+    """Every measurement, newest first (read-only)."""
+
+    list_display = ["measured_at", "rollout", "health_check", "phase_index", "value", "verdict",
+                    "message"]
+    list_filter = ["verdict", "health_check__provider"]
+    list_select_related = ["rollout", "health_check"]
+    search_fields = ["health_check__name", "rollout__name"]
+    ordering = ["-measured_at", "-id"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    @admin.display(description="why")
+    def message(self, run: CheckRun) -> str:
+        return (run.detail or {}).get("message", "")
