@@ -25,17 +25,19 @@ def _load(params: dict[str, Any]):
 
 def _extra_overrides(flag, environment, params: dict[str, Any]) -> list:
     """Return overrides added since the capture (pilot merchants to remove)."""
-    kept = params.get("overrides")
-    if kept is None:
-        return []
+    from django.utils.dateparse import parse_datetime
+
     from flags.models import MerchantOverride
 
-    return list(
-        MerchantOverride.objects.select_related("merchant")
-        .filter(flag=flag, environment=environment)
-        .exclude(merchant__key__in=kept)
-        .order_by("merchant__key")
-    )
+    kept, captured_at = params.get("overrides"), params.get("captured_at")
+    qs = MerchantOverride.objects.select_related("merchant").filter(flag=flag, environment=environment)
+    if kept is not None:
+        qs = qs.exclude(merchant__key__in=kept)
+    elif captured_at:
+        qs = qs.filter(created_at__gt=parse_datetime(captured_at))
+    else:
+        return []
+    return list(qs.order_by("merchant__key"))
 
 
 def _state_matches(state, snapshot: dict[str, Any]) -> bool:
@@ -49,8 +51,9 @@ class FlagToggleActuator:
     """Restore a captured flag state, drop pilot overrides, or kill the flag.
 
     params: {flag, environment, snapshot (a state_snapshot, or null = kill),
-    overrides (merchant keys that had overrides at capture, or null = keep
-    all)}.
+    overrides (merchant keys that had overrides at capture), captured_at
+    (without that list: remove overrides created after this time)}; neither =
+    keep every override.
     """
 
     kind = "flag_toggle"

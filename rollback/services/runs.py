@@ -12,6 +12,7 @@ from typing import Any
 
 from django.db import transaction
 from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 
 from controlplane.audit.actors import Actor, as_actor
 from controlplane.audit.services import record_audit_event
@@ -58,6 +59,7 @@ def flag_capture(*, flag: Any, environment: Any) -> dict[str, Any]:
         "environment": state.environment.key,
         "snapshot": state_snapshot(state),
         "overrides": sorted(merchants.values_list("merchant__key", flat=True)),
+        "captured_at": timezone.now().isoformat(),
     }
 
 
@@ -78,8 +80,13 @@ def _flag_params(flag_restore: Any) -> dict[str, Any]:
     overrides = flag_restore.get("overrides")
     if overrides is None and snapshot is not None:
         overrides = snapshot.get("overrides")
+    captured_at = flag_restore.get("captured_at")
+    if captured_at is not None:
+        captured_at = captured_at.isoformat() if hasattr(captured_at, "isoformat") else str(captured_at)
+        if parse_datetime(captured_at) is None:
+            raise InvalidInput("captured_at must be an ISO 8601 time", field="flag_restore")
     return {"flag": flag_key, "environment": env_key, "snapshot": snapshot,
-            "overrides": list(overrides) if overrides is not None else None}
+            "overrides": list(overrides) if overrides is not None else None, "captured_at": captured_at}
 
 
 def _step_params(level: int, run_level: int, deployment: Deployment | None,
@@ -115,9 +122,11 @@ def rollback_run_start(
 ) -> RollbackRun:
     """Create a run with ordered steps for levels 1..level and queue it after commit.
 
-    ``flag_restore`` is {flag, environment, snapshot, overrides?}: level 1
-    restores ``snapshot`` (a flags ``state_snapshot``) and removes overrides of
-    merchants not in ``overrides``; a null snapshot kills the flag. Without it
+    ``flag_restore`` is {flag, environment, snapshot, overrides?,
+    captured_at?} (``flag_capture`` returns one): level 1 restores
+    ``snapshot`` (a flags ``state_snapshot``) and removes the overrides of
+    merchants not in ``overrides`` (or, without that list, overrides created
+    after ``captured_at``); a null snapshot kills the flag. Without it
     the level-1 step is skipped. Raise InvalidInput (bad level, trigger or
     input), NotFound (unknown deployment or flag) or Conflict (preflight says
     a level is impossible, or a run for the deployment is in progress);
@@ -301,11 +310,13 @@ def rollback_step_finish(
         step.lease_expires_at = None
         if succeeded:
             step.finished_at, step.error = now, ""
-            _step_move(step, run, StepStatus.SUCCEEDED, action="rollback.step_succeeded",
-                       details={"attempt": claim.attempt, "verified_only": verified})
             if step.actuator == "deployment_revert":
+                # Before the step's audit event: deployment rows are locked
+                # before the audit chain lock, as deployment_record does.
                 deployment_mark_reverted(actor=run_actor(run), deployment_id=step.params["deployment_id"],
                                          run_id=run.pk)
+            _step_move(step, run, StepStatus.SUCCEEDED, action="rollback.step_succeeded",
+                       details={"attempt": claim.attempt, "verified_only": verified})
             outcome = "verified" if verified else "succeeded"
             transaction.on_commit(lambda: metrics.step_finished(actuator=claim.actuator, outcome=outcome))
             return None

@@ -319,3 +319,21 @@ def test_runs_resume__run_without_progress__queued_and_finished(
     run.refresh_from_db()
     assert resumed == [run.pk]
     assert run.status == RunStatus.SUCCEEDED
+
+
+def test_run_level_1__captured_at_only__overrides_created_since_removed(
+    production, flag_factory, merchant_factory, actor, run_now
+):
+    # Given
+    flag = flag_factory("checkout_theme_bool")
+    old, pilot = merchant_factory("m-1"), merchant_factory("m-2")
+    flag_services.override_set(actor=actor, flag=flag, environment=production, merchant=old, variation="on")
+    state = FlagState.objects.get(flag=flag, environment=production)
+    restore = {"flag": flag.key, "environment": "production", "snapshot": flag_services.state_snapshot(state),
+               "captured_at": timezone.now()}
+    flag_services.override_set(actor=actor, flag=flag, environment=production, merchant=pilot, variation="on")
+    # When
+    run = run_now(actor=actor, level=1, reason="x", flag_restore=restore)
+    # Then
+    assert run.status == RunStatus.SUCCEEDED
+    assert list(MerchantOverride.objects.filter(flag=flag).values_list("merchant__key", flat=True)) == ["m-1"]
