@@ -10,6 +10,7 @@ import logging
 import os
 import socket
 
+from controlplane.conf import setting
 from rollback.actuators import ACTUATORS, ActuatorError, StepContext
 from rollback.services.runs import rollback_step_claim, rollback_step_finish
 
@@ -49,6 +50,15 @@ def rollback_run_execute(*, run_id: int, worker: str = "", on_progress=None) -> 
                                      output="target state already true (verified after an interrupted attempt)")
                 if on_progress:
                     on_progress(claim, "succeeded", "verified")
+                continue
+            limit = int(setting("ROLLBACK_STEP_MAX_ATTEMPTS"))
+            if claim.attempt > limit:
+                # Workers keep dying on this step: stop instead of looping.
+                message = f"gave up: {claim.attempt - 1} attempt(s) interrupted, limit {limit}"
+                rollback_step_finish(claim=claim, succeeded=False, output=message, error=message,
+                                     retryable=False)
+                if on_progress:
+                    on_progress(claim, "failed", message)
                 continue
         try:
             output = actuator.execute(claim.params, ctx)

@@ -337,3 +337,23 @@ def test_run_level_1__captured_at_only__overrides_created_since_removed(
     # Then
     assert run.status == RunStatus.SUCCEEDED
     assert list(MerchantOverride.objects.filter(flag=flag).values_list("merchant__key", flat=True)) == ["m-1"]
+
+
+def test_step_found_running__attempts_exhausted__failed_not_rerun(
+    deployment_pair, deploy_script, tmp_path, rollback_settings, actor
+):
+    # Given: every worker so far died on this step
+    _, v2 = deployment_pair
+    rollback_settings(ROLLBACK_STEP_MAX_ATTEMPTS=2, ROLLBACK_DEPLOY_BACKENDS={"default": {
+        "type": "command", "argv": [str(deploy_script), "{service}", "{version}"]}})
+    run = rollback_run_start(actor=actor, level=2, reason="x", deployment=v2)
+    for worker in ("dead-1", "dead-2"):
+        claim = rollback_step_claim(run_id=run.pk, worker=worker)
+        RollbackStep.objects.filter(pk=claim.step_id).update(
+            lease_expires_at=timezone.now() - timedelta(seconds=1))
+    # When
+    rollback_run_execute(run_id=run.pk, worker="third")
+    # Then
+    run.refresh_from_db()
+    assert run.status == RunStatus.FAILED and "gave up" in run.error
+    assert calls(tmp_path) == []
