@@ -111,3 +111,29 @@ def test_rollback_retry__not_failed__command_error(deployment_pair, releases, ro
     run = RollbackRun.objects.get()
     with pytest.raises(CommandError, match="only a failed run can be retried"):
         _call("rollback", "retry", str(run.pk))
+
+
+def test_deployment_state__printed_json__accepted_by_record(production):
+    # Given
+    state = _call("deployment", "state").strip()
+    # When
+    _call("deployment", "record", "shop", "v1", "--env", "production", "--migration-state", state)
+    # Then
+    assert Deployment.objects.get().migration_state["default"]["migrapp_ok"] == "0003_widget_index"
+
+
+def test_rollback_run__level_1_flag_only__flag_killed(
+    transactional_db, production, flag_factory
+):
+    # Given
+    from controlplane.audit.actors import SYSTEM
+    from flags import services as flag_services
+    from flags.models import FlagState
+
+    flag = flag_factory("sequential_workflow")
+    flag_services.flag_state_set_enabled(actor=SYSTEM, flag=flag, environment=production, enabled=True)
+    # When
+    out = _call("rollback", "run", "--level", "1", "--flag", flag.key, "--env", "production", "--wait")
+    # Then
+    assert "step 1 flag_toggle: succeeded (attempt 1)" in out
+    assert FlagState.objects.get(flag=flag, environment=production).enabled is False

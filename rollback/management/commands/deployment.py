@@ -10,7 +10,10 @@ from flags.exceptions import DomainError
 
 
 class Command(BaseCommand):
-    help = "Record a deployment (run it before `migrate`: it captures the migration state) or list them."
+    help = (
+        "Record a deployment (before `migrate`: it captures the migration state to go back to;"
+        " or pass --migration-state from `deployment state` taken before migrating), or list them."
+    )
 
     def add_arguments(self, parser):
         sub = parser.add_subparsers(dest="action", required=True)
@@ -21,6 +24,7 @@ class Command(BaseCommand):
         record.add_argument("--artifact", default="", help="image tag, git sha, ...")
         record.add_argument("--migration-state", default=None,
                             help='JSON {alias: {app: migration|null}}; default: captured now')
+        sub.add_parser("state", help="print the current migration state as JSON (for --migration-state)")
         listing = sub.add_parser("list", help="list deployments, newest first")
         listing.add_argument("--service")
         listing.add_argument("--env")
@@ -48,6 +52,11 @@ class Command(BaseCommand):
         previous = deployment.previous.version if deployment.previous else "none"
         self.stdout.write(f"deployment {deployment.pk}: {deployment.service} {deployment.version} in "
                           f"{deployment.environment.key} (previous: {previous})")
+
+    def _state(self, options):
+        from rollback.actuators.migration_revert import migration_state_capture
+
+        self.stdout.write(json.dumps(migration_state_capture(), sort_keys=True))
 
     def _list(self, options):
         from rollback.selectors import deployment_list
