@@ -12,7 +12,9 @@ import time
 import pytest
 import schemathesis
 from django.contrib.auth.models import User
+from django.core import signals
 from django.core.management import call_command
+from django.db import close_old_connections
 from django.test import Client
 from django.urls import include, path
 from drf_spectacular.drainage import GENERATOR_STATS
@@ -102,7 +104,21 @@ def seeded(db):
 
 
 @pytest.fixture
-def session(seeded) -> dict[str, dict[str, str]]:
+def keep_test_connection():
+    """Stop Django closing the test's connection around raw WSGI requests.
+
+    The test client does the same; without it the request signals would
+    close the connection that holds the test transaction (PostgreSQL).
+    """
+    signals.request_started.disconnect(close_old_connections)
+    signals.request_finished.disconnect(close_old_connections)
+    yield
+    signals.request_started.connect(close_old_connections)
+    signals.request_finished.connect(close_old_connections)
+
+
+@pytest.fixture
+def session(seeded, keep_test_connection) -> dict[str, dict[str, str]]:
     """Cookies and header of a logged-in superuser (session + CSRF)."""
     client = Client()
     client.force_login(User.objects.create_superuser("fuzz", password="x"))
