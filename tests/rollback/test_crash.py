@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from django.db import connection
+from django.utils import timezone
 
 from controlplane.audit.actors import SYSTEM
 from controlplane.audit.models import AuditEvent
@@ -117,6 +118,9 @@ def test_worker_killed_mid_step__new_worker_finishes__each_side_effect_once(
     step = RollbackStep.objects.get(run_id=run_id, level=2)
     assert step.status == StepStatus.RUNNING
     _wait_for(lambda: (tmp_path / "current").exists(), 10, "the orphaned script to finish")
+    # The dead worker's claim holds until its lease ends; only then may
+    # another worker take the step over.
+    time.sleep(max(0.0, (step.lease_expires_at - timezone.now()).total_seconds() + 0.2))
     workers("b")
     _manage(process_env, "rollback", "resume", str(run_id))  # what the reaper does
     # Then
