@@ -13,7 +13,8 @@ from controlplane.audit.models import AuditEvent
 from flags import services
 from flags.models import FlagState, Merchant, MerchantOverride, Segment
 
-ALL_MODELS = ["environment", "merchant", "segment", "flag", "flagstate", "merchantoverride"]
+ALL_MODELS = ["environment", "merchant", "segment", "flag", "flagstate", "merchantoverride",
+              "apikey"]
 
 
 def _user_with(*codenames: str, username: str = "ops") -> User:
@@ -542,3 +543,80 @@ def test_audit_events__without_view_permission__403(db):
     response = client.get("/api/v1/audit-events")
     # Then
     assert response.status_code == 403
+
+
+# -- API keys -------------------------------------------------------------------
+
+
+@pytest.fixture
+def fresh_key_cache():
+    from controlplane.apikeys.cache import key_cache
+
+    key_cache.clear()
+    yield key_cache
+    key_cache.clear()
+
+
+def test_api_key_create__management_key__shown_once_and_bearer_acts_as_key(
+    api, production, fresh_key_cache
+):
+    # Given
+    _user_with("view_flag", "add_flag", username="ci-bot")
+    # When
+    created = _send(api, "post", "/api/v1/api-keys",
+                    {"name": "ci", "scope": "management", "user": "ci-bot"})
+    raw = created.json()["key"]
+    bearer = Client(HTTP_AUTHORIZATION=f"Bearer {raw}")
+    listed = _send(bearer, "get", "/api/v1/flags")
+    flag = _send(bearer, "post", "/api/v1/flags", {"key": "from_ci"})
+    refused = _send(bearer, "post", "/api/v1/environments", {"key": "qa"})
+    # Then
+    assert created.status_code == 201
+    assert raw.startswith(created.json()["prefix"])
+    assert "key" not in api.get(f"/api/v1/api-keys/{created.json()['id']}").json()
+    assert listed.status_code == 200 and flag.status_code == 201
+    assert refused.status_code == 403
+    event = AuditEvent.objects.get(action="flag.created", target_repr="from_ci")
+    assert (event.actor_type, event.actor_name) == ("api_key", "ci")
+
+
+def test_api_key_revoke__then_bearer__401_and_second_revoke_409(
+    api, production, fresh_key_cache
+):
+    # Given
+    _user_with("view_flag", username="reader")
+    created = _send(api, "post", "/api/v1/api-keys",
+                    {"name": "reader", "scope": "management", "user": "reader"}).json()
+    # When
+    revoked = api.post(f"/api/v1/api-keys/{created['id']}/revoke")
+    again = api.post(f"/api/v1/api-keys/{created['id']}/revoke")
+    fresh_key_cache.clear()
+    refused = Client(HTTP_AUTHORIZATION=f"Bearer {created['key']}").get("/api/v1/flags")
+    wrong = Client(HTTP_AUTHORIZATION="Bearer cp_mgt_not-a-key").get("/api/v1/flags")
+    # Then
+    assert revoked.status_code == 200 and revoked.json()["revoked_at"]
+    assert again.status_code == 409
+    assert refused.status_code == 401 and wrong.status_code == 401
+    assert api.get("/api/v1/api-keys").json()["count"] == 0
+    assert api.get("/api/v1/api-keys", {"include_revoked": "true"}).json()["count"] == 1
+
+
+def test_api_key_create__bad_input__400_404_403(api, production, fresh_key_cache):
+    # Given
+    User.objects.create_superuser("root", password="x")
+    # When
+    server_without_env = _send(api, "post", "/api/v1/api-keys",
+                               {"name": "s", "scope": "server"})
+    unknown_env = _send(api, "post", "/api/v1/api-keys",
+                        {"name": "s", "scope": "server", "environment": "nowhere"})
+    more_powerful = _send(api, "post", "/api/v1/api-keys",
+                          {"name": "m", "scope": "management", "user": "root"})
+    server = _send(api, "post", "/api/v1/api-keys",
+                   {"name": "checkout", "scope": "server", "environment": "production"})
+    # Then
+    assert server_without_env.status_code == 400
+    assert "environment" in server_without_env.json()["errors"]
+    assert unknown_env.status_code == 404
+    assert more_powerful.status_code == 403
+    assert server.status_code == 201 and server.json()["environment"] == "production"
+    assert api.get("/api/v1/api-keys/999999").status_code == 404
