@@ -45,7 +45,7 @@ def test_simulate__live_server_regression_at_50__events_follow_served_variation(
     assert done == [f"done: {len(events)} evaluations (off {sum(e.variation == 'off' for e in events)}"
                     f", on {sum(e.variation == 'on' for e in events)}), "
                     f"{sum(e.variation == 'on' for e in events)} failures reported"]
-    assert len(events) >= 60  # 40/s for 2 s, whatever the pace of a loaded machine
+    assert len(events) in (40, 80)  # 40 a second; a loaded machine may get through one
     ruleset = ruleset_compile(production)
     for event in events:
         expected = engine.evaluate(ruleset, "sequential_workflow",
