@@ -1,0 +1,61 @@
+"""Demo rollout: a draft of sequential_workflow in production, ready to start.
+
+``demo_rollout_ensure()`` is called by ``flags.demo.demo_ensure`` at the end
+of every demo start. It creates the draft only when the flag has never had
+a rollout in production, so a second run writes nothing, and an operator's
+own rollouts are left alone. Phases are short (``demo-fast``: pilot m-1001,
+10%, 50%, 100%, 20 s each) and one check watches the error rate of the
+outcome events apps report (``manage.py simulate`` plays the app).
+"""
+from __future__ import annotations
+
+from canary.models import Rollout
+from controlplane.audit.actors import SYSTEM
+
+FLAG = "sequential_workflow"
+ENVIRONMENT = "production"
+TEMPLATE = "demo-fast"
+PILOT = ["m-1001"]
+NAME = "sequential_workflow demo: pilot -> 10% -> 50% -> 100%"
+CHECKS: list[dict] = [
+    {
+        # Error rate of the treatment cohort's outcome events in this phase.
+        # Three failing measurements in a row (failure_limit 2) roll back, so
+        # one unlucky early sample of a small pilot does not; ten measurements
+        # without data (no traffic) pause the rollout: missing data never
+        # promotes.
+        "name": "error_rate",
+        "provider": "outcomes",
+        "spec": {"metric": "error_rate"},
+        "comparator": "lt",
+        "threshold": 0.05,
+        "interval": 5,
+        "min_samples": 2,
+        "failure_limit": 2,
+        "inconclusive_limit": 10,
+        "on_failure": "rollback_1",
+    },
+]
+
+
+def demo_rollout_ensure() -> Rollout | None:
+    """Create the demo's draft rollout if the flag never had one; return it.
+
+    Return None (and write nothing) when the flag, the environment or the
+    pilot merchant is missing, or a rollout of the flag already exists.
+    """
+    from canary.services import rollout_create_from_template
+    from flags.models import Environment, Flag, Merchant
+
+    flag = Flag.objects.filter(key=FLAG, archived=False).first()
+    environment = Environment.objects.filter(key=ENVIRONMENT).first()
+    if flag is None or environment is None:
+        return None
+    if Rollout.objects.filter(flag=flag, environment=environment).exists():
+        return None
+    if Merchant.objects.filter(key__in=PILOT, is_active=True).count() != len(PILOT):
+        return None
+    return rollout_create_from_template(
+        actor=SYSTEM, template=TEMPLATE, flag=flag, environment=environment,
+        pilot_merchants=PILOT, checks=CHECKS, name=NAME,
+    )

@@ -1,0 +1,48 @@
+"""The demo's draft rollout: created once by demo_ensure, ready to start."""
+from __future__ import annotations
+
+from io import StringIO
+
+from django.core.management import call_command
+
+from canary.models import Rollout, RolloutStatus
+from controlplane.audit.models import AuditEvent
+from flags.demo import demo_ensure
+
+
+def test_demo_ensure__fresh__draft_rollout_of_sequential_workflow(db):
+    # Given / When
+    demo_ensure()
+    # Then
+    rollout = Rollout.objects.get()
+    assert (rollout.flag.key, rollout.environment.key) == ("sequential_workflow", "production")
+    assert rollout.status == RolloutStatus.DRAFT
+    phases = list(rollout.phases.order_by("index").values_list("name", "min_duration"))
+    assert phases == [("pilot", 20), ("10%", 20), ("50%", 20), ("100%", 20)]
+    assert rollout.phases.get(index=0).pilot_merchants == ["m-1001"]
+    check = rollout.checks.get()
+    assert (check.provider, check.comparator, check.threshold) == ("outcomes", "lt", 0.05)
+
+
+def test_demo_ensure__second_run__no_new_rollout_nor_event(db):
+    # Given
+    demo_ensure()
+    events = AuditEvent.objects.count()
+    # When
+    demo_ensure()
+    # Then
+    assert Rollout.objects.count() == 1
+    assert AuditEvent.objects.count() == events
+
+
+def test_demo_rollout__start_command__preflight_passes_pilot_live(db):
+    # Given
+    demo_ensure()
+    rollout = Rollout.objects.get()
+    out = StringIO()
+    # When
+    call_command("rollout", "start", str(rollout.pk), stdout=out)
+    # Then
+    rollout.refresh_from_db()
+    assert rollout.status == RolloutStatus.RUNNING
+    assert "phase 0 (pilot) is live" in out.getvalue()
