@@ -39,7 +39,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.db import close_old_connections, transaction
+from django.db import close_old_connections, connections, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -166,7 +166,9 @@ def controller_tick(*, rollout_id: int | None = None) -> TickReport:
 def _claim(*, rollout_id: int | None, now: dt.datetime) -> tuple[list[int], list[MeasureJob]]:
     """Return the rollouts to decide on and the checks this tick measures."""
     with transaction.atomic():
-        rollouts_qs = Rollout.objects.select_for_update(skip_locked=True).filter(
+        # NO KEY UPDATE: a CheckRun being inserted (a key share on its
+        # rollout) does not make the rollout skip this tick.
+        rollouts_qs = Rollout.objects.select_for_update(skip_locked=True, no_key=True).filter(
             status__in=[*ACTIVE, Status.ROLLING_BACK]
         )
         if rollout_id is not None:
@@ -406,8 +408,20 @@ def _decide(rollout_id: int) -> dict | None:
     Return what was done (``{"rollout", "action", "reason"}``) or None.
     """
     with transaction.atomic():
+        # Checks first, then the rollout: check_run_record locks a check and
+        # then (inserting its CheckRun) the rollout's key, so taking them in
+        # the same order cannot deadlock with it; the advance resets these
+        # checks' counters, the gate reads them.
+        list(
+            HealthCheck.objects.select_for_update()
+            .filter(rollout_id=rollout_id)
+            .order_by("id")
+            .values_list("pk", flat=True)
+        )
         rollout = (
-            Rollout.objects.select_for_update(skip_locked=True).filter(pk=rollout_id).first()
+            Rollout.objects.select_for_update(skip_locked=True, no_key=True)
+            .filter(pk=rollout_id)
+            .first()
         )
         if rollout is None:
             return None  # another controller (or an operator) holds it now
@@ -612,6 +626,8 @@ def run_loop(stop_event: threading.Event, interval: float | None = None) -> None
     finally:
         with _loop_lock:
             _loop_count -= 1
+        # This thread's connections would otherwise outlive it.
+        connections.close_all()
 
 
 def start_loop_thread(interval: float | None = None) -> tuple[threading.Thread, threading.Event]:

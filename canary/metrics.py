@@ -71,7 +71,6 @@ class RolloutCollector:
         )
 
     def collect(self) -> Iterator[Metric]:
-        from django.db import DatabaseError
         from django.db.models import Count
 
         from canary.models import Rollout, RolloutStatus
@@ -89,7 +88,7 @@ class RolloutCollector:
                     status__in=[*ACTIVE, RolloutStatus.ROLLING_BACK]
                 ).values_list("pk", "current_phase")
             )
-        except DatabaseError as exc:  # a scrape must not fail with the database
+        except Exception as exc:  # a scrape must not fail with the database
             logger.warning("canary rollout metrics unavailable: %s", exc)
             return
         by_status = GaugeMetricFamily(

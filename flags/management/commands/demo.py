@@ -20,10 +20,18 @@ from flags.demo import DemoReport, demo_ensure
 def start_background_services() -> None:
     """Start what runs beside the dev server; called right before runserver.
 
-    Nothing runs here yet. The canary issue fills this in: it starts the
-    rollout controller loop in a daemon thread so rollouts advance and roll
-    back without a separate Celery worker and beat on the zero-setup path.
+    Without a broker (tasks run in process), start the canary controller
+    loop in a daemon thread, so rollouts advance and roll back by themselves
+    without a separate Celery worker and beat. With a broker configured,
+    ``celery worker`` and ``celery beat`` run the controller instead.
     """
+    from celery import current_app
+
+    if not current_app.conf.task_always_eager:
+        return
+    from canary.controller import start_loop_thread
+
+    start_loop_thread()
 
 
 class Command(BaseCommand):
