@@ -160,7 +160,8 @@ class EnvironmentOutputSerializer(serializers.ModelSerializer):
 class EnvironmentCreateInputSerializer(serializers.Serializer):
     key = serializers.CharField(max_length=64)
     name = serializers.CharField(max_length=100, required=False, allow_blank=True, default="")
-    sort_order = serializers.IntegerField(min_value=0, max_value=MAX_INT, required=False, default=0)
+    sort_order = serializers.IntegerField(min_value=0, max_value=MAX_INT, required=False,
+                                          default=0)
 
 
 # -- merchants ----------------------------------------------------------------

@@ -30,6 +30,17 @@ from flags.models import Environment, Flag, FlagState, Merchant, MerchantOverrid
 # -- shared -------------------------------------------------------------------
 
 
+class ServerKeySchema(OpenApiAuthenticationExtension):
+    """Describe server API keys (evaluate and report only) in the schema."""
+
+    target_class = "controlplane.apikeys.authentication.ServerKeyAuthentication"
+    name = "serverKey"
+
+    def get_security_definition(self, auto_schema: Any) -> dict[str, str]:
+        return {"type": "http", "scheme": "bearer",
+                "description": "A server API key of one environment."}
+
+
 class ManagementKeySchema(OpenApiAuthenticationExtension):
     """Describe management API keys (``Authorization: Bearer <key>``) in the schema."""
 

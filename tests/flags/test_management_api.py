@@ -381,8 +381,8 @@ def test_flag_state_commands__kill_restore_percentage__state_follows(
     assert (killed.json()["enabled"], killed.json()["kill_reason"]) == (False, "errors up")
     assert restored.json()["enabled"] is True and restored.json()["killed_at"] is None
     assert restored_again.status_code == 409
-    actions = list(AuditEvent.objects.filter(target_type="flags.flagstate", environment="production")
-                   .order_by("id").values_list("action", flat=True))
+    events = AuditEvent.objects.filter(target_type="flags.flagstate", environment="production")
+    actions = list(events.order_by("id").values_list("action", flat=True))
     assert actions == ["flag_state.enabled", "flag_state.percentage_set",
                        "flag_state.killed", "flag_state.restored"]
 
