@@ -264,6 +264,10 @@ def _explain(event: AuditEvent) -> str:
         if details.get("level"):
             text += f" (rollback level {details['level']})"
         return text
+    if event.action == "rollout.created":
+        after = event.after or {}
+        return (f"draft with {len(after.get('phases') or [])} phases and "
+                f"{len(after.get('checks') or [])} checks")
     if event.action == "rollout.phase_advanced":
         return (f"phase {(event.before or {}).get('name')} -> {(event.after or {}).get('name')}: "
                 f"{details.get('reason', '')}")

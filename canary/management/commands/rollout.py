@@ -245,8 +245,8 @@ class EventFeed:
             if before is not None and before != check["verdict"]:
                 lines.append(
                     f"{timezone.localtime(snap.now).strftime('%H:%M:%S')} check {check['name']}:"
-                    f" {before} -> {check['verdict']} (value {_fmt(check['value'])} "
-                    f"{_rule(check)})"
+                    f" {before} -> {check['verdict']} (value {_fmt(check['value'])}, "
+                    f"rule {_rule(check)})"
                 )
             self.verdicts[check["name"]] = check["verdict"]
         lines.extend(self._steps())
