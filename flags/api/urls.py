@@ -17,7 +17,14 @@ class KeyConverter:
         return value
 
 
+class MerchantKeyConverter(KeyConverter):
+    """A merchant key, last in its URL: apps' merchant ids may contain '/'."""
+
+    regex = "[^\x00]+"
+
+
 register_converter(KeyConverter, "key")
+register_converter(MerchantKeyConverter, "merchant_key")
 
 _STATE = "flags/<key:key>/environments/<key:env>"
 
@@ -28,7 +35,8 @@ urlpatterns = [
     path("merchants", views.MerchantListCreateApi.as_view(), name="merchant-list"),
     path("merchants/bulk-upsert", views.MerchantBulkUpsertApi.as_view(),
          name="merchant-bulk-upsert"),
-    path("merchants/<key:merchant>", views.MerchantDetailApi.as_view(), name="merchant-detail"),
+    path("merchants/<merchant_key:merchant>", views.MerchantDetailApi.as_view(),
+         name="merchant-detail"),
     path("segments", views.SegmentListCreateApi.as_view(), name="segment-list"),
     path("segments/<key:key>", views.SegmentDetailApi.as_view(), name="segment-detail"),
     path("flags", views.FlagListCreateApi.as_view(), name="flag-list"),
@@ -44,7 +52,7 @@ urlpatterns = [
          name="flag-state-percentage"),
     path(f"{_STATE}/serve", views.FlagStateServeApi.as_view(), name="flag-state-serve"),
     path(f"{_STATE}/overrides", views.OverrideListApi.as_view(), name="override-list"),
-    path(f"{_STATE}/overrides/<key:merchant>", views.OverrideDetailApi.as_view(),
+    path(f"{_STATE}/overrides/<merchant_key:merchant>", views.OverrideDetailApi.as_view(),
          name="override-detail"),
     path("api-keys", views.ApiKeyListCreateApi.as_view(), name="api-key-list"),
     path("api-keys/<key:id>", views.ApiKeyDetailApi.as_view(), name="api-key-detail"),

@@ -620,3 +620,17 @@ def test_api_key_create__bad_input__400_404_403(api, production, fresh_key_cache
     assert more_powerful.status_code == 403
     assert server.status_code == 201 and server.json()["environment"] == "production"
     assert api.get("/api/v1/api-keys/999999").status_code == 404
+
+
+def test_merchant_with_slash_in_key__detail_and_override__addressable(
+    api, production, flag_factory, merchant_factory
+):
+    # Given
+    flag_factory("sequential_workflow")
+    merchant_factory("shop/kr/42")
+    # When
+    got = api.get("/api/v1/merchants/shop/kr/42")
+    put = _send(api, "put", f"{STATE}/overrides/shop/kr/42", {"variation": "on"})
+    # Then
+    assert got.status_code == 200 and got.json()["key"] == "shop/kr/42"
+    assert put.status_code == 200 and put.json()["merchant"] == "shop/kr/42"
