@@ -601,7 +601,7 @@ def test_api_key_revoke__then_bearer__401_and_second_revoke_409(
     assert api.get("/api/v1/api-keys", {"include_revoked": "true"}).json()["count"] == 1
 
 
-def test_api_key_create__bad_input__400_404_403(api, production, fresh_key_cache):
+def test_api_key_create__bad_input_or_server_key_use__400_404_403(api, production, fresh_key_cache):
     # Given
     User.objects.create_superuser("root", password="x")
     # When
@@ -613,7 +613,11 @@ def test_api_key_create__bad_input__400_404_403(api, production, fresh_key_cache
                           {"name": "m", "scope": "management", "user": "root"})
     server = _send(api, "post", "/api/v1/api-keys",
                    {"name": "checkout", "scope": "server", "environment": "production"})
+    server_key_here = Client(HTTP_AUTHORIZATION=f"Bearer {server.json()['key']}").get(
+        "/api/v1/flags"
+    )
     # Then
+    assert server_key_here.status_code == 403
     assert server_without_env.status_code == 400
     assert "environment" in server_without_env.json()["errors"]
     assert unknown_env.status_code == 404
