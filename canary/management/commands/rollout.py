@@ -161,7 +161,7 @@ def snapshot_table(snap: Snapshot) -> Group:
     head = Text.assemble(
         (f"Rollout {r.pk} ", "bold"), f"{r.flag.key} in {r.environment.key}: ",
         (r.status, "bold green" if r.status in ("running", "completed") else "bold yellow"),
-        f"  phase {r.current_phase + 1}/{snap.phase_count} {snap.phase_name}",
+        f"\nphase {r.current_phase + 1}/{snap.phase_count} {snap.phase_name}",
         f"  elapsed {_duration(snap.elapsed if r.started_at else None)}",
         f"  remaining {_duration(snap.remaining)}",
     )
