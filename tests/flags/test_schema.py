@@ -27,8 +27,8 @@ from schemathesis import GenerationMode
 from controlplane.audit.actors import SYSTEM
 from flags import services
 
-# Wall-clock budget for the whole fuzz run (all operations together), and
-# examples per operation and generation mode.
+# Examples per operation and generation mode, and the wall-clock budget: the
+# management operations always run in full; the others run while it lasts.
 FUZZ_BUDGET_SECONDS = 40.0
 FUZZ_EXAMPLES = 4
 # The management API's own routes run first, then every other operation
@@ -172,16 +172,17 @@ def test_api__schemathesis_cases__never_5xx(session):
     failures: list[str] = []
     # When
     for operation in operations:
+        is_management = operation.path.startswith(MANAGEMENT)
+        if not is_management and time.monotonic() > deadline:
+            break  # the budget bounds only the other apps' operations
         known = _known_path_parameters(operation) or None
-        strategies = [operation.as_strategy(mode, path_parameters=known)
-                      for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)]
-        for strategy in strategies:
-            if time.monotonic() > deadline:
-                break
-            _fuzz(operation, strategy, session, failures, deadline)
-            fuzzed.add(operation.label)
+        for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
+            strategy = operation.as_strategy(mode, path_parameters=known)
+            _fuzz(operation, strategy, session, failures,
+                  float("inf") if is_management else deadline)
+        fuzzed.add(operation.label)
     # Then
     management = {op.label for op in operations if op.path.startswith(MANAGEMENT)}
     assert len(management) >= 30
-    assert management <= fuzzed, "budget spent before every management operation ran"
+    assert management <= fuzzed
     assert failures == []
