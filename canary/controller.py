@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.db import close_old_connections, connections, transaction
-from django.db.models import Q
+from django.db.models import Min, Q
 from django.utils import timezone
 
 from canary import metrics
@@ -156,8 +156,36 @@ def controller_tick(*, rollout_id: int | None = None) -> TickReport:
             continue
         if decision is not None:
             report.decisions.append(decision)
+    if rollout_id is None:
+        _schedule_due_checks(rollout_ids)
     metrics.TICK_SECONDS.observe(time.perf_counter() - started)
     return report
+
+
+def _schedule_due_checks(rollout_ids: list[int]) -> None:
+    """Tick a rollout exactly when its next check falls due before the
+    next beat, so a check's interval is kept instead of being rounded up to
+    the tick. Only full (beat) ticks schedule these, one per rollout, so the
+    scheduled ticks never multiply."""
+    if not rollout_ids:
+        return
+    from canary.tasks import rollout_tick_soon
+
+    now = timezone.now()
+    horizon = now + dt.timedelta(seconds=_tick_interval())
+    soonest = (
+        HealthCheck.objects.filter(
+            rollout_id__in=rollout_ids,
+            rollout__status__in=list(ACTIVE),
+            next_due_at__gt=now,
+            next_due_at__lt=horizon,
+        )
+        .order_by()
+        .values("rollout_id")
+        .annotate(due=Min("next_due_at"))
+    )
+    for row in soonest:
+        rollout_tick_soon(row["rollout_id"], countdown=(row["due"] - now).total_seconds() + 0.02)
 
 
 # 1. Claim -------------------------------------------------------------------
