@@ -12,7 +12,7 @@ Needs: ``wrk`` (Debian: ``apt-get install -y wrk``), gunicorn (in the venv),
 a PostgreSQL server (``--database-url``; the database is created and migrated
 if missing). Installs nothing itself.
 
-    .venv/bin/python bench/http_eval.py --duration 10 --connections 4
+    .venv/bin/python bench/http_eval.py --duration 5 --rounds 3 --connections 4
 """
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ import argparse
 import json
 import os
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -36,6 +37,9 @@ def bare(request):
     from django.http import HttpResponse
 
     return HttpResponse(b'{"ok":true}', content_type="application/json")
+
+
+bare.csrf_exempt = True  # what csrf_exempt does; POST like the real endpoints
 
 
 def __getattr__(name: str):
@@ -105,7 +109,8 @@ def main() -> None:
     parser.add_argument("--database-url",
                         default=os.environ.get("BENCH_DATABASE_URL",
                                                "postgres://postgres@127.0.0.1:5432/cp_serve_bench"))
-    parser.add_argument("--duration", type=int, default=10, help="seconds per endpoint")
+    parser.add_argument("--duration", type=int, default=5, help="seconds per endpoint and round")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (median)")
     parser.add_argument("--warmup", type=int, default=2, help="seconds of warm-up per endpoint")
     parser.add_argument("--connections", type=int, default=4)
     parser.add_argument("--threads", type=int, default=2)
@@ -133,7 +138,7 @@ def main() -> None:
     context = {"context": {"merchant": "m-42"}}
     ofrep_context = {"context": {"targetingKey": "m-42"}}
     cases = [
-        ("bare Django view (ceiling)", f"{base}/bench/bare", None),
+        ("bare Django view (ceiling)", f"{base}/bench/bare", {**context, "flags": ["bench-05"]}),
         ("native /api/v1/evaluate, 1 flag", f"{base}/api/v1/evaluate",
          {**context, "flags": ["bench-05"]}),
         ("OFREP single", f"{base}/ofrep/v1/evaluate/flags/bench-05", ofrep_context),
@@ -145,14 +150,26 @@ def main() -> None:
         _serving.post_json(port, "/api/v1/evaluate", {**context, "flags": ["bench-05"]}, key)
         for name, url, body in cases:
             run_wrk(wrk, url, key, body, args.warmup, args.connections, args.threads)
-            result = run_wrk(wrk, url, key, body, args.duration, args.connections, args.threads)
-            results.append((name, result))
+        # rounds interleave the cases, so drifting load from other processes
+        # hits them alike; each figure is the median over the rounds
+        rounds: dict[str, list[dict]] = {name: [] for name, _url, _body in cases}
+        for _round in range(args.rounds):
+            for name, url, body in cases:
+                rounds[name].append(
+                    run_wrk(wrk, url, key, body, args.duration, args.connections, args.threads))
+        for name, _url, _body in cases:
+            runs = rounds[name]
+            results.append((name, {
+                field: statistics.median(run[field] for run in runs)
+                for field in ("rps", "p50_ms", "p99_ms")
+            } | {"non_2xx": sum(run["non_2xx"] for run in runs)}))
     finally:
         _serving.stop(server)
 
     ceiling = results[0][1]["rps"]
     print(f"\n{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}  gunicorn sync x{args.workers}, "
-          f"wrk -t{args.threads} -c{args.connections} -d{args.duration}s, {os.cpu_count()} CPUs, "
+          f"wrk -t{args.threads} -c{args.connections} -d{args.duration}s x{args.rounds} rounds "
+          f"(median), {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}, "
           f"PostgreSQL")
     print(f"{'endpoint':36} {'req/s':>9} {'% bare':>7} {'p50 ms':>7} {'p99 ms':>7} {'non-2xx':>8}")
     for name, result in results:

@@ -15,6 +15,7 @@ from django.core.exceptions import RequestDataTooBig
 from flags.exceptions import DomainError
 
 WWW_AUTHENTICATE = 'Bearer realm="controlplane"'
+_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
 class RequestRefused(Exception):
@@ -31,8 +32,7 @@ class RequestRefused(Exception):
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> HttpResponse:
     """Return ``body`` as compact JSON."""
     response = HttpResponse(
-        json.dumps(body, separators=(",", ":"), ensure_ascii=False),
-        status=status, content_type="application/json",
+        _dumps(body).encode(), status=status, content_type="application/json",
     )
     if headers:
         for name, value in headers.items():
