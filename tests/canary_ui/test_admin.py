@@ -196,3 +196,26 @@ def test_check_run_changelist__runs__listed(admin_client, rollout_factory):
     page = admin_client.get("/admin/canary/checkrun/").content.decode()
     # Then
     assert "0.3 is not &lt; 0.05" in page
+
+
+def test_rollout_changelist__more_rollouts__same_number_of_queries(admin_client,
+                                                                   rollout_factory):
+    # Given
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    first = rollout_factory(started=True)
+    services.rollout_pause(rollout_id=first.pk, actor=SYSTEM, reason="first reason")
+    with CaptureQueriesContext(connection) as one:
+        page = admin_client.get("/admin/canary/rollout/").content.decode()
+    services.rollout_abort(rollout_id=first.pk, actor=SYSTEM, reason="x")
+    for _ in range(4):
+        rollout = rollout_factory()
+        services.rollout_abort(rollout_id=rollout.pk, actor=SYSTEM, reason="later")
+    # When
+    with CaptureQueriesContext(connection) as five:
+        more = admin_client.get("/admin/canary/rollout/").content.decode()
+    # Then
+    assert "first reason" in page and "1/4 pilot" in page
+    assert more.count("later") >= 4
+    assert len(five) == len(one)
