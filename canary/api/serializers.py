@@ -95,6 +95,10 @@ class CheckRunOutputSerializer(serializers.ModelSerializer):
 
 
 class HealthCheckOutputSerializer(serializers.ModelSerializer):
+    # Plain strings in the schema: several models share these choice names.
+    status = serializers.CharField(help_text="pending, passing, failed, inconclusive, errored")
+    last_verdict = serializers.CharField(help_text="pass, fail, inconclusive, error, or empty")
+
     class Meta:
         model = HealthCheck
         fields = ["id", "name", "provider", "spec", "comparator", "threshold", "mode",

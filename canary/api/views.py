@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import renderers, status
 from rest_framework.request import Request
@@ -235,6 +236,7 @@ class RolloutReportApi(RolloutApi):
     renderer_classes = [renderers.JSONRenderer, MarkdownRenderer]
 
     @extend_schema(operation_id="rollouts_report", tags=TAGS,
+                   responses={200: OpenApiTypes.OBJECT},
                    description="The report with its verdict (proceed, fix and re-test, roll "
                                "back); `?format=md` for Markdown.")
     def get(self, request: Request, pk: int, format: str | None = None) -> Response:
@@ -296,7 +298,8 @@ class RolloutCheckDetailApi(RolloutApi):
 
 
 class TemplateListApi(RolloutApi):
-    @extend_schema(operation_id="rollout_templates_list", tags=TAGS)
+    @extend_schema(operation_id="rollout_templates_list", tags=TAGS,
+                   responses={200: OpenApiTypes.OBJECT})
     def get(self, request: Request) -> Response:
         from canary.templates_data import PLANS
 

@@ -294,3 +294,31 @@ def test_rollout_watch__running_past_timeout__command_error_after_summary(rollou
     text = out.getvalue()
     assert "running, phase 1/4 (pilot)" in text
     assert f"summary: rollout {rollout.pk} running" in text
+
+
+@pytest.mark.parametrize("subcommand", ["status", "approve", "pause", "resume", "abort",
+                                        "fail-phase", "rollback", "report", "watch"])
+def test_rollout_subcommand__unknown_rollout__one_line_command_error(db, subcommand):
+    # Given / When
+    with pytest.raises(CommandError) as error:
+        run(subcommand, "999")
+    # Then
+    assert str(error.value) == "unknown rollout 999"
+
+
+@pytest.mark.parametrize("subcommand, message", [
+    ("abort", "cannot go from completed to aborted"),
+    ("fail-phase", "cannot go from completed to failed"),
+    ("pause", "cannot go from completed to paused"),
+    ("rollback", "cannot go from completed to rolling_back"),
+])
+def test_rollout_subcommand__completed_rollout__refused_unchanged(rollout_factory, subcommand,
+                                                                   message):
+    # Given
+    rollout = run_to_completion(rollout_factory(started=True))
+    # When
+    with pytest.raises(CommandError, match=message):
+        run(subcommand, str(rollout.pk), "--reason", "late")
+    # Then
+    rollout.refresh_from_db()
+    assert rollout.status == Status.COMPLETED
