@@ -322,3 +322,23 @@ def test_rollout_subcommand__completed_rollout__refused_unchanged(rollout_factor
     # Then
     rollout.refresh_from_db()
     assert rollout.status == Status.COMPLETED
+
+
+def test_rollout_watch__rollback_run_failed__ends_with_command_error(rollout_factory):
+    # Given: a rollback whose only step fails for good
+    from rollback.models import RollbackRun
+    from rollback.services import rollback_step_claim, rollback_step_finish
+
+    rollout = rollout_factory(started=True)
+    run("rollback", str(rollout.pk), "--level", "1", "--reason", "red")
+    rollback_run = RollbackRun.objects.get(trigger="rollout", trigger_ref=str(rollout.pk))
+    claim = rollback_step_claim(run_id=rollback_run.pk)
+    rollback_step_finish(claim=claim, succeeded=False, error="database gone", retryable=False)
+    out = StringIO()
+    # When
+    with pytest.raises(CommandError, match="the rollback of rollout .* failed"):
+        call_command("rollout", "watch", str(rollout.pk), "--timeout", "30", stdout=out)
+    # Then
+    text = out.getvalue()
+    assert "rolling_back" in text
+    assert f"rollback run {rollback_run.pk}: level 1, failed" in text

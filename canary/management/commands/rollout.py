@@ -89,6 +89,13 @@ class Snapshot:
     gate: list[str]
     checks: list[dict]
     now: dt.datetime = field(default_factory=timezone.now)
+    # Rolling back, and the rollback run failed: nothing more happens by
+    # itself (an operator must act), so a watch ends here too.
+    rollback_failed: bool = False
+
+    @property
+    def is_over(self) -> bool:
+        return self.rollout.status in _WATCH_ENDS or self.rollback_failed
 
 
 def snapshot_take(rollout_id: int) -> Snapshot:
@@ -119,7 +126,15 @@ def snapshot_take(rollout_id: int) -> Snapshot:
             "min_samples": check.min_samples,
             "last_run_at": check.last_run_at,
         })
+    rollback_failed = False
+    if rollout.status == RolloutStatus.ROLLING_BACK:
+        from rollback.models import RollbackRun
+
+        latest = (RollbackRun.objects.filter(trigger="rollout", trigger_ref=str(rollout.pk))
+                  .order_by("-id").values_list("status", flat=True).first())
+        rollback_failed = latest == "failed"
     return Snapshot(
+        rollback_failed=rollback_failed,
         rollout=rollout, phase_name=phase.name if phase else "-",
         phase_count=len(phases), elapsed=elapsed, remaining=remaining, gate=gate,
         checks=checks, now=now,
@@ -454,7 +469,7 @@ class Command(BaseCommand):
                       transient=False) as live:
                 for line in history:
                     live.console.print(line)
-                while snap.rollout.status not in _WATCH_ENDS:
+                while not snap.is_over:
                     if time.monotonic() >= deadline:
                         timed_out = True
                         break
@@ -470,7 +485,7 @@ class Command(BaseCommand):
                 self.stdout.write(line)
             shown = (snap.rollout.status, snap.rollout.current_phase)
             last_status = time.monotonic()
-            while snap.rollout.status not in _WATCH_ENDS:
+            while not snap.is_over:
                 if time.monotonic() >= deadline:
                     timed_out = True
                     break
@@ -486,6 +501,11 @@ class Command(BaseCommand):
                         self.stdout.write(line)
                     shown, last_status = now_shown, time.monotonic()
         self._summary(snap.rollout.pk)
+        if snap.rollback_failed:
+            raise CommandError(
+                f"the rollback of rollout {rollout.pk} failed: an operator must act "
+                "(manage.py rollback status RUN, then retry)"
+            )
         if timed_out:
             raise CommandError(
                 f"watch timed out after {options['timeout']:g}s: rollout {rollout.pk} is "
