@@ -15,29 +15,27 @@ transition, bad JSON) end in a one-line CommandError.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
-from django.utils import timezone
-from rich import box
-from rich.console import Console, Group
+from rich.console import Console
 from rich.live import Live
-from rich.table import Table
-from rich.text import Text
 
 from canary import services
+from canary.management.commands._rollout_watch import (
+    SYMBOLS,
+    EventFeed,
+    duration_text,
+    snapshot_lines,
+    snapshot_table,
+    snapshot_take,
+    value_text,
+)
 from canary.models import Rollout, RolloutStatus
-from canary.transitions import ACTIVE, TERMINAL
 from controlplane.audit.actors import actor_for_cli
 from flags.exceptions import DomainError
-
-_SYMBOLS = {"lt": "<", "lte": "<=", "gt": ">", "gte": ">=", "eq": "="}
-# Statuses that end a watch: nothing more will happen by itself.
-_WATCH_ENDS = TERMINAL
 
 
 def _positive(raw: str) -> float:
@@ -58,214 +56,6 @@ def _json_object(raw: str) -> dict:
     if not isinstance(value, dict):
         raise argparse.ArgumentTypeError("must be a JSON object")
     return value
-
-
-def _fmt(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
-
-
-def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    seconds = max(0, int(seconds))
-    minutes, secs = divmod(seconds, 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
-
-
-@dataclass
-class Snapshot:
-    """What the watch shows at one moment (read from the database)."""
-
-    rollout: Rollout
-    phase_name: str
-    phase_count: int
-    elapsed: float
-    remaining: float | None
-    gate: list[str]
-    checks: list[dict]
-    now: dt.datetime = field(default_factory=timezone.now)
-    # Rolling back, and the rollback run failed: nothing more happens by
-    # itself (an operator must act), so a watch ends here too.
-    rollback_failed: bool = False
-
-    @property
-    def is_over(self) -> bool:
-        return self.rollout.status in _WATCH_ENDS or self.rollback_failed
-
-
-def snapshot_take(rollout_id: int) -> Snapshot:
-    """Read the rollout, its current phase, checks and gate now."""
-    rollout = Rollout.objects.select_related("flag", "environment").get(pk=rollout_id)
-    phases = list(rollout.phases.order_by("index"))
-    phase = phases[rollout.current_phase] if phases else None
-    now = timezone.now()
-    elapsed = services.rollout_phase_elapsed(rollout, now)
-    remaining = None
-    gate: list[str] = []
-    if phase is not None and rollout.status in ACTIVE and rollout.started_at:
-        remaining = max(0.0, phase.min_duration - elapsed)
-        gate = list(services.rollout_gate(rollout=rollout, now=now).reasons)
-    checks = []
-    for check in rollout.checks.order_by("id"):
-        state = services.check_state(check, rollout.current_phase)
-        checks.append({
-            "name": check.name,
-            "provider": check.provider,
-            "mode": check.mode,
-            "comparator": _SYMBOLS.get(check.comparator, check.comparator),
-            "threshold": check.threshold,
-            "value": check.last_value,
-            "verdict": check.last_verdict or "-",
-            "status": state.status,
-            "passes": state.pass_count,
-            "min_samples": check.min_samples,
-            "last_run_at": check.last_run_at,
-        })
-    rollback_failed = False
-    if rollout.status == RolloutStatus.ROLLING_BACK:
-        from rollback.models import RollbackRun
-
-        latest = (RollbackRun.objects.filter(trigger="rollout", trigger_ref=str(rollout.pk))
-                  .order_by("-id").values_list("status", flat=True).first())
-        rollback_failed = latest == "failed"
-    return Snapshot(
-        rollback_failed=rollback_failed,
-        rollout=rollout, phase_name=phase.name if phase else "-",
-        phase_count=len(phases), elapsed=elapsed, remaining=remaining, gate=gate,
-        checks=checks, now=now,
-    )
-
-
-def _rule(check: dict) -> str:
-    if check["mode"] == "absolute":
-        return f"{check['comparator']} {_fmt(check['threshold'])}"
-    if check["mode"] == "relative":
-        return "vs baseline"
-    return "vs control"
-
-
-def snapshot_lines(snap: Snapshot) -> list[str]:
-    """Return the snapshot as plain text lines (status, not a TTY)."""
-    r = snap.rollout
-    lines = [
-        f"rollout {r.pk} {r.name!r}: {r.status}, phase {r.current_phase + 1}/{snap.phase_count}"
-        f" ({snap.phase_name}), elapsed {_duration(snap.elapsed if r.started_at else None)}"
-        f", remaining {_duration(snap.remaining)}",
-    ]
-    if r.pause_reason:
-        lines.append(f"  paused: {r.pause_reason}")
-    for check in snap.checks:
-        lines.append(
-            f"  check {check['name']} ({check['provider']}): last {_fmt(check['value'])} "
-            f"{_rule(check)} -> {check['verdict']}; {check['status']}, "
-            f"{check['passes']}/{check['min_samples']} passing"
-        )
-    for reason in snap.gate:
-        lines.append(f"  waiting: {reason}")
-    return lines
-
-
-def snapshot_table(snap: Snapshot) -> Group:
-    """Return the snapshot as a rich renderable (the live view)."""
-    r = snap.rollout
-    head = Text.assemble(
-        (f"Rollout {r.pk} ", "bold"), f"{r.flag.key} in {r.environment.key}: ",
-        (r.status, "bold green" if r.status in ("running", "completed") else "bold yellow"),
-        f"\nphase {r.current_phase + 1}/{snap.phase_count} {snap.phase_name}",
-        f"  elapsed {_duration(snap.elapsed if r.started_at else None)}",
-        f"  remaining {_duration(snap.remaining)}",
-    )
-    table = Table(box=box.SIMPLE, expand=False)
-    for column in ("check", "provider", "latest", "threshold", "verdict", "status", "passing"):
-        table.add_column(column)
-    for check in snap.checks:
-        colour = {"pass": "green", "fail": "red", "error": "red"}.get(check["verdict"], "yellow")
-        table.add_row(check["name"], check["provider"], _fmt(check["value"]), _rule(check),
-                      Text(check["verdict"], style=colour), check["status"],
-                      f"{check['passes']}/{check['min_samples']}")
-    parts: list[Any] = [head, table]
-    if r.pause_reason:
-        parts.append(Text(f"paused: {r.pause_reason}", style="yellow"))
-    parts.extend(Text(f"waiting: {reason}", style="dim") for reason in snap.gate)
-    return Group(*parts)
-
-
-class EventFeed:
-    """Turn new audit events, verdict changes and rollback steps into lines."""
-
-    def __init__(self, rollout_id: int) -> None:
-        self.rollout_id = rollout_id
-        self.last_event = 0
-        self.verdicts: dict[str, str] = {}
-        self.steps: dict[int, tuple[str, int]] = {}
-
-    def _events(self) -> list[Any]:
-        from django.db.models import Q
-
-        from controlplane.audit.models import AuditEvent
-
-        check_ids = [str(pk) for pk in Rollout.objects.get(pk=self.rollout_id)
-                     .checks.values_list("pk", flat=True)]
-        query = Q(target_type="canary.rollout", target_id=str(self.rollout_id)) | Q(
-            target_type="canary.healthcheck", target_id__in=check_ids
-        )
-        return list(AuditEvent.objects.filter(query, id__gt=self.last_event).order_by("id"))
-
-    def prime(self, snap: Snapshot, history: int = 10) -> list[str]:
-        """Return the last ``history`` events; later calls return only new ones."""
-        events = self._events()
-        for check in snap.checks:
-            self.verdicts[check["name"]] = check["verdict"]
-        self._steps()  # remember the steps as they are
-        if events:
-            self.last_event = events[-1].pk
-        return [self._event_line(e) for e in events[-history:]]
-
-    def _event_line(self, event: Any) -> str:
-        from canary.report import _explain
-
-        when = timezone.localtime(event.created_at).strftime("%H:%M:%S")
-        return f"{when} {event.action} ({event.actor_type}:{event.actor_name}): {_explain(event)}"
-
-    def _steps(self) -> list[str]:
-        from rollback.models import RollbackStep
-
-        lines = []
-        steps = RollbackStep.objects.filter(
-            run__trigger="rollout", run__trigger_ref=str(self.rollout_id)
-        ).order_by("run_id", "position")
-        for step in steps:
-            key = (step.status, step.attempts)
-            if self.steps.get(step.pk) != key:
-                self.steps[step.pk] = key
-                tail = f": {step.error}" if step.error else ""
-                lines.append(f"rollback run {step.run_id} step {step.position} {step.actuator}: "
-                             f"{step.status} (attempt {step.attempts}){tail}")
-        return lines
-
-    def poll(self, snap: Snapshot) -> list[str]:
-        """Return a line for everything that happened since the last poll."""
-        lines = []
-        events = self._events()
-        if events:
-            self.last_event = events[-1].pk
-        lines.extend(self._event_line(e) for e in events)
-        for check in snap.checks:
-            before = self.verdicts.get(check["name"])
-            if before is not None and before != check["verdict"]:
-                lines.append(
-                    f"{timezone.localtime(snap.now).strftime('%H:%M:%S')} check {check['name']}:"
-                    f" {before} -> {check['verdict']} (value {_fmt(check['value'])}, "
-                    f"rule {_rule(check)})"
-                )
-            self.verdicts[check["name"]] = check["verdict"]
-        lines.extend(self._steps())
-        return lines
 
 
 class Command(BaseCommand):
@@ -378,7 +168,7 @@ class Command(BaseCommand):
                               + (" (needs approval)" if phase.requires_approval else ""))
         for check in rollout.checks.order_by("id"):
             self.stdout.write(f"  check {check.name}: {check.provider} {check.mode} "
-                              f"{_SYMBOLS.get(check.comparator)} {_fmt(check.threshold)}, "
+                              f"{SYMBOLS.get(check.comparator)} {value_text(check.threshold)}, "
                               f"on failure {check.on_failure}")
         self.stdout.write(f"start it with: manage.py rollout start {rollout.pk}")
 
@@ -393,7 +183,7 @@ class Command(BaseCommand):
             raise CommandError(exc.message) from None
         for check in report.checks:
             self.stdout.write(f"preflight: check {check['name']} answered "
-                              f"{_fmt(check['value'])} ({check['samples'] or 0} samples)")
+                              f"{value_text(check['value'])} ({check['samples'] or 0} samples)")
         for warning in report.warnings:
             self.stdout.write(f"preflight warning: {warning}")
         self.stdout.write(f"rollout {rollout.pk} {rollout.status}: phase 0 "
@@ -519,7 +309,7 @@ class Command(BaseCommand):
         r = report["rollout"]
         passed = sum(1 for p in report["phases"] if p["outcome"] == "passed")
         self.stdout.write(
-            f"summary: rollout {r['id']} {r['status']} after {_duration(r['duration_seconds'])};"
+            f"summary: rollout {r['id']} {r['status']} after {duration_text(r['duration_seconds'])};"
             f" {passed}/{len(report['phases'])} phases passed; verdict: {report['verdict']}"
         )
         for reason in report["reasons"]:
