@@ -327,6 +327,8 @@ class RolloutAdmin(admin.ModelAdmin):
             path("<int:object_id>/do/<slug:action>/",
                  self.admin_site.admin_view(self.action_view),
                  name="%s_%s_action" % info),
+            path("<int:object_id>/report/", self.admin_site.admin_view(self.report_view),
+                 name="%s_%s_report" % info),
             *super().get_urls(),
         ]
 
@@ -343,7 +345,8 @@ class RolloutAdmin(admin.ModelAdmin):
                 ]
             extra_context["audit_history_url"] = audit_history_url(
                 target_type="canary.rollout", target_id=object_id)
-            extra_context["report_url"] = f"/api/v1/rollouts/{object_id}/report?format=md"
+            extra_context["report_url"] = reverse("admin:canary_rollout_report",
+                                                  args=[admin.utils.unquote(object_id)])
         return super().changeform_view(request, object_id, form_url, extra_context)
 
     def add_view(self, request: HttpRequest, form_url: str = "",
@@ -379,6 +382,22 @@ class RolloutAdmin(admin.ModelAdmin):
             "submit_label": "Create draft",
         }
         return TemplateResponse(request, "admin/canary/rollout/form_page.html", context)
+
+    def report_view(self, request: HttpRequest, object_id: int) -> HttpResponse:
+        """The report (``canary.report``) with its verdict, as Markdown text."""
+        from canary.report import report_build, report_markdown
+
+        rollout = get_object_or_404(Rollout, pk=object_id)
+        if not self.has_view_permission(request, rollout):
+            raise PermissionDenied
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"Report: rollout {rollout.pk}",
+            "opts": self.model._meta,
+            "original": rollout,
+            "markdown": report_markdown(report_build(rollout)),
+        }
+        return TemplateResponse(request, "admin/canary/rollout/report.html", context)
 
     def action_view(self, request: HttpRequest, object_id: int, action: str) -> HttpResponse:
         """GET: the confirmation page. POST: call the service, back to the rollout."""

@@ -219,3 +219,17 @@ def test_rollout_changelist__more_rollouts__same_number_of_queries(admin_client,
     assert "first reason" in page and "1/4 pilot" in page
     assert more.count("later") >= 4
     assert len(five) == len(one)
+
+
+def test_rollout_report_page__rolled_back__verdict_shown(admin_client, rollout_factory):
+    # Given
+    rollout = rollout_factory(started=True)
+    record(rollout, "fail", 0.2, message="0.2 not < 0.05")
+    services.rollout_fail_phase(rollout_id=rollout.pk, actor=SYSTEM, reason="check failed")
+    # When
+    change = admin_client.get(f"/admin/canary/rollout/{rollout.pk}/change/").content.decode()
+    page = admin_client.get(f"/admin/canary/rollout/{rollout.pk}/report/").content.decode()
+    # Then
+    assert f"/admin/canary/rollout/{rollout.pk}/report/" in change
+    assert "## Verdict: ROLL BACK" in page
+    assert "0.2 not &lt; 0.05" in page
