@@ -66,7 +66,7 @@ def test_simulate__below_regression_share__baseline_only(live_server, half_on, p
     # Given: the regression waits for 100%; the baseline never fails
     out = StringIO()
     # When
-    call_command("simulate", "--flag", "sequential_workflow", "--rate", "20", "--duration",
+    call_command("simulate", "--flag", "sequential_workflow", "--rate", "20/s", "--duration",
                  "1", "--regression-at", "100", "--error-rate", "1", "--baseline-error-rate",
                  "0", "--base-url", live_server.url, stdout=out)
     # Then

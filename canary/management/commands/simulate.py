@@ -98,8 +98,10 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--flag", required=True, help="flag key")
         parser.add_argument("--env", default="production", help="environment key")
-        parser.add_argument("--rate", type=_number(1, 2000), default=50.0,
-                            help="evaluations per second (default 50)")
+        per_second = _number(1, 2000)
+        parser.add_argument("--rate", type=lambda raw: per_second(raw.removesuffix("/s")),
+                            default=50.0, help="evaluations per second, e.g. 50 or 50/s "
+                                               "(default 50)")
         parser.add_argument("--duration", type=_number(0.1, 86400), default=60.0,
                             help="stop after this many seconds (default 60)")
         parser.add_argument("--regression-at", type=_number(0, 100), default=None,
