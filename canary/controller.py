@@ -37,14 +37,12 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
-from typing import Any
 
 from django.db import close_old_connections, connections, transaction
 from django.db.models import Min, Q
 from django.utils import timezone
 
 from canary import metrics
-from flags.exceptions import DomainError
 from canary.health import GateAction, GateDecision
 from canary.models import CheckRun, CheckStatus, HealthCheck, Rollout, RolloutStatus, Verdict
 from canary.providers import MeasureContext, Measurement, ProviderError, get_provider
@@ -61,6 +59,8 @@ from canary.services import (
 from canary.transitions import ACTIVE
 from controlplane.audit.actors import CONTROLLER
 from controlplane.conf import setting
+from flags.exceptions import DomainError
+from flags.models import Environment
 
 logger = logging.getLogger(__name__)
 
@@ -435,11 +435,24 @@ def _decide(rollout_id: int) -> dict | None:
 
     Return what was done (``{"rollout", "action", "reason"}``) or None.
     """
+    environment_id = (
+        Rollout.objects.filter(pk=rollout_id).values_list("environment_id", flat=True).first()
+    )
+    if environment_id is None:
+        return None
     with transaction.atomic():
-        # Checks first, then the rollout: check_run_record locks a check and
-        # then (inserting its CheckRun) the rollout's key, so taking them in
-        # the same order cannot deadlock with it; the advance resets these
-        # checks' counters, the gate reads them.
+        # Lock order: environment, checks, rollout, then (in the services)
+        # the audit chain and the flag's rows. The flag services lock the
+        # environment before the audit chain too (they bump its ruleset
+        # version), so a decision that moves the flag cannot deadlock with
+        # a flag change in the same environment. check_run_record locks a
+        # check and then (inserting its CheckRun) the rollout's key: the
+        # same order as here.
+        list(
+            Environment.objects.select_for_update(no_key=True)
+            .filter(pk=environment_id)
+            .values_list("pk", flat=True)
+        )
         list(
             HealthCheck.objects.select_for_update()
             .filter(rollout_id=rollout_id)

@@ -12,7 +12,9 @@ OWNS_FLAG = ACTIVE | {Status.ROLLING_BACK}
 
 
 def lock_rollout(rollout_id: int) -> Rollout:
-    rollout = Rollout.objects.select_for_update().filter(pk=rollout_id).first()
+    # NO KEY UPDATE: recording a CheckRun (a key share on its rollout) does
+    # not wait for, or deadlock with, a transition in progress.
+    rollout = Rollout.objects.select_for_update(no_key=True).filter(pk=rollout_id).first()
     if rollout is None:
         raise NotFound(f"unknown rollout {rollout_id}", field="rollout")
     return rollout

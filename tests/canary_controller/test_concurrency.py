@@ -124,3 +124,21 @@ def test_run_loop__background_thread__rollout_advances_and_completes(
     assert running and not thread.is_alive() and not loop_is_running()
     assert AuditEvent.objects.filter(action="rollout.phase_advanced",
                                      target_id=str(rollout.pk)).count() == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_run_loop__check_due_before_next_tick__measured_on_time(rollout_factory, health_server):
+    # Given: a check measured every second, a loop ticking only every 5 s
+    phases = [{"name": "pilot", "pilot_merchants": ["m-pilot"], "min_duration": 60},
+              {"name": "all", "percentage": 100}]
+    rollout = rollout_factory(phases=phases, checks=[http_check(health_server.url)])
+    assert CheckRun.objects.filter(rollout=rollout).count() == 1  # the start's tick
+    # When
+    thread, stop = start_loop_thread(interval=5.0)
+    try:
+        time.sleep(2.6)
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+    # Then: measured at about 1 s and 2 s, not at the next 5 s tick
+    assert CheckRun.objects.filter(rollout=rollout).count() >= 3

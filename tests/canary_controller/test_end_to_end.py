@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -47,7 +46,8 @@ def _database_url() -> str:
     auth = db.get("USER") or "postgres"
     if db.get("PASSWORD"):
         auth += f":{db['PASSWORD']}"
-    return f"postgres://{auth}@{db.get('HOST') or '127.0.0.1'}:{db.get('PORT') or 5432}/{db['NAME']}"
+    host, port = db.get("HOST") or "127.0.0.1", db.get("PORT") or 5432
+    return f"postgres://{auth}@{host}:{port}/{db['NAME']}"
 
 
 def _start(args: list[str], log: Path, env: dict) -> subprocess.Popen:
