@@ -42,7 +42,10 @@ def _level_2(deployment: Deployment | None, backend: str | None) -> dict[str, An
         return report
     if deployment.previous_id is None:
         _refuse(report, f"deployment {deployment.pk} has no previous deployment to go back to")
-    if deployment.status != DeploymentStatus.LIVE:
+    if deployment.status == DeploymentStatus.REVERTED:
+        # Escalation (a level-3 run after a level-2 one) must stay possible.
+        report["warnings"].append(f"deployment {deployment.pk} is already reverted: the step is skipped")
+    elif deployment.status != DeploymentStatus.LIVE:
         _refuse(report, f"deployment {deployment.pk} is {deployment.status}, not live")
     try:
         name, config = backend_resolve(service=deployment.service, name=backend)

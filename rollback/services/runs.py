@@ -21,7 +21,7 @@ from flags.exceptions import Conflict, InvalidInput, InvalidTransition, NotFound
 from rollback import metrics
 from rollback.actuators import ACTUATORS, LEVEL_ACTUATORS
 from rollback.actuators.deployment_revert import backend_resolve
-from rollback.models import Deployment, RollbackRun, RollbackStep, RunStatus, StepStatus, Trigger
+from rollback.models import Deployment, DeploymentStatus, RollbackRun, RollbackStep, RunStatus, StepStatus, Trigger
 from rollback.transitions import run_can_move, step_can_move
 
 
@@ -98,6 +98,8 @@ def _step_params(level: int, run_level: int, deployment: Deployment | None,
         return flag_params, StepStatus.PENDING
     assert deployment is not None and deployment.previous is not None
     if level == 2:
+        if deployment.status == DeploymentStatus.REVERTED:
+            return {"deployment_id": deployment.pk, "note": "deployment already reverted"}, StepStatus.SKIPPED
         name, _ = backend_resolve(service=deployment.service, name=backend)
         previous = deployment.previous
         return {
@@ -144,7 +146,8 @@ def rollback_run_start(
         raise InvalidInput(f"level must be 1, 2 or 3, not {level}", field="level")
     if trigger not in Trigger.values:
         raise InvalidInput(f"trigger must be one of {', '.join(Trigger.values)}", field="trigger")
-    dep = deployment_get(deployment) if deployment is not None else None
+    # Always re-read: a caller's instance may be stale (e.g. already reverted).
+    dep = deployment_get(getattr(deployment, "pk", deployment)) if deployment is not None else None
     if level >= 2 and dep is None:
         raise InvalidInput(f"a level-{level} rollback needs a deployment", field="deployment")
     flag_params = _flag_params(flag_restore) if flag_restore is not None else None
@@ -159,7 +162,8 @@ def rollback_run_start(
     who = as_actor(actor)
     with transaction.atomic():
         if dep is not None:
-            Deployment.objects.select_for_update().get(pk=dep.pk)
+            dep = Deployment.objects.select_for_update(of=("self",)).select_related(
+                "environment", "previous").get(pk=dep.pk)
             busy = RollbackRun.objects.filter(
                 deployment=dep, status__in=[RunStatus.PENDING, RunStatus.RUNNING]
             ).first()

@@ -357,3 +357,19 @@ def test_step_found_running__attempts_exhausted__failed_not_rerun(
     run.refresh_from_db()
     assert run.status == RunStatus.FAILED and "gave up" in run.error
     assert calls(tmp_path) == []
+
+
+def test_run_escalation__level_3_after_level_2__deployment_step_skipped(
+    deployment_pair, releases, rollback_settings, actor, run_now
+):
+    # Given: a level-2 run already reverted v2
+    _, v2 = deployment_pair
+    rollback_settings(ROLLBACK_DEPLOY_BACKENDS={"default": {"type": "symlink", "root": str(releases)}})
+    run_now(actor=actor, level=2, reason="first", deployment=v2)
+    # When
+    run = run_now(actor=actor, level=3, reason="still failing", deployment=v2)
+    # Then
+    assert run.status == RunStatus.SUCCEEDED
+    assert list(run.steps.values_list("actuator", "status")) == [
+        ("flag_toggle", "skipped"), ("deployment_revert", "skipped"), ("migration_revert", "succeeded")]
+    assert AuditEvent.objects.filter(action="deployment.reverted").count() == 1
