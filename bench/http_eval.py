@@ -49,6 +49,9 @@ def __getattr__(name: str):
         from django.urls import include, path
 
         patterns = [path("bench/bare", bare), path("", include("controlplane.urls"))]
+        if os.environ.get("BENCH_EVAL_URLS_FIRST"):
+            # what moving the evaluation include first in controlplane/urls.py gives
+            patterns.insert(1, path("", include("flags.api.eval_urls")))
         globals()["urlpatterns"] = patterns
         return patterns
     raise AttributeError(name)
@@ -115,6 +118,9 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=4)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 2)
+    parser.add_argument("--eval-urls-first", action="store_true",
+                        help="route the evaluation URLs before the project's others "
+                             "(what-if for controlplane/urls.py)")
     args = parser.parse_args()
 
     from bench import _serving
@@ -132,8 +138,9 @@ def main() -> None:
         print(f"note: the database holds {extra} other flags; bulk answers include them")
 
     port = _serving.free_port()
-    server = _serving.start_gunicorn(args.database_url, port, args.workers,
-                                     app="bench.http_eval:application")
+    server = _serving.start_gunicorn(
+        args.database_url, port, args.workers, app="bench.http_eval:application",
+        extra_env={"BENCH_EVAL_URLS_FIRST": "1"} if args.eval_urls_first else None)
     base = f"http://127.0.0.1:{port}"
     context = {"context": {"merchant": "m-42"}}
     ofrep_context = {"context": {"targetingKey": "m-42"}}
