@@ -1,6 +1,7 @@
 """Admin for API keys: create through the service, shown once; revoke action."""
 from __future__ import annotations
 
+from django import forms
 from django.contrib import admin, messages
 
 from controlplane.apikeys import services
@@ -9,8 +10,29 @@ from controlplane.audit.actors import actor_for_user
 from flags.exceptions import DomainError
 
 
+class ApiKeyCreateForm(forms.ModelForm):
+    """Check the scope rules up front, so the service never refuses a valid form."""
+
+    class Meta:
+        model = ApiKey
+        fields = ("name", "scope", "environment", "user")
+
+    def clean(self):
+        data = super().clean()
+        scope = data.get("scope")
+        if scope == "server" and not data.get("environment"):
+            self.add_error("environment", "A server key belongs to one environment.")
+        if scope == "management":
+            if data.get("environment"):
+                self.add_error("environment", "A management key has no environment.")
+            if not data.get("user"):
+                self.add_error("user", "A management key carries a service user's permissions.")
+        return data
+
+
 @admin.register(ApiKey)
 class ApiKeyAdmin(admin.ModelAdmin):
+    add_form = ApiKeyCreateForm
     list_display = ("name", "scope", "environment", "user", "prefix", "created_at",
                     "last_used_at", "revoked_at")
     list_filter = ("scope", "environment")
@@ -18,6 +40,11 @@ class ApiKeyAdmin(admin.ModelAdmin):
     fields = ("name", "scope", "environment", "user")
     readonly_fields = ("prefix", "created_at", "created_by", "last_used_at", "revoked_at")
     actions = ["revoke_keys"]
+
+    def get_form(self, request, obj=None, **kwargs):
+        if obj is None:
+            kwargs["form"] = self.add_form
+        return super().get_form(request, obj, **kwargs)
 
     def get_fields(self, request, obj=None):
         if obj is None:

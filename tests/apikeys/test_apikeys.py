@@ -193,3 +193,39 @@ def test_apikey_command__bad_input__command_error(db, args, message):
     with pytest.raises(CommandError, match=message):
         call_command("apikey", *args)
 
+
+
+def test_admin_add__server_key__created_and_shown_once(admin_client, production, serving_reset):
+    # When
+    response = admin_client.post("/admin/apikeys/apikey/add/", {
+        "name": "checkout", "scope": "server", "environment": production.pk, "user": "",
+    }, follow=True)
+    # Then
+    api_key = ApiKey.objects.get()
+    shown = [str(m) for m in response.context["messages"]]
+    assert any(api_key.prefix in text and "not shown again" in text for text in shown)
+    assert AuditEvent.objects.filter(action="apikey.created").count() == 1
+
+
+def test_admin_add__management_key_without_user__form_error(admin_client, db):
+    # When
+    response = admin_client.post("/admin/apikeys/apikey/add/", {
+        "name": "ops", "scope": "management", "environment": "", "user": "",
+    })
+    # Then
+    assert response.status_code == 200
+    assert "service user" in response.content.decode()
+    assert not ApiKey.objects.exists()
+
+
+def test_admin_revoke_action__selected_key__revoked(admin_client, production, serving_reset):
+    # Given
+    api_key, _ = apikey_create(actor=SYSTEM_ACTOR, name="k", scope="server",
+                               environment=production)
+    # When
+    admin_client.post("/admin/apikeys/apikey/", {
+        "action": "revoke_keys", "_selected_action": [api_key.pk],
+    })
+    # Then
+    api_key.refresh_from_db()
+    assert api_key.revoked_at is not None
