@@ -37,6 +37,7 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
+from typing import Any
 
 from django.db import close_old_connections, connections, transaction
 from django.db.models import Min, Q
@@ -58,6 +59,7 @@ from canary.services import (
 )
 from canary.transitions import ACTIVE
 from controlplane.audit.actors import CONTROLLER
+from controlplane.audit.services import _lock_chain as audit_chain_lock
 from controlplane.conf import setting
 from flags.exceptions import DomainError
 from flags.models import Environment
@@ -430,52 +432,86 @@ def _after_commit_tick(rollout_id: int, countdown: float | None = None) -> None:
     transaction.on_commit(lambda: rollout_tick_soon(rollout_id, countdown=countdown))
 
 
+def _is_wanted(rollout: Rollout, decision: GateDecision) -> bool:
+    """Return whether ``decision`` calls for a transition of ``rollout``."""
+    if decision.action == GateAction.FAIL:
+        return not (decision.on_failure == "pause" and rollout.status == Status.PAUSED)
+    if decision.action == GateAction.PAUSE:
+        return rollout.status != Status.PAUSED
+    return rollout.status == Status.RUNNING and decision.action in (
+        GateAction.AWAIT_APPROVAL, GateAction.ADVANCE,
+    )
+
+
+def _lock_for_decision(rollout_id: int, environment_id: int) -> Rollout | None:
+    """Lock what a decision writes, or return None to decide next tick.
+
+    The audit chain lock comes first. Every audited write takes it, but
+    after rows of its own, in differing orders (a flag state change locks
+    its environment first and a flag creation last), so a controller that
+    waited for a row while holding the chain could deadlock with one of
+    them. Holding the chain, it waits for nothing it can skip: the
+    environment (whose ruleset version the decision bumps), the rollout's
+    checks (a measurement being recorded) and the rollout itself are taken
+    with SKIP LOCKED, and any of them busy defers the decision.
+    """
+    audit_chain_lock()
+    if not list(
+        Environment.objects.select_for_update(skip_locked=True, no_key=True)
+        .filter(pk=environment_id)
+        .values_list("pk", flat=True)
+    ):
+        return None
+    ids = list(HealthCheck.objects.filter(rollout_id=rollout_id).values_list("pk", flat=True))
+    locked = list(
+        HealthCheck.objects.select_for_update(skip_locked=True)
+        .filter(pk__in=ids)
+        .values_list("pk", flat=True)
+    )
+    if len(locked) != len(ids):
+        return None
+    return (
+        Rollout.objects.select_for_update(skip_locked=True, no_key=True)
+        .filter(pk=rollout_id)
+        .first()
+    )
+
+
 def _decide(rollout_id: int) -> dict | None:
     """Apply at most one transition to the rollout, in one transaction.
 
-    Return what was done (``{"rollout", "action", "reason"}``) or None.
+    The gate is first read without locks; only a decision that calls for a
+    transition locks (see ``_lock_for_decision``) and decides again from
+    the locked rows. Return what was done (``{"rollout", "action",
+    "reason"}``) or None.
     """
-    environment_id = (
-        Rollout.objects.filter(pk=rollout_id).values_list("environment_id", flat=True).first()
-    )
-    if environment_id is None:
+    rollout = Rollout.objects.filter(pk=rollout_id).first()
+    if rollout is None:
+        return None
+    if rollout.status in ACTIVE:
+        decision = rollout_gate(rollout=rollout, now=timezone.now())
+        if not _is_wanted(rollout, decision):
+            # Hold. When only min_duration is left and it ends before the
+            # next beat, tick exactly then.
+            if decision.action == GateAction.HOLD and 0 < decision.remaining <= _tick_interval():
+                _after_commit_tick(rollout.pk, countdown=decision.remaining + 0.05)
+            return None
+    elif rollout.status != Status.ROLLING_BACK or not _rollback_ended(rollout):
         return None
     with transaction.atomic():
-        # Lock order: environment, checks, rollout, then (in the services)
-        # the audit chain and the flag's rows. The flag services lock the
-        # environment before the audit chain too (they bump its ruleset
-        # version), so a decision that moves the flag cannot deadlock with
-        # a flag change in the same environment. check_run_record locks a
-        # check and then (inserting its CheckRun) the rollout's key: the
-        # same order as here.
-        list(
-            Environment.objects.select_for_update(no_key=True)
-            .filter(pk=environment_id)
-            .values_list("pk", flat=True)
-        )
-        list(
-            HealthCheck.objects.select_for_update()
-            .filter(rollout_id=rollout_id)
-            .order_by("id")
-            .values_list("pk", flat=True)
-        )
-        rollout = (
-            Rollout.objects.select_for_update(skip_locked=True, no_key=True)
-            .filter(pk=rollout_id)
-            .first()
-        )
+        rollout = _lock_for_decision(rollout.pk, rollout.environment_id)
         if rollout is None:
-            return None  # another controller (or an operator) holds it now
+            return None  # busy: another controller, an operator, a measurement
         if rollout.status == Status.ROLLING_BACK:
             return _rollback_progress(rollout)
         if rollout.status not in ACTIVE:
             return None
         decision = rollout_gate(rollout=rollout, now=timezone.now())
+        if not _is_wanted(rollout, decision):
+            return None
         if decision.action == GateAction.FAIL:
             return _fail(rollout, decision)
         if decision.action == GateAction.PAUSE:
-            if rollout.status == Status.PAUSED:
-                return None
             explained = _explain_checks(rollout, decision.checks)
             reason = "automatic pause: " + (
                 "; ".join(decision.reasons[:1]) + "; " + _explain(decision, explained)
@@ -518,10 +554,6 @@ def _decide(rollout_id: int) -> dict | None:
                 _after_commit_tick(rollout.pk)
             return {"rollout": rollout.pk, "action": "advance", "from_phase": phase_index,
                     "status": after.status, "reason": reason}
-        # Hold. When only min_duration is left and it ends before the next
-        # beat, tick exactly then.
-        if 0 < decision.remaining <= _tick_interval():
-            _after_commit_tick(rollout.pk, countdown=decision.remaining + 0.05)
         return None
 
 
@@ -574,16 +606,29 @@ def _fail(rollout: Rollout, decision: GateDecision) -> dict | None:
     return {"rollout": rollout.pk, "action": f"fail:{on_failure}", "reason": reason}
 
 
-def _rollback_progress(rollout: Rollout) -> dict | None:
-    """Mark a rolling-back rollout rolled back once its rollback run ended."""
-    from controlplane.audit.models import AuditEvent
-    from rollback.models import RollbackRun, RunStatus, Trigger
+def _rollout_run(rollout: Rollout) -> Any:
+    from rollback.models import RollbackRun, Trigger
 
-    run = (
+    return (
         RollbackRun.objects.filter(trigger=Trigger.ROLLOUT, trigger_ref=str(rollout.pk))
         .order_by("-id")
         .first()
     )
+
+
+def _rollback_ended(rollout: Rollout) -> bool:
+    from rollback.models import RunStatus
+
+    run = _rollout_run(rollout)
+    return run is not None and run.status in (RunStatus.SUCCEEDED, RunStatus.FAILED)
+
+
+def _rollback_progress(rollout: Rollout) -> dict | None:
+    """Mark a rolling-back rollout rolled back once its rollback run ended."""
+    from controlplane.audit.models import AuditEvent
+    from rollback.models import RunStatus
+
+    run = _rollout_run(rollout)
     if run is None or run.status in (RunStatus.PENDING, RunStatus.RUNNING):
         return None
     details = {"rollback_run": run.pk, "level": run.level, "run_status": run.status}
