@@ -8,13 +8,14 @@ from drf_spectacular.views import (
 )
 
 urlpatterns = [
+    # The evaluation hot path first: fewest patterns tried per request.
+    # Evaluation (native + OFREP) and the ruleset endpoint: flags/api/eval_urls.py
+    path("", include("flags.api.eval_urls")),
     path("admin/", admin.site.urls),
     path("", include("django_prometheus.urls")),  # /metrics
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
     path("api/redoc/", SpectacularRedocView.as_view(url_name="schema"), name="redoc"),
-    # Evaluation (native + OFREP) and the ruleset endpoint: flags/api/eval_urls.py
-    path("", include("flags.api.eval_urls")),
     # Management REST API (/api/v1/...): one module per app
     path("api/v1/", include("flags.api.urls")),
     path("api/v1/", include("rollback.api.urls")),
