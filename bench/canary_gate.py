@@ -130,6 +130,14 @@ def setup(database_url: str, broker_url: str) -> tuple[Any, str]:
         services.environment_create(actor=SYSTEM, key=ENVIRONMENT, name=ENVIRONMENT))
     if not Merchant.objects.filter(key="m-pilot").exists():
         services.merchant_create(actor=SYSTEM, key="m-pilot")
+    # Rollouts left in progress by an interrupted run would be ticked too.
+    from canary.models import Rollout
+    from canary.services import rollout_abort
+    from canary.transitions import ACTIVE
+
+    for pk in Rollout.objects.filter(environment=environment, status__in=list(ACTIVE)
+                                     ).values_list("pk", flat=True):
+        rollout_abort(rollout_id=pk, actor=SYSTEM, reason="benchmark clean-up")
     _, raw = apikey_create(actor=SYSTEM, name=f"canary-bench-{int(time.time())}",
                            scope="server", environment=environment)
     return environment, raw

@@ -76,6 +76,8 @@ IN_THREAD_PROVIDERS = frozenset({"sql", "outcomes"})
 LEASE_GRACE_SECONDS = 5.0
 POOL_WAIT_GRACE_SECONDS = 0.5
 MAX_POOL_WORKERS = 8
+# A rollback run still pending this long after creation is queued again.
+ROLLBACK_REQUEUE_SECONDS = 3.0
 
 
 @dataclass(frozen=True)
@@ -497,6 +499,8 @@ def _decide(rollout_id: int) -> dict | None:
                 _after_commit_tick(rollout.pk, countdown=decision.remaining + 0.05)
             return None
     elif rollout.status != Status.ROLLING_BACK or not _rollback_ended(rollout):
+        if rollout.status == Status.ROLLING_BACK:
+            _rollback_nudge(rollout)
         return None
     with transaction.atomic():
         rollout = _lock_for_decision(rollout.pk, rollout.environment_id)
@@ -621,6 +625,28 @@ def _rollback_ended(rollout: Rollout) -> bool:
 
     run = _rollout_run(rollout)
     return run is not None and run.status in (RunStatus.SUCCEEDED, RunStatus.FAILED)
+
+
+def _rollback_nudge(rollout: Rollout) -> None:
+    """Queue the rollout's rollback run again if it has not started within
+    ``ROLLBACK_REQUEUE_SECONDS``: a lost task message must not leave the
+    flag unrestored until the reaper's next pass. A duplicate delivery is a
+    no-op (steps are claimed)."""
+    from rollback.models import RunStatus
+    from rollback.services import rollback_run_queue
+
+    run = _rollout_run(rollout)
+    if run is None or run.status != RunStatus.PENDING:
+        return
+    if (timezone.now() - run.created_at).total_seconds() < ROLLBACK_REQUEUE_SECONDS:
+        return
+    try:
+        rollback_run_queue(run_id=run.pk)
+        logger.warning("rollout %s: rollback run %s had not started; queued again",
+                       rollout.pk, run.pk)
+    except Exception as exc:  # the beat's reaper remains
+        logger.warning("rollout %s: rollback run %s not queued again: %s",
+                       rollout.pk, run.pk, exc)
 
 
 def _rollback_progress(rollout: Rollout) -> dict | None:

@@ -400,3 +400,26 @@ def test_metrics__scrape__rollouts_by_status_and_phase(rollout_factory, health_s
     assert 'controlplane_canary_rollouts{status="completed"} 0.0' in body
     assert f'controlplane_canary_rollout_phase{{rollout="{rollout.pk}"}} 1.0' in body
     assert "controlplane_canary_breach_to_rollback_seconds_bucket" in body
+
+
+def test_controller_tick__rollback_run_never_started__queued_again_then_rolled_back(
+    rollout_factory, flag, production, report_outcomes
+):
+    # Given: a rollback whose task message was lost (its commit never ran
+    # the on-commit queueing here), created 10 s ago
+    import datetime as dt
+
+    rollout = rollout_factory(checks=[outcomes_check()])
+    report_outcomes(failures=10)
+    controller_tick()
+    assert _reload(rollout).status == Status.ROLLING_BACK
+    RollbackRun.objects.update(created_at=dt.datetime.now(dt.timezone.utc)
+                               - dt.timedelta(seconds=10))
+    # When: the next tick finds it still pending, queues it (run eagerly here)
+    controller_tick()
+    controller_tick()
+    # Then
+    assert RollbackRun.objects.get().status == "succeeded"
+    assert _reload(rollout).status == Status.ROLLED_BACK
+    assert answers(production, flag.key, ["m-pilot", *SAMPLE[:100]]) == {
+        key: False for key in ["m-pilot", *SAMPLE[:100]]}
