@@ -144,6 +144,10 @@ def controller_tick(*, rollout_id: int | None = None) -> TickReport:
         except DomainError as exc:  # e.g. the check was deleted meanwhile
             report.errors.append(f"check {result.job.check_id}: {exc.message}")
             continue
+        except Exception as exc:  # its lease expires: measured again later
+            logger.exception("controller: recording check %s failed", result.job.check_id)
+            report.errors.append(f"check {result.job.check_id}: {type(exc).__name__}: {exc}")
+            continue
         report.measured += 1
         report.verdicts[verdict] = report.verdicts.get(verdict, 0) + 1
     for pk in rollout_ids:
