@@ -386,10 +386,7 @@ def test_controller_tick__draft_and_finished_rollouts__ignored(rollout_factory, 
 
 
 def test_metrics__scrape__rollouts_by_status_and_phase(rollout_factory, health_server, client):
-    # Given
-    from canary.metrics import register_collector
-
-    register_collector()
+    # Given: the collector is registered at startup (CanaryConfig.ready)
     rollout = rollout_factory(checks=[http_check(health_server.url)])
     services.rollout_advance(rollout_id=rollout.pk, expected_phase=0, actor=CONTROLLER,
                              reason="test")
