@@ -746,6 +746,9 @@ def run_loop(stop_event: threading.Event, interval: float | None = None) -> None
         connections.close_all()
 
 
+_loops: list[tuple[threading.Thread, threading.Event]] = []
+
+
 def start_loop_thread(interval: float | None = None) -> tuple[threading.Thread, threading.Event]:
     """Start ``run_loop`` in a daemon thread; return it and its stop event."""
     stop = threading.Event()
@@ -753,5 +756,18 @@ def start_loop_thread(interval: float | None = None) -> tuple[threading.Thread, 
         target=run_loop, args=(stop, interval), name="canary-controller", daemon=True
     )
     thread.start()
+    with _loop_lock:
+        _loops.append((thread, stop))
     return thread, stop
+
+
+def stop_loop_threads(timeout: float = 10.0) -> None:
+    """Stop every loop this process started and wait for them to end."""
+    with _loop_lock:
+        loops, _loops[:] = list(_loops), []
+    for _, stop in loops:
+        stop.set()
+    _loop_wake.set()
+    for thread, _ in loops:
+        thread.join(timeout=timeout)
 

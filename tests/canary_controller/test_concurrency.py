@@ -142,3 +142,38 @@ def test_run_loop__check_due_before_next_tick__measured_on_time(rollout_factory,
         thread.join(timeout=10)
     # Then: measured at about 1 s and 2 s, not at the next 5 s tick
     assert CheckRun.objects.filter(rollout=rollout).count() >= 3
+
+
+@pytest.mark.django_db(transaction=True)
+def test_start_background_services__no_broker__controller_loop_runs():
+    # Given: tasks run in process (no broker), as on the zero-setup path
+    from canary.controller import stop_loop_threads
+    from flags.management.commands.demo import start_background_services
+
+    # When
+    start_background_services()
+    try:
+        running = loop_is_running() or (time.sleep(0.2) or loop_is_running())
+        names = [t.name for t in threading.enumerate()]
+    finally:
+        stop_loop_threads()
+    # Then
+    assert running and "canary-controller" in names
+    assert not loop_is_running()
+
+
+def test_start_background_services__broker_configured__no_loop():
+    # Given: a broker: celery worker and beat run the controller
+    from controlplane.celery import app
+    from flags.management.commands.demo import start_background_services
+
+    saved = app.conf.task_always_eager
+    app.conf.task_always_eager = False
+    try:
+        # When
+        start_background_services()
+        started = loop_is_running()
+    finally:
+        app.conf.task_always_eager = saved
+    # Then
+    assert not started
