@@ -129,17 +129,28 @@ class RolloutDetailOutputSerializer(RolloutOutputSerializer):
     checks = HealthCheckOutputSerializer(many=True, read_only=True)
     latest_check_runs = serializers.SerializerMethodField()
     last_decision = serializers.SerializerMethodField()
+    gate = serializers.SerializerMethodField(help_text="What the current phase waits for.")
     baseline = serializers.JSONField(read_only=True)
     captured_state = serializers.JSONField(read_only=True)
 
     class Meta(RolloutOutputSerializer.Meta):
         fields = [*RolloutOutputSerializer.Meta.fields, "baseline", "captured_state", "phases",
-                  "checks", "latest_check_runs", "last_decision"]
+                  "checks", "latest_check_runs", "last_decision", "gate"]
 
     def get_latest_check_runs(self, rollout: Rollout) -> list[dict]:
         runs = (CheckRun.objects.filter(rollout=rollout).select_related("health_check")
                 .order_by("-measured_at", "-id")[:20])
         return CheckRunOutputSerializer(runs, many=True).data
+
+    def get_gate(self, rollout: Rollout) -> dict | None:
+        from canary.services import rollout_gate
+        from canary.transitions import ACTIVE
+
+        if rollout.status not in ACTIVE or not rollout.phases.exists():
+            return None
+        decision = rollout_gate(rollout=rollout)
+        return {"action": decision.action, "reasons": list(decision.reasons),
+                "remaining_seconds": decision.remaining}
 
     def get_last_decision(self, rollout: Rollout) -> dict | None:
         from controlplane.audit.models import AuditEvent

@@ -139,6 +139,7 @@ def test_rollout_retrieve__with_runs__phases_checks_latest_runs_and_decision(api
     assert data["latest_check_runs"][0]["verdict"] == "pass"
     assert data["latest_check_runs"][0]["check_name"] == "error_rate"
     assert data["last_decision"]["action"] == "rollout.transition"
+    assert data["gate"]["action"] == "advance"  # min_duration 0, one passing sample
 
 
 def test_rollout_retrieve__unknown__404(api):
