@@ -4,7 +4,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from django.db import transaction
+
 from django.utils import timezone
 
 from canary.exceptions import Conflict, InvalidInput, RolloutInvalidTransition
@@ -14,7 +14,7 @@ from canary.services._common import Status, env_key, lock_rollout
 from canary.services.flag_moves import flag_restore, overrides_restore
 from canary.services.rollouts import rollout_transition
 from canary.transitions import ACTIVE
-from controlplane.audit.services import record_audit_event
+from controlplane.audit.services import audited_transaction, record_audit_event
 from flags.exceptions import DomainError
 from flags.models import Environment, Flag
 
@@ -44,7 +44,7 @@ def rollout_fail_phase(
     if on_failure is not None and on_failure not in ON_FAILURE_SEVERITY:
         raise InvalidInput(f"on_failure: must be one of {', '.join(ON_FAILURE_SEVERITY)}",
                            field="on_failure")
-    with transaction.atomic():
+    with audited_transaction():
         rollout = lock_rollout(rollout_id)
         if rollout.status in (Status.ROLLING_BACK, Status.ROLLED_BACK):
             return rollout  # already being put back: a duplicate
@@ -94,7 +94,7 @@ def rollout_begin_rollback(
         from rollback.services import rollback_run_start
     except ImportError:
         rollback_run_start = None
-    with transaction.atomic():
+    with audited_transaction():
         rollout = lock_rollout(rollout_id)
         if rollout.status in (Status.ROLLING_BACK, Status.ROLLED_BACK):
             return rollout
@@ -110,7 +110,7 @@ def rollout_begin_rollback(
                 reason="flag state restored (no rollback engine installed)",
                 details={"level": 1, "restore_problems": problems},
             )
-        flag_restore = {
+        restore_spec = {
             "flag": Flag.objects.get(pk=rollout.flag_id),
             "environment": Environment.objects.get(pk=rollout.environment_id),
             # Pilot overrides were put back above; the run restores the state.
@@ -119,10 +119,10 @@ def rollout_begin_rollback(
         run_level = level if rollout.deployment_id is not None else 1
         try:
             # A savepoint: a refused run (preflight) must not undo the rest.
-            with transaction.atomic():
+            with audited_transaction():
                 run = rollback_run_start(
                     actor=actor, level=run_level, reason=reason,
-                    deployment=rollout.deployment, flag_restore=flag_restore,
+                    deployment=rollout.deployment, flag_restore=restore_spec,
                     trigger="rollout", trigger_ref=str(rollout.pk),
                 )
         except DomainError as exc:
@@ -133,7 +133,7 @@ def rollout_begin_rollback(
             run_level = 1
             run = rollback_run_start(
                 actor=actor, level=1, reason=f"{reason} (level {level} refused: {refused})",
-                deployment=rollout.deployment, flag_restore=flag_restore,
+                deployment=rollout.deployment, flag_restore=restore_spec,
                 trigger="rollout", trigger_ref=str(rollout.pk),
             )
         record_audit_event(
@@ -164,7 +164,7 @@ def rollout_rollback_finished(
     ``rollout.rollback_failed`` audit event (an operator must act). Already
     rolled back: unchanged. Raise RolloutInvalidTransition otherwise.
     """
-    with transaction.atomic():
+    with audited_transaction():
         rollout = lock_rollout(rollout_id)
         if rollout.status == Status.ROLLED_BACK:
             return rollout
@@ -185,7 +185,7 @@ def rollout_restore_flag(*, rollout_id: int, actor: Any, reason: str) -> list[st
     """Put the flag state and pilot overrides back as captured at start
     (what a level-1 rollback does), without changing the rollout's status.
     Return what could not be restored. For the controller and tools."""
-    with transaction.atomic():
+    with audited_transaction():
         rollout = lock_rollout(rollout_id)
         if rollout.captured_state is None:
             raise Conflict(f"rollout {rollout.pk} never started: nothing to restore",
