@@ -59,7 +59,7 @@ from canary.services import (
 )
 from canary.transitions import ACTIVE
 from controlplane.audit.actors import CONTROLLER
-from controlplane.audit.services import _lock_chain as audit_chain_lock
+from controlplane.audit.services import audit_chain_lock
 from controlplane.conf import setting
 from flags.exceptions import DomainError
 from flags.models import Environment

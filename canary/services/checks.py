@@ -11,7 +11,7 @@ import datetime as dt
 import math
 from typing import Any, Mapping
 
-from django.db import transaction
+
 from django.utils import timezone
 
 from canary import analysis, health
@@ -29,7 +29,7 @@ from canary.models import (
     Verdict,
 )
 from controlplane.audit.actors import CONTROLLER
-from controlplane.audit.services import record_audit_event
+from controlplane.audit.services import audited_transaction, record_audit_event
 from controlplane.conf import setting
 
 _CHECK_FIELDS = {
@@ -291,7 +291,7 @@ def check_run_record(
         raise InvalidInput(f"verdict: must be one of {', '.join(Verdict.values)}",
                            field="verdict")
     measured_at = measured_at or timezone.now()
-    with transaction.atomic():
+    with audited_transaction():
         check = HealthCheck.objects.select_for_update().filter(pk=check_id).first()
         if check is None:
             raise NotFound(f"unknown health check {check_id}", field="check_id")

@@ -14,14 +14,14 @@ import datetime as dt
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from django.db import transaction
+
 from django.utils import timezone
 
 from canary.exceptions import Conflict, InvalidInput, NotFound
 from canary.models import CheckMode, HealthCheck, Rollout, RolloutStatus
 from canary.services.checks import checks_clean
 from canary.services.rollouts import rollout_start
-from controlplane.audit.services import record_audit_event
+from controlplane.audit.services import audited_transaction, record_audit_event
 from flags.models import FlagState
 
 # Look this far back when measuring a check before start (outcome events of
@@ -241,7 +241,7 @@ def health_check_create(*, actor: Any, rollout_id: Any, check: Any) -> HealthChe
     name, Conflict once the rollout has started, NotFound for an unknown
     rollout.
     """
-    with transaction.atomic():
+    with audited_transaction():
         rollout = _lock_draft(rollout_id)
         try:
             clean = _clean_one(rollout, check)
@@ -276,7 +276,7 @@ def health_check_update(*, actor: Any, rollout_id: Any, check_id: Any, changes: 
     """
     if not isinstance(changes, dict):
         raise InvalidInput("send an object with the fields to change", field="check")
-    with transaction.atomic():
+    with audited_transaction():
         rollout = _lock_draft(rollout_id)
         row = _check_of(rollout, check_id)
         before = health_check_definition(row)
@@ -299,7 +299,7 @@ def health_check_update(*, actor: Any, rollout_id: Any, check_id: Any, changes: 
 
 def health_check_delete(*, actor: Any, rollout_id: Any, check_id: Any) -> None:
     """Remove a check from a draft rollout; writes ``check.deleted``."""
-    with transaction.atomic():
+    with audited_transaction():
         rollout = _lock_draft(rollout_id)
         row = _check_of(rollout, check_id)
         before = health_check_definition(row)

@@ -39,7 +39,7 @@ from canary.services.flag_moves import (
     phase_apply,
 )
 from canary.transitions import ACTIVE, TERMINAL, is_allowed
-from controlplane.audit.services import record_audit_event
+from controlplane.audit.services import audited_transaction, record_audit_event
 from flags import services as flag_services
 from flags.models import Environment, Flag, FlagState, MerchantOverride
 
@@ -84,7 +84,7 @@ def rollout_create(
                     f"checks[{i}].on_failure: {check['on_failure']} reverts a deployment, "
                     "and this rollout has none", field=f"checks[{i}].on_failure",
                 )
-    with transaction.atomic():
+    with audited_transaction():
         if not FlagState.objects.filter(flag=flag, environment=environment).exists():
             raise Conflict(f"flag {flag.key!r} has no state in {environment.key!r}",
                            field="environment")
@@ -128,7 +128,7 @@ def rollout_set_baseline(*, rollout_id: int, actor: Any, baseline: dict[str, flo
     mode compares with them). Only for a draft; unknown names are refused."""
     if not isinstance(baseline, dict):
         raise InvalidInput("baseline: must be an object of check name -> value", field="baseline")
-    with transaction.atomic():
+    with audited_transaction():
         rollout = lock_rollout(rollout_id)
         if rollout.status != Status.DRAFT:
             raise Conflict(f"rollout {rollout.pk} is {rollout.status}: the baseline is fixed "
@@ -173,7 +173,7 @@ def rollout_transition(
     """
     if to not in Status.values:
         raise InvalidInput(f"to: must be one of {', '.join(Status.values)}", field="to")
-    with transaction.atomic():
+    with audited_transaction():
         rollout = lock_rollout(rollout_id)
         if rollout.status == to:
             return rollout
@@ -239,7 +239,7 @@ def rollout_start(
     RolloutInvalidTransition for a finished rollout, RolloutAlreadyActive
     when another rollout owns the flag, Conflict for an archived flag.
     """
-    with transaction.atomic():
+    with audited_transaction():
         rollout = lock_rollout(rollout_id)
         if rollout.status != Status.DRAFT:
             if rollout.started_at is not None and rollout.status not in TERMINAL:
@@ -314,7 +314,7 @@ def rollout_advance(
     the rollout added. Raise RolloutInvalidTransition when not running,
     Conflict when approval is missing.
     """
-    with transaction.atomic():
+    with audited_transaction():
         rollout = lock_rollout(rollout_id)
         if rollout.current_phase != expected_phase or rollout.status == Status.COMPLETED:
             return rollout
@@ -386,7 +386,7 @@ def rollout_approve(
     running if still awaiting). Writes ``rollout.approved``. Raise
     RolloutInvalidTransition for a rollout that is not in progress.
     """
-    with transaction.atomic():
+    with audited_transaction():
         rollout = lock_rollout(rollout_id)
         if rollout.status not in ACTIVE:
             raise RolloutInvalidTransition(rollout.status, "approved", rollout_id=rollout.pk)
@@ -425,7 +425,7 @@ def rollout_resume(*, rollout_id: int, actor: Any, reason: str = "") -> Rollout:
     counters start afresh (past failures, inconclusive and error counts are
     cleared; their check runs are kept) and checks are due now. Already
     running: unchanged. Raise RolloutInvalidTransition unless paused."""
-    with transaction.atomic():
+    with audited_transaction():
         rollout = lock_rollout(rollout_id)
         if rollout.status == Status.RUNNING:
             return rollout
@@ -442,7 +442,7 @@ def rollout_abort(*, rollout_id: int, actor: Any, reason: str) -> Rollout:
     overrides are put back as captured at start, in the same transaction.
     Already aborted: unchanged. Raise RolloutInvalidTransition for a
     completed, rolling-back or rolled-back rollout."""
-    with transaction.atomic():
+    with audited_transaction():
         rollout = lock_rollout(rollout_id)
         if rollout.status == Status.ABORTED:
             return rollout

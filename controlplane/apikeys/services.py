@@ -5,12 +5,12 @@ import hashlib
 import secrets
 from typing import Any
 
-from django.db import transaction
+
 from django.utils import timezone
 
 from controlplane.apikeys.models import ApiKey, Scope
 from controlplane.audit.actors import as_actor
-from controlplane.audit.services import record_audit_event
+from controlplane.audit.services import audited_transaction, record_audit_event
 from flags.exceptions import Conflict, InvalidInput
 
 PREFIXES = {Scope.SERVER: "cp_srv_", Scope.MANAGEMENT: "cp_mgt_"}
@@ -58,7 +58,7 @@ def apikey_create(
                                field="user")
     actor = as_actor(actor)
     raw = PREFIXES[Scope(scope)] + secrets.token_urlsafe(32)
-    with transaction.atomic():
+    with audited_transaction():
         api_key = ApiKey.objects.create(
             name=name, scope=scope, environment=environment, user=user,
             prefix=raw[:PREFIX_LENGTH], secret_hash=key_hash(raw), created_by=str(actor),
@@ -76,7 +76,7 @@ def apikey_revoke(*, actor: Any, api_key: ApiKey) -> ApiKey:
 
     Raises Conflict when the key is already revoked.
     """
-    with transaction.atomic():
+    with audited_transaction():
         api_key = ApiKey.objects.select_for_update(of=("self",)).select_related(
             "environment", "user"
         ).get(pk=api_key.pk)

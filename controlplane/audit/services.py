@@ -10,10 +10,11 @@ import decimal
 import hashlib
 import json
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Iterator
 
-from django.db import connection, models
+from django.db import connection, models, transaction
 from django.utils import timezone
 
 from controlplane.audit.actors import Actor, as_actor
@@ -77,15 +78,30 @@ def _describe_target(target: Any) -> tuple[str, str, str]:
     raise TypeError("target must be a model instance or (type, id[, repr])")
 
 
-def _lock_chain() -> None:
+def audit_chain_lock() -> None:
     """Serialize chain appends so every event links to the one before it.
 
-    PostgreSQL: a transaction-scoped advisory lock, released at commit.
-    SQLite: transactions start IMMEDIATE (settings), so writers are serialized.
+    PostgreSQL: a transaction-scoped advisory lock, released at commit (taking
+    it again in the same transaction is free). SQLite: transactions start
+    IMMEDIATE (settings), so writers are serialized already.
     """
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_CHAIN_LOCK_KEY])
+
+
+@contextmanager
+def audited_transaction() -> Iterator[None]:
+    """Open ``transaction.atomic()`` and take the audit-chain lock first.
+
+    Every audited write needs the chain lock before it commits. Taking it
+    before any row lock gives all audited writes one lock order (chain, then
+    rows), so two services can never deadlock by locking a row and the chain
+    in opposite orders. Services use this instead of a bare atomic block.
+    """
+    with transaction.atomic():
+        audit_chain_lock()
+        yield
 
 
 def record_audit_event(
@@ -107,7 +123,7 @@ def record_audit_event(
         raise RuntimeError("record_audit_event must run inside the change's transaction")
     who: Actor = as_actor(actor)
     target_type, target_id, target_repr = _describe_target(target)
-    _lock_chain()
+    audit_chain_lock()
     last = AuditEvent.objects.order_by("-id").values_list("hash", flat=True).first()
     event = AuditEvent(
         created_at=timezone.now(),
@@ -191,6 +207,8 @@ def history_for(*, target: Any, limit: int = 20):
 
 __all__ = [
     "GENESIS_HASH",
+    "audit_chain_lock",
+    "audited_transaction",
     "ChainReport",
     "audit_chain_verify",
     "audit_event_as_dict",

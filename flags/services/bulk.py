@@ -5,10 +5,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError
 from django.utils import timezone
 
-from controlplane.audit.services import record_audit_event
+from controlplane.audit.services import audited_transaction, record_audit_event
 from controlplane.conf import setting
 from flags.exceptions import Conflict, InvalidInput
 from flags.models import Merchant
@@ -73,7 +73,7 @@ def merchant_upsert_many(*, actor: Any, items: list[dict]) -> BulkUpsertResult:
             )
         seen[data["key"]] = index
         cleaned.append(data)
-    with transaction.atomic():
+    with audited_transaction():
         existing = {
             merchant.key: merchant
             for merchant in Merchant.objects.select_for_update().filter(key__in=list(seen))
@@ -100,7 +100,7 @@ def merchant_upsert_many(*, actor: Any, items: list[dict]) -> BulkUpsertResult:
         try:
             # Keys were checked against the rows locked above; a clash here
             # means another request created the same key meanwhile.
-            with transaction.atomic():
+            with audited_transaction():
                 Merchant.objects.bulk_create(new, batch_size=500)
         except IntegrityError:
             raise Conflict("merchants: some of these keys were just created by another "

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db import transaction
 
-from controlplane.audit.services import record_audit_event
+
+from controlplane.audit.services import audited_transaction, record_audit_event
 from flags import engine
 from flags.exceptions import Conflict, InvalidInput
 from flags.models import Environment, Flag, FlagState, MerchantOverride, ValueType
@@ -45,7 +45,7 @@ def _default_state(flag: Flag, environment: Environment, off_variation: str) -> 
 
 def environment_create(*, actor: Any, key: str, name: str = "", sort_order: int = 0) -> Environment:
     """Create an environment and an (off) state in it for every flag."""
-    with transaction.atomic():
+    with audited_transaction():
         environment = Environment(key=key, name=name or key, sort_order=sort_order)
         full_clean(environment)
         environment.save()
@@ -104,7 +104,7 @@ def flag_create(
         variations = engine.validate_variations(value_type, variations)
     except engine.RulesetError as exc:
         raise invalid_from(exc) from None
-    with transaction.atomic():
+    with audited_transaction():
         flag = Flag(
             key=key, name=name or key, value_type=value_type, variations=variations,
             description=description, owner=owner, tags=_clean_tags(tags),
@@ -139,7 +139,7 @@ def flag_update(
     The key and value type never change. Variations may change values or be
     added; a variation still used by a state, rule or override cannot go.
     """
-    with transaction.atomic():
+    with audited_transaction():
         flag = Flag.objects.select_for_update().get(pk=flag.pk)
         before = _flag_snapshot(flag)
         if name is not None:
@@ -194,7 +194,7 @@ def _variations_in_use(flag: Flag) -> set[str]:
 
 def flag_archive(*, actor: Any, flag: Flag, archived: bool = True) -> Flag:
     """Archive a flag (evaluations then answer FLAG_NOT_FOUND) or unarchive it."""
-    with transaction.atomic():
+    with audited_transaction():
         flag = Flag.objects.select_for_update().get(pk=flag.pk)
         if flag.archived == archived:
             return flag

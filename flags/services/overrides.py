@@ -4,12 +4,12 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from django.db import transaction
+
 from django.db.models import Q
 from django.utils import timezone
 
 from controlplane.audit.actors import SYSTEM
-from controlplane.audit.services import record_audit_event
+from controlplane.audit.services import audited_transaction, record_audit_event
 from flags.exceptions import Conflict, InvalidInput, NotFound
 from flags.models import Environment, Flag, Merchant, MerchantOverride
 from flags.services._common import bump_rulesets
@@ -53,7 +53,7 @@ def override_set(
             raise InvalidInput("expires_at: needs a time zone", field="expires_at")
         if expires_at <= timezone.now():
             raise InvalidInput("expires_at: must be in the future", field="expires_at")
-    with transaction.atomic():
+    with audited_transaction():
         merchant = Merchant.objects.select_for_update().get(pk=merchant.pk)
         if not merchant.is_active:
             raise Conflict(f"merchant {merchant.key!r} is inactive", field="merchant")
@@ -87,7 +87,7 @@ def override_remove(
     *, actor: Any, flag: Flag, environment: Environment, merchant: Merchant, reason: str = "",
 ) -> None:
     """Remove the merchant's override; raise NotFound when there is none."""
-    with transaction.atomic():
+    with audited_transaction():
         override = (
             MerchantOverride.objects.select_for_update()
             .select_related("flag", "merchant")
@@ -126,7 +126,7 @@ def overrides_purge_expired(*, actor: Any = SYSTEM, now: dt.datetime | None = No
         MerchantOverride.objects.filter(expires_at__lte=now).values_list("pk", flat=True)
     )
     for pk in expired_ids:
-        with transaction.atomic():
+        with audited_transaction():
             override = (
                 MerchantOverride.objects.select_for_update(skip_locked=True)
                 .select_related("flag", "merchant", "environment")

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db import transaction
 
-from controlplane.audit.services import record_audit_event
+
+from controlplane.audit.services import audited_transaction, record_audit_event
 from flags import engine
 from flags.exceptions import Conflict, InvalidInput
 from flags.models import FlagState, Merchant, Segment
@@ -36,7 +36,7 @@ def merchant_create(
     *, actor: Any, key: str, name: str = "", attributes: dict | None = None, is_active: bool = True,
 ) -> Merchant:
     """Register a merchant."""
-    with transaction.atomic():
+    with audited_transaction():
         merchant = Merchant(key=key, name=name, is_active=is_active,
                             attributes=_clean_attributes(attributes))
         full_clean(merchant)
@@ -56,7 +56,7 @@ def merchant_update(
     is_active: bool | None = None,
 ) -> Merchant:
     """Update a merchant's name, attributes (replaced whole) or activity."""
-    with transaction.atomic():
+    with audited_transaction():
         merchant = Merchant.objects.select_for_update().get(pk=merchant.pk)
         before = _merchant_snapshot(merchant)
         if name is not None:
@@ -95,7 +95,7 @@ def segment_create(
     *, actor: Any, key: str, name: str = "", clauses: list, description: str = "",
 ) -> Segment:
     """Create a segment: clauses over merchant attributes, all of which must match."""
-    with transaction.atomic():
+    with audited_transaction():
         segment = Segment(key=key, name=name or key, description=description,
                           clauses=_clean_clauses(clauses))
         full_clean(segment)
@@ -110,7 +110,7 @@ def segment_update(
     description: str | None = None,
 ) -> Segment:
     """Update a segment; rulesets of every environment move with it."""
-    with transaction.atomic():
+    with audited_transaction():
         segment = Segment.objects.select_for_update().get(pk=segment.pk)
         before = _segment_snapshot(segment)
         if name is not None:
@@ -132,7 +132,7 @@ def segment_update(
 
 def segment_delete(*, actor: Any, segment: Segment) -> None:
     """Delete a segment no rule uses."""
-    with transaction.atomic():
+    with audited_transaction():
         segment = Segment.objects.select_for_update().get(pk=segment.pk)
         for state in FlagState.objects.select_related("flag", "environment"):
             for rule in state.rules:

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from django.db import transaction
+
 from django.utils import timezone
 
-from controlplane.audit.services import record_audit_event
+from controlplane.audit.services import audited_transaction, record_audit_event
 from flags import engine
 from flags.exceptions import Conflict, InvalidInput, VersionConflict
 from flags.models import Environment, Flag, FlagState, Segment
@@ -48,7 +48,7 @@ def _change_state(
     details: dict | None = None,
     allow_archived: bool = False,
 ) -> FlagState:
-    with transaction.atomic():
+    with audited_transaction():
         state = (
             FlagState.objects.select_for_update()
             .select_related("flag", "environment")

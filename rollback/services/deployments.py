@@ -3,10 +3,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db import transaction
+
 
 from controlplane.audit.actors import as_actor
-from controlplane.audit.services import record_audit_event
+from controlplane.audit.services import audited_transaction, record_audit_event
 from flags.exceptions import InvalidInput, NotFound
 from flags.models import Environment
 from rollback.models import Deployment, DeploymentStatus
@@ -68,7 +68,7 @@ def deployment_record(
     env = _environment(environment)
     state = migration_state_capture() if migration_state is None else _check_migration_state(migration_state)
     who = as_actor(actor)
-    with transaction.atomic():
+    with audited_transaction():
         previous = (
             Deployment.objects.select_for_update()
             .filter(service=service, environment=env, status=DeploymentStatus.LIVE)
@@ -102,7 +102,7 @@ def deployment_mark_reverted(*, actor: Any, deployment_id: int, run_id: int | No
     Called by the run service in the transaction that records the successful
     deployment-revert step, so the records say what really runs.
     """
-    with transaction.atomic():
+    with audited_transaction():
         deployment = Deployment.objects.select_for_update().select_related("environment").get(pk=deployment_id)
         if deployment.status == DeploymentStatus.REVERTED:
             return deployment

@@ -15,7 +15,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from controlplane.audit.actors import Actor, as_actor
-from controlplane.audit.services import record_audit_event
+from controlplane.audit.services import audited_transaction, record_audit_event
 from controlplane.conf import setting
 from flags.exceptions import Conflict, InvalidInput, InvalidTransition, NotFound
 from rollback import metrics
@@ -160,7 +160,7 @@ def rollback_run_start(
         if reasons:
             raise Conflict("rollback impossible: " + "; ".join(reasons), field="level")
     who = as_actor(actor)
-    with transaction.atomic():
+    with audited_transaction():
         if dep is not None:
             dep = Deployment.objects.select_for_update(of=("self",)).select_related(
                 "environment", "previous").get(pk=dep.pk)
@@ -252,7 +252,7 @@ def rollback_step_claim(*, run_id: int, worker: str = "") -> Claim | None:
     A step found running with an expired lease is taken over with
     ``verify_first`` set: the caller checks reality before re-running it.
     """
-    with transaction.atomic():
+    with audited_transaction():
         run = RollbackRun.objects.select_for_update(of=("self",)).select_related("deployment__environment").filter(
             pk=run_id).first()
         if run is None or run.status in (RunStatus.SUCCEEDED, RunStatus.FAILED):
@@ -303,7 +303,7 @@ def rollback_step_finish(
     """
     from rollback.services.deployments import deployment_mark_reverted
 
-    with transaction.atomic():
+    with audited_transaction():
         run = RollbackRun.objects.select_for_update(of=("self",)).select_related("deployment__environment").get(
             pk=claim.run_id)
         step = RollbackStep.objects.select_for_update().get(pk=claim.step_id)
@@ -358,7 +358,7 @@ def rollback_run_retry(*, actor: Any, run_id: Any) -> RollbackRun:
 
     who = as_actor(actor)
     pk = rollback_run_get(run_id).pk
-    with transaction.atomic():
+    with audited_transaction():
         run = RollbackRun.objects.select_for_update(of=("self",)).select_related("deployment__environment").get(pk=pk)
         if run.status != RunStatus.FAILED:
             raise InvalidTransition(f"rollback run {run.pk} is {run.status}: only a failed run can be retried",
