@@ -1,6 +1,7 @@
 """Demo rollout: a draft of sequential_workflow in production, ready to start.
 
-``demo_rollout_ensure()`` is called by ``flags.demo.demo_ensure`` at the end
+``demo_rollout_ensure()`` is called by ``demo_project_ensure`` after
+``flags.demo.demo_ensure``
 of every demo start. It creates the draft only when the flag has never had
 a rollout in production, so a second run writes nothing, and an operator's
 own rollouts are left alone. Phases are short (``demo-fast``: pilot m-1001,
@@ -10,6 +11,7 @@ outcome events apps report (``manage.py simulate`` plays the app).
 from __future__ import annotations
 
 from canary.models import Rollout
+from flags.demo import DemoReport
 from controlplane.audit.actors import SYSTEM
 
 FLAG = "sequential_workflow"
@@ -59,3 +61,16 @@ def demo_rollout_ensure() -> Rollout | None:
         actor=SYSTEM, template=TEMPLATE, flag=flag, environment=environment,
         pilot_merchants=PILOT, checks=CHECKS, name=NAME,
     )
+
+
+def demo_project_ensure() -> "DemoReport":
+    """Create the whole demo if absent: flags data, then the draft rollout.
+
+    Lives in canary, the top of the dependency chain (canary -> rollback ->
+    flags), so the flags app never imports canary.
+    """
+    from flags.demo import demo_ensure
+
+    report = demo_ensure()
+    demo_rollout_ensure()
+    return report

@@ -208,9 +208,6 @@ def demo_ensure() -> DemoReport:
             report.flags.append(flag.key)
 
         report.admin_created = _ensure_admin()
-    from canary.demo import demo_rollout_ensure  # lazy: canary builds on flags
-
-    demo_rollout_ensure()  # the demo's draft rollout of sequential_workflow
     return report
 
 

@@ -148,7 +148,7 @@ def test_run_loop__check_due_before_next_tick__measured_on_time(rollout_factory,
 def test_start_background_services__no_broker__controller_loop_runs():
     # Given: tasks run in process (no broker), as on the zero-setup path
     from canary.controller import stop_loop_threads
-    from flags.management.commands.demo import start_background_services
+    from canary.management.commands.demo import start_background_services
 
     # When
     start_background_services()
@@ -165,7 +165,7 @@ def test_start_background_services__no_broker__controller_loop_runs():
 def test_start_background_services__broker_configured__no_loop():
     # Given: a broker: celery worker and beat run the controller
     from controlplane.celery import app
-    from flags.management.commands.demo import start_background_services
+    from canary.management.commands.demo import start_background_services
 
     saved = app.conf.task_always_eager
     app.conf.task_always_eager = False

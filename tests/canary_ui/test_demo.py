@@ -1,4 +1,4 @@
-"""The demo's draft rollout: created once by demo_ensure, ready to start."""
+"""The demo's draft rollout: created once by demo_project_ensure, ready to start."""
 from __future__ import annotations
 
 from io import StringIO
@@ -7,7 +7,7 @@ from django.core.management import call_command
 
 from canary.models import Rollout, RolloutStatus
 from controlplane.audit.models import AuditEvent
-from flags.demo import demo_ensure
+from canary.demo import demo_project_ensure as demo_ensure
 
 
 def test_demo_ensure__fresh__draft_rollout_of_sequential_workflow(db):

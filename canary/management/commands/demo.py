@@ -1,7 +1,7 @@
 """``manage.py demo [--serve]``: migrate, create demo data if absent, serve.
 
 The zero-setup entry point behind ``bash .ci/serve``: it runs ``migrate``
-quietly, calls ``flags.demo.demo_ensure()``, prints where to go and how to
+quietly, calls ``canary.demo.demo_project_ensure()``, prints where to go and how to
 log in, and with ``--serve`` starts the background services and the dev
 server.
 """
@@ -14,7 +14,8 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import DatabaseError
 
 from controlplane.conf import setting
-from flags.demo import DemoReport, demo_ensure
+from canary.demo import demo_project_ensure
+from flags.demo import DemoReport
 
 
 def start_background_services() -> None:
@@ -56,7 +57,7 @@ class Command(BaseCommand):
             raise CommandError(f"--addr: {addr!r} is not HOST:PORT (e.g. 127.0.0.1:8000)")
         try:
             call_command("migrate", verbosity=0, interactive=options["interactive"])
-            report = demo_ensure()
+            report = demo_project_ensure()
         except DatabaseError as exc:
             text = " ".join(str(exc).split()) or type(exc).__name__
             raise CommandError(f"database error: {text}") from None
