@@ -150,6 +150,18 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Flags, evaluation (native and OFREP), rollouts and rollbacks.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "flags.api.eval_schema.add_evaluation_paths",
+    ],
+    # Several models have a "status" field: name each choice set once.
+    "ENUM_NAME_OVERRIDES": {
+        "RolloutStatusEnum": "canary.models.RolloutStatus",
+        "CheckStatusEnum": "canary.models.CheckStatus",
+        "DeploymentStatusEnum": "rollback.models.DeploymentStatus",
+        "RollbackRunStatusEnum": "rollback.models.RunStatus",
+        "RollbackStepStatusEnum": "rollback.models.StepStatus",
+    },
 }
 
 LOGGING = {
