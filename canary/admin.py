@@ -34,6 +34,7 @@ from controlplane.audit.admin import audit_history_url
 from controlplane.audit.models import AuditEvent
 from flags.exceptions import DomainError
 from flags.models import Environment, Flag
+from flags import admin as flags_admin
 
 Status = RolloutStatus
 LATEST_RUNS = 20
@@ -182,19 +183,8 @@ ACTIONS: dict[str, RolloutAction] = {action.name: action for action in (
 # -- inlines ------------------------------------------------------------------
 
 
-class ReadOnlyInline(admin.TabularInline):
-    extra = 0
-    can_delete = False
-    show_change_link = False
-
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
+class ReadOnlyInline(flags_admin.ReadOnlyInline):
+    show_change_link = False  # phases, checks and runs have no pages of their own
 
 
 class PhaseInline(ReadOnlyInline):
