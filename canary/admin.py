@@ -32,9 +32,9 @@ from canary.transitions import ACTIVE
 from controlplane.audit.actors import Actor, actor_for_user
 from controlplane.audit.admin import audit_history_url
 from controlplane.audit.models import AuditEvent
+from flags import admin as flags_admin
 from flags.exceptions import DomainError
 from flags.models import Environment, Flag
-from flags import admin as flags_admin
 
 Status = RolloutStatus
 LATEST_RUNS = 20
