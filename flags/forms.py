@@ -12,7 +12,7 @@ from typing import Any
 from django import forms
 from django.core.exceptions import ValidationError
 
-from flags import engine
+from flags import engine, validation
 from flags.models import Environment, Flag, FlagState, Merchant, MerchantOverride, Segment
 
 
@@ -79,7 +79,7 @@ class FlagForm(forms.ModelForm):
                 self.add_error("variations", f"A {value_type} flag needs variations.")
         elif value_type:
             try:
-                cleaned["variations"] = engine.validate_variations(value_type, variations)
+                cleaned["variations"] = validation.validate_variations(value_type, variations)
             except engine.RulesetError as exc:
                 self.add_error("variations", f"{exc.field}: {exc.message}")
         return cleaned

@@ -6,7 +6,7 @@ from typing import Any
 
 
 from controlplane.audit.services import audited_transaction, record_audit_event
-from flags import engine
+from flags import engine, validation
 from flags.exceptions import Conflict, InvalidInput
 from flags.models import Environment, Flag, FlagState, MerchantOverride, ValueType
 from flags.services._common import (
@@ -101,7 +101,7 @@ def flag_create(
             raise InvalidInput(f"variations: a {value_type} flag needs variations", field="variations")
         variations = BOOL_VARIATIONS
     try:
-        variations = engine.validate_variations(value_type, variations)
+        variations = validation.validate_variations(value_type, variations)
     except engine.RulesetError as exc:
         raise invalid_from(exc) from None
     with audited_transaction():
@@ -153,7 +153,7 @@ def flag_update(
         affects_evaluation = False
         if variations is not None:
             try:
-                variations = engine.validate_variations(flag.value_type, variations)
+                variations = validation.validate_variations(flag.value_type, variations)
             except engine.RulesetError as exc:
                 raise invalid_from(exc) from None
             new_keys = {v["key"] for v in variations}

@@ -6,7 +6,7 @@ from typing import Any
 
 
 from controlplane.audit.services import audited_transaction, record_audit_event
-from flags import engine
+from flags import engine, validation
 from flags.exceptions import Conflict, InvalidInput
 from flags.models import FlagState, Merchant, Segment
 from flags.services._common import bump_all_rulesets, full_clean, invalid_from
@@ -80,7 +80,7 @@ def _clean_clauses(clauses: Any) -> list[dict]:
     if not isinstance(clauses, list) or not clauses:
         raise InvalidInput("clauses: needs at least one clause", field="clauses")
     try:
-        return [engine.validate_clause(clause, f"clauses[{n}]", None)
+        return [validation.validate_clause(clause, f"clauses[{n}]", None)
                 for n, clause in enumerate(clauses)]
     except engine.RulesetError as exc:
         raise invalid_from(exc) from None

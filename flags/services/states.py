@@ -13,7 +13,7 @@ from typing import Any, Callable
 from django.utils import timezone
 
 from controlplane.audit.services import audited_transaction, record_audit_event
-from flags import engine
+from flags import engine, validation
 from flags.exceptions import Conflict, InvalidInput, VersionConflict
 from flags.models import Environment, Flag, FlagState, Segment
 from flags.services._common import bump_rulesets, invalid_from, state_snapshot
@@ -29,10 +29,10 @@ def _validate(state: FlagState) -> None:
     if not isinstance(state.bucket_by, str) or not state.bucket_by.strip():
         raise InvalidInput("bucket_by: is required", field="bucket_by")
     try:
-        state.rules = engine.validate_rules(
+        state.rules = validation.validate_rules(
             state.rules, keys, Segment.objects.values_list("key", flat=True)
         )
-        state.fallthrough = engine.validate_serve(state.fallthrough, keys, "fallthrough")
+        state.fallthrough = validation.validate_serve(state.fallthrough, keys, "fallthrough")
     except engine.RulesetError as exc:
         raise invalid_from(exc) from None
 
@@ -138,7 +138,7 @@ def percentage_split(flag: Flag, percentage: float, treatment: str | None,
     if treatment == control:
         raise InvalidInput("control: must differ from the treatment", field="control")
     try:
-        weight = engine.percent_to_weight(percentage)
+        weight = validation.percent_to_weight(percentage)
     except engine.RulesetError as exc:
         raise invalid_from(exc) from None
     return {"split": [

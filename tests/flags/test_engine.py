@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flags import engine
+from flags import engine, validation
 
 BOOL = [{"key": "on", "value": True}, {"key": "off", "value": False}]
 THEMES = [{"key": "light", "value": "light"}, {"key": "dark", "value": "dark"},
@@ -427,7 +427,7 @@ def test_evaluate__arbitrary_input__never_raises(flag_key, context, value_type):
 ])
 def test_validate_variations__valid__accepted(value_type, variations):
     # Given / When
-    normalized = engine.validate_variations(value_type, variations)
+    normalized = validation.validate_variations(value_type, variations)
     # Then
     assert [v["key"] for v in normalized] == [v["key"] for v in variations]
 
@@ -454,7 +454,7 @@ def test_validate_variations__valid__accepted(value_type, variations):
 def test_validate_variations__invalid__refused_with_field(value_type, variations, field):
     # Given / When
     with pytest.raises(engine.RulesetError) as error:
-        engine.validate_variations(value_type, variations)
+        validation.validate_variations(value_type, variations)
     # Then
     assert error.value.field == field
 
@@ -479,14 +479,14 @@ def test_validate_variations__invalid__refused_with_field(value_type, variations
 def test_validate_serve__invalid__refused(serve, field):
     # Given / When
     with pytest.raises(engine.RulesetError) as error:
-        engine.validate_serve(serve, ["on", "off"], "fallthrough")
+        validation.validate_serve(serve, ["on", "off"], "fallthrough")
     # Then
     assert error.value.field == field
 
 
 def test_validate_serve__weights_sum_to_100000__accepted():
     # Given / When
-    normalized = engine.validate_serve(split(12_345), ["on", "off"], "fallthrough")
+    normalized = validation.validate_serve(split(12_345), ["on", "off"], "fallthrough")
     # Then
     assert sum(arm["weight"] for arm in normalized["split"]) == engine.BUCKETS
 
@@ -505,7 +505,7 @@ def test_validate_serve__weights_sum_to_100000__accepted():
 def test_validate_clause__invalid__refused(bad_clause, field):
     # Given / When
     with pytest.raises(engine.RulesetError) as error:
-        engine.validate_clause(bad_clause, "r", ["gold"])
+        validation.validate_clause(bad_clause, "r", ["gold"])
     # Then
     assert error.value.field == field
 
@@ -515,7 +515,7 @@ def test_validate_rules__unknown_variation_in_rule__refused():
     rules = [rule(clause("tier", "in", "gold"), serve={"variation": "maybe"})]
     # When
     with pytest.raises(engine.RulesetError) as error:
-        engine.validate_rules(rules, ["on", "off"], [])
+        validation.validate_rules(rules, ["on", "off"], [])
     # Then
     assert error.value.field == "rules[0].serve.variation"
 
@@ -526,7 +526,7 @@ def test_validate_rules__unknown_variation_in_rule__refused():
 ])
 def test_percent_to_weight__valid__thousandths_of_a_percent(percent, weight):
     # Given / When / Then
-    assert engine.percent_to_weight(percent) == weight
+    assert validation.percent_to_weight(percent) == weight
 
 
 @pytest.mark.parametrize("percent", [-0.001, 100.001, 0.0001, 12.3456, math.nan, math.inf,
@@ -534,4 +534,4 @@ def test_percent_to_weight__valid__thousandths_of_a_percent(percent, weight):
 def test_percent_to_weight__invalid__refused(percent):
     # Given / When / Then
     with pytest.raises(engine.RulesetError):
-        engine.percent_to_weight(percent)
+        validation.percent_to_weight(percent)
