@@ -1,7 +1,9 @@
 """Helpers shared by the rollout services (not part of the public API)."""
 from __future__ import annotations
 
-from canary.exceptions import NotFound
+from typing import Any
+
+from canary.exceptions import InvalidInput, NotFound
 from canary.models import Rollout, RolloutStatus
 from canary.transitions import ACTIVE
 from flags.models import Environment
@@ -24,3 +26,20 @@ def env_key(rollout: Rollout) -> str:
     return Environment.objects.filter(pk=rollout.environment_id).values_list(
         "key", flat=True
     ).get()
+
+
+def known_fields_object(raw: Any, allowed: set[str] | frozenset[str], prefix: str) -> dict:
+    """Return ``raw`` if it is an object with only ``allowed`` keys.
+
+    Raise InvalidInput naming ``prefix`` (e.g. ``phases[2]``) or the first
+    unknown key (``phases[2].colour``) otherwise.
+    """
+    if not isinstance(raw, dict):
+        raise InvalidInput(f"{prefix}: must be an object", field=prefix)
+    for key in raw:
+        if key not in allowed:
+            raise InvalidInput(
+                f"{prefix}.{key}: unknown field (allowed: {', '.join(sorted(allowed))})",
+                field=f"{prefix}.{key}",
+            )
+    return raw

@@ -28,6 +28,7 @@ from canary.models import (
     Rollout,
     Verdict,
 )
+from canary.services._common import known_fields_object
 from controlplane.audit.actors import CONTROLLER
 from controlplane.audit.services import audited_transaction, record_audit_event
 from controlplane.conf import setting
@@ -109,14 +110,7 @@ def checks_clean(checks: Any) -> list[dict]:
     names: set[str] = set()
     for i, raw in enumerate(checks):
         prefix = f"checks[{i}]"
-        if not isinstance(raw, dict):
-            raise InvalidInput(f"{prefix}: must be an object", field=prefix)
-        for key in raw:
-            if key not in _CHECK_FIELDS:
-                raise InvalidInput(
-                    f"{prefix}.{key}: unknown field (allowed: {', '.join(sorted(_CHECK_FIELDS))})",
-                    field=f"{prefix}.{key}",
-                )
+        known_fields_object(raw, _CHECK_FIELDS, prefix)
         check = {**_DEFAULTS, **raw}
         name = check.get("name")
         if not isinstance(name, str) or not name.strip() or len(name) > 100:

@@ -6,6 +6,7 @@ from typing import Any
 
 from canary.exceptions import InvalidInput
 from canary.models import TargetType
+from canary.services._common import known_fields_object
 from flags.models import Environment, Flag, Merchant, ValueType
 
 _PHASE_FIELDS = {
@@ -43,14 +44,7 @@ def phases_clean(phases: Any) -> list[dict]:
     all_keys: set[str] = set()
     for i, raw in enumerate(phases):
         prefix = f"phases[{i}]"
-        if not isinstance(raw, dict):
-            raise InvalidInput(f"{prefix}: must be an object", field=prefix)
-        for key in raw:
-            if key not in _PHASE_FIELDS:
-                raise InvalidInput(
-                    f"{prefix}.{key}: unknown field (allowed: {', '.join(sorted(_PHASE_FIELDS))})",
-                    field=f"{prefix}.{key}",
-                )
+        known_fields_object(raw, _PHASE_FIELDS, prefix)
         target_type = raw.get("target_type")
         if target_type is None:
             target_type = TargetType.PERCENTAGE if "percentage" in raw else TargetType.PILOT
