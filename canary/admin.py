@@ -30,7 +30,7 @@ from canary.models import CheckRun, HealthCheck, Phase, Rollout, RolloutStatus
 from canary.templates_data import PLANS
 from canary.transitions import ACTIVE
 from controlplane.audit.actors import Actor, actor_for_user
-from controlplane.audit.admin import audit_history_url
+from controlplane.audit.admin import ReadOnlyAdminMixin, audit_history_url
 from controlplane.audit.models import AuditEvent
 from flags import admin as flags_admin
 from flags.exceptions import DomainError
@@ -426,7 +426,7 @@ class RolloutAdmin(admin.ModelAdmin):
 
 
 @admin.register(CheckRun)
-class CheckRunAdmin(admin.ModelAdmin):
+class CheckRunAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     """Every measurement, newest first (read-only)."""
 
     list_display = ["measured_at", "rollout", "health_check", "phase_index", "value", "verdict",
@@ -435,15 +435,6 @@ class CheckRunAdmin(admin.ModelAdmin):
     list_select_related = ["rollout", "health_check"]
     search_fields = ["health_check__name", "rollout__name"]
     ordering = ["-measured_at", "-id"]
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
     @admin.display(description="why")
     def message(self, run: CheckRun) -> str:

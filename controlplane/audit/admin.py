@@ -41,8 +41,21 @@ def _pretty(value: Any) -> str:
     return format_html('<pre style="margin:0; white-space:pre-wrap">{}</pre>', text)
 
 
+class ReadOnlyAdminMixin:
+    """A model admin that can list and show rows but never add, change or delete."""
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
 @admin.register(AuditEvent)
-class AuditEventAdmin(admin.ModelAdmin):
+class AuditEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ["id", "created_at", "actor", "action", "target", "environment"]
     list_display_links = ["id", "created_at"]
     list_filter = ["actor_type", "action", "environment", "target_type", "created_at"]
@@ -59,15 +72,6 @@ class AuditEventAdmin(admin.ModelAdmin):
     readonly_fields = ["id", "created_at", "actor", "action", "target", "environment",
                        "request_id", "changed_keys", "before_json", "after_json",
                        "details_json", "prev_hash", "hash"]
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
     def changelist_view(self, request: HttpRequest, extra_context: dict | None = None):
         extra_context = dict(extra_context or {})
