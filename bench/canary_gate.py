@@ -21,6 +21,7 @@ Needs gunicorn and celery (venv), PostgreSQL and Redis. Uses db 7 of Redis
 
     .venv/bin/python bench/canary_gate.py --runs 5
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,8 +34,9 @@ import tempfile
 import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -54,23 +56,37 @@ class Stack:
     """A Celery worker and beat, and gunicorn serving processes."""
 
     def __init__(self, database_url: str, broker_url: str, servers: int) -> None:
-        self.database_url, self.broker_url, self.server_count = database_url, broker_url, servers
+        self.database_url, self.broker_url, self.server_count = (
+            database_url,
+            broker_url,
+            servers,
+        )
         self.workdir = Path(tempfile.mkdtemp(prefix="cp-canary-bench-"))
         self.processes: list[subprocess.Popen] = []
         self.ports: list[int] = []
 
     def env(self) -> dict:
-        return {**os.environ, "DATABASE_URL": self.database_url,
-                "DJANGO_SETTINGS_MODULE": "controlplane.settings",
-                "CELERY_BROKER_URL": self.broker_url, "DEBUG": "false",
-                "SECRET_KEY": "bench-only-secret", "LOG_LEVEL": "WARNING",
-                "CONTROLPLANE_VAR_DIR": str(self.workdir)}
+        return {
+            **os.environ,
+            "DATABASE_URL": self.database_url,
+            "DJANGO_SETTINGS_MODULE": "controlplane.settings",
+            "CELERY_BROKER_URL": self.broker_url,
+            "DEBUG": "false",
+            "SECRET_KEY": "bench-only-secret",
+            "LOG_LEVEL": "WARNING",
+            "CONTROLPLANE_VAR_DIR": str(self.workdir),
+        }
 
     def _celery(self, args: list[str], name: str) -> subprocess.Popen:
-        celery = _serving.need("celery", "pip install celery (pinned in requirements.txt)")
+        celery = _serving.need(
+            "celery", "pip install celery (pinned in requirements.txt)"
+        )
         process = subprocess.Popen(
-            [celery, "-A", "controlplane", *args], cwd=ROOT, env=self.env(),
-            stdout=open(self.workdir / f"{name}.log", "wb"), stderr=subprocess.STDOUT,
+            [celery, "-A", "controlplane", *args],
+            cwd=ROOT,
+            env=self.env(),
+            stdout=open(self.workdir / f"{name}.log", "wb"),
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
         self.processes.append(process)
@@ -89,11 +105,33 @@ class Stack:
         import redis
 
         redis.Redis.from_url(self.broker_url).flushdb()
-        worker = self._celery(["worker", "-l", "INFO", "--concurrency", "2",
-                               "--without-gossip", "--without-mingle", "--without-heartbeat",
-                               "-n", "cp-bench@%h"], "worker")
-        beat = self._celery(["beat", "-l", "INFO", "-s", str(self.workdir / "beat-schedule"),
-                             "--pidfile", str(self.workdir / "beat.pid")], "beat")
+        worker = self._celery(
+            [
+                "worker",
+                "-l",
+                "INFO",
+                "--concurrency",
+                "2",
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+                "-n",
+                "cp-bench@%h",
+            ],
+            "worker",
+        )
+        beat = self._celery(
+            [
+                "beat",
+                "-l",
+                "INFO",
+                "-s",
+                str(self.workdir / "beat-schedule"),
+                "--pidfile",
+                str(self.workdir / "beat.pid"),
+            ],
+            "beat",
+        )
         self._wait_log("worker", "ready.", worker)
         self._wait_log("beat", "beat: Starting", beat)
         for _ in range(self.server_count):
@@ -127,7 +165,8 @@ def setup(database_url: str, broker_url: str) -> tuple[Any, str]:
     from flags.models import Environment, Merchant
 
     environment = Environment.objects.filter(key=ENVIRONMENT).first() or (
-        services.environment_create(actor=SYSTEM, key=ENVIRONMENT, name=ENVIRONMENT))
+        services.environment_create(actor=SYSTEM, key=ENVIRONMENT, name=ENVIRONMENT)
+    )
     if not Merchant.objects.filter(key="m-pilot").exists():
         services.merchant_create(actor=SYSTEM, key="m-pilot")
     # Rollouts left in progress by an interrupted run would be ticked too.
@@ -135,11 +174,16 @@ def setup(database_url: str, broker_url: str) -> tuple[Any, str]:
     from canary.services import rollout_abort
     from canary.transitions import ACTIVE
 
-    for pk in Rollout.objects.filter(environment=environment, status__in=list(ACTIVE)
-                                     ).values_list("pk", flat=True):
+    for pk in Rollout.objects.filter(
+        environment=environment, status__in=list(ACTIVE)
+    ).values_list("pk", flat=True):
         rollout_abort(rollout_id=pk, actor=SYSTEM, reason="benchmark clean-up")
-    _, raw = apikey_create(actor=SYSTEM, name=f"canary-bench-{int(time.time())}",
-                           scope="server", environment=environment)
+    _, raw = apikey_create(
+        actor=SYSTEM,
+        name=f"canary-bench-{int(time.time())}",
+        scope="server",
+        environment=environment,
+    )
     return environment, raw
 
 
@@ -154,7 +198,9 @@ def fresh_flag(prefix: str) -> Any:
 def evaluate(port: int, key: str, flag_key: str, merchant: str) -> Any:
     body = json.dumps({"context": {"merchant": merchant}, "flags": [flag_key]}).encode()
     request = urllib.request.Request(
-        f"http://127.0.0.1:{port}/api/v1/evaluate", method="POST", data=body,
+        f"http://127.0.0.1:{port}/api/v1/evaluate",
+        method="POST",
+        data=body,
         headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
     )
     try:
@@ -164,8 +210,9 @@ def evaluate(port: int, key: str, flag_key: str, merchant: str) -> Any:
         return None
 
 
-def first_answer(ports: list[int], key: str, flag_key: str, merchant: str, want: Any,
-                 timeout: float) -> list[float | None]:
+def first_answer(
+    ports: list[int], key: str, flag_key: str, merchant: str, want: Any, timeout: float
+) -> list[float | None]:
     """Poll every serving process until it answers ``want``; return the
     wall-clock time each first did (None if not within ``timeout``)."""
     seen: list[float | None] = [None] * len(ports)
@@ -178,7 +225,9 @@ def first_answer(ports: list[int], key: str, flag_key: str, merchant: str, want:
                 return
             time.sleep(0.002)
 
-    threads = [threading.Thread(target=poll, args=(i, port)) for i, port in enumerate(ports)]
+    threads = [
+        threading.Thread(target=poll, args=(i, port)) for i, port in enumerate(ports)
+    ]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -199,28 +248,50 @@ def summary(name: str, values: list[float], target: float) -> str:
     p50 = _serving.percentile(values, 50)
     worst = max(values)
     verdict = "met" if worst <= target else "NOT met"
-    return (f"{name:<14} runs {len(values):>2}  p50 {p50 * 1000:7.0f} ms  "
-            f"max {worst * 1000:7.0f} ms  (target <= {target:g} s: {verdict})")
+    return (
+        f"{name:<14} runs {len(values):>2}  p50 {p50 * 1000:7.0f} ms  "
+        f"max {worst * 1000:7.0f} ms  (target <= {target:g} s: {verdict})"
+    )
 
 
 # The gate benchmark ---------------------------------------------------------
 
 
-def _rollout(environment: Any, flag: Any, health_url: str, *, approval: bool,
-             min_duration: int) -> Any:
+def _rollout(
+    environment: Any, flag: Any, health_url: str, *, approval: bool, min_duration: int
+) -> Any:
     from canary import services
     from controlplane.audit.actors import SYSTEM
 
     phases = [
-        {"name": "pilot", "pilot_merchants": ["m-pilot"], "requires_approval": approval,
-         "min_duration": min_duration},
+        {
+            "name": "pilot",
+            "pilot_merchants": ["m-pilot"],
+            "requires_approval": approval,
+            "min_duration": min_duration,
+        },
         {"name": "all", "percentage": 100},
     ]
-    checks = [{"name": "health", "provider": "http",
-               "spec": {"url": health_url, "measure": "status"}, "comparator": "eq",
-               "threshold": 200, "interval": 1, "min_samples": 1, "timeout": 2.0}]
-    rollout = services.rollout_create(actor=SYSTEM, flag=flag, environment=environment,
-                                      name=f"bench {flag.key}", phases=phases, checks=checks)
+    checks = [
+        {
+            "name": "health",
+            "provider": "http",
+            "spec": {"url": health_url, "measure": "status"},
+            "comparator": "eq",
+            "threshold": 200,
+            "interval": 1,
+            "min_samples": 1,
+            "timeout": 2.0,
+        }
+    ]
+    rollout = services.rollout_create(
+        actor=SYSTEM,
+        flag=flag,
+        environment=environment,
+        name=f"bench {flag.key}",
+        phases=phases,
+        checks=checks,
+    )
     return services.rollout_start(rollout_id=rollout.pk, actor=SYSTEM)
 
 
@@ -230,13 +301,17 @@ def _status(pk: int) -> str:
     return Rollout.objects.values_list("status", flat=True).get(pk=pk)
 
 
-def run_approval(environment: Any, key: str, ports: list[int], health_url: str) -> float:
+def run_approval(
+    environment: Any, key: str, ports: list[int], health_url: str
+) -> float:
     from canary import services
     from controlplane.audit.actors import SYSTEM
 
     flag = fresh_flag("gate-approval")
     rollout = _rollout(environment, flag, health_url, approval=True, min_duration=0)
-    wait_for(lambda: _status(rollout.pk) == "awaiting_approval", 15, "awaiting_approval")
+    wait_for(
+        lambda: _status(rollout.pk) == "awaiting_approval", 15, "awaiting_approval"
+    )
     opened = time.time()
     services.rollout_approve(rollout_id=rollout.pk, actor=SYSTEM, reason="bench")
     seen = first_answer(ports, key, flag.key, "m-other", True, timeout=15)
@@ -245,12 +320,15 @@ def run_approval(environment: Any, key: str, ports: list[int], health_url: str) 
     return max(seen) - opened  # type: ignore[operator, type-var]
 
 
-def run_min_duration(environment: Any, key: str, ports: list[int], health_url: str,
-                     duration: int) -> float:
+def run_min_duration(
+    environment: Any, key: str, ports: list[int], health_url: str, duration: int
+) -> float:
     from canary.models import Rollout
 
     flag = fresh_flag("gate-duration")
-    rollout = _rollout(environment, flag, health_url, approval=False, min_duration=duration)
+    rollout = _rollout(
+        environment, flag, health_url, approval=False, min_duration=duration
+    )
     started = Rollout.objects.get(pk=rollout.pk).phase_started_at.timestamp()
     seen = first_answer(ports, key, flag.key, "m-other", True, timeout=duration + 15)
     if None in seen:
@@ -260,8 +338,9 @@ def run_min_duration(environment: Any, key: str, ports: list[int], health_url: s
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--database-url", default=os.environ.get("BENCH_DATABASE_URL",
-                                                                 DEFAULT_DATABASE))
+    parser.add_argument(
+        "--database-url", default=os.environ.get("BENCH_DATABASE_URL", DEFAULT_DATABASE)
+    )
     parser.add_argument("--broker-url", default=DEFAULT_BROKER)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--min-duration", type=int, default=3)
@@ -279,17 +358,26 @@ def main() -> None:
         health_url = f"http://127.0.0.1:{stack.ports[0]}/metrics"
         for _ in range(args.runs):
             approval.append(run_approval(environment, key, stack.ports, health_url))
-            duration.append(run_min_duration(environment, key, stack.ports, health_url,
-                                             args.min_duration))
+            duration.append(
+                run_min_duration(
+                    environment, key, stack.ports, health_url, args.min_duration
+                )
+            )
     finally:
         stack.stop()
-    print(f"\n{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}  gate opening -> next "
-          f"phase live in POST /api/v1/evaluate; tick {setting('CANARY_TICK_SECONDS'):g} s, "
-          f"1 worker (concurrency 2) + beat, 1 gunicorn process, PostgreSQL LISTEN/NOTIFY")
+    print(
+        f"\n{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}  gate opening -> next "
+        f"phase live in POST /api/v1/evaluate; tick {setting('CANARY_TICK_SECONDS'):g} s, "
+        f"1 worker (concurrency 2) + beat, 1 gunicorn process, PostgreSQL LISTEN/NOTIFY"
+    )
     print(summary("approval", approval, TARGET_GATE_SECONDS))
     print(summary("min_duration", duration, TARGET_GATE_SECONDS))
-    print("runs (ms): approval " + ", ".join(f"{v * 1000:.0f}" for v in approval)
-          + "; min_duration " + ", ".join(f"{v * 1000:.0f}" for v in duration))
+    print(
+        "runs (ms): approval "
+        + ", ".join(f"{v * 1000:.0f}" for v in approval)
+        + "; min_duration "
+        + ", ".join(f"{v * 1000:.0f}" for v in duration)
+    )
 
 
 if __name__ == "__main__":

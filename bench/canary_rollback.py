@@ -17,6 +17,7 @@ moment the slower of the two processes first answers ``false`` through
 
     .venv/bin/python bench/canary_rollback.py --runs 5 --failure-limit 1
 """
+
 from __future__ import annotations
 
 import argparse
@@ -48,8 +49,13 @@ def _report(environment: Any, flag_key: str, *, failing: bool, count: int = 50) 
     from canary.services.outcomes import outcome_events_ingest
 
     events = [
-        {"flag": flag_key, "merchant": f"m-{i:03d}", "variation": "on",
-         "outcome": "failure" if failing else "success", "duration_ms": 25.0}
+        {
+            "flag": flag_key,
+            "merchant": f"m-{i:03d}",
+            "variation": "on",
+            "outcome": "failure" if failing else "success",
+            "duration_ms": 25.0,
+        }
         for i in range(count)
     ]
     outcome_events_ingest(events=events, environment=environment)
@@ -62,12 +68,25 @@ def run_once(environment: Any, key: str, ports: list[int], failure_limit: int) -
 
     flag = fresh_flag("rollback-bench")
     rollout = services.rollout_create(
-        actor=SYSTEM, flag=flag, environment=environment, name=f"bench {flag.key}",
+        actor=SYSTEM,
+        flag=flag,
+        environment=environment,
+        name=f"bench {flag.key}",
         phases=[{"name": "all", "percentage": 100, "min_duration": 3600}],
-        checks=[{"name": "error_rate", "provider": "outcomes", "spec": {"metric": "error_rate"},
-                 "comparator": "lt", "threshold": 0.05, "interval": 1, "min_samples": 1,
-                 "failure_limit": failure_limit, "inconclusive_limit": 1000,
-                 "on_failure": "rollback_1"}],
+        checks=[
+            {
+                "name": "error_rate",
+                "provider": "outcomes",
+                "spec": {"metric": "error_rate"},
+                "comparator": "lt",
+                "threshold": 0.05,
+                "interval": 1,
+                "min_samples": 1,
+                "failure_limit": failure_limit,
+                "inconclusive_limit": 1000,
+                "on_failure": "rollback_1",
+            }
+        ],
     )
     rollout = services.rollout_start(rollout_id=rollout.pk, actor=SYSTEM)
     stop = threading.Event()
@@ -85,8 +104,11 @@ def run_once(environment: Any, key: str, ports: list[int], failure_limit: int) -
     app = threading.Thread(target=healthy_app, daemon=True)
     app.start()
     try:
-        wait_for(lambda: CheckRun.objects.filter(rollout=rollout, verdict="pass").exists(),
-                 15, "a passing measurement")
+        wait_for(
+            lambda: CheckRun.objects.filter(rollout=rollout, verdict="pass").exists(),
+            15,
+            "a passing measurement",
+        )
         if None in first_answer(ports, key, flag.key, "m-any", True, timeout=10):
             raise RuntimeError("the rollout's 100% phase never became live")
     finally:
@@ -100,10 +122,15 @@ def run_once(environment: Any, key: str, ports: list[int], failure_limit: int) -
         raise RuntimeError(f"{flag.key}: not rolled back in every process within 30 s")
     first_fail = (
         CheckRun.objects.filter(rollout=rollout, verdict="fail")
-        .order_by("measured_at").values_list("measured_at", flat=True).first()
+        .order_by("measured_at")
+        .values_list("measured_at", flat=True)
+        .first()
     )
-    wait_for(lambda: Rollout.objects.get(pk=rollout.pk).status == "rolled_back", 15,
-             "rolled_back")
+    wait_for(
+        lambda: Rollout.objects.get(pk=rollout.pk).status == "rolled_back",
+        15,
+        "rolled_back",
+    )
     done = max(seen)  # type: ignore[type-var]
     return {
         "fail_to_served": done - first_fail.timestamp(),
@@ -114,8 +141,9 @@ def run_once(environment: Any, key: str, ports: list[int], failure_limit: int) -
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--database-url", default=os.environ.get("BENCH_DATABASE_URL",
-                                                                 DEFAULT_DATABASE))
+    parser.add_argument(
+        "--database-url", default=os.environ.get("BENCH_DATABASE_URL", DEFAULT_DATABASE)
+    )
     parser.add_argument("--broker-url", default=DEFAULT_BROKER)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--failure-limit", type=int, default=1)
@@ -134,16 +162,27 @@ def main() -> None:
             results.append(run_once(environment, key, stack.ports, args.failure_limit))
     finally:
         stack.stop()
-    print(f"\n{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}  first failing measurement "
-          f"-> rolled-back value served by all {args.servers} processes; failure_limit "
-          f"{args.failure_limit}, check interval 1 s, tick {setting('CANARY_TICK_SECONDS'):g} s")
-    print(summary("fail->served", [r["fail_to_served"] for r in results],
-                  TARGET_ROLLBACK_SECONDS))
+    print(
+        f"\n{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}  first failing measurement "
+        f"-> rolled-back value served by all {args.servers} processes; failure_limit "
+        f"{args.failure_limit}, check interval 1 s, tick {setting('CANARY_TICK_SECONDS'):g} s"
+    )
+    print(
+        summary(
+            "fail->served",
+            [r["fail_to_served"] for r in results],
+            TARGET_ROLLBACK_SECONDS,
+        )
+    )
     inject = [r["inject_to_served"] for r in results]
-    print(f"(regression injected -> served: p50 {_serving.percentile(inject, 50) * 1000:.0f} ms,"
-          f" max {max(inject) * 1000:.0f} ms; includes waiting for the check's next "
-          "measurement)")
-    print("runs (ms): " + ", ".join(f"{r['fail_to_served'] * 1000:.0f}" for r in results))
+    print(
+        f"(regression injected -> served: p50 {_serving.percentile(inject, 50) * 1000:.0f} ms,"
+        f" max {max(inject) * 1000:.0f} ms; includes waiting for the check's next "
+        "measurement)"
+    )
+    print(
+        "runs (ms): " + ", ".join(f"{r['fail_to_served'] * 1000:.0f}" for r in results)
+    )
 
 
 if __name__ == "__main__":

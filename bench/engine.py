@@ -10,6 +10,7 @@ one mmh3 hash of the same ``"{flag}.{key}"`` string. Targets: every case
 within 2x the lower bound; the 100,000-override ruleset within 1.2x of the
 10-override one.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,7 +20,7 @@ import platform
 import statistics
 import sys
 import time
-from typing import Callable
+from collections.abc import Callable
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -37,31 +38,55 @@ OVERRIDE_SCALING_FACTOR = 1.2
 
 def build_ruleset(overrides: int) -> engine.Ruleset:
     """Return a ruleset: a 10% rollout flag and a rule flag, ``overrides`` each."""
-    override_rows = [{"merchant": f"pilot-{i}", "variation": "on"} for i in range(overrides)]
+    override_rows = [
+        {"merchant": f"pilot-{i}", "variation": "on"} for i in range(overrides)
+    ]
     bool_variations = [{"key": "on", "value": True}, {"key": "off", "value": False}]
-    split = {"split": [{"variation": "on", "weight": PERCENT_WEIGHT},
-                       {"variation": "off", "weight": engine.BUCKETS - PERCENT_WEIGHT}]}
-    return engine.compile_ruleset({
-        "environment": "production",
-        "version": 7,
-        "flags": [
-            {
-                "key": FLAG, "value_type": "bool", "variations": bool_variations,
-                "enabled": True, "off_variation": "off", "rules": [],
-                "fallthrough": split, "bucket_by": "merchant", "overrides": override_rows,
-            },
-            {
-                "key": RULE_FLAG, "value_type": "bool", "variations": bool_variations,
-                "enabled": True, "off_variation": "off",
-                "rules": [{"clauses": [{"attribute": "tier", "op": "in", "values": ["gold"]}],
-                           "serve": {"variation": "on"}}],
-                "fallthrough": {"variation": "off"}, "bucket_by": "merchant",
-                "overrides": override_rows,
-            },
-        ],
-        "segments": {},
-        "merchants": {},
-    })
+    split = {
+        "split": [
+            {"variation": "on", "weight": PERCENT_WEIGHT},
+            {"variation": "off", "weight": engine.BUCKETS - PERCENT_WEIGHT},
+        ]
+    }
+    return engine.compile_ruleset(
+        {
+            "environment": "production",
+            "version": 7,
+            "flags": [
+                {
+                    "key": FLAG,
+                    "value_type": "bool",
+                    "variations": bool_variations,
+                    "enabled": True,
+                    "off_variation": "off",
+                    "rules": [],
+                    "fallthrough": split,
+                    "bucket_by": "merchant",
+                    "overrides": override_rows,
+                },
+                {
+                    "key": RULE_FLAG,
+                    "value_type": "bool",
+                    "variations": bool_variations,
+                    "enabled": True,
+                    "off_variation": "off",
+                    "rules": [
+                        {
+                            "clauses": [
+                                {"attribute": "tier", "op": "in", "values": ["gold"]}
+                            ],
+                            "serve": {"variation": "on"},
+                        }
+                    ],
+                    "fallthrough": {"variation": "off"},
+                    "bucket_by": "merchant",
+                    "overrides": override_rows,
+                },
+            ],
+            "segments": {},
+            "merchants": {},
+        }
+    )
 
 
 def rollout_keys(want_hit: bool, count: int) -> list[str]:
@@ -76,7 +101,9 @@ def rollout_keys(want_hit: bool, count: int) -> list[str]:
     return keys
 
 
-def measure(cases: dict[str, Callable[[], None]], per: int, runs: int) -> dict[str, float]:
+def measure(
+    cases: dict[str, Callable[[], None]], per: int, runs: int
+) -> dict[str, float]:
     """Return the median nanoseconds per item of each case over ``runs`` rounds.
 
     Rounds interleave the cases, so a burst of load on a shared machine hits
@@ -96,8 +123,9 @@ def measure(cases: dict[str, Callable[[], None]], per: int, runs: int) -> dict[s
     return {name: statistics.median(values) for name, values in samples.items()}
 
 
-def evaluate_case(ruleset: engine.Ruleset, flag: str, contexts: list[dict],
-                  expect: tuple[str, str]) -> Callable[[], None]:
+def evaluate_case(
+    ruleset: engine.Ruleset, flag: str, contexts: list[dict], expect: tuple[str, str]
+) -> Callable[[], None]:
     """Check the answer for every context; return a loop evaluating them all."""
     evaluate = engine.evaluate
     for context in contexts:
@@ -147,7 +175,9 @@ def strict_lower_bound(keys: list[str], table: dict) -> Callable[[], None]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=7, help="timed runs per case (median)")
+    parser.add_argument(
+        "--runs", type=int, default=7, help="timed runs per case (median)"
+    )
     args = parser.parse_args()
     runs = max(5, args.runs)
 
@@ -159,14 +189,23 @@ def main() -> int:
     for n, ruleset in rulesets.items():
         pilots = [f"pilot-{i % n}" for i in range(KEYS)]
         cases[f"override hit/{n}"] = evaluate_case(
-            ruleset, FLAG, [{"merchant": key} for key in pilots], ("TARGETING_MATCH", "override"))
+            ruleset,
+            FLAG,
+            [{"merchant": key} for key in pilots],
+            ("TARGETING_MATCH", "override"),
+        )
         cases[f"10% rollout miss/{n}"] = evaluate_case(
-            ruleset, FLAG, [{"merchant": key} for key in misses], ("SPLIT", "default"))
+            ruleset, FLAG, [{"merchant": key} for key in misses], ("SPLIT", "default")
+        )
         cases[f"10% rollout hit/{n}"] = evaluate_case(
-            ruleset, FLAG, [{"merchant": key} for key in hits], ("SPLIT", "default"))
+            ruleset, FLAG, [{"merchant": key} for key in hits], ("SPLIT", "default")
+        )
         cases[f"rule match/{n}"] = evaluate_case(
-            ruleset, RULE_FLAG, [{"merchant": key, "tier": "gold"} for key in misses],
-            ("TARGETING_MATCH", "rule:1"))
+            ruleset,
+            RULE_FLAG,
+            [{"merchant": key, "tier": "gold"} for key in misses],
+            ("TARGETING_MATCH", "rule:1"),
+        )
     miss_contexts = [{"merchant": key} for key in misses]
     for n in rulesets:
         table = {f"pilot-{i}": i for i in range(n)}
@@ -175,31 +214,48 @@ def main() -> int:
     medians = measure(cases, KEYS, runs)
     bounds = {n: medians.pop(f"bound/{n}") for n in rulesets}
     strict = {n: medians.pop(f"strict bound/{n}") for n in rulesets}
-    results = {(name.split("/")[0], int(name.split("/")[1])): ns for name, ns in medians.items()}
+    results = {
+        (name.split("/")[0], int(name.split("/")[1])): ns
+        for name, ns in medians.items()
+    }
 
-    print(f"python {platform.python_version()} on {platform.machine()}, "
-          f"{os.cpu_count()} cores; {KEYS:,} distinct keys per case; "
-          f"median of {runs} interleaved runs; thread CPU time")
+    print(
+        f"python {platform.python_version()} on {platform.machine()}, "
+        f"{os.cpu_count()} cores; {KEYS:,} distinct keys per case; "
+        f"median of {runs} interleaved runs; thread CPU time"
+    )
     for n in rulesets:
-        print(f"lower bound, {n:>7,}-entry table: {bounds[n]:7.1f} ns "
-              f"(request dict read + dict lookup + mmh3 of '{{flag}}.{{key}}'); "
-              f"bare key list: {strict[n]:7.1f} ns")
-    print(f"the hardware alone: a 100,000-entry table costs "
-          f"{bounds[100_000] / bounds[10]:.2f}x the 10-entry one in the lower bound")
-    print(f"{'case':<18} {'overrides':>9} {'ns/eval':>9} {'x bound':>8} {'x strict':>8} "
-          f"{'x 10-ov':>8}  result")
+        print(
+            f"lower bound, {n:>7,}-entry table: {bounds[n]:7.1f} ns "
+            f"(request dict read + dict lookup + mmh3 of '{{flag}}.{{key}}'); "
+            f"bare key list: {strict[n]:7.1f} ns"
+        )
+    print(
+        f"the hardware alone: a 100,000-entry table costs "
+        f"{bounds[100_000] / bounds[10]:.2f}x the 10-entry one in the lower bound"
+    )
+    print(
+        f"{'case':<18} {'overrides':>9} {'ns/eval':>9} {'x bound':>8} {'x strict':>8} "
+        f"{'x 10-ov':>8}  result"
+    )
     failed = False
     for (case, n), ns in results.items():
         to_bound = ns / bounds[n]
         to_strict = ns / strict[n]
         to_small = ns / results[(case, 10)]
-        ok = to_bound <= LOWER_BOUND_FACTOR and (n == 10 or to_small <= OVERRIDE_SCALING_FACTOR)
+        ok = to_bound <= LOWER_BOUND_FACTOR and (
+            n == 10 or to_small <= OVERRIDE_SCALING_FACTOR
+        )
         failed |= not ok
-        print(f"{case:<18} {n:>9,} {ns:9.1f} {to_bound:8.2f} {to_strict:8.2f} {to_small:8.2f}  "
-              f"{'PASS' if ok else 'MISS'}")
-    print(f"targets: <= {LOWER_BOUND_FACTOR}x the bound with the same table size; "
-          f"100,000 overrides <= {OVERRIDE_SCALING_FACTOR}x the 10-override case "
-          f"-> {'MISS' if failed else 'PASS'}")
+        print(
+            f"{case:<18} {n:>9,} {ns:9.1f} {to_bound:8.2f} {to_strict:8.2f} {to_small:8.2f}  "
+            f"{'PASS' if ok else 'MISS'}"
+        )
+    print(
+        f"targets: <= {LOWER_BOUND_FACTOR}x the bound with the same table size; "
+        f"100,000 overrides <= {OVERRIDE_SCALING_FACTOR}x the 10-override case "
+        f"-> {'MISS' if failed else 'PASS'}"
+    )
     return 1 if failed else 0
 
 

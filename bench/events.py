@@ -10,6 +10,7 @@ threads to ``--workers`` gunicorn sync workers with a server key, and
 reports events/s measured by the client (JSON encoding, HTTP, parsing,
 validation and the bulk insert included). Target: >= 5,000 events/s.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,7 +24,7 @@ import sys
 import tempfile
 import threading
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -32,7 +33,7 @@ TARGET = 5000.0
 
 
 def _events(count: int, offset: int) -> list[dict]:
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     return [
         {
             "flag": "sequential_workflow",
@@ -54,14 +55,17 @@ def _free_port() -> int:
 
 
 def _ensure_postgres_database(url: str) -> None:
-    import psycopg
     from urllib.parse import urlsplit
+
+    import psycopg
 
     parts = urlsplit(url)
     name = parts.path.lstrip("/")
     admin = parts._replace(path="/postgres").geturl()
     with psycopg.connect(admin, autocommit=True) as conn:
-        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone()
+        exists = conn.execute(
+            "SELECT 1 FROM pg_database WHERE datname = %s", [name]
+        ).fetchone()
         if not exists:
             conn.execute(f'CREATE DATABASE "{name}"')
 
@@ -82,10 +86,15 @@ def _setup() -> tuple[str, str]:
 
     environment = Environment.objects.filter(key="production").first()
     if environment is None:
-        environment = services.environment_create(actor=SYSTEM, key="production",
-                                                  name="Production")
-    _key, raw = apikey_create(actor=SYSTEM, name=f"bench-{time.time_ns()}", scope="server",
-                              environment=environment)
+        environment = services.environment_create(
+            actor=SYSTEM, key="production", name="Production"
+        )
+    _key, raw = apikey_create(
+        actor=SYSTEM,
+        name=f"bench-{time.time_ns()}",
+        scope="server",
+        environment=environment,
+    )
     return raw, connection.vendor
 
 
@@ -95,18 +104,30 @@ def bench_service(total: int, batch: int) -> float:
 
     batches = [_events(batch, i * batch) for i in range(max(1, total // batch))]
     started = time.perf_counter()
-    stored = sum(outcome_events_ingest(environment="production", events=b) for b in batches)
+    stored = sum(
+        outcome_events_ingest(environment="production", events=b) for b in batches
+    )
     return stored / (time.perf_counter() - started)
 
 
-def bench_http(total: int, batch: int, clients: int, workers: int, key: str,
-               env: dict) -> tuple[float, float]:
+def bench_http(
+    total: int, batch: int, clients: int, workers: int, key: str, env: dict
+) -> tuple[float, float]:
     """Return (events/s, median ms per batch) through gunicorn."""
     port = _free_port()
     server = subprocess.Popen(
-        [str(ROOT / ".venv/bin/gunicorn"), "controlplane.wsgi", "--bind",
-         f"127.0.0.1:{port}", "--workers", str(workers), "--log-level", "warning"],
-        cwd=ROOT, env=env,
+        [
+            str(ROOT / ".venv/bin/gunicorn"),
+            "controlplane.wsgi",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--workers",
+            str(workers),
+            "--log-level",
+            "warning",
+        ],
+        cwd=ROOT,
+        env=env,
     )
     try:
         deadline = time.monotonic() + 30
@@ -119,16 +140,24 @@ def bench_http(total: int, batch: int, clients: int, workers: int, key: str,
                     raise SystemExit("gunicorn did not start")
                 time.sleep(0.1)
         n_batches = max(1, total // batch)
-        bodies = [json.dumps({"events": _events(batch, i * batch)}).encode()
-                  for i in range(n_batches)]
+        bodies = [
+            json.dumps({"events": _events(batch, i * batch)}).encode()
+            for i in range(n_batches)
+        ]
         headers = {"Content-Type": "application/json", "Authorization": f"Bearer {key}"}
         # warm up: the first request loads the app and caches the key
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-        conn.request("POST", "/api/v1/events", body=json.dumps({"events": _events(10, 0)}),
-                     headers=headers)
+        conn.request(
+            "POST",
+            "/api/v1/events",
+            body=json.dumps({"events": _events(10, 0)}),
+            headers=headers,
+        )
         warm = conn.getresponse()
         if warm.status != 202:
-            raise SystemExit(f"warm-up failed: HTTP {warm.status} {warm.read()[:300]!r}")
+            raise SystemExit(
+                f"warm-up failed: HTTP {warm.status} {warm.read()[:300]!r}"
+            )
         warm.read()
         conn.close()
         latencies: list[float] = []
@@ -197,14 +226,19 @@ def main() -> int:
     key, vendor = _setup()
 
     service_rate = bench_service(args.events, args.batch)
-    http_rate, median_ms = bench_http(args.events, args.batch, args.clients, args.workers,
-                                      key, env)
-    print(f"outcome events: {vendor}, python {platform.python_version()},"
-          f" {os.cpu_count()} CPUs, {args.events} events in batches of {args.batch}")
+    http_rate, median_ms = bench_http(
+        args.events, args.batch, args.clients, args.workers, key, env
+    )
+    print(
+        f"outcome events: {vendor}, python {platform.python_version()},"
+        f" {os.cpu_count()} CPUs, {args.events} events in batches of {args.batch}"
+    )
     print(f"  service (in process):          {service_rate:10,.0f} events/s")
-    print(f"  HTTP POST /api/v1/events:      {http_rate:10,.0f} events/s"
-          f"  ({args.clients} clients, {args.workers} gunicorn workers,"
-          f" median {median_ms:.0f} ms per batch)")
+    print(
+        f"  HTTP POST /api/v1/events:      {http_rate:10,.0f} events/s"
+        f"  ({args.clients} clients, {args.workers} gunicorn workers,"
+        f" median {median_ms:.0f} ms per batch)"
+    )
     verdict = "OK" if http_rate >= TARGET else "BELOW TARGET"
     print(f"  target >= {TARGET:,.0f} events/s over HTTP: {verdict}")
     if tmp:

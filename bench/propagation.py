@@ -11,6 +11,7 @@ migrated if missing). ``--redis-url`` switches notification to Redis pub/sub.
 
     .venv/bin/python bench/propagation.py --processes 3 --changes 50
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,13 +26,22 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-def first_seen(port: int, key: str, want: bool, deadline: float, out: dict, name: int) -> None:
+def first_seen(
+    port: int, key: str, want: bool, deadline: float, out: dict, name: int
+) -> None:
     """Poll one process until it answers ``want``; record the monotonic time."""
-    body = json.dumps({"context": {"merchant": "m-42"}, "flags": ["propagation"]}).encode()
+    body = json.dumps(
+        {"context": {"merchant": "m-42"}, "flags": ["propagation"]}
+    ).encode()
     while time.monotonic() < deadline:
         request = urllib.request.Request(
-            f"http://127.0.0.1:{port}/api/v1/evaluate", method="POST", data=body,
-            headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+            f"http://127.0.0.1:{port}/api/v1/evaluate",
+            method="POST",
+            data=body,
+            headers={
+                "Authorization": f"Bearer {key}",
+                "Content-Type": "application/json",
+            },
         )
         try:
             with urllib.request.urlopen(request, timeout=2) as response:
@@ -46,14 +56,21 @@ def first_seen(port: int, key: str, want: bool, deadline: float, out: dict, name
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--database-url",
-                        default=os.environ.get("BENCH_DATABASE_URL",
-                                               "postgres://postgres@127.0.0.1:5432/cp_serve_bench"))
+    parser.add_argument(
+        "--database-url",
+        default=os.environ.get(
+            "BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/cp_serve_bench"
+        ),
+    )
     parser.add_argument("--processes", type=int, default=3)
     parser.add_argument("--changes", type=int, default=50)
     parser.add_argument("--redis-url", default="", help="notify through Redis pub/sub")
-    parser.add_argument("--poll-interval", type=float, default=None,
-                        help="override RULESET_POLL_INTERVAL in the servers (seconds)")
+    parser.add_argument(
+        "--poll-interval",
+        type=float,
+        default=None,
+        help="override RULESET_POLL_INTERVAL in the servers (seconds)",
+    )
     args = parser.parse_args()
 
     from bench import _serving
@@ -70,12 +87,19 @@ def main() -> None:
 
     environment, _flags, key = _serving.bench_environment("bench", 20)
     flag = Flag.objects.filter(key="propagation").first() or services.flag_create(
-        actor=SYSTEM, key="propagation", name="propagation")
-    services.flag_state_set_enabled(actor=SYSTEM, flag=flag, environment=environment,
-                                    enabled=True)
-    services.flag_state_serve(actor=SYSTEM, flag=flag, environment=environment, variation="off")
+        actor=SYSTEM, key="propagation", name="propagation"
+    )
+    services.flag_state_set_enabled(
+        actor=SYSTEM, flag=flag, environment=environment, enabled=True
+    )
+    services.flag_state_serve(
+        actor=SYSTEM, flag=flag, environment=environment, variation="off"
+    )
     if args.redis_url:
-        settings.CONTROLPLANE = {**settings.CONTROLPLANE, "RULESET_REDIS_URL": args.redis_url}
+        settings.CONTROLPLANE = {
+            **settings.CONTROLPLANE,
+            "RULESET_REDIS_URL": args.redis_url,
+        }
 
     # the servers read CONTROLPLANE overrides from this JSON (bench only)
     overrides = {}
@@ -89,25 +113,41 @@ def main() -> None:
     try:
         for _ in range(args.processes):
             port = _serving.free_port()
-            servers.append(_serving.start_gunicorn(
-                args.database_url, port, 1, app=app,
-                extra_env={"BENCH_CONTROLPLANE": json.dumps(overrides)}))
+            servers.append(
+                _serving.start_gunicorn(
+                    args.database_url,
+                    port,
+                    1,
+                    app=app,
+                    extra_env={"BENCH_CONTROLPLANE": json.dumps(overrides)},
+                )
+            )
             ports.append(port)
         for port in ports:  # warm: key cache, ruleset, background thread
-            _serving.post_json(port, "/api/v1/evaluate",
-                               {"context": {"merchant": "m-42"}, "flags": ["propagation"]}, key)
+            _serving.post_json(
+                port,
+                "/api/v1/evaluate",
+                {"context": {"merchant": "m-42"}, "flags": ["propagation"]},
+                key,
+            )
         time.sleep(1.0)
         delays = []
         value = False
-        for change in range(args.changes):
+        for _change in range(args.changes):
             value = not value
-            services.flag_state_serve(actor=SYSTEM, flag=flag, environment=environment,
-                                      variation="on" if value else "off")
+            services.flag_state_serve(
+                actor=SYSTEM,
+                flag=flag,
+                environment=environment,
+                variation="on" if value else "off",
+            )
             committed = time.monotonic()
             seen: dict[int, float] = {}
             threads = [
-                threading.Thread(target=first_seen,
-                                 args=(port, key, value, committed + 10, seen, index))
+                threading.Thread(
+                    target=first_seen,
+                    args=(port, key, value, committed + 10, seen, index),
+                )
                 for index, port in enumerate(ports)
             ]
             for thread in threads:
@@ -125,11 +165,15 @@ def main() -> None:
 
     finite = [d for d in delays if d != float("inf")]
     how = "Redis pub/sub" if args.redis_url else "PostgreSQL LISTEN/NOTIFY"
-    print(f"\n{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}  {args.processes} processes, "
-          f"{args.changes} changes, {how} + version poll")
-    print(f"until every process answers: p50 {1000 * _serving.percentile(delays, 50):.0f} ms, "
-          f"p99 {1000 * _serving.percentile(delays, 99):.0f} ms, "
-          f"max {1000 * max(delays):.0f} ms, missed (>10 s) {len(delays) - len(finite)}")
+    print(
+        f"\n{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}  {args.processes} processes, "
+        f"{args.changes} changes, {how} + version poll"
+    )
+    print(
+        f"until every process answers: p50 {1000 * _serving.percentile(delays, 50):.0f} ms, "
+        f"p99 {1000 * _serving.percentile(delays, 99):.0f} ms, "
+        f"max {1000 * max(delays):.0f} ms, missed (>10 s) {len(delays) - len(finite)}"
+    )
     p99 = _serving.percentile(delays, 99)
     print(f"target (p99 <= 1 s): {'met' if p99 <= 1.0 else 'NOT met'}")
 

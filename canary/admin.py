@@ -7,11 +7,13 @@ Nothing here assigns a field: the buttons and the add page call
 ``canary.services`` with ``actor_for_user(request.user)``, so every change
 has its audit event. Rows are read-only in the admin.
 """
+
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
@@ -32,8 +34,8 @@ from canary.transitions import ACTIVE
 from controlplane.audit.actors import Actor, actor_for_user
 from controlplane.audit.admin import ReadOnlyAdminMixin, audit_history_url
 from controlplane.audit.models import AuditEvent
+from controlplane.exceptions import DomainError
 from flags import admin as flags_admin
-from flags.exceptions import DomainError
 from flags.models import Environment, Flag
 
 Status = RolloutStatus
@@ -44,8 +46,9 @@ LATEST_RUNS = 20
 
 
 class ReasonForm(forms.Form):
-    reason = forms.CharField(max_length=500, required=False,
-                             widget=forms.TextInput(attrs={"size": 60}))
+    reason = forms.CharField(
+        max_length=500, required=False, widget=forms.TextInput(attrs={"size": 60})
+    )
 
 
 class RequiredReasonForm(forms.Form):
@@ -54,40 +57,58 @@ class RequiredReasonForm(forms.Form):
 
 class RollbackForm(RequiredReasonForm):
     level = forms.TypedChoiceField(
-        coerce=int, initial=1,
-        choices=[(1, "1: flag (restore the flag state captured at start)"),
-                 (2, "2: deployment revert (needs a deployment)"),
-                 (3, "3: migration revert (last resort)")],
+        coerce=int,
+        initial=1,
+        choices=[
+            (1, "1: flag (restore the flag state captured at start)"),
+            (2, "2: deployment revert (needs a deployment)"),
+            (3, "3: migration revert (last resort)"),
+        ],
     )
 
 
 class FailPhaseForm(RequiredReasonForm):
     on_failure = forms.ChoiceField(
         required=False,
-        choices=[("", "as the checks say (most severe on_failure)"), ("pause", "pause"),
-                 ("rollback_1", "rollback level 1"), ("rollback_2", "rollback level 2"),
-                 ("rollback_3", "rollback level 3")],
+        choices=[
+            ("", "as the checks say (most severe on_failure)"),
+            ("pause", "pause"),
+            ("rollback_1", "rollback level 1"),
+            ("rollback_2", "rollback level 2"),
+            ("rollback_3", "rollback level 3"),
+        ],
     )
 
 
 class RolloutCreateForm(forms.Form):
     """Create a draft rollout from a named plan."""
 
-    flag = forms.ModelChoiceField(queryset=Flag.objects.filter(archived=False),
-                                  to_field_name="key")
-    environment = forms.ModelChoiceField(queryset=Environment.objects.all(),
-                                         to_field_name="key")
-    template = forms.ChoiceField(choices=[(name, f"{name}: {plan['description']}")
-                                          for name, plan in PLANS.items()])
-    pilot_merchants = forms.CharField(required=False, help_text="Merchant keys, comma-separated.")
-    duration_scale = forms.FloatField(required=False, min_value=0.001, max_value=100,
-                                      help_text="Multiply every phase duration (0.05 turns "
-                                                "minutes into seconds).")
+    flag = forms.ModelChoiceField(
+        queryset=Flag.objects.filter(archived=False), to_field_name="key"
+    )
+    environment = forms.ModelChoiceField(
+        queryset=Environment.objects.all(), to_field_name="key"
+    )
+    template = forms.ChoiceField(
+        choices=[
+            (name, f"{name}: {plan['description']}") for name, plan in PLANS.items()
+        ]
+    )
+    pilot_merchants = forms.CharField(
+        required=False, help_text="Merchant keys, comma-separated."
+    )
+    duration_scale = forms.FloatField(
+        required=False,
+        min_value=0.001,
+        max_value=100,
+        help_text="Multiply every phase duration (0.05 turns minutes into seconds).",
+    )
     name = forms.CharField(required=False, max_length=200)
     checks = forms.CharField(
-        required=False, widget=forms.Textarea(attrs={"rows": 6, "cols": 80}),
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 6, "cols": 80}),
         help_text='A JSON list of health checks, e.g. [{"name": "errors", "provider": '
-                  '"outcomes", "spec": {"metric": "error_rate"}, "threshold": 0.05}]',
+        '"outcomes", "spec": {"metric": "error_rate"}, "threshold": 0.05}]',
     )
 
     def clean_checks(self) -> list:
@@ -97,7 +118,9 @@ class RolloutCreateForm(forms.Form):
         try:
             value = json.loads(raw)
         except json.JSONDecodeError as exc:
-            raise forms.ValidationError(f"not valid JSON: {exc.msg} at {exc.pos}") from None
+            raise forms.ValidationError(
+                f"not valid JSON: {exc.msg} at {exc.pos}"
+            ) from None
         if isinstance(value, dict):
             value = [value]
         if not isinstance(value, list):
@@ -121,63 +144,96 @@ class RolloutAction:
 
 
 def _start(actor: Actor, rollout: Rollout, data: dict) -> Rollout:
-    rollout, _ = services.rollout_start_checked(rollout_id=rollout.pk, actor=actor,
-                                                reason=data.get("reason", ""))
+    rollout, _ = services.rollout_start_checked(
+        rollout_id=rollout.pk, actor=actor, reason=data.get("reason", "")
+    )
     return rollout
 
 
-ACTIONS: dict[str, RolloutAction] = {action.name: action for action in (
-    RolloutAction(
-        "start", "Start", "The preflight runs first: every check answers once, the flag "
-        "exists, and the rollback levels the checks ask for are possible. Then the flag "
-        "state is captured and phase 0 goes live.", ReasonForm, _start,
-        frozenset({Status.DRAFT}),
-    ),
-    RolloutAction(
-        "approve", "Approve", "Approve leaving the current phase: the rollout advances at "
-        "the next tick once the other gates are open.", ReasonForm,
-        lambda actor, r, d: services.rollout_approve(rollout_id=r.pk, actor=actor,
-                                                     reason=d.get("reason", "")),
-        frozenset(ACTIVE),
-    ),
-    RolloutAction(
-        "pause", "Pause", "The rollout stops advancing. Checks keep running, and a failure "
-        "still rolls back.", RequiredReasonForm,
-        lambda actor, r, d: services.rollout_pause(rollout_id=r.pk, actor=actor,
-                                                   reason=d["reason"]),
-        frozenset({Status.RUNNING, Status.AWAITING_APPROVAL}),
-    ),
-    RolloutAction(
-        "resume", "Resume", "The rollout runs again; the current phase's check counters "
-        "start afresh.", ReasonForm,
-        lambda actor, r, d: services.rollout_resume(rollout_id=r.pk, actor=actor,
-                                                    reason=d.get("reason", "")),
-        frozenset({Status.PAUSED}),
-    ),
-    RolloutAction(
-        "abort", "Abort", "The rollout ends and the flag state and pilot overrides are put "
-        "back as they were captured at start.", RequiredReasonForm,
-        lambda actor, r, d: services.rollout_abort(rollout_id=r.pk, actor=actor,
-                                                   reason=d["reason"]),
-        frozenset({Status.DRAFT, *ACTIVE}),
-    ),
-    RolloutAction(
-        "fail-phase", "Fail phase", "Fail the current phase by hand: the rollout pauses or "
-        "rolls back as its checks' on_failure says (or as chosen here).", FailPhaseForm,
-        lambda actor, r, d: services.rollout_fail_phase(
-            rollout_id=r.pk, actor=actor, reason=d["reason"], on_failure=d.get("on_failure")
-            or None),
-        frozenset(ACTIVE),
-    ),
-    RolloutAction(
-        "rollback", "Roll back now", "Roll back now through the rollback engine. Level 1 "
-        "restores the flag state captured at start; levels 2 and 3 also revert the "
-        "deployment and its migrations.", RollbackForm,
-        lambda actor, r, d: services.rollout_begin_rollback(
-            rollout_id=r.pk, level=d["level"], actor=actor, reason=d["reason"]),
-        frozenset(ACTIVE),
-    ),
-)}
+ACTIONS: dict[str, RolloutAction] = {
+    action.name: action
+    for action in (
+        RolloutAction(
+            "start",
+            "Start",
+            "The preflight runs first: every check answers once, the flag "
+            "exists, and the rollback levels the checks ask for are possible. Then the flag "
+            "state is captured and phase 0 goes live.",
+            ReasonForm,
+            _start,
+            frozenset({Status.DRAFT}),
+        ),
+        RolloutAction(
+            "approve",
+            "Approve",
+            "Approve leaving the current phase: the rollout advances at "
+            "the next tick once the other gates are open.",
+            ReasonForm,
+            lambda actor, r, d: services.rollout_approve(
+                rollout_id=r.pk, actor=actor, reason=d.get("reason", "")
+            ),
+            frozenset(ACTIVE),
+        ),
+        RolloutAction(
+            "pause",
+            "Pause",
+            "The rollout stops advancing. Checks keep running, and a failure "
+            "still rolls back.",
+            RequiredReasonForm,
+            lambda actor, r, d: services.rollout_pause(
+                rollout_id=r.pk, actor=actor, reason=d["reason"]
+            ),
+            frozenset({Status.RUNNING, Status.AWAITING_APPROVAL}),
+        ),
+        RolloutAction(
+            "resume",
+            "Resume",
+            "The rollout runs again; the current phase's check counters start afresh.",
+            ReasonForm,
+            lambda actor, r, d: services.rollout_resume(
+                rollout_id=r.pk, actor=actor, reason=d.get("reason", "")
+            ),
+            frozenset({Status.PAUSED}),
+        ),
+        RolloutAction(
+            "abort",
+            "Abort",
+            "The rollout ends and the flag state and pilot overrides are put "
+            "back as they were captured at start.",
+            RequiredReasonForm,
+            lambda actor, r, d: services.rollout_abort(
+                rollout_id=r.pk, actor=actor, reason=d["reason"]
+            ),
+            frozenset({Status.DRAFT, *ACTIVE}),
+        ),
+        RolloutAction(
+            "fail-phase",
+            "Fail phase",
+            "Fail the current phase by hand: the rollout pauses or "
+            "rolls back as its checks' on_failure says (or as chosen here).",
+            FailPhaseForm,
+            lambda actor, r, d: services.rollout_fail_phase(
+                rollout_id=r.pk,
+                actor=actor,
+                reason=d["reason"],
+                on_failure=d.get("on_failure") or None,
+            ),
+            frozenset(ACTIVE),
+        ),
+        RolloutAction(
+            "rollback",
+            "Roll back now",
+            "Roll back now through the rollback engine. Level 1 "
+            "restores the flag state captured at start; levels 2 and 3 also revert the "
+            "deployment and its migrations.",
+            RollbackForm,
+            lambda actor, r, d: services.rollout_begin_rollback(
+                rollout_id=r.pk, level=d["level"], actor=actor, reason=d["reason"]
+            ),
+            frozenset(ACTIVE),
+        ),
+    )
+}
 
 
 # -- inlines ------------------------------------------------------------------
@@ -189,15 +245,34 @@ class ReadOnlyInline(flags_admin.ReadOnlyInline):
 
 class PhaseInline(ReadOnlyInline):
     model = Phase
-    fields = ["index", "name", "target_type", "percentage", "pilot_merchants", "min_duration",
-              "max_duration", "requires_approval"]
+    fields = [
+        "index",
+        "name",
+        "target_type",
+        "percentage",
+        "pilot_merchants",
+        "min_duration",
+        "max_duration",
+        "requires_approval",
+    ]
     readonly_fields = fields
 
 
 class HealthCheckInline(ReadOnlyInline):
     model = HealthCheck
-    fields = ["name", "provider", "rule", "status", "last_value", "last_verdict", "pass_count",
-              "min_samples", "limits", "on_failure", "last_run_at"]
+    fields = [
+        "name",
+        "provider",
+        "rule",
+        "status",
+        "last_value",
+        "last_verdict",
+        "pass_count",
+        "min_samples",
+        "limits",
+        "on_failure",
+        "last_run_at",
+    ]
     readonly_fields = fields
 
     @admin.display(description="rule")
@@ -211,8 +286,10 @@ class HealthCheckInline(ReadOnlyInline):
 
     @admin.display(description="limits (fail / inconclusive / error)")
     def limits(self, check: HealthCheck) -> str:
-        return (f"{check.failure_limit} / {check.inconclusive_limit} / "
-                f"{check.consecutive_error_limit}")
+        return (
+            f"{check.failure_limit} / {check.inconclusive_limit} / "
+            f"{check.consecutive_error_limit}"
+        )
 
 
 # -- rollouts -----------------------------------------------------------------
@@ -222,11 +299,15 @@ def _decision_html(event: AuditEvent | None) -> str:
     if event is None:
         return "-"
     details = event.details or {}
-    rows = [(key, json.dumps(value, default=str)[:400]) for key, value in details.items()
-            if key != "captured_state"]
+    rows = [
+        (key, json.dumps(value, default=str)[:400])
+        for key, value in details.items()
+        if key != "captured_state"
+    ]
     return format_html(
         "<strong>{}</strong> by {} at {}<br>{}",
-        event.action, f"{event.actor_type}:{event.actor_name}",
+        event.action,
+        f"{event.actor_type}:{event.actor_name}",
         event.created_at.strftime("%Y-%m-%d %H:%M:%S"),
         format_html_join("", "<div><code>{}</code>: {}</div>", rows),
     )
@@ -234,16 +315,41 @@ def _decision_html(event: AuditEvent | None) -> str:
 
 @admin.register(Rollout)
 class RolloutAdmin(admin.ModelAdmin):
-    list_display = ["id", "name", "flag", "environment", "status", "phase", "started_at",
-                    "explanation"]
+    list_display = [
+        "id",
+        "name",
+        "flag",
+        "environment",
+        "status",
+        "phase",
+        "started_at",
+        "explanation",
+    ]
     list_filter = ["status", "environment"]
     search_fields = ["name", "flag__key"]
     list_select_related = ["flag", "environment"]
     inlines = [PhaseInline, HealthCheckInline]
-    fields = ["name", "flag", "environment", "deployment", "status", "phase", "explanation",
-              "last_decision", "treatment_variation", "control_variation", "approved_phase",
-              "started_at", "phase_started_at", "finished_at", "created_by", "version",
-              "baseline", "captured_state", "latest_check_runs"]
+    fields = [
+        "name",
+        "flag",
+        "environment",
+        "deployment",
+        "status",
+        "phase",
+        "explanation",
+        "last_decision",
+        "treatment_variation",
+        "control_variation",
+        "approved_phase",
+        "started_at",
+        "phase_started_at",
+        "finished_at",
+        "created_by",
+        "version",
+        "baseline",
+        "captured_state",
+        "latest_check_runs",
+    ]
     readonly_fields = fields
     change_form_template = "admin/canary/rollout/change_form.html"
 
@@ -259,15 +365,26 @@ class RolloutAdmin(admin.ModelAdmin):
         # a constant number of queries whatever the page size.
         phases = Phase.objects.filter(rollout=OuterRef("pk")).order_by()
         last_transition = AuditEvent.objects.filter(
-            target_type="canary.rollout", target_id=Cast(OuterRef("pk"), CharField()),
+            target_type="canary.rollout",
+            target_id=Cast(OuterRef("pk"), CharField()),
             action="rollout.transition",
         ).order_by("-id")
-        return super().get_queryset(request).annotate(
-            phase_count=Subquery(phases.values("rollout").annotate(n=Count("id")).values("n")),
-            phase_name=Subquery(phases.filter(index=OuterRef("current_phase"))
-                                .values("name")[:1]),
-            last_reason=Subquery(last_transition.annotate(
-                reason=KeyTextTransform("reason", "details")).values("reason")[:1]),
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(
+                phase_count=Subquery(
+                    phases.values("rollout").annotate(n=Count("id")).values("n")
+                ),
+                phase_name=Subquery(
+                    phases.filter(index=OuterRef("current_phase")).values("name")[:1]
+                ),
+                last_reason=Subquery(
+                    last_transition.annotate(
+                        reason=KeyTextTransform("reason", "details")
+                    ).values("reason")[:1]
+                ),
+            )
         )
 
     def _may_act(self, request: HttpRequest) -> bool:
@@ -275,8 +392,10 @@ class RolloutAdmin(admin.ModelAdmin):
 
     @admin.display(description="phase")
     def phase(self, rollout: Rollout) -> str:
-        return (f"{rollout.current_phase + 1}/{getattr(rollout, 'phase_count', 0) or 0} "
-                f"{getattr(rollout, 'phase_name', '') or ''}")
+        return (
+            f"{rollout.current_phase + 1}/{getattr(rollout, 'phase_count', 0) or 0} "
+            f"{getattr(rollout, 'phase_name', '') or ''}"
+        )
 
     @admin.display(description="why")
     def explanation(self, rollout: Rollout) -> str:
@@ -285,28 +404,45 @@ class RolloutAdmin(admin.ModelAdmin):
 
     @admin.display(description="last decision (audit)")
     def last_decision(self, rollout: Rollout) -> str:
-        event = (AuditEvent.objects.filter(target_type="canary.rollout",
-                                           target_id=str(rollout.pk))
-                 .exclude(action="rollout.created").order_by("-id").first())
+        event = (
+            AuditEvent.objects.filter(
+                target_type="canary.rollout", target_id=str(rollout.pk)
+            )
+            .exclude(action="rollout.created")
+            .order_by("-id")
+            .first()
+        )
         return _decision_html(event)
 
     @admin.display(description=f"latest check runs (last {LATEST_RUNS})")
     def latest_check_runs(self, rollout: Rollout) -> str:
-        runs = (CheckRun.objects.filter(rollout=rollout).select_related("health_check")
-                .order_by("-measured_at", "-id")[:LATEST_RUNS])
+        runs = (
+            CheckRun.objects.filter(rollout=rollout)
+            .select_related("health_check")
+            .order_by("-measured_at", "-id")[:LATEST_RUNS]
+        )
         if not runs:
             return "none yet"
         rows = [
-            (run.measured_at.strftime("%H:%M:%S"), run.health_check.name, run.phase_index,
-             "-" if run.value is None else f"{run.value:.4g}", run.verdict,
-             (run.detail or {}).get("message", ""))
+            (
+                run.measured_at.strftime("%H:%M:%S"),
+                run.health_check.name,
+                run.phase_index,
+                "-" if run.value is None else f"{run.value:.4g}",
+                run.verdict,
+                (run.detail or {}).get("message", ""),
+            )
             for run in runs
         ]
         return format_html(
             "<table><thead><tr><th>time</th><th>check</th><th>phase</th><th>value</th>"
             "<th>verdict</th><th>why</th></tr></thead><tbody>{}</tbody></table>",
-            format_html_join("", "<tr><td>{0}</td><td>{1}</td><td>{2}</td><td>{3}</td>"
-                                 "<td class='verdict-{4}'>{4}</td><td>{5}</td></tr>", rows),
+            format_html_join(
+                "",
+                "<tr><td>{0}</td><td>{1}</td><td>{2}</td><td>{3}</td>"
+                "<td class='verdict-{4}'>{4}</td><td>{5}</td></tr>",
+                rows,
+            ),
         )
 
     # -- pages ----------------------------------------------------------------
@@ -314,33 +450,54 @@ class RolloutAdmin(admin.ModelAdmin):
     def get_urls(self) -> list:
         info = self.model._meta.app_label, self.model._meta.model_name
         return [
-            path("<int:object_id>/do/<slug:action>/",
-                 self.admin_site.admin_view(self.action_view),
-                 name="%s_%s_action" % info),
-            path("<int:object_id>/report/", self.admin_site.admin_view(self.report_view),
-                 name="%s_%s_report" % info),
+            path(
+                "<int:object_id>/do/<slug:action>/",
+                self.admin_site.admin_view(self.action_view),
+                name="{}_{}_action".format(*info),
+            ),
+            path(
+                "<int:object_id>/report/",
+                self.admin_site.admin_view(self.report_view),
+                name="{}_{}_report".format(*info),
+            ),
             *super().get_urls(),
         ]
 
-    def changeform_view(self, request: HttpRequest, object_id: str | None = None,
-                        form_url: str = "", extra_context: dict | None = None) -> HttpResponse:
+    def changeform_view(
+        self,
+        request: HttpRequest,
+        object_id: str | None = None,
+        form_url: str = "",
+        extra_context: dict | None = None,
+    ) -> HttpResponse:
         extra_context = dict(extra_context or {})
         if object_id is not None:
             rollout = self.get_object(request, admin.utils.unquote(object_id))
             if rollout is not None and self._may_act(request):
                 extra_context["rollout_actions"] = [
-                    {"label": action.label,
-                     "url": reverse("admin:canary_rollout_action", args=[rollout.pk, name])}
-                    for name, action in ACTIONS.items() if rollout.status in action.shown_for
+                    {
+                        "label": action.label,
+                        "url": reverse(
+                            "admin:canary_rollout_action", args=[rollout.pk, name]
+                        ),
+                    }
+                    for name, action in ACTIONS.items()
+                    if rollout.status in action.shown_for
                 ]
             extra_context["audit_history_url"] = audit_history_url(
-                target_type="canary.rollout", target_id=object_id)
-            extra_context["report_url"] = reverse("admin:canary_rollout_report",
-                                                  args=[admin.utils.unquote(object_id)])
+                target_type="canary.rollout", target_id=object_id
+            )
+            extra_context["report_url"] = reverse(
+                "admin:canary_rollout_report", args=[admin.utils.unquote(object_id)]
+            )
         return super().changeform_view(request, object_id, form_url, extra_context)
 
-    def add_view(self, request: HttpRequest, form_url: str = "",
-                 extra_context: dict | None = None) -> HttpResponse:
+    def add_view(
+        self,
+        request: HttpRequest,
+        form_url: str = "",
+        extra_context: dict | None = None,
+    ) -> HttpResponse:
         """Create a draft from a named plan through ``rollout_create_from_template``."""
         if not self.has_add_permission(request):
             raise PermissionDenied
@@ -349,20 +506,31 @@ class RolloutAdmin(admin.ModelAdmin):
             data = form.cleaned_data
             try:
                 rollout = services.rollout_create_from_template(
-                    actor=actor_for_user(request.user), template=data["template"],
-                    flag=data["flag"], environment=data["environment"],
-                    pilot_merchants=[k.strip() for k in data["pilot_merchants"].split(",")
-                                     if k.strip()],
-                    checks=data["checks"], name=data["name"] or None,
+                    actor=actor_for_user(request.user),
+                    template=data["template"],
+                    flag=data["flag"],
+                    environment=data["environment"],
+                    pilot_merchants=[
+                        k.strip()
+                        for k in data["pilot_merchants"].split(",")
+                        if k.strip()
+                    ],
+                    checks=data["checks"],
+                    name=data["name"] or None,
                     duration_scale=data["duration_scale"],
                 )
             except DomainError as exc:
                 form.add_error(None, exc.message)
             else:
-                self.message_user(request, f"Rollout {rollout.pk} created as a draft. Start it "
-                                           "with the Start button.", messages.SUCCESS)
+                self.message_user(
+                    request,
+                    f"Rollout {rollout.pk} created as a draft. Start it "
+                    "with the Start button.",
+                    messages.SUCCESS,
+                )
                 return HttpResponseRedirect(
-                    reverse("admin:canary_rollout_change", args=[rollout.pk]))
+                    reverse("admin:canary_rollout_change", args=[rollout.pk])
+                )
         context = {
             **self.admin_site.each_context(request),
             "title": "Create a rollout from a plan",
@@ -389,11 +557,14 @@ class RolloutAdmin(admin.ModelAdmin):
         }
         return TemplateResponse(request, "admin/canary/rollout/report.html", context)
 
-    def action_view(self, request: HttpRequest, object_id: int, action: str) -> HttpResponse:
+    def action_view(
+        self, request: HttpRequest, object_id: int, action: str
+    ) -> HttpResponse:
         """GET: the confirmation page. POST: call the service, back to the rollout."""
         spec = ACTIONS.get(action)
-        rollout = get_object_or_404(Rollout.objects.select_related("flag", "environment"),
-                                    pk=object_id)
+        rollout = get_object_or_404(
+            Rollout.objects.select_related("flag", "environment"), pk=object_id
+        )
         if spec is None:
             raise PermissionDenied(f"unknown action {action!r}")
         if not self._may_act(request):
@@ -402,13 +573,19 @@ class RolloutAdmin(admin.ModelAdmin):
         form = spec.form_class(request.POST if request.method == "POST" else None)
         if request.method == "POST" and form.is_valid():
             try:
-                rollout = spec.apply(actor_for_user(request.user), rollout, form.cleaned_data)
+                rollout = spec.apply(
+                    actor_for_user(request.user), rollout, form.cleaned_data
+                )
             except DomainError as exc:
-                self.message_user(request, f"{spec.label} refused: {exc.message}",
-                                  messages.ERROR)
+                self.message_user(
+                    request, f"{spec.label} refused: {exc.message}", messages.ERROR
+                )
             else:
-                self.message_user(request, f"{spec.label}: rollout {rollout.pk} is now "
-                                           f"{rollout.status}.", messages.SUCCESS)
+                self.message_user(
+                    request,
+                    f"{spec.label}: rollout {rollout.pk} is now {rollout.status}.",
+                    messages.SUCCESS,
+                )
             return HttpResponseRedirect(change_url)
         context = {
             **self.admin_site.each_context(request),
@@ -418,7 +595,7 @@ class RolloutAdmin(admin.ModelAdmin):
             "form": form,
             "intro": spec.intro,
             "summary": f"{rollout.name}: {rollout.flag.key} in {rollout.environment.key}, "
-                       f"{rollout.status}, phase {rollout.current_phase}",
+            f"{rollout.status}, phase {rollout.current_phase}",
             "submit_label": f"Yes, {spec.label.lower()}",
             "cancel_url": change_url,
         }
@@ -429,8 +606,15 @@ class RolloutAdmin(admin.ModelAdmin):
 class CheckRunAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     """Every measurement, newest first (read-only)."""
 
-    list_display = ["measured_at", "rollout", "health_check", "phase_index", "value", "verdict",
-                    "message"]
+    list_display = [
+        "measured_at",
+        "rollout",
+        "health_check",
+        "phase_index",
+        "value",
+        "verdict",
+        "message",
+    ]
     list_filter = ["verdict", "health_check__provider"]
     list_select_related = ["rollout", "health_check"]
     search_fields = ["health_check__name", "rollout__name"]

@@ -13,12 +13,13 @@ statistically significant (p < alpha) and larger than the practical
 ``tolerance`` (relative: 0.2 = 20% worse), so a huge sample does not fail a
 rollout for a negligible change.
 """
+
 from __future__ import annotations
 
 import math
 import statistics
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Mapping, Sequence
 
 from scipy import stats
 
@@ -64,17 +65,33 @@ def _pct(value: float) -> str:
     return f"{value * 100:.2f}%"
 
 
-def _short(metric: str, test: str, treatment: dict, control: dict, min_samples: int,
-           alpha: float, tolerance: float) -> Comparison:
+def _short(
+    metric: str,
+    test: str,
+    treatment: dict,
+    control: dict,
+    min_samples: int,
+    alpha: float,
+    tolerance: float,
+) -> Comparison:
     short = [
         f"{name} has {cohort['n']}"
         for name, cohort in (("treatment", treatment), ("control", control))
         if cohort["n"] < min_samples
     ]
     return Comparison(
-        metric=metric, verdict=INCONCLUSIVE, test=test, treatment=treatment, control=control,
-        effect=None, effect_size=None, p_value=None, confidence=None, alpha=alpha,
-        tolerance=tolerance, min_samples=min_samples,
+        metric=metric,
+        verdict=INCONCLUSIVE,
+        test=test,
+        treatment=treatment,
+        control=control,
+        effect=None,
+        effect_size=None,
+        p_value=None,
+        confidence=None,
+        alpha=alpha,
+        tolerance=tolerance,
+        min_samples=min_samples,
         explanation=(
             f"Not enough data to compare {metric.replace('_', ' ')}: "
             f"{' and '.join(short)} observations, {min_samples} needed per cohort. "
@@ -100,8 +117,10 @@ def error_rate_compare(
     otherwise; inconclusive when either cohort has fewer than
     ``min_samples`` events. Raise ValueError for impossible counts.
     """
-    for name, failures, n in (("treatment", treatment_failures, treatment_n),
-                              ("control", control_failures, control_n)):
+    for name, failures, n in (
+        ("treatment", treatment_failures, treatment_n),
+        ("control", control_failures, control_n),
+    ):
         if n < 0 or failures < 0 or failures > n:
             raise ValueError(f"{name}: failures must be within 0..n")
     test = "two-proportion z-test (one-sided)"
@@ -110,7 +129,9 @@ def error_rate_compare(
     treatment = {"n": treatment_n, "failures": treatment_failures, "error_rate": p_t}
     control = {"n": control_n, "failures": control_failures, "error_rate": p_c}
     if treatment_n < min_samples or control_n < min_samples:
-        return _short("error_rate", test, treatment, control, min_samples, alpha, tolerance)
+        return _short(
+            "error_rate", test, treatment, control, min_samples, alpha, tolerance
+        )
     diff = p_t - p_c
     pooled = (treatment_failures + control_failures) / (treatment_n + control_n)
     se_pooled = math.sqrt(pooled * (1 - pooled) * (1 / treatment_n + 1 / control_n))
@@ -143,10 +164,20 @@ def error_rate_compare(
     else:
         tail = f" No significant increase at alpha {alpha:g}: pass."
     return Comparison(
-        metric="error_rate", verdict=verdict, test=test, treatment=treatment, control=control,
-        effect=diff, effect_size=cohen_h, p_value=p_value, confidence=1 - p_value,
-        alpha=alpha, tolerance=tolerance, min_samples=min_samples,
-        explanation=head + tail, interval=interval,
+        metric="error_rate",
+        verdict=verdict,
+        test=test,
+        treatment=treatment,
+        control=control,
+        effect=diff,
+        effect_size=cohen_h,
+        p_value=p_value,
+        confidence=1 - p_value,
+        alpha=alpha,
+        tolerance=tolerance,
+        min_samples=min_samples,
+        explanation=head + tail,
+        interval=interval,
     )
 
 
@@ -163,7 +194,11 @@ def _quantile(values: Sequence[float], q: float) -> float:
 def _duration_summary(values: Sequence[float]) -> dict:
     if not values:
         return {"n": 0, "p50": None, "p95": None}
-    return {"n": len(values), "p50": _quantile(values, 0.5), "p95": _quantile(values, 0.95)}
+    return {
+        "n": len(values),
+        "p50": _quantile(values, 0.5),
+        "p95": _quantile(values, 0.95),
+    }
 
 
 def duration_compare(
@@ -186,7 +221,9 @@ def duration_compare(
     c_values = [float(v) for v in control if v is not None and not math.isnan(v)]
     t_summary, c_summary = _duration_summary(t_values), _duration_summary(c_values)
     if len(t_values) < min_samples or len(c_values) < min_samples:
-        return _short("duration", test, t_summary, c_summary, min_samples, alpha, tolerance)
+        return _short(
+            "duration", test, t_summary, c_summary, min_samples, alpha, tolerance
+        )
     if len(set(t_values) | set(c_values)) == 1:
         u_stat, p_value = len(t_values) * len(c_values) / 2, 1.0
     else:
@@ -216,9 +253,19 @@ def duration_compare(
     else:
         tail = f" No significant slowdown at alpha {alpha:g}: pass."
     return Comparison(
-        metric="duration", verdict=verdict, test=test, treatment=t_summary, control=c_summary,
-        effect=change, effect_size=rank_biserial, p_value=p_value, confidence=1 - p_value,
-        alpha=alpha, tolerance=tolerance, min_samples=min_samples, explanation=head + tail,
+        metric="duration",
+        verdict=verdict,
+        test=test,
+        treatment=t_summary,
+        control=c_summary,
+        effect=change,
+        effect_size=rank_biserial,
+        p_value=p_value,
+        confidence=1 - p_value,
+        alpha=alpha,
+        tolerance=tolerance,
+        min_samples=min_samples,
+        explanation=head + tail,
     )
 
 
@@ -247,7 +294,9 @@ def cohort_compare(
             control_failures=int(control.get("failures", 0)),
             control_n=int(control.get("n", 0)),
             alpha=alpha,
-            min_samples=DEFAULT_MIN_SAMPLES["error_rate"] if min_samples is None else min_samples,
+            min_samples=DEFAULT_MIN_SAMPLES["error_rate"]
+            if min_samples is None
+            else min_samples,
             tolerance=tolerance,
         )
     if metric in ("duration", "p50_ms", "p95_ms"):
@@ -255,7 +304,9 @@ def cohort_compare(
             treatment=treatment.get("durations") or [],
             control=control.get("durations") or [],
             alpha=alpha,
-            min_samples=DEFAULT_MIN_SAMPLES["duration"] if min_samples is None else min_samples,
+            min_samples=DEFAULT_MIN_SAMPLES["duration"]
+            if min_samples is None
+            else min_samples,
             tolerance=tolerance,
         )
     raise ValueError(f"unknown cohort metric {metric!r} (error_rate or duration)")

@@ -28,6 +28,7 @@ state, and every service is keyed by what it expects (``expected_phase``,
 the current status), two controllers ticking at once, or a redelivered
 tick, never apply a transition twice.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -45,7 +46,14 @@ from django.utils import timezone
 
 from canary import metrics
 from canary.health import GateAction, GateDecision
-from canary.models import CheckRun, CheckStatus, HealthCheck, Rollout, RolloutStatus, Verdict
+from canary.models import (
+    CheckRun,
+    CheckStatus,
+    HealthCheck,
+    Rollout,
+    RolloutStatus,
+    Verdict,
+)
 from canary.providers import MeasureContext, Measurement, ProviderError, get_provider
 from canary.services import (
     check_judge,
@@ -61,7 +69,7 @@ from canary.transitions import ACTIVE
 from controlplane.audit.actors import CONTROLLER
 from controlplane.audit.services import audit_chain_lock
 from controlplane.conf import setting
-from flags.exceptions import DomainError
+from controlplane.exceptions import DomainError
 from flags.models import Environment
 
 logger = logging.getLogger(__name__)
@@ -145,8 +153,12 @@ def controller_tick(*, rollout_id: int | None = None) -> TickReport:
             report.errors.append(f"check {result.job.check_id}: {exc.message}")
             continue
         except Exception as exc:  # its lease expires: measured again later
-            logger.exception("controller: recording check %s failed", result.job.check_id)
-            report.errors.append(f"check {result.job.check_id}: {type(exc).__name__}: {exc}")
+            logger.exception(
+                "controller: recording check %s failed", result.job.check_id
+            )
+            report.errors.append(
+                f"check {result.job.check_id}: {type(exc).__name__}: {exc}"
+            )
             continue
         report.measured += 1
         report.verdicts[verdict] = report.verdicts.get(verdict, 0) + 1
@@ -193,20 +205,24 @@ def _schedule_due_checks(rollout_ids: list[int]) -> None:
         .annotate(due=Min("next_due_at"))
     )
     for row in soonest:
-        rollout_tick_soon(row["rollout_id"], countdown=(row["due"] - now).total_seconds() + 0.02)
+        rollout_tick_soon(
+            row["rollout_id"], countdown=(row["due"] - now).total_seconds() + 0.02
+        )
 
 
 # 1. Claim -------------------------------------------------------------------
 
 
-def _claim(*, rollout_id: int | None, now: dt.datetime) -> tuple[list[int], list[MeasureJob]]:
+def _claim(
+    *, rollout_id: int | None, now: dt.datetime
+) -> tuple[list[int], list[MeasureJob]]:
     """Return the rollouts to decide on and the checks this tick measures."""
     with transaction.atomic():
         # NO KEY UPDATE: a CheckRun being inserted (a key share on its
         # rollout) does not make the rollout skip this tick.
-        rollouts_qs = Rollout.objects.select_for_update(skip_locked=True, no_key=True).filter(
-            status__in=[*ACTIVE, Status.ROLLING_BACK]
-        )
+        rollouts_qs = Rollout.objects.select_for_update(
+            skip_locked=True, no_key=True
+        ).filter(status__in=[*ACTIVE, Status.ROLLING_BACK])
         if rollout_id is not None:
             rollouts_qs = rollouts_qs.filter(pk=rollout_id)
         rollouts = {r.pk: r for r in rollouts_qs.order_by("pk")}
@@ -220,7 +236,9 @@ def _claim(*, rollout_id: int | None, now: dt.datetime) -> tuple[list[int], list
             .order_by("rollout_id", "id")
         )
         flag_keys = dict(
-            Rollout.objects.filter(pk__in=[r.pk for r in active]).values_list("pk", "flag__key")
+            Rollout.objects.filter(pk__in=[r.pk for r in active]).values_list(
+                "pk", "flag__key"
+            )
         )
         env_keys = dict(
             Rollout.objects.filter(pk__in=[r.pk for r in active]).values_list(
@@ -258,7 +276,9 @@ def _claim(*, rollout_id: int | None, now: dt.datetime) -> tuple[list[int], list
 
 
 def _measure_one(job: MeasureJob) -> Measurement:
-    return get_provider(job.provider).measure(job.spec, job.context, timeout=job.timeout)
+    return get_provider(job.provider).measure(
+        job.spec, job.context, timeout=job.timeout
+    )
 
 
 def _error_text(exc: BaseException) -> str:
@@ -279,19 +299,26 @@ def _measure(jobs: list[MeasureJob]) -> list[MeasureResult]:
     pool: ThreadPoolExecutor | None = None
     if pooled:
         pool = ThreadPoolExecutor(
-            max_workers=min(MAX_POOL_WORKERS, len(pooled)), thread_name_prefix="canary-check"
+            max_workers=min(MAX_POOL_WORKERS, len(pooled)),
+            thread_name_prefix="canary-check",
         )
         for job in pooled:
-            futures.append((job, pool.submit(_measure_one, job), time.monotonic() + job.timeout))
+            futures.append(
+                (job, pool.submit(_measure_one, job), time.monotonic() + job.timeout)
+            )
     try:
         # Database providers run here while the network ones are in flight.
         for job in jobs:
             if job.provider not in IN_THREAD_PROVIDERS:
                 continue
             try:
-                results.append(MeasureResult(job, _measure_one(job), None, timezone.now()))
+                results.append(
+                    MeasureResult(job, _measure_one(job), None, timezone.now())
+                )
             except Exception as exc:
-                results.append(MeasureResult(job, None, _error_text(exc), timezone.now()))
+                results.append(
+                    MeasureResult(job, None, _error_text(exc), timezone.now())
+                )
         for job, future, deadline in futures:
             wait = max(0.0, deadline - time.monotonic()) + POOL_WAIT_GRACE_SECONDS
             try:
@@ -300,12 +327,16 @@ def _measure(jobs: list[MeasureJob]) -> list[MeasureResult]:
             except FutureTimeout:
                 results.append(
                     MeasureResult(
-                        job, None, f"timed out after {job.timeout:g}s (controller bound)",
+                        job,
+                        None,
+                        f"timed out after {job.timeout:g}s (controller bound)",
                         timezone.now(),
                     )
                 )
             except Exception as exc:
-                results.append(MeasureResult(job, None, _error_text(exc), timezone.now()))
+                results.append(
+                    MeasureResult(job, None, _error_text(exc), timezone.now())
+                )
     finally:
         if pool is not None:
             # A provider stuck past its timeout is abandoned, not waited for.
@@ -319,12 +350,16 @@ def _measure(jobs: list[MeasureJob]) -> list[MeasureResult]:
 def _record(result: MeasureResult) -> str:
     """Judge one measurement and keep it as a CheckRun; return its verdict."""
     job = result.job
-    check = HealthCheck.objects.select_related("rollout").filter(pk=job.check_id).first()
+    check = (
+        HealthCheck.objects.select_related("rollout").filter(pk=job.check_id).first()
+    )
     if check is None:
         raise DomainError(f"health check {job.check_id} no longer exists")
     measurement = result.measurement
     if result.error is not None or measurement is None:
-        judgement, detail = check_judge(check, value=None, error=result.error or "no result")
+        judgement, detail = check_judge(
+            check, value=None, error=result.error or "no result"
+        )
         value = None
     else:
         judgement, detail = check_judge(
@@ -390,9 +425,9 @@ def _explain_checks(rollout: Rollout, names: tuple[str, ...] | list[str]) -> lis
     explained: list[dict] = []
     for check in rollout.checks.filter(name__in=list(names)).order_by("id"):
         runs = list(
-            check.runs.filter(phase_index=rollout.current_phase).order_by("-measured_at", "-id")[
-                :100
-            ]
+            check.runs.filter(phase_index=rollout.current_phase).order_by(
+                "-measured_at", "-id"
+            )[:100]
         )
         last = runs[0] if runs else None
         breach = _first_breach(runs)
@@ -418,7 +453,9 @@ def _explain_checks(rollout: Rollout, names: tuple[str, ...] | list[str]) -> lis
 
 
 def _sentence(item: dict) -> str:
-    measured = item["error"] and f"provider error: {item['error']}" or item["measurement"]
+    measured = (
+        item["error"] and f"provider error: {item['error']}" or item["measurement"]
+    )
     return f"check {item['check']} {item['status']}: {measured} ({item['limit']})"
 
 
@@ -445,7 +482,8 @@ def _is_wanted(rollout: Rollout, decision: GateDecision) -> bool:
     if decision.action == GateAction.PAUSE:
         return rollout.status != Status.PAUSED
     return rollout.status == Status.RUNNING and decision.action in (
-        GateAction.AWAIT_APPROVAL, GateAction.ADVANCE,
+        GateAction.AWAIT_APPROVAL,
+        GateAction.ADVANCE,
     )
 
 
@@ -468,7 +506,9 @@ def _lock_for_decision(rollout_id: int, environment_id: int) -> Rollout | None:
         .values_list("pk", flat=True)
     ):
         return None
-    ids = list(HealthCheck.objects.filter(rollout_id=rollout_id).values_list("pk", flat=True))
+    ids = list(
+        HealthCheck.objects.filter(rollout_id=rollout_id).values_list("pk", flat=True)
+    )
     locked = list(
         HealthCheck.objects.select_for_update(skip_locked=True)
         .filter(pk__in=ids)
@@ -499,7 +539,10 @@ def _decide(rollout_id: int) -> dict | None:
         if not _is_wanted(rollout, decision):
             # Hold. When only min_duration is left and it ends before the
             # next beat, tick exactly then.
-            if decision.action == GateAction.HOLD and 0 < decision.remaining <= _tick_interval():
+            if (
+                decision.action == GateAction.HOLD
+                and 0 < decision.remaining <= _tick_interval()
+            ):
                 _after_commit_tick(rollout.pk, countdown=decision.remaining + 0.05)
             return None
     elif rollout.status != Status.ROLLING_BACK or not _rollback_ended(rollout):
@@ -530,8 +573,11 @@ def _decide(rollout_id: int) -> dict | None:
                 rollout_id=rollout.pk,
                 actor=CONTROLLER,
                 reason=reason,
-                details={"decision": "pause", "gate": list(decision.reasons),
-                         "checks": explained},
+                details={
+                    "decision": "pause",
+                    "gate": list(decision.reasons),
+                    "checks": explained,
+                },
             )
             return {"rollout": rollout.pk, "action": "pause", "reason": reason}
         if rollout.status != Status.RUNNING:
@@ -543,7 +589,10 @@ def _decide(rollout_id: int) -> dict | None:
                 to=Status.AWAITING_APPROVAL,
                 actor=CONTROLLER,
                 reason=reason,
-                details={"decision": "await_approval", "checks": _passing_summary(rollout)},
+                details={
+                    "decision": "await_approval",
+                    "checks": _passing_summary(rollout),
+                },
             )
             return {"rollout": rollout.pk, "action": "await_approval", "reason": reason}
         if decision.action == GateAction.ADVANCE:
@@ -560,19 +609,31 @@ def _decide(rollout_id: int) -> dict | None:
                 # The next phase's checks are due now: measure them without
                 # waiting for the beat.
                 _after_commit_tick(rollout.pk)
-            return {"rollout": rollout.pk, "action": "advance", "from_phase": phase_index,
-                    "status": after.status, "reason": reason}
+            return {
+                "rollout": rollout.pk,
+                "action": "advance",
+                "from_phase": phase_index,
+                "status": after.status,
+                "reason": reason,
+            }
         return None
 
 
 def _passing_summary(rollout: Rollout) -> list[dict]:
     return [
-        {"check": name, "passes": passes, "min_samples": needed, "value": value,
-         "comparator": comparator, "threshold": threshold}
+        {
+            "check": name,
+            "passes": passes,
+            "min_samples": needed,
+            "value": value,
+            "comparator": comparator,
+            "threshold": threshold,
+        }
         for name, passes, needed, value, comparator, threshold in rollout.checks.order_by(
             "id"
-        ).values_list("name", "pass_count", "min_samples", "last_value", "comparator",
-                      "threshold")
+        ).values_list(
+            "name", "pass_count", "min_samples", "last_value", "comparator", "threshold"
+        )
     ]
 
 
@@ -582,8 +643,11 @@ def _fail(rollout: Rollout, decision: GateDecision) -> dict | None:
     if on_failure == "pause" and rollout.status == Status.PAUSED:
         return None  # already paused: pausing again would say nothing new
     explained = _explain_checks(rollout, decision.checks)
-    reason = "automatic " + ("pause" if on_failure == "pause" else
-                             f"rollback level {on_failure.rsplit('_', 1)[1]}")
+    reason = "automatic " + (
+        "pause"
+        if on_failure == "pause"
+        else f"rollback level {on_failure.rsplit('_', 1)[1]}"
+    )
     reason = f"{reason}: {_explain(decision, explained)}"
     details = {
         "decision": "fail",
@@ -608,7 +672,9 @@ def _fail(rollout: Rollout, decision: GateDecision) -> dict | None:
         seconds = (timezone.now() - min(breaches)).total_seconds() if breaches else None
         worst = next((i for i in explained if i["on_failure"] == on_failure), None)
         cause = worst["provider"] if worst else "unknown"
-        transaction.on_commit(lambda: metrics.automatic_rollback_counted(cause, seconds))
+        transaction.on_commit(
+            lambda: metrics.automatic_rollback_counted(cause, seconds)
+        )
         # Finish the rollout as soon as the rollback run is done.
         _after_commit_tick(rollout.pk)
     return {"rollout": rollout.pk, "action": f"fail:{on_failure}", "reason": reason}
@@ -646,11 +712,15 @@ def _rollback_nudge(rollout: Rollout) -> None:
         return
     try:
         rollback_run_queue(run_id=run.pk)
-        logger.warning("rollout %s: rollback run %s had not started; queued again",
-                       rollout.pk, run.pk)
+        logger.warning(
+            "rollout %s: rollback run %s had not started; queued again",
+            rollout.pk,
+            run.pk,
+        )
     except Exception as exc:  # the beat's reaper remains
-        logger.warning("rollout %s: rollback run %s not queued again: %s",
-                       rollout.pk, run.pk, exc)
+        logger.warning(
+            "rollout %s: rollback run %s not queued again: %s", rollout.pk, run.pk, exc
+        )
 
 
 def _rollback_progress(rollout: Rollout) -> dict | None:
@@ -665,19 +735,26 @@ def _rollback_progress(rollout: Rollout) -> dict | None:
     if run.status == RunStatus.SUCCEEDED:
         reason = f"rollback run {run.pk} (level {run.level}) succeeded"
         rollout_rollback_finished(
-            rollout_id=rollout.pk, actor=CONTROLLER, succeeded=True, reason=reason,
+            rollout_id=rollout.pk,
+            actor=CONTROLLER,
+            succeeded=True,
+            reason=reason,
             details=details,
         )
         return {"rollout": rollout.pk, "action": "rolled_back", "reason": reason}
     already = AuditEvent.objects.filter(
-        action="rollout.rollback_failed", target_id=str(rollout.pk),
+        action="rollout.rollback_failed",
+        target_id=str(rollout.pk),
         details__rollback_run=run.pk,
     ).exists()
     if already:
         return None
     reason = f"rollback run {run.pk} (level {run.level}) failed: {run.error}"
     rollout_rollback_finished(
-        rollout_id=rollout.pk, actor=CONTROLLER, succeeded=False, reason=reason,
+        rollout_id=rollout.pk,
+        actor=CONTROLLER,
+        succeeded=False,
+        reason=reason,
         details=details,
     )
     return {"rollout": rollout.pk, "action": "rollback_failed", "reason": reason}
@@ -749,7 +826,9 @@ def run_loop(stop_event: threading.Event, interval: float | None = None) -> None
 _loops: list[tuple[threading.Thread, threading.Event]] = []
 
 
-def start_loop_thread(interval: float | None = None) -> tuple[threading.Thread, threading.Event]:
+def start_loop_thread(
+    interval: float | None = None,
+) -> tuple[threading.Thread, threading.Event]:
     """Start ``run_loop`` in a daemon thread; return it and its stop event."""
     stop = threading.Event()
     thread = threading.Thread(
@@ -770,4 +849,3 @@ def stop_loop_threads(timeout: float = 10.0) -> None:
     _loop_wake.set()
     for thread, _ in loops:
         thread.join(timeout=timeout)
-

@@ -8,11 +8,12 @@ own rollouts are left alone. Phases are short (``demo-fast``: pilot m-1001,
 10%, 50%, 100%, 20 s each) and one check watches the error rate of the
 outcome events apps report (``manage.py simulate`` plays the app).
 """
+
 from __future__ import annotations
 
 from canary.models import Rollout
-from flags.demo import DemoReport
 from controlplane.audit.actors import SYSTEM
+from flags.demo import DemoReport
 
 FLAG = "sequential_workflow"
 ENVIRONMENT = "production"
@@ -58,12 +59,17 @@ def demo_rollout_ensure() -> Rollout | None:
     if Merchant.objects.filter(key__in=PILOT, is_active=True).count() != len(PILOT):
         return None
     return rollout_create_from_template(
-        actor=SYSTEM, template=TEMPLATE, flag=flag, environment=environment,
-        pilot_merchants=PILOT, checks=CHECKS, name=NAME,
+        actor=SYSTEM,
+        template=TEMPLATE,
+        flag=flag,
+        environment=environment,
+        pilot_merchants=PILOT,
+        checks=CHECKS,
+        name=NAME,
     )
 
 
-def demo_project_ensure() -> "DemoReport":
+def demo_project_ensure() -> DemoReport:
     """Create the whole demo if absent: flags data, then the draft rollout.
 
     Lives in canary, the top of the dependency chain (canary -> rollback ->

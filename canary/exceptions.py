@@ -1,7 +1,8 @@
 """Domain errors of canary rollouts (mapped to HTTP codes like flags' errors)."""
+
 from __future__ import annotations
 
-from flags.exceptions import Conflict, InvalidInput, InvalidTransition, NotFound
+from controlplane.exceptions import Conflict, InvalidInput, InvalidTransition, NotFound
 
 __all__ = [
     "Conflict",

@@ -15,12 +15,13 @@ The semantics follow DESIGN.md "Check semantics": missing data never
 promotes, a limit ``N`` is crossed by the ``N+1``-th occurrence, errors are
 retried sooner than the interval.
 """
+
 from __future__ import annotations
 
 import datetime as dt
 import math
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Iterable, Mapping
 
 
 class Verdict:
@@ -61,7 +62,10 @@ _COMPARATORS = {
     "lte": (lambda value, limit: value <= limit, "<="),
     "gt": (lambda value, limit: value > limit, ">"),
     "gte": (lambda value, limit: value >= limit, ">="),
-    "eq": (lambda value, limit: math.isclose(value, limit, rel_tol=1e-9, abs_tol=1e-12), "="),
+    "eq": (
+        lambda value, limit: math.isclose(value, limit, rel_tol=1e-9, abs_tol=1e-12),
+        "=",
+    ),
 }
 COMPARATORS = frozenset(_COMPARATORS)
 MODES = frozenset({"absolute", "relative", "cohort"})
@@ -104,7 +108,9 @@ def _fmt(value: float | None) -> str:
 
 def _no_data(rules: CheckRules, why: str) -> Judgement:
     verdict = Verdict.FAIL if rules.no_data == Verdict.FAIL else Verdict.INCONCLUSIVE
-    suffix = " (this check treats no data as a failure)" if verdict == Verdict.FAIL else ""
+    suffix = (
+        " (this check treats no data as a failure)" if verdict == Verdict.FAIL else ""
+    )
     return Judgement(verdict, f"{why}{suffix}")
 
 
@@ -135,7 +141,9 @@ def judge(
             return _no_data(rules, "no cohort data")
         verdict = cohort.get("verdict")
         if verdict not in (Verdict.PASS, Verdict.FAIL, Verdict.INCONCLUSIVE):
-            return Judgement(Verdict.ERROR, f"cohort comparison gave no verdict ({verdict!r})")
+            return Judgement(
+                Verdict.ERROR, f"cohort comparison gave no verdict ({verdict!r})"
+            )
         message = str(cohort.get("explanation") or f"cohort comparison: {verdict}")
         return Judgement(verdict, message)
     if value is None or samples == 0:
@@ -171,7 +179,9 @@ def judge(
     if rules.threshold is None:
         return Judgement(Verdict.ERROR, "the check has no threshold")
     ok = compare(value, rules.threshold)
-    message = f"{_fmt(value)} {symbol if ok else 'not ' + symbol} {_fmt(rules.threshold)}"
+    message = (
+        f"{_fmt(value)} {symbol if ok else 'not ' + symbol} {_fmt(rules.threshold)}"
+    )
     return Judgement(Verdict.PASS if ok else Verdict.FAIL, message, rules.threshold)
 
 
@@ -210,7 +220,9 @@ def error_retry_delay(rules: CheckRules, consecutive_errors: int) -> float:
 _STICKY = frozenset({CheckStatus.FAILED, CheckStatus.INCONCLUSIVE, CheckStatus.ERRORED})
 
 
-def check_state_update(rules: CheckRules, state: CheckState, verdict: str) -> CheckOutcome:
+def check_state_update(
+    rules: CheckRules, state: CheckState, verdict: str
+) -> CheckOutcome:
     """Return the check's state after one more verdict in the same phase.
 
     * fail: consecutive failures + 1 (a pass resets them); more than
@@ -235,7 +247,9 @@ def check_state_update(rules: CheckRules, state: CheckState, verdict: str) -> Ch
         message = f"failure {failures} in a row (limit {rules.failure_limit})"
     elif verdict == Verdict.INCONCLUSIVE:
         inconclusive, errors = inconclusive + 1, 0
-        message = f"inconclusive result {inconclusive} (limit {rules.inconclusive_limit})"
+        message = (
+            f"inconclusive result {inconclusive} (limit {rules.inconclusive_limit})"
+        )
     elif verdict == Verdict.ERROR:
         errors += 1
         delay = error_retry_delay(rules, errors)
@@ -352,7 +366,9 @@ def phase_gate(
             checks=tuple(c.name for c in failed),
         )
     stuck = [
-        c for c in checks if c.state.status in (CheckStatus.INCONCLUSIVE, CheckStatus.ERRORED)
+        c
+        for c in checks
+        if c.state.status in (CheckStatus.INCONCLUSIVE, CheckStatus.ERRORED)
     ]
     if stuck:
         return GateDecision(
@@ -392,9 +408,13 @@ def phase_gate(
     if phase.max_duration is not None and elapsed > phase.max_duration:
         return GateDecision(
             GateAction.PAUSE,
-            (f"max_duration: {elapsed:.0f}s exceeds {phase.max_duration:.0f}s", *reasons),
+            (
+                f"max_duration: {elapsed:.0f}s exceeds {phase.max_duration:.0f}s",
+                *reasons,
+            ),
             checks=tuple(waiting),
             remaining=remaining,
         )
-    return GateDecision(GateAction.HOLD, tuple(reasons), checks=tuple(waiting),
-                        remaining=remaining)
+    return GateDecision(
+        GateAction.HOLD, tuple(reasons), checks=tuple(waiting), remaining=remaining
+    )

@@ -10,11 +10,12 @@
   controller in the process that runs it (the Celery worker, or the web
   process in the zero-setup demo loop).
 """
+
 from __future__ import annotations
 
 import logging
 import threading
-from typing import Iterator
+from collections.abc import Iterator
 
 from prometheus_client import REGISTRY, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric

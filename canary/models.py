@@ -4,6 +4,7 @@ Rows describe data and the invariants the database can enforce. Every write
 goes through ``canary.services``; status changes go through
 ``canary.services.rollout_transition`` only.
 """
+
 from django.db import models
 from django.db.models import Q
 
@@ -81,7 +82,9 @@ class Outcome(models.TextChoices):
 class Rollout(models.Model):
     """One flag moved through phases in one environment."""
 
-    flag = models.ForeignKey("flags.Flag", on_delete=models.PROTECT, related_name="rollouts")
+    flag = models.ForeignKey(
+        "flags.Flag", on_delete=models.PROTECT, related_name="rollouts"
+    )
     environment = models.ForeignKey(
         "flags.Environment", on_delete=models.PROTECT, related_name="rollouts"
     )
@@ -95,7 +98,10 @@ class Rollout(models.Model):
     )
     name = models.CharField(max_length=200)
     status = models.CharField(
-        max_length=20, choices=RolloutStatus.choices, default=RolloutStatus.DRAFT, db_index=True
+        max_length=20,
+        choices=RolloutStatus.choices,
+        default=RolloutStatus.DRAFT,
+        db_index=True,
     )
     # The variation the rollout moves merchants to, and the one they had;
     # "on"/"off" for bool flags. The outcomes provider splits cohorts by them.
@@ -123,11 +129,13 @@ class Rollout(models.Model):
         ordering = ["-created_at", "-id"]
         constraints = [
             models.CheckConstraint(
-                condition=Q(status__in=RolloutStatus.values), name="rollout_status_valid"
+                condition=Q(status__in=RolloutStatus.values),
+                name="rollout_status_valid",
             ),
             models.CheckConstraint(
                 # A draft can be aborted before it ever started.
-                condition=Q(status__in=["draft", "aborted"]) | Q(started_at__isnull=False),
+                condition=Q(status__in=["draft", "aborted"])
+                | Q(started_at__isnull=False),
                 name="rollout_started_unless_draft",
             ),
         ]
@@ -148,20 +156,26 @@ class Rollout(models.Model):
 class Phase(models.Model):
     """One step of a rollout: a target held for at least ``min_duration``."""
 
-    rollout = models.ForeignKey(Rollout, on_delete=models.CASCADE, related_name="phases")
+    rollout = models.ForeignKey(
+        Rollout, on_delete=models.CASCADE, related_name="phases"
+    )
     index = models.PositiveIntegerField()
     name = models.CharField(max_length=100)
     target_type = models.CharField(max_length=12, choices=TargetType.choices)
     pilot_merchants = models.JSONField(default=list, blank=True)
     percentage = models.FloatField(null=True, blank=True)
     min_duration = models.PositiveIntegerField(default=0, help_text="seconds")
-    max_duration = models.PositiveIntegerField(null=True, blank=True, help_text="seconds")
+    max_duration = models.PositiveIntegerField(
+        null=True, blank=True, help_text="seconds"
+    )
     requires_approval = models.BooleanField(default=False)
 
     class Meta:
         ordering = ["rollout", "index"]
         constraints = [
-            models.UniqueConstraint(fields=["rollout", "index"], name="phase_one_per_index"),
+            models.UniqueConstraint(
+                fields=["rollout", "index"], name="phase_one_per_index"
+            ),
             models.CheckConstraint(
                 condition=Q(percentage__isnull=True)
                 | (Q(percentage__gte=0) & Q(percentage__lte=100)),
@@ -172,7 +186,8 @@ class Phase(models.Model):
                 name="phase_percentage_target_has_percentage",
             ),
             models.CheckConstraint(
-                condition=Q(max_duration__isnull=True) | Q(max_duration__gte=models.F("min_duration")),
+                condition=Q(max_duration__isnull=True)
+                | Q(max_duration__gte=models.F("min_duration")),
                 name="phase_max_duration_gte_min",
             ),
         ]
@@ -184,13 +199,19 @@ class Phase(models.Model):
 class HealthCheck(models.Model):
     """A measurement taken repeatedly while a rollout runs, and its state."""
 
-    rollout = models.ForeignKey(Rollout, on_delete=models.CASCADE, related_name="checks")
+    rollout = models.ForeignKey(
+        Rollout, on_delete=models.CASCADE, related_name="checks"
+    )
     name = models.CharField(max_length=100)
     provider = models.CharField(max_length=12, choices=Provider.choices)
     spec = models.JSONField(default=dict, blank=True)
-    comparator = models.CharField(max_length=4, choices=Comparator.choices, default=Comparator.LT)
+    comparator = models.CharField(
+        max_length=4, choices=Comparator.choices, default=Comparator.LT
+    )
     threshold = models.FloatField(null=True, blank=True)
-    mode = models.CharField(max_length=10, choices=CheckMode.choices, default=CheckMode.ABSOLUTE)
+    mode = models.CharField(
+        max_length=10, choices=CheckMode.choices, default=CheckMode.ABSOLUTE
+    )
     # Relative mode: 0.2 means up to 20% worse than the baseline is allowed.
     relative_tolerance = models.FloatField(default=0.2)
     interval = models.PositiveIntegerField(default=30, help_text="seconds")
@@ -211,7 +232,9 @@ class HealthCheck(models.Model):
     consecutive_errors = models.PositiveIntegerField(default=0)
     inconclusive_count = models.PositiveIntegerField(default=0)
     pass_count = models.PositiveIntegerField(default=0)
-    status = models.CharField(max_length=12, choices=CheckStatus.choices, default=CheckStatus.PENDING)
+    status = models.CharField(
+        max_length=12, choices=CheckStatus.choices, default=CheckStatus.PENDING
+    )
     state_phase = models.IntegerField(null=True, blank=True)
     last_verdict = models.CharField(max_length=12, choices=Verdict.choices, blank=True)
     last_value = models.FloatField(null=True, blank=True)
@@ -220,12 +243,19 @@ class HealthCheck(models.Model):
     class Meta:
         ordering = ["rollout", "id"]
         constraints = [
-            models.UniqueConstraint(fields=["rollout", "name"], name="healthcheck_unique_name"),
-            models.CheckConstraint(
-                condition=Q(relative_tolerance__gte=0), name="healthcheck_tolerance_non_negative"
+            models.UniqueConstraint(
+                fields=["rollout", "name"], name="healthcheck_unique_name"
             ),
-            models.CheckConstraint(condition=Q(interval__gte=1), name="healthcheck_interval_positive"),
-            models.CheckConstraint(condition=Q(timeout__gt=0), name="healthcheck_timeout_positive"),
+            models.CheckConstraint(
+                condition=Q(relative_tolerance__gte=0),
+                name="healthcheck_tolerance_non_negative",
+            ),
+            models.CheckConstraint(
+                condition=Q(interval__gte=1), name="healthcheck_interval_positive"
+            ),
+            models.CheckConstraint(
+                condition=Q(timeout__gt=0), name="healthcheck_timeout_positive"
+            ),
         ]
 
     def __str__(self) -> str:
@@ -236,8 +266,12 @@ class CheckRun(models.Model):
     """One measurement of one check: kept forever to explain decisions."""
 
     # Named health_check: a field called ``check`` would shadow Model.check().
-    health_check = models.ForeignKey(HealthCheck, on_delete=models.CASCADE, related_name="runs")
-    rollout = models.ForeignKey(Rollout, on_delete=models.CASCADE, related_name="check_runs")
+    health_check = models.ForeignKey(
+        HealthCheck, on_delete=models.CASCADE, related_name="runs"
+    )
+    rollout = models.ForeignKey(
+        Rollout, on_delete=models.CASCADE, related_name="check_runs"
+    )
     phase_index = models.PositiveIntegerField()
     value = models.FloatField(null=True, blank=True)
     verdict = models.CharField(max_length=12, choices=Verdict.choices)
@@ -272,7 +306,8 @@ class OutcomeEvent(models.Model):
         ordering = ["occurred_at", "id"]
         indexes = [
             models.Index(
-                fields=["environment", "flag_key", "occurred_at"], name="outcome_env_flag_time"
+                fields=["environment", "flag_key", "occurred_at"],
+                name="outcome_env_flag_time",
             ),
         ]
 

@@ -17,6 +17,7 @@ decisions with their explanations, and a verdict:
 
 ``report_markdown`` and ``report_json`` render it. Nothing here writes.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -65,7 +66,9 @@ def _target(phase: Any) -> str:
 def _rollout_events(rollout: Rollout, check_ids: list[int]) -> list[AuditEvent]:
     query = Q(target_type="canary.rollout", target_id=str(rollout.pk))
     if check_ids:
-        query |= Q(target_type="canary.healthcheck", target_id__in=[str(i) for i in check_ids])
+        query |= Q(
+            target_type="canary.healthcheck", target_id__in=[str(i) for i in check_ids]
+        )
     return list(AuditEvent.objects.filter(query).order_by("id"))
 
 
@@ -100,21 +103,23 @@ def _phases(rollout: Rollout, events: list[AuditEvent], now: dt.datetime) -> lis
             outcome = "aborted"
         else:
             outcome = f"current ({rollout.status})"
-        result.append({
-            "index": phase.index,
-            "name": phase.name,
-            "target": _target(phase),
-            "target_type": phase.target_type,
-            "percentage": phase.percentage,
-            "pilot_merchants": phase.pilot_merchants,
-            "min_duration": phase.min_duration,
-            "max_duration": phase.max_duration,
-            "requires_approval": phase.requires_approval,
-            "started_at": _iso(start),
-            "ended_at": _iso(end),
-            "duration_seconds": _seconds(start, end or (now if start else None)),
-            "outcome": outcome,
-        })
+        result.append(
+            {
+                "index": phase.index,
+                "name": phase.name,
+                "target": _target(phase),
+                "target_type": phase.target_type,
+                "percentage": phase.percentage,
+                "pilot_merchants": phase.pilot_merchants,
+                "min_duration": phase.min_duration,
+                "max_duration": phase.max_duration,
+                "requires_approval": phase.requires_approval,
+                "started_at": _iso(start),
+                "ended_at": _iso(end),
+                "duration_seconds": _seconds(start, end or (now if start else None)),
+                "outcome": outcome,
+            }
+        )
     return result
 
 
@@ -129,48 +134,57 @@ def _checks(rollout: Rollout) -> list[dict]:
         per_phase: dict[int, dict] = {}
         for run in runs:
             verdicts[run.verdict] += 1
-            phase = per_phase.setdefault(run.phase_index, {
-                "phase": run.phase_index, "verdicts": {v: 0 for v in Verdict.values},
-                "values": [],
-            })
+            phase = per_phase.setdefault(
+                run.phase_index,
+                {
+                    "phase": run.phase_index,
+                    "verdicts": {v: 0 for v in Verdict.values},
+                    "values": [],
+                },
+            )
             phase["verdicts"][run.verdict] += 1
             phase["values"].append(run.value)
-        result.append({
-            "id": check.pk,
-            "name": check.name,
-            "provider": check.provider,
-            "spec": check.spec,
-            "mode": check.mode,
-            "comparator": check.comparator,
-            "threshold": check.threshold,
-            "relative_tolerance": check.relative_tolerance,
-            "baseline": (rollout.baseline or {}).get(check.name),
-            "min_samples": check.min_samples,
-            "failure_limit": check.failure_limit,
-            "inconclusive_limit": check.inconclusive_limit,
-            "consecutive_error_limit": check.consecutive_error_limit,
-            "on_failure": check.on_failure,
-            "status": check.status,
-            "verdicts": verdicts,
-            "summary": analysis.summary([run.value for run in runs]),
-            "phases": [
-                {"phase": p["phase"], "verdicts": p["verdicts"],
-                 "summary": analysis.summary(p["values"])}
-                for p in sorted(per_phase.values(), key=lambda p: p["phase"])
-            ],
-            "runs": [
-                {
-                    "id": run.pk,
-                    "phase": run.phase_index,
-                    "measured_at": _iso(run.measured_at),
-                    "value": run.value,
-                    "verdict": run.verdict,
-                    "limit": (run.detail or {}).get("limit"),
-                    "message": (run.detail or {}).get("message", ""),
-                }
-                for run in runs
-            ],
-        })
+        result.append(
+            {
+                "id": check.pk,
+                "name": check.name,
+                "provider": check.provider,
+                "spec": check.spec,
+                "mode": check.mode,
+                "comparator": check.comparator,
+                "threshold": check.threshold,
+                "relative_tolerance": check.relative_tolerance,
+                "baseline": (rollout.baseline or {}).get(check.name),
+                "min_samples": check.min_samples,
+                "failure_limit": check.failure_limit,
+                "inconclusive_limit": check.inconclusive_limit,
+                "consecutive_error_limit": check.consecutive_error_limit,
+                "on_failure": check.on_failure,
+                "status": check.status,
+                "verdicts": verdicts,
+                "summary": analysis.summary([run.value for run in runs]),
+                "phases": [
+                    {
+                        "phase": p["phase"],
+                        "verdicts": p["verdicts"],
+                        "summary": analysis.summary(p["values"]),
+                    }
+                    for p in sorted(per_phase.values(), key=lambda p: p["phase"])
+                ],
+                "runs": [
+                    {
+                        "id": run.pk,
+                        "phase": run.phase_index,
+                        "measured_at": _iso(run.measured_at),
+                        "value": run.value,
+                        "verdict": run.verdict,
+                        "limit": (run.detail or {}).get("limit"),
+                        "message": (run.detail or {}).get("message", ""),
+                    }
+                    for run in runs
+                ],
+            }
+        )
     return result
 
 
@@ -181,15 +195,23 @@ def _compare(rollout: Rollout, since: dt.datetime, until: dt.datetime) -> dict |
     from canary.providers.outcomes import OutcomesProvider
 
     if not OutcomeEvent.objects.filter(
-        environment_id=rollout.environment_id, flag_key=rollout.flag.key,
-        occurred_at__gte=since, occurred_at__lt=until,
+        environment_id=rollout.environment_id,
+        flag_key=rollout.flag.key,
+        occurred_at__gte=since,
+        occurred_at__lt=until,
     ).exists():
         return None
-    ctx = MeasureContext(flag_key=rollout.flag.key, environment_key=rollout.environment.key,
-                         treatment_variation=rollout.treatment_variation, since=since,
-                         until=until)
+    ctx = MeasureContext(
+        flag_key=rollout.flag.key,
+        environment_key=rollout.environment.key,
+        treatment_variation=rollout.treatment_variation,
+        since=since,
+        until=until,
+    )
     try:
-        measurement = OutcomesProvider().measure({"metric": "error_rate"}, ctx, timeout=10.0)
+        measurement = OutcomesProvider().measure(
+            {"metric": "error_rate"}, ctx, timeout=10.0
+        )
     except ProviderError as exc:
         return {"error": exc.message}
     cohorts = measurement.cohorts or {}
@@ -197,14 +219,21 @@ def _compare(rollout: Rollout, since: dt.datetime, until: dt.datetime) -> dict |
     result: dict[str, Any] = {
         "since": _iso(since),
         "until": _iso(until),
-        "treatment": {k: v for k, v in (cohorts.get("treatment") or {}).items()
-                      if k != "durations"},
-        "control": {k: v for k, v in (cohorts.get("control") or {}).items()
-                    if k != "durations"},
+        "treatment": {
+            k: v
+            for k, v in (cohorts.get("treatment") or {}).items()
+            if k != "durations"
+        },
+        "control": {
+            k: v for k, v in (cohorts.get("control") or {}).items() if k != "durations"
+        },
     }
     for metric, kind in (("error_rate", "error_rate"), ("duration", "duration")):
         result[metric] = analysis.cohort_compare(
-            cohorts, metric=metric, min_samples=minimum[kind], tolerance=0.2,
+            cohorts,
+            metric=metric,
+            min_samples=minimum[kind],
+            tolerance=0.2,
         ).as_dict()
     return result
 
@@ -218,9 +247,16 @@ def _cohorts(rollout: Rollout, phases: list[dict], now: dt.datetime) -> dict:
         if phase["started_at"] is None:
             continue
         since = dt.datetime.fromisoformat(phase["started_at"])
-        until = dt.datetime.fromisoformat(phase["ended_at"]) if phase["ended_at"] else end
-        per_phase.append({"phase": phase["index"], "name": phase["name"],
-                          "comparison": _compare(rollout, since, until)})
+        until = (
+            dt.datetime.fromisoformat(phase["ended_at"]) if phase["ended_at"] else end
+        )
+        per_phase.append(
+            {
+                "phase": phase["index"],
+                "name": phase["name"],
+                "comparison": _compare(rollout, since, until),
+            }
+        )
     return {"overall": _compare(rollout, rollout.started_at, end), "phases": per_phase}
 
 
@@ -260,28 +296,38 @@ def _rollbacks(rollout: Rollout) -> list[dict]:
 def _explain(event: AuditEvent) -> str:
     details = event.details or {}
     if event.action == "rollout.transition":
-        text = f"{details.get('from')} -> {details.get('to')}: {details.get('reason', '')}"
+        text = (
+            f"{details.get('from')} -> {details.get('to')}: {details.get('reason', '')}"
+        )
         if details.get("level"):
             text += f" (rollback level {details['level']})"
         return text
     if event.action == "rollout.created":
         after = event.after or {}
-        return (f"draft with {len(after.get('phases') or [])} phases and "
-                f"{len(after.get('checks') or [])} checks")
+        return (
+            f"draft with {len(after.get('phases') or [])} phases and "
+            f"{len(after.get('checks') or [])} checks"
+        )
     if event.action == "rollout.phase_advanced":
-        return (f"phase {(event.before or {}).get('name')} -> {(event.after or {}).get('name')}: "
-                f"{details.get('reason', '')}")
+        return (
+            f"phase {(event.before or {}).get('name')} -> {(event.after or {}).get('name')}: "
+            f"{details.get('reason', '')}"
+        )
     if event.action.startswith("check."):
         text = f"{details.get('check', event.target_repr)} {details.get('explanation', '')}"
         if details.get("measurement"):
             text += f" (measured: {details['measurement']})"
         return text.strip()
     if event.action == "rollout.rollback_started":
-        return (f"rollback run {details.get('rollback_run')} at level {details.get('level')}"
-                f": {details.get('reason', '')}")
+        return (
+            f"rollback run {details.get('rollback_run')} at level {details.get('level')}"
+            f": {details.get('reason', '')}"
+        )
     if event.action == "rollout.phase_failed":
-        return (f"phase {details.get('phase')} failed ({details.get('on_failure')}): "
-                f"{details.get('reason', '')}")
+        return (
+            f"phase {details.get('phase')} failed ({details.get('on_failure')}): "
+            f"{details.get('reason', '')}"
+        )
     return str(details.get("reason", "")) if details.get("reason") else event.action
 
 
@@ -298,61 +344,94 @@ def _decisions(events: list[AuditEvent]) -> list[dict]:
     ]
 
 
-def _verdict(rollout: Rollout, checks: list[dict], cohorts: dict, events: list[AuditEvent]
-             ) -> tuple[str, list[str]]:
+def _verdict(
+    rollout: Rollout, checks: list[dict], cohorts: dict, events: list[AuditEvent]
+) -> tuple[str, list[str]]:
     back: list[str] = []
     fix: list[str] = []
     if rollout.status in (RolloutStatus.ROLLING_BACK, RolloutStatus.ROLLED_BACK):
-        why = next((e for e in reversed(events) if e.action == "rollout.transition"
-                    and (e.details or {}).get("to") == RolloutStatus.ROLLING_BACK), None)
+        why = next(
+            (
+                e
+                for e in reversed(events)
+                if e.action == "rollout.transition"
+                and (e.details or {}).get("to") == RolloutStatus.ROLLING_BACK
+            ),
+            None,
+        )
         reason = (why.details or {}).get("reason", "") if why else ""
-        back.append(f"the rollout was rolled back at phase {rollout.current_phase}"
-                    + (f": {reason}" if reason else ""))
-    failed_events = {(e.details or {}).get("check") for e in events if e.action == "check.failed"}
+        back.append(
+            f"the rollout was rolled back at phase {rollout.current_phase}"
+            + (f": {reason}" if reason else "")
+        )
+    failed_events = {
+        (e.details or {}).get("check") for e in events if e.action == "check.failed"
+    }
     for check in checks:
         symbol = _SYMBOLS.get(check["comparator"], check["comparator"])
         if check["status"] == CheckStatus.FAILED or check["name"] in failed_events:
-            last_fail = next((r for r in reversed(check["runs"]) if r["verdict"] == "fail"), None)
-            detail = (f": {last_fail['message']}" if last_fail and last_fail["message"] else
-                      f": last value {_fmt(check['summary']['last'])}, threshold {symbol} "
-                      f"{_fmt(check['threshold'])}")
+            last_fail = next(
+                (r for r in reversed(check["runs"]) if r["verdict"] == "fail"), None
+            )
+            detail = (
+                f": {last_fail['message']}"
+                if last_fail and last_fail["message"]
+                else f": last value {_fmt(check['summary']['last'])}, threshold {symbol} "
+                f"{_fmt(check['threshold'])}"
+            )
             back.append(f"check {check['name']} failed{detail}")
         elif check["status"] in (CheckStatus.INCONCLUSIVE, CheckStatus.ERRORED):
-            fix.append(f"check {check['name']} is {check['status']} (missing or erroring data "
-                       "is no evidence of health)")
+            fix.append(
+                f"check {check['name']} is {check['status']} (missing or erroring data "
+                "is no evidence of health)"
+            )
         elif rollout.started_at is not None and check["verdicts"]["pass"] == 0:
-            fix.append(f"check {check['name']} never passed ({sum(check['verdicts'].values())} "
-                       "measurements)")
+            fix.append(
+                f"check {check['name']} never passed ({sum(check['verdicts'].values())} "
+                "measurements)"
+            )
     overall = cohorts.get("overall") or {}
     for metric in ("error_rate", "duration"):
         comparison = overall.get(metric) if isinstance(overall, dict) else None
         if comparison and comparison["verdict"] == analysis.FAIL:
-            back.append(f"cohort comparison ({metric.replace('_', ' ')}): "
-                        f"{comparison['explanation']}")
+            back.append(
+                f"cohort comparison ({metric.replace('_', ' ')}): "
+                f"{comparison['explanation']}"
+            )
     if back:
         return ROLL_BACK, back
     if rollout.started_at is None:
-        fix.append(f"the rollout never started (status {rollout.status}): nothing was measured")
+        fix.append(
+            f"the rollout never started (status {rollout.status}): nothing was measured"
+        )
     elif rollout.status == RolloutStatus.ABORTED:
         fix.append("the rollout was aborted before its phases completed")
     elif rollout.status == RolloutStatus.PAUSED:
-        fix.append(f"the rollout is paused: {rollout.pause_reason or 'no reason given'}")
+        fix.append(
+            f"the rollout is paused: {rollout.pause_reason or 'no reason given'}"
+        )
     if fix:
         return FIX_AND_RETEST, fix
     reasons = []
     if rollout.status == RolloutStatus.COMPLETED:
         reasons.append(f"all {rollout.phases.count()} phases completed")
     else:
-        reasons.append(f"in progress ({rollout.status}, phase {rollout.current_phase}) "
-                       "and healthy so far")
+        reasons.append(
+            f"in progress ({rollout.status}, phase {rollout.current_phase}) "
+            "and healthy so far"
+        )
     for check in checks:
-        reasons.append(f"check {check['name']}: {check['verdicts']['pass']} passing "
-                       f"measurements, none failed")
+        reasons.append(
+            f"check {check['name']}: {check['verdicts']['pass']} passing "
+            f"measurements, none failed"
+        )
     for metric in ("error_rate", "duration"):
         comparison = overall.get(metric) if isinstance(overall, dict) else None
         if comparison and comparison["verdict"] == analysis.PASS:
-            reasons.append(f"cohort comparison ({metric.replace('_', ' ')}): "
-                           f"{comparison['explanation']}")
+            reasons.append(
+                f"cohort comparison ({metric.replace('_', ' ')}): "
+                f"{comparison['explanation']}"
+            )
     return PROCEED, reasons
 
 
@@ -379,8 +458,10 @@ def report_build(rollout: Rollout, *, now: dt.datetime | None = None) -> dict:
             "created_at": _iso(rollout.created_at),
             "started_at": _iso(rollout.started_at),
             "finished_at": _iso(rollout.finished_at),
-            "duration_seconds": _seconds(rollout.started_at, rollout.finished_at or (
-                now if rollout.started_at else None)),
+            "duration_seconds": _seconds(
+                rollout.started_at,
+                rollout.finished_at or (now if rollout.started_at else None),
+            ),
             "pause_reason": rollout.pause_reason,
             "deployment": rollout.deployment_id,
         },
@@ -408,14 +489,21 @@ def _comparison_line(name: str, comparison: dict | None) -> str:
     parts = []
     for metric in ("error_rate", "duration"):
         c = comparison[metric]
-        confidence = (f", confidence treatment is worse {c['confidence'] * 100:.1f}%"
-                      if c.get("confidence") is not None else "")
-        parts.append(f"  - {metric.replace('_', ' ')}: **{c['verdict']}**{confidence}. "
-                     f"{c['explanation']}")
+        confidence = (
+            f", confidence treatment is worse {c['confidence'] * 100:.1f}%"
+            if c.get("confidence") is not None
+            else ""
+        )
+        parts.append(
+            f"  - {metric.replace('_', ' ')}: **{c['verdict']}**{confidence}. "
+            f"{c['explanation']}"
+        )
     t, k = comparison["treatment"], comparison["control"]
-    head = (f"- {name}: treatment n={t.get('n')} error rate {_fmt(t.get('error_rate'))} "
-            f"p95 {_fmt(t.get('p95'))} ms; control n={k.get('n')} error rate "
-            f"{_fmt(k.get('error_rate'))} p95 {_fmt(k.get('p95'))} ms")
+    head = (
+        f"- {name}: treatment n={t.get('n')} error rate {_fmt(t.get('error_rate'))} "
+        f"p95 {_fmt(t.get('p95'))} ms; control n={k.get('n')} error rate "
+        f"{_fmt(k.get('error_rate'))} p95 {_fmt(k.get('p95'))} ms"
+    )
     return "\n".join([head, *parts])
 
 
@@ -453,10 +541,13 @@ def report_markdown(report: dict) -> str:
         out.append("No health checks.")
     for c in report["checks"]:
         symbol = _SYMBOLS.get(c["comparator"], c["comparator"])
-        rule = (f"value {symbol} {_fmt(c['threshold'])}" if c["mode"] == "absolute" else
-                f"within {c['relative_tolerance']:.0%} of baseline {_fmt(c['baseline'])}"
-                if c["mode"] == "relative" else
-                f"treatment not worse than control (alpha {_fmt(c['threshold'] or 0.05)})")
+        rule = (
+            f"value {symbol} {_fmt(c['threshold'])}"
+            if c["mode"] == "absolute"
+            else f"within {c['relative_tolerance']:.0%} of baseline {_fmt(c['baseline'])}"
+            if c["mode"] == "relative"
+            else f"treatment not worse than control (alpha {_fmt(c['threshold'] or 0.05)})"
+        )
         v = c["verdicts"]
         out += [
             f"### {c['name']} ({c['provider']}, {c['mode']}): {c['status']}",
@@ -476,11 +567,15 @@ def report_markdown(report: dict) -> str:
         shown = runs[-MD_RUNS_PER_CHECK:]
         for run in shown:
             message = (run["message"] or "").replace("|", "/")
-            out.append(f"| {run['phase']} | {run['measured_at']} | {_fmt(run['value'])} | "
-                       f"{symbol} {_fmt(run['limit'] if run['limit'] is not None else c['threshold'])}"
-                       f" | {run['verdict']} | {message} |")
+            out.append(
+                f"| {run['phase']} | {run['measured_at']} | {_fmt(run['value'])} | "
+                f"{symbol} {_fmt(run['limit'] if run['limit'] is not None else c['threshold'])}"
+                f" | {run['verdict']} | {message} |"
+            )
         if len(runs) > len(shown):
-            out.append(f"\n({len(runs) - len(shown)} earlier measurements in the JSON report.)")
+            out.append(
+                f"\n({len(runs) - len(shown)} earlier measurements in the JSON report.)"
+            )
         out.append("")
     out += ["## Treatment vs control", ""]
     cohorts = report["cohorts"]
@@ -489,18 +584,25 @@ def report_markdown(report: dict) -> str:
     else:
         out.append(_comparison_line("whole rollout", cohorts["overall"]))
         for phase in cohorts["phases"]:
-            out.append(_comparison_line(f"phase {phase['phase']} ({phase['name']})",
-                                        phase["comparison"]))
+            out.append(
+                _comparison_line(
+                    f"phase {phase['phase']} ({phase['name']})", phase["comparison"]
+                )
+            )
     out += ["", "## Rollback actions", ""]
     if not report["rollbacks"]:
         out.append("None.")
     for run in report["rollbacks"]:
-        out.append(f"- Rollback run {run['id']}: level {run['level']}, **{run['status']}**, "
-                   f"by {run['actor']}: {run['reason']}")
+        out.append(
+            f"- Rollback run {run['id']}: level {run['level']}, **{run['status']}**, "
+            f"by {run['actor']}: {run['reason']}"
+        )
         for step in run["steps"]:
             tail = f" ({step['error']})" if step["error"] else ""
-            out.append(f"  - step {step['position']} {step['actuator']} (level {step['level']}):"
-                       f" {step['status']} after {step['attempts']} attempt(s){tail}")
+            out.append(
+                f"  - step {step['position']} {step['actuator']} (level {step['level']}):"
+                f" {step['status']} after {step['attempts']} attempt(s){tail}"
+            )
     out += ["", "## Decisions", ""]
     for d in report["decisions"]:
         out.append(f"- {d['at']} `{d['action']}` by {d['actor']}: {d['explanation']}")

@@ -6,6 +6,7 @@ advanced, an approval given, a resume, a start), so advancing never waits
 for the beat interval. Both are safe to redeliver (``acks_late``): the
 controller applies nothing twice.
 """
+
 from __future__ import annotations
 
 import logging

@@ -4,6 +4,7 @@ Each plan is a list of phase dicts in the shape ``rollout_create`` accepts.
 Pilot and internal phases get their merchants from the caller. Durations
 are seconds.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -15,13 +16,32 @@ PLANS: dict[str, dict[str, Any]] = {
             "watching the checks at every step."
         ),
         "phases": [
-            {"name": "pilot", "target_type": "pilot", "min_duration": 600, "max_duration": 3600},
-            {"name": "10%", "target_type": "percentage", "percentage": 10,
-             "min_duration": 900, "max_duration": 7200},
-            {"name": "50%", "target_type": "percentage", "percentage": 50,
-             "min_duration": 1800, "max_duration": 7200},
-            {"name": "100%", "target_type": "percentage", "percentage": 100,
-             "min_duration": 600},
+            {
+                "name": "pilot",
+                "target_type": "pilot",
+                "min_duration": 600,
+                "max_duration": 3600,
+            },
+            {
+                "name": "10%",
+                "target_type": "percentage",
+                "percentage": 10,
+                "min_duration": 900,
+                "max_duration": 7200,
+            },
+            {
+                "name": "50%",
+                "target_type": "percentage",
+                "percentage": 50,
+                "min_duration": 1800,
+                "max_duration": 7200,
+            },
+            {
+                "name": "100%",
+                "target_type": "percentage",
+                "percentage": 100,
+                "min_duration": 600,
+            },
         ],
     },
     "pilot-10-50-100-approval": {
@@ -30,14 +50,32 @@ PLANS: dict[str, dict[str, Any]] = {
             "going from 50% to 100%."
         ),
         "phases": [
-            {"name": "pilot", "target_type": "pilot", "min_duration": 600,
-             "requires_approval": True},
-            {"name": "10%", "target_type": "percentage", "percentage": 10,
-             "min_duration": 900, "max_duration": 7200},
-            {"name": "50%", "target_type": "percentage", "percentage": 50,
-             "min_duration": 1800, "requires_approval": True},
-            {"name": "100%", "target_type": "percentage", "percentage": 100,
-             "min_duration": 600},
+            {
+                "name": "pilot",
+                "target_type": "pilot",
+                "min_duration": 600,
+                "requires_approval": True,
+            },
+            {
+                "name": "10%",
+                "target_type": "percentage",
+                "percentage": 10,
+                "min_duration": 900,
+                "max_duration": 7200,
+            },
+            {
+                "name": "50%",
+                "target_type": "percentage",
+                "percentage": 50,
+                "min_duration": 1800,
+                "requires_approval": True,
+            },
+            {
+                "name": "100%",
+                "target_type": "percentage",
+                "percentage": 100,
+                "min_duration": 600,
+            },
         ],
     },
     "staging-then-production": {
@@ -48,17 +86,37 @@ PLANS: dict[str, dict[str, Any]] = {
         ),
         "phases": [
             {"name": "internal", "target_type": "internal", "min_duration": 300},
-            {"name": "staging 100%", "target_type": "percentage", "percentage": 100,
-             "min_duration": 600, "requires_approval": True},
+            {
+                "name": "staging 100%",
+                "target_type": "percentage",
+                "percentage": 100,
+                "min_duration": 600,
+                "requires_approval": True,
+            },
         ],
     },
     "demo-fast": {
         "description": "pilot -> 10% -> 50% -> 100% with 20-second phases, for the demo.",
         "phases": [
             {"name": "pilot", "target_type": "pilot", "min_duration": 20},
-            {"name": "10%", "target_type": "percentage", "percentage": 10, "min_duration": 20},
-            {"name": "50%", "target_type": "percentage", "percentage": 50, "min_duration": 20},
-            {"name": "100%", "target_type": "percentage", "percentage": 100, "min_duration": 20},
+            {
+                "name": "10%",
+                "target_type": "percentage",
+                "percentage": 10,
+                "min_duration": 20,
+            },
+            {
+                "name": "50%",
+                "target_type": "percentage",
+                "percentage": 50,
+                "min_duration": 20,
+            },
+            {
+                "name": "100%",
+                "target_type": "percentage",
+                "percentage": 100,
+                "min_duration": 20,
+            },
         ],
     },
 }

@@ -3,6 +3,7 @@
 With no ``CELERY_BROKER_URL`` set, tasks run in process (eager), which is the
 zero-setup default; with a broker, ``celery -A controlplane worker`` runs them.
 """
+
 import os
 
 from celery import Celery

@@ -3,6 +3,7 @@
 Read values with ``setting("NAME")`` at call time, never at import time, so
 tests can override ``settings.CONTROLPLANE``.
 """
+
 from typing import Any
 
 from django.conf import settings

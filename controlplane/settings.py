@@ -4,6 +4,7 @@ Zero-setup defaults: SQLite in ``var/``, tasks run in process, DEBUG on.
 Production sets ``DATABASE_URL`` (PostgreSQL), ``CELERY_BROKER_URL``,
 ``SECRET_KEY``, ``DEBUG=false`` and ``ALLOWED_HOSTS``.
 """
+
 import os
 from pathlib import Path
 
@@ -22,7 +23,11 @@ def _env_bool(name: str, default: bool) -> bool:
 
 
 def _env_list(name: str, default: str) -> list[str]:
-    return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
+    return [
+        item.strip()
+        for item in os.environ.get(name, default).split(",")
+        if item.strip()
+    ]
 
 
 DEBUG = _env_bool("DEBUG", True)
@@ -85,7 +90,8 @@ TEMPLATES = [
 
 DATABASES = {
     "default": dj_database_url.parse(
-        os.environ.get("DATABASE_URL") or f"sqlite:///{VAR_DIR / 'controlplane.sqlite3'}",
+        os.environ.get("DATABASE_URL")
+        or f"sqlite:///{VAR_DIR / 'controlplane.sqlite3'}",
         conn_max_age=int(os.environ.get("DATABASE_CONN_MAX_AGE", "60")),
         conn_health_checks=True,
     )
@@ -142,7 +148,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
     "PAGE_SIZE": 100,
-    "EXCEPTION_HANDLER": "flags.api.exception_handler.api_exception_handler",
+    "EXCEPTION_HANDLER": "controlplane.api.exception_handler.api_exception_handler",
 }
 
 SPECTACULAR_SETTINGS = {
@@ -167,7 +173,9 @@ SPECTACULAR_SETTINGS = {
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}
+    },
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
@@ -183,9 +191,13 @@ CONTROLPLANE: dict = {}
 # interval expires, so a busy worker never works through a backlog of ticks.
 if os.environ.get("CONTROLPLANE_CANARY_TICK_SECONDS"):
     try:
-        CONTROLPLANE["CANARY_TICK_SECONDS"] = float(os.environ["CONTROLPLANE_CANARY_TICK_SECONDS"])
+        CONTROLPLANE["CANARY_TICK_SECONDS"] = float(
+            os.environ["CONTROLPLANE_CANARY_TICK_SECONDS"]
+        )
     except ValueError:
-        raise RuntimeError("CONTROLPLANE_CANARY_TICK_SECONDS must be a number of seconds") from None
+        raise RuntimeError(
+            "CONTROLPLANE_CANARY_TICK_SECONDS must be a number of seconds"
+        ) from None
 _CANARY_TICK_SECONDS = float(CONTROLPLANE.get("CANARY_TICK_SECONDS", 2.0))
 CELERY_BEAT_SCHEDULE["canary-controller-tick"] = {
     "task": "canary.tasks.controller_tick_task",

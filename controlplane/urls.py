@@ -1,4 +1,5 @@
 """Root URLs: admin, metrics, API schema, and each app's API routes."""
+
 from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import (
@@ -14,7 +15,11 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("", include("django_prometheus.urls")),  # /metrics
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
-    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
+    path(
+        "api/docs/",
+        SpectacularSwaggerView.as_view(url_name="schema"),
+        name="swagger-ui",
+    ),
     path("api/redoc/", SpectacularRedocView.as_view(url_name="schema"), name="redoc"),
     # Management REST API (/api/v1/...): one module per app
     path("api/v1/", include("flags.api.urls")),

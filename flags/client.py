@@ -11,6 +11,7 @@ method raises to the caller: problems become the default with reason ERROR.
 
 Only the standard library and ``flags.engine`` (mmh3) are needed.
 """
+
 from __future__ import annotations
 
 import json
@@ -19,7 +20,8 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from flags import engine
 
@@ -45,7 +47,10 @@ class FlagsClient:
         self.environment = environment
         self.poll_interval = poll_interval
         self.timeout = timeout
-        self._headers = {"Authorization": f"Bearer {server_key}", "Accept": "application/json"}
+        self._headers = {
+            "Authorization": f"Bearer {server_key}",
+            "Accept": "application/json",
+        }
         self._ruleset: engine.Ruleset | None = None
         self._etag: str | None = None
         self.last_error: str | None = None
@@ -62,7 +67,9 @@ class FlagsClient:
         """Fetch once now (bounded by ``timeout``), then poll in the background."""
         self.refresh()
         if self._thread is None:
-            self._thread = threading.Thread(target=self._poll, name="flags-client", daemon=True)
+            self._thread = threading.Thread(
+                target=self._poll, name="flags-client", daemon=True
+            )
             self._thread.start()
 
     def close(self) -> None:
@@ -72,7 +79,7 @@ class FlagsClient:
             self._thread.join(timeout=self.timeout + 1)
             self._thread = None
 
-    def __enter__(self) -> "FlagsClient":
+    def __enter__(self) -> FlagsClient:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -112,7 +119,9 @@ class FlagsClient:
         except Exception as exc:  # never raise: keep the last good ruleset
             message = f"{type(exc).__name__}: {exc}"
             if message != self.last_error:
-                log.warning("flags: ruleset fetch failed, serving the last one: %s", message)
+                log.warning(
+                    "flags: ruleset fetch failed, serving the last one: %s", message
+                )
             self.last_error = message
             return False
 
@@ -125,48 +134,84 @@ class FlagsClient:
         delay = self.poll_interval
         while not self._stop.wait(delay):
             ok = self.refresh()
-            delay = self.poll_interval if ok else min(delay * 2, max(self.poll_interval, 60.0))
+            delay = (
+                self.poll_interval
+                if ok
+                else min(delay * 2, max(self.poll_interval, 60.0))
+            )
 
     # -- evaluation --------------------------------------------------------
 
     def evaluate(
-        self, flag_key: str, context: Mapping[str, Any] | None = None, default: Any = None,
-        *, value_type: str | None = None,
+        self,
+        flag_key: str,
+        context: Mapping[str, Any] | None = None,
+        default: Any = None,
+        *,
+        value_type: str | None = None,
     ) -> engine.Evaluation:
         """Return the full answer (value, variation, reason, level, version)."""
         try:
             ruleset = self._ruleset
             if ruleset is None:
                 return engine.Evaluation(
-                    str(flag_key), default, None, engine.Reason.ERROR, engine.Level.DEFAULT, 0,
+                    str(flag_key),
+                    default,
+                    None,
+                    engine.Reason.ERROR,
+                    engine.Level.DEFAULT,
+                    0,
                     engine.ErrorCode.GENERAL,
                     f"no ruleset loaded yet ({self.last_error or 'not fetched'})",
                 )
-            return engine.evaluate(ruleset, flag_key, context or {}, default, value_type=value_type)
+            return engine.evaluate(
+                ruleset, flag_key, context or {}, default, value_type=value_type
+            )
         except Exception as exc:
             return engine.Evaluation(
-                str(flag_key), default, None, engine.Reason.ERROR, engine.Level.DEFAULT, 0,
-                engine.ErrorCode.GENERAL, f"{type(exc).__name__}: {exc}",
+                str(flag_key),
+                default,
+                None,
+                engine.Reason.ERROR,
+                engine.Level.DEFAULT,
+                0,
+                engine.ErrorCode.GENERAL,
+                f"{type(exc).__name__}: {exc}",
             )
 
-    def evaluate_all(self, context: Mapping[str, Any] | None = None) -> list[engine.Evaluation]:
+    def evaluate_all(
+        self, context: Mapping[str, Any] | None = None
+    ) -> list[engine.Evaluation]:
         """Return answers for every flag of the ruleset, in key order."""
         ruleset = self._ruleset
         if ruleset is None:
             return []
         return [self.evaluate(key, context) for key in sorted(ruleset.flags)]
 
-    def value(self, flag_key: str, context: Mapping[str, Any] | None = None, default: Any = None) -> Any:
+    def value(
+        self,
+        flag_key: str,
+        context: Mapping[str, Any] | None = None,
+        default: Any = None,
+    ) -> Any:
         return self.evaluate(flag_key, context, default).value
 
-    def bool_value(self, flag_key: str, context: Mapping[str, Any] | None, default: bool) -> bool:
+    def bool_value(
+        self, flag_key: str, context: Mapping[str, Any] | None, default: bool
+    ) -> bool:
         return self.evaluate(flag_key, context, default, value_type="bool").value
 
-    def string_value(self, flag_key: str, context: Mapping[str, Any] | None, default: str) -> str:
+    def string_value(
+        self, flag_key: str, context: Mapping[str, Any] | None, default: str
+    ) -> str:
         return self.evaluate(flag_key, context, default, value_type="string").value
 
-    def number_value(self, flag_key: str, context: Mapping[str, Any] | None, default: float) -> float:
+    def number_value(
+        self, flag_key: str, context: Mapping[str, Any] | None, default: float
+    ) -> float:
         return self.evaluate(flag_key, context, default, value_type="number").value
 
-    def json_value(self, flag_key: str, context: Mapping[str, Any] | None, default: Any) -> Any:
+    def json_value(
+        self, flag_key: str, context: Mapping[str, Any] | None, default: Any
+    ) -> Any:
         return self.evaluate(flag_key, context, default, value_type="json").value

@@ -5,6 +5,7 @@ is safe to run at every start: a second run writes nothing (no audit
 events). Everything goes through the services with the SYSTEM actor, so the
 audit log and ruleset versions hold as for any other change.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -50,10 +51,18 @@ MERCHANTS: list[tuple[str, str, str, str, str, int, bool]] = [
 ]
 
 SEGMENTS = [
-    ("gold-tier", "Gold tier", "Merchants on the gold tier.",
-     [{"attribute": "tier", "op": "in", "values": ["gold"]}]),
-    ("korea", "Korea", "Merchants in South Korea.",
-     [{"attribute": "country", "op": "in", "values": ["KR"]}]),
+    (
+        "gold-tier",
+        "Gold tier",
+        "Merchants on the gold tier.",
+        [{"attribute": "tier", "op": "in", "values": ["gold"]}],
+    ),
+    (
+        "korea",
+        "Korea",
+        "Merchants in South Korea.",
+        [{"attribute": "country", "op": "in", "values": ["KR"]}],
+    ),
 ]
 
 FLAGS: list[dict[str, Any]] = [
@@ -62,7 +71,7 @@ FLAGS: list[dict[str, Any]] = [
         "name": "Sequential workflow",
         "value_type": "bool",
         "description": "Run order steps one after another. Global off, piloted on one "
-                       "merchant, then 10% -> 50% -> 100%.",
+        "merchant, then 10% -> 50% -> 100%.",
         "owner": "orders-team",
         "tags": ["orders", "rollout"],
     },
@@ -71,7 +80,7 @@ FLAGS: list[dict[str, Any]] = [
         "name": "Enable supplier policy",
         "value_type": "bool",
         "description": "Apply supplier policies; rolled out 0 -> 10 -> 50 -> 100% after "
-                       "its migration.",
+        "its migration.",
         "owner": "supply-team",
         "tags": ["supply", "migration"],
     },
@@ -105,16 +114,20 @@ FLAGS: list[dict[str, Any]] = [
     },
 ]
 
-THEME_SPLIT = {"split": [
-    {"variation": "classic", "weight": 50_000},
-    {"variation": "modern", "weight": 30_000},
-    {"variation": "compact", "weight": 20_000},
-]}
-THEME_RULES = [{
-    "description": "Gold-tier merchants get the modern theme",
-    "clauses": [{"op": "segment", "values": ["gold-tier"]}],
-    "serve": {"variation": "modern"},
-}]
+THEME_SPLIT = {
+    "split": [
+        {"variation": "classic", "weight": 50_000},
+        {"variation": "modern", "weight": 30_000},
+        {"variation": "compact", "weight": 20_000},
+    ]
+}
+THEME_RULES = [
+    {
+        "description": "Gold-tier merchants get the modern theme",
+        "clauses": [{"op": "segment", "values": ["gold-tier"]}],
+        "serve": {"variation": "modern"},
+    }
+]
 
 
 @dataclass
@@ -129,8 +142,13 @@ class DemoReport:
 
     @property
     def created_anything(self) -> bool:
-        return bool(self.environments or self.merchants or self.segments or self.flags
-                    or self.admin_created)
+        return bool(
+            self.environments
+            or self.merchants
+            or self.segments
+            or self.flags
+            or self.admin_created
+        )
 
 
 def _configure_flag(flag: Flag, environments: dict[str, Environment]) -> None:
@@ -141,7 +159,9 @@ def _configure_flag(flag: Flag, environments: dict[str, Environment]) -> None:
         # Production: targeting on, default off: ready for a pilot override.
         enable(actor=SYSTEM, flag=flag, environment=production, enabled=True)
         enable(actor=SYSTEM, flag=flag, environment=staging, enabled=True)
-        services.flag_state_serve(actor=SYSTEM, flag=flag, environment=staging, variation="on")
+        services.flag_state_serve(
+            actor=SYSTEM, flag=flag, environment=staging, variation="on"
+        )
     elif flag.key == "enable_supplier_policy":
         for environment, percentage in ((production, 0), (staging, 100)):
             enable(actor=SYSTEM, flag=flag, environment=environment, enabled=True)
@@ -158,8 +178,12 @@ def _configure_flag(flag: Flag, environments: dict[str, Environment]) -> None:
         for environment in (production, staging):
             state = flag.states.get(environment=environment)
             services.flag_state_update(
-                actor=SYSTEM, flag=flag, environment=environment,
-                expected_version=state.version, enabled=True, rules=THEME_RULES,
+                actor=SYSTEM,
+                flag=flag,
+                environment=environment,
+                expected_version=state.version,
+                enabled=True,
+                rules=THEME_RULES,
                 fallthrough=THEME_SPLIT,
             )
 
@@ -186,17 +210,29 @@ def demo_ensure() -> DemoReport:
             if key in existing_merchants:
                 continue
             services.merchant_create(
-                actor=SYSTEM, key=key, name=name, is_active=is_active,
-                attributes={"tier": tier, "country": country, "plan": plan,
-                            "monthly_volume": volume},
+                actor=SYSTEM,
+                key=key,
+                name=name,
+                is_active=is_active,
+                attributes={
+                    "tier": tier,
+                    "country": country,
+                    "plan": plan,
+                    "monthly_volume": volume,
+                },
             )
             report.merchants.append(key)
 
         existing_segments = set(Segment.objects.values_list("key", flat=True))
         for key, name, description, clauses in SEGMENTS:
             if key not in existing_segments:
-                services.segment_create(actor=SYSTEM, key=key, name=name, clauses=clauses,
-                                        description=description)
+                services.segment_create(
+                    actor=SYSTEM,
+                    key=key,
+                    name=name,
+                    clauses=clauses,
+                    description=description,
+                )
                 report.segments.append(key)
 
         existing_flags = set(Flag.objects.values_list("key", flat=True))

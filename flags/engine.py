@@ -17,13 +17,15 @@ Evaluation order (one answer, one reason):
 5. fallthrough -> STATIC (SPLIT for a split), level ``default``
 6. any internal error -> caller's default, ERROR / GENERAL; never raises
 """
+
 from __future__ import annotations
 
 import math
 import re
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import mmh3
 
@@ -107,7 +109,7 @@ Predicate = Callable[[Mapping[str, Any], Any], bool]
 @dataclass(frozen=True, slots=True)
 class CompiledRule:
     predicates: tuple[Predicate, ...]
-    answer: Evaluation | None             # a single variation
+    answer: Evaluation | None  # a single variation
     split: tuple[tuple[int, Evaluation], ...] | None  # (upper bound, answer)
 
 
@@ -157,7 +159,9 @@ def _hashable(value: Any) -> bool:
     return isinstance(value, (str, int, float, bool))
 
 
-def _compile_clause(clause: Mapping[str, Any], segments: Mapping[str, tuple]) -> Predicate:
+def _compile_clause(
+    clause: Mapping[str, Any], segments: Mapping[str, tuple]
+) -> Predicate:
     op = clause["op"]
     attribute = clause.get("attribute", "")
     values = list(clause.get("values", []))
@@ -167,11 +171,14 @@ def _compile_clause(clause: Mapping[str, Any], segments: Mapping[str, tuple]) ->
         members = tuple(segments[key] for key in values)
 
         def test_segment(context, ruleset):
-            return any(all(pred(context, ruleset) for pred in preds) for preds in members)
+            return any(
+                all(pred(context, ruleset) for pred in preds) for preds in members
+            )
 
         return (lambda c, r: not test_segment(c, r)) if negate else test_segment
 
     if op == "exists":
+
         def test_exists(context, ruleset):
             return (_attribute(context, ruleset, attribute) is not None) != negate
 
@@ -186,8 +193,11 @@ def _compile_clause(clause: Mapping[str, Any], segments: Mapping[str, tuple]) ->
                 return value in wanted_bools
             return _hashable(value) and value in wanted
     elif op in {"starts_with", "ends_with", "contains"}:
-        method = {"starts_with": str.startswith, "ends_with": str.endswith,
-                  "contains": str.__contains__}[op]
+        method = {
+            "starts_with": str.startswith,
+            "ends_with": str.endswith,
+            "contains": str.__contains__,
+        }[op]
         strings = tuple(values)
 
         def one(value):
@@ -198,8 +208,12 @@ def _compile_clause(clause: Mapping[str, Any], segments: Mapping[str, tuple]) ->
         def one(value):
             return isinstance(value, str) and any(p.search(value) for p in patterns)
     else:
-        compare = {"lt": float.__lt__, "lte": float.__le__,
-                   "gt": float.__gt__, "gte": float.__ge__}[op]
+        compare = {
+            "lt": float.__lt__,
+            "lte": float.__le__,
+            "gt": float.__gt__,
+            "gte": float.__ge__,
+        }[op]
         numbers = tuple(float(value) for value in values)
 
         def one(value):
@@ -246,24 +260,37 @@ def _compile_serve(
             continue
         upper += arm["weight"]
         key = arm["variation"]
-        arms.append((upper, Evaluation(flag_key, answers[key][0], key, Reason.SPLIT, level, version)))
+        arms.append(
+            (
+                upper,
+                Evaluation(
+                    flag_key, answers[key][0], key, Reason.SPLIT, level, version
+                ),
+            )
+        )
     if len(arms) == 1:
         # A 100% split is one variation; still reported as SPLIT, no hashing.
         return arms[0][1], None
     return None, tuple(arms)
 
 
-def compile_flag(data: Mapping[str, Any], version: int, segments: Mapping[str, tuple]) -> CompiledFlag:
+def compile_flag(
+    data: Mapping[str, Any], version: int, segments: Mapping[str, tuple]
+) -> CompiledFlag:
     """Compile one flag's plain data (see ``ruleset_data`` in flags.mappers)."""
     key = data["key"]
     variations = tuple((v["key"], v["value"]) for v in data["variations"])
     answers = {vkey: (value, vkey) for vkey, value in variations}
     off_key = data["off_variation"]
-    off_answer = Evaluation(key, answers[off_key][0], off_key, Reason.DISABLED, Level.OFF, version)
+    off_answer = Evaluation(
+        key, answers[off_key][0], off_key, Reason.DISABLED, Level.OFF, version
+    )
     overrides: dict[str, Evaluation] = {}
     expiry: dict[str, float] = {}
     prebuilt = {
-        vkey: Evaluation(key, value, vkey, Reason.TARGETING_MATCH, Level.OVERRIDE, version)
+        vkey: Evaluation(
+            key, value, vkey, Reason.TARGETING_MATCH, Level.OVERRIDE, version
+        )
         for vkey, value in variations
     }
     for override in data.get("overrides", ()):
@@ -274,16 +301,28 @@ def compile_flag(data: Mapping[str, Any], version: int, segments: Mapping[str, t
     rules = []
     for index, rule in enumerate(data.get("rules", ())):
         answer, split = _compile_serve(
-            rule["serve"], answers, key, Level.rule(index), Reason.TARGETING_MATCH, version
+            rule["serve"],
+            answers,
+            key,
+            Level.rule(index),
+            Reason.TARGETING_MATCH,
+            version,
         )
-        predicates = tuple(_compile_clause(clause, segments) for clause in rule["clauses"])
+        predicates = tuple(
+            _compile_clause(clause, segments) for clause in rule["clauses"]
+        )
         rules.append(CompiledRule(predicates, answer, split))
     fall_answer, fall_split = _compile_serve(
         data["fallthrough"], answers, key, Level.DEFAULT, Reason.STATIC, version
     )
     bucket_by = data.get("bucket_by") or MERCHANT
     merchant_split = None
-    if not rules and bucket_by == MERCHANT and fall_split is not None and len(fall_split) == 2:
+    if (
+        not rules
+        and bucket_by == MERCHANT
+        and fall_split is not None
+        and len(fall_split) == 2
+    ):
         merchant_split = (fall_split[0][0], fall_split[0][1], fall_split[1][1])
     return CompiledFlag(
         key=key,
@@ -315,8 +354,13 @@ def compile_ruleset(data: Mapping[str, Any]) -> Ruleset:
         key: tuple(_compile_clause(clause, {}) for clause in segment.get("clauses", ()))
         for key, segment in (data.get("segments") or {}).items()
     }
-    flags = {flag["key"]: compile_flag(flag, version, segments) for flag in data.get("flags", ())}
-    merchants = {key: dict(attrs or {}) for key, attrs in (data.get("merchants") or {}).items()}
+    flags = {
+        flag["key"]: compile_flag(flag, version, segments)
+        for flag in data.get("flags", ())
+    }
+    merchants = {
+        key: dict(attrs or {}) for key, attrs in (data.get("merchants") or {}).items()
+    }
     return Ruleset(
         environment=str(data.get("environment", "")),
         version=version,
@@ -332,17 +376,27 @@ EMPTY_RULESET = Ruleset(environment="", version=0, flags={})
 # -- evaluation ---------------------------------------------------------------
 
 
-def _error(ruleset: Ruleset, flag_key: Any, default: Any, code: str, message: str) -> Evaluation:
+def _error(
+    ruleset: Ruleset, flag_key: Any, default: Any, code: str, message: str
+) -> Evaluation:
     return Evaluation(
-        str(flag_key), default, None, Reason.ERROR, Level.DEFAULT,
-        getattr(ruleset, "version", 0), code, message,
+        str(flag_key),
+        default,
+        None,
+        Reason.ERROR,
+        Level.DEFAULT,
+        getattr(ruleset, "version", 0),
+        code,
+        message,
     )
 
 
 _hash = mmh3.hash
 
 
-def _bucket_value(flag: CompiledFlag, context: Mapping[str, Any], ruleset: Ruleset) -> str | None:
+def _bucket_value(
+    flag: CompiledFlag, context: Mapping[str, Any], ruleset: Ruleset
+) -> str | None:
     if flag.bucket_by == MERCHANT:
         value = context.get(MERCHANT)
     else:
@@ -377,14 +431,29 @@ def evaluate(
     try:
         flag = ruleset.flags.get(flag_key)
         if flag is None:
-            return _error(ruleset, flag_key, default, ErrorCode.FLAG_NOT_FOUND,
-                          f"flag {flag_key!r} not found")
+            return _error(
+                ruleset,
+                flag_key,
+                default,
+                ErrorCode.FLAG_NOT_FOUND,
+                f"flag {flag_key!r} not found",
+            )
         if value_type is not None and value_type != flag.value_type:
-            return _error(ruleset, flag_key, default, ErrorCode.TYPE_MISMATCH,
-                          f"flag {flag_key!r} is {flag.value_type}, not {value_type}")
+            return _error(
+                ruleset,
+                flag_key,
+                default,
+                ErrorCode.TYPE_MISMATCH,
+                f"flag {flag_key!r} is {flag.value_type}, not {value_type}",
+            )
         if type(context) is not dict and not isinstance(context, Mapping):
-            return _error(ruleset, flag_key, default, ErrorCode.INVALID_CONTEXT,
-                          "context must be an object")
+            return _error(
+                ruleset,
+                flag_key,
+                default,
+                ErrorCode.INVALID_CONTEXT,
+                "context must be an object",
+            )
         if not flag.enabled:
             return flag.off_answer
         merchant = context.get(MERCHANT)
@@ -410,9 +479,17 @@ def evaluate(
                         return rule.answer
                     value = _bucket_value(flag, context, ruleset)
                     if value is None:
-                        return _error(ruleset, flag_key, default, ErrorCode.TARGETING_KEY_MISSING,
-                                      f"a split needs '{flag.bucket_by}' in the context")
-                    return _pick(rule.split, _hash(flag.bucket_prefix + value, 0, False) % BUCKETS)
+                        return _error(
+                            ruleset,
+                            flag_key,
+                            default,
+                            ErrorCode.TARGETING_KEY_MISSING,
+                            f"a split needs '{flag.bucket_by}' in the context",
+                        )
+                    return _pick(
+                        rule.split,
+                        _hash(flag.bucket_prefix + value, 0, False) % BUCKETS,
+                    )
         answer = flag.fallthrough_answer
         if answer is not None:
             return answer
@@ -421,16 +498,26 @@ def evaluate(
         else:
             value = _bucket_value(flag, context, ruleset)
             if value is None:
-                return _error(ruleset, flag_key, default, ErrorCode.TARGETING_KEY_MISSING,
-                              f"a split needs '{flag.bucket_by}' in the context")
+                return _error(
+                    ruleset,
+                    flag_key,
+                    default,
+                    ErrorCode.TARGETING_KEY_MISSING,
+                    f"a split needs '{flag.bucket_by}' in the context",
+                )
         point = _hash(flag.bucket_prefix + value, 0, False) % BUCKETS
         for upper, answer in flag.fallthrough_split:
             if point < upper:
                 return answer
         return answer
     except Exception as exc:  # the contract: never raise to the caller
-        return _error(ruleset, flag_key, default, ErrorCode.GENERAL,
-                      f"evaluation failed: {type(exc).__name__}")
+        return _error(
+            ruleset,
+            flag_key,
+            default,
+            ErrorCode.GENERAL,
+            f"evaluation failed: {type(exc).__name__}",
+        )
 
 
 def evaluate_all(ruleset: Ruleset, context: Mapping[str, Any]) -> list[Evaluation]:

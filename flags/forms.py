@@ -3,6 +3,7 @@
 Forms here never save. ``flags.admin`` passes their cleaned data to
 ``flags.services``; whatever the services refuse comes back as a form error.
 """
+
 from __future__ import annotations
 
 import json
@@ -13,7 +14,14 @@ from django import forms
 from django.core.exceptions import ValidationError
 
 from flags import engine, validation
-from flags.models import Environment, Flag, FlagState, Merchant, MerchantOverride, Segment
+from flags.models import (
+    Environment,
+    Flag,
+    FlagState,
+    Merchant,
+    MerchantOverride,
+    Segment,
+)
 
 
 class PrettyJSONField(forms.JSONField):
@@ -22,8 +30,14 @@ class PrettyJSONField(forms.JSONField):
     def __init__(self, *args: Any, rows: int = 8, **kwargs: Any) -> None:
         kwargs.setdefault(
             "widget",
-            forms.Textarea(attrs={"rows": rows, "cols": 80, "class": "vLargeTextField",
-                                  "style": "font-family: monospace"}),
+            forms.Textarea(
+                attrs={
+                    "rows": rows,
+                    "cols": 80,
+                    "class": "vLargeTextField",
+                    "style": "font-family: monospace",
+                }
+            ),
         )
         super().__init__(*args, **kwargs)
 
@@ -65,11 +79,21 @@ class FlagForm(forms.ModelForm):
 
     class Meta:
         model = Flag
-        fields = ["key", "name", "value_type", "variations", "description", "owner", "tags"]
+        fields = [
+            "key",
+            "name",
+            "value_type",
+            "variations",
+            "description",
+            "owner",
+            "tags",
+        ]
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean()
-        value_type = self.instance.value_type if self.instance.pk else cleaned.get("value_type")
+        value_type = (
+            self.instance.value_type if self.instance.pk else cleaned.get("value_type")
+        )
         variations = cleaned.get("variations")
         if variations in (None, "", [], {}):
             cleaned["variations"] = None
@@ -79,7 +103,9 @@ class FlagForm(forms.ModelForm):
                 self.add_error("variations", f"A {value_type} flag needs variations.")
         elif value_type:
             try:
-                cleaned["variations"] = validation.validate_variations(value_type, variations)
+                cleaned["variations"] = validation.validate_variations(
+                    value_type, variations
+                )
             except engine.RulesetError as exc:
                 self.add_error("variations", f"{exc.field}: {exc.message}")
         return cleaned
@@ -90,21 +116,29 @@ class FlagStateForm(forms.ModelForm):
 
     off_variation = forms.ChoiceField()
     rules = PrettyJSONField(
-        required=False, rows=10,
+        required=False,
+        rows=10,
         help_text='Ordered: [{"clauses": [{"attribute": "tier", "op": "in", '
-                  '"values": ["gold"]}], "serve": {"variation": "on"}}]',
+        '"values": ["gold"]}], "serve": {"variation": "on"}}]',
     )
     fallthrough = PrettyJSONField(
         rows=6,
         help_text='{"variation": "off"} or {"split": [{"variation": "on", "weight": 10000}, '
-                  '{"variation": "off", "weight": 90000}]} (weights in thousandths of a '
-                  "percent, summing to 100000).",
+        '{"variation": "off", "weight": 90000}]} (weights in thousandths of a '
+        "percent, summing to 100000).",
     )
     version = forms.IntegerField(widget=forms.HiddenInput, min_value=1)
 
     class Meta:
         model = FlagState
-        fields = ["enabled", "off_variation", "rules", "fallthrough", "bucket_by", "version"]
+        fields = [
+            "enabled",
+            "off_variation",
+            "rules",
+            "fallthrough",
+            "bucket_by",
+            "version",
+        ]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -119,7 +153,8 @@ class FlagStateForm(forms.ModelForm):
 
 class MerchantForm(forms.ModelForm):
     attributes = PrettyJSONField(
-        required=False, rows=6,
+        required=False,
+        rows=6,
         help_text='An object, e.g. {"tier": "gold", "country": "KR"}.',
     )
 
@@ -132,7 +167,7 @@ class MerchantForm(forms.ModelForm):
         if attributes in (None, ""):
             return {}
         if not isinstance(attributes, dict):
-            raise ValidationError("Use a JSON object: {\"name\": value, ...}.")
+            raise ValidationError('Use a JSON object: {"name": value, ...}.')
         return attributes
 
 
@@ -172,21 +207,27 @@ class KillForm(forms.Form):
 
 
 class RestoreForm(forms.Form):
-    reason = forms.CharField(max_length=500, required=False,
-                             widget=forms.TextInput(attrs={"size": 60}))
+    reason = forms.CharField(
+        max_length=500, required=False, widget=forms.TextInput(attrs={"size": 60})
+    )
 
 
 class PercentageForm(forms.Form):
     percentage = forms.DecimalField(
-        min_value=Decimal(0), max_value=Decimal(100), max_digits=6, decimal_places=3,
+        min_value=Decimal(0),
+        max_value=Decimal(100),
+        max_digits=6,
+        decimal_places=3,
         help_text="Share of merchants served the treatment by default (0.001 steps).",
     )
     treatment = forms.CharField(
-        required=False, max_length=100,
+        required=False,
+        max_length=100,
         help_text="Variation served to the percentage ('on' for bool flags).",
     )
     control = forms.CharField(
-        required=False, max_length=100,
+        required=False,
+        max_length=100,
         help_text="Variation served to the rest ('off' for bool flags).",
     )
 
@@ -194,4 +235,6 @@ class PercentageForm(forms.Form):
 class EnvironmentChoiceForm(forms.Form):
     """Pick the environment a flag-level action applies to."""
 
-    environment = forms.ModelChoiceField(queryset=Environment.objects.all(), empty_label=None)
+    environment = forms.ModelChoiceField(
+        queryset=Environment.objects.all(), empty_label=None
+    )

@@ -1,4 +1,5 @@
 """ORM rows -> the engine's plain ruleset data: the only module that knows both."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -17,39 +18,50 @@ def ruleset_data(environment: Environment) -> dict[str, Any]:
     may be newer than the version it carries, never older, so the next
     version check reloads it.
     """
-    version = Environment.objects.filter(pk=environment.pk).values_list(
-        "ruleset_version", flat=True
-    ).get()
+    version = (
+        Environment.objects.filter(pk=environment.pk)
+        .values_list("ruleset_version", flat=True)
+        .get()
+    )
     now = timezone.now()
     overrides: dict[int, list[dict]] = {}
-    live = MerchantOverride.objects.filter(environment=environment, flag__archived=False).filter(
-        Q(expires_at__isnull=True) | Q(expires_at__gt=now)
-    )
+    live = MerchantOverride.objects.filter(
+        environment=environment, flag__archived=False
+    ).filter(Q(expires_at__isnull=True) | Q(expires_at__gt=now))
     for flag_id, merchant_key, variation, expires_at in live.values_list(
         "flag_id", "merchant__key", "variation", "expires_at"
     ).iterator(chunk_size=5000):
-        overrides.setdefault(flag_id, []).append({
-            "merchant": merchant_key,
-            "variation": variation,
-            "expires_at": expires_at.timestamp() if expires_at else None,
-        })
+        overrides.setdefault(flag_id, []).append(
+            {
+                "merchant": merchant_key,
+                "variation": variation,
+                "expires_at": expires_at.timestamp() if expires_at else None,
+            }
+        )
     flags = []
-    states = FlagState.objects.filter(environment=environment, flag__archived=False).select_related("flag")
+    states = FlagState.objects.filter(
+        environment=environment, flag__archived=False
+    ).select_related("flag")
     for state in states.order_by("flag__key"):
         flag = state.flag
-        flags.append({
-            "key": flag.key,
-            "value_type": flag.value_type,
-            "variations": flag.variations,
-            "enabled": state.enabled,
-            "off_variation": state.off_variation,
-            "rules": state.rules,
-            "fallthrough": state.fallthrough,
-            "bucket_by": state.bucket_by,
-            "state_version": state.version,
-            "overrides": overrides.get(flag.pk, []),
-        })
-    segments = {key: {"clauses": clauses} for key, clauses in Segment.objects.values_list("key", "clauses")}
+        flags.append(
+            {
+                "key": flag.key,
+                "value_type": flag.value_type,
+                "variations": flag.variations,
+                "enabled": state.enabled,
+                "off_variation": state.off_variation,
+                "rules": state.rules,
+                "fallthrough": state.fallthrough,
+                "bucket_by": state.bucket_by,
+                "state_version": state.version,
+                "overrides": overrides.get(flag.pk, []),
+            }
+        )
+    segments = {
+        key: {"clauses": clauses}
+        for key, clauses in Segment.objects.values_list("key", "clauses")
+    }
     merchants = {
         key: attributes
         for key, attributes in Merchant.objects.filter(is_active=True)

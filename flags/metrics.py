@@ -3,6 +3,7 @@
 Label children are bound once and kept in a dict, so counting an evaluation
 is a dict lookup and an increment.
 """
+
 from __future__ import annotations
 
 from prometheus_client import Counter, Histogram
@@ -15,8 +16,19 @@ EVALUATIONS = Counter(
 EVALUATION_SECONDS = Histogram(
     "controlplane_flags_evaluation_seconds",
     "Time to evaluate the flags of one request (engine only).",
-    buckets=(0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025,
-             0.005, 0.01, 0.05),
+    buckets=(
+        0.00001,
+        0.000025,
+        0.00005,
+        0.0001,
+        0.00025,
+        0.0005,
+        0.001,
+        0.0025,
+        0.005,
+        0.01,
+        0.05,
+    ),
 )
 RULESET_LOADS = Counter(
     "controlplane_flags_ruleset_loads_total",

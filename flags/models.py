@@ -3,6 +3,7 @@
 Rows describe data and the invariants the database can enforce. Every write
 goes through ``flags.services``; nothing here has side effects.
 """
+
 from django.core.validators import RegexValidator
 from django.db import models
 
@@ -100,7 +101,9 @@ class FlagState(models.Model):
     """A flag in one environment: how it is served there."""
 
     flag = models.ForeignKey(Flag, on_delete=models.CASCADE, related_name="states")
-    environment = models.ForeignKey(Environment, on_delete=models.CASCADE, related_name="flag_states")
+    environment = models.ForeignKey(
+        Environment, on_delete=models.CASCADE, related_name="flag_states"
+    )
     enabled = models.BooleanField(default=False)
     off_variation = models.CharField(max_length=100)
     # Ordered [{"clauses": [...], "serve": {...}, "description"?: "..."}]
@@ -118,7 +121,9 @@ class FlagState(models.Model):
     class Meta:
         ordering = ["flag__key", "environment__sort_order"]
         constraints = [
-            models.UniqueConstraint(fields=["flag", "environment"], name="flagstate_one_per_env"),
+            models.UniqueConstraint(
+                fields=["flag", "environment"], name="flagstate_one_per_env"
+            ),
         ]
 
     def __str__(self) -> str:
@@ -135,8 +140,12 @@ class FlagState(models.Model):
 
 class MerchantOverride(models.Model):
     flag = models.ForeignKey(Flag, on_delete=models.CASCADE, related_name="overrides")
-    environment = models.ForeignKey(Environment, on_delete=models.CASCADE, related_name="overrides")
-    merchant = models.ForeignKey(Merchant, on_delete=models.CASCADE, related_name="overrides")
+    environment = models.ForeignKey(
+        Environment, on_delete=models.CASCADE, related_name="overrides"
+    )
+    merchant = models.ForeignKey(
+        Merchant, on_delete=models.CASCADE, related_name="overrides"
+    )
     variation = models.CharField(max_length=100)
     note = models.CharField(max_length=500, blank=True)
     expires_at = models.DateTimeField(null=True, blank=True, db_index=True)
@@ -148,7 +157,8 @@ class MerchantOverride(models.Model):
         ordering = ["flag__key", "environment__sort_order", "merchant__key"]
         constraints = [
             models.UniqueConstraint(
-                fields=["flag", "environment", "merchant"], name="override_one_per_merchant"
+                fields=["flag", "environment", "merchant"],
+                name="override_one_per_merchant",
             ),
         ]
 

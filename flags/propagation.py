@@ -7,10 +7,11 @@ Redis after commit. Everywhere, processes also poll
 ``Environment.ruleset_version`` (see flags.snapshot), so a lost notification
 only costs the poll interval.
 """
+
 from __future__ import annotations
 
 import logging
-from typing import Iterable
+from collections.abc import Iterable
 
 from django.db import connection, transaction
 

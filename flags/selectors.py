@@ -1,11 +1,19 @@
 """Reads shared by the admin, commands, API and services."""
+
 from __future__ import annotations
 
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from flags.exceptions import NotFound
-from flags.models import Environment, Flag, FlagState, Merchant, MerchantOverride, Segment
+from controlplane.exceptions import NotFound
+from flags.models import (
+    Environment,
+    Flag,
+    FlagState,
+    Merchant,
+    MerchantOverride,
+    Segment,
+)
 
 
 def environment_get(key: str) -> Environment:
@@ -14,7 +22,9 @@ def environment_get(key: str) -> Environment:
         return Environment.objects.get(key=key)
     except Environment.DoesNotExist:
         known = ", ".join(Environment.objects.values_list("key", flat=True)) or "none"
-        raise NotFound(f"unknown environment {key!r} (known: {known})", field="environment") from None
+        raise NotFound(
+            f"unknown environment {key!r} (known: {known})", field="environment"
+        ) from None
 
 
 def flag_get(key: str) -> Flag:
@@ -47,7 +57,9 @@ def flag_state_get(*, flag: Flag, environment: Environment) -> FlagState:
             flag=flag, environment=environment
         )
     except FlagState.DoesNotExist:
-        raise NotFound(f"flag {flag.key!r} has no state in {environment.key!r}") from None
+        raise NotFound(
+            f"flag {flag.key!r} has no state in {environment.key!r}"
+        ) from None
 
 
 def flag_list(*, include_archived: bool = False) -> QuerySet[Flag]:
@@ -55,9 +67,16 @@ def flag_list(*, include_archived: bool = False) -> QuerySet[Flag]:
     return flags if include_archived else flags.filter(archived=False)
 
 
-def override_list(*, flag: Flag | None = None, environment: Environment | None = None,
-                  merchant: Merchant | None = None, live_only: bool = False) -> QuerySet[MerchantOverride]:
-    overrides = MerchantOverride.objects.select_related("flag", "environment", "merchant")
+def override_list(
+    *,
+    flag: Flag | None = None,
+    environment: Environment | None = None,
+    merchant: Merchant | None = None,
+    live_only: bool = False,
+) -> QuerySet[MerchantOverride]:
+    overrides = MerchantOverride.objects.select_related(
+        "flag", "environment", "merchant"
+    )
     if flag is not None:
         overrides = overrides.filter(flag=flag)
     if environment is not None:
@@ -67,5 +86,7 @@ def override_list(*, flag: Flag | None = None, environment: Environment | None =
     if live_only:
         from django.db.models import Q
 
-        overrides = overrides.filter(Q(expires_at__isnull=True) | Q(expires_at__gt=timezone.now()))
+        overrides = overrides.filter(
+            Q(expires_at__isnull=True) | Q(expires_at__gt=timezone.now())
+        )
     return overrides

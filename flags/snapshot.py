@@ -20,17 +20,17 @@ Without the background thread (``RULESET_BACKGROUND`` off, as in the test
 settings) the version check runs on the request path, at most once per poll
 interval.
 """
+
 from __future__ import annotations
 
 import logging
 import os
 import threading
 import time
-from typing import Any
 
 from controlplane.conf import setting
+from controlplane.exceptions import DomainError, NotFound
 from flags import engine
-from flags.exceptions import DomainError, NotFound
 
 log = logging.getLogger(__name__)
 
@@ -51,10 +51,12 @@ class RulesetStore:
     def __init__(self) -> None:
         self.using = "default"
         self._rulesets: dict[str, engine.Ruleset] = {}
-        self._known: dict[str, tuple[int, int]] = {}  # key -> (pk, version) from last check
+        self._known: dict[
+            str, tuple[int, int]
+        ] = {}  # key -> (pk, version) from last check
         self._lock = threading.RLock()
-        self._last_check = 0.0        # monotonic time of the last attempt
-        self._last_ok = 0.0           # monotonic time of the last successful check
+        self._last_check = 0.0  # monotonic time of the last attempt
+        self._last_ok = 0.0  # monotonic time of the last successful check
         self._failures = 0
         self._thread: threading.Thread | None = None
         self._pid = 0
@@ -90,8 +92,10 @@ class RulesetStore:
 
     def is_stale(self) -> bool:
         """Return True when no version check succeeded recently."""
-        return self._failures > 0 or self._last_ok == 0 or (
-            time.monotonic() - self._last_ok > setting("RULESET_STALE_AFTER")
+        return (
+            self._failures > 0
+            or self._last_ok == 0
+            or (time.monotonic() - self._last_ok > setting("RULESET_STALE_AFTER"))
         )
 
     def _retry_delay(self) -> float:
@@ -110,12 +114,15 @@ class RulesetStore:
             )
             if fresh and environment_key not in self._known:
                 # the last check listed every environment: absent is cached too
-                raise NotFound(f"environment {environment_key!r} not found", field="environment")
+                raise NotFound(
+                    f"environment {environment_key!r} not found", field="environment"
+                )
             try:
                 self.check_versions()
                 if environment_key not in self._known:
                     raise NotFound(
-                        f"environment {environment_key!r} not found", field="environment"
+                        f"environment {environment_key!r} not found",
+                        field="environment",
                     )
                 return self._reload(environment_key)
             except DomainError:
@@ -137,7 +144,9 @@ class RulesetStore:
         from flags.models import Environment
 
         self._last_check = time.monotonic()
-        rows = Environment.objects.using(self.using).values_list("key", "pk", "ruleset_version")
+        rows = Environment.objects.using(self.using).values_list(
+            "key", "pk", "ruleset_version"
+        )
         known = {key: (pk, version) for key, pk, version in rows}
         reloaded = []
         with self._lock:
@@ -163,7 +172,9 @@ class RulesetStore:
         self._failures += 1
         self._last_check = time.monotonic()
         if self._failures in (1, 10) or self._failures % 100 == 0:
-            log.warning("ruleset version check failed (%s in a row): %s", self._failures, exc)
+            log.warning(
+                "ruleset version check failed (%s in a row): %s", self._failures, exc
+            )
         _close_connection(self.using)
 
     def _reload(self, environment_key: str) -> engine.Ruleset:
@@ -201,7 +212,9 @@ class RulesetStore:
                 return
             self._pid = os.getpid()
             self._stop.clear()
-            self._thread = threading.Thread(target=self._run, name="ruleset-store", daemon=True)
+            self._thread = threading.Thread(
+                target=self._run, name="ruleset-store", daemon=True
+            )
             self._thread.start()
 
     def stop(self, timeout: float = 5.0) -> None:

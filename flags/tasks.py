@@ -1,4 +1,5 @@
 """Celery tasks of the flags app: thin wrappers over services."""
+
 from celery import shared_task
 
 

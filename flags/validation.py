@@ -5,11 +5,13 @@ services validate every write with it, and anything that builds ruleset data
 (the admin forms, the client) can check its input the same way. Each
 function raises ``RulesetError`` naming the offending field.
 """
+
 from __future__ import annotations
 
 import math
 import re
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from flags.engine import BUCKETS, VALUE_TYPES, RulesetError
 
@@ -24,7 +26,9 @@ def percent_to_weight(percent: float) -> int:
         raise RulesetError("percentage", "must be between 0 and 100")
     weight = round(percent * 1000)
     if abs(weight - percent * 1000) > 1e-6:
-        raise RulesetError("percentage", "has more than three decimals (0.001% is the step)")
+        raise RulesetError(
+            "percentage", "has more than three decimals (0.001% is the step)"
+        )
     return int(weight)
 
 
@@ -59,7 +63,8 @@ def _is_json(value: Any, depth: int = 0) -> bool:
         return all(_is_json(item, depth + 1) for item in value)
     if isinstance(value, dict):
         return all(
-            isinstance(key, str) and _is_json(item, depth + 1) for key, item in value.items()
+            isinstance(key, str) and _is_json(item, depth + 1)
+            for key, item in value.items()
         )
     return False
 
@@ -77,11 +82,17 @@ def validate_variations(value_type: str, variations: Any) -> list[dict]:
     normalized = []
     for index, variation in enumerate(variations):
         where = f"variations[{index}]"
-        if not isinstance(variation, Mapping) or "key" not in variation or "value" not in variation:
+        if (
+            not isinstance(variation, Mapping)
+            or "key" not in variation
+            or "value" not in variation
+        ):
             raise RulesetError(where, "must be an object with 'key' and 'value'")
         key = variation["key"]
         if not isinstance(key, str) or not _KEY_RE.match(key):
-            raise RulesetError(f"{where}.key", "must be a slug (letters, digits, _ . -)")
+            raise RulesetError(
+                f"{where}.key", "must be a slug (letters, digits, _ . -)"
+            )
         if key in seen:
             raise RulesetError(f"{where}.key", f"duplicate variation key {key!r}")
         seen.add(key)
@@ -93,34 +104,55 @@ def validate_variations(value_type: str, variations: Any) -> list[dict]:
     if value_type == "bool":
         values = {item["key"]: item["value"] for item in normalized}
         if values != {"on": True, "off": False}:
-            raise RulesetError("variations", "a bool flag has exactly on=true and off=false")
+            raise RulesetError(
+                "variations", "a bool flag has exactly on=true and off=false"
+            )
     return normalized
 
 
 _OPERATORS = frozenset(
-    {"in", "starts_with", "ends_with", "contains", "matches",
-     "lt", "lte", "gt", "gte", "exists", "segment"}
+    {
+        "in",
+        "starts_with",
+        "ends_with",
+        "contains",
+        "matches",
+        "lt",
+        "lte",
+        "gt",
+        "gte",
+        "exists",
+        "segment",
+    }
 )
 
 
-def validate_clause(clause: Any, field: str, segment_keys: Iterable[str] | None) -> dict:
+def validate_clause(
+    clause: Any, field: str, segment_keys: Iterable[str] | None
+) -> dict:
     """Validate one clause ``{attribute, op, values, negate}``; return it normalized."""
     if not isinstance(clause, Mapping):
         raise RulesetError(field, "must be an object")
     op = clause.get("op")
     if op not in _OPERATORS:
-        raise RulesetError(f"{field}.op", f"must be one of {', '.join(sorted(_OPERATORS))}")
+        raise RulesetError(
+            f"{field}.op", f"must be one of {', '.join(sorted(_OPERATORS))}"
+        )
     values = clause.get("values", [])
     if not isinstance(values, list):
         raise RulesetError(f"{field}.values", "must be a list")
     attribute = clause.get("attribute", "")
     if op == "segment":
         if segment_keys is None:
-            raise RulesetError(f"{field}.op", "a segment cannot refer to another segment")
+            raise RulesetError(
+                f"{field}.op", "a segment cannot refer to another segment"
+            )
         known = set(segment_keys)
         missing = [value for value in values if value not in known]
         if not values or missing:
-            raise RulesetError(f"{field}.values", f"unknown segment(s): {missing or 'none given'}")
+            raise RulesetError(
+                f"{field}.values", f"unknown segment(s): {missing or 'none given'}"
+            )
         attribute = ""
     else:
         if not isinstance(attribute, str) or not attribute:
@@ -140,12 +172,20 @@ def validate_clause(clause: Any, field: str, segment_keys: Iterable[str] | None)
             try:
                 re.compile(value)
             except re.error as exc:
-                raise RulesetError(f"{field}.values", f"bad regular expression: {exc}") from None
+                raise RulesetError(
+                    f"{field}.values", f"bad regular expression: {exc}"
+                ) from None
     for value in values:
         if not isinstance(value, (str, int, float, bool)):
-            raise RulesetError(f"{field}.values", "values are strings, numbers or booleans")
-    return {"attribute": attribute, "op": op, "values": list(values),
-            "negate": bool(clause.get("negate", False))}
+            raise RulesetError(
+                f"{field}.values", "values are strings, numbers or booleans"
+            )
+    return {
+        "attribute": attribute,
+        "op": op,
+        "values": list(values),
+        "negate": bool(clause.get("negate", False)),
+    }
 
 
 def validate_serve(serve: Any, variation_keys: Iterable[str], field: str) -> dict:
@@ -158,7 +198,9 @@ def validate_serve(serve: Any, variation_keys: Iterable[str], field: str) -> dic
         raise RulesetError(field, "must be an object with 'variation' or 'split'")
     if "variation" in serve and "split" not in serve:
         if serve["variation"] not in keys:
-            raise RulesetError(f"{field}.variation", f"unknown variation {serve['variation']!r}")
+            raise RulesetError(
+                f"{field}.variation", f"unknown variation {serve['variation']!r}"
+            )
         return {"variation": serve["variation"]}
     if "split" in serve and "variation" not in serve:
         split = serve["split"]
@@ -170,9 +212,13 @@ def validate_serve(serve: Any, variation_keys: Iterable[str], field: str) -> dic
         for index, arm in enumerate(split):
             where = f"{field}.split[{index}]"
             if not isinstance(arm, Mapping):
-                raise RulesetError(where, "must be an object with 'variation' and 'weight'")
+                raise RulesetError(
+                    where, "must be an object with 'variation' and 'weight'"
+                )
             if arm.get("variation") not in keys:
-                raise RulesetError(f"{where}.variation", f"unknown variation {arm.get('variation')!r}")
+                raise RulesetError(
+                    f"{where}.variation", f"unknown variation {arm.get('variation')!r}"
+                )
             if arm["variation"] in seen:
                 raise RulesetError(f"{where}.variation", "appears twice in the split")
             seen.add(arm["variation"])
@@ -189,7 +235,9 @@ def validate_serve(serve: Any, variation_keys: Iterable[str], field: str) -> dic
     raise RulesetError(field, "must have exactly one of 'variation' or 'split'")
 
 
-def validate_rules(rules: Any, variation_keys: Iterable[str], segment_keys: Iterable[str]) -> list[dict]:
+def validate_rules(
+    rules: Any, variation_keys: Iterable[str], segment_keys: Iterable[str]
+) -> list[dict]:
     """Validate ordered rules ``[{clauses: [...], serve: {...}, description}]``."""
     keys = list(variation_keys)
     segments = list(segment_keys)

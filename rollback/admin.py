@@ -2,6 +2,7 @@
 
 Deploy backends are settings only: nothing here shows or edits them.
 """
+
 from __future__ import annotations
 
 from django import forms
@@ -9,7 +10,7 @@ from django.contrib import admin, messages
 from django.template.response import TemplateResponse
 
 from controlplane.audit.actors import actor_for_user
-from flags.exceptions import DomainError
+from controlplane.exceptions import DomainError
 from rollback import services
 from rollback.models import Deployment, RollbackRun, RollbackStep, RunStatus
 from rollback.preflight import rollback_preflight
@@ -17,12 +18,19 @@ from rollback.preflight import rollback_preflight
 
 class RollbackNowForm(forms.Form):
     level = forms.TypedChoiceField(
-        coerce=int, initial=1,
-        choices=[(1, "1 - flag toggle (kill the flag)"), (2, "2 - deployment revert (+ level 1)"),
-                 (3, "3 - migration revert, last resort (+ levels 1 and 2)")],
+        coerce=int,
+        initial=1,
+        choices=[
+            (1, "1 - flag toggle (kill the flag)"),
+            (2, "2 - deployment revert (+ level 1)"),
+            (3, "3 - migration revert, last resort (+ levels 1 and 2)"),
+        ],
     )
-    flag = forms.CharField(required=False, help_text="Flag key to kill in the deployment's environment "
-                                                     "(level 1; leave empty to skip the flag step).")
+    flag = forms.CharField(
+        required=False,
+        help_text="Flag key to kill in the deployment's environment "
+        "(level 1; leave empty to skip the flag step).",
+    )
     reason = forms.CharField(max_length=1000, widget=forms.Textarea(attrs={"rows": 2}))
 
 
@@ -30,15 +38,28 @@ class RollbackStepInline(admin.TabularInline):
     model = RollbackStep
     extra = 0
     can_delete = False
-    fields = ["position", "level", "actuator", "status", "attempts", "output_pre", "error", "started_at",
-              "finished_at", "claimed_by"]
+    fields = [
+        "position",
+        "level",
+        "actuator",
+        "status",
+        "attempts",
+        "output_pre",
+        "error",
+        "started_at",
+        "finished_at",
+        "claimed_by",
+    ]
     readonly_fields = fields
 
     @admin.display(description="output")
     def output_pre(self, obj: RollbackStep):
         from django.utils.html import format_html
 
-        return format_html("<pre style='white-space:pre-wrap;max-width:60em'>{}</pre>", obj.output or "")
+        return format_html(
+            "<pre style='white-space:pre-wrap;max-width:60em'>{}</pre>",
+            obj.output or "",
+        )
 
     def has_add_permission(self, request, obj=None) -> bool:
         return False
@@ -46,11 +67,29 @@ class RollbackStepInline(admin.TabularInline):
 
 @admin.register(Deployment)
 class DeploymentAdmin(admin.ModelAdmin):
-    list_display = ["id", "service", "environment", "version", "status", "previous", "artifact", "deployed_at"]
+    list_display = [
+        "id",
+        "service",
+        "environment",
+        "version",
+        "status",
+        "previous",
+        "artifact",
+        "deployed_at",
+    ]
     list_filter = ["status", "environment", "service"]
     search_fields = ["service", "version", "artifact"]
-    readonly_fields = ["service", "environment", "version", "previous", "artifact", "status",
-                       "migration_state", "recorded_by", "deployed_at"]
+    readonly_fields = [
+        "service",
+        "environment",
+        "version",
+        "previous",
+        "artifact",
+        "status",
+        "migration_state",
+        "recorded_by",
+        "deployed_at",
+    ]
     actions = ["roll_back_now"]
 
     def has_add_permission(self, request) -> bool:
@@ -66,33 +105,74 @@ class DeploymentAdmin(admin.ModelAdmin):
             for deployment in queryset:
                 flag_restore = None
                 if form.cleaned_data["flag"]:
-                    flag_restore = {"flag": form.cleaned_data["flag"], "snapshot": None,
-                                    "environment": deployment.environment.key}
+                    flag_restore = {
+                        "flag": form.cleaned_data["flag"],
+                        "snapshot": None,
+                        "environment": deployment.environment.key,
+                    }
                 try:
                     run = services.rollback_run_start(
-                        actor=actor_for_user(request.user), level=form.cleaned_data["level"],
-                        reason=form.cleaned_data["reason"], deployment=deployment, flag_restore=flag_restore,
+                        actor=actor_for_user(request.user),
+                        level=form.cleaned_data["level"],
+                        reason=form.cleaned_data["reason"],
+                        deployment=deployment,
+                        flag_restore=flag_restore,
                     )
                 except DomainError as exc:
-                    self.message_user(request, f"{deployment}: {exc.message}", messages.ERROR)
+                    self.message_user(
+                        request, f"{deployment}: {exc.message}", messages.ERROR
+                    )
                 else:
-                    self.message_user(request, f"{deployment}: rollback run {run.pk} started", messages.SUCCESS)
+                    self.message_user(
+                        request,
+                        f"{deployment}: rollback run {run.pk} started",
+                        messages.SUCCESS,
+                    )
             return None
         reports = [(d, rollback_preflight(deployment=d)) for d in queryset]
-        return TemplateResponse(request, "admin/rollback/rollback_confirm.html", {
-            **self.admin_site.each_context(request),
-            "title": "Roll back now: confirm",
-            "form": form, "reports": reports, "queryset": queryset, "opts": self.model._meta,
-            "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
-        })
+        return TemplateResponse(
+            request,
+            "admin/rollback/rollback_confirm.html",
+            {
+                **self.admin_site.each_context(request),
+                "title": "Roll back now: confirm",
+                "form": form,
+                "reports": reports,
+                "queryset": queryset,
+                "opts": self.model._meta,
+                "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
+            },
+        )
 
 
 @admin.register(RollbackRun)
 class RollbackRunAdmin(admin.ModelAdmin):
-    list_display = ["id", "level", "status", "deployment", "trigger", "actor_name", "created_at", "finished_at"]
+    list_display = [
+        "id",
+        "level",
+        "status",
+        "deployment",
+        "trigger",
+        "actor_name",
+        "created_at",
+        "finished_at",
+    ]
     list_filter = ["status", "level", "trigger"]
-    readonly_fields = ["deployment", "level", "reason", "trigger", "trigger_ref", "status", "error",
-                       "actor_type", "actor_id", "actor_name", "created_at", "started_at", "finished_at"]
+    readonly_fields = [
+        "deployment",
+        "level",
+        "reason",
+        "trigger",
+        "trigger_ref",
+        "status",
+        "error",
+        "actor_type",
+        "actor_id",
+        "actor_name",
+        "created_at",
+        "started_at",
+        "finished_at",
+    ]
     inlines = [RollbackStepInline]
     actions = ["retry_failed_run"]
 
@@ -106,12 +186,19 @@ class RollbackRunAdmin(admin.ModelAdmin):
     def retry_failed_run(self, request, queryset):
         for run in queryset:
             if run.status != RunStatus.FAILED:
-                self.message_user(request, f"run {run.pk} is {run.status}: only failed runs are retried",
-                                  messages.WARNING)
+                self.message_user(
+                    request,
+                    f"run {run.pk} is {run.status}: only failed runs are retried",
+                    messages.WARNING,
+                )
                 continue
             try:
-                services.rollback_run_retry(actor=actor_for_user(request.user), run_id=run.pk)
+                services.rollback_run_retry(
+                    actor=actor_for_user(request.user), run_id=run.pk
+                )
             except DomainError as exc:
-                self.message_user(request, f"run {run.pk}: {exc.message}", messages.ERROR)
+                self.message_user(
+                    request, f"run {run.pk}: {exc.message}", messages.ERROR
+                )
             else:
                 self.message_user(request, f"run {run.pk} retried", messages.SUCCESS)

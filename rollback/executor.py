@@ -4,6 +4,7 @@ Crash safety: a succeeded step is never claimed again; a step found running
 after its lease expired is verified against reality before it is re-run;
 two workers never hold a claim on the same step at once.
 """
+
 from __future__ import annotations
 
 import logging
@@ -22,7 +23,9 @@ def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def rollback_run_execute(*, run_id: int, worker: str = "", on_progress=None) -> float | None:
+def rollback_run_execute(
+    *, run_id: int, worker: str = "", on_progress=None
+) -> float | None:
     """Execute the run's remaining steps; return a retry delay if one is due.
 
     No ORM transaction is open while an actuator runs. ``on_progress`` (if
@@ -34,8 +37,13 @@ def rollback_run_execute(*, run_id: int, worker: str = "", on_progress=None) -> 
         if claim is None:
             return None
         actuator = ACTUATORS[claim.actuator]
-        ctx = StepContext(step_id=claim.step_id, run_id=claim.run_id, attempt=claim.attempt,
-                          actor=claim.actor, reason=claim.reason)
+        ctx = StepContext(
+            step_id=claim.step_id,
+            run_id=claim.run_id,
+            attempt=claim.attempt,
+            actor=claim.actor,
+            reason=claim.reason,
+        )
         if on_progress:
             on_progress(claim, "started", actuator_plan(claim))
         if claim.verify_first:
@@ -46,8 +54,12 @@ def rollback_run_execute(*, run_id: int, worker: str = "", on_progress=None) -> 
                 logger.exception("verify failed for step %s", claim.step_id)
                 already = False
             if already:
-                rollback_step_finish(claim=claim, succeeded=True, verified=True,
-                                     output="target state already true (verified after an interrupted attempt)")
+                rollback_step_finish(
+                    claim=claim,
+                    succeeded=True,
+                    verified=True,
+                    output="target state already true (verified after an interrupted attempt)",
+                )
                 if on_progress:
                     on_progress(claim, "succeeded", "verified")
                 continue
@@ -55,23 +67,41 @@ def rollback_run_execute(*, run_id: int, worker: str = "", on_progress=None) -> 
             if claim.attempt > limit:
                 # Workers keep dying on this step: stop instead of looping.
                 message = f"gave up: {claim.attempt - 1} attempt(s) interrupted, limit {limit}"
-                rollback_step_finish(claim=claim, succeeded=False, output=message, error=message,
-                                     retryable=False)
+                rollback_step_finish(
+                    claim=claim,
+                    succeeded=False,
+                    output=message,
+                    error=message,
+                    retryable=False,
+                )
                 if on_progress:
                     on_progress(claim, "failed", message)
                 continue
         try:
             output = actuator.execute(claim.params, ctx)
         except ActuatorError as exc:
-            text = "\n".join(part for part in (exc.output, f"error: {exc.message}") if part)
+            text = "\n".join(
+                part for part in (exc.output, f"error: {exc.message}") if part
+            )
             fail_text = text
-            delay = rollback_step_finish(claim=claim, succeeded=False, output=text, error=exc.message,
-                                         retryable=exc.retryable)
-        except Exception as exc:  # an actuator bug becomes a failed step, not a lost task
-            logger.exception("actuator %s crashed on step %s", claim.actuator, claim.step_id)
+            delay = rollback_step_finish(
+                claim=claim,
+                succeeded=False,
+                output=text,
+                error=exc.message,
+                retryable=exc.retryable,
+            )
+        except (
+            Exception
+        ) as exc:  # an actuator bug becomes a failed step, not a lost task
+            logger.exception(
+                "actuator %s crashed on step %s", claim.actuator, claim.step_id
+            )
             message = f"{type(exc).__name__}: {exc}"
             fail_text = message
-            delay = rollback_step_finish(claim=claim, succeeded=False, output=message, error=message)
+            delay = rollback_step_finish(
+                claim=claim, succeeded=False, output=message, error=message
+            )
         else:
             rollback_step_finish(claim=claim, succeeded=True, output=output)
             if on_progress:

@@ -1,4 +1,5 @@
 """Prometheus counters of the rollback engine (incremented after commit)."""
+
 from __future__ import annotations
 
 from prometheus_client import Counter

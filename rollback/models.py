@@ -1,4 +1,5 @@
 """Deployments, rollback runs and their ordered steps."""
+
 from __future__ import annotations
 
 from django.db import models
@@ -40,7 +41,11 @@ class Deployment(models.Model):
     )
     version = models.CharField(max_length=200)
     previous = models.ForeignKey(
-        "self", null=True, blank=True, on_delete=models.PROTECT, related_name="next_deployments"
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="next_deployments",
     )
     artifact = models.CharField(max_length=500, blank=True)
     status = models.CharField(
@@ -64,13 +69,21 @@ class RollbackRun(models.Model):
     """A requested rollback: levels 1..N as ordered steps run by a task."""
 
     deployment = models.ForeignKey(
-        Deployment, null=True, blank=True, on_delete=models.PROTECT, related_name="rollback_runs"
+        Deployment,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="rollback_runs",
     )
     level = models.PositiveSmallIntegerField()
     reason = models.CharField(max_length=1000, blank=True)
-    trigger = models.CharField(max_length=20, choices=Trigger.choices, default=Trigger.MANUAL)
+    trigger = models.CharField(
+        max_length=20, choices=Trigger.choices, default=Trigger.MANUAL
+    )
     trigger_ref = models.CharField(max_length=200, blank=True)
-    status = models.CharField(max_length=20, choices=RunStatus.choices, default=RunStatus.PENDING)
+    status = models.CharField(
+        max_length=20, choices=RunStatus.choices, default=RunStatus.PENDING
+    )
     error = models.TextField(blank=True)
     # Who asked: steps act on their behalf in the audit log.
     actor_type = models.CharField(max_length=20)
@@ -85,7 +98,8 @@ class RollbackRun(models.Model):
         ordering = ["-created_at", "-id"]
         constraints = [
             models.CheckConstraint(
-                condition=models.Q(level__gte=1, level__lte=3), name="rollbackrun_level_1_to_3"
+                condition=models.Q(level__gte=1, level__lte=3),
+                name="rollbackrun_level_1_to_3",
             ),
         ]
 
@@ -101,7 +115,9 @@ class RollbackStep(models.Model):
     level = models.PositiveSmallIntegerField()
     actuator = models.CharField(max_length=50)
     params = models.JSONField(default=dict, blank=True)
-    status = models.CharField(max_length=20, choices=StepStatus.choices, default=StepStatus.PENDING)
+    status = models.CharField(
+        max_length=20, choices=StepStatus.choices, default=StepStatus.PENDING
+    )
     attempts = models.PositiveIntegerField(default=0)
     output = models.TextField(blank=True)
     error = models.TextField(blank=True)
@@ -116,7 +132,9 @@ class RollbackStep(models.Model):
     class Meta:
         ordering = ["run", "position"]
         constraints = [
-            models.UniqueConstraint(fields=["run", "position"], name="rollbackstep_one_per_position"),
+            models.UniqueConstraint(
+                fields=["run", "position"], name="rollbackstep_one_per_position"
+            ),
         ]
 
     def __str__(self) -> str:

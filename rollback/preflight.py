@@ -1,4 +1,5 @@
 """Tell ahead of time which rollback levels are possible, and at what cost."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -18,7 +19,9 @@ def _refuse(report: dict[str, Any], reason: str) -> None:
     report["reasons"].append(reason)
 
 
-def _level_1(flag: Any, environment: Any, deployment: Deployment | None) -> dict[str, Any]:
+def _level_1(
+    flag: Any, environment: Any, deployment: Deployment | None
+) -> dict[str, Any]:
     from flags.models import Environment, Flag, FlagState
 
     report = _report()
@@ -26,11 +29,17 @@ def _level_1(flag: Any, environment: Any, deployment: Deployment | None) -> dict
         _refuse(report, "no flag given: level 1 has nothing to toggle")
         return report
     flag_key = flag.key if isinstance(flag, Flag) else str(flag)
-    env = environment if environment is not None else (deployment.environment if deployment else None)
+    env = (
+        environment
+        if environment is not None
+        else (deployment.environment if deployment else None)
+    )
     env_key = env.key if isinstance(env, Environment) else (str(env) if env else "")
     if not env_key:
         _refuse(report, "no environment given for the flag")
-    elif not FlagState.objects.filter(flag__key=flag_key, environment__key=env_key).exists():
+    elif not FlagState.objects.filter(
+        flag__key=flag_key, environment__key=env_key
+    ).exists():
         _refuse(report, f"flag {flag_key!r} has no state in environment {env_key!r}")
     return report
 
@@ -41,16 +50,23 @@ def _level_2(deployment: Deployment | None, backend: str | None) -> dict[str, An
         _refuse(report, "no deployment given")
         return report
     if deployment.previous_id is None:
-        _refuse(report, f"deployment {deployment.pk} has no previous deployment to go back to")
+        _refuse(
+            report,
+            f"deployment {deployment.pk} has no previous deployment to go back to",
+        )
     if deployment.status == DeploymentStatus.REVERTED:
         # Escalation (a level-3 run after a level-2 one) must stay possible.
-        report["warnings"].append(f"deployment {deployment.pk} is already reverted: the step is skipped")
+        report["warnings"].append(
+            f"deployment {deployment.pk} is already reverted: the step is skipped"
+        )
     elif deployment.status != DeploymentStatus.LIVE:
         _refuse(report, f"deployment {deployment.pk} is {deployment.status}, not live")
     try:
         name, config = backend_resolve(service=deployment.service, name=backend)
         report["backend"] = {"name": name, "type": config["type"]}
-        if config["type"] in ("command", "webhook") and not (config.get("verify_argv") or config.get("status_url")):
+        if config["type"] in ("command", "webhook") and not (
+            config.get("verify_argv") or config.get("status_url")
+        ):
             report["warnings"].append(
                 f"backend {name!r} cannot verify the running version (no verify_argv/status_url):"
                 " after a crash the revert is re-run, so it must be idempotent"
@@ -82,7 +98,9 @@ def _level_3(deployment: Deployment | None) -> dict[str, Any]:
     if not deployment.migration_state:
         report["warnings"].append("no migration state was recorded: nothing to revert")
     if report["apps"] and not setting("ROLLBACK_MIGRATION_BACKUP_COMMAND"):
-        report["warnings"].append("no ROLLBACK_MIGRATION_BACKUP_COMMAND: no backup is taken before reverting")
+        report["warnings"].append(
+            "no ROLLBACK_MIGRATION_BACKUP_COMMAND: no backup is taken before reverting"
+        )
     return report
 
 

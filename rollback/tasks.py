@@ -1,4 +1,5 @@
 """Celery tasks of the rollback app: they take ids and call the executor."""
+
 from __future__ import annotations
 
 from celery import shared_task
@@ -11,7 +12,9 @@ def rollback_run_execute_task(run_id: int) -> None:
 
     delay = rollback_run_execute(run_id=run_id)
     if delay is not None:
-        rollback_run_execute_task.apply_async(kwargs={"run_id": run_id}, countdown=delay)
+        rollback_run_execute_task.apply_async(
+            kwargs={"run_id": run_id}, countdown=delay
+        )
 
 
 @shared_task(acks_late=True)

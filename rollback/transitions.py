@@ -1,4 +1,5 @@
 """Allowed status moves of rollback runs and steps, written down once."""
+
 from __future__ import annotations
 
 from rollback.models import RunStatus, StepStatus
@@ -16,7 +17,12 @@ STEP_ALLOWED: dict[str, frozenset[str]] = {
     # running -> pending: a retry is scheduled; running -> running: a claim
     # that outlived its lease is taken over (after verify) by another worker.
     StepStatus.RUNNING: frozenset(
-        {StepStatus.SUCCEEDED, StepStatus.FAILED, StepStatus.PENDING, StepStatus.RUNNING}
+        {
+            StepStatus.SUCCEEDED,
+            StepStatus.FAILED,
+            StepStatus.PENDING,
+            StepStatus.RUNNING,
+        }
     ),
     StepStatus.FAILED: frozenset({StepStatus.PENDING}),
     StepStatus.SUCCEEDED: frozenset(),

@@ -1,4 +1,5 @@
 """Shared fixtures: environments, an actor, factories; the postgres marker."""
+
 from __future__ import annotations
 
 import pytest
@@ -33,8 +34,12 @@ def environments(db):
     """production and staging, created through the service."""
     from flags import services
 
-    production = services.environment_create(actor=SYSTEM, key="production", name="Production")
-    staging = services.environment_create(actor=SYSTEM, key="staging", name="Staging", sort_order=1)
+    production = services.environment_create(
+        actor=SYSTEM, key="production", name="Production"
+    )
+    staging = services.environment_create(
+        actor=SYSTEM, key="staging", name="Staging", sort_order=1
+    )
     return {"production": production, "staging": staging}
 
 

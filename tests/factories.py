@@ -1,4 +1,5 @@
 """Factories that build rows through the services (so audit and versions hold)."""
+
 from __future__ import annotations
 
 import itertools
@@ -16,7 +17,9 @@ def environment_factory(db):
 
     def make(key: str | None = None, **kwargs):
         key = key or f"env-{next(_counter)}"
-        return services.environment_create(actor=SYSTEM, key=key, name=kwargs.pop("name", key), **kwargs)
+        return services.environment_create(
+            actor=SYSTEM, key=key, name=kwargs.pop("name", key), **kwargs
+        )
 
     return make
 
@@ -27,7 +30,9 @@ def flag_factory(db):
 
     def make(key: str | None = None, **kwargs):
         key = key or f"flag-{next(_counter)}"
-        return services.flag_create(actor=SYSTEM, key=key, name=kwargs.pop("name", key), **kwargs)
+        return services.flag_create(
+            actor=SYSTEM, key=key, name=kwargs.pop("name", key), **kwargs
+        )
 
     return make
 

@@ -1,4 +1,5 @@
 """Settings for the test suite: the project's settings plus test-only apps."""
+
 from controlplane.settings import *  # noqa: F401,F403
 from controlplane.settings import INSTALLED_APPS
 

@@ -1,4 +1,5 @@
 """Pure modules import no Django: the client and server share the engine."""
+
 from __future__ import annotations
 
 import ast
@@ -7,8 +8,11 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PURE_MODULES = [path for path in ("flags/engine.py", "flags/validation.py", "canary/health.py")
-                if (ROOT / path).exists()]
+PURE_MODULES = [
+    path
+    for path in ("flags/engine.py", "flags/validation.py", "canary/health.py")
+    if (ROOT / path).exists()
+]
 FORBIDDEN = ("django", "rest_framework")
 
 
@@ -20,16 +24,21 @@ def imported_modules(source: str) -> set[str]:
             names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             names.add(node.module)
-        elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
-              and node.func.id == "__import__" and node.args
-              and isinstance(node.args[0], ast.Constant)):
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id == "__import__"
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+        ):
             names.add(str(node.args[0].value))
     return names
 
 
 def forbidden_imports(source: str) -> list[str]:
-    return sorted(name for name in imported_modules(source)
-                  if name.split(".")[0] in FORBIDDEN)
+    return sorted(
+        name for name in imported_modules(source) if name.split(".")[0] in FORBIDDEN
+    )
 
 
 @pytest.mark.parametrize("path", PURE_MODULES)
@@ -42,12 +51,15 @@ def test_pure_module__source__imports_no_django(path):
     assert found == [], f"{path} imports {found}"
 
 
-@pytest.mark.parametrize("source, found", [
-    ("import django", ["django"]),
-    ("from django.db import models", ["django.db"]),
-    ("def f():\n    from rest_framework import views", ["rest_framework"]),
-    ("import djangoish\nimport mmh3", []),
-])
+@pytest.mark.parametrize(
+    "source, found",
+    [
+        ("import django", ["django"]),
+        ("from django.db import models", ["django.db"]),
+        ("def f():\n    from rest_framework import views", ["rest_framework"]),
+        ("import djangoish\nimport mmh3", []),
+    ],
+)
 def test_forbidden_imports__sample_sources__detected(source, found):
     # Given / When / Then (the checker itself can fail)
     assert forbidden_imports(source) == found

@@ -1,4 +1,5 @@
 """POST /api/v1/events: apps report outcome events with a server key."""
+
 from __future__ import annotations
 
 from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
@@ -10,18 +11,21 @@ from rest_framework.views import APIView
 
 from canary.services.outcomes import outcome_events_ingest
 from controlplane.apikeys.authentication import HasServerKey, ServerKeyAuthentication
+from controlplane.exceptions import InvalidInput
 from flags.api.serializers import ErrorSerializer
-from flags.exceptions import InvalidInput
 
-_EVENT = inline_serializer("OutcomeEvent", {
-    "flag": serializers.CharField(),
-    "merchant": serializers.CharField(),
-    "variation": serializers.CharField(),
-    "outcome": serializers.ChoiceField(choices=["success", "failure"]),
-    "duration_ms": serializers.FloatField(required=False, allow_null=True),
-    "occurred_at": serializers.DateTimeField(required=False),
-    "name": serializers.CharField(required=False),
-})
+_EVENT = inline_serializer(
+    "OutcomeEvent",
+    {
+        "flag": serializers.CharField(),
+        "merchant": serializers.CharField(),
+        "variation": serializers.CharField(),
+        "outcome": serializers.ChoiceField(choices=["success", "failure"]),
+        "duration_ms": serializers.FloatField(required=False, allow_null=True),
+        "occurred_at": serializers.DateTimeField(required=False),
+        "name": serializers.CharField(required=False),
+    },
+)
 
 
 class OutcomeEventsIngestApi(APIView):
@@ -37,12 +41,21 @@ class OutcomeEventsIngestApi(APIView):
     parser_classes = [JSONParser]
 
     @extend_schema(
-        operation_id="events_ingest", tags=["outcome events"],
-        request=inline_serializer("OutcomeEventBatch", {"events": serializers.ListField(child=_EVENT)}),
+        operation_id="events_ingest",
+        tags=["outcome events"],
+        request=inline_serializer(
+            "OutcomeEventBatch", {"events": serializers.ListField(child=_EVENT)}
+        ),
         responses={
-            202: inline_serializer("OutcomeEventsAccepted", {"accepted": serializers.IntegerField()}),
-            400: OpenApiResponse(ErrorSerializer, description="Invalid events (nothing stored)"),
-            401: OpenApiResponse(ErrorSerializer, description="Missing or wrong server key"),
+            202: inline_serializer(
+                "OutcomeEventsAccepted", {"accepted": serializers.IntegerField()}
+            ),
+            400: OpenApiResponse(
+                ErrorSerializer, description="Invalid events (nothing stored)"
+            ),
+            401: OpenApiResponse(
+                ErrorSerializer, description="Missing or wrong server key"
+            ),
             403: OpenApiResponse(ErrorSerializer, description="Not a server key"),
         },
     )

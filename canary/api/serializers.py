@@ -4,6 +4,7 @@ Phases and checks are taken as JSON and validated by the services
 (``phases_clean``, ``checks_clean``) so that every error names its field
 (``phases[2].percentage``) the same way in the API, the admin and commands.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -19,13 +20,19 @@ class RolloutCreateInputSerializer(serializers.Serializer):
     flag = serializers.CharField(max_length=100)
     environment = serializers.CharField(max_length=64)
     name = serializers.CharField(max_length=200, required=False)
-    template = serializers.CharField(max_length=100, required=False,
-                                     help_text="A named plan, e.g. pilot-10-50-100.")
-    pilot_merchants = serializers.ListField(child=serializers.CharField(max_length=128),
-                                            required=False)
+    template = serializers.CharField(
+        max_length=100, required=False, help_text="A named plan, e.g. pilot-10-50-100."
+    )
+    pilot_merchants = serializers.ListField(
+        child=serializers.CharField(max_length=128), required=False
+    )
     duration_scale = serializers.FloatField(required=False)
-    phase_overrides = serializers.DictField(child=serializers.DictField(), required=False)
-    phases = serializers.JSONField(required=False, help_text="Without a template: the phases.")
+    phase_overrides = serializers.DictField(
+        child=serializers.DictField(), required=False
+    )
+    phases = serializers.JSONField(
+        required=False, help_text="Without a template: the phases."
+    )
     checks = serializers.JSONField(required=False)
     deployment = serializers.IntegerField(required=False, allow_null=True)
     treatment = serializers.CharField(max_length=100, required=False)
@@ -34,29 +41,41 @@ class RolloutCreateInputSerializer(serializers.Serializer):
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         if ("template" in attrs) == ("phases" in attrs):
             raise serializers.ValidationError(
-                {"template": ["give either a template or phases, not both and not neither"]}
+                {
+                    "template": [
+                        "give either a template or phases, not both and not neither"
+                    ]
+                }
             )
         if "phases" in attrs:
             for name in ("pilot_merchants", "duration_scale", "phase_overrides"):
                 if name in attrs:
-                    raise serializers.ValidationError({name: ["only used with a template"]})
+                    raise serializers.ValidationError(
+                        {name: ["only used with a template"]}
+                    )
             if "name" not in attrs:
-                raise serializers.ValidationError({"name": ["required without a template"]})
+                raise serializers.ValidationError(
+                    {"name": ["required without a template"]}
+                )
         return attrs
 
 
 class ReasonInputSerializer(serializers.Serializer):
-    reason = serializers.CharField(max_length=500, required=False, allow_blank=True, default="")
+    reason = serializers.CharField(
+        max_length=500, required=False, allow_blank=True, default=""
+    )
 
 
 class ApproveInputSerializer(ReasonInputSerializer):
-    expected_phase = serializers.IntegerField(min_value=0, required=False,
-                                              help_text="Ignored if the rollout moved on.")
+    expected_phase = serializers.IntegerField(
+        min_value=0, required=False, help_text="Ignored if the rollout moved on."
+    )
 
 
 class FailPhaseInputSerializer(ReasonInputSerializer):
     on_failure = serializers.ChoiceField(
-        choices=["pause", "rollback_1", "rollback_2", "rollback_3"], required=False,
+        choices=["pause", "rollback_1", "rollback_2", "rollback_3"],
+        required=False,
         help_text="Default: the most severe on_failure of the rollout's checks.",
     )
 
@@ -80,8 +99,16 @@ class CheckInputSerializer(serializers.Serializer):
 class PhaseOutputSerializer(serializers.ModelSerializer):
     class Meta:
         model = Phase
-        fields = ["index", "name", "target_type", "percentage", "pilot_merchants",
-                  "min_duration", "max_duration", "requires_approval"]
+        fields = [
+            "index",
+            "name",
+            "target_type",
+            "percentage",
+            "pilot_merchants",
+            "min_duration",
+            "max_duration",
+            "requires_approval",
+        ]
 
 
 class CheckRunOutputSerializer(serializers.ModelSerializer):
@@ -90,23 +117,57 @@ class CheckRunOutputSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = CheckRun
-        fields = ["id", "check_id", "check_name", "phase_index", "value", "verdict", "detail",
-                  "measured_at"]
+        fields = [
+            "id",
+            "check_id",
+            "check_name",
+            "phase_index",
+            "value",
+            "verdict",
+            "detail",
+            "measured_at",
+        ]
 
 
 class HealthCheckOutputSerializer(serializers.ModelSerializer):
     # Plain strings in the schema: several models share these choice names.
-    status = serializers.CharField(help_text="pending, passing, failed, inconclusive, errored")
-    last_verdict = serializers.CharField(help_text="pass, fail, inconclusive, error, or empty")
+    status = serializers.CharField(
+        help_text="pending, passing, failed, inconclusive, errored"
+    )
+    last_verdict = serializers.CharField(
+        help_text="pass, fail, inconclusive, error, or empty"
+    )
 
     class Meta:
         model = HealthCheck
-        fields = ["id", "name", "provider", "spec", "comparator", "threshold", "mode",
-                  "relative_tolerance", "interval", "min_samples", "failure_limit",
-                  "inconclusive_limit", "consecutive_error_limit", "no_data", "on_failure",
-                  "timeout", "status", "state_phase", "pass_count", "consecutive_failures",
-                  "consecutive_errors", "inconclusive_count", "last_verdict", "last_value",
-                  "last_run_at", "next_due_at"]
+        fields = [
+            "id",
+            "name",
+            "provider",
+            "spec",
+            "comparator",
+            "threshold",
+            "mode",
+            "relative_tolerance",
+            "interval",
+            "min_samples",
+            "failure_limit",
+            "inconclusive_limit",
+            "consecutive_error_limit",
+            "no_data",
+            "on_failure",
+            "timeout",
+            "status",
+            "state_phase",
+            "pass_count",
+            "consecutive_failures",
+            "consecutive_errors",
+            "inconclusive_count",
+            "last_verdict",
+            "last_value",
+            "last_run_at",
+            "next_due_at",
+        ]
 
 
 class RolloutOutputSerializer(serializers.ModelSerializer):
@@ -115,10 +176,26 @@ class RolloutOutputSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Rollout
-        fields = ["id", "name", "flag", "environment", "status", "current_phase",
-                  "phase_started_at", "treatment_variation", "control_variation",
-                  "approved_phase", "pause_reason", "version", "deployment", "started_at",
-                  "finished_at", "created_by", "created_at", "updated_at"]
+        fields = [
+            "id",
+            "name",
+            "flag",
+            "environment",
+            "status",
+            "current_phase",
+            "phase_started_at",
+            "treatment_variation",
+            "control_variation",
+            "approved_phase",
+            "pause_reason",
+            "version",
+            "deployment",
+            "started_at",
+            "finished_at",
+            "created_by",
+            "created_at",
+            "updated_at",
+        ]
 
 
 class RolloutDetailOutputSerializer(RolloutOutputSerializer):
@@ -129,17 +206,30 @@ class RolloutDetailOutputSerializer(RolloutOutputSerializer):
     checks = HealthCheckOutputSerializer(many=True, read_only=True)
     latest_check_runs = serializers.SerializerMethodField()
     last_decision = serializers.SerializerMethodField()
-    gate = serializers.SerializerMethodField(help_text="What the current phase waits for.")
+    gate = serializers.SerializerMethodField(
+        help_text="What the current phase waits for."
+    )
     baseline = serializers.JSONField(read_only=True)
     captured_state = serializers.JSONField(read_only=True)
 
     class Meta(RolloutOutputSerializer.Meta):
-        fields = [*RolloutOutputSerializer.Meta.fields, "baseline", "captured_state", "phases",
-                  "checks", "latest_check_runs", "last_decision", "gate"]
+        fields = [
+            *RolloutOutputSerializer.Meta.fields,
+            "baseline",
+            "captured_state",
+            "phases",
+            "checks",
+            "latest_check_runs",
+            "last_decision",
+            "gate",
+        ]
 
     def get_latest_check_runs(self, rollout: Rollout) -> list[dict]:
-        runs = (CheckRun.objects.filter(rollout=rollout).select_related("health_check")
-                .order_by("-measured_at", "-id")[:20])
+        runs = (
+            CheckRun.objects.filter(rollout=rollout)
+            .select_related("health_check")
+            .order_by("-measured_at", "-id")[:20]
+        )
         return CheckRunOutputSerializer(runs, many=True).data
 
     def get_gate(self, rollout: Rollout) -> dict | None:
@@ -149,16 +239,28 @@ class RolloutDetailOutputSerializer(RolloutOutputSerializer):
         if rollout.status not in ACTIVE or not rollout.phases.exists():
             return None
         decision = rollout_gate(rollout=rollout)
-        return {"action": decision.action, "reasons": list(decision.reasons),
-                "remaining_seconds": decision.remaining}
+        return {
+            "action": decision.action,
+            "reasons": list(decision.reasons),
+            "remaining_seconds": decision.remaining,
+        }
 
     def get_last_decision(self, rollout: Rollout) -> dict | None:
         from controlplane.audit.models import AuditEvent
 
-        event = (AuditEvent.objects.filter(target_type="canary.rollout",
-                                           target_id=str(rollout.pk))
-                 .exclude(action="rollout.created").order_by("-id").first())
+        event = (
+            AuditEvent.objects.filter(
+                target_type="canary.rollout", target_id=str(rollout.pk)
+            )
+            .exclude(action="rollout.created")
+            .order_by("-id")
+            .first()
+        )
         if event is None:
             return None
-        return {"action": event.action, "at": event.created_at,
-                "actor": f"{event.actor_type}:{event.actor_name}", "details": event.details}
+        return {
+            "action": event.action,
+            "at": event.created_at,
+            "actor": f"{event.actor_type}:{event.actor_name}",
+            "details": event.details,
+        }

@@ -1,27 +1,66 @@
 """Canary API routes under /api/v1/."""
+
 from django.urls import path
 
 from canary.api import outcome_views, views
 
 urlpatterns = [
-    path("events", outcome_views.OutcomeEventsIngestApi.as_view(), name="outcome-events"),
+    path(
+        "events", outcome_views.OutcomeEventsIngestApi.as_view(), name="outcome-events"
+    ),
     # Rollout management (canary/api/views.py)
     path("rollouts", views.RolloutListCreateApi.as_view(), name="rollout-list"),
-    path("rollout-templates", views.TemplateListApi.as_view(), name="rollout-templates"),
+    path(
+        "rollout-templates", views.TemplateListApi.as_view(), name="rollout-templates"
+    ),
     path("rollouts/<int:pk>", views.RolloutDetailApi.as_view(), name="rollout-detail"),
-    path("rollouts/<int:pk>/start", views.RolloutStartApi.as_view(), name="rollout-start"),
-    path("rollouts/<int:pk>/approve", views.RolloutApproveApi.as_view(), name="rollout-approve"),
-    path("rollouts/<int:pk>/pause", views.RolloutPauseApi.as_view(), name="rollout-pause"),
-    path("rollouts/<int:pk>/resume", views.RolloutResumeApi.as_view(), name="rollout-resume"),
-    path("rollouts/<int:pk>/abort", views.RolloutAbortApi.as_view(), name="rollout-abort"),
-    path("rollouts/<int:pk>/fail-phase", views.RolloutFailPhaseApi.as_view(),
-         name="rollout-fail-phase"),
-    path("rollouts/<int:pk>/rollback", views.RolloutRollbackApi.as_view(),
-         name="rollout-rollback"),
-    path("rollouts/<int:pk>/check-runs", views.RolloutCheckRunsApi.as_view(),
-         name="rollout-check-runs"),
-    path("rollouts/<int:pk>/report", views.RolloutReportApi.as_view(), name="rollout-report"),
-    path("rollouts/<int:pk>/checks", views.RolloutChecksApi.as_view(), name="rollout-checks"),
-    path("rollouts/<int:pk>/checks/<int:check_id>", views.RolloutCheckDetailApi.as_view(),
-         name="rollout-check-detail"),
+    path(
+        "rollouts/<int:pk>/start", views.RolloutStartApi.as_view(), name="rollout-start"
+    ),
+    path(
+        "rollouts/<int:pk>/approve",
+        views.RolloutApproveApi.as_view(),
+        name="rollout-approve",
+    ),
+    path(
+        "rollouts/<int:pk>/pause", views.RolloutPauseApi.as_view(), name="rollout-pause"
+    ),
+    path(
+        "rollouts/<int:pk>/resume",
+        views.RolloutResumeApi.as_view(),
+        name="rollout-resume",
+    ),
+    path(
+        "rollouts/<int:pk>/abort", views.RolloutAbortApi.as_view(), name="rollout-abort"
+    ),
+    path(
+        "rollouts/<int:pk>/fail-phase",
+        views.RolloutFailPhaseApi.as_view(),
+        name="rollout-fail-phase",
+    ),
+    path(
+        "rollouts/<int:pk>/rollback",
+        views.RolloutRollbackApi.as_view(),
+        name="rollout-rollback",
+    ),
+    path(
+        "rollouts/<int:pk>/check-runs",
+        views.RolloutCheckRunsApi.as_view(),
+        name="rollout-check-runs",
+    ),
+    path(
+        "rollouts/<int:pk>/report",
+        views.RolloutReportApi.as_view(),
+        name="rollout-report",
+    ),
+    path(
+        "rollouts/<int:pk>/checks",
+        views.RolloutChecksApi.as_view(),
+        name="rollout-checks",
+    ),
+    path(
+        "rollouts/<int:pk>/checks/<int:check_id>",
+        views.RolloutCheckDetailApi.as_view(),
+        name="rollout-check-detail",
+    ),
 ]

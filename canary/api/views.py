@@ -2,10 +2,11 @@
 
 One view per command (start, approve, pause, resume, abort, fail-phase,
 rollback). Errors come from the services as ``DomainError`` and are mapped
-by ``flags.api.exception_handler`` (an invalid transition is a 409).
-Permissions are Django model permissions (``flags.api.permissions``):
+by ``controlplane.api.exception_handler`` (an invalid transition is a 409).
+Permissions are Django model permissions (``controlplane.api.permissions``):
 commands need ``canary.change_rollout``.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -21,9 +22,9 @@ from canary import services
 from canary.api import serializers as s
 from canary.models import CheckRun, HealthCheck, Rollout, RolloutStatus
 from canary.report import report_build, report_markdown
-from flags.api.permissions import HasModelPermission, request_actor
-from flags.api.views import Pagination
-from flags.exceptions import InvalidInput
+from controlplane.api.pagination import Pagination
+from controlplane.api.permissions import HasModelPermission, request_actor
+from controlplane.exceptions import InvalidInput
 from flags.selectors import environment_get, flag_get
 
 TAGS = ["rollouts"]
@@ -36,11 +37,17 @@ class MarkdownRenderer(renderers.BaseRenderer):
     format = "md"
     charset = "utf-8"
 
-    def render(self, data: Any, accepted_media_type: str | None = None,
-               renderer_context: dict | None = None) -> bytes:
+    def render(
+        self,
+        data: Any,
+        accepted_media_type: str | None = None,
+        renderer_context: dict | None = None,
+    ) -> bytes:
         if isinstance(data, dict) and "verdict" in data:
             return report_markdown(data).encode("utf-8")
-        return (data.get("message", "") if isinstance(data, dict) else str(data)).encode("utf-8")
+        return (
+            data.get("message", "") if isinstance(data, dict) else str(data)
+        ).encode("utf-8")
 
 
 class RolloutApi(APIView):
@@ -71,46 +78,68 @@ def _input(serializer: type, request: Request) -> dict[str, Any]:
 
 
 def _detail(rollout: Rollout) -> dict:
-    rollout = (Rollout.objects.select_related("flag", "environment")
-               .prefetch_related("phases", "checks").get(pk=rollout.pk))
+    rollout = (
+        Rollout.objects.select_related("flag", "environment")
+        .prefetch_related("phases", "checks")
+        .get(pk=rollout.pk)
+    )
     return s.RolloutDetailOutputSerializer(rollout).data
 
 
 def _command(name: str, serializer: type, description: str) -> Any:
-    return extend_schema(operation_id=f"rollouts_{name}", tags=TAGS, request=serializer,
-                         responses={200: s.RolloutDetailOutputSerializer},
-                         description=description)
+    return extend_schema(
+        operation_id=f"rollouts_{name}",
+        tags=TAGS,
+        request=serializer,
+        responses={200: s.RolloutDetailOutputSerializer},
+        description=description,
+    )
 
 
 # -- rollouts -----------------------------------------------------------------
 
 
 class RolloutListCreateApi(RolloutApi):
-    @extend_schema(operation_id="rollouts_list", tags=TAGS, parameters=[
-        OpenApiParameter("status", str, enum=RolloutStatus.values),
-        OpenApiParameter("flag", str), OpenApiParameter("environment", str),
-    ], responses={200: s.RolloutOutputSerializer(many=True)})
+    @extend_schema(
+        operation_id="rollouts_list",
+        tags=TAGS,
+        parameters=[
+            OpenApiParameter("status", str, enum=RolloutStatus.values),
+            OpenApiParameter("flag", str),
+            OpenApiParameter("environment", str),
+        ],
+        responses={200: s.RolloutOutputSerializer(many=True)},
+    )
     def get(self, request: Request) -> Response:
         rollouts = Rollout.objects.select_related("flag", "environment").order_by("-id")
         wanted = request.query_params.get("status")
         if wanted:
             if wanted not in RolloutStatus.values:
-                raise InvalidInput(f"status: must be one of {', '.join(RolloutStatus.values)}",
-                                   field="status")
+                raise InvalidInput(
+                    f"status: must be one of {', '.join(RolloutStatus.values)}",
+                    field="status",
+                )
             rollouts = rollouts.filter(status=wanted)
         if request.query_params.get("flag"):
             rollouts = rollouts.filter(flag__key=request.query_params["flag"])
         if request.query_params.get("environment"):
-            rollouts = rollouts.filter(environment__key=request.query_params["environment"])
+            rollouts = rollouts.filter(
+                environment__key=request.query_params["environment"]
+            )
         paginator = Pagination()
         page = paginator.paginate_queryset(rollouts, request, view=self)
-        return paginator.get_paginated_response(s.RolloutOutputSerializer(page, many=True).data)
+        return paginator.get_paginated_response(
+            s.RolloutOutputSerializer(page, many=True).data
+        )
 
-    @extend_schema(operation_id="rollouts_create", tags=TAGS,
-                   request=s.RolloutCreateInputSerializer,
-                   responses={201: s.RolloutDetailOutputSerializer},
-                   description="Create a draft from a named plan (`template`, "
-                               "`pilot_merchants`) or from explicit `phases`.")
+    @extend_schema(
+        operation_id="rollouts_create",
+        tags=TAGS,
+        request=s.RolloutCreateInputSerializer,
+        responses={201: s.RolloutDetailOutputSerializer},
+        description="Create a draft from a named plan (`template`, "
+        "`pilot_merchants`) or from explicit `phases`.",
+    )
     def post(self, request: Request) -> Response:
         data = _input(s.RolloutCreateInputSerializer, request)
         data["flag"] = flag_get(data["flag"])
@@ -124,17 +153,23 @@ class RolloutListCreateApi(RolloutApi):
 
 
 class RolloutDetailApi(RolloutApi):
-    @extend_schema(operation_id="rollouts_retrieve", tags=TAGS,
-                   responses={200: s.RolloutDetailOutputSerializer})
+    @extend_schema(
+        operation_id="rollouts_retrieve",
+        tags=TAGS,
+        responses={200: s.RolloutDetailOutputSerializer},
+    )
     def get(self, request: Request, pk: int) -> Response:
         return Response(_detail(services.rollout_get(pk)))
 
 
 class RolloutStartApi(RolloutCommandApi):
-    @_command("start", s.ReasonInputSerializer,
-              "Run the preflight (checks answer once, the flag exists, the rollback levels "
-              "the checks ask for are possible) and start the draft; 409 with the "
-              "preflight report when refused.")
+    @_command(
+        "start",
+        s.ReasonInputSerializer,
+        "Run the preflight (checks answer once, the flag exists, the rollback levels "
+        "the checks ask for are possible) and start the draft; 409 with the "
+        "preflight report when refused.",
+    )
     def post(self, request: Request, pk: int) -> Response:
         rollout = services.rollout_get(pk)
         data = _input(s.ReasonInputSerializer, request)
@@ -161,7 +196,9 @@ class RolloutPauseApi(RolloutCommandApi):
         return super().post(request, pk)
 
     def run(self, *, reason: str, **kwargs: Any) -> Rollout:
-        return services.rollout_pause(reason=reason or "paused by an operator", **kwargs)
+        return services.rollout_pause(
+            reason=reason or "paused by an operator", **kwargs
+        )
 
 
 class RolloutResumeApi(RolloutCommandApi):
@@ -174,33 +211,45 @@ class RolloutResumeApi(RolloutCommandApi):
 
 
 class RolloutAbortApi(RolloutCommandApi):
-    @_command("abort", s.ReasonInputSerializer,
-              "Abort; the flag state captured at start is put back.")
+    @_command(
+        "abort",
+        s.ReasonInputSerializer,
+        "Abort; the flag state captured at start is put back.",
+    )
     def post(self, request: Request, pk: int) -> Response:
         return super().post(request, pk)
 
     def run(self, *, reason: str, **kwargs: Any) -> Rollout:
-        return services.rollout_abort(reason=reason or "aborted by an operator", **kwargs)
+        return services.rollout_abort(
+            reason=reason or "aborted by an operator", **kwargs
+        )
 
 
 class RolloutFailPhaseApi(RolloutCommandApi):
     input_serializer = s.FailPhaseInputSerializer
 
-    @_command("fail_phase", s.FailPhaseInputSerializer,
-              "Fail the current phase: pause or roll back as its checks say.")
+    @_command(
+        "fail_phase",
+        s.FailPhaseInputSerializer,
+        "Fail the current phase: pause or roll back as its checks say.",
+    )
     def post(self, request: Request, pk: int) -> Response:
         return super().post(request, pk)
 
     def run(self, *, reason: str, **kwargs: Any) -> Rollout:
-        return services.rollout_fail_phase(reason=reason or "phase failed by an operator",
-                                           **kwargs)
+        return services.rollout_fail_phase(
+            reason=reason or "phase failed by an operator", **kwargs
+        )
 
 
 class RolloutRollbackApi(RolloutCommandApi):
     input_serializer = s.RollbackInputSerializer
 
-    @_command("rollback", s.RollbackInputSerializer,
-              "Roll back now at level 1 (flag), 2 (deployment) or 3 (migrations).")
+    @_command(
+        "rollback",
+        s.RollbackInputSerializer,
+        "Roll back now at level 1 (flag), 2 (deployment) or 3 (migrations).",
+    )
     def post(self, request: Request, pk: int) -> Response:
         return super().post(request, pk)
 
@@ -211,10 +260,16 @@ class RolloutRollbackApi(RolloutCommandApi):
 
 
 class RolloutCheckRunsApi(RolloutApi):
-    @extend_schema(operation_id="rollouts_check_runs", tags=TAGS, parameters=[
-        OpenApiParameter("phase", int), OpenApiParameter("check", str),
-        OpenApiParameter("verdict", str),
-    ], responses={200: s.CheckRunOutputSerializer(many=True)})
+    @extend_schema(
+        operation_id="rollouts_check_runs",
+        tags=TAGS,
+        parameters=[
+            OpenApiParameter("phase", int),
+            OpenApiParameter("check", str),
+            OpenApiParameter("verdict", str),
+        ],
+        responses={200: s.CheckRunOutputSerializer(many=True)},
+    )
     def get(self, request: Request, pk: int) -> Response:
         rollout = services.rollout_get(pk)
         runs = CheckRun.objects.filter(rollout=rollout).select_related("health_check")
@@ -228,17 +283,24 @@ class RolloutCheckRunsApi(RolloutApi):
         if request.query_params.get("verdict"):
             runs = runs.filter(verdict=request.query_params["verdict"])
         paginator = Pagination()
-        page = paginator.paginate_queryset(runs.order_by("measured_at", "id"), request, view=self)
-        return paginator.get_paginated_response(s.CheckRunOutputSerializer(page, many=True).data)
+        page = paginator.paginate_queryset(
+            runs.order_by("measured_at", "id"), request, view=self
+        )
+        return paginator.get_paginated_response(
+            s.CheckRunOutputSerializer(page, many=True).data
+        )
 
 
 class RolloutReportApi(RolloutApi):
     renderer_classes = [renderers.JSONRenderer, MarkdownRenderer]
 
-    @extend_schema(operation_id="rollouts_report", tags=TAGS,
-                   responses={200: OpenApiTypes.OBJECT},
-                   description="The report with its verdict (proceed, fix and re-test, roll "
-                               "back); `?format=md` for Markdown.")
+    @extend_schema(
+        operation_id="rollouts_report",
+        tags=TAGS,
+        responses={200: OpenApiTypes.OBJECT},
+        description="The report with its verdict (proceed, fix and re-test, roll "
+        "back); `?format=md` for Markdown.",
+    )
     def get(self, request: Request, pk: int, format: str | None = None) -> Response:
         return Response(report_build(services.rollout_get(pk)))
 
@@ -249,61 +311,94 @@ class RolloutReportApi(RolloutApi):
 class RolloutChecksApi(RolloutApi):
     permission_model = HealthCheck
 
-    @extend_schema(operation_id="rollout_checks_list", tags=TAGS,
-                   responses={200: s.HealthCheckOutputSerializer(many=True)})
+    @extend_schema(
+        operation_id="rollout_checks_list",
+        tags=TAGS,
+        responses={200: s.HealthCheckOutputSerializer(many=True)},
+    )
     def get(self, request: Request, pk: int) -> Response:
         rollout = services.rollout_get(pk)
-        return Response(s.HealthCheckOutputSerializer(rollout.checks.order_by("id"),
-                                                      many=True).data)
+        return Response(
+            s.HealthCheckOutputSerializer(rollout.checks.order_by("id"), many=True).data
+        )
 
-    @extend_schema(operation_id="rollout_checks_create", tags=TAGS,
-                   request=s.CheckInputSerializer,
-                   responses={201: s.HealthCheckOutputSerializer})
+    @extend_schema(
+        operation_id="rollout_checks_create",
+        tags=TAGS,
+        request=s.CheckInputSerializer,
+        responses={201: s.HealthCheckOutputSerializer},
+    )
     def post(self, request: Request, pk: int) -> Response:
-        check = services.health_check_create(actor=request_actor(request), rollout_id=pk,
-                                             check=_input(s.CheckInputSerializer, request))
-        return Response(s.HealthCheckOutputSerializer(check).data,
-                        status=status.HTTP_201_CREATED)
+        check = services.health_check_create(
+            actor=request_actor(request),
+            rollout_id=pk,
+            check=_input(s.CheckInputSerializer, request),
+        )
+        return Response(
+            s.HealthCheckOutputSerializer(check).data, status=status.HTTP_201_CREATED
+        )
 
 
 class RolloutCheckDetailApi(RolloutApi):
     permission_model = HealthCheck
 
-    @extend_schema(operation_id="rollout_checks_retrieve", tags=TAGS,
-                   responses={200: s.HealthCheckOutputSerializer})
+    @extend_schema(
+        operation_id="rollout_checks_retrieve",
+        tags=TAGS,
+        responses={200: s.HealthCheckOutputSerializer},
+    )
     def get(self, request: Request, pk: int, check_id: int) -> Response:
         rollout = services.rollout_get(pk)
         check = rollout.checks.filter(pk=check_id).first()
         if check is None:
-            from flags.exceptions import NotFound
+            from controlplane.exceptions import NotFound
 
-            raise NotFound(f"rollout {rollout.pk} has no check {check_id}", field="check")
+            raise NotFound(
+                f"rollout {rollout.pk} has no check {check_id}", field="check"
+            )
         return Response(s.HealthCheckOutputSerializer(check).data)
 
-    @extend_schema(operation_id="rollout_checks_update", tags=TAGS,
-                   request=s.CheckInputSerializer,
-                   responses={200: s.HealthCheckOutputSerializer})
+    @extend_schema(
+        operation_id="rollout_checks_update",
+        tags=TAGS,
+        request=s.CheckInputSerializer,
+        responses={200: s.HealthCheckOutputSerializer},
+    )
     def patch(self, request: Request, pk: int, check_id: int) -> Response:
         check = services.health_check_update(
-            actor=request_actor(request), rollout_id=pk, check_id=check_id,
+            actor=request_actor(request),
+            rollout_id=pk,
+            check_id=check_id,
             changes=_input(s.CheckInputSerializer, request),
         )
         return Response(s.HealthCheckOutputSerializer(check).data)
 
-    @extend_schema(operation_id="rollout_checks_delete", tags=TAGS, responses={204: None})
+    @extend_schema(
+        operation_id="rollout_checks_delete", tags=TAGS, responses={204: None}
+    )
     def delete(self, request: Request, pk: int, check_id: int) -> Response:
-        services.health_check_delete(actor=request_actor(request), rollout_id=pk,
-                                     check_id=check_id)
+        services.health_check_delete(
+            actor=request_actor(request), rollout_id=pk, check_id=check_id
+        )
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
 class TemplateListApi(RolloutApi):
-    @extend_schema(operation_id="rollout_templates_list", tags=TAGS,
-                   responses={200: OpenApiTypes.OBJECT})
+    @extend_schema(
+        operation_id="rollout_templates_list",
+        tags=TAGS,
+        responses={200: OpenApiTypes.OBJECT},
+    )
     def get(self, request: Request) -> Response:
         from canary.templates_data import PLANS
 
-        return Response([
-            {"name": name, "description": plan["description"], "phases": plan["phases"]}
-            for name, plan in PLANS.items()
-        ])
+        return Response(
+            [
+                {
+                    "name": name,
+                    "description": plan["description"],
+                    "phases": plan["phases"],
+                }
+                for name, plan in PLANS.items()
+            ]
+        )

@@ -4,6 +4,7 @@ Each provider implements ``canary.providers.base.Provider``:
 ``validate_spec(spec) -> dict`` and ``measure(spec, ctx, *, timeout) ->
 Measurement`` (raising ``ProviderError``).
 """
+
 from __future__ import annotations
 
 from canary.providers.base import MeasureContext, Measurement, Provider, ProviderError
@@ -11,7 +12,7 @@ from canary.providers.http import HttpProvider
 from canary.providers.outcomes import OutcomesProvider
 from canary.providers.prometheus import PrometheusProvider
 from canary.providers.sql import SqlProvider
-from flags.exceptions import InvalidInput
+from controlplane.exceptions import InvalidInput
 
 PROVIDERS: dict[str, Provider] = {
     "prometheus": PrometheusProvider(),
@@ -27,7 +28,8 @@ def get_provider(name: str) -> Provider:
         return PROVIDERS[name]
     except (KeyError, TypeError):
         raise InvalidInput(
-            f"unknown provider {name!r} (known: {', '.join(PROVIDERS)})", field="provider"
+            f"unknown provider {name!r} (known: {', '.join(PROVIDERS)})",
+            field="provider",
         ) from None
 
 

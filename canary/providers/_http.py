@@ -1,4 +1,5 @@
 """A small HTTP client over the standard library, bounded by a deadline."""
+
 from __future__ import annotations
 
 import socket
@@ -40,7 +41,9 @@ def http_request(
     a connection failure, a timeout (``timeout`` bounds the whole exchange,
     not each socket read) or a body over ``MAX_BODY_BYTES``.
     """
-    request = urllib.request.Request(url, data=body, method=method, headers=headers or {})
+    request = urllib.request.Request(
+        url, data=body, method=method, headers=headers or {}
+    )
     handlers = [] if follow_redirects else [_NoRedirect()]
     opener = urllib.request.build_opener(*handlers)
     started = time.perf_counter()
@@ -61,13 +64,17 @@ def http_request(
                     break
                 size += len(chunk)
                 if size > MAX_BODY_BYTES:
-                    raise ProviderError(f"response from {url} is larger than {MAX_BODY_BYTES} bytes")
+                    raise ProviderError(
+                        f"response from {url} is larger than {MAX_BODY_BYTES} bytes"
+                    )
                 chunks.append(chunk)
             status = response.status if hasattr(response, "status") else response.code
-            response_headers = dict(response.headers.items()) if response.headers else {}
+            response_headers = (
+                dict(response.headers.items()) if response.headers else {}
+            )
     except ProviderError:
         raise
-    except (socket.timeout, TimeoutError) as error:
+    except TimeoutError as error:
         raise ProviderError(f"timed out after {timeout:g}s: {url}") from error
     except urllib.error.URLError as error:
         reason = error.reason
@@ -79,4 +86,9 @@ def http_request(
     latency_ms = (time.perf_counter() - started) * 1000.0
     if latency_ms > timeout * 1000.0:
         raise ProviderError(f"timed out after {timeout:g}s: {url}")
-    return HttpResult(status=int(status), body=b"".join(chunks), latency_ms=latency_ms, headers=response_headers)
+    return HttpResult(
+        status=int(status),
+        body=b"".join(chunks),
+        latency_ms=latency_ms,
+        headers=response_headers,
+    )

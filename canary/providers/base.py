@@ -6,6 +6,7 @@ provider that cannot measure raises :class:`ProviderError`, which the check
 records as verdict ``error`` (never ``pass``); a provider that measured
 nothing returns ``Measurement(value=None)`` ("no data").
 """
+
 from __future__ import annotations
 
 import math
@@ -13,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
-from flags.exceptions import InvalidInput
+from controlplane.exceptions import InvalidInput
 
 
 @dataclass(frozen=True)
@@ -68,7 +69,9 @@ class Provider(Protocol):
         ``spec.<name>`` for a bad one."""
         ...
 
-    def measure(self, spec: dict, ctx: MeasureContext, *, timeout: float) -> Measurement:
+    def measure(
+        self, spec: dict, ctx: MeasureContext, *, timeout: float
+    ) -> Measurement:
         """Measure once within ``timeout`` seconds; raise ``ProviderError``."""
         ...
 

@@ -6,6 +6,7 @@ Spec: ``{"url", "method"?: "GET", "expect_status"?: 200, "json_path"?:
 ``latency_ms`` and ``json_value`` an unexpected status is an error too (a
 fast 500 must not pass a latency check); ``status`` measures the code itself.
 """
+
 from __future__ import annotations
 
 import json
@@ -22,7 +23,7 @@ from canary.providers.base import (
     require_str,
     validate_url,
 )
-from flags.exceptions import InvalidInput
+from controlplane.exceptions import InvalidInput
 
 MEASURES = ("latency_ms", "status", "json_value")
 METHODS = ("GET", "HEAD", "POST")
@@ -61,24 +62,38 @@ class HttpProvider:
     def validate_spec(self, spec: dict) -> dict:
         """Return the normalised spec or raise ``InvalidInput``."""
         spec = require_mapping(spec)
-        reject_unknown(spec, {"url", "method", "expect_status", "json_path", "measure", "headers"})
+        reject_unknown(
+            spec, {"url", "method", "expect_status", "json_path", "measure", "headers"}
+        )
         clean: dict = {"url": validate_url(spec, "url", require_str(spec, "url"))}
         measure = spec.get("measure")
         if measure not in MEASURES:
-            raise InvalidInput(f"must be one of {', '.join(MEASURES)}", field="spec.measure")
+            raise InvalidInput(
+                f"must be one of {', '.join(MEASURES)}", field="spec.measure"
+            )
         clean["measure"] = measure
         method = str(spec.get("method") or "GET").upper()
         if method not in METHODS:
-            raise InvalidInput(f"must be one of {', '.join(METHODS)}", field="spec.method")
+            raise InvalidInput(
+                f"must be one of {', '.join(METHODS)}", field="spec.method"
+            )
         clean["method"] = method
         expect = spec.get("expect_status", 200)
-        if isinstance(expect, bool) or not isinstance(expect, int) or not 100 <= expect <= 599:
-            raise InvalidInput("must be an HTTP status code (100-599)", field="spec.expect_status")
+        if (
+            isinstance(expect, bool)
+            or not isinstance(expect, int)
+            or not 100 <= expect <= 599
+        ):
+            raise InvalidInput(
+                "must be an HTTP status code (100-599)", field="spec.expect_status"
+            )
         clean["expect_status"] = expect
         if measure == "json_value":
             clean["json_path"] = require_str(spec, "json_path")
         elif spec.get("json_path") is not None:
-            raise InvalidInput('only used with measure "json_value"', field="spec.json_path")
+            raise InvalidInput(
+                'only used with measure "json_value"', field="spec.json_path"
+            )
         headers = spec.get("headers") or {}
         if not isinstance(headers, dict) or not all(
             isinstance(k, str) and isinstance(v, str) for k, v in headers.items()
@@ -88,11 +103,16 @@ class HttpProvider:
             clean["headers"] = headers
         return clean
 
-    def measure(self, spec: dict, ctx: MeasureContext, *, timeout: float) -> Measurement:
+    def measure(
+        self, spec: dict, ctx: MeasureContext, *, timeout: float
+    ) -> Measurement:
         """Send the request once and return the measured value."""
         spec = self.validate_spec(spec)
         result = http_request(
-            spec["url"], method=spec["method"], headers=spec.get("headers"), timeout=timeout
+            spec["url"],
+            method=spec["method"],
+            headers=spec.get("headers"),
+            timeout=timeout,
         )
         detail: dict = {
             "url": spec["url"],
@@ -117,20 +137,28 @@ class HttpProvider:
         try:
             document = json.loads(result.body)
         except ValueError:
-            raise ProviderError(f"{spec['url']} did not answer JSON", detail=detail) from None
+            raise ProviderError(
+                f"{spec['url']} did not answer JSON", detail=detail
+            ) from None
         raw = json_path_get(document, spec["json_path"])
         if raw is _MISSING:
             raise ProviderError(
-                f"json_path {spec['json_path']!r} not found in the response", detail=detail
+                f"json_path {spec['json_path']!r} not found in the response",
+                detail=detail,
             )
-        detail["raw"] = raw if isinstance(raw, (int, float, str, bool)) or raw is None else repr(raw)[:200]
+        detail["raw"] = (
+            raw
+            if isinstance(raw, (int, float, str, bool)) or raw is None
+            else repr(raw)[:200]
+        )
         if raw is None:
             return Measurement(value=None, samples=0, detail=detail)
         try:
             value = _as_number(raw)
         except ValueError as error:
             raise ProviderError(
-                f"json_path {spec['json_path']!r} is not a number: {error}", detail=detail
+                f"json_path {spec['json_path']!r} is not a number: {error}",
+                detail=detail,
             ) from None
         if math.isnan(value):
             return Measurement(value=None, samples=0, detail=detail)

@@ -12,12 +12,14 @@ PostgreSQL, in Python elsewhere. ``durations`` in each cohort are exact up to
 ``MAX_DURATIONS`` values and an even quantile sketch of that size beyond, so
 a rank test (Mann-Whitney U) gets a faithful sample at bounded cost.
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import timedelta
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 from django.db import connection, transaction
 from django.db.models import Aggregate, Case, Count, FloatField, Q, Value, When
@@ -32,7 +34,7 @@ from canary.providers.base import (
     reject_unknown,
     require_mapping,
 )
-from flags.exceptions import InvalidInput
+from controlplane.exceptions import InvalidInput
 
 METRICS = ("error_rate", "p50_ms", "p95_ms")
 COHORTS = ("treatment", "control")
@@ -57,7 +59,9 @@ class PercentileDiscArray(Aggregate):
     template = "%(function)s(ARRAY[%(fractions)s]::float8[]) WITHIN GROUP (ORDER BY %(expressions)s)"
     output_field = FloatField()
 
-    def __init__(self, expression: str, fractions: Sequence[float], **extra: Any) -> None:
+    def __init__(
+        self, expression: str, fractions: Sequence[float], **extra: Any
+    ) -> None:
         super().__init__(
             expression, fractions=", ".join(repr(float(f)) for f in fractions), **extra
         )
@@ -79,7 +83,9 @@ def percentile(sorted_values: Sequence[float], fraction: float) -> float | None:
     if low == high:
         return float(sorted_values[low])
     weight = position - low
-    return float(sorted_values[low] + (sorted_values[high] - sorted_values[low]) * weight)
+    return float(
+        sorted_values[low] + (sorted_values[high] - sorted_values[low]) * weight
+    )
 
 
 def sketch_fractions(size: int) -> list[float]:
@@ -96,12 +102,20 @@ def quantile_sketch(sorted_values: Sequence[float], size: int) -> list[float]:
         return [float(v) for v in sorted_values]
     n = len(sorted_values)
     return [
-        float(sorted_values[max(0, math.ceil(f * n) - 1)]) for f in sketch_fractions(size)
+        float(sorted_values[max(0, math.ceil(f * n) - 1)])
+        for f in sketch_fractions(size)
     ]
 
 
 def _empty_cohort() -> dict:
-    return {"n": 0, "failures": 0, "error_rate": None, "p50": None, "p95": None, "durations": []}
+    return {
+        "n": 0,
+        "failures": 0,
+        "error_rate": None,
+        "p50": None,
+        "p95": None,
+        "durations": [],
+    }
 
 
 class OutcomesProvider:
@@ -113,13 +127,16 @@ class OutcomesProvider:
         reject_unknown(spec, {"metric", "name", "window"})
         metric = spec.get("metric")
         if metric not in METRICS:
-            raise InvalidInput(f"must be one of {', '.join(METRICS)}", field="spec.metric")
+            raise InvalidInput(
+                f"must be one of {', '.join(METRICS)}", field="spec.metric"
+            )
         clean: dict = {"metric": metric}
         name = spec.get("name")
         if name is not None:
             if not isinstance(name, str) or not name.strip() or len(name) > 100:
                 raise InvalidInput(
-                    "must be a non-empty string of at most 100 characters", field="spec.name"
+                    "must be a non-empty string of at most 100 characters",
+                    field="spec.name",
                 )
             clean["name"] = name.strip()
         window = optional_number(spec, "window", minimum=1, integer=True)
@@ -127,16 +144,22 @@ class OutcomesProvider:
             clean["window"] = window
         return clean
 
-    def measure(self, spec: dict, ctx: MeasureContext, *, timeout: float) -> Measurement:
+    def measure(
+        self, spec: dict, ctx: MeasureContext, *, timeout: float
+    ) -> Measurement:
         """Return the treatment cohort's metric with both cohorts filled in."""
         from canary.models import OutcomeEvent
 
         spec = self.validate_spec(spec)
         since = ctx.since
         if spec.get("window"):
-            since = max(since, (ctx.until or timezone.now()) - timedelta(seconds=spec["window"]))
+            since = max(
+                since, (ctx.until or timezone.now()) - timedelta(seconds=spec["window"])
+            )
         events = OutcomeEvent.objects.filter(
-            environment__key=ctx.environment_key, flag_key=ctx.flag_key, occurred_at__gte=since
+            environment__key=ctx.environment_key,
+            flag_key=ctx.flag_key,
+            occurred_at__gte=since,
         )
         if ctx.until is not None:
             events = events.filter(occurred_at__lt=ctx.until)
@@ -166,7 +189,9 @@ class OutcomesProvider:
         except ProviderError:
             raise
         except Exception as error:  # a database error while measuring
-            raise ProviderError(f"outcome query failed: {error}", detail=detail) from error
+            raise ProviderError(
+                f"outcome query failed: {error}", detail=detail
+            ) from error
         treatment = cohorts["treatment"]
         value = {
             "error_rate": treatment["error_rate"],
@@ -174,9 +199,13 @@ class OutcomesProvider:
             "p95_ms": treatment["p95"],
         }[spec["metric"]]
         detail["treatment"] = {k: v for k, v in treatment.items() if k != "durations"}
-        detail["control"] = {k: v for k, v in cohorts["control"].items() if k != "durations"}
+        detail["control"] = {
+            k: v for k, v in cohorts["control"].items() if k != "durations"
+        }
         detail["value"] = value
-        return Measurement(value=value, samples=treatment["n"], detail=detail, cohorts=cohorts)
+        return Measurement(
+            value=value, samples=treatment["n"], detail=detail, cohorts=cohorts
+        )
 
     def _cohorts_postgresql(self, events, cohort) -> dict[str, dict]:
         from canary.models import Outcome
@@ -196,26 +225,29 @@ class OutcomesProvider:
         )
         for row in rows:
             target = cohorts[row["cohort"]]
-            target.update(n=row["n"], failures=row["failures"], p50=row["p50"], p95=row["p95"])
+            target.update(
+                n=row["n"], failures=row["failures"], p50=row["p50"], p95=row["p95"]
+            )
             target["timed"] = row["timed"]
         for name, target in cohorts.items():
             timed = target.pop("timed", 0)
             if not timed:
                 continue
             subset = (
-                events.filter(duration_ms__isnull=False).annotate(cohort=cohort).filter(cohort=name)
+                events.filter(duration_ms__isnull=False)
+                .annotate(cohort=cohort)
+                .filter(cohort=name)
             )
             if timed <= MAX_DURATIONS:
                 target["durations"] = sorted(
                     float(v) for v in subset.values_list("duration_ms", flat=True)
                 )
             else:
-                sketch = (
-                    subset.order_by()
-                    .aggregate(
-                        sketch=PercentileDiscArray("duration_ms", sketch_fractions(MAX_DURATIONS))
-                    )["sketch"]
-                )
+                sketch = subset.order_by().aggregate(
+                    sketch=PercentileDiscArray(
+                        "duration_ms", sketch_fractions(MAX_DURATIONS)
+                    )
+                )["sketch"]
                 target["durations"] = [float(v) for v in sketch or []]
         _finish(cohorts)
         return cohorts
@@ -225,8 +257,10 @@ class OutcomesProvider:
 
         cohorts = {name: _empty_cohort() for name in COHORTS}
         durations: dict[str, list[float]] = {name: [] for name in COHORTS}
-        rows = events.annotate(cohort=cohort).order_by().values_list(
-            "cohort", "outcome", "duration_ms"
+        rows = (
+            events.annotate(cohort=cohort)
+            .order_by()
+            .values_list("cohort", "outcome", "duration_ms")
         )
         for name, outcome, duration in rows.iterator(chunk_size=5000):
             target = cohorts[name]
@@ -250,7 +284,9 @@ def statement_timeout(timeout: float) -> Iterator[None]:
     inside an outer transaction, rolled back so nothing leaks)."""
     with transaction.atomic():
         with connection.cursor() as cursor:
-            cursor.execute(f"SET LOCAL statement_timeout = {max(1, int(timeout * 1000))}")
+            cursor.execute(
+                f"SET LOCAL statement_timeout = {max(1, int(timeout * 1000))}"
+            )
         try:
             yield
         finally:

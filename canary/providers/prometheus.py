@@ -5,6 +5,7 @@ Spec: ``{"url"?: base URL (default: setting PROMETHEUS_URL), "query": PromQL,
 is no data; several series are an error unless ``aggregate`` says how to
 combine them.
 """
+
 from __future__ import annotations
 
 import json
@@ -21,7 +22,7 @@ from canary.providers.base import (
     require_str,
     validate_url,
 )
-from flags.exceptions import InvalidInput
+from controlplane.exceptions import InvalidInput
 
 AGGREGATES = {
     "sum": sum,
@@ -35,7 +36,9 @@ def _parse_sample(raw: object) -> float:
     try:
         return float(raw[1])  # type: ignore[index]
     except (TypeError, ValueError, IndexError) as error:
-        raise ProviderError(f"unexpected sample in Prometheus response: {raw!r}") from error
+        raise ProviderError(
+            f"unexpected sample in Prometheus response: {raw!r}"
+        ) from error
 
 
 class PrometheusProvider:
@@ -57,7 +60,9 @@ class PrometheusProvider:
             clean["aggregate"] = aggregate
         return clean
 
-    def measure(self, spec: dict, ctx: MeasureContext, *, timeout: float) -> Measurement:
+    def measure(
+        self, spec: dict, ctx: MeasureContext, *, timeout: float
+    ) -> Measurement:
         """Run the instant query (at ``ctx.until`` when set, else now)."""
         from controlplane.conf import setting
 
@@ -67,7 +72,9 @@ class PrometheusProvider:
         if ctx.until is not None:
             params["time"] = f"{ctx.until.timestamp():.3f}"
         url = f"{base}/api/v1/query?{urlencode(params)}"
-        result = http_request(url, timeout=timeout, headers={"Accept": "application/json"})
+        result = http_request(
+            url, timeout=timeout, headers={"Accept": "application/json"}
+        )
         detail: dict = {
             "url": base,
             "query": spec["query"],
@@ -98,7 +105,10 @@ class PrometheusProvider:
             detail["raw"] = raw
         elif result_type == "vector" and isinstance(raw, list):
             detail["series"] = [
-                {"metric": item.get("metric", {}), "value": (item.get("value") or [None, None])[1]}
+                {
+                    "metric": item.get("metric", {}),
+                    "value": (item.get("value") or [None, None])[1],
+                }
                 for item in raw[:20]
             ]
             detail["series_count"] = len(raw)

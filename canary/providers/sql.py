@@ -8,13 +8,15 @@ SQLite: ``PRAGMA query_only`` + a progress-handler deadline), so a write
 hidden in a CTE or a function is refused by the database too. The
 transaction (or savepoint) is always rolled back. NULL or no row is no data.
 """
+
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from decimal import Decimal
-from typing import Any, Iterator
+from typing import Any
 
 import sqlparse
 from django.db import DatabaseError, connections, transaction
@@ -27,7 +29,7 @@ from canary.providers.base import (
     require_mapping,
     require_str,
 )
-from flags.exceptions import InvalidInput
+from controlplane.exceptions import InvalidInput
 
 
 def check_select_only(query: str) -> str:
@@ -78,7 +80,9 @@ def _read_only(alias: str, timeout: float) -> Iterator[Any]:
                 elif connection.vendor == "sqlite":
                     raw = connection.connection
                     deadline = time.monotonic() + timeout
-                    raw.set_progress_handler(lambda: int(time.monotonic() > deadline), 1000)
+                    raw.set_progress_handler(
+                        lambda: int(time.monotonic() > deadline), 1000
+                    )
                     cursor.execute("PRAGMA query_only = ON")
                     try:
                         yield cursor
@@ -86,7 +90,9 @@ def _read_only(alias: str, timeout: float) -> Iterator[Any]:
                         cursor.execute("PRAGMA query_only = OFF")
                         raw.set_progress_handler(None, 0)
                 else:
-                    raise ProviderError(f"the sql provider does not support {connection.vendor}")
+                    raise ProviderError(
+                        f"the sql provider does not support {connection.vendor}"
+                    )
         finally:
             transaction.set_rollback(True, using=alias)
 
@@ -105,12 +111,21 @@ class SqlProvider:
                 f" {', '.join(sorted(connections.settings))})",
                 field="spec.database",
             )
-        return {"database": database, "query": check_select_only(require_str(spec, "query"))}
+        return {
+            "database": database,
+            "query": check_select_only(require_str(spec, "query")),
+        }
 
-    def measure(self, spec: dict, ctx: MeasureContext, *, timeout: float) -> Measurement:
+    def measure(
+        self, spec: dict, ctx: MeasureContext, *, timeout: float
+    ) -> Measurement:
         """Run the query once and return its first column of its first row."""
         spec = self.validate_spec(spec)
-        detail: dict = {"database": spec["database"], "query": spec["query"], "timeout_s": timeout}
+        detail: dict = {
+            "database": spec["database"],
+            "query": spec["query"],
+            "timeout_s": timeout,
+        }
         started = time.perf_counter()
         try:
             with _read_only(spec["database"], timeout) as cursor:
@@ -120,28 +135,40 @@ class SqlProvider:
         except ProviderError:
             raise
         except DatabaseError as error:
-            message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            if "interrupted" in message.lower() or "statement timeout" in message.lower():
+            message = (
+                str(error).strip().splitlines()[0]
+                if str(error).strip()
+                else type(error).__name__
+            )
+            if (
+                "interrupted" in message.lower()
+                or "statement timeout" in message.lower()
+            ):
                 message = f"query cancelled after the {timeout:g}s statement timeout ({message})"
             detail["error"] = message
             raise ProviderError(f"SQL error: {message}", detail=detail) from error
         detail["latency_ms"] = round((time.perf_counter() - started) * 1000.0, 3)
         if columns != 1:
             raise ProviderError(
-                f"the query must return one column, it returned {columns}", detail=detail
+                f"the query must return one column, it returned {columns}",
+                detail=detail,
             )
         if not rows:
             detail["rows"] = 0
             return Measurement(value=None, samples=0, detail=detail)
         detail["rows"] = len(rows) if len(rows) < 2 else "2 or more (first used)"
         raw = rows[0][0]
-        detail["raw"] = raw if raw is None or isinstance(raw, (int, float, str, bool)) else str(raw)
+        detail["raw"] = (
+            raw if raw is None or isinstance(raw, (int, float, str, bool)) else str(raw)
+        )
         if raw is None:
             return Measurement(value=None, samples=0, detail=detail)
         try:
             value = _scalar(raw)
         except ValueError as error:
-            raise ProviderError(f"the query result is not a number: {error}", detail=detail) from None
+            raise ProviderError(
+                f"the query result is not a number: {error}", detail=detail
+            ) from None
         if math.isnan(value):
             return Measurement(value=None, samples=0, detail=detail)
         return Measurement(value=value, samples=1, detail=detail)

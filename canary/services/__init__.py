@@ -3,6 +3,7 @@
 The controller, admin, commands and API change state only through these.
 ``rollout_transition`` is the only code that assigns a rollout's status.
 """
+
 from canary.services.checks import (
     check_judge,
     check_rules,
@@ -16,6 +17,7 @@ from canary.services.checks import (
 )
 from canary.services.definitions import phases_clean
 from canary.services.flag_moves import phase_apply
+from canary.services.operator import *  # noqa: F401,F403 (preflight, draft checks)
 from canary.services.rollbacks import (
     rollout_begin_rollback,
     rollout_fail_phase,
@@ -34,7 +36,6 @@ from canary.services.rollouts import (
     rollout_start,
     rollout_transition,
 )
-from canary.services.operator import *  # noqa: F401,F403 (preflight, draft checks)
 from canary.services.templates import (
     rollout_create_from_template,
     template_list,

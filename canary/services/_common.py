@@ -1,4 +1,5 @@
 """Helpers shared by the rollout services (not part of the public API)."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -16,19 +17,25 @@ OWNS_FLAG = ACTIVE | {Status.ROLLING_BACK}
 def lock_rollout(rollout_id: int) -> Rollout:
     # NO KEY UPDATE: recording a CheckRun (a key share on its rollout) does
     # not wait for, or deadlock with, a transition in progress.
-    rollout = Rollout.objects.select_for_update(no_key=True).filter(pk=rollout_id).first()
+    rollout = (
+        Rollout.objects.select_for_update(no_key=True).filter(pk=rollout_id).first()
+    )
     if rollout is None:
         raise NotFound(f"unknown rollout {rollout_id}", field="rollout")
     return rollout
 
 
 def env_key(rollout: Rollout) -> str:
-    return Environment.objects.filter(pk=rollout.environment_id).values_list(
-        "key", flat=True
-    ).get()
+    return (
+        Environment.objects.filter(pk=rollout.environment_id)
+        .values_list("key", flat=True)
+        .get()
+    )
 
 
-def known_fields_object(raw: Any, allowed: set[str] | frozenset[str], prefix: str) -> dict:
+def known_fields_object(
+    raw: Any, allowed: set[str] | frozenset[str], prefix: str
+) -> dict:
     """Return ``raw`` if it is an object with only ``allowed`` keys.
 
     Raise InvalidInput naming ``prefix`` (e.g. ``phases[2]``) or the first

@@ -5,12 +5,13 @@ open, then calls ``check_judge`` (pure, no writes) and ``check_run_record``
 (one short transaction). ``rollout_gate`` reads a rollout's checks and asks
 ``canary.health.phase_gate`` whether the phase may advance.
 """
+
 from __future__ import annotations
 
 import datetime as dt
 import math
-from typing import Any, Mapping
-
+from collections.abc import Mapping
+from typing import Any
 
 from django.utils import timezone
 
@@ -34,9 +35,21 @@ from controlplane.audit.services import audited_transaction, record_audit_event
 from controlplane.conf import setting
 
 _CHECK_FIELDS = {
-    "name", "provider", "spec", "comparator", "threshold", "mode", "relative_tolerance",
-    "interval", "min_samples", "failure_limit", "inconclusive_limit",
-    "consecutive_error_limit", "no_data", "on_failure", "timeout",
+    "name",
+    "provider",
+    "spec",
+    "comparator",
+    "threshold",
+    "mode",
+    "relative_tolerance",
+    "interval",
+    "min_samples",
+    "failure_limit",
+    "inconclusive_limit",
+    "consecutive_error_limit",
+    "no_data",
+    "on_failure",
+    "timeout",
 }
 _DEFAULTS: dict[str, Any] = {
     "comparator": Comparator.LT,
@@ -54,8 +67,14 @@ _DEFAULTS: dict[str, Any] = {
 }
 
 
-def _number(value: Any, field: str, *, minimum: float | None = None, integer: bool = False,
-            above: float | None = None) -> float | int:
+def _number(
+    value: Any,
+    field: str,
+    *,
+    minimum: float | None = None,
+    integer: bool = False,
+    above: float | None = None,
+) -> float | int:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise InvalidInput(f"{field}: must be a number", field=field)
     if isinstance(value, float) and not math.isfinite(value):
@@ -90,7 +109,9 @@ def _provider_spec(provider: str, spec: Any, prefix: str) -> dict:
         return implementation.validate_spec(spec)
     except InvalidInput as exc:
         field = f"{prefix}.{exc.field}" if exc.field else f"{prefix}.spec"
-        message = exc.message if exc.message.startswith(field) else f"{field}: {exc.message}"
+        message = (
+            exc.message if exc.message.startswith(field) else f"{field}: {exc.message}"
+        )
         raise InvalidInput(message, field=field) from None
 
 
@@ -115,25 +136,35 @@ def checks_clean(checks: Any) -> list[dict]:
         name = check.get("name")
         if not isinstance(name, str) or not name.strip() or len(name) > 100:
             raise InvalidInput(
-                f"{prefix}.name: a name of 1 to 100 characters is required", field=f"{prefix}.name"
+                f"{prefix}.name: a name of 1 to 100 characters is required",
+                field=f"{prefix}.name",
             )
         check["name"] = name = name.strip()
         if name in names:
-            raise InvalidInput(f"{prefix}.name: duplicate check name {name!r}",
-                               field=f"{prefix}.name")
+            raise InvalidInput(
+                f"{prefix}.name: duplicate check name {name!r}", field=f"{prefix}.name"
+            )
         names.add(name)
-        check["provider"] = _choice(check.get("provider"), f"{prefix}.provider", Provider.values)
-        check["comparator"] = _choice(check["comparator"], f"{prefix}.comparator",
-                                      Comparator.values)
+        check["provider"] = _choice(
+            check.get("provider"), f"{prefix}.provider", Provider.values
+        )
+        check["comparator"] = _choice(
+            check["comparator"], f"{prefix}.comparator", Comparator.values
+        )
         check["mode"] = _choice(check["mode"], f"{prefix}.mode", CheckMode.values)
-        check["no_data"] = _choice(check["no_data"], f"{prefix}.no_data", NoDataVerdict.values)
-        check["on_failure"] = _choice(check["on_failure"], f"{prefix}.on_failure",
-                                      OnFailure.values)
+        check["no_data"] = _choice(
+            check["no_data"], f"{prefix}.no_data", NoDataVerdict.values
+        )
+        check["on_failure"] = _choice(
+            check["on_failure"], f"{prefix}.on_failure", OnFailure.values
+        )
         if check["threshold"] is not None:
             check["threshold"] = _number(check["threshold"], f"{prefix}.threshold")
         if check["mode"] == CheckMode.ABSOLUTE and check["threshold"] is None:
-            raise InvalidInput(f"{prefix}.threshold: required in absolute mode",
-                               field=f"{prefix}.threshold")
+            raise InvalidInput(
+                f"{prefix}.threshold: required in absolute mode",
+                field=f"{prefix}.threshold",
+            )
         if check["mode"] == CheckMode.COHORT:
             if check["provider"] != Provider.OUTCOMES:
                 raise InvalidInput(
@@ -143,18 +174,26 @@ def checks_clean(checks: Any) -> list[dict]:
             if check["threshold"] is not None and not 0 < check["threshold"] < 1:
                 raise InvalidInput(
                     f"{prefix}.threshold: in cohort mode the significance level must be "
-                    "between 0 and 1", field=f"{prefix}.threshold",
+                    "between 0 and 1",
+                    field=f"{prefix}.threshold",
                 )
-        check["relative_tolerance"] = _number(check["relative_tolerance"],
-                                              f"{prefix}.relative_tolerance", minimum=0)
-        check["interval"] = _number(check["interval"], f"{prefix}.interval", minimum=1,
-                                    integer=True)
-        check["min_samples"] = _number(check["min_samples"], f"{prefix}.min_samples", minimum=1,
-                                       integer=True)
+        check["relative_tolerance"] = _number(
+            check["relative_tolerance"], f"{prefix}.relative_tolerance", minimum=0
+        )
+        check["interval"] = _number(
+            check["interval"], f"{prefix}.interval", minimum=1, integer=True
+        )
+        check["min_samples"] = _number(
+            check["min_samples"], f"{prefix}.min_samples", minimum=1, integer=True
+        )
         for limit in ("failure_limit", "inconclusive_limit", "consecutive_error_limit"):
-            check[limit] = _number(check[limit], f"{prefix}.{limit}", minimum=0, integer=True)
+            check[limit] = _number(
+                check[limit], f"{prefix}.{limit}", minimum=0, integer=True
+            )
         check["timeout"] = _number(check["timeout"], f"{prefix}.timeout", above=0)
-        check["spec"] = _provider_spec(check["provider"], check.get("spec") or {}, prefix)
+        check["spec"] = _provider_spec(
+            check["provider"], check.get("spec") or {}, prefix
+        )
         cleaned.append(check)
     return cleaned
 
@@ -176,7 +215,9 @@ def check_rules(check: HealthCheck) -> health.CheckRules:
     )
 
 
-def check_state(check: HealthCheck, phase_index: int | None = None) -> health.CheckState:
+def check_state(
+    check: HealthCheck, phase_index: int | None = None
+) -> health.CheckState:
     """Return ``check``'s counters in ``phase_index`` (fresh ones for another
     phase: counters are per phase)."""
     if phase_index is not None and check.state_phase != phase_index:
@@ -224,7 +265,12 @@ def check_judge(
             tolerance=check.relative_tolerance,
         ).as_dict()
     judgement = health.judge(
-        rules, value=value, error=error, samples=samples, baseline=baseline, cohort=comparison
+        rules,
+        value=value,
+        error=error,
+        samples=samples,
+        baseline=baseline,
+        cohort=comparison,
     )
     detail: dict[str, Any] = {
         "message": judgement.message,
@@ -282,8 +328,9 @@ def check_run_record(
     check and InvalidInput for an unknown verdict.
     """
     if verdict not in Verdict.values:
-        raise InvalidInput(f"verdict: must be one of {', '.join(Verdict.values)}",
-                           field="verdict")
+        raise InvalidInput(
+            f"verdict: must be one of {', '.join(Verdict.values)}", field="verdict"
+        )
     measured_at = measured_at or timezone.now()
     with audited_transaction():
         check = HealthCheck.objects.select_for_update().filter(pk=check_id).first()
@@ -295,8 +342,9 @@ def check_run_record(
         state = check_state(check, phase_index)
         outcome = health.check_state_update(rules, state, verdict)
         if not is_current:
-            outcome = health.CheckOutcome(state, None, outcome.next_delay,
-                                          f"stale: phase {phase_index} is over")
+            outcome = health.CheckOutcome(
+                state, None, outcome.next_delay, f"stale: phase {phase_index} is over"
+            )
         run = CheckRun.objects.create(
             health_check=check,
             rollout=rollout,
@@ -306,7 +354,11 @@ def check_run_record(
             detail={**(detail or {}), "outcome": outcome.message},
             measured_at=measured_at,
         )
-        check.last_verdict, check.last_value, check.last_run_at = verdict, value, measured_at
+        check.last_verdict, check.last_value, check.last_run_at = (
+            verdict,
+            value,
+            measured_at,
+        )
         fields = ["last_verdict", "last_value", "last_run_at"]
         if is_current:
             new = outcome.state
@@ -317,8 +369,15 @@ def check_run_record(
             check.inconclusive_count = new.inconclusive_count
             check.state_phase = phase_index
             check.next_due_at = measured_at + dt.timedelta(seconds=outcome.next_delay)
-            fields += ["status", "pass_count", "consecutive_failures", "consecutive_errors",
-                       "inconclusive_count", "state_phase", "next_due_at"]
+            fields += [
+                "status",
+                "pass_count",
+                "consecutive_failures",
+                "consecutive_errors",
+                "inconclusive_count",
+                "state_phase",
+                "next_due_at",
+            ]
         check.save(update_fields=fields)
         if outcome.crossed is not None:
             action = {
@@ -327,8 +386,12 @@ def check_run_record(
                 CheckStatus.ERRORED: "check.errored",
             }[outcome.crossed]
             record_audit_event(
-                actor=actor, action=action, target=check, environment=rollout.environment.key,
-                before={"status": state.status}, after={"status": outcome.crossed},
+                actor=actor,
+                action=action,
+                target=check,
+                environment=rollout.environment.key,
+                before={"status": state.status},
+                after={"status": outcome.crossed},
                 details={
                     "rollout": rollout.pk,
                     "phase": phase_index,
@@ -351,7 +414,9 @@ def check_run_record(
     return run, outcome
 
 
-def rollout_gate(*, rollout: Rollout, now: dt.datetime | None = None) -> health.GateDecision:
+def rollout_gate(
+    *, rollout: Rollout, now: dt.datetime | None = None
+) -> health.GateDecision:
     """Return the gate decision for ``rollout``'s current phase (no writes).
 
     Approval counts when ``approved_phase`` is at least the current phase.
@@ -362,7 +427,9 @@ def rollout_gate(*, rollout: Rollout, now: dt.datetime | None = None) -> health.
     rules = health.PhaseRules(
         index=phase.index,
         min_duration=float(phase.min_duration),
-        max_duration=float(phase.max_duration) if phase.max_duration is not None else None,
+        max_duration=float(phase.max_duration)
+        if phase.max_duration is not None
+        else None,
         requires_approval=phase.requires_approval,
         is_last=phase.index == len(phases) - 1,
     )
@@ -376,13 +443,20 @@ def rollout_gate(*, rollout: Rollout, now: dt.datetime | None = None) -> health.
         for check in rollout.checks.order_by("id")
     ]
     return health.phase_gate(
-        now, rules, rollout.phase_started_at or now, gate_checks, rollout_is_approved(rollout)
+        now,
+        rules,
+        rollout.phase_started_at or now,
+        gate_checks,
+        rollout_is_approved(rollout),
     )
 
 
 def rollout_is_approved(rollout: Rollout) -> bool:
     """Return whether an operator approved the rollout's current phase."""
-    return rollout.approved_phase is not None and rollout.approved_phase >= rollout.current_phase
+    return (
+        rollout.approved_phase is not None
+        and rollout.approved_phase >= rollout.current_phase
+    )
 
 
 def rollout_check_summary(rollout: Rollout) -> dict[str, dict]:
@@ -390,7 +464,9 @@ def rollout_check_summary(rollout: Rollout) -> dict[str, dict]:
     whole rollout (for the ``rollout.completed`` event and the report)."""
     result: dict[str, dict] = {}
     for check in rollout.checks.order_by("id"):
-        runs = list(check.runs.order_by("measured_at", "id").values_list("value", "verdict"))
+        runs = list(
+            check.runs.order_by("measured_at", "id").values_list("value", "verdict")
+        )
         verdicts = {verdict: 0 for verdict in Verdict.values}
         for _, verdict in runs:
             verdicts[verdict] += 1

@@ -1,4 +1,5 @@
 """Validate rollout definitions: phases, variations, deployment."""
+
 from __future__ import annotations
 
 import math
@@ -10,14 +11,24 @@ from canary.services._common import known_fields_object
 from flags.models import Environment, Flag, Merchant, ValueType
 
 _PHASE_FIELDS = {
-    "name", "target_type", "percentage", "pilot_merchants", "min_duration", "max_duration",
+    "name",
+    "target_type",
+    "percentage",
+    "pilot_merchants",
+    "min_duration",
+    "max_duration",
     "requires_approval",
 }
 
 
 def _whole(value: Any, field: str, *, minimum: int = 0) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or (
-        isinstance(value, float) and (not math.isfinite(value) or int(value) != value)
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or (
+            isinstance(value, float)
+            and (not math.isfinite(value) or int(value) != value)
+        )
     ):
         raise InvalidInput(f"{field}: must be a whole number of seconds", field=field)
     if value < minimum:
@@ -47,28 +58,41 @@ def phases_clean(phases: Any) -> list[dict]:
         known_fields_object(raw, _PHASE_FIELDS, prefix)
         target_type = raw.get("target_type")
         if target_type is None:
-            target_type = TargetType.PERCENTAGE if "percentage" in raw else TargetType.PILOT
+            target_type = (
+                TargetType.PERCENTAGE if "percentage" in raw else TargetType.PILOT
+            )
         if target_type not in TargetType.values:
             raise InvalidInput(
                 f"{prefix}.target_type: must be one of {', '.join(TargetType.values)}",
                 field=f"{prefix}.target_type",
             )
-        phase: dict[str, Any] = {"index": i, "target_type": target_type, "percentage": None,
-                                 "pilot_merchants": []}
+        phase: dict[str, Any] = {
+            "index": i,
+            "target_type": target_type,
+            "percentage": None,
+            "pilot_merchants": [],
+        }
         if target_type == TargetType.PERCENTAGE:
             percentage = raw.get("percentage")
-            if isinstance(percentage, bool) or not isinstance(percentage, (int, float)) or (
-                isinstance(percentage, float) and not math.isfinite(percentage)
+            if (
+                isinstance(percentage, bool)
+                or not isinstance(percentage, (int, float))
+                or (isinstance(percentage, float) and not math.isfinite(percentage))
             ):
-                raise InvalidInput(f"{prefix}.percentage: a number from 0 to 100 is required",
-                                   field=f"{prefix}.percentage")
+                raise InvalidInput(
+                    f"{prefix}.percentage: a number from 0 to 100 is required",
+                    field=f"{prefix}.percentage",
+                )
             if not 0 <= percentage <= 100:
-                raise InvalidInput(f"{prefix}.percentage: must be between 0 and 100",
-                                   field=f"{prefix}.percentage")
+                raise InvalidInput(
+                    f"{prefix}.percentage: must be between 0 and 100",
+                    field=f"{prefix}.percentage",
+                )
             if percentage < last_percentage:
                 raise InvalidInput(
                     f"{prefix}.percentage: must not be lower than an earlier phase's "
-                    f"({last_percentage:g}%)", field=f"{prefix}.percentage",
+                    f"({last_percentage:g}%)",
+                    field=f"{prefix}.percentage",
                 )
             last_percentage = phase["percentage"] = float(percentage)
             default_name = f"{percentage:g}%"
@@ -84,52 +108,70 @@ def phases_clean(phases: Any) -> list[dict]:
                     field=f"{prefix}.pilot_merchants",
                 )
             keys = list(dict.fromkeys(k.strip() for k in keys))
-            known = dict(Merchant.objects.filter(key__in=keys).values_list("key", "is_active"))
+            known = dict(
+                Merchant.objects.filter(key__in=keys).values_list("key", "is_active")
+            )
             for key in keys:
                 if key not in known:
-                    raise InvalidInput(f"{prefix}.pilot_merchants: unknown merchant {key!r}",
-                                       field=f"{prefix}.pilot_merchants")
+                    raise InvalidInput(
+                        f"{prefix}.pilot_merchants: unknown merchant {key!r}",
+                        field=f"{prefix}.pilot_merchants",
+                    )
                 if not known[key]:
-                    raise InvalidInput(f"{prefix}.pilot_merchants: merchant {key!r} is inactive",
-                                       field=f"{prefix}.pilot_merchants")
+                    raise InvalidInput(
+                        f"{prefix}.pilot_merchants: merchant {key!r} is inactive",
+                        field=f"{prefix}.pilot_merchants",
+                    )
             phase["pilot_merchants"] = keys
             all_keys.update(keys)
             default_name = str(target_type)
         name = raw.get("name", default_name)
         if not isinstance(name, str) or not name.strip() or len(name) > 100:
-            raise InvalidInput(f"{prefix}.name: must be 1 to 100 characters",
-                               field=f"{prefix}.name")
+            raise InvalidInput(
+                f"{prefix}.name: must be 1 to 100 characters", field=f"{prefix}.name"
+            )
         phase["name"] = name.strip()
-        phase["min_duration"] = _whole(raw.get("min_duration", 0), f"{prefix}.min_duration")
+        phase["min_duration"] = _whole(
+            raw.get("min_duration", 0), f"{prefix}.min_duration"
+        )
         max_duration = raw.get("max_duration")
         if max_duration is not None:
             max_duration = _whole(max_duration, f"{prefix}.max_duration")
             if max_duration < phase["min_duration"]:
-                raise InvalidInput(f"{prefix}.max_duration: must not be below min_duration",
-                                   field=f"{prefix}.max_duration")
+                raise InvalidInput(
+                    f"{prefix}.max_duration: must not be below min_duration",
+                    field=f"{prefix}.max_duration",
+                )
         phase["max_duration"] = max_duration
         requires_approval = raw.get("requires_approval", False)
         if not isinstance(requires_approval, bool):
-            raise InvalidInput(f"{prefix}.requires_approval: must be true or false",
-                               field=f"{prefix}.requires_approval")
+            raise InvalidInput(
+                f"{prefix}.requires_approval: must be true or false",
+                field=f"{prefix}.requires_approval",
+            )
         phase["requires_approval"] = requires_approval
         cleaned.append(phase)
     return cleaned
 
 
-def variations_clean(flag: Flag, treatment: str | None, control: str | None) -> tuple[str, str]:
+def variations_clean(
+    flag: Flag, treatment: str | None, control: str | None
+) -> tuple[str, str]:
     if flag.value_type == ValueType.BOOL:
         treatment, control = treatment or "on", control or "off"
     if not treatment or not control:
-        raise InvalidInput("treatment: a non-bool flag needs a treatment and a control variation",
-                           field="treatment")
+        raise InvalidInput(
+            "treatment: a non-bool flag needs a treatment and a control variation",
+            field="treatment",
+        )
     for name, key in (("treatment", treatment), ("control", control)):
         if key not in flag.variation_keys:
-            raise InvalidInput(f"{name}: {key!r} is not a variation of {flag.key}", field=name)
+            raise InvalidInput(
+                f"{name}: {key!r} is not a variation of {flag.key}", field=name
+            )
     if treatment == control:
         raise InvalidInput("control: must differ from the treatment", field="control")
     return treatment, control
-
 
 
 def deployment_clean(deployment: Any, environment: Environment) -> Any:
@@ -141,9 +183,12 @@ def deployment_clean(deployment: Any, environment: Environment) -> Any:
     pk = deployment.pk if isinstance(deployment, Deployment) else deployment
     row = Deployment.objects.filter(pk=pk).first() if isinstance(pk, int) else None
     if row is None:
-        raise InvalidInput(f"deployment: unknown deployment {deployment!r}", field="deployment")
+        raise InvalidInput(
+            f"deployment: unknown deployment {deployment!r}", field="deployment"
+        )
     if row.environment_id != environment.pk:
         raise InvalidInput(
-            f"deployment: deployment {row.pk} is not in {environment.key}", field="deployment"
+            f"deployment: deployment {row.pk} is not in {environment.key}",
+            field="deployment",
         )
     return row

@@ -4,6 +4,7 @@ Every change goes through the flag services, so each has its own audit
 event and bumps the ruleset version. Call these inside the rollout's
 transaction.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -12,8 +13,8 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from canary.models import Rollout, TargetType
+from controlplane.exceptions import DomainError
 from flags import services as flag_services
-from flags.exceptions import DomainError
 from flags.models import Environment, Flag, FlagState, Merchant, MerchantOverride
 
 
@@ -44,15 +45,25 @@ def phase_apply(*, rollout: Rollout, index: int, actor: Any) -> None:
     state = FlagState.objects.get(flag=flag, environment=environment)
     if not state.enabled:
         flag_services.flag_state_update(
-            actor=actor, flag=flag, environment=environment, expected_version=None,
-            enabled=True, fallthrough={"variation": control},
+            actor=actor,
+            flag=flag,
+            environment=environment,
+            expected_version=None,
+            enabled=True,
+            fallthrough={"variation": control},
         )
     if phase.target_type in (TargetType.PILOT, TargetType.INTERNAL):
-        merchants = Merchant.objects.filter(key__in=phase.pilot_merchants).order_by("key")
+        merchants = Merchant.objects.filter(key__in=phase.pilot_merchants).order_by(
+            "key"
+        )
         for merchant in merchants:
             flag_services.override_set(
-                actor=actor, flag=flag, environment=environment, merchant=merchant,
-                variation=treatment, note=f"rollout {rollout.pk}: phase {phase.name}",
+                actor=actor,
+                flag=flag,
+                environment=environment,
+                merchant=merchant,
+                variation=treatment,
+                note=f"rollout {rollout.pk}: phase {phase.name}",
             )
     elif phase.percentage is not None and phase.percentage >= 100:
         flag_services.flag_state_serve(
@@ -60,8 +71,12 @@ def phase_apply(*, rollout: Rollout, index: int, actor: Any) -> None:
         )
     else:
         flag_services.flag_state_set_percentage(
-            actor=actor, flag=flag, environment=environment, percentage=phase.percentage or 0,
-            treatment=treatment, control=control,
+            actor=actor,
+            flag=flag,
+            environment=environment,
+            percentage=phase.percentage or 0,
+            treatment=treatment,
+            control=control,
         )
 
 
@@ -91,21 +106,35 @@ def overrides_restore(rollout: Rollout, actor: Any, reason: str) -> list[str]:
             if before is None:
                 if current is not None:
                     flag_services.override_remove(
-                        actor=actor, flag=flag, environment=environment, merchant=merchant,
+                        actor=actor,
+                        flag=flag,
+                        environment=environment,
+                        merchant=merchant,
                         reason=f"rollout {rollout.pk}: {reason}",
                     )
                 continue
-            expires_at = parse_datetime(before["expires_at"]) if before.get("expires_at") else None
+            expires_at = (
+                parse_datetime(before["expires_at"])
+                if before.get("expires_at")
+                else None
+            )
             if expires_at is not None and expires_at <= now:
                 if current is not None:
                     flag_services.override_remove(
-                        actor=actor, flag=flag, environment=environment, merchant=merchant,
+                        actor=actor,
+                        flag=flag,
+                        environment=environment,
+                        merchant=merchant,
                         reason=f"rollout {rollout.pk}: {reason} (earlier override has expired)",
                     )
                 continue
             flag_services.override_set(
-                actor=actor, flag=flag, environment=environment, merchant=merchant,
-                variation=before["variation"], note=before.get("note", ""),
+                actor=actor,
+                flag=flag,
+                environment=environment,
+                merchant=merchant,
+                variation=before["variation"],
+                note=before.get("note", ""),
                 expires_at=expires_at,
             )
         except DomainError as exc:

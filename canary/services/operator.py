@@ -8,12 +8,12 @@ passes. The health-check functions add, change and remove checks of a
 draft rollout (a started rollout's checks are fixed: its decisions must be
 explainable by the checks it started with).
 """
+
 from __future__ import annotations
 
 import datetime as dt
 from dataclasses import asdict, dataclass, field
 from typing import Any
-
 
 from django.utils import timezone
 
@@ -29,9 +29,21 @@ from flags.models import FlagState
 PREFLIGHT_LOOKBACK_SECONDS = 300
 _LEVELS = {"rollback_1": 1, "rollback_2": 2, "rollback_3": 3}
 _CHECK_DEFINITION = (
-    "name", "provider", "spec", "comparator", "threshold", "mode", "relative_tolerance",
-    "interval", "min_samples", "failure_limit", "inconclusive_limit",
-    "consecutive_error_limit", "no_data", "on_failure", "timeout",
+    "name",
+    "provider",
+    "spec",
+    "comparator",
+    "threshold",
+    "mode",
+    "relative_tolerance",
+    "interval",
+    "min_samples",
+    "failure_limit",
+    "inconclusive_limit",
+    "consecutive_error_limit",
+    "no_data",
+    "on_failure",
+    "timeout",
 )
 
 
@@ -40,8 +52,10 @@ class PreflightFailed(Conflict):
 
     code = "preflight_failed"
 
-    def __init__(self, report: "PreflightReport") -> None:
-        super().__init__("preflight refused: " + "; ".join(report.problems), field="preflight")
+    def __init__(self, report: PreflightReport) -> None:
+        super().__init__(
+            "preflight refused: " + "; ".join(report.problems), field="preflight"
+        )
         self.report = report
 
     def as_dict(self) -> dict:
@@ -80,10 +94,13 @@ def rollout_get(rollout_id: Any) -> Rollout:
     try:
         pk = int(str(rollout_id).strip())
     except ValueError:
-        raise InvalidInput(f"rollout: {rollout_id!r} is not a rollout id", field="rollout") from None
+        raise InvalidInput(
+            f"rollout: {rollout_id!r} is not a rollout id", field="rollout"
+        ) from None
     rollout = (
         Rollout.objects.select_related("flag", "environment", "deployment")
-        .filter(pk=pk).first()
+        .filter(pk=pk)
+        .first()
     )
     if rollout is None:
         raise NotFound(f"unknown rollout {pk}", field="rollout")
@@ -98,13 +115,21 @@ def _measure(check: HealthCheck, rollout: Rollout, now: dt.datetime) -> dict:
         flag_key=rollout.flag.key,
         environment_key=rollout.environment.key,
         treatment_variation=rollout.treatment_variation,
-        since=now - dt.timedelta(seconds=max(PREFLIGHT_LOOKBACK_SECONDS, check.interval)),
+        since=now
+        - dt.timedelta(seconds=max(PREFLIGHT_LOOKBACK_SECONDS, check.interval)),
         until=now,
     )
-    result: dict[str, Any] = {"name": check.name, "provider": check.provider,
-                              "value": None, "samples": None, "error": None}
+    result: dict[str, Any] = {
+        "name": check.name,
+        "provider": check.provider,
+        "value": None,
+        "samples": None,
+        "error": None,
+    }
     try:
-        measurement = get_provider(check.provider).measure(check.spec, ctx, timeout=check.timeout)
+        measurement = get_provider(check.provider).measure(
+            check.spec, ctx, timeout=check.timeout
+        )
     except ProviderError as exc:
         result["error"] = exc.message
     except Exception as exc:  # a provider bug must refuse the start, not crash it
@@ -115,7 +140,9 @@ def _measure(check: HealthCheck, rollout: Rollout, now: dt.datetime) -> dict:
     return result
 
 
-def rollout_preflight(*, rollout_id: Any, now: dt.datetime | None = None) -> PreflightReport:
+def rollout_preflight(
+    *, rollout_id: Any, now: dt.datetime | None = None
+) -> PreflightReport:
     """Return whether the draft ``rollout_id`` may start, and why not.
 
     Writes nothing. Problems: not a draft, the flag is archived or has no
@@ -146,10 +173,14 @@ def rollout_preflight(*, rollout_id: Any, now: dt.datetime | None = None) -> Pre
         result = _measure(check, rollout, now)
         report.checks.append(result)
         if result["error"] is not None:
-            report.problems.append(f"check {check.name} did not answer: {result['error']}")
+            report.problems.append(
+                f"check {check.name} did not answer: {result['error']}"
+            )
         elif result["value"] is None:
             report.warnings.append(f"check {check.name} answered with no data yet")
-        if check.mode == CheckMode.RELATIVE and check.name not in (rollout.baseline or {}):
+        if check.mode == CheckMode.RELATIVE and check.name not in (
+            rollout.baseline or {}
+        ):
             if result["value"] is None:
                 report.problems.append(
                     f"check {check.name} is relative to a baseline, and none is recorded "
@@ -165,12 +196,15 @@ def rollout_preflight(*, rollout_id: Any, now: dt.datetime | None = None) -> Pre
         report.rollback[str(number)] = outcome
         for reason in outcome["reasons"]:
             report.problems.append(f"rollback level {number} impossible: {reason}")
-        report.warnings.extend(f"rollback level {number}: {w}" for w in outcome["warnings"])
+        report.warnings.extend(
+            f"rollback level {number}: {w}" for w in outcome["warnings"]
+        )
     return report
 
 
-def rollout_start_checked(*, rollout_id: Any, actor: Any, reason: str = ""
-                          ) -> tuple[Rollout, PreflightReport]:
+def rollout_start_checked(
+    *, rollout_id: Any, actor: Any, reason: str = ""
+) -> tuple[Rollout, PreflightReport]:
     """Run the preflight, then start the rollout if it passed.
 
     A rollout already started (a repeated command) is returned unchanged
@@ -180,14 +214,16 @@ def rollout_start_checked(*, rollout_id: Any, actor: Any, reason: str = ""
     rollout = rollout_get(rollout_id)
     if rollout.status != RolloutStatus.DRAFT:
         # rollout_start decides: unchanged when running, refused when finished.
-        return rollout_start(rollout_id=rollout.pk, actor=actor, reason=reason), PreflightReport(
-            rollout=rollout.pk
-        )
+        return rollout_start(
+            rollout_id=rollout.pk, actor=actor, reason=reason
+        ), PreflightReport(rollout=rollout.pk)
     report = rollout_preflight(rollout_id=rollout.pk)
     if not report.ok:
         raise PreflightFailed(report)
     rollout = rollout_start(
-        rollout_id=rollout.pk, actor=actor, reason=reason or "started after preflight",
+        rollout_id=rollout.pk,
+        actor=actor,
+        reason=reason or "started after preflight",
         baseline=report.baseline or None,
     )
     return rollout, report
@@ -198,7 +234,11 @@ def rollout_start_checked(*, rollout_id: Any, actor: Any, reason: str = ""
 
 def _lock_draft(rollout_id: Any) -> Rollout:
     rollout = rollout_get(rollout_id)
-    rollout = Rollout.objects.select_for_update().select_related("environment").get(pk=rollout.pk)
+    rollout = (
+        Rollout.objects.select_for_update()
+        .select_related("environment")
+        .get(pk=rollout.pk)
+    )
     if rollout.status != RolloutStatus.DRAFT:
         raise Conflict(
             f"rollout {rollout.pk} is {rollout.status}: checks can change only while it is a draft",
@@ -215,9 +255,14 @@ def health_check_definition(check: HealthCheck) -> dict:
 def _clean_one(rollout: Rollout, raw: Any, *, exclude: int | None = None) -> dict:
     (check,) = checks_clean([raw])
     if rollout.checks.exclude(pk=exclude).filter(name=check["name"]).exists():
-        raise InvalidInput(f"name: the rollout already has a check named {check['name']!r}",
-                           field="name")
-    if rollout.deployment_id is None and check["on_failure"] in ("rollback_2", "rollback_3"):
+        raise InvalidInput(
+            f"name: the rollout already has a check named {check['name']!r}",
+            field="name",
+        )
+    if rollout.deployment_id is None and check["on_failure"] in (
+        "rollback_2",
+        "rollback_3",
+    ):
         raise InvalidInput(
             f"on_failure: {check['on_failure']} reverts a deployment, and this rollout has none",
             field="on_failure",
@@ -250,9 +295,13 @@ def health_check_create(*, actor: Any, rollout_id: Any, check: Any) -> HealthChe
         row = HealthCheck.objects.create(rollout=rollout, **clean)
         rollout.version += 1
         rollout.save(update_fields=["version", "updated_at"])
-        record_audit_event(actor=actor, action="check.created", target=row,
-                           environment=rollout.environment.key,
-                           after={"rollout": rollout.pk, **clean})
+        record_audit_event(
+            actor=actor,
+            action="check.created",
+            target=row,
+            environment=rollout.environment.key,
+            after={"rollout": rollout.pk, **clean},
+        )
     return row
 
 
@@ -260,15 +309,18 @@ def _check_of(rollout: Rollout, check_id: Any) -> HealthCheck:
     try:
         pk = int(str(check_id))
     except ValueError:
-        raise InvalidInput(f"check: {check_id!r} is not a check id", field="check") from None
+        raise InvalidInput(
+            f"check: {check_id!r} is not a check id", field="check"
+        ) from None
     row = rollout.checks.filter(pk=pk).first()
     if row is None:
         raise NotFound(f"rollout {rollout.pk} has no check {pk}", field="check")
     return row
 
 
-def health_check_update(*, actor: Any, rollout_id: Any, check_id: Any, changes: Any
-                        ) -> HealthCheck:
+def health_check_update(
+    *, actor: Any, rollout_id: Any, check_id: Any, changes: Any
+) -> HealthCheck:
     """Change fields of a draft rollout's check; writes ``check.updated``.
 
     ``changes`` holds only the fields to change; the result is validated as
@@ -291,9 +343,15 @@ def health_check_update(*, actor: Any, rollout_id: Any, check_id: Any, changes: 
         row.save()
         rollout.version += 1
         rollout.save(update_fields=["version", "updated_at"])
-        record_audit_event(actor=actor, action="check.updated", target=row,
-                           environment=rollout.environment.key, before=before, after=clean,
-                           details={"rollout": rollout.pk})
+        record_audit_event(
+            actor=actor,
+            action="check.updated",
+            target=row,
+            environment=rollout.environment.key,
+            before=before,
+            after=clean,
+            details={"rollout": rollout.pk},
+        )
     return row
 
 
@@ -303,9 +361,14 @@ def health_check_delete(*, actor: Any, rollout_id: Any, check_id: Any) -> None:
         rollout = _lock_draft(rollout_id)
         row = _check_of(rollout, check_id)
         before = health_check_definition(row)
-        record_audit_event(actor=actor, action="check.deleted", target=row,
-                           environment=rollout.environment.key, before=before,
-                           details={"rollout": rollout.pk})
+        record_audit_event(
+            actor=actor,
+            action="check.deleted",
+            target=row,
+            environment=rollout.environment.key,
+            before=before,
+            details={"rollout": rollout.pk},
+        )
         row.delete()
         rollout.version += 1
         rollout.save(update_fields=["version", "updated_at"])

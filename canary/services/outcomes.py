@@ -3,20 +3,21 @@
 Outcome events are telemetry, not changes: they are bulk-inserted without an
 audit row per event.
 """
+
 from __future__ import annotations
 
 import math
 import re
 import statistics
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone as dt_timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.db import transaction
 from django.utils import timezone
 
 from controlplane.conf import setting
-from flags.exceptions import InvalidInput, NotFound
+from controlplane.exceptions import InvalidInput, NotFound
 
 EVENT_FIELDS = frozenset(
     {"flag", "merchant", "variation", "outcome", "duration_ms", "occurred_at", "name"}
@@ -39,7 +40,11 @@ class EventsInvalid(InvalidInput):
         count = len({key.split("]")[0] for key in errors if key.startswith("events[")})
         super().__init__(
             f"{first_field}: {first_messages[0]}"
-            + (f" (and more: {count} of {total} events are invalid)" if count > 1 else "")
+            + (
+                f" (and more: {count} of {total} events are invalid)"
+                if count > 1
+                else ""
+            )
             + "; nothing was stored",
             field=first_field,
         )
@@ -49,7 +54,9 @@ class EventsInvalid(InvalidInput):
         return {"code": self.code, "message": self.message, "errors": self.errors}
 
 
-def _check_key(event: dict, name: str, errors: list[tuple[str, str]], *, required: bool) -> str:
+def _check_key(
+    event: dict, name: str, errors: list[tuple[str, str]], *, required: bool
+) -> str:
     value = event.get(name)
     if value is None or value == "":
         if required:
@@ -82,11 +89,11 @@ def _parse_time(raw: Any, now: datetime, errors: list[tuple[str, str]]) -> datet
         if isinstance(raw, str):
             when = datetime.fromisoformat(raw.strip())
             if when.tzinfo is None:
-                when = when.replace(tzinfo=dt_timezone.utc)
+                when = when.replace(tzinfo=UTC)
         else:
             if not math.isfinite(raw):
                 raise ValueError
-            when = datetime.fromtimestamp(raw, tz=dt_timezone.utc)
+            when = datetime.fromtimestamp(raw, tz=UTC)
     except (ValueError, OverflowError, OSError):
         errors.append(("occurred_at", "must be an ISO 8601 time or epoch seconds"))
         return now
@@ -97,7 +104,9 @@ def _parse_time(raw: Any, now: datetime, errors: list[tuple[str, str]]) -> datet
     return when
 
 
-def _parse_event(event: Any, now: datetime) -> tuple[dict | None, list[tuple[str, str]]]:
+def _parse_event(
+    event: Any, now: datetime
+) -> tuple[dict | None, list[tuple[str, str]]]:
     if not isinstance(event, dict):
         return None, [("", "must be an object")]
     errors: list[tuple[str, str]] = []
@@ -203,12 +212,19 @@ def outcome_events_ingest(
 
 
 _INSERT_FIELDS = (
-    "flag_key", "merchant_key", "variation", "outcome", "duration_ms", "name", "occurred_at",
+    "flag_key",
+    "merchant_key",
+    "variation",
+    "outcome",
+    "duration_ms",
+    "name",
+    "occurred_at",
 )
 
 
-def _bulk_insert(model: Any, rows: list[dict], *, environment_id: int,
-                 received_at: datetime) -> None:
+def _bulk_insert(
+    model: Any, rows: list[dict], *, environment_id: int, received_at: datetime
+) -> None:
     """Insert validated rows in one transaction, ``BATCH_SIZE`` per statement.
 
     Equivalent to ``bulk_create`` but without building a model instance and
@@ -223,23 +239,34 @@ def _bulk_insert(model: Any, rows: list[dict], *, environment_id: int,
     ops = connection.ops
     meta = model._meta
     columns = [meta.get_field(name).column for name in _INSERT_FIELDS]
-    columns += [meta.get_field("environment").column, meta.get_field("received_at").column]
+    columns += [
+        meta.get_field("environment").column,
+        meta.get_field("received_at").column,
+    ]
     table = ops.quote_name(meta.db_table)
     column_sql = ", ".join(ops.quote_name(column) for column in columns)
     adapt_time = ops.adapt_datetimefield_value
     received = adapt_time(received_at)
     values = [
         (
-            row["flag_key"], row["merchant_key"], row["variation"], row["outcome"],
-            row["duration_ms"], row["name"], adapt_time(row["occurred_at"]),
-            environment_id, received,
+            row["flag_key"],
+            row["merchant_key"],
+            row["variation"],
+            row["outcome"],
+            row["duration_ms"],
+            row["name"],
+            adapt_time(row["occurred_at"]),
+            environment_id,
+            received,
         )
         for row in rows
     ]
     one_row = "(" + ", ".join(["%s"] * len(columns)) + ")"
     with transaction.atomic(using=alias), connection.cursor() as cursor:
         if connection.vendor == "sqlite":
-            cursor.executemany(f"INSERT INTO {table} ({column_sql}) VALUES {one_row}", values)
+            cursor.executemany(
+                f"INSERT INTO {table} ({column_sql}) VALUES {one_row}", values
+            )
             return
         if connection.vendor == "postgresql":
             with cursor.cursor.copy(f"COPY {table} ({column_sql}) FROM STDIN") as copy:
@@ -247,9 +274,10 @@ def _bulk_insert(model: Any, rows: list[dict], *, environment_id: int,
                     copy.write_row(value)
             return
         for start in range(0, len(values), BATCH_SIZE):
-            chunk = values[start:start + BATCH_SIZE]
+            chunk = values[start : start + BATCH_SIZE]
             cursor.execute(
-                f"INSERT INTO {table} ({column_sql}) VALUES " + ", ".join([one_row] * len(chunk)),
+                f"INSERT INTO {table} ({column_sql}) VALUES "
+                + ", ".join([one_row] * len(chunk)),
                 [value for row in chunk for value in row],
             )
 
@@ -288,7 +316,9 @@ class PilotCandidate:
             "active_days": self.active_days,
             "last_seen": self.last_seen.isoformat(),
             "avg_duration_ms": (
-                round(self.avg_duration_ms, 2) if self.avg_duration_ms is not None else None
+                round(self.avg_duration_ms, 2)
+                if self.avg_duration_ms is not None
+                else None
             ),
             "volume_ratio": round(self.volume_ratio, 3),
             "score": round(self.score, 4),
@@ -320,7 +350,9 @@ class PilotSuggestion:
         }
 
 
-def pilot_score(*, success_rate: float, volume_ratio: float, active_days: int, days: int) -> float:
+def pilot_score(
+    *, success_rate: float, volume_ratio: float, active_days: int, days: int
+) -> float:
     """Return ``success − 0.1·|log2(volume ÷ median)| + 0.05·(active days ÷ days)``.
 
     A steady merchant near the median volume with a high success rate wins:
@@ -335,7 +367,11 @@ def pilot_score(*, success_rate: float, volume_ratio: float, active_days: int, d
 
 
 def pilot_candidates_suggest(
-    *, flag_key: str, environment_key: str, days: int = 7, limit: int = 5,
+    *,
+    flag_key: str,
+    environment_key: str,
+    days: int = 7,
+    limit: int = 5,
     now: datetime | None = None,
 ) -> PilotSuggestion:
     """Rank merchants for a pilot of ``flag_key`` from recent outcome events.
@@ -361,7 +397,8 @@ def pilot_candidates_suggest(
     environment = environment_get(environment_key)
     now = now or timezone.now()
     recent = OutcomeEvent.objects.filter(
-        environment=environment, occurred_at__gte=now - timedelta(days=days),
+        environment=environment,
+        occurred_at__gte=now - timedelta(days=days),
         occurred_at__lte=now,
     )
     basis = "flag"
@@ -399,7 +436,9 @@ def pilot_candidates_suggest(
         if row["merchant_key"] in inactive:
             problems.append("inactive in the merchant registry")
         if success <= PILOT_MIN_SUCCESS_RATE:
-            problems.append(f"success {success:.1%} is not above {PILOT_MIN_SUCCESS_RATE:.0%}")
+            problems.append(
+                f"success {success:.1%} is not above {PILOT_MIN_SUCCESS_RATE:.0%}"
+            )
         else:
             reasons.append(f"success {success:.1%} > {PILOT_MIN_SUCCESS_RATE:.0%}")
         if events < max(PILOT_MIN_EVENTS, PILOT_TINY_FRACTION * median):
@@ -423,8 +462,12 @@ def pilot_candidates_suggest(
             last_seen=row["last_seen"],
             avg_duration_ms=row["avg_duration"],
             volume_ratio=ratio,
-            score=pilot_score(success_rate=success, volume_ratio=ratio,
-                              active_days=row["active_days"], days=days),
+            score=pilot_score(
+                success_rate=success,
+                volume_ratio=ratio,
+                active_days=row["active_days"],
+                days=days,
+            ),
             reasons=tuple(problems) if problems else tuple(reasons),
         )
         (excluded if problems else picks).append(candidate)

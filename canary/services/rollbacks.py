@@ -1,9 +1,9 @@
 """Fail a phase and roll a rollout back (through the rollback engine)."""
+
 from __future__ import annotations
 
 import datetime as dt
 from typing import Any
-
 
 from django.utils import timezone
 
@@ -15,12 +15,14 @@ from canary.services.flag_moves import flag_restore, overrides_restore
 from canary.services.rollouts import rollout_transition
 from canary.transitions import ACTIVE
 from controlplane.audit.services import audited_transaction, record_audit_event
-from flags.exceptions import DomainError
+from controlplane.exceptions import DomainError
 from flags.models import Environment, Flag
 
 
 def _most_severe_on_failure(rollout: Rollout) -> str:
-    actions = list(rollout.checks.values_list("on_failure", flat=True)) or ["rollback_1"]
+    actions = list(rollout.checks.values_list("on_failure", flat=True)) or [
+        "rollback_1"
+    ]
     return max(actions, key=lambda action: ON_FAILURE_SEVERITY.get(action, 1))
 
 
@@ -42,29 +44,47 @@ def rollout_fail_phase(
     paused; InvalidInput for an unknown on_failure.
     """
     if on_failure is not None and on_failure not in ON_FAILURE_SEVERITY:
-        raise InvalidInput(f"on_failure: must be one of {', '.join(ON_FAILURE_SEVERITY)}",
-                           field="on_failure")
+        raise InvalidInput(
+            f"on_failure: must be one of {', '.join(ON_FAILURE_SEVERITY)}",
+            field="on_failure",
+        )
     with audited_transaction():
         rollout = lock_rollout(rollout_id)
         if rollout.status in (Status.ROLLING_BACK, Status.ROLLED_BACK):
             return rollout  # already being put back: a duplicate
         if rollout.status not in ACTIVE:
-            raise RolloutInvalidTransition(rollout.status, "failed", rollout_id=rollout.pk)
+            raise RolloutInvalidTransition(
+                rollout.status, "failed", rollout_id=rollout.pk
+            )
         action = on_failure or _most_severe_on_failure(rollout)
         record_audit_event(
-            actor=actor, action="rollout.phase_failed", target=rollout,
+            actor=actor,
+            action="rollout.phase_failed",
+            target=rollout,
             environment=env_key(rollout),
-            details={"phase": rollout.current_phase, "on_failure": action, "reason": reason,
-                     **(details or {})},
+            details={
+                "phase": rollout.current_phase,
+                "on_failure": action,
+                "reason": reason,
+                **(details or {}),
+            },
         )
         if action == "pause":
             if rollout.status != Status.PAUSED:
-                rollout = rollout_transition(rollout_id=rollout.pk, to=Status.PAUSED,
-                                             actor=actor, reason=reason, details=details)
+                rollout = rollout_transition(
+                    rollout_id=rollout.pk,
+                    to=Status.PAUSED,
+                    actor=actor,
+                    reason=reason,
+                    details=details,
+                )
             return rollout
         return rollout_begin_rollback(
-            rollout_id=rollout.pk, level=int(action.rsplit("_", 1)[1]), actor=actor,
-            reason=reason, details=details,
+            rollout_id=rollout.pk,
+            level=int(action.rsplit("_", 1)[1]),
+            actor=actor,
+            reason=reason,
+            details=details,
         )
 
 
@@ -99,14 +119,19 @@ def rollout_begin_rollback(
         if rollout.status in (Status.ROLLING_BACK, Status.ROLLED_BACK):
             return rollout
         rollout = rollout_transition(
-            rollout_id=rollout.pk, to=Status.ROLLING_BACK, actor=actor, reason=reason,
+            rollout_id=rollout.pk,
+            to=Status.ROLLING_BACK,
+            actor=actor,
+            reason=reason,
             details={"level": level, **(details or {})},
         )
         problems = overrides_restore(rollout, actor, f"rollback: {reason}")
         if rollback_run_start is None:
             problems += flag_restore(rollout, actor, f"rollback: {reason}")
             return rollout_transition(
-                rollout_id=rollout.pk, to=Status.ROLLED_BACK, actor=actor,
+                rollout_id=rollout.pk,
+                to=Status.ROLLED_BACK,
+                actor=actor,
                 reason="flag state restored (no rollback engine installed)",
                 details={"level": 1, "restore_problems": problems},
             )
@@ -121,9 +146,13 @@ def rollout_begin_rollback(
             # A savepoint: a refused run (preflight) must not undo the rest.
             with audited_transaction():
                 run = rollback_run_start(
-                    actor=actor, level=run_level, reason=reason,
-                    deployment=rollout.deployment, flag_restore=restore_spec,
-                    trigger="rollout", trigger_ref=str(rollout.pk),
+                    actor=actor,
+                    level=run_level,
+                    reason=reason,
+                    deployment=rollout.deployment,
+                    flag_restore=restore_spec,
+                    trigger="rollout",
+                    trigger_ref=str(rollout.pk),
                 )
         except DomainError as exc:
             if run_level == 1:
@@ -132,12 +161,18 @@ def rollout_begin_rollback(
             refused = exc.message
             run_level = 1
             run = rollback_run_start(
-                actor=actor, level=1, reason=f"{reason} (level {level} refused: {refused})",
-                deployment=rollout.deployment, flag_restore=restore_spec,
-                trigger="rollout", trigger_ref=str(rollout.pk),
+                actor=actor,
+                level=1,
+                reason=f"{reason} (level {level} refused: {refused})",
+                deployment=rollout.deployment,
+                flag_restore=restore_spec,
+                trigger="rollout",
+                trigger_ref=str(rollout.pk),
             )
         record_audit_event(
-            actor=actor, action="rollout.rollback_started", target=rollout,
+            actor=actor,
+            action="rollout.rollback_started",
+            target=rollout,
             environment=env_key(rollout),
             details={
                 "requested_level": level,
@@ -169,14 +204,23 @@ def rollout_rollback_finished(
         if rollout.status == Status.ROLLED_BACK:
             return rollout
         if rollout.status != Status.ROLLING_BACK:
-            raise RolloutInvalidTransition(rollout.status, Status.ROLLED_BACK,
-                                           rollout_id=rollout.pk)
+            raise RolloutInvalidTransition(
+                rollout.status, Status.ROLLED_BACK, rollout_id=rollout.pk
+            )
         if succeeded:
-            return rollout_transition(rollout_id=rollout.pk, to=Status.ROLLED_BACK, actor=actor,
-                                      reason=reason or "rollback finished", details=details)
+            return rollout_transition(
+                rollout_id=rollout.pk,
+                to=Status.ROLLED_BACK,
+                actor=actor,
+                reason=reason or "rollback finished",
+                details=details,
+            )
         record_audit_event(
-            actor=actor, action="rollout.rollback_failed", target=rollout,
-            environment=env_key(rollout), details={"reason": reason, **(details or {})},
+            actor=actor,
+            action="rollout.rollback_failed",
+            target=rollout,
+            environment=env_key(rollout),
+            details={"reason": reason, **(details or {})},
         )
     return rollout
 
@@ -188,8 +232,10 @@ def rollout_restore_flag(*, rollout_id: int, actor: Any, reason: str) -> list[st
     with audited_transaction():
         rollout = lock_rollout(rollout_id)
         if rollout.captured_state is None:
-            raise Conflict(f"rollout {rollout.pk} never started: nothing to restore",
-                           field="rollout")
+            raise Conflict(
+                f"rollout {rollout.pk} never started: nothing to restore",
+                field="rollout",
+            )
         return flag_restore(rollout, actor, reason)
 
 

@@ -9,6 +9,7 @@ The flag is moved only through ``flags.services`` (overrides for pilot and
 internal phases, the fallthrough split for percentages), so every flag
 change has its own audit event and bumps the ruleset version.
 """
+
 from __future__ import annotations
 
 import math
@@ -43,7 +44,6 @@ from controlplane.audit.services import audited_transaction, record_audit_event
 from flags import services as flag_services
 from flags.models import Environment, Flag, FlagState, MerchantOverride
 
-
 # Creation -----------------------------------------------------------------
 
 
@@ -70,7 +70,9 @@ def rollout_create(
     there. Writes ``rollout.created``.
     """
     if not isinstance(name, str) or not name.strip() or len(name) > 200:
-        raise InvalidInput("name: a name of 1 to 200 characters is required", field="name")
+        raise InvalidInput(
+            "name: a name of 1 to 200 characters is required", field="name"
+        )
     if flag.archived:
         raise Conflict(f"flag {flag.key!r} is archived", field="flag")
     treatment, control = variations_clean(flag, treatment, control)
@@ -82,14 +84,18 @@ def rollout_create(
             if check["on_failure"] in ("rollback_2", "rollback_3"):
                 raise InvalidInput(
                     f"checks[{i}].on_failure: {check['on_failure']} reverts a deployment, "
-                    "and this rollout has none", field=f"checks[{i}].on_failure",
+                    "and this rollout has none",
+                    field=f"checks[{i}].on_failure",
                 )
     with audited_transaction():
         if not FlagState.objects.filter(flag=flag, environment=environment).exists():
-            raise Conflict(f"flag {flag.key!r} has no state in {environment.key!r}",
-                           field="environment")
-        busy = Rollout.objects.filter(flag=flag, environment=environment,
-                                      status__in=OWNS_FLAG).first()
+            raise Conflict(
+                f"flag {flag.key!r} has no state in {environment.key!r}",
+                field="environment",
+            )
+        busy = Rollout.objects.filter(
+            flag=flag, environment=environment, status__in=OWNS_FLAG
+        ).first()
         if busy is not None:
             raise RolloutAlreadyActive(
                 f"rollout {busy.pk} of {flag.key} in {environment.key} is {busy.status}",
@@ -104,12 +110,17 @@ def rollout_create(
             created_by=getattr(actor, "name", "") or str(actor),
             deployment=deployment,
         )
-        Phase.objects.bulk_create([Phase(rollout=rollout, **phase) for phase in clean_phases])
+        Phase.objects.bulk_create(
+            [Phase(rollout=rollout, **phase) for phase in clean_phases]
+        )
         HealthCheck.objects.bulk_create(
             [HealthCheck(rollout=rollout, **check) for check in clean_checks]
         )
         record_audit_event(
-            actor=actor, action="rollout.created", target=rollout, environment=environment.key,
+            actor=actor,
+            action="rollout.created",
+            target=rollout,
+            environment=environment.key,
             after={
                 "name": rollout.name,
                 "flag": flag.key,
@@ -123,30 +134,48 @@ def rollout_create(
     return rollout
 
 
-def rollout_set_baseline(*, rollout_id: int, actor: Any, baseline: dict[str, float]) -> Rollout:
+def rollout_set_baseline(
+    *, rollout_id: int, actor: Any, baseline: dict[str, float]
+) -> Rollout:
     """Record the values measured before start, per check name (relative
     mode compares with them). Only for a draft; unknown names are refused."""
     if not isinstance(baseline, dict):
-        raise InvalidInput("baseline: must be an object of check name -> value", field="baseline")
+        raise InvalidInput(
+            "baseline: must be an object of check name -> value", field="baseline"
+        )
     with audited_transaction():
         rollout = lock_rollout(rollout_id)
         if rollout.status != Status.DRAFT:
-            raise Conflict(f"rollout {rollout.pk} is {rollout.status}: the baseline is fixed "
-                           "once it starts", field="baseline")
+            raise Conflict(
+                f"rollout {rollout.pk} is {rollout.status}: the baseline is fixed "
+                "once it starts",
+                field="baseline",
+            )
         names = set(rollout.checks.values_list("name", flat=True))
         for key, value in baseline.items():
             if key not in names:
-                raise InvalidInput(f"baseline.{key}: no check of that name", field=f"baseline.{key}")
-            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
-                                      or not math.isfinite(value)):
-                raise InvalidInput(f"baseline.{key}: must be a number", field=f"baseline.{key}")
+                raise InvalidInput(
+                    f"baseline.{key}: no check of that name", field=f"baseline.{key}"
+                )
+            if value is not None and (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or not math.isfinite(value)
+            ):
+                raise InvalidInput(
+                    f"baseline.{key}: must be a number", field=f"baseline.{key}"
+                )
         before = dict(rollout.baseline or {})
         rollout.baseline = {**before, **baseline}
         rollout.version += 1
         rollout.save(update_fields=["baseline", "version", "updated_at"])
         record_audit_event(
-            actor=actor, action="rollout.baseline_set", target=rollout,
-            environment=env_key(rollout), before=before, after=rollout.baseline,
+            actor=actor,
+            action="rollout.baseline_set",
+            target=rollout,
+            environment=env_key(rollout),
+            before=before,
+            after=rollout.baseline,
         )
     return rollout
 
@@ -180,9 +209,15 @@ def rollout_transition(
         current = rollout.status
         if not is_allowed(current, to):
             raise RolloutInvalidTransition(current, to, rollout_id=rollout.pk)
-        if current == Status.DRAFT and to == Status.RUNNING and rollout.captured_state is None:
-            raise Conflict("a draft starts through rollout_start (it captures the flag state)",
-                           field="status")
+        if (
+            current == Status.DRAFT
+            and to == Status.RUNNING
+            and rollout.captured_state is None
+        ):
+            raise Conflict(
+                "a draft starts through rollout_start (it captures the flag state)",
+                field="status",
+            )
         now = timezone.now()
         rollout.status = to
         rollout.version += 1
@@ -198,11 +233,19 @@ def rollout_transition(
             fields.append("finished_at")
         rollout.save(update_fields=fields)
         record_audit_event(
-            actor=actor, action="rollout.transition", target=rollout,
+            actor=actor,
+            action="rollout.transition",
+            target=rollout,
             environment=env_key(rollout),
-            before={"status": current}, after={"status": to},
-            details={"from": current, "to": to, "reason": reason,
-                     "phase": rollout.current_phase, **(details or {})},
+            before={"status": current},
+            after={"status": to},
+            details={
+                "from": current,
+                "to": to,
+                "reason": reason,
+                "phase": rollout.current_phase,
+                **(details or {}),
+            },
         )
         if to == Status.RUNNING:
             # Started, approved or resumed: a gate may be open now, so tick
@@ -244,20 +287,31 @@ def rollout_start(
         if rollout.status != Status.DRAFT:
             if rollout.started_at is not None and rollout.status not in TERMINAL:
                 return rollout
-            raise RolloutInvalidTransition(rollout.status, Status.RUNNING, rollout_id=rollout.pk)
+            raise RolloutInvalidTransition(
+                rollout.status, Status.RUNNING, rollout_id=rollout.pk
+            )
         # Lock the flag state first: two rollouts of one flag cannot both start.
-        state = FlagState.objects.select_for_update().filter(
-            flag_id=rollout.flag_id, environment_id=rollout.environment_id
-        ).first()
+        state = (
+            FlagState.objects.select_for_update()
+            .filter(flag_id=rollout.flag_id, environment_id=rollout.environment_id)
+            .first()
+        )
         if state is None:
-            raise Conflict("the flag has no state in this environment", field="environment")
+            raise Conflict(
+                "the flag has no state in this environment", field="environment"
+            )
         flag = Flag.objects.get(pk=rollout.flag_id)
         if flag.archived:
             raise Conflict(f"flag {flag.key!r} is archived", field="flag")
-        busy = Rollout.objects.filter(
-            flag_id=rollout.flag_id, environment_id=rollout.environment_id,
-            status__in=OWNS_FLAG,
-        ).exclude(pk=rollout.pk).first()
+        busy = (
+            Rollout.objects.filter(
+                flag_id=rollout.flag_id,
+                environment_id=rollout.environment_id,
+                status__in=OWNS_FLAG,
+            )
+            .exclude(pk=rollout.pk)
+            .first()
+        )
         if busy is not None:
             raise RolloutAlreadyActive(
                 f"rollout {busy.pk} of {flag.key} is {busy.status}", field="flag"
@@ -268,13 +322,16 @@ def rollout_start(
         existing = {
             o.merchant.key: o
             for o in MerchantOverride.objects.filter(
-                flag_id=rollout.flag_id, environment_id=rollout.environment_id,
+                flag_id=rollout.flag_id,
+                environment_id=rollout.environment_id,
                 merchant__key__in=keys,
             ).select_related("merchant")
         }
         captured = {
             **flag_services.state_snapshot(state),
-            "pilot_overrides": {key: override_capture(existing.get(key)) for key in keys},
+            "pilot_overrides": {
+                key: override_capture(existing.get(key)) for key in keys
+            },
         }
         now = timezone.now()
         rollout.captured_state = captured
@@ -283,11 +340,22 @@ def rollout_start(
         rollout.phase_started_at = now
         if baseline:
             rollout.baseline = {**(rollout.baseline or {}), **baseline}
-        rollout.save(update_fields=["captured_state", "started_at", "current_phase",
-                                    "phase_started_at", "baseline", "updated_at"])
+        rollout.save(
+            update_fields=[
+                "captured_state",
+                "started_at",
+                "current_phase",
+                "phase_started_at",
+                "baseline",
+                "updated_at",
+            ]
+        )
         rollout = rollout_transition(
-            rollout_id=rollout.pk, to=Status.RUNNING, actor=actor,
-            reason=reason or "started", details={"captured_state": captured},
+            rollout_id=rollout.pk,
+            to=Status.RUNNING,
+            actor=actor,
+            reason=reason or "started",
+            details={"captured_state": captured},
         )
         phase_apply(rollout=rollout, index=0, actor=actor)
         checks_reset(rollout=rollout, phase_index=0, now=now)
@@ -316,36 +384,51 @@ def rollout_advance(
     """
     with audited_transaction():
         rollout = lock_rollout(rollout_id)
-        if rollout.current_phase != expected_phase or rollout.status == Status.COMPLETED:
+        if (
+            rollout.current_phase != expected_phase
+            or rollout.status == Status.COMPLETED
+        ):
             return rollout
         if rollout.status != Status.RUNNING:
-            raise RolloutInvalidTransition(rollout.status, "the next phase",
-                                           rollout_id=rollout.pk)
+            raise RolloutInvalidTransition(
+                rollout.status, "the next phase", rollout_id=rollout.pk
+            )
         phases = list(rollout.phases.order_by("index"))
         phase = phases[expected_phase]
         if phase.requires_approval and not rollout_is_approved(rollout):
-            raise Conflict(f"phase {phase.index} ({phase.name}) requires approval",
-                           field="approved_phase")
+            raise Conflict(
+                f"phase {phase.index} ({phase.name}) requires approval",
+                field="approved_phase",
+            )
         now = timezone.now()
         if expected_phase == len(phases) - 1:
             summary = rollout_check_summary(rollout)
             rollout = rollout_transition(
-                rollout_id=rollout.pk, to=Status.COMPLETED, actor=actor, reason=reason,
+                rollout_id=rollout.pk,
+                to=Status.COMPLETED,
+                actor=actor,
+                reason=reason,
                 details=details,
             )
             cleaned: list[str] = []
-            if phase.target_type == TargetType.PERCENTAGE and (phase.percentage or 0) >= 100:
+            if (
+                phase.target_type == TargetType.PERCENTAGE
+                and (phase.percentage or 0) >= 100
+            ):
                 # Everyone is on the treatment: pilot overrides would only pin
                 # merchants against later changes of the flag.
                 cleaned = overrides_restore(rollout, actor, "completed")
             record_audit_event(
-                actor=actor, action="rollout.completed", target=rollout,
+                actor=actor,
+                action="rollout.completed",
+                target=rollout,
                 environment=env_key(rollout),
                 details={
                     "reason": reason,
                     "phases": len(phases),
                     "duration_seconds": (now - rollout.started_at).total_seconds()
-                    if rollout.started_at else None,
+                    if rollout.started_at
+                    else None,
                     "checks": summary,
                     "override_problems": cleaned,
                 },
@@ -356,14 +439,22 @@ def rollout_advance(
         rollout.current_phase = new_index
         rollout.phase_started_at = now
         rollout.version += 1
-        rollout.save(update_fields=["current_phase", "phase_started_at", "version", "updated_at"])
+        rollout.save(
+            update_fields=["current_phase", "phase_started_at", "version", "updated_at"]
+        )
         record_audit_event(
-            actor=actor, action="rollout.phase_advanced", target=rollout,
+            actor=actor,
+            action="rollout.phase_advanced",
+            target=rollout,
             environment=env_key(rollout),
             before={"phase": expected_phase, "name": phase.name},
-            after={"phase": new_index, "name": new_phase.name,
-                   "target_type": new_phase.target_type, "percentage": new_phase.percentage,
-                   "pilot_merchants": new_phase.pilot_merchants},
+            after={
+                "phase": new_index,
+                "name": new_phase.name,
+                "target_type": new_phase.target_type,
+                "percentage": new_phase.percentage,
+                "pilot_merchants": new_phase.pilot_merchants,
+            },
             details={"reason": reason, **(details or {})},
         )
         phase_apply(rollout=rollout, index=new_index, actor=actor)
@@ -389,7 +480,9 @@ def rollout_approve(
     with audited_transaction():
         rollout = lock_rollout(rollout_id)
         if rollout.status not in ACTIVE:
-            raise RolloutInvalidTransition(rollout.status, "approved", rollout_id=rollout.pk)
+            raise RolloutInvalidTransition(
+                rollout.status, "approved", rollout_id=rollout.pk
+            )
         if expected_phase is not None and expected_phase != rollout.current_phase:
             return rollout
         if not rollout_is_approved(rollout):
@@ -398,7 +491,9 @@ def rollout_approve(
             rollout.version += 1
             rollout.save(update_fields=["approved_phase", "version", "updated_at"])
             record_audit_event(
-                actor=actor, action="rollout.approved", target=rollout,
+                actor=actor,
+                action="rollout.approved",
+                target=rollout,
                 environment=env_key(rollout),
                 before={"approved_phase": before},
                 after={"approved_phase": rollout.approved_phase},
@@ -406,18 +501,26 @@ def rollout_approve(
             )
         if rollout.status == Status.AWAITING_APPROVAL:
             rollout = rollout_transition(
-                rollout_id=rollout.pk, to=Status.RUNNING, actor=actor,
+                rollout_id=rollout.pk,
+                to=Status.RUNNING,
+                actor=actor,
                 reason=f"approved: {reason}" if reason else "approved",
             )
     return rollout
 
 
-def rollout_pause(*, rollout_id: int, actor: Any, reason: str, details: dict | None = None
-                  ) -> Rollout:
+def rollout_pause(
+    *, rollout_id: int, actor: Any, reason: str, details: dict | None = None
+) -> Rollout:
     """Pause the rollout (checks keep running; a failure still acts).
     Already paused: unchanged. Raise RolloutInvalidTransition otherwise."""
-    return rollout_transition(rollout_id=rollout_id, to=Status.PAUSED, actor=actor,
-                              reason=reason, details=details)
+    return rollout_transition(
+        rollout_id=rollout_id,
+        to=Status.PAUSED,
+        actor=actor,
+        reason=reason,
+        details=details,
+    )
 
 
 def rollout_resume(*, rollout_id: int, actor: Any, reason: str = "") -> Rollout:
@@ -430,10 +533,18 @@ def rollout_resume(*, rollout_id: int, actor: Any, reason: str = "") -> Rollout:
         if rollout.status == Status.RUNNING:
             return rollout
         if rollout.status != Status.PAUSED:
-            raise RolloutInvalidTransition(rollout.status, Status.RUNNING, rollout_id=rollout.pk)
-        rollout = rollout_transition(rollout_id=rollout.pk, to=Status.RUNNING, actor=actor,
-                                     reason=reason or "resumed")
-        checks_reset(rollout=rollout, phase_index=rollout.current_phase, now=timezone.now())
+            raise RolloutInvalidTransition(
+                rollout.status, Status.RUNNING, rollout_id=rollout.pk
+            )
+        rollout = rollout_transition(
+            rollout_id=rollout.pk,
+            to=Status.RUNNING,
+            actor=actor,
+            reason=reason or "resumed",
+        )
+        checks_reset(
+            rollout=rollout, phase_index=rollout.current_phase, now=timezone.now()
+        )
     return rollout
 
 
@@ -447,11 +558,18 @@ def rollout_abort(*, rollout_id: int, actor: Any, reason: str) -> Rollout:
         if rollout.status == Status.ABORTED:
             return rollout
         if not is_allowed(rollout.status, Status.ABORTED):
-            raise RolloutInvalidTransition(rollout.status, Status.ABORTED, rollout_id=rollout.pk)
+            raise RolloutInvalidTransition(
+                rollout.status, Status.ABORTED, rollout_id=rollout.pk
+            )
         problems = flag_restore(rollout, actor, f"aborted: {reason}")
         rollout = rollout_transition(
-            rollout_id=rollout.pk, to=Status.ABORTED, actor=actor, reason=reason,
-            details={"restored": rollout.captured_state is not None,
-                     "restore_problems": problems},
+            rollout_id=rollout.pk,
+            to=Status.ABORTED,
+            actor=actor,
+            reason=reason,
+            details={
+                "restored": rollout.captured_state is not None,
+                "restore_problems": problems,
+            },
         )
     return rollout

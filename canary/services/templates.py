@@ -1,4 +1,5 @@
 """Create rollouts from named plans (``canary.templates_data.PLANS``)."""
+
 from __future__ import annotations
 
 import copy
@@ -42,8 +43,9 @@ def template_phases(
         or not isinstance(duration_scale, (int, float))
         or not 0 < duration_scale <= 100
     ):
-        raise InvalidInput("duration_scale: must be a number in (0, 100]",
-                           field="duration_scale")
+        raise InvalidInput(
+            "duration_scale: must be a number in (0, 100]", field="duration_scale"
+        )
     phases = copy.deepcopy(plan["phases"])
     names = {phase["name"] for phase in phases}
     for name in phase_overrides or {}:
@@ -85,11 +87,20 @@ def rollout_create_from_template(
     rest; a pilot or internal phase without merchants is refused with
     field ``phases[0].pilot_merchants``.
     """
-    phases = template_phases(template, pilot_merchants=pilot_merchants,
-                             duration_scale=duration_scale, phase_overrides=phase_overrides)
+    phases = template_phases(
+        template,
+        pilot_merchants=pilot_merchants,
+        duration_scale=duration_scale,
+        phase_overrides=phase_overrides,
+    )
     return rollout_create(
-        actor=actor, flag=flag, environment=environment,
+        actor=actor,
+        flag=flag,
+        environment=environment,
         name=name or f"{flag.key} in {environment.key}: {template}",
-        phases=phases, checks=checks, deployment=deployment,
-        treatment=treatment, control=control,
+        phases=phases,
+        checks=checks,
+        deployment=deployment,
+        treatment=treatment,
+        control=control,
     )

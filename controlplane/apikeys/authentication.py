@@ -3,6 +3,7 @@
 - missing, unknown or revoked key -> 401 with ``WWW-Authenticate: Bearer``
 - a key of another scope or environment -> 403
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -44,14 +45,20 @@ def server_key_for(request: Any, environment_key: str | None = None) -> ApiKeyIn
     """
     raw = bearer_token(request)
     if raw is None:
-        raise KeyRefused(401, "unauthorized", "send a server key as 'Authorization: Bearer <key>'")
+        raise KeyRefused(
+            401, "unauthorized", "send a server key as 'Authorization: Bearer <key>'"
+        )
     info = resolve_key(raw)
     if info is None:
         raise KeyRefused(401, "unauthorized", "unknown or revoked API key")
     if not info.is_server:
-        raise KeyRefused(403, "forbidden", "this endpoint needs a server key, not a management key")
+        raise KeyRefused(
+            403, "forbidden", "this endpoint needs a server key, not a management key"
+        )
     if environment_key is not None and info.environment_key != environment_key:
-        raise KeyRefused(403, "forbidden", f"this key cannot read environment {environment_key!r}")
+        raise KeyRefused(
+            403, "forbidden", f"this key cannot read environment {environment_key!r}"
+        )
     return info
 
 
@@ -143,5 +150,7 @@ def require_environment(request: Any, environment_key: str) -> ApiKeyInfo:
     if not isinstance(info, ApiKeyInfo) or not info.is_server:
         raise exceptions.NotAuthenticated("send a server key")
     if info.environment_key != environment_key:
-        raise exceptions.PermissionDenied(f"this key cannot use environment {environment_key!r}")
+        raise exceptions.PermissionDenied(
+            f"this key cannot use environment {environment_key!r}"
+        )
     return info

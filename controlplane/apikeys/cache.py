@@ -11,6 +11,7 @@ database is unreachable, known keys keep working (the last verified state).
 ``last_used_at`` is written at most once per ``APIKEY_TOUCH_INTERVAL`` per
 key, by the background thread, never per request.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -19,7 +20,6 @@ import os
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any
 
 from controlplane.audit.actors import Actor
 from controlplane.conf import setting
@@ -61,8 +61,8 @@ class KeyCache:
         self._lock = threading.Lock()
         # digest -> (ApiKeyInfo | None, verified_at monotonic)
         self._entries: dict[str, tuple[ApiKeyInfo | None, float]] = {}
-        self._used: dict[int, float] = {}        # pk -> wall time of last use
-        self._touched: dict[int, float] = {}     # pk -> wall time last written
+        self._used: dict[int, float] = {}  # pk -> wall time of last use
+        self._touched: dict[int, float] = {}  # pk -> wall time last written
         self._thread: threading.Thread | None = None
         self._pid = 0
         self._stop = threading.Event()
@@ -79,8 +79,10 @@ class KeyCache:
         if entry is not None:
             info, verified_at = entry
             if not self._background_alive():
-                ttl = setting("APIKEY_CACHE_TTL") if info is not None else setting(
-                    "APIKEY_NEGATIVE_TTL"
+                ttl = (
+                    setting("APIKEY_CACHE_TTL")
+                    if info is not None
+                    else setting("APIKEY_NEGATIVE_TTL")
                 )
                 if now - verified_at > ttl:
                     info = self._load_one(digest, fallback=entry)
@@ -111,7 +113,9 @@ class KeyCache:
         info = found.get(digest)
         with self._lock:
             if info is None and len(self._entries) >= _MAX_NEGATIVE:
-                self._entries = {k: v for k, v in self._entries.items() if v[0] is not None}
+                self._entries = {
+                    k: v for k, v in self._entries.items() if v[0] is not None
+                }
             self._entries[digest] = (info, time.monotonic())
         return info
 
@@ -145,10 +149,12 @@ class KeyCache:
 
         from controlplane.apikeys.services import apikeys_touch
 
-        apikeys_touch({
-            pk: dt.datetime.fromtimestamp(wall, tz=dt.timezone.utc)
-            for pk, wall in pending.items()
-        })
+        apikeys_touch(
+            {
+                pk: dt.datetime.fromtimestamp(wall, tz=dt.UTC)
+                for pk, wall in pending.items()
+            }
+        )
         self._touched.update(pending)
         return len(pending)
 
@@ -208,13 +214,25 @@ def _query(digests: list[str]) -> dict[str, ApiKeyInfo]:
     from controlplane.apikeys.models import ApiKey
 
     rows = ApiKey.objects.filter(secret_hash__in=digests).values_list(
-        "pk", "name", "scope", "environment_id", "environment__key", "user_id",
-        "prefix", "revoked_at", "secret_hash",
+        "pk",
+        "name",
+        "scope",
+        "environment_id",
+        "environment__key",
+        "user_id",
+        "prefix",
+        "revoked_at",
+        "secret_hash",
     )
     return {
         row[8]: ApiKeyInfo(
-            pk=row[0], name=row[1], scope=row[2], environment_id=row[3],
-            environment_key=row[4], user_id=row[5], prefix=row[6],
+            pk=row[0],
+            name=row[1],
+            scope=row[2],
+            environment_id=row[3],
+            environment_key=row[4],
+            user_id=row[5],
+            prefix=row[6],
             is_revoked=row[7] is not None,
         )
         for row in rows

@@ -3,6 +3,7 @@
 Only a SHA-256 of the whole key is stored (keys carry 32 random bytes, so a
 fast hash is the right tool) plus a short prefix shown in lists.
 """
+
 from __future__ import annotations
 
 from django.conf import settings
@@ -20,11 +21,17 @@ class ApiKey(models.Model):
     name = models.CharField(max_length=100)
     scope = models.CharField(max_length=16, choices=Scope.choices)
     environment = models.ForeignKey(
-        "flags.Environment", null=True, blank=True, on_delete=models.PROTECT,
+        "flags.Environment",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
         related_name="api_keys",
     )
     user = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT,
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
         related_name="api_keys",
         help_text="Service user whose permissions a management key carries.",
     )

@@ -1,17 +1,17 @@
 """Create and revoke API keys; both audited, the secret never recorded."""
+
 from __future__ import annotations
 
 import hashlib
 import secrets
 from typing import Any
 
-
 from django.utils import timezone
 
 from controlplane.apikeys.models import ApiKey, Scope
 from controlplane.audit.actors import as_actor
 from controlplane.audit.services import audited_transaction, record_audit_event
-from flags.exceptions import Conflict, InvalidInput
+from controlplane.exceptions import Conflict, InvalidInput
 
 PREFIXES = {Scope.SERVER: "cp_srv_", Scope.MANAGEMENT: "cp_mgt_"}
 PREFIX_LENGTH = 12  # "cp_srv_" + 5 characters of the secret
@@ -45,26 +45,39 @@ def apikey_create(
     if not name or len(name) > 100:
         raise InvalidInput("name: is required (at most 100 characters)", field="name")
     if scope not in Scope.values:
-        raise InvalidInput(f"scope: must be one of {', '.join(Scope.values)}", field="scope")
+        raise InvalidInput(
+            f"scope: must be one of {', '.join(Scope.values)}", field="scope"
+        )
     if scope == Scope.SERVER and environment is None:
-        raise InvalidInput("environment: a server key belongs to one environment",
-                           field="environment")
+        raise InvalidInput(
+            "environment: a server key belongs to one environment", field="environment"
+        )
     if scope == Scope.MANAGEMENT:
         if environment is not None:
-            raise InvalidInput("environment: a management key has no environment",
-                               field="environment")
+            raise InvalidInput(
+                "environment: a management key has no environment", field="environment"
+            )
         if user is None:
-            raise InvalidInput("user: a management key carries a service user's permissions",
-                               field="user")
+            raise InvalidInput(
+                "user: a management key carries a service user's permissions",
+                field="user",
+            )
     actor = as_actor(actor)
     raw = PREFIXES[Scope(scope)] + secrets.token_urlsafe(32)
     with audited_transaction():
         api_key = ApiKey.objects.create(
-            name=name, scope=scope, environment=environment, user=user,
-            prefix=raw[:PREFIX_LENGTH], secret_hash=key_hash(raw), created_by=str(actor),
+            name=name,
+            scope=scope,
+            environment=environment,
+            user=user,
+            prefix=raw[:PREFIX_LENGTH],
+            secret_hash=key_hash(raw),
+            created_by=str(actor),
         )
         record_audit_event(
-            actor=actor, action="apikey.created", target=api_key,
+            actor=actor,
+            action="apikey.created",
+            target=api_key,
             environment=environment.key if environment is not None else "",
             after=_snapshot(api_key),
         )
@@ -77,18 +90,23 @@ def apikey_revoke(*, actor: Any, api_key: ApiKey) -> ApiKey:
     Raises Conflict when the key is already revoked.
     """
     with audited_transaction():
-        api_key = ApiKey.objects.select_for_update(of=("self",)).select_related(
-            "environment", "user"
-        ).get(pk=api_key.pk)
+        api_key = (
+            ApiKey.objects.select_for_update(of=("self",))
+            .select_related("environment", "user")
+            .get(pk=api_key.pk)
+        )
         if api_key.revoked_at is not None:
             raise Conflict(f"API key {api_key.name!r} is already revoked")
         before = _snapshot(api_key)
         api_key.revoked_at = timezone.now()
         api_key.save(update_fields=["revoked_at"])
         record_audit_event(
-            actor=actor, action="apikey.revoked", target=api_key,
+            actor=actor,
+            action="apikey.revoked",
+            target=api_key,
             environment=api_key.environment.key if api_key.environment_id else "",
-            before=before, after=_snapshot(api_key),
+            before=before,
+            after=_snapshot(api_key),
         )
     return api_key
 

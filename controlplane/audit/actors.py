@@ -3,6 +3,7 @@
 Every service that writes takes an ``actor``. Interfaces build one from what
 they have (``actor_for_user(request.user)``, an API key, ``CONTROLLER``).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -4,6 +4,7 @@ Nobody adds, changes or deletes an event here (the model refuses too). The
 changelist filters by ``target_type`` and ``target_id`` from the query
 string, which is what the "History (audit)" link of every change page opens.
 """
+
 from __future__ import annotations
 
 import json
@@ -64,14 +65,41 @@ class AuditEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     actions = None
     list_per_page = 50
     fieldsets = [
-        ("Event", {"fields": ["id", "created_at", "actor", "action", "target", "environment",
-                              "request_id"]}),
-        ("Change", {"fields": ["changed_keys", "before_json", "after_json", "details_json"]}),
+        (
+            "Event",
+            {
+                "fields": [
+                    "id",
+                    "created_at",
+                    "actor",
+                    "action",
+                    "target",
+                    "environment",
+                    "request_id",
+                ]
+            },
+        ),
+        (
+            "Change",
+            {"fields": ["changed_keys", "before_json", "after_json", "details_json"]},
+        ),
         ("Chain", {"fields": ["prev_hash", "hash"]}),
     ]
-    readonly_fields = ["id", "created_at", "actor", "action", "target", "environment",
-                       "request_id", "changed_keys", "before_json", "after_json",
-                       "details_json", "prev_hash", "hash"]
+    readonly_fields = [
+        "id",
+        "created_at",
+        "actor",
+        "action",
+        "target",
+        "environment",
+        "request_id",
+        "changed_keys",
+        "before_json",
+        "after_json",
+        "details_json",
+        "prev_hash",
+        "hash",
+    ]
 
     def changelist_view(self, request: HttpRequest, extra_context: dict | None = None):
         extra_context = dict(extra_context or {})
@@ -105,9 +133,14 @@ class AuditEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     def changed_keys(self, event: AuditEvent) -> str:
         before, after = event.before, event.after
         if not isinstance(before, dict) or not isinstance(after, dict):
-            return "created" if before is None and after is not None else (
-                "removed" if after is None and before is not None else "-")
-        keys = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+            return (
+                "created"
+                if before is None and after is not None
+                else ("removed" if after is None and before is not None else "-")
+            )
+        keys = sorted(
+            k for k in before.keys() | after.keys() if before.get(k) != after.get(k)
+        )
         return ", ".join(keys) or "-"
 
     @admin.display(description="before")

@@ -1,4 +1,5 @@
 """The request id of the current request or task, for audit events."""
+
 from contextvars import ContextVar
 
 request_id_var: ContextVar[str] = ContextVar("controlplane_request_id", default="")

@@ -1,4 +1,5 @@
 """Bind a request id to each request (taken from X-Request-ID or made up)."""
+
 import re
 import uuid
 

@@ -3,6 +3,7 @@
 ``record_audit_event`` is the only writer. Services call it inside the
 transaction of the change, so the change and its event commit together.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -10,9 +11,10 @@ import decimal
 import hashlib
 import json
 import uuid
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 from django.db import connection, models, transaction
 from django.utils import timezone
@@ -44,7 +46,7 @@ def normalize(value: Any) -> Any:
 
 
 def _canonical_time(value: dt.datetime) -> str:
-    return value.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def compute_hash(event: AuditEvent) -> str:
@@ -64,7 +66,9 @@ def compute_hash(event: AuditEvent) -> str:
         "details": event.details,
         "request_id": event.request_id,
     }
-    payload = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    payload = json.dumps(
+        content, sort_keys=True, separators=(",", ":"), ensure_ascii=False
+    )
     return hashlib.sha256((event.prev_hash + payload).encode("utf-8")).hexdigest()
 
 
@@ -120,7 +124,9 @@ def record_audit_event(
     back with the change it describes.
     """
     if not connection.in_atomic_block:
-        raise RuntimeError("record_audit_event must run inside the change's transaction")
+        raise RuntimeError(
+            "record_audit_event must run inside the change's transaction"
+        )
     who: Actor = as_actor(actor)
     target_type, target_id, target_repr = _describe_target(target)
     audit_chain_lock()
@@ -161,12 +167,16 @@ def audit_chain_verify(*, chunk_size: int = 2000) -> ChainReport:
     for event in AuditEvent.objects.order_by("id").iterator(chunk_size=chunk_size):
         if event.prev_hash != expected_prev:
             return ChainReport(
-                False, checked, event.pk,
+                False,
+                checked,
+                event.pk,
                 "prev_hash does not match the event before it "
                 "(an event was removed or reordered)",
             )
         if compute_hash(event) != event.hash:
-            return ChainReport(False, checked, event.pk, "content does not match its hash (edited)")
+            return ChainReport(
+                False, checked, event.pk, "content does not match its hash (edited)"
+            )
         expected_prev = event.hash
         checked += 1
     return ChainReport(True, checked)
@@ -177,9 +187,17 @@ def audit_event_as_dict(event: AuditEvent) -> dict[str, Any]:
     return {
         "id": event.pk,
         "created_at": _canonical_time(event.created_at),
-        "actor": {"type": event.actor_type, "id": event.actor_id, "name": event.actor_name},
+        "actor": {
+            "type": event.actor_type,
+            "id": event.actor_id,
+            "name": event.actor_name,
+        },
         "action": event.action,
-        "target": {"type": event.target_type, "id": event.target_id, "repr": event.target_repr},
+        "target": {
+            "type": event.target_type,
+            "id": event.target_id,
+            "repr": event.target_repr,
+        },
         "environment": event.environment,
         "before": event.before,
         "after": event.after,
@@ -190,7 +208,9 @@ def audit_event_as_dict(event: AuditEvent) -> dict[str, Any]:
     }
 
 
-def audit_events_export(*, since: dt.datetime | None = None) -> Iterator[dict[str, Any]]:
+def audit_events_export(
+    *, since: dt.datetime | None = None
+) -> Iterator[dict[str, Any]]:
     """Yield events oldest first, optionally only those at or after ``since``."""
     events = AuditEvent.objects.order_by("id")
     if since is not None:
@@ -202,7 +222,9 @@ def audit_events_export(*, since: dt.datetime | None = None) -> Iterator[dict[st
 def history_for(*, target: Any, limit: int = 20):
     """Return the latest events about ``target``, newest first."""
     target_type, target_id, _ = _describe_target(target)
-    return AuditEvent.objects.filter(target_type=target_type, target_id=target_id)[:limit]
+    return AuditEvent.objects.filter(target_type=target_type, target_id=target_id)[
+        :limit
+    ]
 
 
 __all__ = [

@@ -10,6 +10,7 @@ filters, inlines), ``flag_admin`` (flags, flag states, overrides) and
 ``registry_admin`` (merchants, segments, environments). Importing the
 package registers every model admin.
 """
+
 from flags.admin import flag_admin, registry_admin  # noqa: F401  (registers the admins)
 from flags.admin.base import ReadOnlyInline, ServiceModelAdmin
 

@@ -2,11 +2,13 @@
 kill / restore / percentage actions with their confirmation page, list
 filters and read-only inlines.
 """
+
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
@@ -20,8 +22,8 @@ from django.utils.html import format_html
 
 from controlplane.audit.actors import Actor, actor_for_user
 from controlplane.audit.admin import audit_history_url
+from controlplane.exceptions import DomainError
 from flags import services
-from flags.exceptions import DomainError
 from flags.forms import EnvironmentChoiceForm, KillForm, PercentageForm, RestoreForm
 from flags.models import Flag, FlagState, MerchantOverride
 
@@ -41,7 +43,9 @@ def state_serving(state: FlagState) -> str:
         if is_bool and arms and arms[0]["variation"] == "on":
             text = _percent(arms[0]["weight"])
         else:
-            text = " / ".join(f"{arm['variation']} {_percent(arm['weight'])}" for arm in arms)
+            text = " / ".join(
+                f"{arm['variation']} {_percent(arm['weight'])}" for arm in arms
+            )
     elif is_bool:
         text = "100%" if fallthrough.get("variation") == "on" else "0%"
     else:
@@ -88,7 +92,9 @@ def _form_field_for(form: BaseForm, field: str | None) -> str | None:
     return None
 
 
-def _with_service_error(form_class: type[BaseForm], error: DomainError) -> type[BaseForm]:
+def _with_service_error(
+    form_class: type[BaseForm], error: DomainError
+) -> type[BaseForm]:
     class ServiceErrorForm(form_class):  # type: ignore[misc, valid-type]
         def clean(self) -> Any:
             cleaned = super().clean()
@@ -124,8 +130,13 @@ class ServiceModelAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return self.can_delete and super().has_delete_permission(request, obj)
 
-    def changeform_view(self, request: HttpRequest, object_id: str | None = None,
-                        form_url: str = "", extra_context: dict | None = None) -> HttpResponse:
+    def changeform_view(
+        self,
+        request: HttpRequest,
+        object_id: str | None = None,
+        form_url: str = "",
+        extra_context: dict | None = None,
+    ) -> HttpResponse:
         extra_context = dict(extra_context or {})
         if object_id is not None:
             extra_context["audit_history_url"] = audit_history_url(
@@ -142,13 +153,16 @@ class ServiceModelAdmin(admin.ModelAdmin):
             request._service_error = exc  # type: ignore[attr-defined]
             return super().changeform_view(request, object_id, form_url, extra_context)
 
-    def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False,
-                 **kwargs: Any) -> type[BaseForm]:
+    def get_form(
+        self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any
+    ) -> type[BaseForm]:
         form_class = super().get_form(request, obj, change, **kwargs)
         error = getattr(request, "_service_error", None)
         return _with_service_error(form_class, error) if error else form_class
 
-    def save_model(self, request: HttpRequest, obj: Any, form: BaseForm, change: bool) -> None:
+    def save_model(
+        self, request: HttpRequest, obj: Any, form: BaseForm, change: bool
+    ) -> None:
         actor = actor_for_user(request.user)
         if change:
             saved = self.service_update(actor, obj, form.cleaned_data)
@@ -156,11 +170,16 @@ class ServiceModelAdmin(admin.ModelAdmin):
             saved = self.service_create(actor, form.cleaned_data)
         _adopt(obj, saved)
 
-    def save_related(self, request: HttpRequest, form: BaseForm, formsets: Any,
-                     change: bool) -> None:
+    def save_related(
+        self, request: HttpRequest, form: BaseForm, formsets: Any, change: bool
+    ) -> None:
         """Save nothing: inlines here are read-only and no model has m2m fields."""
         for formset in formsets:  # what the admin's change message reads
-            formset.new_objects, formset.changed_objects, formset.deleted_objects = [], [], []
+            formset.new_objects, formset.changed_objects, formset.deleted_objects = (
+                [],
+                [],
+                [],
+            )
 
     def delete_model(self, request: HttpRequest, obj: Any) -> None:
         self.service_delete(actor_for_user(request.user), obj)
@@ -174,17 +193,22 @@ class ServiceModelAdmin(admin.ModelAdmin):
             except DomainError as exc:
                 failures.append(f"{obj}: {exc.message}")
         if failures:
-            self.message_user(request, "Not deleted: " + "; ".join(failures), messages.ERROR)
+            self.message_user(
+                request, "Not deleted: " + "; ".join(failures), messages.ERROR
+            )
 
-    def delete_view(self, request: HttpRequest, object_id: str,
-                    extra_context: dict | None = None) -> HttpResponse:
+    def delete_view(
+        self, request: HttpRequest, object_id: str, extra_context: dict | None = None
+    ) -> HttpResponse:
         try:
             return super().delete_view(request, object_id, extra_context)
         except DomainError as exc:
             self.message_user(request, f"Not deleted: {exc.message}", messages.ERROR)
             opts = self.model._meta
             return HttpResponseRedirect(
-                reverse(f"admin:{opts.app_label}_{opts.model_name}_change", args=[object_id])
+                reverse(
+                    f"admin:{opts.app_label}_{opts.model_name}_change", args=[object_id]
+                )
             )
 
 
@@ -202,39 +226,58 @@ class StateAction:
 
 
 def _kill(actor: Actor, state: FlagState, data: dict) -> FlagState:
-    return services.flag_state_kill(actor=actor, flag=state.flag,
-                                    environment=state.environment, reason=data["reason"])
+    return services.flag_state_kill(
+        actor=actor,
+        flag=state.flag,
+        environment=state.environment,
+        reason=data["reason"],
+    )
 
 
 def _restore(actor: Actor, state: FlagState, data: dict) -> FlagState:
-    return services.flag_state_restore(actor=actor, flag=state.flag,
-                                       environment=state.environment, reason=data["reason"])
+    return services.flag_state_restore(
+        actor=actor,
+        flag=state.flag,
+        environment=state.environment,
+        reason=data["reason"],
+    )
 
 
 def _set_percentage(actor: Actor, state: FlagState, data: dict) -> FlagState:
     return services.flag_state_set_percentage(
-        actor=actor, flag=state.flag, environment=state.environment,
+        actor=actor,
+        flag=state.flag,
+        environment=state.environment,
         percentage=float(data["percentage"]),
-        treatment=data["treatment"] or None, control=data["control"] or None,
+        treatment=data["treatment"] or None,
+        control=data["control"] or None,
     )
 
 
 KILL = StateAction(
     title="Kill switch",
     intro="Everyone gets the off variation in these flag states, now.",
-    submit_label="Kill", done="Killed", form_class=KillForm, apply=_kill,
+    submit_label="Kill",
+    done="Killed",
+    form_class=KillForm,
+    apply=_kill,
 )
 RESTORE = StateAction(
     title="Restore after a kill",
     intro="Targeting turns on again in these flag states, as it was before the kill.",
-    submit_label="Restore", done="Restored", form_class=RestoreForm, apply=_restore,
+    submit_label="Restore",
+    done="Restored",
+    form_class=RestoreForm,
+    apply=_restore,
 )
 SET_PERCENTAGE = StateAction(
     title="Set rollout percentage",
     intro="The default (fallthrough) of these flag states becomes a split serving the "
-          "treatment to this share of merchants. Overrides and rules still come first.",
-    submit_label="Set percentage", done="Set the percentage of",
-    form_class=PercentageForm, apply=_set_percentage,
+    "treatment to this share of merchants. Overrides and rules still come first.",
+    submit_label="Set percentage",
+    done="Set the percentage of",
+    form_class=PercentageForm,
+    apply=_set_percentage,
 )
 
 
@@ -254,13 +297,22 @@ def _confirm_state_action(
     confirmed = request.POST.get("confirm") == "yes"
     form = spec.form_class(request.POST if confirmed else None)
     environment_form = (
-        EnvironmentChoiceForm(request.POST if confirmed else None) if by_environment else None
+        EnvironmentChoiceForm(request.POST if confirmed else None)
+        if by_environment
+        else None
     )
-    if confirmed and form.is_valid() and (environment_form is None or environment_form.is_valid()):
+    if (
+        confirmed
+        and form.is_valid()
+        and (environment_form is None or environment_form.is_valid())
+    ):
         if environment_form is not None:
             states: Iterable[FlagState] = FlagState.objects.select_related(
                 "flag", "environment"
-            ).filter(flag__in=queryset, environment=environment_form.cleaned_data["environment"])
+            ).filter(
+                flag__in=queryset,
+                environment=environment_form.cleaned_data["environment"],
+            )
         else:
             states = queryset.select_related("flag", "environment")
         _apply_state_action(modeladmin, request, list(states), spec, form.cleaned_data)
@@ -268,20 +320,27 @@ def _confirm_state_action(
     objects = list(queryset)
     if by_environment:
         rows = [
-            {"url": _admin_change_url(flag), "label": flag.key,
-             "status": " / ".join(f"{s.environment.key}: {state_status(s)}"
-                                  for s in flag.states.all())}
+            {
+                "url": _admin_change_url(flag),
+                "label": flag.key,
+                "status": " / ".join(
+                    f"{s.environment.key}: {state_status(s)}" for s in flag.states.all()
+                ),
+            }
             for flag in queryset.prefetch_related("states__environment", "states__flag")
         ]
     else:
-        rows = [{"url": _admin_change_url(s), "label": str(s), "status": state_status(s)}
-                for s in queryset.select_related("flag", "environment")]
+        rows = [
+            {"url": _admin_change_url(s), "label": str(s), "status": state_status(s)}
+            for s in queryset.select_related("flag", "environment")
+        ]
     context = {
         **modeladmin.admin_site.each_context(request),
         "title": spec.title,
         "intro": spec.intro,
-        "rows_title": "Flags (pick the environment below)" if by_environment
-                      else "Affected flag states",
+        "rows_title": "Flags (pick the environment below)"
+        if by_environment
+        else "Affected flag states",
         "rows": rows,
         "objects": objects,
         "opts": modeladmin.model._meta,
@@ -294,8 +353,13 @@ def _confirm_state_action(
     return TemplateResponse(request, "admin/flags/action_confirm.html", context)
 
 
-def _apply_state_action(modeladmin: admin.ModelAdmin, request: HttpRequest,
-                        states: list[FlagState], spec: StateAction, data: dict) -> None:
+def _apply_state_action(
+    modeladmin: admin.ModelAdmin,
+    request: HttpRequest,
+    states: list[FlagState],
+    spec: StateAction,
+    data: dict,
+) -> None:
     actor = actor_for_user(request.user)
     done, failed = [], []
     for state in states:  # one service call (and audit event) per state
@@ -305,11 +369,15 @@ def _apply_state_action(modeladmin: admin.ModelAdmin, request: HttpRequest,
         except DomainError as exc:
             failed.append(f"{state}: {exc.message}")
     if done:
-        modeladmin.message_user(request, f"{spec.done} {len(done)} flag state(s): "
-                                         f"{', '.join(done)}.", messages.SUCCESS)
+        modeladmin.message_user(
+            request,
+            f"{spec.done} {len(done)} flag state(s): {', '.join(done)}.",
+            messages.SUCCESS,
+        )
     if failed:
-        modeladmin.message_user(request, f"Failed for {len(failed)}: {'; '.join(failed)}",
-                                messages.ERROR)
+        modeladmin.message_user(
+            request, f"Failed for {len(failed)}: {'; '.join(failed)}", messages.ERROR
+        )
 
 
 # -- list filters ----------------------------------------------------------------------
@@ -320,7 +388,11 @@ class TagFilter(admin.SimpleListFilter):
     parameter_name = "tag"
 
     def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
-        tags = {tag for tags in Flag.objects.values_list("tags", flat=True) for tag in tags or []}
+        tags = {
+            tag
+            for tags in Flag.objects.values_list("tags", flat=True)
+            for tag in tags or []
+        }
         return [(tag, tag) for tag in sorted(tags)]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
@@ -328,7 +400,9 @@ class TagFilter(admin.SimpleListFilter):
         if not tag:
             return queryset
         # Tags are a JSON list; filtered in Python so SQLite and PostgreSQL agree.
-        pks = [pk for pk, tags in queryset.values_list("pk", "tags") if tag in (tags or [])]
+        pks = [
+            pk for pk, tags in queryset.values_list("pk", "tags") if tag in (tags or [])
+        ]
         return queryset.filter(pk__in=pks)
 
 
@@ -399,7 +473,9 @@ class ReadOnlyInline(admin.TabularInline):
 
 class FlagStateInline(ReadOnlyInline):
     model = FlagState
-    verbose_name_plural = "flag states per environment (open one to edit or see its history)"
+    verbose_name_plural = (
+        "flag states per environment (open one to edit or see its history)"
+    )
     fields = ["environment", "status", "version", "kill_reason", "updated_at"]
     readonly_fields = fields
 
@@ -417,7 +493,11 @@ class MerchantOverrideInline(ReadOnlyInline):
     readonly_fields = fields
 
     def get_queryset(self, request: HttpRequest) -> QuerySet:
-        return super().get_queryset(request).select_related("flag", "environment", "merchant")
+        return (
+            super()
+            .get_queryset(request)
+            .select_related("flag", "environment", "merchant")
+        )
 
     @admin.display(description="merchant")
     def merchant_link(self, override: MerchantOverride) -> str:

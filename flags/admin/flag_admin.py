@@ -1,4 +1,5 @@
 """Admin of flags, their per-environment states and merchant overrides."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -12,13 +13,13 @@ from django.utils.html import format_html
 from controlplane.audit.actors import Actor, actor_for_user
 from flags import services
 from flags.admin.base import (
-    FlagKilledFilter,
-    FlagStateInline,
     KILL,
-    MerchantOverrideInline,
-    OverrideLiveFilter,
     RESTORE,
     SET_PERCENTAGE,
+    FlagKilledFilter,
+    FlagStateInline,
+    MerchantOverrideInline,
+    OverrideLiveFilter,
     ServiceModelAdmin,
     StateKilledFilter,
     TagFilter,
@@ -30,7 +31,6 @@ from flags.admin.base import (
 from flags.forms import FlagForm, FlagStateForm, MerchantOverrideForm
 from flags.models import Flag, FlagState, MerchantOverride
 
-
 # -- model admins ------------------------------------------------------------------------
 
 
@@ -41,8 +41,13 @@ class FlagAdmin(ServiceModelAdmin):
     list_filter = ["value_type", "archived", TagFilter, FlagKilledFilter]
     search_fields = ["key", "name", "description", "owner"]
     inlines = [FlagStateInline, MerchantOverrideInline]
-    actions = ["kill_in_environment", "restore_in_environment", "set_percentage_in_environment",
-               "archive", "unarchive"]
+    actions = [
+        "kill_in_environment",
+        "restore_in_environment",
+        "set_percentage_in_environment",
+        "archive",
+        "unarchive",
+    ]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet:
         return super().get_queryset(request).prefetch_related("states__environment")
@@ -52,10 +57,28 @@ class FlagAdmin(ServiceModelAdmin):
 
     def get_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
         if obj is None:
-            return ["key", "name", "value_type", "variations", "off_variation", "description",
-                    "owner", "tags"]
-        return ["key", "value_type", "name", "variations", "description", "owner", "tags",
-                "archived", "created_at", "updated_at"]
+            return [
+                "key",
+                "name",
+                "value_type",
+                "variations",
+                "off_variation",
+                "description",
+                "owner",
+                "tags",
+            ]
+        return [
+            "key",
+            "value_type",
+            "name",
+            "variations",
+            "description",
+            "owner",
+            "tags",
+            "archived",
+            "created_at",
+            "updated_at",
+        ]
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
         if obj is None:
@@ -64,24 +87,37 @@ class FlagAdmin(ServiceModelAdmin):
 
     def service_create(self, actor: Actor, data: dict[str, Any]) -> Flag:
         return services.flag_create(
-            actor=actor, key=data["key"], name=data["name"], value_type=data["value_type"],
-            variations=data.get("variations"), off_variation=data.get("off_variation") or None,
-            description=data.get("description", ""), owner=data.get("owner", ""),
+            actor=actor,
+            key=data["key"],
+            name=data["name"],
+            value_type=data["value_type"],
+            variations=data.get("variations"),
+            off_variation=data.get("off_variation") or None,
+            description=data.get("description", ""),
+            owner=data.get("owner", ""),
             tags=data.get("tags") or [],
         )
 
     def service_update(self, actor: Actor, obj: Flag, data: dict[str, Any]) -> Flag:
         return services.flag_update(
-            actor=actor, flag=obj, name=data["name"], description=data.get("description", ""),
-            owner=data.get("owner", ""), tags=data.get("tags") or [],
+            actor=actor,
+            flag=obj,
+            name=data["name"],
+            description=data.get("description", ""),
+            owner=data.get("owner", ""),
+            tags=data.get("tags") or [],
             variations=data["variations"],
         )
 
     @admin.display(description="environments")
     def environments(self, flag: Flag) -> str:
-        states = sorted(flag.states.all(), key=lambda s: (s.environment.sort_order,
-                                                          s.environment.key))
-        return " / ".join(f"{s.environment.key}: {state_status(s)}" for s in states) or "-"
+        states = sorted(
+            flag.states.all(),
+            key=lambda s: (s.environment.sort_order, s.environment.key),
+        )
+        return (
+            " / ".join(f"{s.environment.key}: {state_status(s)}" for s in states) or "-"
+        )
 
     @admin.display(description="tags")
     def tag_list(self, flag: Flag) -> str:
@@ -93,12 +129,17 @@ class FlagAdmin(ServiceModelAdmin):
 
     @admin.action(description="Restore (after a kill) in an environment…")
     def restore_in_environment(self, request: HttpRequest, queryset: QuerySet) -> Any:
-        return _confirm_state_action(self, request, queryset, RESTORE, by_environment=True)
+        return _confirm_state_action(
+            self, request, queryset, RESTORE, by_environment=True
+        )
 
     @admin.action(description="Set rollout percentage in an environment…")
-    def set_percentage_in_environment(self, request: HttpRequest, queryset: QuerySet) -> Any:
-        return _confirm_state_action(self, request, queryset, SET_PERCENTAGE,
-                                     by_environment=True)
+    def set_percentage_in_environment(
+        self, request: HttpRequest, queryset: QuerySet
+    ) -> Any:
+        return _confirm_state_action(
+            self, request, queryset, SET_PERCENTAGE, by_environment=True
+        )
 
     @admin.action(description="Archive selected flags")
     def archive(self, request: HttpRequest, queryset: QuerySet) -> None:
@@ -108,42 +149,86 @@ class FlagAdmin(ServiceModelAdmin):
     def unarchive(self, request: HttpRequest, queryset: QuerySet) -> None:
         self._set_archived(request, queryset, archived=False)
 
-    def _set_archived(self, request: HttpRequest, queryset: QuerySet, *, archived: bool) -> None:
+    def _set_archived(
+        self, request: HttpRequest, queryset: QuerySet, *, archived: bool
+    ) -> None:
         actor = actor_for_user(request.user)
         keys = []
         for flag in queryset:
             services.flag_archive(actor=actor, flag=flag, archived=archived)
             keys.append(flag.key)
         verb = "Archived" if archived else "Unarchived"
-        self.message_user(request, f"{verb} {len(keys)} flag(s): {', '.join(keys)}.",
-                          messages.SUCCESS)
+        self.message_user(
+            request, f"{verb} {len(keys)} flag(s): {', '.join(keys)}.", messages.SUCCESS
+        )
 
 
 @admin.register(FlagState)
 class FlagStateAdmin(ServiceModelAdmin):
     form = FlagStateForm
-    list_display = ["__str__", "flag_link", "environment", "status", "version", "updated_at"]
+    list_display = [
+        "__str__",
+        "flag_link",
+        "environment",
+        "status",
+        "version",
+        "updated_at",
+    ]
     list_filter = ["environment", StateKilledFilter, "enabled", "flag__archived"]
     search_fields = ["flag__key", "flag__name"]
     list_select_related = ["flag", "environment"]
     actions = ["kill", "restore", "set_percentage"]
     fieldsets = [
-        (None, {"fields": ["flag", "environment", "kill_state", "serving", "current_version"]}),
-        ("Serving (saved against the version you loaded: a concurrent change is refused)",
-         {"fields": ["enabled", "off_variation", "rules", "fallthrough", "bucket_by",
-                     "version"]}),
+        (
+            None,
+            {
+                "fields": [
+                    "flag",
+                    "environment",
+                    "kill_state",
+                    "serving",
+                    "current_version",
+                ]
+            },
+        ),
+        (
+            "Serving (saved against the version you loaded: a concurrent change is refused)",
+            {
+                "fields": [
+                    "enabled",
+                    "off_variation",
+                    "rules",
+                    "fallthrough",
+                    "bucket_by",
+                    "version",
+                ]
+            },
+        ),
     ]
-    readonly_fields = ["flag", "environment", "kill_state", "serving", "current_version"]
+    readonly_fields = [
+        "flag",
+        "environment",
+        "kill_state",
+        "serving",
+        "current_version",
+    ]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # a state exists per flag x environment, made by the services
 
-    def service_update(self, actor: Actor, obj: FlagState, data: dict[str, Any]) -> FlagState:
+    def service_update(
+        self, actor: Actor, obj: FlagState, data: dict[str, Any]
+    ) -> FlagState:
         return services.flag_state_update(
-            actor=actor, flag=obj.flag, environment=obj.environment,
-            expected_version=data["version"], enabled=data["enabled"],
-            off_variation=data["off_variation"], rules=data["rules"],
-            fallthrough=data["fallthrough"], bucket_by=data["bucket_by"],
+            actor=actor,
+            flag=obj.flag,
+            environment=obj.environment,
+            expected_version=data["version"],
+            enabled=data["enabled"],
+            off_variation=data["off_variation"],
+            rules=data["rules"],
+            fallthrough=data["fallthrough"],
+            bucket_by=data["bucket_by"],
         )
 
     @admin.display(description="flag", ordering="flag__key")
@@ -168,29 +253,43 @@ class FlagStateAdmin(ServiceModelAdmin):
             return "not killed"
         return format_html(
             '<strong style="color:#ba2121">KILLED</strong> at {} &middot; reason: {}',
-            state.killed_at.strftime("%Y-%m-%d %H:%M:%S UTC"), state.kill_reason or "(none given)",
+            state.killed_at.strftime("%Y-%m-%d %H:%M:%S UTC"),
+            state.kill_reason or "(none given)",
         )
 
     @admin.action(description="Kill switch…")
     def kill(self, request: HttpRequest, queryset: QuerySet) -> Any:
-        return _confirm_state_action(self, request, queryset, KILL, by_environment=False)
+        return _confirm_state_action(
+            self, request, queryset, KILL, by_environment=False
+        )
 
     @admin.action(description="Restore (after a kill)…")
     def restore(self, request: HttpRequest, queryset: QuerySet) -> Any:
-        return _confirm_state_action(self, request, queryset, RESTORE, by_environment=False)
+        return _confirm_state_action(
+            self, request, queryset, RESTORE, by_environment=False
+        )
 
     @admin.action(description="Set rollout percentage…")
     def set_percentage(self, request: HttpRequest, queryset: QuerySet) -> Any:
-        return _confirm_state_action(self, request, queryset, SET_PERCENTAGE,
-                                     by_environment=False)
+        return _confirm_state_action(
+            self, request, queryset, SET_PERCENTAGE, by_environment=False
+        )
 
 
 @admin.register(MerchantOverride)
 class MerchantOverrideAdmin(ServiceModelAdmin):
     form = MerchantOverrideForm
     can_delete = True
-    list_display = ["__str__", "flag", "environment", "merchant", "variation", "expiry",
-                    "created_by", "updated_at"]
+    list_display = [
+        "__str__",
+        "flag",
+        "environment",
+        "merchant",
+        "variation",
+        "expiry",
+        "created_by",
+        "updated_at",
+    ]
     list_filter = ["flag", "environment", OverrideLiveFilter]
     search_fields = ["merchant__key", "merchant__name", "flag__key", "note"]
     list_select_related = ["flag", "environment", "merchant"]
@@ -204,26 +303,47 @@ class MerchantOverrideAdmin(ServiceModelAdmin):
         # A different flag, environment or merchant is another override.
         if obj is None:
             return []
-        return ["flag", "environment", "merchant", "created_by", "created_at", "updated_at"]
+        return [
+            "flag",
+            "environment",
+            "merchant",
+            "created_by",
+            "created_at",
+            "updated_at",
+        ]
 
     def service_create(self, actor: Actor, data: dict[str, Any]) -> MerchantOverride:
         return services.override_set(
-            actor=actor, flag=data["flag"], environment=data["environment"],
-            merchant=data["merchant"], variation=data["variation"], note=data.get("note", ""),
+            actor=actor,
+            flag=data["flag"],
+            environment=data["environment"],
+            merchant=data["merchant"],
+            variation=data["variation"],
+            note=data.get("note", ""),
             expires_at=data.get("expires_at"),
         )
 
-    def service_update(self, actor: Actor, obj: MerchantOverride,
-                       data: dict[str, Any]) -> MerchantOverride:
+    def service_update(
+        self, actor: Actor, obj: MerchantOverride, data: dict[str, Any]
+    ) -> MerchantOverride:
         return services.override_set(
-            actor=actor, flag=obj.flag, environment=obj.environment, merchant=obj.merchant,
-            variation=data["variation"], note=data.get("note", ""),
+            actor=actor,
+            flag=obj.flag,
+            environment=obj.environment,
+            merchant=obj.merchant,
+            variation=data["variation"],
+            note=data.get("note", ""),
             expires_at=data.get("expires_at"),
         )
 
     def service_delete(self, actor: Actor, obj: MerchantOverride) -> None:
-        services.override_remove(actor=actor, flag=obj.flag, environment=obj.environment,
-                                 merchant=obj.merchant, reason="removed in the admin")
+        services.override_remove(
+            actor=actor,
+            flag=obj.flag,
+            environment=obj.environment,
+            merchant=obj.merchant,
+            reason="removed in the admin",
+        )
 
     @admin.display(description="expires", ordering="expires_at")
     def expiry(self, override: MerchantOverride) -> str:

@@ -1,4 +1,5 @@
 """Admin of merchants, segments and environments."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -20,9 +21,14 @@ def _attributes_html(attributes: dict | None) -> str:
         return "-"
     return format_html(
         "<ul style='margin:0; padding-left:1em'>{}</ul>",
-        format_html_join("", "<li><strong>{}</strong>: {}</li>",
-                         ((name, _attribute_text(value))
-                          for name, value in sorted(attributes.items()))),
+        format_html_join(
+            "",
+            "<li><strong>{}</strong>: {}</li>",
+            (
+                (name, _attribute_text(value))
+                for name, value in sorted(attributes.items())
+            ),
+        ),
     )
 
 
@@ -43,22 +49,37 @@ class MerchantAdmin(ServiceModelAdmin):
     def get_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
         if obj is None:
             return ["key", "name", "is_active", "attributes"]
-        return ["key", "name", "is_active", "attributes_list", "attributes", "created_at",
-                "updated_at"]
+        return [
+            "key",
+            "name",
+            "is_active",
+            "attributes_list",
+            "attributes",
+            "created_at",
+            "updated_at",
+        ]
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
         return ["key", "attributes_list", "created_at", "updated_at"] if obj else []
 
     def service_create(self, actor: Actor, data: dict[str, Any]) -> Merchant:
         return services.merchant_create(
-            actor=actor, key=data["key"], name=data.get("name", ""),
-            attributes=data.get("attributes") or {}, is_active=data["is_active"],
+            actor=actor,
+            key=data["key"],
+            name=data.get("name", ""),
+            attributes=data.get("attributes") or {},
+            is_active=data["is_active"],
         )
 
-    def service_update(self, actor: Actor, obj: Merchant, data: dict[str, Any]) -> Merchant:
+    def service_update(
+        self, actor: Actor, obj: Merchant, data: dict[str, Any]
+    ) -> Merchant:
         return services.merchant_update(
-            actor=actor, merchant=obj, name=data.get("name", ""),
-            attributes=data.get("attributes") or {}, is_active=data["is_active"],
+            actor=actor,
+            merchant=obj,
+            name=data.get("name", ""),
+            attributes=data.get("attributes") or {},
+            is_active=data["is_active"],
         )
 
     @admin.display(description="attributes")
@@ -73,15 +94,22 @@ class MerchantAdmin(ServiceModelAdmin):
     def activate(self, request: HttpRequest, queryset: QuerySet) -> None:
         self._set_active(request, queryset, is_active=True)
 
-    def _set_active(self, request: HttpRequest, queryset: QuerySet, *, is_active: bool) -> None:
+    def _set_active(
+        self, request: HttpRequest, queryset: QuerySet, *, is_active: bool
+    ) -> None:
         actor = actor_for_user(request.user)
         keys = []
         for merchant in queryset:
-            services.merchant_update(actor=actor, merchant=merchant, is_active=is_active)
+            services.merchant_update(
+                actor=actor, merchant=merchant, is_active=is_active
+            )
             keys.append(merchant.key)
         verb = "Activated" if is_active else "Deactivated"
-        self.message_user(request, f"{verb} {len(keys)} merchant(s): {', '.join(keys)}.",
-                          messages.SUCCESS)
+        self.message_user(
+            request,
+            f"{verb} {len(keys)} merchant(s): {', '.join(keys)}.",
+            messages.SUCCESS,
+        )
 
 
 @admin.register(Segment)
@@ -96,13 +124,21 @@ class SegmentAdmin(ServiceModelAdmin):
 
     def service_create(self, actor: Actor, data: dict[str, Any]) -> Segment:
         return services.segment_create(
-            actor=actor, key=data["key"], name=data["name"], clauses=data["clauses"],
+            actor=actor,
+            key=data["key"],
+            name=data["name"],
+            clauses=data["clauses"],
             description=data.get("description", ""),
         )
 
-    def service_update(self, actor: Actor, obj: Segment, data: dict[str, Any]) -> Segment:
+    def service_update(
+        self, actor: Actor, obj: Segment, data: dict[str, Any]
+    ) -> Segment:
         return services.segment_update(
-            actor=actor, segment=obj, name=data["name"], clauses=data["clauses"],
+            actor=actor,
+            segment=obj,
+            name=data["name"],
+            clauses=data["clauses"],
             description=data.get("description", ""),
         )
 
@@ -115,7 +151,9 @@ class SegmentAdmin(ServiceModelAdmin):
         for clause in segment.clauses or []:
             values = ", ".join(str(value) for value in clause.get("values", []))
             negate = "not " if clause.get("negate") else ""
-            parts.append(f"{clause.get('attribute', '')} {negate}{clause.get('op')} [{values}]")
+            parts.append(
+                f"{clause.get('attribute', '')} {negate}{clause.get('op')} [{values}]"
+            )
         return " and ".join(parts) or "-"
 
 
@@ -140,5 +178,8 @@ class EnvironmentAdmin(ServiceModelAdmin):
 
     def service_create(self, actor: Actor, data: dict[str, Any]) -> Environment:
         return services.environment_create(
-            actor=actor, key=data["key"], name=data["name"], sort_order=data["sort_order"],
+            actor=actor,
+            key=data["key"],
+            name=data["name"],
+            sort_order=data["sort_order"],
         )

@@ -3,6 +3,7 @@
 Plain Django views: this is the hot path. A warm request runs no database
 query (API key and ruleset come from memory) and does no DRF work.
 """
+
 from __future__ import annotations
 
 import json
@@ -13,17 +14,17 @@ from typing import Any
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from controlplane.apikeys.authentication import KeyRefused, server_key_for
-from controlplane.conf import setting
-from flags import engine, metrics
-from flags.api.errors import (
+from controlplane.api.errors import (
     RequestRefused,
     error_response,
     json_response,
     ofrep_error_response,
     read_json_object,
 )
-from flags.exceptions import DomainError
+from controlplane.apikeys.authentication import KeyRefused, server_key_for
+from controlplane.conf import setting
+from controlplane.exceptions import DomainError
+from flags import engine, metrics
 from flags.snapshot import get_ruleset
 
 _perf = time.perf_counter
@@ -63,11 +64,17 @@ def _native_answer(answer: engine.Evaluation) -> dict[str, Any]:
 def _native_context(body: dict[str, Any]) -> dict[str, Any]:
     context = body.get("context", {})
     if not isinstance(context, dict):
-        raise RequestRefused(400, "INVALID_CONTEXT", "context must be an object", field="context")
+        raise RequestRefused(
+            400, "INVALID_CONTEXT", "context must be an object", field="context"
+        )
     merchant = context.get("merchant", context.get("targetingKey"))
     if merchant is not None and not isinstance(merchant, str):
-        raise RequestRefused(400, "INVALID_CONTEXT", "context.merchant must be a string",
-                             field="context.merchant")
+        raise RequestRefused(
+            400,
+            "INVALID_CONTEXT",
+            "context.merchant must be a string",
+            field="context.merchant",
+        )
     if "targetingKey" in context:
         context = {k: v for k, v in context.items() if k != "targetingKey"}
         if merchant is not None:
@@ -81,22 +88,29 @@ def _native_requests(body: dict[str, Any]) -> list[tuple[str, str | None, Any]] 
     if flags is None:
         return None
     if not isinstance(flags, list) or len(flags) > 1000:
-        raise RequestRefused(400, "INVALID_REQUEST", "flags must be a list of flag keys",
-                             field="flags")
+        raise RequestRefused(
+            400, "INVALID_REQUEST", "flags must be a list of flag keys", field="flags"
+        )
     wanted = []
     for index, item in enumerate(flags):
         if isinstance(item, str):
             wanted.append((item, None, None))
             continue
         if not isinstance(item, dict) or not isinstance(item.get("key"), str):
-            raise RequestRefused(400, "INVALID_REQUEST",
-                                 f"flags[{index}] must be a key or {{key, type, default}}",
-                                 field=f"flags[{index}]")
+            raise RequestRefused(
+                400,
+                "INVALID_REQUEST",
+                f"flags[{index}] must be a key or {{key, type, default}}",
+                field=f"flags[{index}]",
+            )
         value_type = item.get("type")
         if value_type is not None and value_type not in _VALUE_TYPES:
-            raise RequestRefused(400, "INVALID_REQUEST",
-                                 f"flags[{index}].type must be one of {', '.join(engine.VALUE_TYPES)}",
-                                 field=f"flags[{index}].type")
+            raise RequestRefused(
+                400,
+                "INVALID_REQUEST",
+                f"flags[{index}].type must be one of {', '.join(engine.VALUE_TYPES)}",
+                field=f"flags[{index}].type",
+            )
         wanted.append((item["key"], value_type, item.get("default")))
     return wanted
 
@@ -121,7 +135,10 @@ def evaluate(request: HttpRequest) -> HttpResponse:
     started = _perf()
     evaluate_one = engine.evaluate
     if wanted is None:
-        answers = [evaluate_one(ruleset, flag_key, context) for flag_key in sorted(ruleset.flags)]
+        answers = [
+            evaluate_one(ruleset, flag_key, context)
+            for flag_key in sorted(ruleset.flags)
+        ]
     else:
         answers = [
             evaluate_one(ruleset, flag_key, context, default, value_type=value_type)
@@ -164,15 +181,21 @@ def _ofrep_context(body: dict[str, Any]) -> dict[str, Any]:
     if "targetingKey" in context:
         target = context["targetingKey"]
         if not isinstance(target, str):
-            raise RequestRefused(400, "INVALID_CONTEXT", "context.targetingKey must be a string")
+            raise RequestRefused(
+                400, "INVALID_CONTEXT", "context.targetingKey must be a string"
+            )
         context = {k: v for k, v in context.items() if k != "targetingKey"}
         context["merchant"] = target
     elif "merchant" in context and not isinstance(context["merchant"], str):
-        raise RequestRefused(400, "INVALID_CONTEXT", "context.merchant must be a string")
+        raise RequestRefused(
+            400, "INVALID_CONTEXT", "context.merchant must be a string"
+        )
     return context
 
 
-def _ofrep_success(answer: engine.Evaluation, ruleset: engine.Ruleset, stale: bool) -> dict:
+def _ofrep_success(
+    answer: engine.Evaluation, ruleset: engine.Ruleset, stale: bool
+) -> dict:
     return {
         "key": answer.flag_key,
         "value": answer.value,
@@ -188,8 +211,11 @@ def _ofrep_success(answer: engine.Evaluation, ruleset: engine.Ruleset, stale: bo
 
 
 def _ofrep_failure(answer: engine.Evaluation) -> dict:
-    return {"key": answer.flag_key, "errorCode": answer.error_code,
-            "errorDetails": answer.error_message or ""}
+    return {
+        "key": answer.flag_key,
+        "errorCode": answer.error_code,
+        "errorDetails": answer.error_message or "",
+    }
 
 
 def _ofrep_prelude(request: HttpRequest) -> tuple[engine.Ruleset, bool, dict, bytes]:
@@ -244,10 +270,14 @@ def ofrep_evaluate_flags(request: HttpRequest) -> HttpResponse:
         response["ETag"] = etag
         return response
     started = _perf()
-    answers = [engine.evaluate(ruleset, flag_key, context) for flag_key in sorted(ruleset.flags)]
+    answers = [
+        engine.evaluate(ruleset, flag_key, context)
+        for flag_key in sorted(ruleset.flags)
+    ]
     _counted(answers, started)
     flags = [
-        _ofrep_success(answer, ruleset, stale) if answer.error_code is None
+        _ofrep_success(answer, ruleset, stale)
+        if answer.error_code is None
         else _ofrep_failure(answer)
         for answer in answers
     ]
@@ -279,8 +309,11 @@ def environment_ruleset(request: HttpRequest, key: str) -> HttpResponse:
     except DomainError as exc:
         return error_response(exc.http_status, exc.code, exc.message)
     etag = f'"{ruleset.version}"'
-    headers = {"ETag": etag, "X-Ruleset-Stale": "true" if stale else "false",
-               "Cache-Control": "no-cache"}
+    headers = {
+        "ETag": etag,
+        "X-Ruleset-Stale": "true" if stale else "false",
+        "Cache-Control": "no-cache",
+    }
     if etag in _if_none_match(request):
         response = HttpResponse(status=304)
         for name, value in headers.items():
@@ -289,7 +322,9 @@ def environment_ruleset(request: HttpRequest, key: str) -> HttpResponse:
     cache_key = (key, ruleset.version)
     payload = _serialized.get(cache_key)
     if payload is None:
-        payload = json.dumps(ruleset.data, separators=(",", ":"), ensure_ascii=False).encode()
+        payload = json.dumps(
+            ruleset.data, separators=(",", ":"), ensure_ascii=False
+        ).encode()
         for old in [k for k in _serialized if k[0] == key]:
             _serialized.pop(old, None)
         _serialized[cache_key] = payload

@@ -4,6 +4,7 @@ Input serializers check shape and type only; every rule that needs the
 database or other objects is the services' job. Output serializers are
 read-only views of rows.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -12,7 +13,14 @@ from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from flags.models import Environment, Flag, FlagState, Merchant, MerchantOverride, Segment
+from flags.models import (
+    Environment,
+    Flag,
+    FlagState,
+    Merchant,
+    MerchantOverride,
+    Segment,
+)
 
 MAX_INT = 2_147_483_647  # PositiveIntegerField's ceiling on every database
 MAX_RULES = 200  # rules in one flag state
@@ -23,7 +31,9 @@ def _reject_nul(value: Any, path: str = "") -> None:
     """Refuse NUL characters anywhere in JSON (PostgreSQL cannot store them)."""
     if isinstance(value, str):
         if "\x00" in value:
-            raise serializers.ValidationError(f"{path or 'value'}: NUL characters are not allowed")
+            raise serializers.ValidationError(
+                f"{path or 'value'}: NUL characters are not allowed"
+            )
     elif isinstance(value, dict):
         for key, item in value.items():
             _reject_nul(key, path)
@@ -65,13 +75,32 @@ CLAUSE_SCHEMA = {
     "type": "object",
     "properties": {
         "attribute": {"type": "string"},
-        "op": {"type": "string", "enum": [
-            "in", "starts_with", "ends_with", "contains", "matches",
-            "lt", "lte", "gt", "gte", "exists", "segment",
-        ]},
-        "values": {"type": "array", "items": {"oneOf": [
-            {"type": "string"}, {"type": "number"}, {"type": "boolean"},
-        ]}},
+        "op": {
+            "type": "string",
+            "enum": [
+                "in",
+                "starts_with",
+                "ends_with",
+                "contains",
+                "matches",
+                "lt",
+                "lte",
+                "gt",
+                "gte",
+                "exists",
+                "segment",
+            ],
+        },
+        "values": {
+            "type": "array",
+            "items": {
+                "oneOf": [
+                    {"type": "string"},
+                    {"type": "number"},
+                    {"type": "boolean"},
+                ]
+            },
+        },
         "negate": {"type": "boolean"},
     },
     "required": ["op"],
@@ -79,14 +108,20 @@ CLAUSE_SCHEMA = {
 SERVE_SCHEMA = {
     "type": "object",
     "description": '{"variation": key} or {"split": [{"variation": key, "weight": n}, ...]}'
-                   " with weights in thousandths of a percent summing to 100000.",
+    " with weights in thousandths of a percent summing to 100000.",
     "properties": {
         "variation": {"type": "string"},
-        "split": {"type": "array", "items": {
-            "type": "object",
-            "properties": {"variation": {"type": "string"}, "weight": {"type": "integer"}},
-            "required": ["variation", "weight"],
-        }},
+        "split": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "variation": {"type": "string"},
+                    "weight": {"type": "integer"},
+                },
+                "required": ["variation", "weight"],
+            },
+        },
     },
 }
 RULE_SCHEMA = {
@@ -135,7 +170,9 @@ class AttributesField(JsonObjectField):
 
 
 class ErrorSerializer(serializers.Serializer):
-    code = serializers.CharField(help_text="Machine-readable code, e.g. invalid, not_found.")
+    code = serializers.CharField(
+        help_text="Machine-readable code, e.g. invalid, not_found."
+    )
     message = serializers.CharField(help_text="One human-readable line.")
     errors = serializers.DictField(
         child=serializers.ListField(child=serializers.CharField()),
@@ -159,9 +196,12 @@ class EnvironmentOutputSerializer(serializers.ModelSerializer):
 
 class EnvironmentCreateInputSerializer(serializers.Serializer):
     key = serializers.CharField(max_length=64)
-    name = serializers.CharField(max_length=100, required=False, allow_blank=True, default="")
-    sort_order = serializers.IntegerField(min_value=0, max_value=MAX_INT, required=False,
-                                          default=0)
+    name = serializers.CharField(
+        max_length=100, required=False, allow_blank=True, default=""
+    )
+    sort_order = serializers.IntegerField(
+        min_value=0, max_value=MAX_INT, required=False, default=0
+    )
 
 
 # -- merchants ----------------------------------------------------------------
@@ -177,14 +217,19 @@ class MerchantOutputSerializer(serializers.ModelSerializer):
 
 
 class MerchantFilterSerializer(serializers.Serializer):
-    search = serializers.CharField(required=False, max_length=200,
-                                   help_text="Part of the key or name (case-insensitive).")
+    search = serializers.CharField(
+        required=False,
+        max_length=200,
+        help_text="Part of the key or name (case-insensitive).",
+    )
     is_active = serializers.BooleanField(required=False, allow_null=True, default=None)
 
 
 class MerchantCreateInputSerializer(serializers.Serializer):
     key = serializers.CharField(max_length=128)
-    name = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
+    name = serializers.CharField(
+        max_length=200, required=False, allow_blank=True, default=""
+    )
     attributes = AttributesField(required=False, default=dict)
     is_active = serializers.BooleanField(required=False, default=True)
 
@@ -199,14 +244,17 @@ class MerchantUpdateInputSerializer(serializers.Serializer):
 
 class MerchantBulkItemSerializer(serializers.Serializer):
     key = serializers.CharField(max_length=128)
-    name = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
+    name = serializers.CharField(
+        max_length=200, required=False, allow_blank=True, default=""
+    )
     attributes = AttributesField(required=False, default=dict)
     is_active = serializers.BooleanField(required=False, default=True)
 
 
 class MerchantBulkUpsertInputSerializer(serializers.Serializer):
     merchants = MerchantBulkItemSerializer(
-        many=True, allow_empty=False,
+        many=True,
+        allow_empty=False,
         help_text="Up to MERCHANT_BULK_UPSERT_MAX (1000) merchants, created or updated by key.",
     )
 
@@ -231,7 +279,9 @@ class SegmentOutputSerializer(serializers.ModelSerializer):
 
 class SegmentCreateInputSerializer(serializers.Serializer):
     key = serializers.CharField(max_length=64)
-    name = serializers.CharField(max_length=100, required=False, allow_blank=True, default="")
+    name = serializers.CharField(
+        max_length=100, required=False, allow_blank=True, default=""
+    )
     description = serializers.CharField(required=False, allow_blank=True, default="")
     clauses = ClausesField()
 
@@ -268,8 +318,19 @@ class FlagOutputSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Flag
-        fields = ["key", "name", "description", "value_type", "variations", "owner", "tags",
-                  "archived", "created_at", "updated_at", "states"]
+        fields = [
+            "key",
+            "name",
+            "description",
+            "value_type",
+            "variations",
+            "owner",
+            "tags",
+            "archived",
+            "created_at",
+            "updated_at",
+            "states",
+        ]
         read_only_fields = fields
 
 
@@ -280,17 +341,28 @@ class FlagFilterSerializer(serializers.Serializer):
 
 class FlagCreateInputSerializer(serializers.Serializer):
     key = serializers.CharField(max_length=100)
-    name = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
-    value_type = serializers.ChoiceField(choices=["bool", "string", "number", "json"],
-                                         required=False, default="bool")
-    variations = VariationsField(required=False, allow_null=True, default=None,
-                                 help_text="Required unless the flag is bool (on/off).")
-    off_variation = serializers.CharField(max_length=100, required=False, allow_null=True,
-                                          default=None)
+    name = serializers.CharField(
+        max_length=200, required=False, allow_blank=True, default=""
+    )
+    value_type = serializers.ChoiceField(
+        choices=["bool", "string", "number", "json"], required=False, default="bool"
+    )
+    variations = VariationsField(
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="Required unless the flag is bool (on/off).",
+    )
+    off_variation = serializers.CharField(
+        max_length=100, required=False, allow_null=True, default=None
+    )
     description = serializers.CharField(required=False, allow_blank=True, default="")
-    owner = serializers.CharField(max_length=100, required=False, allow_blank=True, default="")
-    tags = serializers.ListField(child=serializers.CharField(max_length=100), required=False,
-                                 default=list)
+    owner = serializers.CharField(
+        max_length=100, required=False, allow_blank=True, default=""
+    )
+    tags = serializers.ListField(
+        child=serializers.CharField(max_length=100), required=False, default=list
+    )
 
 
 class FlagUpdateInputSerializer(serializers.Serializer):
@@ -315,8 +387,20 @@ class FlagStateOutputSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = FlagState
-        fields = ["flag", "environment", "enabled", "off_variation", "rules", "fallthrough",
-                  "bucket_by", "percentage", "killed_at", "kill_reason", "version", "updated_at"]
+        fields = [
+            "flag",
+            "environment",
+            "enabled",
+            "off_variation",
+            "rules",
+            "fallthrough",
+            "bucket_by",
+            "percentage",
+            "killed_at",
+            "kill_reason",
+            "version",
+            "updated_at",
+        ]
         read_only_fields = fields
 
 
@@ -326,8 +410,9 @@ class FlagStateUpdateInputSerializer(serializers.Serializer):
     PUT sends every serving field; PATCH any of them.
     """
 
-    version = serializers.IntegerField(min_value=1, max_value=MAX_INT,
-                                       help_text="The version the edit is based on.")
+    version = serializers.IntegerField(
+        min_value=1, max_value=MAX_INT, help_text="The version the edit is based on."
+    )
     enabled = serializers.BooleanField()
     off_variation = serializers.CharField(max_length=100)
     rules = RulesField()
@@ -341,22 +426,30 @@ class FlagStateUpdateInputSerializer(serializers.Serializer):
 
 
 class FlagStateKillInputSerializer(serializers.Serializer):
-    reason = serializers.CharField(max_length=500, required=False, allow_blank=True, default="")
+    reason = serializers.CharField(
+        max_length=500, required=False, allow_blank=True, default=""
+    )
 
 
 class FlagStateVersionInputSerializer(serializers.Serializer):
     version = serializers.IntegerField(
-        min_value=1, max_value=MAX_INT, required=False, allow_null=True, default=None,
+        min_value=1,
+        max_value=MAX_INT,
+        required=False,
+        allow_null=True,
+        default=None,
         help_text="Optional: refuse the change if the state is no longer at this version.",
     )
 
 
 class FlagStatePercentageInputSerializer(FlagStateVersionInputSerializer):
     percentage = serializers.FloatField(min_value=0, max_value=100)
-    treatment = serializers.CharField(max_length=100, required=False, allow_null=True,
-                                      default=None)
-    control = serializers.CharField(max_length=100, required=False, allow_null=True,
-                                    default=None)
+    treatment = serializers.CharField(
+        max_length=100, required=False, allow_null=True, default=None
+    )
+    control = serializers.CharField(
+        max_length=100, required=False, allow_null=True, default=None
+    )
 
 
 class FlagStateServeInputSerializer(FlagStateVersionInputSerializer):
@@ -374,8 +467,18 @@ class OverrideOutputSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = MerchantOverride
-        fields = ["flag", "environment", "merchant", "variation", "note", "expires_at",
-                  "is_live", "created_by", "created_at", "updated_at"]
+        fields = [
+            "flag",
+            "environment",
+            "merchant",
+            "variation",
+            "note",
+            "expires_at",
+            "is_live",
+            "created_by",
+            "created_at",
+            "updated_at",
+        ]
         read_only_fields = fields
 
     def get_is_live(self, override: MerchantOverride) -> bool:
@@ -388,12 +491,18 @@ class OverrideFilterSerializer(serializers.Serializer):
 
 class OverrideSetInputSerializer(serializers.Serializer):
     variation = serializers.CharField(max_length=100)
-    note = serializers.CharField(max_length=500, required=False, allow_blank=True, default="")
-    expires_at = serializers.DateTimeField(required=False, allow_null=True, default=None)
+    note = serializers.CharField(
+        max_length=500, required=False, allow_blank=True, default=""
+    )
+    expires_at = serializers.DateTimeField(
+        required=False, allow_null=True, default=None
+    )
 
 
 class OverrideRemoveInputSerializer(serializers.Serializer):
-    reason = serializers.CharField(max_length=500, required=False, allow_blank=True, default="")
+    reason = serializers.CharField(
+        max_length=500, required=False, allow_blank=True, default=""
+    )
 
 
 # -- API keys -----------------------------------------------------------------
@@ -403,10 +512,13 @@ class ApiKeyOutputSerializer(serializers.Serializer):
     id = serializers.IntegerField()
     name = serializers.CharField()
     scope = serializers.CharField()
-    environment = serializers.CharField(source="environment.key", allow_null=True,
-                                        default=None)
+    environment = serializers.CharField(
+        source="environment.key", allow_null=True, default=None
+    )
     user = serializers.CharField(source="user.username", allow_null=True, default=None)
-    prefix = serializers.CharField(help_text="First characters of the key, for recognition.")
+    prefix = serializers.CharField(
+        help_text="First characters of the key, for recognition."
+    )
     created_at = serializers.DateTimeField()
     created_by = serializers.CharField()
     revoked_at = serializers.DateTimeField(allow_null=True)
@@ -414,16 +526,28 @@ class ApiKeyOutputSerializer(serializers.Serializer):
 
 
 class ApiKeyCreatedOutputSerializer(ApiKeyOutputSerializer):
-    key = serializers.CharField(help_text="The raw key. Shown once, never stored: keep it now.")
+    key = serializers.CharField(
+        help_text="The raw key. Shown once, never stored: keep it now."
+    )
 
 
 class ApiKeyCreateInputSerializer(serializers.Serializer):
     name = serializers.CharField(max_length=100)
     scope = serializers.ChoiceField(choices=["server", "management"])
-    environment = serializers.CharField(max_length=64, required=False, allow_null=True,
-                                        default=None, help_text="Server keys: environment key.")
-    user = serializers.CharField(max_length=150, required=False, allow_null=True, default=None,
-                                 help_text="Management keys: username of the service user.")
+    environment = serializers.CharField(
+        max_length=64,
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="Server keys: environment key.",
+    )
+    user = serializers.CharField(
+        max_length=150,
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="Management keys: username of the service user.",
+    )
 
 
 class ApiKeyFilterSerializer(serializers.Serializer):

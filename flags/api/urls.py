@@ -1,4 +1,5 @@
 """Management REST API routes under /api/v1/ (objects addressed by key)."""
+
 from django.urls import path, register_converter
 
 from controlplane.audit import api as audit_api
@@ -29,35 +30,79 @@ register_converter(MerchantKeyConverter, "merchant_key")
 _STATE = "flags/<key:key>/environments/<key:env>"
 
 urlpatterns = [
-    path("environments", views.EnvironmentListCreateApi.as_view(), name="environment-list"),
-    path("environments/<key:env>", views.EnvironmentDetailApi.as_view(),
-         name="environment-detail"),
+    path(
+        "environments",
+        views.EnvironmentListCreateApi.as_view(),
+        name="environment-list",
+    ),
+    path(
+        "environments/<key:env>",
+        views.EnvironmentDetailApi.as_view(),
+        name="environment-detail",
+    ),
     path("merchants", views.MerchantListCreateApi.as_view(), name="merchant-list"),
-    path("merchants/bulk-upsert", views.MerchantBulkUpsertApi.as_view(),
-         name="merchant-bulk-upsert"),
-    path("merchants/<merchant_key:merchant>", views.MerchantDetailApi.as_view(),
-         name="merchant-detail"),
+    path(
+        "merchants/bulk-upsert",
+        views.MerchantBulkUpsertApi.as_view(),
+        name="merchant-bulk-upsert",
+    ),
+    path(
+        "merchants/<merchant_key:merchant>",
+        views.MerchantDetailApi.as_view(),
+        name="merchant-detail",
+    ),
     path("segments", views.SegmentListCreateApi.as_view(), name="segment-list"),
     path("segments/<key:key>", views.SegmentDetailApi.as_view(), name="segment-detail"),
     path("flags", views.FlagListCreateApi.as_view(), name="flag-list"),
     path("flags/<key:key>", views.FlagDetailApi.as_view(), name="flag-detail"),
-    path("flags/<key:key>/archive", views.FlagArchiveApi.as_view(), name="flag-archive"),
-    path("flags/<key:key>/unarchive", views.FlagUnarchiveApi.as_view(), name="flag-unarchive"),
+    path(
+        "flags/<key:key>/archive", views.FlagArchiveApi.as_view(), name="flag-archive"
+    ),
+    path(
+        "flags/<key:key>/unarchive",
+        views.FlagUnarchiveApi.as_view(),
+        name="flag-unarchive",
+    ),
     path(_STATE, views.FlagStateDetailApi.as_view(), name="flag-state-detail"),
     path(f"{_STATE}/kill", views.FlagStateKillApi.as_view(), name="flag-state-kill"),
-    path(f"{_STATE}/restore", views.FlagStateRestoreApi.as_view(), name="flag-state-restore"),
-    path(f"{_STATE}/enable", views.FlagStateEnableApi.as_view(), name="flag-state-enable"),
-    path(f"{_STATE}/disable", views.FlagStateDisableApi.as_view(), name="flag-state-disable"),
-    path(f"{_STATE}/percentage", views.FlagStatePercentageApi.as_view(),
-         name="flag-state-percentage"),
+    path(
+        f"{_STATE}/restore",
+        views.FlagStateRestoreApi.as_view(),
+        name="flag-state-restore",
+    ),
+    path(
+        f"{_STATE}/enable", views.FlagStateEnableApi.as_view(), name="flag-state-enable"
+    ),
+    path(
+        f"{_STATE}/disable",
+        views.FlagStateDisableApi.as_view(),
+        name="flag-state-disable",
+    ),
+    path(
+        f"{_STATE}/percentage",
+        views.FlagStatePercentageApi.as_view(),
+        name="flag-state-percentage",
+    ),
     path(f"{_STATE}/serve", views.FlagStateServeApi.as_view(), name="flag-state-serve"),
     path(f"{_STATE}/overrides", views.OverrideListApi.as_view(), name="override-list"),
-    path(f"{_STATE}/overrides/<merchant_key:merchant>", views.OverrideDetailApi.as_view(),
-         name="override-detail"),
+    path(
+        f"{_STATE}/overrides/<merchant_key:merchant>",
+        views.OverrideDetailApi.as_view(),
+        name="override-detail",
+    ),
     path("api-keys", views.ApiKeyListCreateApi.as_view(), name="api-key-list"),
     path("api-keys/<key:id>", views.ApiKeyDetailApi.as_view(), name="api-key-detail"),
-    path("api-keys/<key:id>/revoke", views.ApiKeyRevokeApi.as_view(), name="api-key-revoke"),
-    path("audit-events", audit_api.AuditEventListApi.as_view(), name="audit-event-list"),
-    path("audit-events/verify", audit_api.AuditChainVerifyApi.as_view(),
-         name="audit-event-verify"),
+    path(
+        "api-keys/<key:id>/revoke",
+        views.ApiKeyRevokeApi.as_view(),
+        name="api-key-revoke",
+    ),
+    path(
+        "audit-events", audit_api.AuditEventListApi.as_view(), name="audit-event-list"
+    ),
+    path(
+        "audit-events/verify",
+        audit_api.AuditChainVerifyApi.as_view(),
+        name="audit-event-verify",
+    ),
 ]

@@ -2,9 +2,10 @@
 
 Each handler validates input with an input serializer, calls one service or
 selector, and answers with an output serializer. Errors are mapped to HTTP
-in ``flags.api.exception_handler``; permissions live in
-``flags.api.permissions``.
+in ``controlplane.api.exception_handler``; permissions live in
+``controlplane.api.permissions``.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -12,20 +13,36 @@ from typing import Any
 from django.db.models import Q, QuerySet
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import (
+    OpenApiExample,
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+)
 from rest_framework import status
-from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from controlplane.api.pagination import Pagination
+from controlplane.api.permissions import (
+    HasModelPermission,
+    check_can_delegate,
+    request_actor,
+)
 from controlplane.apikeys import services as apikey_services
 from controlplane.apikeys.models import ApiKey
+from controlplane.exceptions import NotFound
 from flags import selectors, services
 from flags.api import serializers as s
-from flags.api.permissions import HasModelPermission, check_can_delegate, request_actor
-from flags.exceptions import NotFound
-from flags.models import Environment, Flag, FlagState, Merchant, MerchantOverride, Segment
+from flags.models import (
+    Environment,
+    Flag,
+    FlagState,
+    Merchant,
+    MerchantOverride,
+    Segment,
+)
 
 # -- shared -------------------------------------------------------------------
 
@@ -37,8 +54,11 @@ class ServerKeySchema(OpenApiAuthenticationExtension):
     name = "serverKey"
 
     def get_security_definition(self, auto_schema: Any) -> dict[str, str]:
-        return {"type": "http", "scheme": "bearer",
-                "description": "A server API key of one environment."}
+        return {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "A server API key of one environment.",
+        }
 
 
 class ManagementKeySchema(OpenApiAuthenticationExtension):
@@ -48,20 +68,11 @@ class ManagementKeySchema(OpenApiAuthenticationExtension):
     name = "managementKey"
 
     def get_security_definition(self, auto_schema: Any) -> dict[str, str]:
-        return {"type": "http", "scheme": "bearer",
-                "description": "A management API key; carries its service user's permissions."}
-
-
-
-class Pagination(LimitOffsetPagination):
-    """Limit/offset pages; absurd offsets are clamped instead of failing."""
-
-    default_limit = 100
-    max_limit = 1000
-    max_offset = 10**9
-
-    def get_offset(self, request: Request) -> int:
-        return min(super().get_offset(request), self.max_offset)
+        return {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "A management API key; carries its service user's permissions.",
+        }
 
 
 def _errors(*codes: int) -> dict[int, OpenApiResponse]:
@@ -83,7 +94,10 @@ def _errors(*codes: int) -> dict[int, OpenApiResponse]:
 
 def _key_param(name: str, example: str, description: str) -> OpenApiParameter:
     return OpenApiParameter(
-        name, OpenApiTypes.STR, OpenApiParameter.PATH, description=description,
+        name,
+        OpenApiTypes.STR,
+        OpenApiParameter.PATH,
+        description=description,
         examples=[OpenApiExample(example, value=example)],
     )
 
@@ -100,14 +114,17 @@ class ManagementApi(APIView):
     permission_model: type = Flag
 
 
-def _paginated(view: APIView, request: Request, queryset: QuerySet, serializer: type) -> Response:
+def _paginated(
+    view: APIView, request: Request, queryset: QuerySet, serializer: type
+) -> Response:
     paginator = Pagination()
     page = paginator.paginate_queryset(queryset, request, view=view)
     return paginator.get_paginated_response(serializer(page, many=True).data)
 
 
-def _input(serializer: type, request: Request, *, partial: bool = False,
-           data: Any = None) -> dict[str, Any]:
+def _input(
+    serializer: type, request: Request, *, partial: bool = False, data: Any = None
+) -> dict[str, Any]:
     checked = serializer(data=request.data if data is None else data, partial=partial)
     checked.is_valid(raise_exception=True)
     return dict(checked.validated_data)
@@ -119,30 +136,43 @@ def _input(serializer: type, request: Request, *, partial: bool = False,
 class EnvironmentListCreateApi(ManagementApi):
     permission_model = Environment
 
-    @extend_schema(operation_id="environments_list", tags=["environments"],
-                   responses={200: s.EnvironmentOutputSerializer(many=True), **_errors()})
+    @extend_schema(
+        operation_id="environments_list",
+        tags=["environments"],
+        responses={200: s.EnvironmentOutputSerializer(many=True), **_errors()},
+    )
     def get(self, request: Request) -> Response:
         environments = Environment.objects.all()
         return Response(s.EnvironmentOutputSerializer(environments, many=True).data)
 
-    @extend_schema(operation_id="environments_create", tags=["environments"],
-                   request=s.EnvironmentCreateInputSerializer,
-                   responses={201: s.EnvironmentOutputSerializer, **_errors(400)})
+    @extend_schema(
+        operation_id="environments_create",
+        tags=["environments"],
+        request=s.EnvironmentCreateInputSerializer,
+        responses={201: s.EnvironmentOutputSerializer, **_errors(400)},
+    )
     def post(self, request: Request) -> Response:
         data = _input(s.EnvironmentCreateInputSerializer, request)
         environment = services.environment_create(actor=request_actor(request), **data)
-        return Response(s.EnvironmentOutputSerializer(environment).data,
-                        status=status.HTTP_201_CREATED)
+        return Response(
+            s.EnvironmentOutputSerializer(environment).data,
+            status=status.HTTP_201_CREATED,
+        )
 
 
 class EnvironmentDetailApi(ManagementApi):
     permission_model = Environment
 
-    @extend_schema(operation_id="environments_retrieve", tags=["environments"],
-                   parameters=[ENV_PARAM],
-                   responses={200: s.EnvironmentOutputSerializer, **_errors(404)})
+    @extend_schema(
+        operation_id="environments_retrieve",
+        tags=["environments"],
+        parameters=[ENV_PARAM],
+        responses={200: s.EnvironmentOutputSerializer, **_errors(404)},
+    )
     def get(self, request: Request, env: str) -> Response:
-        return Response(s.EnvironmentOutputSerializer(selectors.environment_get(env)).data)
+        return Response(
+            s.EnvironmentOutputSerializer(selectors.environment_get(env)).data
+        )
 
 
 # -- merchants ----------------------------------------------------------------
@@ -151,54 +181,78 @@ class EnvironmentDetailApi(ManagementApi):
 class MerchantListCreateApi(ManagementApi):
     permission_model = Merchant
 
-    @extend_schema(operation_id="merchants_list", tags=["merchants"],
-                   parameters=[s.MerchantFilterSerializer],
-                   responses={200: s.MerchantOutputSerializer(many=True), **_errors(400)})
+    @extend_schema(
+        operation_id="merchants_list",
+        tags=["merchants"],
+        parameters=[s.MerchantFilterSerializer],
+        responses={200: s.MerchantOutputSerializer(many=True), **_errors(400)},
+    )
     def get(self, request: Request) -> Response:
         filters = _input(s.MerchantFilterSerializer, request, data=request.query_params)
         merchants = Merchant.objects.all()
         if filters.get("search"):
             term = filters["search"]
-            merchants = merchants.filter(Q(key__icontains=term) | Q(name__icontains=term))
+            merchants = merchants.filter(
+                Q(key__icontains=term) | Q(name__icontains=term)
+            )
         if filters.get("is_active") is not None:
             merchants = merchants.filter(is_active=filters["is_active"])
         return _paginated(self, request, merchants, s.MerchantOutputSerializer)
 
-    @extend_schema(operation_id="merchants_create", tags=["merchants"],
-                   request=s.MerchantCreateInputSerializer,
-                   responses={201: s.MerchantOutputSerializer, **_errors(400)})
+    @extend_schema(
+        operation_id="merchants_create",
+        tags=["merchants"],
+        request=s.MerchantCreateInputSerializer,
+        responses={201: s.MerchantOutputSerializer, **_errors(400)},
+    )
     def post(self, request: Request) -> Response:
         data = _input(s.MerchantCreateInputSerializer, request)
         merchant = services.merchant_create(actor=request_actor(request), **data)
-        return Response(s.MerchantOutputSerializer(merchant).data, status=status.HTTP_201_CREATED)
+        return Response(
+            s.MerchantOutputSerializer(merchant).data, status=status.HTTP_201_CREATED
+        )
 
 
 class MerchantDetailApi(ManagementApi):
     permission_model = Merchant
 
-    @extend_schema(operation_id="merchants_retrieve", tags=["merchants"],
-                   parameters=[MERCHANT_PARAM],
-                   responses={200: s.MerchantOutputSerializer, **_errors(404)})
+    @extend_schema(
+        operation_id="merchants_retrieve",
+        tags=["merchants"],
+        parameters=[MERCHANT_PARAM],
+        responses={200: s.MerchantOutputSerializer, **_errors(404)},
+    )
     def get(self, request: Request, merchant: str) -> Response:
-        return Response(s.MerchantOutputSerializer(selectors.merchant_get(merchant)).data)
+        return Response(
+            s.MerchantOutputSerializer(selectors.merchant_get(merchant)).data
+        )
 
-    @extend_schema(operation_id="merchants_update", tags=["merchants"],
-                   parameters=[MERCHANT_PARAM], request=s.MerchantUpdateInputSerializer,
-                   responses={200: s.MerchantOutputSerializer, **_errors(400, 404)})
+    @extend_schema(
+        operation_id="merchants_update",
+        tags=["merchants"],
+        parameters=[MERCHANT_PARAM],
+        request=s.MerchantUpdateInputSerializer,
+        responses={200: s.MerchantOutputSerializer, **_errors(400, 404)},
+    )
     def put(self, request: Request, merchant: str) -> Response:
         return self._update(request, merchant, partial=False)
 
-    @extend_schema(operation_id="merchants_partial_update", tags=["merchants"],
-                   parameters=[MERCHANT_PARAM], request=s.MerchantUpdateInputSerializer,
-                   responses={200: s.MerchantOutputSerializer, **_errors(400, 404)})
+    @extend_schema(
+        operation_id="merchants_partial_update",
+        tags=["merchants"],
+        parameters=[MERCHANT_PARAM],
+        request=s.MerchantUpdateInputSerializer,
+        responses={200: s.MerchantOutputSerializer, **_errors(400, 404)},
+    )
     def patch(self, request: Request, merchant: str) -> Response:
         return self._update(request, merchant, partial=True)
 
     def _update(self, request: Request, key: str, *, partial: bool) -> Response:
         merchant = selectors.merchant_get(key)
         data = _input(s.MerchantUpdateInputSerializer, request, partial=partial)
-        merchant = services.merchant_update(actor=request_actor(request), merchant=merchant,
-                                            **data)
+        merchant = services.merchant_update(
+            actor=request_actor(request), merchant=merchant, **data
+        )
         return Response(s.MerchantOutputSerializer(merchant).data)
 
 
@@ -207,16 +261,18 @@ class MerchantBulkUpsertApi(ManagementApi):
     permission_actions = {"POST": ("add", "change")}
 
     @extend_schema(
-        operation_id="merchants_bulk_upsert", tags=["merchants"],
+        operation_id="merchants_bulk_upsert",
+        tags=["merchants"],
         request=s.MerchantBulkUpsertInputSerializer,
         responses={200: s.MerchantBulkUpsertOutputSerializer, **_errors(400)},
         description="Create or update up to 1000 merchants by key in one transaction "
-                    "(all or nothing). One audit event per created or changed merchant.",
+        "(all or nothing). One audit event per created or changed merchant.",
     )
     def post(self, request: Request) -> Response:
         data = _input(s.MerchantBulkUpsertInputSerializer, request)
         result = services.merchant_upsert_many(
-            actor=request_actor(request), items=[dict(item) for item in data["merchants"]]
+            actor=request_actor(request),
+            items=[dict(item) for item in data["merchants"]],
         )
         return Response(s.MerchantBulkUpsertOutputSerializer(result).data)
 
@@ -230,52 +286,80 @@ SEGMENT_PARAM = _key_param("key", "gold", "Segment key.")
 class SegmentListCreateApi(ManagementApi):
     permission_model = Segment
 
-    @extend_schema(operation_id="segments_list", tags=["segments"],
-                   responses={200: s.SegmentOutputSerializer(many=True), **_errors()})
+    @extend_schema(
+        operation_id="segments_list",
+        tags=["segments"],
+        responses={200: s.SegmentOutputSerializer(many=True), **_errors()},
+    )
     def get(self, request: Request) -> Response:
-        return _paginated(self, request, Segment.objects.all(), s.SegmentOutputSerializer)
+        return _paginated(
+            self, request, Segment.objects.all(), s.SegmentOutputSerializer
+        )
 
-    @extend_schema(operation_id="segments_create", tags=["segments"],
-                   request=s.SegmentCreateInputSerializer,
-                   responses={201: s.SegmentOutputSerializer, **_errors(400)})
+    @extend_schema(
+        operation_id="segments_create",
+        tags=["segments"],
+        request=s.SegmentCreateInputSerializer,
+        responses={201: s.SegmentOutputSerializer, **_errors(400)},
+    )
     def post(self, request: Request) -> Response:
         data = _input(s.SegmentCreateInputSerializer, request)
         segment = services.segment_create(actor=request_actor(request), **data)
-        return Response(s.SegmentOutputSerializer(segment).data, status=status.HTTP_201_CREATED)
+        return Response(
+            s.SegmentOutputSerializer(segment).data, status=status.HTTP_201_CREATED
+        )
 
 
 class SegmentDetailApi(ManagementApi):
     permission_model = Segment
 
-    @extend_schema(operation_id="segments_retrieve", tags=["segments"],
-                   parameters=[SEGMENT_PARAM],
-                   responses={200: s.SegmentOutputSerializer, **_errors(404)})
+    @extend_schema(
+        operation_id="segments_retrieve",
+        tags=["segments"],
+        parameters=[SEGMENT_PARAM],
+        responses={200: s.SegmentOutputSerializer, **_errors(404)},
+    )
     def get(self, request: Request, key: str) -> Response:
         return Response(s.SegmentOutputSerializer(selectors.segment_get(key)).data)
 
-    @extend_schema(operation_id="segments_update", tags=["segments"],
-                   parameters=[SEGMENT_PARAM], request=s.SegmentUpdateInputSerializer,
-                   responses={200: s.SegmentOutputSerializer, **_errors(400, 404)})
+    @extend_schema(
+        operation_id="segments_update",
+        tags=["segments"],
+        parameters=[SEGMENT_PARAM],
+        request=s.SegmentUpdateInputSerializer,
+        responses={200: s.SegmentOutputSerializer, **_errors(400, 404)},
+    )
     def put(self, request: Request, key: str) -> Response:
         return self._update(request, key, partial=False)
 
-    @extend_schema(operation_id="segments_partial_update", tags=["segments"],
-                   parameters=[SEGMENT_PARAM], request=s.SegmentUpdateInputSerializer,
-                   responses={200: s.SegmentOutputSerializer, **_errors(400, 404)})
+    @extend_schema(
+        operation_id="segments_partial_update",
+        tags=["segments"],
+        parameters=[SEGMENT_PARAM],
+        request=s.SegmentUpdateInputSerializer,
+        responses={200: s.SegmentOutputSerializer, **_errors(400, 404)},
+    )
     def patch(self, request: Request, key: str) -> Response:
         return self._update(request, key, partial=True)
 
-    @extend_schema(operation_id="segments_destroy", tags=["segments"],
-                   parameters=[SEGMENT_PARAM],
-                   responses={204: None, **_errors(404, 409)})
+    @extend_schema(
+        operation_id="segments_destroy",
+        tags=["segments"],
+        parameters=[SEGMENT_PARAM],
+        responses={204: None, **_errors(404, 409)},
+    )
     def delete(self, request: Request, key: str) -> Response:
-        services.segment_delete(actor=request_actor(request), segment=selectors.segment_get(key))
+        services.segment_delete(
+            actor=request_actor(request), segment=selectors.segment_get(key)
+        )
         return Response(status=status.HTTP_204_NO_CONTENT)
 
     def _update(self, request: Request, key: str, *, partial: bool) -> Response:
         segment = selectors.segment_get(key)
         data = _input(s.SegmentUpdateInputSerializer, request, partial=partial)
-        segment = services.segment_update(actor=request_actor(request), segment=segment, **data)
+        segment = services.segment_update(
+            actor=request_actor(request), segment=segment, **data
+        )
         return Response(s.SegmentOutputSerializer(segment).data)
 
 
@@ -285,45 +369,67 @@ class SegmentDetailApi(ManagementApi):
 class FlagListCreateApi(ManagementApi):
     permission_model = Flag
 
-    @extend_schema(operation_id="flags_list", tags=["flags"],
-                   parameters=[s.FlagFilterSerializer],
-                   responses={200: s.FlagOutputSerializer(many=True), **_errors(400)})
+    @extend_schema(
+        operation_id="flags_list",
+        tags=["flags"],
+        parameters=[s.FlagFilterSerializer],
+        responses={200: s.FlagOutputSerializer(many=True), **_errors(400)},
+    )
     def get(self, request: Request) -> Response:
         filters = _input(s.FlagFilterSerializer, request, data=request.query_params)
         flags = selectors.flag_list(include_archived=filters["include_archived"])
         if filters.get("tag"):
             wanted = filters["tag"]
-            keys = [flag.key for flag in flags.only("key", "tags") if wanted in flag.tags]
+            keys = [
+                flag.key for flag in flags.only("key", "tags") if wanted in flag.tags
+            ]
             flags = flags.filter(key__in=keys)
         return _paginated(self, request, flags, s.FlagOutputSerializer)
 
-    @extend_schema(operation_id="flags_create", tags=["flags"],
-                   request=s.FlagCreateInputSerializer,
-                   responses={201: s.FlagOutputSerializer, **_errors(400)})
+    @extend_schema(
+        operation_id="flags_create",
+        tags=["flags"],
+        request=s.FlagCreateInputSerializer,
+        responses={201: s.FlagOutputSerializer, **_errors(400)},
+    )
     def post(self, request: Request) -> Response:
         data = _input(s.FlagCreateInputSerializer, request)
         flag = services.flag_create(actor=request_actor(request), **data)
-        return Response(s.FlagOutputSerializer(selectors.flag_get(flag.key)).data,
-                        status=status.HTTP_201_CREATED)
+        return Response(
+            s.FlagOutputSerializer(selectors.flag_get(flag.key)).data,
+            status=status.HTTP_201_CREATED,
+        )
 
 
 class FlagDetailApi(ManagementApi):
     permission_model = Flag
 
-    @extend_schema(operation_id="flags_retrieve", tags=["flags"], parameters=[FLAG_PARAM],
-                   responses={200: s.FlagOutputSerializer, **_errors(404)})
+    @extend_schema(
+        operation_id="flags_retrieve",
+        tags=["flags"],
+        parameters=[FLAG_PARAM],
+        responses={200: s.FlagOutputSerializer, **_errors(404)},
+    )
     def get(self, request: Request, key: str) -> Response:
         return Response(s.FlagOutputSerializer(selectors.flag_get(key)).data)
 
-    @extend_schema(operation_id="flags_update", tags=["flags"], parameters=[FLAG_PARAM],
-                   request=s.FlagUpdateInputSerializer,
-                   responses={200: s.FlagOutputSerializer, **_errors(400, 404, 409)})
+    @extend_schema(
+        operation_id="flags_update",
+        tags=["flags"],
+        parameters=[FLAG_PARAM],
+        request=s.FlagUpdateInputSerializer,
+        responses={200: s.FlagOutputSerializer, **_errors(400, 404, 409)},
+    )
     def put(self, request: Request, key: str) -> Response:
         return self._update(request, key, partial=False)
 
-    @extend_schema(operation_id="flags_partial_update", tags=["flags"], parameters=[FLAG_PARAM],
-                   request=s.FlagUpdateInputSerializer,
-                   responses={200: s.FlagOutputSerializer, **_errors(400, 404, 409)})
+    @extend_schema(
+        operation_id="flags_partial_update",
+        tags=["flags"],
+        parameters=[FLAG_PARAM],
+        request=s.FlagUpdateInputSerializer,
+        responses={200: s.FlagOutputSerializer, **_errors(400, 404, 409)},
+    )
     def patch(self, request: Request, key: str) -> Response:
         return self._update(request, key, partial=True)
 
@@ -339,19 +445,32 @@ class FlagArchiveApi(ManagementApi):
     permission_actions = {"POST": ("change",)}
     archived = True
 
-    @extend_schema(operation_id="flags_archive", tags=["flags"], parameters=[FLAG_PARAM],
-                   request=None, responses={200: s.FlagOutputSerializer, **_errors(404)})
+    @extend_schema(
+        operation_id="flags_archive",
+        tags=["flags"],
+        parameters=[FLAG_PARAM],
+        request=None,
+        responses={200: s.FlagOutputSerializer, **_errors(404)},
+    )
     def post(self, request: Request, key: str) -> Response:
-        flag = services.flag_archive(actor=request_actor(request),
-                                     flag=selectors.flag_get(key), archived=self.archived)
+        flag = services.flag_archive(
+            actor=request_actor(request),
+            flag=selectors.flag_get(key),
+            archived=self.archived,
+        )
         return Response(s.FlagOutputSerializer(selectors.flag_get(flag.key)).data)
 
 
 class FlagUnarchiveApi(FlagArchiveApi):
     archived = False
 
-    @extend_schema(operation_id="flags_unarchive", tags=["flags"], parameters=[FLAG_PARAM],
-                   request=None, responses={200: s.FlagOutputSerializer, **_errors(404)})
+    @extend_schema(
+        operation_id="flags_unarchive",
+        tags=["flags"],
+        parameters=[FLAG_PARAM],
+        request=None,
+        responses={200: s.FlagOutputSerializer, **_errors(404)},
+    )
     def post(self, request: Request, key: str) -> Response:
         return super().post(request, key)
 
@@ -361,39 +480,59 @@ class FlagUnarchiveApi(FlagArchiveApi):
 
 def _state(key: str, env: str) -> tuple[Flag, Environment, FlagState]:
     flag, environment = selectors.flag_get(key), selectors.environment_get(env)
-    return flag, environment, selectors.flag_state_get(flag=flag, environment=environment)
+    return (
+        flag,
+        environment,
+        selectors.flag_state_get(flag=flag, environment=environment),
+    )
 
 
 class FlagStateDetailApi(ManagementApi):
     permission_model = FlagState
 
-    @extend_schema(operation_id="flag_states_retrieve", tags=["flag states"],
-                   parameters=[FLAG_PARAM, ENV_PARAM],
-                   responses={200: s.FlagStateOutputSerializer, **_errors(404)})
+    @extend_schema(
+        operation_id="flag_states_retrieve",
+        tags=["flag states"],
+        parameters=[FLAG_PARAM, ENV_PARAM],
+        responses={200: s.FlagStateOutputSerializer, **_errors(404)},
+    )
     def get(self, request: Request, key: str, env: str) -> Response:
         return Response(s.FlagStateOutputSerializer(_state(key, env)[2]).data)
 
-    @extend_schema(operation_id="flag_states_update", tags=["flag states"],
-                   parameters=[FLAG_PARAM, ENV_PARAM], request=s.FlagStateUpdateInputSerializer,
-                   responses={200: s.FlagStateOutputSerializer, **_errors(400, 404, 409)},
-                   description="Replace the serving fields. `version` is required: a stale "
-                               "version answers 409 `version_conflict` with `current_version`.")
+    @extend_schema(
+        operation_id="flag_states_update",
+        tags=["flag states"],
+        parameters=[FLAG_PARAM, ENV_PARAM],
+        request=s.FlagStateUpdateInputSerializer,
+        responses={200: s.FlagStateOutputSerializer, **_errors(400, 404, 409)},
+        description="Replace the serving fields. `version` is required: a stale "
+        "version answers 409 `version_conflict` with `current_version`.",
+    )
     def put(self, request: Request, key: str, env: str) -> Response:
         return self._update(request, key, env, partial=False)
 
-    @extend_schema(operation_id="flag_states_partial_update", tags=["flag states"],
-                   parameters=[FLAG_PARAM, ENV_PARAM], request=s.FlagStateUpdateInputSerializer,
-                   responses={200: s.FlagStateOutputSerializer, **_errors(400, 404, 409)},
-                   description="Change some serving fields. `version` is required.")
+    @extend_schema(
+        operation_id="flag_states_partial_update",
+        tags=["flag states"],
+        parameters=[FLAG_PARAM, ENV_PARAM],
+        request=s.FlagStateUpdateInputSerializer,
+        responses={200: s.FlagStateOutputSerializer, **_errors(400, 404, 409)},
+        description="Change some serving fields. `version` is required.",
+    )
     def patch(self, request: Request, key: str, env: str) -> Response:
         return self._update(request, key, env, partial=True)
 
-    def _update(self, request: Request, key: str, env: str, *, partial: bool) -> Response:
+    def _update(
+        self, request: Request, key: str, env: str, *, partial: bool
+    ) -> Response:
         flag, environment, _ = _state(key, env)
         data = _input(s.FlagStateUpdateInputSerializer, request, partial=partial)
         state = services.flag_state_update(
-            actor=request_actor(request), flag=flag, environment=environment,
-            expected_version=data.pop("version"), **data,
+            actor=request_actor(request),
+            flag=flag,
+            environment=environment,
+            expected_version=data.pop("version"),
+            **data,
         )
         return Response(s.FlagStateOutputSerializer(state).data)
 
@@ -408,7 +547,9 @@ class FlagStateCommandApi(ManagementApi):
     def post(self, request: Request, key: str, env: str) -> Response:
         flag, environment, _ = _state(key, env)
         data = _input(self.input_serializer, request)
-        state = self.run(actor=request_actor(request), flag=flag, environment=environment, **data)
+        state = self.run(
+            actor=request_actor(request), flag=flag, environment=environment, **data
+        )
         return Response(s.FlagStateOutputSerializer(state).data)
 
     def run(self, **kwargs: Any) -> FlagState:
@@ -417,8 +558,11 @@ class FlagStateCommandApi(ManagementApi):
 
 def _command_schema(name: str, serializer: type, description: str) -> Any:
     return extend_schema(
-        operation_id=f"flag_states_{name}", tags=["flag states"],
-        parameters=[FLAG_PARAM, ENV_PARAM], request=serializer, description=description,
+        operation_id=f"flag_states_{name}",
+        tags=["flag states"],
+        parameters=[FLAG_PARAM, ENV_PARAM],
+        request=serializer,
+        description=description,
         responses={200: s.FlagStateOutputSerializer, **_errors(400, 404, 409)},
     )
 
@@ -426,9 +570,12 @@ def _command_schema(name: str, serializer: type, description: str) -> Any:
 class FlagStateKillApi(FlagStateCommandApi):
     input_serializer = s.FlagStateKillInputSerializer
 
-    @_command_schema("kill", s.FlagStateKillInputSerializer,
-                     "Kill switch: everyone gets the off variation now. Never refused for a "
-                     "version; idempotent.")
+    @_command_schema(
+        "kill",
+        s.FlagStateKillInputSerializer,
+        "Kill switch: everyone gets the off variation now. Never refused for a "
+        "version; idempotent.",
+    )
     def post(self, request: Request, key: str, env: str) -> Response:
         return super().post(request, key, env)
 
@@ -439,8 +586,11 @@ class FlagStateKillApi(FlagStateCommandApi):
 class FlagStateRestoreApi(FlagStateCommandApi):
     input_serializer = s.FlagStateKillInputSerializer
 
-    @_command_schema("restore", s.FlagStateKillInputSerializer,
-                     "Undo a kill: targeting on again as before. 409 when not killed.")
+    @_command_schema(
+        "restore",
+        s.FlagStateKillInputSerializer,
+        "Undo a kill: targeting on again as before. 409 when not killed.",
+    )
     def post(self, request: Request, key: str, env: str) -> Response:
         return super().post(request, key, env)
 
@@ -451,21 +601,28 @@ class FlagStateRestoreApi(FlagStateCommandApi):
 class FlagStateEnableApi(FlagStateCommandApi):
     enabled = True
 
-    @_command_schema("enable", s.FlagStateVersionInputSerializer,
-                     "Turn targeting on (overrides, rules and fallthrough apply).")
+    @_command_schema(
+        "enable",
+        s.FlagStateVersionInputSerializer,
+        "Turn targeting on (overrides, rules and fallthrough apply).",
+    )
     def post(self, request: Request, key: str, env: str) -> Response:
         return super().post(request, key, env)
 
     def run(self, *, version: int | None, **kwargs: Any) -> FlagState:
-        return services.flag_state_set_enabled(enabled=self.enabled, expected_version=version,
-                                               **kwargs)
+        return services.flag_state_set_enabled(
+            enabled=self.enabled, expected_version=version, **kwargs
+        )
 
 
 class FlagStateDisableApi(FlagStateEnableApi):
     enabled = False
 
-    @_command_schema("disable", s.FlagStateVersionInputSerializer,
-                     "Turn targeting off: everyone gets the off variation.")
+    @_command_schema(
+        "disable",
+        s.FlagStateVersionInputSerializer,
+        "Turn targeting off: everyone gets the off variation.",
+    )
     def post(self, request: Request, key: str, env: str) -> Response:
         return super().post(request, key, env)
 
@@ -473,9 +630,12 @@ class FlagStateDisableApi(FlagStateEnableApi):
 class FlagStatePercentageApi(FlagStateCommandApi):
     input_serializer = s.FlagStatePercentageInputSerializer
 
-    @_command_schema("percentage", s.FlagStatePercentageInputSerializer,
-                     "Serve the treatment (`on` for bool flags) to this percentage by "
-                     "default, in 0.001% steps.")
+    @_command_schema(
+        "percentage",
+        s.FlagStatePercentageInputSerializer,
+        "Serve the treatment (`on` for bool flags) to this percentage by "
+        "default, in 0.001% steps.",
+    )
     def post(self, request: Request, key: str, env: str) -> Response:
         return super().post(request, key, env)
 
@@ -486,8 +646,11 @@ class FlagStatePercentageApi(FlagStateCommandApi):
 class FlagStateServeApi(FlagStateCommandApi):
     input_serializer = s.FlagStateServeInputSerializer
 
-    @_command_schema("serve", s.FlagStateServeInputSerializer,
-                     "Serve one variation to everyone not matched by an override or rule.")
+    @_command_schema(
+        "serve",
+        s.FlagStateServeInputSerializer,
+        "Serve one variation to everyone not matched by an override or rule.",
+    )
     def post(self, request: Request, key: str, env: str) -> Response:
         return super().post(request, key, env)
 
@@ -501,13 +664,17 @@ class FlagStateServeApi(FlagStateCommandApi):
 class OverrideListApi(ManagementApi):
     permission_model = MerchantOverride
 
-    @extend_schema(operation_id="overrides_list", tags=["overrides"],
-                   parameters=[FLAG_PARAM, ENV_PARAM, s.OverrideFilterSerializer],
-                   responses={200: s.OverrideOutputSerializer(many=True), **_errors(400, 404)})
+    @extend_schema(
+        operation_id="overrides_list",
+        tags=["overrides"],
+        parameters=[FLAG_PARAM, ENV_PARAM, s.OverrideFilterSerializer],
+        responses={200: s.OverrideOutputSerializer(many=True), **_errors(400, 404)},
+    )
     def get(self, request: Request, key: str, env: str) -> Response:
         filters = _input(s.OverrideFilterSerializer, request, data=request.query_params)
         overrides = selectors.override_list(
-            flag=selectors.flag_get(key), environment=selectors.environment_get(env),
+            flag=selectors.flag_get(key),
+            environment=selectors.environment_get(env),
             live_only=filters["live_only"],
         )
         return _paginated(self, request, overrides, s.OverrideOutputSerializer)
@@ -517,42 +684,71 @@ class OverrideDetailApi(ManagementApi):
     permission_model = MerchantOverride
     permission_actions = {"PUT": ("add", "change")}
 
-    @extend_schema(operation_id="overrides_retrieve", tags=["overrides"],
-                   parameters=[FLAG_PARAM, ENV_PARAM, MERCHANT_PARAM],
-                   responses={200: s.OverrideOutputSerializer, **_errors(404)})
+    @extend_schema(
+        operation_id="overrides_retrieve",
+        tags=["overrides"],
+        parameters=[FLAG_PARAM, ENV_PARAM, MERCHANT_PARAM],
+        responses={200: s.OverrideOutputSerializer, **_errors(404)},
+    )
     def get(self, request: Request, key: str, env: str, merchant: str) -> Response:
         override = selectors.override_list(
-            flag=selectors.flag_get(key), environment=selectors.environment_get(env),
+            flag=selectors.flag_get(key),
+            environment=selectors.environment_get(env),
             merchant=selectors.merchant_get(merchant),
         ).first()
         if override is None:
-            raise NotFound(f"merchant {merchant!r} has no override of {key} in {env}",
-                           field="merchant")
+            raise NotFound(
+                f"merchant {merchant!r} has no override of {key} in {env}",
+                field="merchant",
+            )
         return Response(s.OverrideOutputSerializer(override).data)
 
-    @extend_schema(operation_id="overrides_set", tags=["overrides"],
-                   parameters=[FLAG_PARAM, ENV_PARAM, MERCHANT_PARAM],
-                   request=s.OverrideSetInputSerializer,
-                   responses={200: s.OverrideOutputSerializer, **_errors(400, 404, 409)},
-                   description="Create or replace the merchant's override.")
+    @extend_schema(
+        operation_id="overrides_set",
+        tags=["overrides"],
+        parameters=[FLAG_PARAM, ENV_PARAM, MERCHANT_PARAM],
+        request=s.OverrideSetInputSerializer,
+        responses={200: s.OverrideOutputSerializer, **_errors(400, 404, 409)},
+        description="Create or replace the merchant's override.",
+    )
     def put(self, request: Request, key: str, env: str, merchant: str) -> Response:
         flag, environment = selectors.flag_get(key), selectors.environment_get(env)
         target = selectors.merchant_get(merchant)
         data = _input(s.OverrideSetInputSerializer, request)
-        override = services.override_set(actor=request_actor(request), flag=flag,
-                                         environment=environment, merchant=target, **data)
+        override = services.override_set(
+            actor=request_actor(request),
+            flag=flag,
+            environment=environment,
+            merchant=target,
+            **data,
+        )
         return Response(s.OverrideOutputSerializer(override).data)
 
-    @extend_schema(operation_id="overrides_remove", tags=["overrides"],
-                   parameters=[FLAG_PARAM, ENV_PARAM, MERCHANT_PARAM,
-                               OpenApiParameter("reason", OpenApiTypes.STR, required=False)],
-                   request=None, responses={204: None, **_errors(400, 404)})
+    @extend_schema(
+        operation_id="overrides_remove",
+        tags=["overrides"],
+        parameters=[
+            FLAG_PARAM,
+            ENV_PARAM,
+            MERCHANT_PARAM,
+            OpenApiParameter("reason", OpenApiTypes.STR, required=False),
+        ],
+        request=None,
+        responses={204: None, **_errors(400, 404)},
+    )
     def delete(self, request: Request, key: str, env: str, merchant: str) -> Response:
         flag, environment = selectors.flag_get(key), selectors.environment_get(env)
         target = selectors.merchant_get(merchant)
-        data = _input(s.OverrideRemoveInputSerializer, request, data=request.query_params)
-        services.override_remove(actor=request_actor(request), flag=flag,
-                                 environment=environment, merchant=target, **data)
+        data = _input(
+            s.OverrideRemoveInputSerializer, request, data=request.query_params
+        )
+        services.override_remove(
+            actor=request_actor(request),
+            flag=flag,
+            environment=environment,
+            merchant=target,
+            **data,
+        )
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -562,9 +758,12 @@ class OverrideDetailApi(ManagementApi):
 class ApiKeyListCreateApi(ManagementApi):
     permission_model = ApiKey
 
-    @extend_schema(operation_id="api_keys_list", tags=["api keys"],
-                   parameters=[s.ApiKeyFilterSerializer],
-                   responses={200: s.ApiKeyOutputSerializer(many=True), **_errors(400)})
+    @extend_schema(
+        operation_id="api_keys_list",
+        tags=["api keys"],
+        parameters=[s.ApiKeyFilterSerializer],
+        responses={200: s.ApiKeyOutputSerializer(many=True), **_errors(400)},
+    )
     def get(self, request: Request) -> Response:
         filters = _input(s.ApiKeyFilterSerializer, request, data=request.query_params)
         keys = ApiKey.objects.select_related("environment", "user")
@@ -574,20 +773,29 @@ class ApiKeyListCreateApi(ManagementApi):
             keys = keys.filter(revoked_at__isnull=True)
         return _paginated(self, request, keys, s.ApiKeyOutputSerializer)
 
-    @extend_schema(operation_id="api_keys_create", tags=["api keys"],
-                   request=s.ApiKeyCreateInputSerializer,
-                   responses={201: s.ApiKeyCreatedOutputSerializer, **_errors(400, 404)},
-                   description="Create a key. The raw key is in this answer only.")
+    @extend_schema(
+        operation_id="api_keys_create",
+        tags=["api keys"],
+        request=s.ApiKeyCreateInputSerializer,
+        responses={201: s.ApiKeyCreatedOutputSerializer, **_errors(400, 404)},
+        description="Create a key. The raw key is in this answer only.",
+    )
     def post(self, request: Request) -> Response:
         data = _input(s.ApiKeyCreateInputSerializer, request)
-        environment = selectors.environment_get(data["environment"]) if data["environment"] \
+        environment = (
+            selectors.environment_get(data["environment"])
+            if data["environment"]
             else None
+        )
         user = _service_user(data["user"]) if data["user"] else None
         if user is not None:
             check_can_delegate(request, user)
         api_key, raw = apikey_services.apikey_create(
-            actor=request_actor(request), name=data["name"], scope=data["scope"],
-            environment=environment, user=user,
+            actor=request_actor(request),
+            name=data["name"],
+            scope=data["scope"],
+            environment=environment,
+            user=user,
         )
         body = s.ApiKeyOutputSerializer(api_key).data | {"key": raw}
         return Response(body, status=status.HTTP_201_CREATED)
@@ -603,23 +811,32 @@ def _service_user(username: str) -> Any:
 
 
 def _api_key(key_id: str) -> ApiKey:
-    api_key = (ApiKey.objects.select_related("environment", "user")
-               .filter(pk=int(key_id)).first() if key_id.isdigit() and len(key_id) < 19
-               else None)
+    api_key = (
+        ApiKey.objects.select_related("environment", "user")
+        .filter(pk=int(key_id))
+        .first()
+        if key_id.isdigit() and len(key_id) < 19
+        else None
+    )
     if api_key is None:
         raise NotFound(f"unknown API key {key_id!r}", field="id")
     return api_key
 
 
-KEY_ID_PARAM = OpenApiParameter("id", OpenApiTypes.STR, OpenApiParameter.PATH,
-                                description="API key id (as listed).")
+KEY_ID_PARAM = OpenApiParameter(
+    "id", OpenApiTypes.STR, OpenApiParameter.PATH, description="API key id (as listed)."
+)
 
 
 class ApiKeyDetailApi(ManagementApi):
     permission_model = ApiKey
 
-    @extend_schema(operation_id="api_keys_retrieve", tags=["api keys"], parameters=[KEY_ID_PARAM],
-                   responses={200: s.ApiKeyOutputSerializer, **_errors(404)})
+    @extend_schema(
+        operation_id="api_keys_retrieve",
+        tags=["api keys"],
+        parameters=[KEY_ID_PARAM],
+        responses={200: s.ApiKeyOutputSerializer, **_errors(404)},
+    )
     def get(self, request: Request, id: str) -> Response:
         return Response(s.ApiKeyOutputSerializer(_api_key(id)).data)
 
@@ -628,10 +845,16 @@ class ApiKeyRevokeApi(ManagementApi):
     permission_model = ApiKey
     permission_actions = {"POST": ("change",)}
 
-    @extend_schema(operation_id="api_keys_revoke", tags=["api keys"], parameters=[KEY_ID_PARAM],
-                   request=None, responses={200: s.ApiKeyOutputSerializer, **_errors(404, 409)},
-                   description="Revoke a key; serving processes refuse it within about a second.")
+    @extend_schema(
+        operation_id="api_keys_revoke",
+        tags=["api keys"],
+        parameters=[KEY_ID_PARAM],
+        request=None,
+        responses={200: s.ApiKeyOutputSerializer, **_errors(404, 409)},
+        description="Revoke a key; serving processes refuse it within about a second.",
+    )
     def post(self, request: Request, id: str) -> Response:
-        api_key = apikey_services.apikey_revoke(actor=request_actor(request),
-                                                api_key=_api_key(id))
+        api_key = apikey_services.apikey_revoke(
+            actor=request_actor(request), api_key=_api_key(id)
+        )
         return Response(s.ApiKeyOutputSerializer(_api_key(str(api_key.pk))).data)

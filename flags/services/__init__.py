@@ -2,10 +2,20 @@
 
 The admin, commands, API and controller change state only through these.
 """
+
 from flags.services._common import state_snapshot
 from flags.services.bulk import merchant_upsert_many  # noqa: F401
-from flags.services.flags import environment_create, flag_archive, flag_create, flag_update
-from flags.services.overrides import override_remove, override_set, overrides_purge_expired
+from flags.services.flags import (
+    environment_create,
+    flag_archive,
+    flag_create,
+    flag_update,
+)
+from flags.services.overrides import (
+    override_remove,
+    override_set,
+    overrides_purge_expired,
+)
 from flags.services.registry import (
     merchant_create,
     merchant_update,

@@ -1,14 +1,16 @@
 """Helpers shared by the flag services (not part of the public API)."""
+
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import F, Model
 
+from controlplane.exceptions import InvalidInput
 from flags.engine import RulesetError
-from flags.exceptions import InvalidInput
 from flags.models import Environment, FlagState
 
 
@@ -41,7 +43,9 @@ def bump_rulesets(environment_ids: Iterable[int]) -> None:
     ids = sorted(set(environment_ids))
     if not ids:
         return
-    Environment.objects.filter(pk__in=ids).update(ruleset_version=F("ruleset_version") + 1)
+    Environment.objects.filter(pk__in=ids).update(
+        ruleset_version=F("ruleset_version") + 1
+    )
     from flags import propagation
 
     propagation.announce(environment_ids=ids)

@@ -1,4 +1,5 @@
 """Bulk writes: many merchants in one transaction, each change audited."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -10,7 +11,7 @@ from django.utils import timezone
 
 from controlplane.audit.services import audited_transaction, record_audit_event
 from controlplane.conf import setting
-from flags.exceptions import Conflict, InvalidInput
+from controlplane.exceptions import Conflict, InvalidInput
 from flags.models import Merchant
 from flags.services._common import bump_all_rulesets
 from flags.services.registry import _clean_attributes, _merchant_snapshot
@@ -34,8 +35,9 @@ def _clean_item(item: Any, where: str) -> dict[str, Any]:
         raise InvalidInput(f"{where}.name: must be a string", field=f"{where}.name")
     is_active = item.get("is_active", True)
     if not isinstance(is_active, bool):
-        raise InvalidInput(f"{where}.is_active: must be true or false",
-                           field=f"{where}.is_active")
+        raise InvalidInput(
+            f"{where}.is_active: must be true or false", field=f"{where}.is_active"
+        )
     try:
         attributes = _clean_attributes(item.get("attributes"))
     except InvalidInput as exc:
@@ -59,8 +61,10 @@ def merchant_upsert_many(*, actor: Any, items: list[dict]) -> BulkUpsertResult:
     if not isinstance(items, list):
         raise InvalidInput("merchants: must be a list", field="merchants")
     if len(items) > limit:
-        raise InvalidInput(f"merchants: at most {limit} per request (got {len(items)})",
-                           field="merchants")
+        raise InvalidInput(
+            f"merchants: at most {limit} per request (got {len(items)})",
+            field="merchants",
+        )
     cleaned: list[dict[str, Any]] = []
     seen: dict[str, int] = {}
     for index, item in enumerate(items):
@@ -76,7 +80,9 @@ def merchant_upsert_many(*, actor: Any, items: list[dict]) -> BulkUpsertResult:
     with audited_transaction():
         existing = {
             merchant.key: merchant
-            for merchant in Merchant.objects.select_for_update().filter(key__in=list(seen))
+            for merchant in Merchant.objects.select_for_update().filter(
+                key__in=list(seen)
+            )
         }
         now = timezone.now()
         changes: list[tuple[Merchant, dict | None, dict]] = []
@@ -103,14 +109,22 @@ def merchant_upsert_many(*, actor: Any, items: list[dict]) -> BulkUpsertResult:
             with audited_transaction():
                 Merchant.objects.bulk_create(new, batch_size=500)
         except IntegrityError:
-            raise Conflict("merchants: some of these keys were just created by another "
-                           "request; retry", field="merchants") from None
-        Merchant.objects.bulk_update(old, ["name", "attributes", "is_active", "updated_at"],
-                                     batch_size=500)
+            raise Conflict(
+                "merchants: some of these keys were just created by another "
+                "request; retry",
+                field="merchants",
+            ) from None
+        Merchant.objects.bulk_update(
+            old, ["name", "attributes", "is_active", "updated_at"], batch_size=500
+        )
         for merchant, before, after in changes:
             record_audit_event(
-                actor=actor, action="merchant.updated" if before else "merchant.created",
-                target=merchant, before=before, after=after, details={"bulk": True},
+                actor=actor,
+                action="merchant.updated" if before else "merchant.created",
+                target=merchant,
+                before=before,
+                after=after,
+                details={"bulk": True},
             )
         if changes:
             bump_all_rulesets()  # registry attributes feed rule evaluation
@@ -123,7 +137,9 @@ def _clean_fields(merchant: Merchant, where: str) -> None:
         merchant.clean_fields(exclude=["created_at", "updated_at"])
     except ValidationError as exc:
         field, messages = next(iter(exc.message_dict.items()))
-        raise InvalidInput(f"{where}.{field}: {messages[0]}", field=f"{where}.{field}") from None
+        raise InvalidInput(
+            f"{where}.{field}: {messages[0]}", field=f"{where}.{field}"
+        ) from None
 
 
 __all__ = ["BulkUpsertResult", "merchant_upsert_many"]

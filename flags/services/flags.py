@@ -1,13 +1,12 @@
 """Create, update and archive flags; create environments."""
+
 from __future__ import annotations
 
 from typing import Any
 
-
-
 from controlplane.audit.services import audited_transaction, record_audit_event
+from controlplane.exceptions import Conflict, InvalidInput
 from flags import engine, validation
-from flags.exceptions import Conflict, InvalidInput
 from flags.models import Environment, Flag, FlagState, MerchantOverride, ValueType
 from flags.services._common import (
     bump_rulesets,
@@ -32,7 +31,9 @@ def _flag_snapshot(flag: Flag) -> dict[str, Any]:
     }
 
 
-def _default_state(flag: Flag, environment: Environment, off_variation: str) -> FlagState:
+def _default_state(
+    flag: Flag, environment: Environment, off_variation: str
+) -> FlagState:
     return FlagState(
         flag=flag,
         environment=environment,
@@ -43,7 +44,9 @@ def _default_state(flag: Flag, environment: Environment, off_variation: str) -> 
     )
 
 
-def environment_create(*, actor: Any, key: str, name: str = "", sort_order: int = 0) -> Environment:
+def environment_create(
+    *, actor: Any, key: str, name: str = "", sort_order: int = 0
+) -> Environment:
     """Create an environment and an (off) state in it for every flag."""
     with audited_transaction():
         environment = Environment(key=key, name=name or key, sort_order=sort_order)
@@ -55,9 +58,15 @@ def environment_create(*, actor: Any, key: str, name: str = "", sort_order: int 
         ]
         FlagState.objects.bulk_create(states)
         record_audit_event(
-            actor=actor, action="environment.created", target=environment,
+            actor=actor,
+            action="environment.created",
+            target=environment,
             environment=environment.key,
-            after={"key": environment.key, "name": environment.name, "flag_states": len(states)},
+            after={
+                "key": environment.key,
+                "name": environment.name,
+                "flag_states": len(states),
+            },
         )
     return environment
 
@@ -94,11 +103,14 @@ def flag_create(
     """
     if value_type not in ValueType.values:
         raise InvalidInput(
-            f"value_type: must be one of {', '.join(ValueType.values)}", field="value_type"
+            f"value_type: must be one of {', '.join(ValueType.values)}",
+            field="value_type",
         )
     if variations is None:
         if value_type != ValueType.BOOL:
-            raise InvalidInput(f"variations: a {value_type} flag needs variations", field="variations")
+            raise InvalidInput(
+                f"variations: a {value_type} flag needs variations", field="variations"
+            )
         variations = BOOL_VARIATIONS
     try:
         variations = validation.validate_variations(value_type, variations)
@@ -106,18 +118,29 @@ def flag_create(
         raise invalid_from(exc) from None
     with audited_transaction():
         flag = Flag(
-            key=key, name=name or key, value_type=value_type, variations=variations,
-            description=description, owner=owner, tags=_clean_tags(tags),
+            key=key,
+            name=name or key,
+            value_type=value_type,
+            variations=variations,
+            description=description,
+            owner=owner,
+            tags=_clean_tags(tags),
         )
         full_clean(flag)
         off = off_variation or _default_off(flag)
         if off not in flag.variation_keys:
-            raise InvalidInput(f"off_variation: unknown variation {off!r}", field="off_variation")
+            raise InvalidInput(
+                f"off_variation: unknown variation {off!r}", field="off_variation"
+            )
         flag.save()
         environments = list(Environment.objects.all())
-        FlagState.objects.bulk_create([_default_state(flag, env, off) for env in environments])
+        FlagState.objects.bulk_create(
+            [_default_state(flag, env, off) for env in environments]
+        )
         record_audit_event(
-            actor=actor, action="flag.created", target=flag,
+            actor=actor,
+            action="flag.created",
+            target=flag,
             after=_flag_snapshot(flag) | {"off_variation": off},
         )
         bump_rulesets(env.pk for env in environments)
@@ -171,7 +194,9 @@ def flag_update(
         if after == before:
             return flag
         flag.save()
-        record_audit_event(actor=actor, action="flag.updated", target=flag, before=before, after=after)
+        record_audit_event(
+            actor=actor, action="flag.updated", target=flag, before=before, after=after
+        )
         if affects_evaluation:
             bump_rulesets(flag.states.values_list("environment_id", flat=True))
     return flag
@@ -188,7 +213,9 @@ def _variations_in_use(flag: Flag) -> set[str]:
             if "variation" in serve:
                 used.add(serve["variation"])
             else:
-                used.update(arm["variation"] for arm in serve["split"] if arm["weight"] > 0)
+                used.update(
+                    arm["variation"] for arm in serve["split"] if arm["weight"] > 0
+                )
     return used
 
 
@@ -201,8 +228,11 @@ def flag_archive(*, actor: Any, flag: Flag, archived: bool = True) -> Flag:
         flag.archived = archived
         flag.save(update_fields=["archived", "updated_at"])
         record_audit_event(
-            actor=actor, action="flag.archived" if archived else "flag.unarchived", target=flag,
-            before={"archived": not archived}, after={"archived": archived},
+            actor=actor,
+            action="flag.archived" if archived else "flag.unarchived",
+            target=flag,
+            before={"archived": not archived},
+            after={"archived": archived},
         )
         bump_rulesets(flag.states.values_list("environment_id", flat=True))
     return flag

@@ -1,16 +1,16 @@
 """Per-merchant overrides: a merchant gets a variation whatever the rollout says."""
+
 from __future__ import annotations
 
 import datetime as dt
 from typing import Any
-
 
 from django.db.models import Q
 from django.utils import timezone
 
 from controlplane.audit.actors import SYSTEM
 from controlplane.audit.services import audited_transaction, record_audit_event
-from flags.exceptions import Conflict, InvalidInput, NotFound
+from controlplane.exceptions import Conflict, InvalidInput, NotFound
 from flags.models import Environment, Flag, Merchant, MerchantOverride
 from flags.services._common import bump_rulesets
 
@@ -64,7 +64,9 @@ def override_set(
             .first()
         )
         before = _override_snapshot(existing) if existing else None
-        override = existing or MerchantOverride(flag=flag, environment=environment, merchant=merchant)
+        override = existing or MerchantOverride(
+            flag=flag, environment=environment, merchant=merchant
+        )
         override.variation = variation
         override.note = note[:500]
         override.expires_at = expires_at
@@ -76,7 +78,10 @@ def override_set(
         record_audit_event(
             actor=actor,
             action="override.updated" if existing else "override.created",
-            target=override, environment=environment.key, before=before, after=after,
+            target=override,
+            environment=environment.key,
+            before=before,
+            after=after,
             details={"merchant": merchant.key, "flag": flag.key},
         )
         bump_rulesets([environment.pk])
@@ -84,7 +89,12 @@ def override_set(
 
 
 def override_remove(
-    *, actor: Any, flag: Flag, environment: Environment, merchant: Merchant, reason: str = "",
+    *,
+    actor: Any,
+    flag: Flag,
+    environment: Environment,
+    merchant: Merchant,
+    reason: str = "",
 ) -> None:
     """Remove the merchant's override; raise NotFound when there is none."""
     with audited_transaction():
@@ -102,19 +112,31 @@ def override_remove(
         _delete(override, actor=actor, action="override.removed", reason=reason)
 
 
-def _delete(override: MerchantOverride, *, actor: Any, action: str, reason: str) -> None:
+def _delete(
+    override: MerchantOverride, *, actor: Any, action: str, reason: str
+) -> None:
     before = _override_snapshot(override)
     record_audit_event(
-        actor=actor, action=action, target=override, environment=override.environment.key,
-        before=before, after=None,
-        details={"merchant": override.merchant.key, "flag": override.flag.key, "reason": reason},
+        actor=actor,
+        action=action,
+        target=override,
+        environment=override.environment.key,
+        before=before,
+        after=None,
+        details={
+            "merchant": override.merchant.key,
+            "flag": override.flag.key,
+            "reason": reason,
+        },
     )
     environment_id = override.environment_id
     override.delete()
     bump_rulesets([environment_id])
 
 
-def overrides_purge_expired(*, actor: Any = SYSTEM, now: dt.datetime | None = None) -> int:
+def overrides_purge_expired(
+    *, actor: Any = SYSTEM, now: dt.datetime | None = None
+) -> int:
     """Delete overrides past their expiry, one audited removal each.
 
     The engine already ignores them from their expiry on; this keeps the
@@ -123,7 +145,9 @@ def overrides_purge_expired(*, actor: Any = SYSTEM, now: dt.datetime | None = No
     now = now or timezone.now()
     removed = 0
     expired_ids = list(
-        MerchantOverride.objects.filter(expires_at__lte=now).values_list("pk", flat=True)
+        MerchantOverride.objects.filter(expires_at__lte=now).values_list(
+            "pk", flat=True
+        )
     )
     for pk in expired_ids:
         with audited_transaction():

@@ -5,16 +5,17 @@ given (optimistic locking: a stale edit is refused, never merged), validates
 the result with the engine's rules, bumps the state's version and the
 environment's ruleset version, and writes one audit event.
 """
+
 from __future__ import annotations
 
-from typing import Any, Callable
-
+from collections.abc import Callable
+from typing import Any
 
 from django.utils import timezone
 
 from controlplane.audit.services import audited_transaction, record_audit_event
+from controlplane.exceptions import Conflict, InvalidInput, VersionConflict
 from flags import engine, validation
-from flags.exceptions import Conflict, InvalidInput, VersionConflict
 from flags.models import Environment, Flag, FlagState, Segment
 from flags.services._common import bump_rulesets, invalid_from, state_snapshot
 
@@ -24,15 +25,19 @@ _UNSET: Any = object()
 def _validate(state: FlagState) -> None:
     keys = state.flag.variation_keys
     if state.off_variation not in keys:
-        raise InvalidInput(f"off_variation: unknown variation {state.off_variation!r}",
-                           field="off_variation")
+        raise InvalidInput(
+            f"off_variation: unknown variation {state.off_variation!r}",
+            field="off_variation",
+        )
     if not isinstance(state.bucket_by, str) or not state.bucket_by.strip():
         raise InvalidInput("bucket_by: is required", field="bucket_by")
     try:
         state.rules = validation.validate_rules(
             state.rules, keys, Segment.objects.values_list("key", flat=True)
         )
-        state.fallthrough = validation.validate_serve(state.fallthrough, keys, "fallthrough")
+        state.fallthrough = validation.validate_serve(
+            state.fallthrough, keys, "fallthrough"
+        )
     except engine.RulesetError as exc:
         raise invalid_from(exc) from None
 
@@ -57,7 +62,8 @@ def _change_state(
         if expected_version is not None and expected_version != state.version:
             raise VersionConflict(
                 what=f"{state.flag.key} in {state.environment.key}",
-                expected=expected_version, current=state.version,
+                expected=expected_version,
+                current=state.version,
             )
         if state.flag.archived and not allow_archived:
             raise Conflict(f"flag {state.flag.key!r} is archived", field="flag")
@@ -71,8 +77,13 @@ def _change_state(
         after["version"] = state.version
         state.save()
         record_audit_event(
-            actor=actor, action=action, target=state, environment=state.environment.key,
-            before=before, after=after, details=details or {},
+            actor=actor,
+            action=action,
+            target=state,
+            environment=state.environment.key,
+            before=before,
+            after=after,
+            details=details or {},
         )
         bump_rulesets([state.environment_id])
     return state
@@ -95,6 +106,7 @@ def flag_state_update(
     Raises VersionConflict (with the current version) when the state moved
     since the caller read it; nothing is merged or written then.
     """
+
     def mutate(state: FlagState) -> None:
         if enabled is not _UNSET:
             if not isinstance(enabled, bool):
@@ -112,13 +124,18 @@ def flag_state_update(
             state.bucket_by = bucket_by
 
     return _change_state(
-        actor=actor, flag=flag, environment=environment, expected_version=expected_version,
-        action="flag_state.updated", mutate=mutate,
+        actor=actor,
+        flag=flag,
+        environment=environment,
+        expected_version=expected_version,
+        action="flag_state.updated",
+        mutate=mutate,
     )
 
 
-def percentage_split(flag: Flag, percentage: float, treatment: str | None,
-                     control: str | None) -> dict:
+def percentage_split(
+    flag: Flag, percentage: float, treatment: str | None, control: str | None
+) -> dict:
     """Return the fallthrough split serving ``treatment`` to ``percentage``%.
 
     The treatment arm comes first, so raising the percentage only adds
@@ -141,10 +158,12 @@ def percentage_split(flag: Flag, percentage: float, treatment: str | None,
         weight = validation.percent_to_weight(percentage)
     except engine.RulesetError as exc:
         raise invalid_from(exc) from None
-    return {"split": [
-        {"variation": treatment, "weight": weight},
-        {"variation": control, "weight": engine.BUCKETS - weight},
-    ]}
+    return {
+        "split": [
+            {"variation": treatment, "weight": weight},
+            {"variation": control, "weight": engine.BUCKETS - weight},
+        ]
+    }
 
 
 def flag_state_set_percentage(
@@ -167,48 +186,76 @@ def flag_state_set_percentage(
         state.fallthrough = split
 
     return _change_state(
-        actor=actor, flag=flag, environment=environment, expected_version=expected_version,
-        action="flag_state.percentage_set", mutate=mutate,
+        actor=actor,
+        flag=flag,
+        environment=environment,
+        expected_version=expected_version,
+        action="flag_state.percentage_set",
+        mutate=mutate,
         details={"percentage": percentage, "treatment": split["split"][0]["variation"]},
     )
 
 
 def flag_state_serve(
-    *, actor: Any, flag: Flag, environment: Environment, variation: str,
+    *,
+    actor: Any,
+    flag: Flag,
+    environment: Environment,
+    variation: str,
     expected_version: int | None = None,
 ) -> FlagState:
     """Serve one variation to everyone not matched by an override or rule."""
+
     def mutate(state: FlagState) -> None:
         state.fallthrough = {"variation": variation}
 
     return _change_state(
-        actor=actor, flag=flag, environment=environment, expected_version=expected_version,
-        action="flag_state.fallthrough_set", mutate=mutate, details={"variation": variation},
+        actor=actor,
+        flag=flag,
+        environment=environment,
+        expected_version=expected_version,
+        action="flag_state.fallthrough_set",
+        mutate=mutate,
+        details={"variation": variation},
     )
 
 
 def flag_state_set_enabled(
-    *, actor: Any, flag: Flag, environment: Environment, enabled: bool,
+    *,
+    actor: Any,
+    flag: Flag,
+    environment: Environment,
+    enabled: bool,
     expected_version: int | None = None,
 ) -> FlagState:
     """Turn targeting on (rules, overrides, fallthrough apply) or off."""
+
     def mutate(state: FlagState) -> None:
         state.enabled = enabled
         state.killed_at, state.kill_reason = None, ""
 
     return _change_state(
-        actor=actor, flag=flag, environment=environment, expected_version=expected_version,
-        action="flag_state.enabled" if enabled else "flag_state.disabled", mutate=mutate,
+        actor=actor,
+        flag=flag,
+        environment=environment,
+        expected_version=expected_version,
+        action="flag_state.enabled" if enabled else "flag_state.disabled",
+        mutate=mutate,
     )
 
 
 def flag_state_kill(
-    *, actor: Any, flag: Flag, environment: Environment, reason: str = "",
+    *,
+    actor: Any,
+    flag: Flag,
+    environment: Environment,
+    reason: str = "",
 ) -> FlagState:
     """Kill switch: everyone gets the off variation, now. Idempotent.
 
     Never refused for a version: an emergency stop must not lose a race.
     """
+
     def mutate(state: FlagState) -> None:
         if state.killed_at is None or state.enabled:
             state.killed_at = timezone.now()
@@ -216,30 +263,51 @@ def flag_state_kill(
         state.enabled = False
 
     return _change_state(
-        actor=actor, flag=flag, environment=environment, expected_version=None,
-        action="flag_state.killed", mutate=mutate, details={"reason": reason},
+        actor=actor,
+        flag=flag,
+        environment=environment,
+        expected_version=None,
+        action="flag_state.killed",
+        mutate=mutate,
+        details={"reason": reason},
         allow_archived=True,
     )
 
 
-def flag_state_restore(*, actor: Any, flag: Flag, environment: Environment, reason: str = "") -> FlagState:
+def flag_state_restore(
+    *, actor: Any, flag: Flag, environment: Environment, reason: str = ""
+) -> FlagState:
     """Undo a kill: targeting on again, as it was before the kill."""
+
     def mutate(state: FlagState) -> None:
         if state.killed_at is None:
-            raise Conflict(f"{flag.key} in {environment.key} is not killed", field="flag")
+            raise Conflict(
+                f"{flag.key} in {environment.key} is not killed", field="flag"
+            )
         state.enabled = True
         state.killed_at, state.kill_reason = None, ""
 
     return _change_state(
-        actor=actor, flag=flag, environment=environment, expected_version=None,
-        action="flag_state.restored", mutate=mutate, details={"reason": reason},
+        actor=actor,
+        flag=flag,
+        environment=environment,
+        expected_version=None,
+        action="flag_state.restored",
+        mutate=mutate,
+        details={"reason": reason},
     )
 
 
 def flag_state_restore_snapshot(
-    *, actor: Any, flag: Flag, environment: Environment, snapshot: dict, reason: str = "",
+    *,
+    actor: Any,
+    flag: Flag,
+    environment: Environment,
+    snapshot: dict,
+    reason: str = "",
 ) -> FlagState:
     """Put a state back to a captured ``state_snapshot`` (used by rollbacks)."""
+
     def mutate(state: FlagState) -> None:
         state.enabled = snapshot["enabled"]
         state.off_variation = snapshot["off_variation"]
@@ -252,7 +320,12 @@ def flag_state_restore_snapshot(
             state.killed_at, state.kill_reason = None, ""
 
     return _change_state(
-        actor=actor, flag=flag, environment=environment, expected_version=None,
-        action="flag_state.restored_snapshot", mutate=mutate, details={"reason": reason},
+        actor=actor,
+        flag=flag,
+        environment=environment,
+        expected_version=None,
+        action="flag_state.restored_snapshot",
+        mutate=mutate,
+        details={"reason": reason},
         allow_archived=True,
     )

@@ -1,4 +1,5 @@
 """Actuators, registered by kind. Each has plan, execute and verify."""
+
 from __future__ import annotations
 
 from rollback.actuators.base import Actuator, ActuatorError, StepContext
@@ -12,6 +13,10 @@ ACTUATORS: dict[str, Actuator] = {
     "migration_revert": MigrationRevertActuator(),
 }
 
-LEVEL_ACTUATORS: dict[int, str] = {1: "flag_toggle", 2: "deployment_revert", 3: "migration_revert"}
+LEVEL_ACTUATORS: dict[int, str] = {
+    1: "flag_toggle",
+    2: "deployment_revert",
+    3: "migration_revert",
+}
 
 __all__ = ["ACTUATORS", "LEVEL_ACTUATORS", "Actuator", "ActuatorError", "StepContext"]

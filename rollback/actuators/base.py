@@ -1,4 +1,5 @@
 """The actuator protocol: plan, execute, verify. Each is idempotent."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -10,7 +11,9 @@ from controlplane.audit.actors import Actor
 class ActuatorError(Exception):
     """An actuator could not reach its target state; ``output`` says why."""
 
-    def __init__(self, message: str, *, output: str = "", retryable: bool = True) -> None:
+    def __init__(
+        self, message: str, *, output: str = "", retryable: bool = True
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.output = output

@@ -4,6 +4,7 @@ Backends come from ``setting("ROLLBACK_DEPLOY_BACKENDS")`` only (never the
 admin or the API): ``command`` (argv template, no shell), ``webhook`` (signed
 JSON POST) and ``symlink`` (``releases/<version>`` + an atomic ``current``).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -27,7 +28,9 @@ class BackendNotConfigured(Exception):
     """No backend (or an invalid one) for a service; the message says which."""
 
 
-def backend_resolve(*, service: str, name: str | None = None) -> tuple[str, dict[str, Any]]:
+def backend_resolve(
+    *, service: str, name: str | None = None
+) -> tuple[str, dict[str, Any]]:
     """Return (name, config) of the backend for ``service``.
 
     An explicit ``name`` must be configured; else the backend named like the
@@ -65,7 +68,11 @@ def backend_problem(config: dict[str, Any]) -> str:
         return f"type must be one of {', '.join(BACKEND_TYPES)}, not {kind!r}"
     if kind == "command":
         argv = config.get("argv")
-        if not isinstance(argv, (list, tuple)) or not argv or not all(isinstance(a, str) for a in argv):
+        if (
+            not isinstance(argv, (list, tuple))
+            or not argv
+            or not all(isinstance(a, str) for a in argv)
+        ):
             return "command backend needs 'argv', a non-empty list of strings"
     if kind == "webhook":
         if not str(config.get("url", "")).startswith(("http://", "https://")):
@@ -95,15 +102,21 @@ def _render(template: list[str], values: dict[str, str]) -> list[str]:
         raise ActuatorError(f"bad argv template: {exc}", retryable=False) from None
 
 
-def run_argv(argv: list[str], *, timeout: float, env: dict | None = None) -> tuple[int, str]:
+def run_argv(
+    argv: list[str], *, timeout: float, env: dict | None = None
+) -> tuple[int, str]:
     """Run argv without a shell; return (exit code, combined output).
 
     On timeout the whole process group is killed and ActuatorError raised.
     """
     try:
         proc = subprocess.Popen(
-            argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-            start_new_session=True, env={**os.environ, **(env or {})},
+            argv,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+            env={**os.environ, **(env or {})},
         )
     except OSError as exc:
         raise ActuatorError(f"cannot run {argv[0]!r}: {exc.strerror or exc}") from None
@@ -125,7 +138,9 @@ def run_argv(argv: list[str], *, timeout: float, env: dict | None = None) -> tup
 class CommandBackend:
     def execute(self, config: dict, params: dict, ctx: StepContext) -> str:
         argv = _render(config["argv"], _values(params))
-        timeout = float(config.get("timeout") or setting("ROLLBACK_DEFAULT_COMMAND_TIMEOUT"))
+        timeout = float(
+            config.get("timeout") or setting("ROLLBACK_DEFAULT_COMMAND_TIMEOUT")
+        )
         code, out = run_argv(argv, timeout=timeout, env=config.get("env"))
         text = f"$ {' '.join(argv)}\n{out}".rstrip()
         if code != 0:
@@ -155,8 +170,12 @@ class WebhookBackend:
     def execute(self, config: dict, params: dict, ctx: StepContext) -> str:
         import requests
 
-        payload = {**_values(params), "run_id": ctx.run_id, "step_id": ctx.step_id,
-                   "action": "deployment.revert"}
+        payload = {
+            **_values(params),
+            "run_id": ctx.run_id,
+            "step_id": ctx.step_id,
+            "action": "deployment.revert",
+        }
         body = json.dumps(payload, sort_keys=True).encode()
         headers = {
             "Content-Type": "application/json",
@@ -164,14 +183,22 @@ class WebhookBackend:
             # Same key on every attempt of this step: receivers can de-duplicate.
             "Idempotency-Key": f"rollback-step-{ctx.step_id}",
         }
-        timeout = float(config.get("timeout") or setting("ROLLBACK_DEFAULT_WEBHOOK_TIMEOUT"))
+        timeout = float(
+            config.get("timeout") or setting("ROLLBACK_DEFAULT_WEBHOOK_TIMEOUT")
+        )
         try:
-            response = requests.post(config["url"], data=body, headers=headers, timeout=timeout)
+            response = requests.post(
+                config["url"], data=body, headers=headers, timeout=timeout
+            )
         except requests.RequestException as exc:
-            raise ActuatorError(f"webhook {config['url']} failed: {exc.__class__.__name__}: {exc}") from None
+            raise ActuatorError(
+                f"webhook {config['url']} failed: {exc.__class__.__name__}: {exc}"
+            ) from None
         text = f"POST {config['url']} -> {response.status_code}\n{response.text[:2000]}".rstrip()
         if not 200 <= response.status_code < 300:
-            raise ActuatorError(f"webhook answered HTTP {response.status_code}", output=text)
+            raise ActuatorError(
+                f"webhook answered HTTP {response.status_code}", output=text
+            )
         return text
 
     def verify(self, config: dict, params: dict) -> bool:
@@ -182,8 +209,13 @@ class WebhookBackend:
         if not url:
             return False
         try:
-            response = requests.get(url.format_map(_values(params)), timeout=float(config.get("timeout") or 10))
-            return response.ok and str(response.json().get("version")) == params["version"]
+            response = requests.get(
+                url.format_map(_values(params)),
+                timeout=float(config.get("timeout") or 10),
+            )
+            return (
+                response.ok and str(response.json().get("version")) == params["version"]
+            )
         except (requests.RequestException, ValueError, AttributeError):
             return False
 
@@ -197,7 +229,9 @@ class SymlinkBackend:
     def execute(self, config: dict, params: dict, ctx: StepContext) -> str:
         current, target = self._paths(config, params)
         if not target.is_dir():
-            raise ActuatorError(f"release directory {target} does not exist", retryable=False)
+            raise ActuatorError(
+                f"release directory {target} does not exist", retryable=False
+            )
         if self.verify(config, params):
             return f"{current} already points at {target}"
         # Build the new link beside the old one and rename it over: readers
@@ -216,7 +250,11 @@ class SymlinkBackend:
             return False
 
 
-BACKENDS = {"command": CommandBackend(), "webhook": WebhookBackend(), "symlink": SymlinkBackend()}
+BACKENDS = {
+    "command": CommandBackend(),
+    "webhook": WebhookBackend(),
+    "symlink": SymlinkBackend(),
+}
 
 
 class DeploymentRevertActuator:
@@ -231,7 +269,9 @@ class DeploymentRevertActuator:
 
     def _backend(self, params: dict):
         try:
-            _, config = backend_resolve(service=params["service"], name=params.get("backend"))
+            _, config = backend_resolve(
+                service=params["service"], name=params.get("backend")
+            )
         except BackendNotConfigured as exc:
             raise ActuatorError(str(exc), retryable=False) from None
         return BACKENDS[config["type"]], config
@@ -241,7 +281,10 @@ class DeploymentRevertActuator:
             _, config = self._backend(params)
         except ActuatorError:
             return 60.0
-        default = {"command": "ROLLBACK_DEFAULT_COMMAND_TIMEOUT", "webhook": "ROLLBACK_DEFAULT_WEBHOOK_TIMEOUT"}
+        default = {
+            "command": "ROLLBACK_DEFAULT_COMMAND_TIMEOUT",
+            "webhook": "ROLLBACK_DEFAULT_WEBHOOK_TIMEOUT",
+        }
         key = default.get(config["type"])
         return float(config.get("timeout") or (setting(key) if key else 30))
 

@@ -1,4 +1,5 @@
 """Level 1: put a flag back as captured (or kill it) through the flag services."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -30,7 +31,9 @@ def _extra_overrides(flag, environment, params: dict[str, Any]) -> list:
     from flags.models import MerchantOverride
 
     kept, captured_at = params.get("overrides"), params.get("captured_at")
-    qs = MerchantOverride.objects.select_related("merchant").filter(flag=flag, environment=environment)
+    qs = MerchantOverride.objects.select_related("merchant").filter(
+        flag=flag, environment=environment
+    )
     if kept is not None:
         qs = qs.exclude(merchant__key__in=kept)
     elif captured_at:
@@ -66,7 +69,9 @@ class FlagToggleActuator:
         if params.get("snapshot") is None:
             return f"kill flag {where} (everyone gets the off variation)"
         snap = params["snapshot"]
-        text = f"restore flag {where} to its captured state (enabled={snap.get('enabled')}"
+        text = (
+            f"restore flag {where} to its captured state (enabled={snap.get('enabled')}"
+        )
         text += f", fallthrough={snap.get('fallthrough')})"
         if params.get("overrides") is not None:
             text += f"; remove overrides not in {sorted(params['overrides'])}"
@@ -77,11 +82,13 @@ class FlagToggleActuator:
         snapshot = params.get("snapshot")
         if snapshot is None:
             return not state.enabled
-        return _state_matches(state, snapshot) and not _extra_overrides(flag, environment, params)
+        return _state_matches(state, snapshot) and not _extra_overrides(
+            flag, environment, params
+        )
 
     def execute(self, params: dict[str, Any], ctx: StepContext) -> str:
+        from controlplane.exceptions import NotFound
         from flags import services
-        from flags.exceptions import NotFound
 
         flag, environment, state = _load(params)
         reason = f"rollback run #{ctx.run_id}: {ctx.reason}"[:500]
@@ -89,7 +96,9 @@ class FlagToggleActuator:
         lines: list[str] = []
         if snapshot is None:
             if state.enabled:
-                services.flag_state_kill(actor=ctx.actor, flag=flag, environment=environment, reason=reason)
+                services.flag_state_kill(
+                    actor=ctx.actor, flag=flag, environment=environment, reason=reason
+                )
                 lines.append(f"killed {flag.key} in {environment.key}")
             else:
                 lines.append(f"{flag.key} in {environment.key} already off")
@@ -97,17 +106,28 @@ class FlagToggleActuator:
         for override in _extra_overrides(flag, environment, params):
             try:
                 services.override_remove(
-                    actor=ctx.actor, flag=flag, environment=environment,
-                    merchant=override.merchant, reason=reason,
+                    actor=ctx.actor,
+                    flag=flag,
+                    environment=environment,
+                    merchant=override.merchant,
+                    reason=reason,
                 )
                 lines.append(f"removed override for {override.merchant.key}")
             except NotFound:
                 lines.append(f"override for {override.merchant.key} already gone")
         if _state_matches(state, snapshot):
-            lines.append(f"{flag.key} in {environment.key} already in the captured state")
+            lines.append(
+                f"{flag.key} in {environment.key} already in the captured state"
+            )
         else:
             services.flag_state_restore_snapshot(
-                actor=ctx.actor, flag=flag, environment=environment, snapshot=snapshot, reason=reason,
+                actor=ctx.actor,
+                flag=flag,
+                environment=environment,
+                snapshot=snapshot,
+                reason=reason,
             )
-            lines.append(f"restored {flag.key} in {environment.key} to the captured state")
+            lines.append(
+                f"restored {flag.key} in {environment.key} to the captured state"
+            )
         return "\n".join(lines)

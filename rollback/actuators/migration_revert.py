@@ -4,6 +4,7 @@ Uses Django's migration executor on each configured alias. The backward plan
 is computed and every operation checked for reversibility before anything
 runs; lossy operations are reported as warnings by preflight.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -31,12 +32,18 @@ def _leaf_applied(loader: MigrationLoader, app: str) -> str | None:
     return sorted(applied)[-1][1]
 
 
-def migration_state_capture(*, aliases: list[str] | None = None) -> dict[str, dict[str, str | None]]:
+def migration_state_capture(
+    *, aliases: list[str] | None = None
+) -> dict[str, dict[str, str | None]]:
     """Return {alias: {app: last applied migration or None}} for every migrated app."""
     state: dict[str, dict[str, str | None]] = {}
-    for alias in aliases or setting("ROLLBACK_MIGRATION_DATABASES") or [DEFAULT_DB_ALIAS]:
+    for alias in (
+        aliases or setting("ROLLBACK_MIGRATION_DATABASES") or [DEFAULT_DB_ALIAS]
+    ):
         loader = MigrationLoader(connections[alias], ignore_no_migrations=True)
-        state[alias] = {app: _leaf_applied(loader, app) for app in sorted(loader.migrated_apps)}
+        state[alias] = {
+            app: _leaf_applied(loader, app) for app in sorted(loader.migrated_apps)
+        }
     return state
 
 
@@ -64,12 +71,16 @@ def _lossy(app: str, migration: Any, op: Any) -> str | None:
     if isinstance(op, ops.CreateModel):
         return f"{where}: reverting CreateModel {op.name} drops table and every row the new code wrote"
     if isinstance(op, ops.AddField):
-        return (f"{where}: reverting AddField {op.model_name}.{op.name} drops the column and what the"
-                " new code wrote there")
+        return (
+            f"{where}: reverting AddField {op.model_name}.{op.name} drops the column and what the"
+            " new code wrote there"
+        )
     if isinstance(op, ops.RemoveField):
-        return (f"{where}: reverting RemoveField {op.model_name}.{op.name} re-adds the column; its old"
-                " data is not restored (and a NOT NULL column without a default fails on a table"
-                " with rows)")
+        return (
+            f"{where}: reverting RemoveField {op.model_name}.{op.name} re-adds the column; its old"
+            " data is not restored (and a NOT NULL column without a default fails on a table"
+            " with rows)"
+        )
     if isinstance(op, ops.DeleteModel):
         return f"{where}: reverting DeleteModel {op.name} recreates the table empty"
     if isinstance(op, ops.AlterField):
@@ -86,10 +97,14 @@ def backward_plan(*, alias: str, recorded: dict[str, str | None]) -> BackwardPla
     loader = executor.loader
     for app, name in sorted(recorded.items()):
         if app not in loader.migrated_apps:
-            result.warnings.append(f"app {app!r} has no migrations in this code; skipped")
+            result.warnings.append(
+                f"app {app!r} has no migrations in this code; skipped"
+            )
             continue
         if name is not None and (app, name) not in loader.graph.nodes:
-            result.problems.append(f"recorded migration {app}.{name} is not in the code")
+            result.problems.append(
+                f"recorded migration {app}.{name} is not in the code"
+            )
             continue
         current = _leaf_applied(loader, app)
         if current == name:
@@ -104,7 +119,9 @@ def backward_plan(*, alias: str, recorded: dict[str, str | None]) -> BackwardPla
         return result
     plan = executor.migration_plan(result.targets)
     if any(not backwards for _, backwards in plan):
-        result.problems.append("the plan would apply migrations forwards; refusing a mixed plan")
+        result.problems.append(
+            "the plan would apply migrations forwards; refusing a mixed plan"
+        )
         return result
     result.plan = plan
     for migration, _ in plan:
@@ -130,19 +147,29 @@ def _backup(alias: str, ctx: StepContext) -> str:
 
     db = connections[alias].settings_dict
     values = {
-        "alias": alias, "database": str(db.get("NAME", "")), "host": str(db.get("HOST", "")),
-        "port": str(db.get("PORT", "")), "user": str(db.get("USER", "")),
-        "run_id": str(ctx.run_id), "timestamp": timezone.now().strftime("%Y%m%dT%H%M%SZ"),
+        "alias": alias,
+        "database": str(db.get("NAME", "")),
+        "host": str(db.get("HOST", "")),
+        "port": str(db.get("PORT", "")),
+        "user": str(db.get("USER", "")),
+        "run_id": str(ctx.run_id),
+        "timestamp": timezone.now().strftime("%Y%m%dT%H%M%SZ"),
     }
     try:
         argv = [part.format_map(values) for part in template]
     except (KeyError, ValueError) as exc:
-        raise ActuatorError(f"bad ROLLBACK_MIGRATION_BACKUP_COMMAND: {exc}", retryable=False) from None
-    code, out = run_argv(argv, timeout=float(setting("ROLLBACK_MIGRATION_BACKUP_TIMEOUT")))
+        raise ActuatorError(
+            f"bad ROLLBACK_MIGRATION_BACKUP_COMMAND: {exc}", retryable=False
+        ) from None
+    code, out = run_argv(
+        argv, timeout=float(setting("ROLLBACK_MIGRATION_BACKUP_TIMEOUT"))
+    )
     text = f"$ {' '.join(argv)}\n{out}".rstrip()
     if code != 0:
-        raise ActuatorError(f"backup command exited with status {code}; migration revert not started",
-                            output=text)
+        raise ActuatorError(
+            f"backup command exited with status {code}; migration revert not started",
+            output=text,
+        )
     return text
 
 
@@ -158,8 +185,13 @@ class MigrationRevertActuator:
         state = params.get("migration_state") or {}
         unknown = [alias for alias in state if alias not in connections.settings]
         if unknown:
-            raise ActuatorError(f"database alias {unknown[0]!r} is not configured", retryable=False)
-        return [backward_plan(alias=alias, recorded=apps) for alias, apps in sorted(state.items())]
+            raise ActuatorError(
+                f"database alias {unknown[0]!r} is not configured", retryable=False
+            )
+        return [
+            backward_plan(alias=alias, recorded=apps)
+            for alias, apps in sorted(state.items())
+        ]
 
     def plan(self, params: dict[str, Any]) -> str:
         lines = []
@@ -175,7 +207,9 @@ class MigrationRevertActuator:
         plans = self._plans(params)
         refusals = [msg for p in plans for msg in (*p.problems, *p.irreversible)]
         if refusals:
-            raise ActuatorError("migration revert refused: " + "; ".join(refusals), retryable=False)
+            raise ActuatorError(
+                "migration revert refused: " + "; ".join(refusals), retryable=False
+            )
         lines: list[str] = []
         for plan in plans:
             if not plan.targets:

@@ -1,4 +1,5 @@
 """Every write of the rollback app: deployments, runs, steps."""
+
 from rollback.services.deployments import deployment_mark_reverted, deployment_record
 from rollback.services.runs import (
     Claim,

@@ -1,13 +1,12 @@
 """Deployment records: what CI deployed, and what a revert put back."""
+
 from __future__ import annotations
 
 from typing import Any
 
-
-
 from controlplane.audit.actors import as_actor
 from controlplane.audit.services import audited_transaction, record_audit_event
-from flags.exceptions import InvalidInput, NotFound
+from controlplane.exceptions import InvalidInput, NotFound
 from flags.models import Environment
 from rollback.models import Deployment, DeploymentStatus
 
@@ -35,11 +34,15 @@ def _snapshot(deployment: Deployment) -> dict[str, Any]:
 def _check_migration_state(state: Any) -> dict:
     if not isinstance(state, dict) or not all(
         isinstance(apps, dict)
-        and all(isinstance(app, str) and (name is None or isinstance(name, str)) for app, name in apps.items())
+        and all(
+            isinstance(app, str) and (name is None or isinstance(name, str))
+            for app, name in apps.items()
+        )
         for apps in state.values()
     ):
         raise InvalidInput(
-            "migration_state must be {alias: {app: migration name or null}}", field="migration_state"
+            "migration_state must be {alias: {app: migration name or null}}",
+            field="migration_state",
         )
     return state
 
@@ -66,7 +69,11 @@ def deployment_record(
     if not version:
         raise InvalidInput("version is required", field="version")
     env = _environment(environment)
-    state = migration_state_capture() if migration_state is None else _check_migration_state(migration_state)
+    state = (
+        migration_state_capture()
+        if migration_state is None
+        else _check_migration_state(migration_state)
+    )
     who = as_actor(actor)
     with audited_transaction():
         previous = (
@@ -76,8 +83,13 @@ def deployment_record(
             .first()
         )
         deployment = Deployment(
-            service=service, environment=env, version=version, artifact=artifact or "",
-            previous=previous, migration_state=state, recorded_by=str(who)[:200],
+            service=service,
+            environment=env,
+            version=version,
+            artifact=artifact or "",
+            previous=previous,
+            migration_state=state,
+            recorded_by=str(who)[:200],
         )
         try:
             deployment.full_clean()
@@ -87,23 +99,34 @@ def deployment_record(
             raise InvalidInput(f"{field}: {errors[0]}", field=field) from None
         deployment.save()
         if previous is not None:
-            Deployment.objects.filter(pk=previous.pk).update(status=DeploymentStatus.SUPERSEDED)
+            Deployment.objects.filter(pk=previous.pk).update(
+                status=DeploymentStatus.SUPERSEDED
+            )
         record_audit_event(
-            actor=who, action="deployment.recorded", target=deployment, environment=env.key,
+            actor=who,
+            action="deployment.recorded",
+            target=deployment,
+            environment=env.key,
             after=_snapshot(deployment),
             details={"previous_version": previous.version if previous else None},
         )
     return deployment
 
 
-def deployment_mark_reverted(*, actor: Any, deployment_id: int, run_id: int | None = None) -> Deployment:
+def deployment_mark_reverted(
+    *, actor: Any, deployment_id: int, run_id: int | None = None
+) -> Deployment:
     """Mark a deployment reverted and its previous one live. Idempotent.
 
     Called by the run service in the transaction that records the successful
     deployment-revert step, so the records say what really runs.
     """
     with audited_transaction():
-        deployment = Deployment.objects.select_for_update().select_related("environment").get(pk=deployment_id)
+        deployment = (
+            Deployment.objects.select_for_update()
+            .select_related("environment")
+            .get(pk=deployment_id)
+        )
         if deployment.status == DeploymentStatus.REVERTED:
             return deployment
         before = _snapshot(deployment)
@@ -111,13 +134,23 @@ def deployment_mark_reverted(*, actor: Any, deployment_id: int, run_id: int | No
         deployment.save(update_fields=["status", "updated_at"])
         previous_version = None
         if deployment.previous_id:
-            previous = Deployment.objects.select_for_update().get(pk=deployment.previous_id)
+            previous = Deployment.objects.select_for_update().get(
+                pk=deployment.previous_id
+            )
             previous.status = DeploymentStatus.LIVE
             previous.save(update_fields=["status", "updated_at"])
             previous_version = previous.version
         record_audit_event(
-            actor=actor, action="deployment.reverted", target=deployment,
-            environment=deployment.environment.key, before=before, after=_snapshot(deployment),
-            details={"live_again": deployment.previous_id, "live_version": previous_version, "run": run_id},
+            actor=actor,
+            action="deployment.reverted",
+            target=deployment,
+            environment=deployment.environment.key,
+            before=before,
+            after=_snapshot(deployment),
+            details={
+                "live_again": deployment.previous_id,
+                "live_version": previous_version,
+                "run": run_id,
+            },
         )
     return deployment

@@ -3,6 +3,7 @@
 The only code that assigns run and step statuses. Each function is one short
 transaction; actuators run between them with no transaction open.
 """
+
 from __future__ import annotations
 
 import uuid
@@ -17,11 +18,19 @@ from django.utils.dateparse import parse_datetime
 from controlplane.audit.actors import Actor, as_actor
 from controlplane.audit.services import audited_transaction, record_audit_event
 from controlplane.conf import setting
-from flags.exceptions import Conflict, InvalidInput, InvalidTransition, NotFound
+from controlplane.exceptions import Conflict, InvalidInput, InvalidTransition, NotFound
 from rollback import metrics
 from rollback.actuators import ACTUATORS, LEVEL_ACTUATORS
 from rollback.actuators.deployment_revert import backend_resolve
-from rollback.models import Deployment, DeploymentStatus, RollbackRun, RollbackStep, RunStatus, StepStatus, Trigger
+from rollback.models import (
+    Deployment,
+    DeploymentStatus,
+    RollbackRun,
+    RollbackStep,
+    RunStatus,
+    StepStatus,
+    Trigger,
+)
 from rollback.transitions import run_can_move, step_can_move
 
 
@@ -38,7 +47,9 @@ def _queue(run_id: int, countdown: float | None = None) -> None:
     from rollback.tasks import rollback_run_execute_task
 
     if countdown:
-        rollback_run_execute_task.apply_async(kwargs={"run_id": run_id}, countdown=countdown)
+        rollback_run_execute_task.apply_async(
+            kwargs={"run_id": run_id}, countdown=countdown
+        )
     else:
         rollback_run_execute_task.delay(run_id=run_id)
 
@@ -52,7 +63,9 @@ def flag_capture(*, flag: Any, environment: Any) -> dict[str, Any]:
     from flags.models import FlagState, MerchantOverride
     from flags.services import state_snapshot
 
-    state = FlagState.objects.select_related("flag", "environment").get(flag=flag, environment=environment)
+    state = FlagState.objects.select_related("flag", "environment").get(
+        flag=flag, environment=environment
+    )
     merchants = MerchantOverride.objects.filter(flag=flag, environment=environment)
     return {
         "flag": state.flag.key,
@@ -66,31 +79,63 @@ def flag_capture(*, flag: Any, environment: Any) -> dict[str, Any]:
 def _flag_params(flag_restore: Any) -> dict[str, Any]:
     from flags.models import FlagState
 
-    if not isinstance(flag_restore, dict) or "flag" not in flag_restore or "environment" not in flag_restore:
-        raise InvalidInput("flag_restore must be {flag, environment, snapshot}", field="flag_restore")
+    if (
+        not isinstance(flag_restore, dict)
+        or "flag" not in flag_restore
+        or "environment" not in flag_restore
+    ):
+        raise InvalidInput(
+            "flag_restore must be {flag, environment, snapshot}", field="flag_restore"
+        )
     flag = flag_restore["flag"]
     environment = flag_restore["environment"]
     flag_key = getattr(flag, "key", flag)
     env_key = getattr(environment, "key", environment)
-    if not FlagState.objects.filter(flag__key=flag_key, environment__key=env_key).exists():
-        raise NotFound(f"flag {flag_key!r} has no state in environment {env_key!r}", field="flag_restore")
+    if not FlagState.objects.filter(
+        flag__key=flag_key, environment__key=env_key
+    ).exists():
+        raise NotFound(
+            f"flag {flag_key!r} has no state in environment {env_key!r}",
+            field="flag_restore",
+        )
     snapshot = flag_restore.get("snapshot")
-    if snapshot is not None and not (isinstance(snapshot, dict) and {"enabled", "fallthrough"} <= set(snapshot)):
-        raise InvalidInput("snapshot must be a flags state_snapshot or null (kill)", field="flag_restore")
+    if snapshot is not None and not (
+        isinstance(snapshot, dict) and {"enabled", "fallthrough"} <= set(snapshot)
+    ):
+        raise InvalidInput(
+            "snapshot must be a flags state_snapshot or null (kill)",
+            field="flag_restore",
+        )
     overrides = flag_restore.get("overrides")
     if overrides is None and snapshot is not None:
         overrides = snapshot.get("overrides")
     captured_at = flag_restore.get("captured_at")
     if captured_at is not None:
-        captured_at = captured_at.isoformat() if hasattr(captured_at, "isoformat") else str(captured_at)
+        captured_at = (
+            captured_at.isoformat()
+            if hasattr(captured_at, "isoformat")
+            else str(captured_at)
+        )
         if parse_datetime(captured_at) is None:
-            raise InvalidInput("captured_at must be an ISO 8601 time", field="flag_restore")
-    return {"flag": flag_key, "environment": env_key, "snapshot": snapshot,
-            "overrides": list(overrides) if overrides is not None else None, "captured_at": captured_at}
+            raise InvalidInput(
+                "captured_at must be an ISO 8601 time", field="flag_restore"
+            )
+    return {
+        "flag": flag_key,
+        "environment": env_key,
+        "snapshot": snapshot,
+        "overrides": list(overrides) if overrides is not None else None,
+        "captured_at": captured_at,
+    }
 
 
-def _step_params(level: int, run_level: int, deployment: Deployment | None,
-                 flag_params: dict | None, backend: str | None) -> tuple[dict, str]:
+def _step_params(
+    level: int,
+    run_level: int,
+    deployment: Deployment | None,
+    flag_params: dict | None,
+    backend: str | None,
+) -> tuple[dict, str]:
     """Return (params, initial status) of the step for ``level``."""
     if level == 1:
         if flag_params is None:
@@ -99,16 +144,25 @@ def _step_params(level: int, run_level: int, deployment: Deployment | None,
     assert deployment is not None and deployment.previous is not None
     if level == 2:
         if deployment.status == DeploymentStatus.REVERTED:
-            return {"deployment_id": deployment.pk, "note": "deployment already reverted"}, StepStatus.SKIPPED
+            return {
+                "deployment_id": deployment.pk,
+                "note": "deployment already reverted",
+            }, StepStatus.SKIPPED
         name, _ = backend_resolve(service=deployment.service, name=backend)
         previous = deployment.previous
         return {
-            "deployment_id": deployment.pk, "service": deployment.service,
-            "environment": deployment.environment.key, "version": previous.version,
-            "previous_version": deployment.version, "artifact": previous.artifact,
+            "deployment_id": deployment.pk,
+            "service": deployment.service,
+            "environment": deployment.environment.key,
+            "version": previous.version,
+            "previous_version": deployment.version,
+            "artifact": previous.artifact,
             "backend": name,
         }, StepStatus.PENDING
-    return {"deployment_id": deployment.pk, "migration_state": deployment.migration_state}, StepStatus.PENDING
+    return {
+        "deployment_id": deployment.pk,
+        "migration_state": deployment.migration_state,
+    }, StepStatus.PENDING
 
 
 def rollback_run_start(
@@ -141,52 +195,96 @@ def rollback_run_start(
         try:
             level = int(str(level))
         except ValueError:
-            raise InvalidInput(f"level must be 1, 2 or 3, not {level!r}", field="level") from None
+            raise InvalidInput(
+                f"level must be 1, 2 or 3, not {level!r}", field="level"
+            ) from None
     if level not in (1, 2, 3):
         raise InvalidInput(f"level must be 1, 2 or 3, not {level}", field="level")
     if trigger not in Trigger.values:
-        raise InvalidInput(f"trigger must be one of {', '.join(Trigger.values)}", field="trigger")
+        raise InvalidInput(
+            f"trigger must be one of {', '.join(Trigger.values)}", field="trigger"
+        )
     # Always re-read: a caller's instance may be stale (e.g. already reverted).
-    dep = deployment_get(getattr(deployment, "pk", deployment)) if deployment is not None else None
+    dep = (
+        deployment_get(getattr(deployment, "pk", deployment))
+        if deployment is not None
+        else None
+    )
     if level >= 2 and dep is None:
-        raise InvalidInput(f"a level-{level} rollback needs a deployment", field="deployment")
+        raise InvalidInput(
+            f"a level-{level} rollback needs a deployment", field="deployment"
+        )
     flag_params = _flag_params(flag_restore) if flag_restore is not None else None
     if level == 1 and flag_params is None:
-        raise InvalidInput("a level-1 rollback needs flag_restore (the flag to restore or kill)",
-                           field="flag_restore")
+        raise InvalidInput(
+            "a level-1 rollback needs flag_restore (the flag to restore or kill)",
+            field="flag_restore",
+        )
     if dep is not None and level >= 2:
-        report = rollback_preflight(deployment=dep, levels=tuple(range(2, level + 1)), backend=backend)
-        reasons = [f"level {n}: {r}" for n, rep in report.items() for r in rep["reasons"]]
+        report = rollback_preflight(
+            deployment=dep, levels=tuple(range(2, level + 1)), backend=backend
+        )
+        reasons = [
+            f"level {n}: {r}" for n, rep in report.items() for r in rep["reasons"]
+        ]
         if reasons:
             raise Conflict("rollback impossible: " + "; ".join(reasons), field="level")
     who = as_actor(actor)
     with audited_transaction():
         if dep is not None:
-            dep = Deployment.objects.select_for_update(of=("self",)).select_related(
-                "environment", "previous").get(pk=dep.pk)
+            dep = (
+                Deployment.objects.select_for_update(of=("self",))
+                .select_related("environment", "previous")
+                .get(pk=dep.pk)
+            )
             busy = RollbackRun.objects.filter(
                 deployment=dep, status__in=[RunStatus.PENDING, RunStatus.RUNNING]
             ).first()
             if busy is not None:
-                raise Conflict(f"rollback run {busy.pk} is already in progress for deployment {dep.pk}",
-                               field="deployment")
+                raise Conflict(
+                    f"rollback run {busy.pk} is already in progress for deployment {dep.pk}",
+                    field="deployment",
+                )
         run = RollbackRun(
-            deployment=dep, level=level, reason=(reason or "")[:1000], trigger=trigger,
-            trigger_ref=trigger_ref or "", actor_type=who.type, actor_id=who.id, actor_name=who.name,
+            deployment=dep,
+            level=level,
+            reason=(reason or "")[:1000],
+            trigger=trigger,
+            trigger_ref=trigger_ref or "",
+            actor_type=who.type,
+            actor_id=who.id,
+            actor_name=who.name,
         )
         run.save()
         steps = []
         for position, step_level in enumerate(range(1, level + 1), start=1):
             params, status = _step_params(step_level, level, dep, flag_params, backend)
-            steps.append(RollbackStep.objects.create(
-                run=run, position=position, level=step_level, actuator=LEVEL_ACTUATORS[step_level],
-                params=params, status=status,
-            ))
+            steps.append(
+                RollbackStep.objects.create(
+                    run=run,
+                    position=position,
+                    level=step_level,
+                    actuator=LEVEL_ACTUATORS[step_level],
+                    params=params,
+                    status=status,
+                )
+            )
         record_audit_event(
-            actor=who, action="rollback.run_created", target=run, environment=_env_key(run),
-            after={"level": level, "status": run.status, "deployment": dep.pk if dep else None},
-            details={"reason": run.reason, "trigger": trigger, "trigger_ref": run.trigger_ref,
-                     "steps": [f"{s.position}:{s.actuator}:{s.status}" for s in steps]},
+            actor=who,
+            action="rollback.run_created",
+            target=run,
+            environment=_env_key(run),
+            after={
+                "level": level,
+                "status": run.status,
+                "deployment": dep.pk if dep else None,
+            },
+            details={
+                "reason": run.reason,
+                "trigger": trigger,
+                "trigger_ref": run.trigger_ref,
+                "steps": [f"{s.position}:{s.actuator}:{s.status}" for s in steps],
+            },
         )
         run_id = run.pk
         transaction.on_commit(lambda: _queue(run_id))
@@ -209,38 +307,62 @@ class Claim:
 
 
 def _lease(step: RollbackStep) -> timedelta:
-    seconds = ACTUATORS[step.actuator].timeout(step.params) + float(setting("ROLLBACK_STEP_LEASE_GRACE_SECONDS"))
+    seconds = ACTUATORS[step.actuator].timeout(step.params) + float(
+        setting("ROLLBACK_STEP_LEASE_GRACE_SECONDS")
+    )
     return timedelta(seconds=seconds)
 
 
 def _run_move(run: RollbackRun, to: str, *, action: str, details: dict) -> None:
     if not run_can_move(run.status, to):
-        raise InvalidTransition(f"rollback run {run.pk} cannot go from {run.status} to {to}")
+        raise InvalidTransition(
+            f"rollback run {run.pk} cannot go from {run.status} to {to}"
+        )
     before, run.status = run.status, to
     now = timezone.now()
     if to == RunStatus.RUNNING and run.started_at is None:
         run.started_at = now
     if to in (RunStatus.SUCCEEDED, RunStatus.FAILED):
         run.finished_at = now
-    run.save(update_fields=["status", "started_at", "finished_at", "error", "updated_at"])
+    run.save(
+        update_fields=["status", "started_at", "finished_at", "error", "updated_at"]
+    )
     record_audit_event(
-        actor=run_actor(run), action=action, target=run, environment=_env_key(run),
-        before={"status": before}, after={"status": to}, details=details,
+        actor=run_actor(run),
+        action=action,
+        target=run,
+        environment=_env_key(run),
+        before={"status": before},
+        after={"status": to},
+        details=details,
     )
     if to in (RunStatus.SUCCEEDED, RunStatus.FAILED):
         level, outcome = run.level, to
-        transaction.on_commit(lambda: metrics.run_finished(level=level, outcome=outcome))
+        transaction.on_commit(
+            lambda: metrics.run_finished(level=level, outcome=outcome)
+        )
 
 
-def _step_move(step: RollbackStep, run: RollbackRun, to: str, *, action: str, details: dict) -> None:
+def _step_move(
+    step: RollbackStep, run: RollbackRun, to: str, *, action: str, details: dict
+) -> None:
     if not step_can_move(step.status, to):
         raise InvalidTransition(f"step {step.pk} cannot go from {step.status} to {to}")
     before, step.status = step.status, to
     step.save()
     record_audit_event(
-        actor=run_actor(run), action=action, target=step, environment=_env_key(run),
-        before={"status": before}, after={"status": to, "attempts": step.attempts},
-        details={"run": run.pk, "position": step.position, "actuator": step.actuator, **details},
+        actor=run_actor(run),
+        action=action,
+        target=step,
+        environment=_env_key(run),
+        before={"status": before},
+        after={"status": to, "attempts": step.attempts},
+        details={
+            "run": run.pk,
+            "position": step.position,
+            "actuator": step.actuator,
+            **details,
+        },
     )
 
 
@@ -253,20 +375,50 @@ def rollback_step_claim(*, run_id: int, worker: str = "") -> Claim | None:
     ``verify_first`` set: the caller checks reality before re-running it.
     """
     with audited_transaction():
-        run = RollbackRun.objects.select_for_update(of=("self",)).select_related("deployment__environment").filter(
-            pk=run_id).first()
+        run = (
+            RollbackRun.objects.select_for_update(of=("self",))
+            .select_related("deployment__environment")
+            .filter(pk=run_id)
+            .first()
+        )
         if run is None or run.status in (RunStatus.SUCCEEDED, RunStatus.FAILED):
             return None
         if run.status == RunStatus.PENDING:
-            _run_move(run, RunStatus.RUNNING, action="rollback.run_started", details={"worker": worker})
-        steps = list(RollbackStep.objects.select_for_update().filter(run=run).order_by("position"))
-        step = next((s for s in steps if s.status not in (StepStatus.SUCCEEDED, StepStatus.SKIPPED)), None)
+            _run_move(
+                run,
+                RunStatus.RUNNING,
+                action="rollback.run_started",
+                details={"worker": worker},
+            )
+        steps = list(
+            RollbackStep.objects.select_for_update()
+            .filter(run=run)
+            .order_by("position")
+        )
+        step = next(
+            (
+                s
+                for s in steps
+                if s.status not in (StepStatus.SUCCEEDED, StepStatus.SKIPPED)
+            ),
+            None,
+        )
         if step is None:
-            _run_move(run, RunStatus.SUCCEEDED, action="rollback.run_completed",
-                      details={"steps": [f"{s.position}:{s.actuator}:{s.status}" for s in steps]})
+            _run_move(
+                run,
+                RunStatus.SUCCEEDED,
+                action="rollback.run_completed",
+                details={
+                    "steps": [f"{s.position}:{s.actuator}:{s.status}" for s in steps]
+                },
+            )
             return None
         now = timezone.now()
-        if step.status == StepStatus.RUNNING and step.lease_expires_at and step.lease_expires_at > now:
+        if (
+            step.status == StepStatus.RUNNING
+            and step.lease_expires_at
+            and step.lease_expires_at > now
+        ):
             return None  # another worker is on it
         if step.status == StepStatus.FAILED:
             return None
@@ -283,14 +435,25 @@ def rollback_step_claim(*, run_id: int, worker: str = "") -> Claim | None:
             details["abandoned_by"] = previous_worker
         _step_move(step, run, StepStatus.RUNNING, action=action, details=details)
         return Claim(
-            step_id=step.pk, run_id=run.pk, token=step.claim_token, actuator=step.actuator,
-            params=step.params, attempt=step.attempts, verify_first=verify_first,
-            reason=run.reason, actor=run_actor(run),
+            step_id=step.pk,
+            run_id=run.pk,
+            token=step.claim_token,
+            actuator=step.actuator,
+            params=step.params,
+            attempt=step.attempts,
+            verify_first=verify_first,
+            reason=run.reason,
+            actor=run_actor(run),
         )
 
 
 def rollback_step_finish(
-    *, claim: Claim, succeeded: bool, output: str = "", error: str = "", retryable: bool = True,
+    *,
+    claim: Claim,
+    succeeded: bool,
+    output: str = "",
+    error: str = "",
+    retryable: bool = True,
     verified: bool = False,
 ) -> float | None:
     """Record a claimed step's outcome; return a retry delay in seconds or None.
@@ -304,51 +467,102 @@ def rollback_step_finish(
     from rollback.services.deployments import deployment_mark_reverted
 
     with audited_transaction():
-        run = RollbackRun.objects.select_for_update(of=("self",)).select_related("deployment__environment").get(
-            pk=claim.run_id)
+        run = (
+            RollbackRun.objects.select_for_update(of=("self",))
+            .select_related("deployment__environment")
+            .get(pk=claim.run_id)
+        )
         step = RollbackStep.objects.select_for_update().get(pk=claim.step_id)
         if step.status != StepStatus.RUNNING or step.claim_token != claim.token:
             return None
         now = timezone.now()
-        step.output = (f"{step.output}\n--- attempt {claim.attempt} ---\n" if step.output else "") + output
+        step.output = (
+            f"{step.output}\n--- attempt {claim.attempt} ---\n" if step.output else ""
+        ) + output
         step.lease_expires_at = None
         if succeeded:
             step.finished_at, step.error = now, ""
             if step.actuator == "deployment_revert":
                 # Before the step's audit event: deployment rows are locked
                 # before the audit chain lock, as deployment_record does.
-                deployment_mark_reverted(actor=run_actor(run), deployment_id=step.params["deployment_id"],
-                                         run_id=run.pk)
-            _step_move(step, run, StepStatus.SUCCEEDED, action="rollback.step_succeeded",
-                       details={"attempt": claim.attempt, "verified_only": verified})
+                deployment_mark_reverted(
+                    actor=run_actor(run),
+                    deployment_id=step.params["deployment_id"],
+                    run_id=run.pk,
+                )
+            _step_move(
+                step,
+                run,
+                StepStatus.SUCCEEDED,
+                action="rollback.step_succeeded",
+                details={"attempt": claim.attempt, "verified_only": verified},
+            )
             outcome = "verified" if verified else "succeeded"
-            transaction.on_commit(lambda: metrics.step_finished(actuator=claim.actuator, outcome=outcome))
+            transaction.on_commit(
+                lambda: metrics.step_finished(actuator=claim.actuator, outcome=outcome)
+            )
             return None
         step.error = error[:5000]
         max_attempts = int(setting("ROLLBACK_STEP_MAX_ATTEMPTS"))
         if retryable and step.attempts < max_attempts:
             delay = min(
-                float(setting("ROLLBACK_RETRY_BACKOFF_SECONDS")) * (2 ** (step.attempts - 1)),
+                float(setting("ROLLBACK_RETRY_BACKOFF_SECONDS"))
+                * (2 ** (step.attempts - 1)),
                 float(setting("ROLLBACK_RETRY_BACKOFF_MAX_SECONDS")),
             )
-            _step_move(step, run, StepStatus.PENDING, action="rollback.step_failed",
-                       details={"attempt": claim.attempt, "error": step.error, "will_retry": True,
-                                "retry_in_seconds": delay})
-            transaction.on_commit(lambda: metrics.step_finished(actuator=claim.actuator, outcome="retried"))
+            _step_move(
+                step,
+                run,
+                StepStatus.PENDING,
+                action="rollback.step_failed",
+                details={
+                    "attempt": claim.attempt,
+                    "error": step.error,
+                    "will_retry": True,
+                    "retry_in_seconds": delay,
+                },
+            )
+            transaction.on_commit(
+                lambda: metrics.step_finished(
+                    actuator=claim.actuator, outcome="retried"
+                )
+            )
             return delay
         step.finished_at = now
-        _step_move(step, run, StepStatus.FAILED, action="rollback.step_failed",
-                   details={"attempt": claim.attempt, "error": step.error, "will_retry": False})
-        later = list(RollbackStep.objects.filter(run=run, position__gt=step.position)
-                     .values_list("actuator", flat=True))
+        _step_move(
+            step,
+            run,
+            StepStatus.FAILED,
+            action="rollback.step_failed",
+            details={
+                "attempt": claim.attempt,
+                "error": step.error,
+                "will_retry": False,
+            },
+        )
+        later = list(
+            RollbackStep.objects.filter(
+                run=run, position__gt=step.position
+            ).values_list("actuator", flat=True)
+        )
         run.error = (
             f"stopped at step {step.position} ({step.actuator}) after {step.attempts} attempt(s): "
             f"{step.error}" + (f"; not run: {', '.join(later)}" if later else "")
         )[:5000]
-        _run_move(run, RunStatus.FAILED, action="rollback.run_failed",
-                  details={"failed_step": step.position, "actuator": step.actuator, "error": step.error,
-                           "not_run": later})
-        transaction.on_commit(lambda: metrics.step_finished(actuator=claim.actuator, outcome="failed"))
+        _run_move(
+            run,
+            RunStatus.FAILED,
+            action="rollback.run_failed",
+            details={
+                "failed_step": step.position,
+                "actuator": step.actuator,
+                "error": step.error,
+                "not_run": later,
+            },
+        )
+        transaction.on_commit(
+            lambda: metrics.step_finished(actuator=claim.actuator, outcome="failed")
+        )
         return None
 
 
@@ -359,11 +573,19 @@ def rollback_run_retry(*, actor: Any, run_id: Any) -> RollbackRun:
     who = as_actor(actor)
     pk = rollback_run_get(run_id).pk
     with audited_transaction():
-        run = RollbackRun.objects.select_for_update(of=("self",)).select_related("deployment__environment").get(pk=pk)
+        run = (
+            RollbackRun.objects.select_for_update(of=("self",))
+            .select_related("deployment__environment")
+            .get(pk=pk)
+        )
         if run.status != RunStatus.FAILED:
-            raise InvalidTransition(f"rollback run {run.pk} is {run.status}: only a failed run can be retried",
-                                    field="run")
-        for step in RollbackStep.objects.select_for_update().filter(run=run, status=StepStatus.FAILED):
+            raise InvalidTransition(
+                f"rollback run {run.pk} is {run.status}: only a failed run can be retried",
+                field="run",
+            )
+        for step in RollbackStep.objects.select_for_update().filter(
+            run=run, status=StepStatus.FAILED
+        ):
             step.attempts, step.finished_at = 0, None
             step.status = StepStatus.PENDING
             step.save()
@@ -372,8 +594,13 @@ def rollback_run_retry(*, actor: Any, run_id: Any) -> RollbackRun:
         run.finished_at = None
         run.save(update_fields=["status", "error", "finished_at", "updated_at"])
         record_audit_event(
-            actor=who, action="rollback.run_retried", target=run, environment=_env_key(run),
-            before={"status": before}, after={"status": run.status}, details={},
+            actor=who,
+            action="rollback.run_retried",
+            target=run,
+            environment=_env_key(run),
+            before={"status": before},
+            after={"status": run.status},
+            details={},
         )
         transaction.on_commit(lambda: _queue(pk))
     return run
@@ -385,9 +612,12 @@ def rollback_runs_resume(*, stale_after_seconds: float = 60.0) -> list[int]:
     Safe to over-queue: claims make a duplicate delivery a no-op.
     """
     cutoff = timezone.now() - timedelta(seconds=stale_after_seconds)
-    ids = list(RollbackRun.objects.filter(
-        status__in=[RunStatus.PENDING, RunStatus.RUNNING], updated_at__lt=cutoff,
-    ).values_list("pk", flat=True))
+    ids = list(
+        RollbackRun.objects.filter(
+            status__in=[RunStatus.PENDING, RunStatus.RUNNING],
+            updated_at__lt=cutoff,
+        ).values_list("pk", flat=True)
+    )
     for run_id in ids:
         _queue(run_id)
     return ids
@@ -402,6 +632,8 @@ def rollback_run_queue(*, run_id: Any) -> RollbackRun:
 
     run = rollback_run_get(run_id)
     if run.status in (RunStatus.SUCCEEDED, RunStatus.FAILED):
-        raise InvalidTransition(f"rollback run {run.pk} is already {run.status}", field="run")
+        raise InvalidTransition(
+            f"rollback run {run.pk} is already {run.status}", field="run"
+        )
     _queue(run.pk)
     return run

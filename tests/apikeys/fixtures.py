@@ -3,6 +3,7 @@
 The ruleset store and the key cache are process-wide; every test starts with
 both empty, since each test's database is rolled back.
 """
+
 from __future__ import annotations
 
 import pytest
@@ -27,8 +28,9 @@ def server_key_factory(db, serving_reset):
     from controlplane.apikeys.services import apikey_create
 
     def make(environment, name: str = "checkout-service"):
-        api_key, raw = apikey_create(actor=SYSTEM, name=name, scope="server",
-                                     environment=environment)
+        api_key, raw = apikey_create(
+            actor=SYSTEM, name=name, scope="server", environment=environment
+        )
         return raw
 
     return make
@@ -52,40 +54,72 @@ def catalog(production, flag_factory, merchant_factory):
     merchant_factory("m-gold", attributes={"tier": "gold", "country": "KR"})
     merchant_factory("m-pilot", attributes={"tier": "silver"})
     workflow = flag_factory("sequential_workflow")
-    services.flag_state_set_enabled(actor=SYSTEM, flag=workflow, environment=production,
-                                    enabled=True)
+    services.flag_state_set_enabled(
+        actor=SYSTEM, flag=workflow, environment=production, enabled=True
+    )
     from flags.models import Merchant
 
-    services.override_set(actor=SYSTEM, flag=workflow, environment=production,
-                          merchant=Merchant.objects.get(key="m-pilot"), variation="on")
+    services.override_set(
+        actor=SYSTEM,
+        flag=workflow,
+        environment=production,
+        merchant=Merchant.objects.get(key="m-pilot"),
+        variation="on",
+    )
     timeout = flag_factory(
-        "policy_resolution_timeout_ms", value_type="number",
+        "policy_resolution_timeout_ms",
+        value_type="number",
         variations=[{"key": "fast", "value": 100}, {"key": "slow", "value": 250.5}],
     )
-    services.flag_state_set_enabled(actor=SYSTEM, flag=timeout, environment=production,
-                                    enabled=True)
-    services.flag_state_serve(actor=SYSTEM, flag=timeout, environment=production,
-                              variation="fast")
+    services.flag_state_set_enabled(
+        actor=SYSTEM, flag=timeout, environment=production, enabled=True
+    )
+    services.flag_state_serve(
+        actor=SYSTEM, flag=timeout, environment=production, variation="fast"
+    )
     theme = flag_factory(
-        "checkout_theme", value_type="string",
-        variations=[{"key": "classic", "value": "classic"}, {"key": "dark", "value": "dark"}],
+        "checkout_theme",
+        value_type="string",
+        variations=[
+            {"key": "classic", "value": "classic"},
+            {"key": "dark", "value": "dark"},
+        ],
     )
-    services.flag_state_set_enabled(actor=SYSTEM, flag=theme, environment=production,
-                                    enabled=True)
-    services.flag_state_set_percentage(actor=SYSTEM, flag=theme, environment=production,
-                                       percentage=50, treatment="dark", control="classic")
+    services.flag_state_set_enabled(
+        actor=SYSTEM, flag=theme, environment=production, enabled=True
+    )
+    services.flag_state_set_percentage(
+        actor=SYSTEM,
+        flag=theme,
+        environment=production,
+        percentage=50,
+        treatment="dark",
+        control="classic",
+    )
     layout = flag_factory(
-        "checkout_layout", value_type="json",
-        variations=[{"key": "v1", "value": {"columns": 1}},
-                    {"key": "v2", "value": {"columns": 2, "sidebar": True}}],
+        "checkout_layout",
+        value_type="json",
+        variations=[
+            {"key": "v1", "value": {"columns": 1}},
+            {"key": "v2", "value": {"columns": 2, "sidebar": True}},
+        ],
     )
-    services.flag_state_set_enabled(actor=SYSTEM, flag=layout, environment=production,
-                                    enabled=True)
+    services.flag_state_set_enabled(
+        actor=SYSTEM, flag=layout, environment=production, enabled=True
+    )
     services.flag_state_update(
-        actor=SYSTEM, flag=layout, environment=production, expected_version=None,
-        rules=[{"clauses": [{"attribute": "tier", "op": "in", "values": ["gold"]}],
-                "serve": {"variation": "v2"}}],
+        actor=SYSTEM,
+        flag=layout,
+        environment=production,
+        expected_version=None,
+        rules=[
+            {
+                "clauses": [{"attribute": "tier", "op": "in", "values": ["gold"]}],
+                "serve": {"variation": "v2"},
+            }
+        ],
     )
-    services.flag_state_serve(actor=SYSTEM, flag=layout, environment=production,
-                              variation="v1")
+    services.flag_state_serve(
+        actor=SYSTEM, flag=layout, environment=production, variation="v1"
+    )
     return {"workflow": workflow, "timeout": timeout, "theme": theme, "layout": layout}

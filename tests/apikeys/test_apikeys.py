@@ -1,4 +1,5 @@
 """API keys: services (audited), the key cache, DRF authentication, the command."""
+
 from __future__ import annotations
 
 import hashlib
@@ -20,7 +21,7 @@ from controlplane.apikeys.models import ApiKey
 from controlplane.apikeys.services import apikey_create, apikey_revoke
 from controlplane.audit.actors import SYSTEM as SYSTEM_ACTOR
 from controlplane.audit.models import AuditEvent
-from flags.exceptions import Conflict, InvalidInput
+from controlplane.exceptions import Conflict, InvalidInput
 from tests.apikeys.fixtures import serving_reset  # noqa: F401
 
 
@@ -29,10 +30,13 @@ def service_user(django_user_model):
     return django_user_model.objects.create_user("svc-deployer")
 
 
-def test_apikey_create__server_key__stored_hashed_and_audited(actor, production, serving_reset):
+def test_apikey_create__server_key__stored_hashed_and_audited(
+    actor, production, serving_reset
+):
     # When
-    api_key, raw = apikey_create(actor=actor, name="checkout-service", scope="server",
-                                 environment=production)
+    api_key, raw = apikey_create(
+        actor=actor, name="checkout-service", scope="server", environment=production
+    )
     # Then
     assert raw.startswith("cp_srv_") and len(raw) >= 40
     assert api_key.secret_hash == hashlib.sha256(raw.encode()).hexdigest()
@@ -45,23 +49,36 @@ def test_apikey_create__server_key__stored_hashed_and_audited(actor, production,
 
 @pytest.mark.parametrize(
     "scope,with_env,with_user,field",
-    [("server", False, False, "environment"), ("management", True, True, "environment"),
-     ("management", False, False, "user"), ("root", False, False, "scope")],
+    [
+        ("server", False, False, "environment"),
+        ("management", True, True, "environment"),
+        ("management", False, False, "user"),
+        ("root", False, False, "scope"),
+    ],
 )
-def test_apikey_create__bad_scope_combination__invalid_input(actor, production, service_user,
-                                                              scope, with_env, with_user, field):
+def test_apikey_create__bad_scope_combination__invalid_input(
+    actor, production, service_user, scope, with_env, with_user, field
+):
     # When / Then
     with pytest.raises(InvalidInput) as info:
-        apikey_create(actor=actor, name="k", scope=scope,
-                      environment=production if with_env else None,
-                      user=service_user if with_user else None)
+        apikey_create(
+            actor=actor,
+            name="k",
+            scope=scope,
+            environment=production if with_env else None,
+            user=service_user if with_user else None,
+        )
     assert info.value.field == field
     assert not ApiKey.objects.exists()
 
 
-def test_apikey_revoke__active_key__revoked_and_audited_once(actor, production, serving_reset):
+def test_apikey_revoke__active_key__revoked_and_audited_once(
+    actor, production, serving_reset
+):
     # Given
-    api_key, raw = apikey_create(actor=actor, name="k", scope="server", environment=production)
+    api_key, raw = apikey_create(
+        actor=actor, name="k", scope="server", environment=production
+    )
     assert resolve_key(raw) is not None
     # When
     apikey_revoke(actor=actor, api_key=api_key)
@@ -76,7 +93,9 @@ def test_apikey_revoke__active_key__revoked_and_audited_once(actor, production, 
 def test_resolve_key__warm__zero_queries(production, settings, serving_reset):
     # Given
     settings.CONTROLPLANE = {**settings.CONTROLPLANE, "APIKEY_CACHE_TTL": 3600}
-    _, raw = apikey_create(actor=SYSTEM_ACTOR, name="k", scope="server", environment=production)
+    _, raw = apikey_create(
+        actor=SYSTEM_ACTOR, name="k", scope="server", environment=production
+    )
     resolve_key(raw)
     # When
     with CaptureQueriesContext(connection) as queries:
@@ -98,12 +117,14 @@ def test_resolve_key__unknown_key__absent_cached(db, settings, serving_reset):
     assert len(queries) == 0
 
 
-def test_resolve_key__expired_entry_without_background__rechecked(production, settings,
-                                                                  serving_reset):
+def test_resolve_key__expired_entry_without_background__rechecked(
+    production, settings, serving_reset
+):
     # Given: a revocation another process made, and a cache entry past its TTL
     settings.CONTROLPLANE = {**settings.CONTROLPLANE, "APIKEY_CACHE_TTL": 0}
-    api_key, raw = apikey_create(actor=SYSTEM_ACTOR, name="k", scope="server",
-                                 environment=production)
+    api_key, raw = apikey_create(
+        actor=SYSTEM_ACTOR, name="k", scope="server", environment=production
+    )
     assert resolve_key(raw) is not None
     ApiKey.objects.filter(pk=api_key.pk).update(revoked_at="2026-01-01T00:00:00Z")
     # When
@@ -114,8 +135,9 @@ def test_resolve_key__expired_entry_without_background__rechecked(production, se
 
 def test_last_used__many_requests__one_write_per_interval(production, serving_reset):
     # Given
-    api_key, raw = apikey_create(actor=SYSTEM_ACTOR, name="k", scope="server",
-                                 environment=production)
+    api_key, raw = apikey_create(
+        actor=SYSTEM_ACTOR, name="k", scope="server", environment=production
+    )
     for _ in range(50):
         resolve_key(raw)
     # When
@@ -136,7 +158,9 @@ def _request(raw: str | None):
 
 def test_management_auth__management_key__service_user(service_user, serving_reset):
     # Given
-    _, raw = apikey_create(actor=SYSTEM_ACTOR, name="ops", scope="management", user=service_user)
+    _, raw = apikey_create(
+        actor=SYSTEM_ACTOR, name="ops", scope="management", user=service_user
+    )
     # When
     user, info = ManagementKeyAuthentication().authenticate(_request(raw))
     # Then
@@ -146,7 +170,9 @@ def test_management_auth__management_key__service_user(service_user, serving_res
 
 def test_management_auth__server_key__permission_denied(production, serving_reset):
     # Given
-    _, raw = apikey_create(actor=SYSTEM_ACTOR, name="k", scope="server", environment=production)
+    _, raw = apikey_create(
+        actor=SYSTEM_ACTOR, name="k", scope="server", environment=production
+    )
     # When / Then
     with pytest.raises(exceptions.PermissionDenied):
         ManagementKeyAuthentication().authenticate(_request(raw))
@@ -161,7 +187,9 @@ def test_management_auth__unknown_key__authentication_failed(db, serving_reset):
 
 def test_server_auth__server_key__auth_is_key_info(production, serving_reset):
     # Given
-    _, raw = apikey_create(actor=SYSTEM_ACTOR, name="k", scope="server", environment=production)
+    _, raw = apikey_create(
+        actor=SYSTEM_ACTOR, name="k", scope="server", environment=production
+    )
     # When
     user, info = ServerKeyAuthentication().authenticate(_request(raw))
     # Then
@@ -169,9 +197,13 @@ def test_server_auth__server_key__auth_is_key_info(production, serving_reset):
     assert info.environment_key == "production"
 
 
-def test_apikey_command__create_list_revoke__prints_key_once(production, capsys, serving_reset):
+def test_apikey_command__create_list_revoke__prints_key_once(
+    production, capsys, serving_reset
+):
     # When
-    call_command("apikey", "create", "--env", "production", "--name", "checkout-service")
+    call_command(
+        "apikey", "create", "--env", "production", "--name", "checkout-service"
+    )
     raw = capsys.readouterr().out.strip()
     call_command("apikey", "list")
     listing = capsys.readouterr().out
@@ -184,9 +216,11 @@ def test_apikey_command__create_list_revoke__prints_key_once(production, capsys,
 
 @pytest.mark.parametrize(
     "args,message",
-    [(["create", "--env", "nowhere", "--name", "x"], "unknown environment"),
-     (["create", "--name", "x"], "environment"),
-     (["revoke", "999"], "no API key")],
+    [
+        (["create", "--env", "nowhere", "--name", "x"], "unknown environment"),
+        (["create", "--name", "x"], "environment"),
+        (["revoke", "999"], "no API key"),
+    ],
 )
 def test_apikey_command__bad_input__command_error(db, args, message):
     # When / Then
@@ -194,12 +228,20 @@ def test_apikey_command__bad_input__command_error(db, args, message):
         call_command("apikey", *args)
 
 
-
-def test_admin_add__server_key__created_and_shown_once(admin_client, production, serving_reset):
+def test_admin_add__server_key__created_and_shown_once(
+    admin_client, production, serving_reset
+):
     # When
-    response = admin_client.post("/admin/apikeys/apikey/add/", {
-        "name": "checkout", "scope": "server", "environment": production.pk, "user": "",
-    }, follow=True)
+    response = admin_client.post(
+        "/admin/apikeys/apikey/add/",
+        {
+            "name": "checkout",
+            "scope": "server",
+            "environment": production.pk,
+            "user": "",
+        },
+        follow=True,
+    )
     # Then
     api_key = ApiKey.objects.get()
     shown = [str(m) for m in response.context["messages"]]
@@ -209,23 +251,36 @@ def test_admin_add__server_key__created_and_shown_once(admin_client, production,
 
 def test_admin_add__management_key_without_user__form_error(admin_client, db):
     # When
-    response = admin_client.post("/admin/apikeys/apikey/add/", {
-        "name": "ops", "scope": "management", "environment": "", "user": "",
-    })
+    response = admin_client.post(
+        "/admin/apikeys/apikey/add/",
+        {
+            "name": "ops",
+            "scope": "management",
+            "environment": "",
+            "user": "",
+        },
+    )
     # Then
     assert response.status_code == 200
     assert "service user" in response.content.decode()
     assert not ApiKey.objects.exists()
 
 
-def test_admin_revoke_action__selected_key__revoked(admin_client, production, serving_reset):
+def test_admin_revoke_action__selected_key__revoked(
+    admin_client, production, serving_reset
+):
     # Given
-    api_key, _ = apikey_create(actor=SYSTEM_ACTOR, name="k", scope="server",
-                               environment=production)
+    api_key, _ = apikey_create(
+        actor=SYSTEM_ACTOR, name="k", scope="server", environment=production
+    )
     # When
-    admin_client.post("/admin/apikeys/apikey/", {
-        "action": "revoke_keys", "_selected_action": [api_key.pk],
-    })
+    admin_client.post(
+        "/admin/apikeys/apikey/",
+        {
+            "action": "revoke_keys",
+            "_selected_action": [api_key.pk],
+        },
+    )
     # Then
     api_key.refresh_from_db()
     assert api_key.revoked_at is not None

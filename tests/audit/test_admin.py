@@ -1,4 +1,5 @@
 """The audit log admin: read-only, filterable by target, searchable."""
+
 from __future__ import annotations
 
 from django.urls import reverse
@@ -14,7 +15,9 @@ def _change_url(event: AuditEvent) -> str:
     return reverse("admin:audit_auditevent_change", args=[event.pk])
 
 
-def test_audit_admin__change_post__forbidden_and_event_unchanged(admin_client, flag_factory):
+def test_audit_admin__change_post__forbidden_and_event_unchanged(
+    admin_client, flag_factory
+):
     # Given
     flag = flag_factory()
     event = AuditEvent.objects.get(action="flag.created", target_id=str(flag.pk))
@@ -32,12 +35,19 @@ def test_audit_admin__delete_and_add__forbidden(admin_client, flag_factory):
     event = AuditEvent.objects.first()
     count = AuditEvent.objects.count()
     # When
-    delete_get = admin_client.get(reverse("admin:audit_auditevent_delete", args=[event.pk]))
-    delete_post = admin_client.post(reverse("admin:audit_auditevent_delete", args=[event.pk]),
-                                    {"post": "yes"})
+    delete_get = admin_client.get(
+        reverse("admin:audit_auditevent_delete", args=[event.pk])
+    )
+    delete_post = admin_client.post(
+        reverse("admin:audit_auditevent_delete", args=[event.pk]), {"post": "yes"}
+    )
     add = admin_client.get(reverse("admin:audit_auditevent_add"))
     # Then
-    assert (delete_get.status_code, delete_post.status_code, add.status_code) == (403, 403, 403)
+    assert (delete_get.status_code, delete_post.status_code, add.status_code) == (
+        403,
+        403,
+        403,
+    )
     assert AuditEvent.objects.count() == count
 
 
@@ -58,9 +68,12 @@ def test_audit_admin__detail__read_only_with_pretty_json_and_hashes(
 ):
     # Given
     flag = flag_factory()
-    state = services.flag_state_set_percentage(actor=SYSTEM, flag=flag, environment=production,
-                                               percentage=10)
-    event = AuditEvent.objects.get(action="flag_state.percentage_set", target_id=str(state.pk))
+    state = services.flag_state_set_percentage(
+        actor=SYSTEM, flag=flag, environment=production, percentage=10
+    )
+    event = AuditEvent.objects.get(
+        action="flag_state.percentage_set", target_id=str(state.pk)
+    )
     # When
     response = admin_client.get(_change_url(event))
     # Then
@@ -80,12 +93,15 @@ def test_audit_admin__target_filter__only_that_objects_events(
     services.flag_update(actor=SYSTEM, flag=flag, name="renamed")
     services.flag_update(actor=SYSTEM, flag=other, name="renamed too")
     # When
-    response = admin_client.get(CHANGELIST, {"target_type": "flags.flag",
-                                             "target_id": str(flag.pk)})
+    response = admin_client.get(
+        CHANGELIST, {"target_type": "flags.flag", "target_id": str(flag.pk)}
+    )
     # Then
     assert response.status_code == 200
     events = list(response.context["cl"].result_list)
-    assert {(e.target_type, e.target_id) for e in events} == {("flags.flag", str(flag.pk))}
+    assert {(e.target_type, e.target_id) for e in events} == {
+        ("flags.flag", str(flag.pk))
+    }
     assert len(events) == 2
     assert response.context["audit_target"]["repr"] == flag.key
 
@@ -106,8 +122,12 @@ def test_audit_admin__filters_and_search__narrow_the_list(
     by_search = admin_client.get(CHANGELIST, {"q": admin_user.username})
     # Then
     assert [e.action for e in by_actor.context["cl"].result_list] == ["flag.archived"]
-    assert [e.actor_name for e in by_action.context["cl"].result_list] == [admin_user.username]
-    assert {e.environment for e in by_environment.context["cl"].result_list} == {"production"}
+    assert [e.actor_name for e in by_action.context["cl"].result_list] == [
+        admin_user.username
+    ]
+    assert {e.environment for e in by_environment.context["cl"].result_list} == {
+        "production"
+    }
     assert [e.action for e in by_search.context["cl"].result_list] == ["flag.archived"]
 
 
@@ -117,10 +137,17 @@ def test_audit_admin__date_hierarchy__filters_by_day(admin_client, flag_factory)
     event = AuditEvent.objects.first()
     day = event.created_at
     # When
-    same_day = admin_client.get(CHANGELIST, {"created_at__year": day.year,
-                                             "created_at__month": day.month,
-                                             "created_at__day": day.day})
+    same_day = admin_client.get(
+        CHANGELIST,
+        {
+            "created_at__year": day.year,
+            "created_at__month": day.month,
+            "created_at__day": day.day,
+        },
+    )
     other_year = admin_client.get(CHANGELIST, {"created_at__year": day.year - 1})
     # Then
     assert same_day.status_code == 200 and len(same_day.context["cl"].result_list) >= 1
-    assert other_year.status_code == 200 and len(other_year.context["cl"].result_list) == 0
+    assert (
+        other_year.status_code == 200 and len(other_year.context["cl"].result_list) == 0
+    )

@@ -1,9 +1,10 @@
 """The audit log: hash chain verification and append-only enforcement."""
+
 from __future__ import annotations
 
 import contextlib
 import json
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 from django.db import DatabaseError, connection, transaction
@@ -18,10 +19,16 @@ def chain(environments, flag_factory, merchant_factory, actor) -> list[AuditEven
     """A few real events written by the services, oldest first."""
     flag = flag_factory("sequential_workflow")
     merchant = merchant_factory("m-pilot")
-    services.flag_state_set_percentage(actor=actor, flag=flag,
-                                       environment=environments["production"], percentage=10)
-    services.override_set(actor=actor, flag=flag, environment=environments["production"],
-                          merchant=merchant, variation="on")
+    services.flag_state_set_percentage(
+        actor=actor, flag=flag, environment=environments["production"], percentage=10
+    )
+    services.override_set(
+        actor=actor,
+        flag=flag,
+        environment=environments["production"],
+        merchant=merchant,
+        variation="on",
+    )
     return list(AuditEvent.objects.order_by("id"))
 
 
@@ -44,8 +51,10 @@ def triggers_off() -> Iterator[None]:
 def raw_update_after(event_id: int, after: dict) -> None:
     cast = "::jsonb" if connection.vendor == "postgresql" else ""
     with connection.cursor() as cursor:
-        cursor.execute(f"UPDATE audit_auditevent SET after = %s{cast} WHERE id = %s",
-                       [json.dumps(after), event_id])
+        cursor.execute(
+            f"UPDATE audit_auditevent SET after = %s{cast} WHERE id = %s",
+            [json.dumps(after), event_id],
+        )
 
 
 def raw_delete(event_id: int) -> None:
@@ -126,10 +135,13 @@ def test_audit_event_queryset__bulk_change__refused(chain, operation):
 
 
 @pytest.mark.postgres
-@pytest.mark.parametrize("statement", [
-    "UPDATE audit_auditevent SET action = 'x' WHERE id = %s",
-    "DELETE FROM audit_auditevent WHERE id = %s",
-])
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "UPDATE audit_auditevent SET action = 'x' WHERE id = %s",
+        "DELETE FROM audit_auditevent WHERE id = %s",
+    ],
+)
 def test_audit_table__raw_sql_change__refused_by_trigger(chain, statement):
     # Given
     event = chain[1]

@@ -1,4 +1,5 @@
 """``manage.py audit verify|export``."""
+
 from __future__ import annotations
 
 import io
@@ -35,7 +36,9 @@ def tamper(event_id: int, action: str) -> None:
         if connection.vendor == "postgresql":
             # Bypass the append-only trigger for this session only.
             cursor.execute("SET session_replication_role = replica")
-        cursor.execute(f"UPDATE {table} SET action = %s WHERE id = %s", [action, event_id])
+        cursor.execute(
+            f"UPDATE {table} SET action = %s WHERE id = %s", [action, event_id]
+        )
         if connection.vendor == "postgresql":
             cursor.execute("SET session_replication_role = DEFAULT")
 
@@ -72,7 +75,15 @@ def test_audit_export__since_a_time__only_later_events(events, merchant_factory)
     lines = [json.loads(line) for line in out.splitlines()]
     assert [line["target"]["id"] for line in lines] == [str(later.pk)]
     assert lines[0]["action"] == "merchant.created"
-    assert set(lines[0]) >= {"id", "created_at", "actor", "before", "after", "hash", "prev_hash"}
+    assert set(lines[0]) >= {
+        "id",
+        "created_at",
+        "actor",
+        "before",
+        "after",
+        "hash",
+        "prev_hash",
+    }
 
 
 def test_audit_export__relative_since__all_recent_events_oldest_first(events):
@@ -90,7 +101,9 @@ def test_audit_export__output_file__json_lines_written(events, tmp_path):
     run("export", "--output", str(target))
     # Then
     lines = target.read_text(encoding="utf-8").splitlines()
-    assert [json.loads(line)["hash"] for line in lines] == [event.hash for event in events]
+    assert [json.loads(line)["hash"] for line in lines] == [
+        event.hash for event in events
+    ]
 
 
 @pytest.mark.parametrize("since", ["yesterday", "24x", "2026-13-01"])

@@ -1,8 +1,10 @@
 """Canary fixtures: a bool flag in production, merchants, rollouts built
 through the services and driven to any status."""
+
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -19,8 +21,14 @@ DEFAULT_PHASES: list[dict] = [
     {"name": "100%", "target_type": "percentage", "percentage": 100},
 ]
 DEFAULT_CHECKS: list[dict] = [
-    {"name": "error_rate", "provider": "prometheus", "spec": {"query": "vector(0)"},
-     "comparator": "lt", "threshold": 0.01, "min_samples": 1},
+    {
+        "name": "error_rate",
+        "provider": "prometheus",
+        "spec": {"query": "vector(0)"},
+        "comparator": "lt",
+        "threshold": 0.01,
+        "min_samples": 1,
+    },
 ]
 
 
@@ -60,10 +68,16 @@ def _drive(rollout: Rollout, status: str) -> Rollout:
 
 @pytest.fixture
 def rollout_factory(flag, production, merchants) -> Callable[..., Rollout]:
-    def make(status: str = Status.DRAFT, *, phases: list[dict] | None = None,
-             checks: list[dict] | None = None, **kwargs: Any) -> Rollout:
+    def make(
+        status: str = Status.DRAFT,
+        *,
+        phases: list[dict] | None = None,
+        checks: list[dict] | None = None,
+        **kwargs: Any,
+    ) -> Rollout:
         rollout = services.rollout_create(
-            actor=SYSTEM, flag=kwargs.pop("flag", flag),
+            actor=SYSTEM,
+            flag=kwargs.pop("flag", flag),
             environment=kwargs.pop("environment", production),
             name=kwargs.pop("name", "test rollout"),
             phases=DEFAULT_PHASES if phases is None else phases,

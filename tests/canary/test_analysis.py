@@ -1,4 +1,5 @@
 """Cohort statistics on synthetic data with known answers (no database)."""
+
 from __future__ import annotations
 
 import random
@@ -15,8 +16,9 @@ def _durations(rng: random.Random, n: int, median_ms: float) -> list[float]:
 
 def test_error_rate_compare__treatment_clearly_worse__fail_significant():
     # When
-    result = analysis.error_rate_compare(treatment_failures=40, treatment_n=500,
-                                         control_failures=10, control_n=500)
+    result = analysis.error_rate_compare(
+        treatment_failures=40, treatment_n=500, control_failures=10, control_n=500
+    )
     # Then
     assert result.verdict == "fail"
     assert result.p_value < 0.05
@@ -31,16 +33,18 @@ def test_error_rate_compare__treatment_clearly_worse__fail_significant():
 def test_error_rate_compare__known_z_value__matches_textbook():
     # Given: 60/1000 vs 40/1000 -> pooled 0.05, z = 0.02 / sqrt(.05*.95*.002) = 2.052
     # When
-    result = analysis.error_rate_compare(treatment_failures=60, treatment_n=1000,
-                                         control_failures=40, control_n=1000)
+    result = analysis.error_rate_compare(
+        treatment_failures=60, treatment_n=1000, control_failures=40, control_n=1000
+    )
     # Then
     assert result.p_value == pytest.approx(0.0201, abs=0.0005)
 
 
 def test_error_rate_compare__equal_rates__pass():
     # When
-    result = analysis.error_rate_compare(treatment_failures=10, treatment_n=1000,
-                                         control_failures=10, control_n=1000)
+    result = analysis.error_rate_compare(
+        treatment_failures=10, treatment_n=1000, control_failures=10, control_n=1000
+    )
     # Then
     assert result.verdict == "pass"
     assert result.p_value > 0.4
@@ -49,8 +53,9 @@ def test_error_rate_compare__equal_rates__pass():
 
 def test_error_rate_compare__treatment_better__pass():
     # When
-    result = analysis.error_rate_compare(treatment_failures=1, treatment_n=800,
-                                         control_failures=30, control_n=800)
+    result = analysis.error_rate_compare(
+        treatment_failures=1, treatment_n=800, control_failures=30, control_n=800
+    )
     # Then
     assert result.verdict == "pass"
     assert result.p_value > 0.99
@@ -58,16 +63,22 @@ def test_error_rate_compare__treatment_better__pass():
 
 def test_error_rate_compare__no_failures_anywhere__pass():
     # When
-    result = analysis.error_rate_compare(treatment_failures=0, treatment_n=200,
-                                         control_failures=0, control_n=200)
+    result = analysis.error_rate_compare(
+        treatment_failures=0, treatment_n=200, control_failures=0, control_n=200
+    )
     # Then
     assert (result.verdict, result.p_value) == ("pass", 1.0)
 
 
 def test_error_rate_compare__short_data__inconclusive_with_explanation():
     # When
-    result = analysis.error_rate_compare(treatment_failures=5, treatment_n=12,
-                                         control_failures=0, control_n=500, min_samples=50)
+    result = analysis.error_rate_compare(
+        treatment_failures=5,
+        treatment_n=12,
+        control_failures=0,
+        control_n=500,
+        min_samples=50,
+    )
     # Then
     assert result.verdict == "inconclusive"
     assert result.p_value is None
@@ -77,9 +88,13 @@ def test_error_rate_compare__short_data__inconclusive_with_explanation():
 def test_error_rate_compare__significant_but_within_tolerance__pass():
     # Given: 2.2% vs 2.0% on huge cohorts is significant but only 10% worse
     # When
-    result = analysis.error_rate_compare(treatment_failures=22_000, treatment_n=1_000_000,
-                                         control_failures=20_000, control_n=1_000_000,
-                                         tolerance=0.2)
+    result = analysis.error_rate_compare(
+        treatment_failures=22_000,
+        treatment_n=1_000_000,
+        control_failures=20_000,
+        control_n=1_000_000,
+        tolerance=0.2,
+    )
     # Then
     assert result.p_value < 0.05
     assert result.verdict == "pass"
@@ -89,8 +104,9 @@ def test_error_rate_compare__significant_but_within_tolerance__pass():
 def test_error_rate_compare__impossible_counts__value_error():
     # When / Then
     with pytest.raises(ValueError):
-        analysis.error_rate_compare(treatment_failures=5, treatment_n=3, control_failures=0,
-                                    control_n=10)
+        analysis.error_rate_compare(
+            treatment_failures=5, treatment_n=3, control_failures=0, control_n=10
+        )
 
 
 def test_duration_compare__treatment_fifty_percent_slower__fail():
@@ -98,7 +114,9 @@ def test_duration_compare__treatment_fifty_percent_slower__fail():
     rng = random.Random(7)
     treatment, control = _durations(rng, 200, 150.0), _durations(rng, 200, 100.0)
     # When
-    result = analysis.duration_compare(treatment=treatment, control=control, tolerance=0.2)
+    result = analysis.duration_compare(
+        treatment=treatment, control=control, tolerance=0.2
+    )
     # Then
     assert result.verdict == "fail"
     assert result.p_value < 0.001
@@ -112,7 +130,9 @@ def test_duration_compare__same_distribution__pass():
     rng = random.Random(11)
     treatment, control = _durations(rng, 300, 100.0), _durations(rng, 300, 100.0)
     # When
-    result = analysis.duration_compare(treatment=treatment, control=control, tolerance=0.1)
+    result = analysis.duration_compare(
+        treatment=treatment, control=control, tolerance=0.1
+    )
     # Then
     assert result.verdict == "pass"
     assert abs(result.effect) < 0.1
@@ -123,8 +143,10 @@ def test_duration_compare__same_distribution_many_seeds__false_alarms_near_alpha
     rng = random.Random(2024)
     # When
     fails = sum(
-        analysis.duration_compare(treatment=_durations(rng, 80, 100.0),
-                                  control=_durations(rng, 80, 100.0)).verdict == "fail"
+        analysis.duration_compare(
+            treatment=_durations(rng, 80, 100.0), control=_durations(rng, 80, 100.0)
+        ).verdict
+        == "fail"
         for _ in range(200)
     )
     # Then: one-sided alpha 0.05 -> about 10 of 200
@@ -139,8 +161,9 @@ def test_error_rate_compare__equal_true_rates_many_seeds__false_alarms_near_alph
     for _ in range(200):
         t = sum(rng.random() < 0.05 for _ in range(400))
         c = sum(rng.random() < 0.05 for _ in range(400))
-        result = analysis.error_rate_compare(treatment_failures=t, treatment_n=400,
-                                             control_failures=c, control_n=400)
+        result = analysis.error_rate_compare(
+            treatment_failures=t, treatment_n=400, control_failures=c, control_n=400
+        )
         fails += result.verdict == "fail"
     # Then
     assert 1 <= fails <= 22
@@ -148,8 +171,9 @@ def test_error_rate_compare__equal_true_rates_many_seeds__false_alarms_near_alph
 
 def test_duration_compare__short_data__inconclusive():
     # When
-    result = analysis.duration_compare(treatment=[900.0] * 5, control=[100.0] * 500,
-                                       min_samples=20)
+    result = analysis.duration_compare(
+        treatment=[900.0] * 5, control=[100.0] * 500, min_samples=20
+    )
     # Then
     assert result.verdict == "inconclusive"
     assert result.treatment["n"] == 5
@@ -159,7 +183,11 @@ def test_cohort_compare__outcomes_provider_shape__routes_by_metric():
     # Given
     rng = random.Random(3)
     cohorts = {
-        "treatment": {"n": 300, "failures": 30, "durations": _durations(rng, 300, 200.0)},
+        "treatment": {
+            "n": 300,
+            "failures": 30,
+            "durations": _durations(rng, 300, 200.0),
+        },
         "control": {"n": 300, "failures": 3, "durations": _durations(rng, 300, 100.0)},
     }
     # When

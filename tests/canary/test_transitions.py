@@ -1,5 +1,6 @@
 """The rollout status machine: every allowed move, a sample of refused ones,
 redeliveries that change nothing."""
+
 from __future__ import annotations
 
 import pytest
@@ -13,7 +14,9 @@ from controlplane.audit.models import AuditEvent
 
 Status = RolloutStatus
 
-ALLOWED_PAIRS = sorted((current, to) for current, targets in ALLOWED.items() for to in targets)
+ALLOWED_PAIRS = sorted(
+    (current, to) for current, targets in ALLOWED.items() for to in targets
+)
 REFUSED_PAIRS = [
     (Status.DRAFT, Status.PAUSED),
     (Status.DRAFT, Status.COMPLETED),
@@ -35,7 +38,9 @@ REFUSED_PAIRS = [
 
 def _transition_events(rollout: Rollout):
     return AuditEvent.objects.filter(
-        action="rollout.transition", target_type="canary.rollout", target_id=str(rollout.pk)
+        action="rollout.transition",
+        target_type="canary.rollout",
+        target_id=str(rollout.pk),
     )
 
 
@@ -43,7 +48,13 @@ def test_allowed_table__matches_style_guide__exactly():
     # Given
     expected = {
         "draft": {"running", "aborted"},
-        "running": {"paused", "awaiting_approval", "completed", "rolling_back", "aborted"},
+        "running": {
+            "paused",
+            "awaiting_approval",
+            "completed",
+            "rolling_back",
+            "aborted",
+        },
         "awaiting_approval": {"running", "paused", "rolling_back", "aborted"},
         "paused": {"running", "rolling_back", "aborted"},
         "rolling_back": {"rolled_back"},
@@ -52,23 +63,30 @@ def test_allowed_table__matches_style_guide__exactly():
         "aborted": set(),
     }
     # When
-    actual = {str(status): {str(t) for t in targets} for status, targets in ALLOWED.items()}
+    actual = {
+        str(status): {str(t) for t in targets} for status, targets in ALLOWED.items()
+    }
     # Then
     assert actual == expected
     assert set(TERMINAL) == {"completed", "rolled_back", "aborted"}
 
 
 @pytest.mark.parametrize(("current", "to"), ALLOWED_PAIRS)
-def test_rollout_transition__allowed__status_saved_and_audited(rollout_factory, current, to):
+def test_rollout_transition__allowed__status_saved_and_audited(
+    rollout_factory, current, to
+):
     # Given
     rollout = rollout_factory(current)
     events_before = _transition_events(rollout).count()
     # When
     if current == Status.DRAFT and to == Status.RUNNING:
-        result = services.rollout_start(rollout_id=rollout.pk, actor=SYSTEM, reason="go")
+        result = services.rollout_start(
+            rollout_id=rollout.pk, actor=SYSTEM, reason="go"
+        )
     else:
-        result = services.rollout_transition(rollout_id=rollout.pk, to=to, actor=SYSTEM,
-                                             reason="go")
+        result = services.rollout_transition(
+            rollout_id=rollout.pk, to=to, actor=SYSTEM, reason="go"
+        )
     # Then
     rollout.refresh_from_db()
     assert result.status == rollout.status == to
@@ -81,14 +99,18 @@ def test_rollout_transition__allowed__status_saved_and_audited(rollout_factory, 
 
 
 @pytest.mark.parametrize(("current", "to"), REFUSED_PAIRS)
-def test_rollout_transition__refused__409_and_nothing_written(rollout_factory, current, to):
+def test_rollout_transition__refused__409_and_nothing_written(
+    rollout_factory, current, to
+):
     # Given
     rollout = rollout_factory(current)
     events_before = AuditEvent.objects.count()
     version = rollout.version
     # When
     with pytest.raises(RolloutInvalidTransition) as caught:
-        services.rollout_transition(rollout_id=rollout.pk, to=to, actor=SYSTEM, reason="x")
+        services.rollout_transition(
+            rollout_id=rollout.pk, to=to, actor=SYSTEM, reason="x"
+        )
     # Then
     rollout.refresh_from_db()
     assert caught.value.http_status == 409
@@ -118,8 +140,12 @@ def test_rollout_transition__draft_to_running_directly__refused(rollout_factory)
     rollout = rollout_factory(Status.DRAFT)
     # When
     with pytest.raises(Exception) as caught:
-        services.rollout_transition(rollout_id=rollout.pk, to=Status.RUNNING, actor=SYSTEM,
-                                    reason="skip the capture")
+        services.rollout_transition(
+            rollout_id=rollout.pk,
+            to=Status.RUNNING,
+            actor=SYSTEM,
+            reason="skip the capture",
+        )
     # Then
     rollout.refresh_from_db()
     assert caught.value.http_status == 409
@@ -131,7 +157,9 @@ def test_rollout_transition__unknown_status__field_error(rollout_factory):
     rollout = rollout_factory(Status.RUNNING)
     # When
     with pytest.raises(Exception) as caught:
-        services.rollout_transition(rollout_id=rollout.pk, to="flying", actor=SYSTEM, reason="")
+        services.rollout_transition(
+            rollout_id=rollout.pk, to="flying", actor=SYSTEM, reason=""
+        )
     # Then
     assert (caught.value.http_status, caught.value.field) == (400, "to")
 
@@ -139,13 +167,16 @@ def test_rollout_transition__unknown_status__field_error(rollout_factory):
 def test_rollout_transition__unknown_rollout__not_found(db):
     # When
     with pytest.raises(Exception) as caught:
-        services.rollout_transition(rollout_id=999_999, to=Status.PAUSED, actor=SYSTEM,
-                                    reason="")
+        services.rollout_transition(
+            rollout_id=999_999, to=Status.PAUSED, actor=SYSTEM, reason=""
+        )
     # Then
     assert caught.value.http_status == 404
 
 
-def test_rollout_start__redelivered__one_transition_and_phase_applied_once(rollout_factory):
+def test_rollout_start__redelivered__one_transition_and_phase_applied_once(
+    rollout_factory,
+):
     # Given
     rollout = rollout_factory(Status.DRAFT)
     # When
@@ -184,8 +215,9 @@ def test_rollout_advance__four_workers_at_once__phase_advanced_once(rollout_fact
     def worker() -> None:
         try:
             barrier.wait(timeout=10)
-            services.rollout_advance(rollout_id=rollout.pk, expected_phase=0,
-                                     actor=CONTROLLER, reason="tick")
+            services.rollout_advance(
+                rollout_id=rollout.pk, expected_phase=0, actor=CONTROLLER, reason="tick"
+            )
         except BaseException as exc:  # collected and asserted below
             errors.append(exc)
         finally:

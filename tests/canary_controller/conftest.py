@@ -1,6 +1,7 @@
 """Controller fixtures: a bool flag in production with a pilot merchant,
 rollouts built through the services, outcome events reported through the
 ingestion service, and a live HTTP server whose answer a test can change."""
+
 from __future__ import annotations
 
 import json
@@ -8,8 +9,9 @@ import socket
 import threading
 import time
 import urllib.parse
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -101,27 +103,46 @@ def flag(production, flag_factory):
 def http_check(url: str, **overrides: Any) -> dict:
     """A check that passes while the server answers 200."""
     return {
-        "name": "health", "provider": "http", "spec": {"url": url, "measure": "status"},
-        "comparator": "eq", "threshold": 200, "interval": 1, "min_samples": 1,
-        "timeout": 2.0, **overrides,
+        "name": "health",
+        "provider": "http",
+        "spec": {"url": url, "measure": "status"},
+        "comparator": "eq",
+        "threshold": 200,
+        "interval": 1,
+        "min_samples": 1,
+        "timeout": 2.0,
+        **overrides,
     }
 
 
 def outcomes_check(**overrides: Any) -> dict:
     """A check on the treatment cohort's error rate (below 5%)."""
     return {
-        "name": "error_rate", "provider": "outcomes", "spec": {"metric": "error_rate"},
-        "comparator": "lt", "threshold": 0.05, "interval": 1, "min_samples": 1,
-        "failure_limit": 0, **overrides,
+        "name": "error_rate",
+        "provider": "outcomes",
+        "spec": {"metric": "error_rate"},
+        "comparator": "lt",
+        "threshold": 0.05,
+        "interval": 1,
+        "min_samples": 1,
+        "failure_limit": 0,
+        **overrides,
     }
 
 
 def sql_check(**overrides: Any) -> dict:
     """A check that one read-only query on the default database answers 0."""
     return {
-        "name": "orphans", "provider": "sql",
-        "spec": {"query": "SELECT COUNT(*) FROM canary_rollout WHERE status = 'nonsense'"},
-        "comparator": "eq", "threshold": 0, "interval": 1, "min_samples": 1, **overrides,
+        "name": "orphans",
+        "provider": "sql",
+        "spec": {
+            "query": "SELECT COUNT(*) FROM canary_rollout WHERE status = 'nonsense'"
+        },
+        "comparator": "eq",
+        "threshold": 0,
+        "interval": 1,
+        "min_samples": 1,
+        **overrides,
     }
 
 
@@ -129,13 +150,21 @@ def sql_check(**overrides: Any) -> dict:
 def rollout_factory(flag, production, merchants) -> Callable[..., Rollout]:
     """Create a rollout through the services and start it unless told not to."""
 
-    def make(*, phases: list[dict] | None = None, checks: list[dict] | None = None,
-             start: bool = True, **kwargs: Any) -> Rollout:
+    def make(
+        *,
+        phases: list[dict] | None = None,
+        checks: list[dict] | None = None,
+        start: bool = True,
+        **kwargs: Any,
+    ) -> Rollout:
         rollout = services.rollout_create(
-            actor=SYSTEM, flag=flag, environment=production,
+            actor=SYSTEM,
+            flag=flag,
+            environment=production,
             name=kwargs.pop("name", "controller test"),
             phases=FOUR_PHASES if phases is None else phases,
-            checks=checks or [], **kwargs,
+            checks=checks or [],
+            **kwargs,
         )
         if start:
             rollout = services.rollout_start(rollout_id=rollout.pk, actor=SYSTEM)
@@ -150,15 +179,28 @@ def report_outcomes(production) -> Callable[..., int]:
     """Report outcome events through the ingestion service, occurring now."""
     from canary.services.outcomes import outcome_events_ingest
 
-    def report(*, variation: str = "on", successes: int = 0, failures: int = 0,
-               flag_key: str = "sequential_workflow") -> int:
+    def report(
+        *,
+        variation: str = "on",
+        successes: int = 0,
+        failures: int = 0,
+        flag_key: str = "sequential_workflow",
+    ) -> int:
         events = [
-            {"flag": flag_key, "merchant": f"merchant-{i:04d}", "variation": variation,
-             "outcome": "success" if i < successes else "failure",
-             "duration_ms": 20.0 + i % 7}
+            {
+                "flag": flag_key,
+                "merchant": f"merchant-{i:04d}",
+                "variation": variation,
+                "outcome": "success" if i < successes else "failure",
+                "duration_ms": 20.0 + i % 7,
+            }
             for i in range(successes + failures)
         ]
-        return outcome_events_ingest(events=events, environment=production) if events else 0
+        return (
+            outcome_events_ingest(events=events, environment=production)
+            if events
+            else 0
+        )
 
     return report
 
@@ -168,7 +210,9 @@ def answers(environment, flag_key: str, keys: list[str]) -> dict[str, object]:
     from flags import engine, mappers
 
     ruleset = mappers.ruleset_compile(environment)
-    return {key: engine.evaluate(ruleset, flag_key, {"merchant": key}).value for key in keys}
+    return {
+        key: engine.evaluate(ruleset, flag_key, {"merchant": key}).value for key in keys
+    }
 
 
 def share_on(environment, flag_key: str) -> float:

@@ -1,6 +1,7 @@
 """Controllers in several threads against committed data: concurrent ticks
 apply nothing twice (row locks with skip_locked on PostgreSQL), and the
 in-process loop of the zero-setup demo advances a rollout by itself."""
+
 from __future__ import annotations
 
 import threading
@@ -55,9 +56,11 @@ def test_controller_tick__four_controllers_at_once__one_measurement_one_advance(
 ):
     # Given: phase 0 opens after 1 s, when its check is due again; the
     # start's commit already ticked once (one passing measurement)
-    phases = [{"name": "pilot", "pilot_merchants": ["m-pilot"], "min_duration": 1},
-              {"name": "10%", "percentage": 10, "min_duration": 60},
-              {"name": "all", "percentage": 100}]
+    phases = [
+        {"name": "pilot", "pilot_merchants": ["m-pilot"], "min_duration": 1},
+        {"name": "10%", "percentage": 10, "min_duration": 60},
+        {"name": "all", "percentage": 100},
+    ]
     rollout = rollout_factory(phases=phases, checks=[http_check(health_server.url)])
     assert CheckRun.objects.filter(rollout=rollout).count() == 1
     time.sleep(1.1)
@@ -67,8 +70,9 @@ def test_controller_tick__four_controllers_at_once__one_measurement_one_advance(
     assert errors == []
     current = Rollout.objects.get(pk=rollout.pk)
     assert (current.status, current.current_phase) == (Status.RUNNING, 1)
-    advanced = AuditEvent.objects.filter(action="rollout.phase_advanced",
-                                         target_id=str(rollout.pk))
+    advanced = AuditEvent.objects.filter(
+        action="rollout.phase_advanced", target_id=str(rollout.pk)
+    )
     assert advanced.count() == 1
     assert CheckRun.objects.filter(rollout=rollout, phase_index=0).count() == 2
     # Phase 1's check is due at once; whether a tick was left to measure it
@@ -78,10 +82,14 @@ def test_controller_tick__four_controllers_at_once__one_measurement_one_advance(
 
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
-def test_controller_tick__concurrent_failure__one_rollback_run(rollout_factory, health_server):
+def test_controller_tick__concurrent_failure__one_rollback_run(
+    rollout_factory, health_server
+):
     # Given: a running rollout whose check starts failing
-    phases = [{"name": "pilot", "pilot_merchants": ["m-pilot"], "min_duration": 60},
-              {"name": "all", "percentage": 100}]
+    phases = [
+        {"name": "pilot", "pilot_merchants": ["m-pilot"], "min_duration": 60},
+        {"name": "all", "percentage": 100},
+    ]
     rollout = rollout_factory(phases=phases, checks=[http_check(health_server.url)])
     health_server.status = 500
     time.sleep(1.05)  # the check is due again
@@ -93,8 +101,12 @@ def test_controller_tick__concurrent_failure__one_rollback_run(rollout_factory, 
     assert errors == []
     assert Rollout.objects.get(pk=rollout.pk).status == Status.ROLLED_BACK
     assert RollbackRun.objects.filter(trigger_ref=str(rollout.pk)).count() == 1
-    assert AuditEvent.objects.filter(action="rollout.phase_failed",
-                                     target_id=str(rollout.pk)).count() == 1
+    assert (
+        AuditEvent.objects.filter(
+            action="rollout.phase_failed", target_id=str(rollout.pk)
+        ).count()
+        == 1
+    )
     assert AuditEvent.objects.filter(action="check.failed").count() == 1
 
 
@@ -103,9 +115,11 @@ def test_run_loop__background_thread__rollout_advances_and_completes(
     rollout_factory, health_server
 ):
     # Given: a rollout whose first phase lasts 1 s
-    phases = [{"name": "pilot", "pilot_merchants": ["m-pilot"], "min_duration": 1},
-              {"name": "50%", "percentage": 50},
-              {"name": "all", "percentage": 100}]
+    phases = [
+        {"name": "pilot", "pilot_merchants": ["m-pilot"], "min_duration": 1},
+        {"name": "50%", "percentage": 50},
+        {"name": "all", "percentage": 100},
+    ]
     rollout = rollout_factory(phases=phases, checks=[http_check(health_server.url)])
     # When: the demo's loop ticks every 0.2 s until the rollout completes
     thread, stop = start_loop_thread(interval=0.2)
@@ -122,15 +136,23 @@ def test_run_loop__background_thread__rollout_advances_and_completes(
     # Then
     assert Rollout.objects.get(pk=rollout.pk).status == Status.COMPLETED
     assert running and not thread.is_alive() and not loop_is_running()
-    assert AuditEvent.objects.filter(action="rollout.phase_advanced",
-                                     target_id=str(rollout.pk)).count() == 2
+    assert (
+        AuditEvent.objects.filter(
+            action="rollout.phase_advanced", target_id=str(rollout.pk)
+        ).count()
+        == 2
+    )
 
 
 @pytest.mark.django_db(transaction=True)
-def test_run_loop__check_due_before_next_tick__measured_on_time(rollout_factory, health_server):
+def test_run_loop__check_due_before_next_tick__measured_on_time(
+    rollout_factory, health_server
+):
     # Given: a check measured every second, a loop ticking only every 5 s
-    phases = [{"name": "pilot", "pilot_merchants": ["m-pilot"], "min_duration": 60},
-              {"name": "all", "percentage": 100}]
+    phases = [
+        {"name": "pilot", "pilot_merchants": ["m-pilot"], "min_duration": 60},
+        {"name": "all", "percentage": 100},
+    ]
     rollout = rollout_factory(phases=phases, checks=[http_check(health_server.url)])
     assert CheckRun.objects.filter(rollout=rollout).count() == 1  # the start's tick
     # When
@@ -164,8 +186,8 @@ def test_start_background_services__no_broker__controller_loop_runs():
 
 def test_start_background_services__broker_configured__no_loop():
     # Given: a broker: celery worker and beat run the controller
-    from controlplane.celery import app
     from canary.management.commands.demo import start_background_services
+    from controlplane.celery import app
 
     saved = app.conf.task_always_eager
     app.conf.task_always_eager = False

@@ -3,6 +3,7 @@ reported through the ingestion service, a live local HTTP server, SQL on
 the test database. Celery runs eagerly; on-commit callbacks run only where
 a test executes them (``django_capture_on_commit_callbacks(execute=True)``).
 """
+
 from __future__ import annotations
 
 import time
@@ -56,7 +57,8 @@ def test_controller_tick__all_checks_pass__pilot_10_50_100_then_completed(
         {"name": "100%", "percentage": 100},
     ]
     rollout = rollout_factory(
-        phases=phases, checks=[http_check(health_server.url), outcomes_check(), sql_check()]
+        phases=phases,
+        checks=[http_check(health_server.url), outcomes_check(), sql_check()],
     )
     passes_before = _sample(
         "controlplane_canary_check_verdicts_total", provider="outcomes", verdict="pass"
@@ -65,13 +67,17 @@ def test_controller_tick__all_checks_pass__pilot_10_50_100_then_completed(
     # When: every tick measures the phase's checks and applies one transition
     report_outcomes(successes=60)
     controller_tick()
-    seen.append((_reload(rollout).current_phase, share_on(production, "sequential_workflow")))
+    seen.append(
+        (_reload(rollout).current_phase, share_on(production, "sequential_workflow"))
+    )
     report_outcomes(successes=60)
     held = controller_tick()
     held_phase = _reload(rollout).current_phase
     time.sleep(1.05)
     controller_tick()
-    seen.append((_reload(rollout).current_phase, share_on(production, "sequential_workflow")))
+    seen.append(
+        (_reload(rollout).current_phase, share_on(production, "sequential_workflow"))
+    )
     report_outcomes(successes=60)
     controller_tick()
     report_outcomes(successes=60)
@@ -94,12 +100,20 @@ def test_controller_tick__all_checks_pass__pilot_10_50_100_then_completed(
     assert set(completed.details["checks"]) == {"health", "error_rate", "orphans"}
     assert completed.details["checks"]["error_rate"]["verdicts"]["pass"] == 5
     assert CheckRun.objects.filter(rollout=rollout, verdict="pass").count() == 15
-    assert _sample("controlplane_canary_check_verdicts_total", provider="outcomes",
-                   verdict="pass") == passes_before + 5
+    assert (
+        _sample(
+            "controlplane_canary_check_verdicts_total",
+            provider="outcomes",
+            verdict="pass",
+        )
+        == passes_before + 5
+    )
     assert audit_chain_verify().ok
 
 
-def test_controller_tick__min_samples_not_reached__holds(rollout_factory, health_server):
+def test_controller_tick__min_samples_not_reached__holds(
+    rollout_factory, health_server
+):
     # Given: two passing samples needed, the check measured once per second
     rollout = rollout_factory(checks=[http_check(health_server.url, min_samples=2)])
     # When
@@ -114,15 +128,29 @@ def test_controller_tick__min_samples_not_reached__holds(rollout_factory, health
 def _setup_captured_state(flag, production, merchants) -> None:
     """A flag already on for one merchant by override, off for everyone else."""
     flag_services.flag_state_update(
-        actor=SYSTEM, flag=flag, environment=production, expected_version=None,
-        enabled=True, fallthrough={"variation": "off"},
+        actor=SYSTEM,
+        flag=flag,
+        environment=production,
+        expected_version=None,
+        enabled=True,
+        fallthrough={"variation": "off"},
     )
-    flag_services.override_set(actor=SYSTEM, flag=flag, environment=production,
-                               merchant=merchants["m-pilot-2"], variation="on", note="beta")
+    flag_services.override_set(
+        actor=SYSTEM,
+        flag=flag,
+        environment=production,
+        merchant=merchants["m-pilot-2"],
+        variation="on",
+        note="beta",
+    )
 
 
 def test_controller_tick__regression_at_50_percent__rollback_level_1_restores_flag(
-    rollout_factory, flag, production, merchants, report_outcomes,
+    rollout_factory,
+    flag,
+    production,
+    merchants,
+    report_outcomes,
     django_capture_on_commit_callbacks,
 ):
     # Given: a rollout at 50% whose treatment starts failing
@@ -136,7 +164,9 @@ def test_controller_tick__regression_at_50_percent__rollback_level_1_restores_fl
     assert _reload(rollout).current_phase == 2
     assert answers(production, flag.key, keys) != before
     report_outcomes(successes=40, failures=20)
-    rollbacks_before = _sample("controlplane_canary_automatic_rollbacks_total", cause="outcomes")
+    rollbacks_before = _sample(
+        "controlplane_canary_automatic_rollbacks_total", cause="outcomes"
+    )
     # When: the tick's commit runs the rollback run (eager) and re-ticks
     with django_capture_on_commit_callbacks(execute=True):
         report = controller_tick()
@@ -154,11 +184,17 @@ def test_controller_tick__regression_at_50_percent__rollback_level_1_restores_fl
     assert (explained["comparator"], explained["threshold"]) == ("lt", 0.05)
     assert "failure_limit 0" in explained["limit"]
     assert explained["first_breach_at"] is not None
-    assert "error_rate" in failed.details["reason"] and "not <" in failed.details["reason"]
+    assert (
+        "error_rate" in failed.details["reason"] and "not <" in failed.details["reason"]
+    )
     assert AuditEvent.objects.filter(action="check.failed").count() == 1
-    assert _sample("controlplane_canary_automatic_rollbacks_total",
-                   cause="outcomes") == rollbacks_before + 1
-    finished = _events(rollout, "rollout.transition").filter(after__status="rolled_back").get()
+    assert (
+        _sample("controlplane_canary_automatic_rollbacks_total", cause="outcomes")
+        == rollbacks_before + 1
+    )
+    finished = (
+        _events(rollout, "rollout.transition").filter(after__status="rolled_back").get()
+    )
     assert finished.details["rollback_run"] == run.pk
 
 
@@ -176,19 +212,29 @@ def test_controller_tick__rolling_back_redelivered__rolled_back_once(
     # Then
     assert _reload(rollout).status == Status.ROLLED_BACK
     assert _events(rollout, "rollout.rollback_started").count() == 1
-    assert _events(rollout, "rollout.transition").filter(after__status="rolled_back").count() == 1
+    assert (
+        _events(rollout, "rollout.transition")
+        .filter(after__status="rolled_back")
+        .count()
+        == 1
+    )
 
 
 def test_controller_tick__erroring_check__holds_then_pauses_never_advances(
     rollout_factory, closed_url
 ):
     # Given: nobody listens on the check's port; one error is tolerated
-    rollout = rollout_factory(checks=[http_check(closed_url, consecutive_error_limit=1,
-                                                 on_failure="rollback_1")])
+    rollout = rollout_factory(
+        checks=[
+            http_check(closed_url, consecutive_error_limit=1, on_failure="rollback_1")
+        ]
+    )
     # When
     first = controller_tick()
     after_first = _reload(rollout)
-    HealthCheck.objects.filter(rollout=rollout).update(next_due_at=None)  # due again now
+    HealthCheck.objects.filter(rollout=rollout).update(
+        next_due_at=None
+    )  # due again now
     controller_tick()
     # Then
     assert first.verdicts == {"error": 1}
@@ -217,12 +263,17 @@ def test_controller_tick__no_data_past_inconclusive_limit__pauses(rollout_factor
     assert "inconclusive_limit 0" in paused.pause_reason
 
 
-def test_controller_tick__max_duration_exceeded__pauses_with_limit(rollout_factory, health_server):
+def test_controller_tick__max_duration_exceeded__pauses_with_limit(
+    rollout_factory, health_server
+):
     # Given: a phase that can never gather its samples within 1 s
-    phases = [{"name": "pilot", "pilot_merchants": ["m-pilot"], "max_duration": 1},
-              {"name": "all", "percentage": 100}]
-    rollout = rollout_factory(phases=phases,
-                              checks=[http_check(health_server.url, min_samples=50)])
+    phases = [
+        {"name": "pilot", "pilot_merchants": ["m-pilot"], "max_duration": 1},
+        {"name": "all", "percentage": 100},
+    ]
+    rollout = rollout_factory(
+        phases=phases, checks=[http_check(health_server.url, min_samples=50)]
+    )
     controller_tick()
     # When
     time.sleep(1.1)
@@ -231,7 +282,10 @@ def test_controller_tick__max_duration_exceeded__pauses_with_limit(rollout_facto
     paused = _reload(rollout)
     assert paused.status == Status.PAUSED
     assert paused.pause_reason.startswith("automatic pause: max_duration")
-    assert "1 of 50 passing samples" in paused.pause_reason or "2 of 50" in paused.pause_reason
+    assert (
+        "1 of 50 passing samples" in paused.pause_reason
+        or "2 of 50" in paused.pause_reason
+    )
 
 
 def test_controller_tick__on_failure_pause__pauses_and_does_not_repeat(
@@ -239,7 +293,9 @@ def test_controller_tick__on_failure_pause__pauses_and_does_not_repeat(
 ):
     # Given: the health endpoint answers 500 and the check pauses on failure
     health_server.status = 500
-    rollout = rollout_factory(checks=[http_check(health_server.url, on_failure="pause")])
+    rollout = rollout_factory(
+        checks=[http_check(health_server.url, on_failure="pause")]
+    )
     # When
     controller_tick()
     HealthCheck.objects.filter(rollout=rollout).update(next_due_at=None)
@@ -257,9 +313,11 @@ def test_controller_tick__approval_required__awaits_until_approved(
     rollout_factory, health_server, django_capture_on_commit_callbacks
 ):
     # Given: the pilot phase needs an operator's approval
-    phases = [{"name": "pilot", "pilot_merchants": ["m-pilot"], "requires_approval": True},
-              {"name": "10%", "percentage": 10, "min_duration": 60},
-              {"name": "all", "percentage": 100}]
+    phases = [
+        {"name": "pilot", "pilot_merchants": ["m-pilot"], "requires_approval": True},
+        {"name": "10%", "percentage": 10, "min_duration": 60},
+        {"name": "all", "percentage": 100},
+    ]
     rollout = rollout_factory(phases=phases, checks=[http_check(health_server.url)])
     controller_tick()
     waiting = _reload(rollout)
@@ -268,26 +326,38 @@ def test_controller_tick__approval_required__awaits_until_approved(
     still = _reload(rollout)
     # When: approved; the approval's commit ticks the rollout at once
     with django_capture_on_commit_callbacks(execute=True):
-        services.rollout_approve(rollout_id=rollout.pk, actor=SYSTEM, reason="looks good")
+        services.rollout_approve(
+            rollout_id=rollout.pk, actor=SYSTEM, reason="looks good"
+        )
     # Then
     assert waiting.status == Status.AWAITING_APPROVAL
     assert still.status == Status.AWAITING_APPROVAL and still.current_phase == 0
-    assert _events(rollout, "rollout.transition").filter(
-        after__status="awaiting_approval").count() == 1
+    assert (
+        _events(rollout, "rollout.transition")
+        .filter(after__status="awaiting_approval")
+        .count()
+        == 1
+    )
     approved = _reload(rollout)
     assert (approved.status, approved.current_phase) == (Status.RUNNING, 1)
     assert _events(rollout, "rollout.phase_advanced").get().actor_type == "controller"
 
 
 def test_controller_tick__check_fails_while_awaiting_approval__rolls_back(
-    rollout_factory, flag, production, merchants, health_server,
+    rollout_factory,
+    flag,
+    production,
+    merchants,
+    health_server,
     django_capture_on_commit_callbacks,
 ):
     # Given: a rollout waiting for approval, then the health check breaks
     _setup_captured_state(flag, production, merchants)
     before = answers(production, flag.key, ["m-pilot", "m-pilot-2", *SAMPLE[:200]])
-    phases = [{"name": "pilot", "pilot_merchants": ["m-pilot"], "requires_approval": True},
-              {"name": "all", "percentage": 100}]
+    phases = [
+        {"name": "pilot", "pilot_merchants": ["m-pilot"], "requires_approval": True},
+        {"name": "all", "percentage": 100},
+    ]
     rollout = rollout_factory(phases=phases, checks=[http_check(health_server.url)])
     controller_tick()
     assert _reload(rollout).status == Status.AWAITING_APPROVAL
@@ -298,7 +368,9 @@ def test_controller_tick__check_fails_while_awaiting_approval__rolls_back(
         controller_tick()
     # Then
     assert _reload(rollout).status == Status.ROLLED_BACK
-    assert answers(production, flag.key, ["m-pilot", "m-pilot-2", *SAMPLE[:200]]) == before
+    assert (
+        answers(production, flag.key, ["m-pilot", "m-pilot-2", *SAMPLE[:200]]) == before
+    )
     failed = _events(rollout, "rollout.phase_failed").get()
     assert failed.details["while"] == "awaiting_approval"
 
@@ -318,7 +390,9 @@ def test_controller_tick__check_fails_while_paused__rolls_back(
     assert _events(rollout, "rollout.phase_failed").get().details["while"] == "paused"
 
 
-def test_controller_tick__paused_and_passing__stays_paused(rollout_factory, health_server):
+def test_controller_tick__paused_and_passing__stays_paused(
+    rollout_factory, health_server
+):
     # Given
     rollout = rollout_factory(checks=[http_check(health_server.url)])
     services.rollout_pause(rollout_id=rollout.pk, actor=SYSTEM, reason="lunch")
@@ -328,13 +402,18 @@ def test_controller_tick__paused_and_passing__stays_paused(rollout_factory, heal
     assert report.measured == 1
     paused = _reload(rollout)
     assert (paused.status, paused.current_phase, paused.pause_reason) == (
-        Status.PAUSED, 0, "lunch")
+        Status.PAUSED,
+        0,
+        "lunch",
+    )
 
 
 def test_rollout_tick_task__redelivered__advances_once(rollout_factory, health_server):
     # Given: the next phase holds for a minute
-    phases = [{"name": "pilot", "pilot_merchants": ["m-pilot"]},
-              {"name": "10%", "percentage": 10, "min_duration": 60}]
+    phases = [
+        {"name": "pilot", "pilot_merchants": ["m-pilot"]},
+        {"name": "10%", "percentage": 10, "min_duration": 60},
+    ]
     rollout = rollout_factory(phases=phases, checks=[http_check(health_server.url)])
     # When: the same task is delivered twice
     rollout_tick_task.apply(kwargs={"rollout_id": rollout.pk})
@@ -359,7 +438,9 @@ def test_controller_tick__gate_opens__next_tick_scheduled_on_commit(
     assert _events(rollout, "rollout.phase_advanced").count() == 3
 
 
-def test_controller_tick__slow_check__bounded_by_its_timeout(rollout_factory, health_server):
+def test_controller_tick__slow_check__bounded_by_its_timeout(
+    rollout_factory, health_server
+):
     # Given: an endpoint that answers after 3 s and a 0.5 s timeout
     rollout = rollout_factory(
         checks=[http_check(f"{health_server.base}/sleep/3", timeout=0.5)]
@@ -375,7 +456,9 @@ def test_controller_tick__slow_check__bounded_by_its_timeout(rollout_factory, he
     assert "timed out" in run.detail["error"]
 
 
-def test_controller_tick__draft_and_finished_rollouts__ignored(rollout_factory, health_server):
+def test_controller_tick__draft_and_finished_rollouts__ignored(
+    rollout_factory, health_server
+):
     # Given
     rollout = rollout_factory(checks=[http_check(health_server.url)], start=False)
     # When
@@ -385,11 +468,14 @@ def test_controller_tick__draft_and_finished_rollouts__ignored(rollout_factory, 
     assert _reload(rollout).status == Status.DRAFT
 
 
-def test_metrics__scrape__rollouts_by_status_and_phase(rollout_factory, health_server, client):
+def test_metrics__scrape__rollouts_by_status_and_phase(
+    rollout_factory, health_server, client
+):
     # Given: the collector is registered at startup (CanaryConfig.ready)
     rollout = rollout_factory(checks=[http_check(health_server.url)])
-    services.rollout_advance(rollout_id=rollout.pk, expected_phase=0, actor=CONTROLLER,
-                             reason="test")
+    services.rollout_advance(
+        rollout_id=rollout.pk, expected_phase=0, actor=CONTROLLER, reason="test"
+    )
     # When
     body = client.get("/metrics").content.decode()
     # Then
@@ -410,8 +496,9 @@ def test_controller_tick__rollback_run_never_started__queued_again_then_rolled_b
     report_outcomes(failures=10)
     controller_tick()
     assert _reload(rollout).status == Status.ROLLING_BACK
-    RollbackRun.objects.update(created_at=dt.datetime.now(dt.timezone.utc)
-                               - dt.timedelta(seconds=10))
+    RollbackRun.objects.update(
+        created_at=dt.datetime.now(dt.UTC) - dt.timedelta(seconds=10)
+    )
     # When: the next tick finds it still pending, queues it (run eagerly here)
     controller_tick()
     controller_tick()
@@ -419,4 +506,5 @@ def test_controller_tick__rollback_run_never_started__queued_again_then_rolled_b
     assert RollbackRun.objects.get().status == "succeeded"
     assert _reload(rollout).status == Status.ROLLED_BACK
     assert answers(production, flag.key, ["m-pilot", *SAMPLE[:100]]) == {
-        key: False for key in ["m-pilot", *SAMPLE[:100]]}
+        key: False for key in ["m-pilot", *SAMPLE[:100]]
+    }

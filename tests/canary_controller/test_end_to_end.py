@@ -8,6 +8,7 @@ also go through the worker. An "app" thread evaluates the flag for a set
 of merchants from the live ruleset and reports outcome events for the
 variation each one was served, the way the simulator does.
 """
+
 from __future__ import annotations
 
 import os
@@ -16,8 +17,8 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 import pytest
 from django.conf import settings
@@ -32,7 +33,11 @@ from tests.canary_controller.conftest import (
     outcomes_check,
 )
 
-pytestmark = [pytest.mark.postgres, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+pytestmark = [
+    pytest.mark.postgres,
+    pytest.mark.slow,
+    pytest.mark.django_db(transaction=True),
+]
 
 Status = RolloutStatus
 BROKER = "redis://127.0.0.1:6379/7"
@@ -53,7 +58,10 @@ def _database_url() -> str:
 def _start(args: list[str], log: Path, env: dict) -> subprocess.Popen:
     return subprocess.Popen(
         [str(ROOT / ".venv" / "bin" / "celery"), "-A", "controlplane", *args],
-        cwd=ROOT, env=env, stdout=open(log, "wb"), stderr=subprocess.STDOUT,
+        cwd=ROOT,
+        env=env,
+        stdout=open(log, "wb"),
+        stderr=subprocess.STDOUT,
         start_new_session=True,
     )
 
@@ -72,7 +80,9 @@ def _stop(process: subprocess.Popen) -> None:
         process.wait(timeout=5)
 
 
-def _wait_for_line(log: Path, text: str, process: subprocess.Popen, timeout: float) -> None:
+def _wait_for_line(
+    log: Path, text: str, process: subprocess.Popen, timeout: float
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if text in log.read_text(errors="replace"):
@@ -80,8 +90,10 @@ def _wait_for_line(log: Path, text: str, process: subprocess.Popen, timeout: flo
         if process.poll() is not None:
             break
         time.sleep(0.1)
-    raise AssertionError(f"{log.name}: no {text!r} within {timeout:g}s:\n"
-                         + log.read_text(errors="replace")[-3000:])
+    raise AssertionError(
+        f"{log.name}: no {text!r} within {timeout:g}s:\n"
+        + log.read_text(errors="replace")[-3000:]
+    )
 
 
 def _flush_broker() -> None:
@@ -112,11 +124,35 @@ def celery_worker_and_beat(django_db_setup, django_db_blocker) -> Iterator[Path]
         "DATABASE_CONN_MAX_AGE": "0",
         "LOG_LEVEL": "INFO",
     }
-    worker = _start(["worker", "-l", "INFO", "--concurrency", "2", "--without-gossip",
-                     "--without-mingle", "--without-heartbeat", "-n", "cp-e2e@%h"],
-                    workdir / "worker.log", env)
-    beat = _start(["beat", "-l", "INFO", "-s", str(workdir / "beat-schedule"),
-                   "--pidfile", str(workdir / "beat.pid")], workdir / "beat.log", env)
+    worker = _start(
+        [
+            "worker",
+            "-l",
+            "INFO",
+            "--concurrency",
+            "2",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+            "-n",
+            "cp-e2e@%h",
+        ],
+        workdir / "worker.log",
+        env,
+    )
+    beat = _start(
+        [
+            "beat",
+            "-l",
+            "INFO",
+            "-s",
+            str(workdir / "beat-schedule"),
+            "--pidfile",
+            str(workdir / "beat.pid"),
+        ],
+        workdir / "beat.log",
+        env,
+    )
     try:
         _wait_for_line(workdir / "worker.log", "ready.", worker, timeout=30)
         _wait_for_line(workdir / "beat.log", "beat: Starting", beat, timeout=30)
@@ -151,8 +187,12 @@ class App(threading.Thread):
     of merchants it is served to (an injected regression).
     """
 
-    def __init__(self, environment, flag_key: str,
-                 failing: Callable[[float], bool] = lambda share: False) -> None:
+    def __init__(
+        self,
+        environment,
+        flag_key: str,
+        failing: Callable[[float], bool] = lambda share: False,
+    ) -> None:
         super().__init__(daemon=True)
         self.environment, self.flag_key, self.failing = environment, flag_key, failing
         self.stop = threading.Event()
@@ -167,9 +207,15 @@ class App(threading.Thread):
                 share = sum(1 for v in served.values() if v is True) / len(served)
                 failing = self.failing(share)
                 events = [
-                    {"flag": self.flag_key, "merchant": key, "variation": "on" if value else "off",
-                     "outcome": "failure" if value and failing and i % 4 == 0 else "success",
-                     "duration_ms": 30.0 + i % 10}
+                    {
+                        "flag": self.flag_key,
+                        "merchant": key,
+                        "variation": "on" if value else "off",
+                        "outcome": "failure"
+                        if value and failing and i % 4 == 0
+                        else "success",
+                        "duration_ms": 30.0 + i % 10,
+                    }
                     for i, (key, value) in enumerate(served.items())
                 ]
                 outcome_events_ingest(events=events, environment=self.environment)
@@ -212,19 +258,26 @@ def test_worker_and_beat__healthy_rollout__pilot_10_50_100_completes(
         rollout = rollout_factory(
             phases=PHASES, checks=[http_check(health_server.url), outcomes_check()]
         )
-        done = _wait_status(rollout, {Status.COMPLETED, Status.PAUSED, Status.ROLLED_BACK},
-                            timeout=30)
+        done = _wait_status(
+            rollout, {Status.COMPLETED, Status.PAUSED, Status.ROLLED_BACK}, timeout=30
+        )
     finally:
         app.stop.set()
         app.join(timeout=5)
     # Then
     assert app.errors == []
-    assert done.status == Status.COMPLETED, (done.pause_reason, _logs(celery_worker_and_beat))
-    advanced = AuditEvent.objects.filter(action="rollout.phase_advanced",
-                                         target_id=str(rollout.pk)).order_by("id")
+    assert done.status == Status.COMPLETED, (
+        done.pause_reason,
+        _logs(celery_worker_and_beat),
+    )
+    advanced = AuditEvent.objects.filter(
+        action="rollout.phase_advanced", target_id=str(rollout.pk)
+    ).order_by("id")
     assert [e.after["phase"] for e in advanced] == [1, 2, 3]
     assert {e.actor_type for e in advanced} == {"controller"}
-    assert all(v is True for v in answers(production, "sequential_workflow", SAMPLE).values())
+    assert all(
+        v is True for v in answers(production, "sequential_workflow", SAMPLE).values()
+    )
     assert "canary.tasks.controller_tick_task" in _logs(celery_worker_and_beat)
 
 
@@ -236,11 +289,22 @@ def test_worker_and_beat__regression_at_50_percent__rolled_back_to_captured_stat
     from controlplane.audit.actors import SYSTEM
     from flags import services as flag_services
 
-    flag_services.flag_state_update(actor=SYSTEM, flag=flag, environment=production,
-                                    expected_version=None, enabled=True,
-                                    fallthrough={"variation": "off"})
-    flag_services.override_set(actor=SYSTEM, flag=flag, environment=production,
-                               merchant=merchants["m-pilot-2"], variation="on", note="beta")
+    flag_services.flag_state_update(
+        actor=SYSTEM,
+        flag=flag,
+        environment=production,
+        expected_version=None,
+        enabled=True,
+        fallthrough={"variation": "off"},
+    )
+    flag_services.override_set(
+        actor=SYSTEM,
+        flag=flag,
+        environment=production,
+        merchant=merchants["m-pilot-2"],
+        variation="on",
+        note="beta",
+    )
     keys = ["m-pilot", "m-pilot-2", *SAMPLE]
     before = answers(production, flag.key, keys)
     app = App(production, flag.key, failing=lambda share: share >= 0.4)
@@ -250,17 +314,23 @@ def test_worker_and_beat__regression_at_50_percent__rolled_back_to_captured_stat
         rollout = rollout_factory(
             phases=PHASES, checks=[outcomes_check(failure_limit=1, min_samples=3)]
         )
-        done = _wait_status(rollout, {Status.ROLLED_BACK, Status.COMPLETED, Status.PAUSED},
-                            timeout=30)
+        done = _wait_status(
+            rollout, {Status.ROLLED_BACK, Status.COMPLETED, Status.PAUSED}, timeout=30
+        )
     finally:
         app.stop.set()
         app.join(timeout=5)
     # Then
     assert app.errors == []
-    assert done.status == Status.ROLLED_BACK, (done.pause_reason, _logs(celery_worker_and_beat))
+    assert done.status == Status.ROLLED_BACK, (
+        done.pause_reason,
+        _logs(celery_worker_and_beat),
+    )
     assert done.current_phase == 2
     assert answers(production, flag.key, keys) == before
-    failed = AuditEvent.objects.get(action="rollout.phase_failed", target_id=str(rollout.pk))
+    failed = AuditEvent.objects.get(
+        action="rollout.phase_failed", target_id=str(rollout.pk)
+    )
     assert failed.actor_type == "controller"
     assert failed.details["checks"][0]["check"] == "error_rate"
     assert "failure_limit 1" in failed.details["checks"][0]["limit"]
@@ -278,11 +348,16 @@ def test_worker_and_beat__erroring_check__paused_not_advanced(
     rollout = rollout_factory(
         phases=PHASES, checks=[http_check(closed_url, consecutive_error_limit=1)]
     )
-    done = _wait_status(rollout, {Status.PAUSED, Status.COMPLETED, Status.ROLLED_BACK},
-                        timeout=20)
+    done = _wait_status(
+        rollout, {Status.PAUSED, Status.COMPLETED, Status.ROLLED_BACK}, timeout=20
+    )
     # Then
     assert done.status == Status.PAUSED, _logs(celery_worker_and_beat)
     assert done.current_phase == 0
-    assert "errored" in done.pause_reason and "consecutive_error_limit 1" in done.pause_reason
-    assert not AuditEvent.objects.filter(action="rollout.phase_advanced",
-                                         target_id=str(rollout.pk)).exists()
+    assert (
+        "errored" in done.pause_reason
+        and "consecutive_error_limit 1" in done.pause_reason
+    )
+    assert not AuditEvent.objects.filter(
+        action="rollout.phase_advanced", target_id=str(rollout.pk)
+    ).exists()

@@ -1,5 +1,6 @@
 """Real stand-ins for the providers' tests: a Prometheus server scraping a
 test exporter, and a live HTTP server."""
+
 from __future__ import annotations
 
 import json
@@ -11,10 +12,10 @@ import threading
 import time
 import urllib.parse
 import urllib.request
+from collections.abc import Iterator
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 from django.utils import timezone
@@ -41,7 +42,9 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, *args) -> None:  # keep test output quiet
         pass
 
-    def _send(self, status: int, body: bytes, content_type: str = "application/json") -> None:
+    def _send(
+        self, status: int, body: bytes, content_type: str = "application/json"
+    ) -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
@@ -57,8 +60,13 @@ class _Handler(BaseHTTPRequestHandler):
         if path == "/metrics":
             self._send(200, EXPORTED_METRICS.encode(), "text/plain; version=0.0.4")
         elif path == "/health":
-            body = {"status": "ok", "data": {"items": [{"queue": 7}, {"queue": 42.5}]},
-                    "ready": True, "missing": None, "label": "green"}
+            body = {
+                "status": "ok",
+                "data": {"items": [{"queue": 7}, {"queue": 42.5}]},
+                "ready": True,
+                "missing": None,
+                "label": "green",
+            }
             self._send(200, json.dumps(body).encode())
         elif path.startswith("/status/"):
             self._send(int(path.rsplit("/", 1)[1]), b'{"error": "boom"}')
@@ -112,8 +120,10 @@ def prometheus_url(live_http: str) -> Iterator[str]:
     every second; yields its base URL once the first scrape is queryable."""
     binary = shutil.which("prometheus")
     if binary is None:
-        pytest.skip("the prometheus binary is absent (apt-get install prometheus;"
-                    " .ci/install-system-packages does it)")
+        pytest.skip(
+            "the prometheus binary is absent (apt-get install prometheus;"
+            " .ci/install-system-packages does it)"
+        )
     workdir = Path(tempfile.mkdtemp(prefix="cp-prometheus-"))
     exporter = urllib.parse.urlsplit(live_http).netloc
     (workdir / "prometheus.yml").write_text(
@@ -126,10 +136,14 @@ def prometheus_url(live_http: str) -> Iterator[str]:
         port = free_port()
         log = open(workdir / "prometheus.log", "wb")
         process = subprocess.Popen(
-            [binary, f"--config.file={workdir / 'prometheus.yml'}",
-             f"--storage.tsdb.path={workdir / 'data'}",
-             f"--web.listen-address=127.0.0.1:{port}"],
-            stdout=log, stderr=subprocess.STDOUT,
+            [
+                binary,
+                f"--config.file={workdir / 'prometheus.yml'}",
+                f"--storage.tsdb.path={workdir / 'data'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         base = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 30

@@ -1,4 +1,5 @@
 """POST /api/v1/events through Django's test client with real server keys."""
+
 from __future__ import annotations
 
 import json
@@ -26,8 +27,9 @@ def _fresh_key_cache():
 def server_key(production) -> str:
     from controlplane.apikeys.services import apikey_create
 
-    _key, raw = apikey_create(actor=SYSTEM, name="checkout-app", scope="server",
-                              environment=production)
+    _key, raw = apikey_create(
+        actor=SYSTEM, name="checkout-app", scope="server", environment=production
+    )
     return raw
 
 
@@ -53,8 +55,10 @@ def _post(client, body, key: str | None, content_type: str = "application/json")
 
 def test_events_api__valid_batch__202_and_rows_stored(client, server_key, production):
     # Given
-    events = [_event(merchant=f"m-{i}", outcome="failure" if i % 4 == 0 else "success")
-              for i in range(20)]
+    events = [
+        _event(merchant=f"m-{i}", outcome="failure" if i % 4 == 0 else "success")
+        for i in range(20)
+    ]
     audit_before = AuditEvent.objects.count()
     # When
     response = _post(client, {"events": events}, server_key)
@@ -66,7 +70,11 @@ def test_events_api__valid_batch__202_and_rows_stored(client, server_key, produc
     assert rows.filter(outcome="failure").count() == 5
     first = rows.get(merchant_key="m-3")
     assert (first.flag_key, first.variation, first.duration_ms, first.name) == (
-        "sequential_workflow", "on", 12.5, "checkout")
+        "sequential_workflow",
+        "on",
+        12.5,
+        "checkout",
+    )
     assert AuditEvent.objects.count() == audit_before  # telemetry, not changes
 
 
@@ -119,8 +127,10 @@ def test_events_api__bad_envelope__400(client, server_key, body, field):
         (_event(duration_ms=-1), "events[1].duration_ms"),
         (_event(duration_ms="fast"), "events[1].duration_ms"),
         (_event(occurred_at="yesterday"), "events[1].occurred_at"),
-        (_event(occurred_at=(timezone.now() + timedelta(hours=2)).isoformat()),
-         "events[1].occurred_at"),
+        (
+            _event(occurred_at=(timezone.now() + timedelta(hours=2)).isoformat()),
+            "events[1].occurred_at",
+        ),
         (_event(merchant="x" * 129), "events[1].merchant"),
         (_event(merchant="acme\x00"), "events[1].merchant"),
         (_event(flag="no spaces"), "events[1].flag"),
@@ -130,8 +140,9 @@ def test_events_api__bad_envelope__400(client, server_key, body, field):
         ("not an object", "events[1]"),
     ],
 )
-def test_events_api__bad_event__400_with_field_and_nothing_stored(client, server_key,
-                                                                  event, field):
+def test_events_api__bad_event__400_with_field_and_nothing_stored(
+    client, server_key, event, field
+):
     # Given: one good event before and after the bad one
     body = {"events": [_event(), event, _event()]}
     # When
@@ -146,7 +157,9 @@ def test_events_api__bad_event__400_with_field_and_nothing_stored(client, server
 
 def test_events_api__free_text_merchant_key__accepted(client, server_key):
     # When
-    response = _post(client, {"events": [_event(merchant="Acme Shop #7 (KR)")]}, server_key)
+    response = _post(
+        client, {"events": [_event(merchant="Acme Shop #7 (KR)")]}, server_key
+    )
     # Then
     assert response.status_code == 202
     assert OutcomeEvent.objects.get().merchant_key == "Acme Shop #7 (KR)"
@@ -154,13 +167,18 @@ def test_events_api__free_text_merchant_key__accepted(client, server_key):
 
 def test_events_api__several_bad_events__each_reported(client, server_key):
     # Given
-    body = {"events": [_event(outcome="meh"), _event(), _event(duration_ms=-5, flag=None)]}
+    body = {
+        "events": [_event(outcome="meh"), _event(), _event(duration_ms=-5, flag=None)]
+    }
     # When
     response = _post(client, body, server_key)
     # Then
     assert response.status_code == 400
     assert set(response.json()["errors"]) == {
-        "events[0].outcome", "events[2].flag", "events[2].duration_ms"}
+        "events[0].outcome",
+        "events[2].flag",
+        "events[2].duration_ms",
+    }
 
 
 def test_events_api__too_many_events__400(client, server_key, settings):
@@ -208,8 +226,12 @@ def test_events_api__staging_key__stored_in_staging(client, environments):
     # Given
     from controlplane.apikeys.services import apikey_create
 
-    _key, raw = apikey_create(actor=SYSTEM, name="staging-app", scope="server",
-                              environment=environments["staging"])
+    _key, raw = apikey_create(
+        actor=SYSTEM,
+        name="staging-app",
+        scope="server",
+        environment=environments["staging"],
+    )
     # When
     response = _post(client, {"events": [_event(), _event()]}, raw)
     # Then

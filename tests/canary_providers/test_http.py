@@ -1,4 +1,5 @@
 """The http provider against a live local HTTP server."""
+
 from __future__ import annotations
 
 import time
@@ -6,7 +7,7 @@ import time
 import pytest
 
 from canary.providers import ProviderError, get_provider
-from flags.exceptions import InvalidInput
+from controlplane.exceptions import InvalidInput
 
 
 def test_http_measure__status__status_code(live_http, ctx):
@@ -41,7 +42,11 @@ def test_http_measure__latency_with_unexpected_status__provider_error(live_http,
 def test_http_measure__expect_status__accepted(live_http, ctx):
     # When
     measurement = get_provider("http").measure(
-        {"url": f"{live_http}/status/204", "measure": "latency_ms", "expect_status": 204},
+        {
+            "url": f"{live_http}/status/204",
+            "measure": "latency_ms",
+            "expect_status": 204,
+        },
         ctx,
         timeout=2,
     )
@@ -78,9 +83,15 @@ def test_http_measure__json_null__no_data(live_http, ctx):
 
 @pytest.mark.parametrize(
     "path, message",
-    [("data.items.5.queue", "not found"), ("label", "not a number"), ("nope", "not found")],
+    [
+        ("data.items.5.queue", "not found"),
+        ("label", "not a number"),
+        ("nope", "not found"),
+    ],
 )
-def test_http_measure__json_path_unusable__provider_error(live_http, ctx, path, message):
+def test_http_measure__json_path_unusable__provider_error(
+    live_http, ctx, path, message
+):
     # When / Then
     with pytest.raises(ProviderError, match=message):
         get_provider("http").measure(
@@ -126,7 +137,10 @@ def test_http_measure__connection_refused__provider_error(closed_port_url, ctx):
         ({"url": "localhost:80", "measure": "status"}, "spec.url"),
         ({"url": "http://x", "measure": "body"}, "spec.measure"),
         ({"url": "http://x", "measure": "status", "method": "DELETE"}, "spec.method"),
-        ({"url": "http://x", "measure": "status", "expect_status": 99}, "spec.expect_status"),
+        (
+            {"url": "http://x", "measure": "status", "expect_status": 99},
+            "spec.expect_status",
+        ),
         ({"url": "http://x", "measure": "json_value"}, "spec.json_path"),
         ({"url": "http://x", "measure": "status", "json_path": "a"}, "spec.json_path"),
     ],

@@ -1,4 +1,5 @@
 """The outcomes provider over outcome events stored in the database."""
+
 from __future__ import annotations
 
 import statistics
@@ -11,10 +12,12 @@ from canary.models import OutcomeEvent
 from canary.providers import MeasureContext, get_provider
 from canary.providers.outcomes import MAX_DURATIONS, percentile
 from canary.services.outcomes import outcome_events_ingest
-from flags.exceptions import InvalidInput
+from controlplane.exceptions import InvalidInput
 
 
-def _events(variation: str, durations: list[float], failures: int, **extra) -> list[dict]:
+def _events(
+    variation: str, durations: list[float], failures: int, **extra
+) -> list[dict]:
     return [
         {
             "flag": extra.get("flag", "sequential_workflow"),
@@ -33,15 +36,24 @@ def _events(variation: str, durations: list[float], failures: int, **extra) -> l
 def cohorts(environments):
     """100 treatment events (10 failures, 1..100 ms), 50 control (1 failure,
     1..50 ms), plus noise that must not count."""
-    outcome_events_ingest(environment="production", events=[
-        *_events("on", [float(d) for d in range(1, 101)], failures=10),
-        *_events("off", [float(d) for d in range(1, 51)], failures=1),
-        # another flag, another environment's name, an old event
-        *_events("on", [999.0] * 5, failures=5, flag="other_flag"),
-        *_events("on", [999.0] * 5, failures=5,
-                 occurred_at=timezone.now() - timedelta(hours=3)),
-    ])
-    outcome_events_ingest(environment="staging", events=_events("on", [999.0] * 5, failures=5))
+    outcome_events_ingest(
+        environment="production",
+        events=[
+            *_events("on", [float(d) for d in range(1, 101)], failures=10),
+            *_events("off", [float(d) for d in range(1, 51)], failures=1),
+            # another flag, another environment's name, an old event
+            *_events("on", [999.0] * 5, failures=5, flag="other_flag"),
+            *_events(
+                "on",
+                [999.0] * 5,
+                failures=5,
+                occurred_at=timezone.now() - timedelta(hours=3),
+            ),
+        ],
+    )
+    outcome_events_ingest(
+        environment="staging", events=_events("on", [999.0] * 5, failures=5)
+    )
     return environments
 
 
@@ -58,9 +70,14 @@ def test_outcomes_measure__treatment_metric__value(cohorts, ctx, metric, expecte
 
 def test_outcomes_measure__cohorts__split_by_variation(cohorts, ctx):
     # When
-    measurement = get_provider("outcomes").measure({"metric": "error_rate"}, ctx, timeout=5)
+    measurement = get_provider("outcomes").measure(
+        {"metric": "error_rate"}, ctx, timeout=5
+    )
     # Then
-    treatment, control = measurement.cohorts["treatment"], measurement.cohorts["control"]
+    treatment, control = (
+        measurement.cohorts["treatment"],
+        measurement.cohorts["control"],
+    )
     assert (treatment["n"], treatment["failures"]) == (100, 10)
     assert (control["n"], control["failures"]) == (50, 1)
     assert control["error_rate"] == pytest.approx(0.02)
@@ -76,12 +93,16 @@ def test_outcomes_measure__until__excludes_later_events(cohorts, ctx):
     # Given
     old = timezone.now() - timedelta(hours=3)
     window_ctx = MeasureContext(
-        flag_key=ctx.flag_key, environment_key="production", treatment_variation="on",
-        since=old - timedelta(minutes=1), until=old + timedelta(minutes=1),
+        flag_key=ctx.flag_key,
+        environment_key="production",
+        treatment_variation="on",
+        since=old - timedelta(minutes=1),
+        until=old + timedelta(minutes=1),
     )
     # When
-    measurement = get_provider("outcomes").measure({"metric": "error_rate"}, window_ctx,
-                                                   timeout=5)
+    measurement = get_provider("outcomes").measure(
+        {"metric": "error_rate"}, window_ctx, timeout=5
+    )
     # Then: only the five old failures
     assert measurement.samples == 5
     assert measurement.value == 1.0
@@ -90,13 +111,17 @@ def test_outcomes_measure__until__excludes_later_events(cohorts, ctx):
 def test_outcomes_measure__window__narrows_since(cohorts, ctx):
     # Given: the phase started 4 hours ago, the check looks at the last hour
     long_ctx = MeasureContext(
-        flag_key=ctx.flag_key, environment_key="production", treatment_variation="on",
+        flag_key=ctx.flag_key,
+        environment_key="production",
+        treatment_variation="on",
         since=timezone.now() - timedelta(hours=4),
     )
     provider = get_provider("outcomes")
     # When
     whole_phase = provider.measure({"metric": "error_rate"}, long_ctx, timeout=5)
-    last_hour = provider.measure({"metric": "error_rate", "window": 3600}, long_ctx, timeout=5)
+    last_hour = provider.measure(
+        {"metric": "error_rate", "window": 3600}, long_ctx, timeout=5
+    )
     # Then
     assert whole_phase.samples == 105
     assert last_hour.samples == 100
@@ -104,8 +129,10 @@ def test_outcomes_measure__window__narrows_since(cohorts, ctx):
 
 def test_outcomes_measure__name_filter__only_that_name(cohorts, ctx):
     # Given
-    outcome_events_ingest(environment="production",
-                          events=_events("on", [5.0] * 4, failures=4, name="payment"))
+    outcome_events_ingest(
+        environment="production",
+        events=_events("on", [5.0] * 4, failures=4, name="payment"),
+    )
     # When
     measurement = get_provider("outcomes").measure(
         {"metric": "error_rate", "name": "payment"}, ctx, timeout=5
@@ -146,17 +173,22 @@ def test_outcomes_measure__large_cohort__exact_percentiles_and_bounded_durations
     # Given: more timed events than the durations sketch holds
     count = MAX_DURATIONS + 500
     durations = [float((index * 7919) % 10_000) / 10 for index in range(count)]
-    outcome_events_ingest(environment="production", events=_events("on", durations[:5000],
-                                                                    failures=0))
+    outcome_events_ingest(
+        environment="production", events=_events("on", durations[:5000], failures=0)
+    )
     # When
-    measurement = get_provider("outcomes").measure({"metric": "p95_ms"}, ctx, timeout=10)
+    measurement = get_provider("outcomes").measure(
+        {"metric": "p95_ms"}, ctx, timeout=10
+    )
     # Then
     ordered = sorted(durations)
     assert measurement.value == pytest.approx(percentile(ordered, 0.95))
     sketch = measurement.cohorts["treatment"]["durations"]
     assert len(sketch) == MAX_DURATIONS
     assert sketch[0] == ordered[0] and sketch[-1] == ordered[-1]
-    assert statistics.median(sketch) == pytest.approx(statistics.median(ordered), rel=0.01)
+    assert statistics.median(sketch) == pytest.approx(
+        statistics.median(ordered), rel=0.01
+    )
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,5 @@
 """The prometheus provider against a real Prometheus scraping a test exporter."""
+
 from __future__ import annotations
 
 import time
@@ -6,7 +7,7 @@ import time
 import pytest
 
 from canary.providers import ProviderError, get_provider
-from flags.exceptions import InvalidInput
+from controlplane.exceptions import InvalidInput
 
 pytestmark = pytest.mark.slow
 
@@ -51,7 +52,9 @@ def test_prometheus_measure__url_from_settings__used(prometheus_url, ctx, settin
 def test_prometheus_measure__empty_vector__no_data(prometheus_url, ctx):
     # When
     measurement = get_provider("prometheus").measure(
-        {"url": prometheus_url, "query": "cp_test_metric_that_does_not_exist"}, ctx, timeout=5
+        {"url": prometheus_url, "query": "cp_test_metric_that_does_not_exist"},
+        ctx,
+        timeout=5,
     )
     # Then
     assert measurement.value is None
@@ -77,7 +80,9 @@ def test_prometheus_measure__several_series__error(prometheus_url, ctx):
         )
 
 
-def test_prometheus_measure__several_series_with_aggregate__combined(prometheus_url, ctx):
+def test_prometheus_measure__several_series_with_aggregate__combined(
+    prometheus_url, ctx
+):
     # When
     measurement = get_provider("prometheus").measure(
         {"url": prometheus_url, "query": "cp_test_requests_total", "aggregate": "sum"},
@@ -93,7 +98,9 @@ def test_prometheus_measure__bad_promql__provider_error(prometheus_url, ctx):
     # When / Then
     with pytest.raises(ProviderError, match="bad_data") as raised:
         get_provider("prometheus").measure(
-            {"url": prometheus_url, "query": "sum(cp_test_requests_total"}, ctx, timeout=5
+            {"url": prometheus_url, "query": "sum(cp_test_requests_total"},
+            ctx,
+            timeout=5,
         )
     assert raised.value.detail["status"] == 400
 
@@ -113,7 +120,9 @@ def test_prometheus_measure__not_prometheus__provider_error(live_http, ctx):
     # When / Then: the HTTP server answers 404 with a JSON body that is not
     # Prometheus' envelope
     with pytest.raises(ProviderError, match="Prometheus query failed"):
-        get_provider("prometheus").measure({"url": live_http, "query": "up"}, ctx, timeout=2)
+        get_provider("prometheus").measure(
+            {"url": live_http, "query": "up"}, ctx, timeout=2
+        )
 
 
 @pytest.mark.parametrize(

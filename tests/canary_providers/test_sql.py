@@ -1,4 +1,5 @@
 """The sql provider on the real test database."""
+
 from __future__ import annotations
 
 import time
@@ -7,7 +8,7 @@ import pytest
 from django.db import connection
 
 from canary.providers import ProviderError, get_provider
-from flags.exceptions import InvalidInput
+from controlplane.exceptions import InvalidInput
 from flags.models import Environment
 
 
@@ -36,7 +37,9 @@ def test_sql_measure__no_row_or_null__no_data(environments, ctx, query):
     assert measurement.value is None
 
 
-def test_sql_measure__after_measure__caller_transaction_still_writable(environments, ctx):
+def test_sql_measure__after_measure__caller_transaction_still_writable(
+    environments, ctx
+):
     # Given
     get_provider("sql").measure({"query": "SELECT 1"}, ctx, timeout=5)
     # When: the test's own transaction writes after the read-only savepoint
@@ -74,8 +77,9 @@ def test_sql_validate_spec__unknown_database__field_error(db):
 def test_sql_measure__bad_sql__provider_error(db, ctx):
     # When / Then
     with pytest.raises(ProviderError, match="SQL error"):
-        get_provider("sql").measure({"query": "SELECT no_such_column FROM flags_environment"},
-                                    ctx, timeout=5)
+        get_provider("sql").measure(
+            {"query": "SELECT no_such_column FROM flags_environment"}, ctx, timeout=5
+        )
 
 
 def test_sql_measure__two_columns__provider_error(db, ctx):
@@ -98,7 +102,9 @@ def test_sql_measure__runaway_query__cancelled_by_timeout(db, ctx):
 
 
 @pytest.mark.postgres
-def test_sql_measure__update_in_cte__blocked_by_read_only_transaction(environments, ctx):
+def test_sql_measure__update_in_cte__blocked_by_read_only_transaction(
+    environments, ctx
+):
     # Given
     query = (
         "WITH changed AS (UPDATE flags_environment SET name = 'hacked' RETURNING 1)"
@@ -111,7 +117,9 @@ def test_sql_measure__update_in_cte__blocked_by_read_only_transaction(environmen
 
 
 @pytest.mark.postgres
-def test_sql_measure__update_in_function__blocked_by_read_only_transaction(environments, ctx):
+def test_sql_measure__update_in_function__blocked_by_read_only_transaction(
+    environments, ctx
+):
     # Given
     with connection.cursor() as cursor:
         cursor.execute(
@@ -120,7 +128,9 @@ def test_sql_measure__update_in_function__blocked_by_read_only_transaction(envir
         )
     # When / Then
     with pytest.raises(ProviderError, match="read-only transaction"):
-        get_provider("sql").measure({"query": "SELECT cp_test_rename()"}, ctx, timeout=5)
+        get_provider("sql").measure(
+            {"query": "SELECT cp_test_rename()"}, ctx, timeout=5
+        )
     assert not Environment.objects.filter(name="hacked").exists()
 
 

@@ -1,9 +1,11 @@
 """Fixtures for the operator interfaces: a bool flag in production, pilot
 merchants, and rollouts built through the services with an outcomes check
 (no network needed)."""
+
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -18,8 +20,13 @@ PHASES: list[dict] = [
     {"name": "100%", "target_type": "percentage", "percentage": 100},
 ]
 ERROR_RATE_CHECK: dict = {
-    "name": "error_rate", "provider": "outcomes", "spec": {"metric": "error_rate"},
-    "comparator": "lt", "threshold": 0.05, "min_samples": 1, "interval": 5,
+    "name": "error_rate",
+    "provider": "outcomes",
+    "spec": {"metric": "error_rate"},
+    "comparator": "lt",
+    "threshold": 0.05,
+    "min_samples": 1,
+    "interval": 5,
 }
 
 
@@ -37,13 +44,21 @@ def flag(production, flag_factory):
 def rollout_factory(flag, production, merchants) -> Callable[..., Rollout]:
     """Return make(started=False, phases=..., checks=...) -> a fresh rollout."""
 
-    def make(*, started: bool = False, phases: list[dict] | None = None,
-             checks: list[dict] | None = None, **kwargs: Any) -> Rollout:
+    def make(
+        *,
+        started: bool = False,
+        phases: list[dict] | None = None,
+        checks: list[dict] | None = None,
+        **kwargs: Any,
+    ) -> Rollout:
         rollout = services.rollout_create(
-            actor=SYSTEM, flag=flag, environment=production,
+            actor=SYSTEM,
+            flag=flag,
+            environment=production,
             name=kwargs.pop("name", "ui test rollout"),
             phases=PHASES if phases is None else phases,
-            checks=[ERROR_RATE_CHECK] if checks is None else checks, **kwargs,
+            checks=[ERROR_RATE_CHECK] if checks is None else checks,
+            **kwargs,
         )
         if started:
             rollout = services.rollout_start(rollout_id=rollout.pk, actor=SYSTEM)
@@ -53,15 +68,27 @@ def rollout_factory(flag, production, merchants) -> Callable[..., Rollout]:
     return make
 
 
-def record(rollout: Rollout, verdict: str, value: float | None, *, check: str = "error_rate",
-           message: str = "") -> None:
+def record(
+    rollout: Rollout,
+    verdict: str,
+    value: float | None,
+    *,
+    check: str = "error_rate",
+    message: str = "",
+) -> None:
     """Record one measurement of ``check`` in the rollout's current phase."""
     rollout.refresh_from_db()
     row = rollout.checks.get(name=check)
     services.check_run_record(
-        check_id=row.pk, phase_index=rollout.current_phase, value=value, verdict=verdict,
-        detail={"message": message or f"value {value} vs < {row.threshold}",
-                "threshold": row.threshold, "limit": row.threshold},
+        check_id=row.pk,
+        phase_index=rollout.current_phase,
+        value=value,
+        verdict=verdict,
+        detail={
+            "message": message or f"value {value} vs < {row.threshold}",
+            "threshold": row.threshold,
+            "limit": row.threshold,
+        },
     )
 
 
@@ -69,7 +96,11 @@ def run_to_completion(rollout: Rollout) -> Rollout:
     """Pass every phase with one passing measurement each, then complete."""
     for index in range(rollout.phases.count()):
         record(rollout, "pass", 0.01)
-        rollout = services.rollout_advance(rollout_id=rollout.pk, expected_phase=index,
-                                           actor=SYSTEM, reason="gates open")
+        rollout = services.rollout_advance(
+            rollout_id=rollout.pk,
+            expected_phase=index,
+            actor=SYSTEM,
+            reason="gates open",
+        )
     rollout.refresh_from_db()
     return rollout

@@ -1,5 +1,6 @@
 """Rollout admin: buttons with confirmation pages call the services as the
 admin user; the page explains decisions and shows the latest check runs."""
+
 from __future__ import annotations
 
 import pytest
@@ -29,35 +30,51 @@ def action_url(rollout: Rollout, action: str) -> str:
 
 
 def transitions(rollout: Rollout) -> list[AuditEvent]:
-    return list(AuditEvent.objects.filter(action="rollout.transition",
-                                          target_id=str(rollout.pk)).order_by("id"))
+    return list(
+        AuditEvent.objects.filter(
+            action="rollout.transition", target_id=str(rollout.pk)
+        ).order_by("id")
+    )
 
 
-def test_rollout_change_page__running_with_runs__buttons_explanation_and_runs(admin_client,
-                                                                             rollout_factory):
+def test_rollout_change_page__running_with_runs__buttons_explanation_and_runs(
+    admin_client, rollout_factory
+):
     # Given
     rollout = rollout_factory(started=True)
     record(rollout, "pass", 0.0123, message="0.0123 < 0.05: pass")
-    services.rollout_pause(rollout_id=rollout.pk, actor=SYSTEM,
-                           reason="check error_rate is inconclusive: 4 results exceed limit 3")
+    services.rollout_pause(
+        rollout_id=rollout.pk,
+        actor=SYSTEM,
+        reason="check error_rate is inconclusive: 4 results exceed limit 3",
+    )
     # When
-    page = admin_client.get(f"/admin/canary/rollout/{rollout.pk}/change/").content.decode()
+    page = admin_client.get(
+        f"/admin/canary/rollout/{rollout.pk}/change/"
+    ).content.decode()
     # Then
     assert "check error_rate is inconclusive: 4 results exceed limit 3" in page
     assert "0.0123 &lt; 0.05: pass" in page
-    assert "<strong>rollout.transition</strong> by system:system" in page  # last decision
+    assert (
+        "<strong>rollout.transition</strong> by system:system" in page
+    )  # last decision
     assert action_url(rollout, "resume") in page
     assert action_url(rollout, "rollback") in page
     assert action_url(rollout, "start") not in page
     assert "pilot" in page and "error_rate" in page  # phase and check inlines
 
 
-def test_rollout_approve_button__confirm_then_post__approved_by_admin(admin_client,
-                                                                       rollout_factory):
+def test_rollout_approve_button__confirm_then_post__approved_by_admin(
+    admin_client, rollout_factory
+):
     # Given
     rollout = rollout_factory(started=True)
-    services.rollout_transition(rollout_id=rollout.pk, to=Status.AWAITING_APPROVAL,
-                                actor=SYSTEM, reason="phase 0 requires approval")
+    services.rollout_transition(
+        rollout_id=rollout.pk,
+        to=Status.AWAITING_APPROVAL,
+        actor=SYSTEM,
+        reason="phase 0 requires approval",
+    )
     # When
     confirm = admin_client.get(action_url(rollout, "approve"))
     done = admin_client.post(action_url(rollout, "approve"), {"reason": "pilot fine"})
@@ -81,12 +98,15 @@ def test_rollout_pause_button__get_only__nothing_changes(admin_client, rollout_f
     assert rollout.status == Status.RUNNING
 
 
-def test_rollout_pause_button__post_with_reason__paused_and_audited(admin_client,
-                                                                     rollout_factory):
+def test_rollout_pause_button__post_with_reason__paused_and_audited(
+    admin_client, rollout_factory
+):
     # Given
     rollout = rollout_factory(started=True)
     # When
-    response = admin_client.post(action_url(rollout, "pause"), {"reason": "incident 42"})
+    response = admin_client.post(
+        action_url(rollout, "pause"), {"reason": "incident 42"}
+    )
     # Then
     assert response.status_code == 302
     rollout.refresh_from_db()
@@ -95,8 +115,9 @@ def test_rollout_pause_button__post_with_reason__paused_and_audited(admin_client
     assert last.actor_name == "boss" and last.details["reason"] == "incident 42"
 
 
-def test_rollout_pause_button__no_reason__form_error_and_unchanged(admin_client,
-                                                                   rollout_factory):
+def test_rollout_pause_button__no_reason__form_error_and_unchanged(
+    admin_client, rollout_factory
+):
     # Given
     rollout = rollout_factory(started=True)
     # When
@@ -108,7 +129,9 @@ def test_rollout_pause_button__no_reason__form_error_and_unchanged(admin_client,
     assert rollout.status == Status.RUNNING
 
 
-def test_rollout_abort_button__post__aborted_flag_restored(admin_client, rollout_factory):
+def test_rollout_abort_button__post__aborted_flag_restored(
+    admin_client, rollout_factory
+):
     # Given
     rollout = rollout_factory(started=True)
     # When
@@ -120,8 +143,9 @@ def test_rollout_abort_button__post__aborted_flag_restored(admin_client, rollout
     assert transitions(rollout)[-1].actor_name == "boss"
 
 
-def test_rollout_rollback_button__level_1__rolling_back_by_admin(admin_client,
-                                                                 rollout_factory):
+def test_rollout_rollback_button__level_1__rolling_back_by_admin(
+    admin_client, rollout_factory
+):
     # Given
     rollout = rollout_factory(started=True)
     # When
@@ -135,12 +159,15 @@ def test_rollout_rollback_button__level_1__rolling_back_by_admin(admin_client,
     assert event.actor_name == "boss" and event.details["level"] == 1
 
 
-def test_rollout_resume_button__running__refused_message_unchanged(admin_client,
-                                                                    rollout_factory):
+def test_rollout_resume_button__running__refused_message_unchanged(
+    admin_client, rollout_factory
+):
     # Given
     rollout = rollout_factory()
     # When
-    response = admin_client.post(action_url(rollout, "resume"), {"reason": ""}, follow=True)
+    response = admin_client.post(
+        action_url(rollout, "resume"), {"reason": ""}, follow=True
+    )
     # Then
     assert "Resume refused: rollout" in response.content.decode()
     rollout.refresh_from_db()
@@ -161,12 +188,18 @@ def test_rollout_action__staff_without_permission__403(rollout_factory):
     assert rollout.status == Status.RUNNING
 
 
-def test_rollout_add__template_form__draft_created_by_admin(admin_client, flag, merchants):
+def test_rollout_add__template_form__draft_created_by_admin(
+    admin_client, flag, merchants
+):
     # Given
-    data = {"flag": "sequential_workflow", "environment": "production",
-            "template": "demo-fast", "pilot_merchants": "m-1001",
-            "checks": '[{"name": "errors", "provider": "outcomes", '
-                      '"spec": {"metric": "error_rate"}, "threshold": 0.05}]'}
+    data = {
+        "flag": "sequential_workflow",
+        "environment": "production",
+        "template": "demo-fast",
+        "pilot_merchants": "m-1001",
+        "checks": '[{"name": "errors", "provider": "outcomes", '
+        '"spec": {"metric": "error_rate"}, "threshold": 0.05}]',
+    }
     # When
     response = admin_client.post("/admin/canary/rollout/add/", data)
     # Then
@@ -178,8 +211,13 @@ def test_rollout_add__template_form__draft_created_by_admin(admin_client, flag, 
 
 def test_rollout_add__bad_checks_json__form_error(admin_client, flag, merchants):
     # Given
-    data = {"flag": "sequential_workflow", "environment": "production",
-            "template": "demo-fast", "pilot_merchants": "m-1001", "checks": "[{"}
+    data = {
+        "flag": "sequential_workflow",
+        "environment": "production",
+        "template": "demo-fast",
+        "pilot_merchants": "m-1001",
+        "checks": "[{",
+    }
     # When
     response = admin_client.post("/admin/canary/rollout/add/", data)
     # Then
@@ -198,8 +236,9 @@ def test_check_run_changelist__runs__listed(admin_client, rollout_factory):
     assert "0.3 is not &lt; 0.05" in page
 
 
-def test_rollout_changelist__more_rollouts__same_number_of_queries(admin_client,
-                                                                   rollout_factory):
+def test_rollout_changelist__more_rollouts__same_number_of_queries(
+    admin_client, rollout_factory
+):
     # Given
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
@@ -225,10 +264,16 @@ def test_rollout_report_page__rolled_back__verdict_shown(admin_client, rollout_f
     # Given
     rollout = rollout_factory(started=True)
     record(rollout, "fail", 0.2, message="0.2 not < 0.05")
-    services.rollout_fail_phase(rollout_id=rollout.pk, actor=SYSTEM, reason="check failed")
+    services.rollout_fail_phase(
+        rollout_id=rollout.pk, actor=SYSTEM, reason="check failed"
+    )
     # When
-    change = admin_client.get(f"/admin/canary/rollout/{rollout.pk}/change/").content.decode()
-    page = admin_client.get(f"/admin/canary/rollout/{rollout.pk}/report/").content.decode()
+    change = admin_client.get(
+        f"/admin/canary/rollout/{rollout.pk}/change/"
+    ).content.decode()
+    page = admin_client.get(
+        f"/admin/canary/rollout/{rollout.pk}/report/"
+    ).content.decode()
     # Then
     assert f"/admin/canary/rollout/{rollout.pk}/report/" in change
     assert "## Verdict: ROLL BACK" in page

@@ -1,4 +1,5 @@
 """Rollout management API over the Django test client, real database."""
+
 from __future__ import annotations
 
 import json
@@ -24,8 +25,15 @@ def _user_with(*codenames: str, username: str = "ops") -> User:
 @pytest.fixture
 def api(db) -> Client:
     client = Client()
-    client.force_login(_user_with(*[f"{action}_{model}" for model in MODELS
-                                    for action in ("view", "add", "change", "delete")]))
+    client.force_login(
+        _user_with(
+            *[
+                f"{action}_{model}"
+                for model in MODELS
+                for action in ("view", "add", "change", "delete")
+            ]
+        )
+    )
     return client
 
 
@@ -49,7 +57,9 @@ def test_rollout_pause__view_permission_only__403_and_unchanged(rollout_factory)
     client.force_login(_user_with("view_rollout"))
     # When
     listed = client.get("/api/v1/rollouts")
-    paused = send(client, "post", f"/api/v1/rollouts/{rollout.pk}/pause", {"reason": "x"})
+    paused = send(
+        client, "post", f"/api/v1/rollouts/{rollout.pk}/pause", {"reason": "x"}
+    )
     # Then
     assert listed.status_code == 200
     assert paused.status_code == 403
@@ -57,11 +67,18 @@ def test_rollout_pause__view_permission_only__403_and_unchanged(rollout_factory)
     assert rollout.status == Status.RUNNING
 
 
-def test_rollouts_create__from_template__201_draft_with_phases_and_checks(api, flag, merchants):
+def test_rollouts_create__from_template__201_draft_with_phases_and_checks(
+    api, flag, merchants
+):
     # Given
-    body = {"flag": "sequential_workflow", "environment": "production",
-            "template": "pilot-10-50-100", "pilot_merchants": ["m-1001"],
-            "duration_scale": 0.1, "checks": [ERROR_RATE_CHECK]}
+    body = {
+        "flag": "sequential_workflow",
+        "environment": "production",
+        "template": "pilot-10-50-100",
+        "pilot_merchants": ["m-1001"],
+        "duration_scale": 0.1,
+        "checks": [ERROR_RATE_CHECK],
+    }
     # When
     response = send(api, "post", "/api/v1/rollouts", body)
     # Then
@@ -77,8 +94,12 @@ def test_rollouts_create__from_template__201_draft_with_phases_and_checks(api, f
 
 def test_rollouts_create__explicit_phases__201(api, flag, merchants):
     # Given
-    body = {"flag": "sequential_workflow", "environment": "production", "name": "by hand",
-            "phases": [{"percentage": 5}, {"percentage": 100}]}
+    body = {
+        "flag": "sequential_workflow",
+        "environment": "production",
+        "name": "by hand",
+        "phases": [{"percentage": 5}, {"percentage": 100}],
+    }
     # When
     response = send(api, "post", "/api/v1/rollouts", body)
     # Then
@@ -86,17 +107,29 @@ def test_rollouts_create__explicit_phases__201(api, flag, merchants):
     assert [p["percentage"] for p in response.json()["phases"]] == [5.0, 100.0]
 
 
-@pytest.mark.parametrize("phases, field", [
-    ([{"percentage": 50}, {"percentage": 10}], "phases[1].percentage"),
-    ([{"percentage": 150}], "phases[0].percentage"),
-    ([{"target_type": "pilot", "pilot_merchants": ["m-404"]}], "phases[0].pilot_merchants"),
-    ([], "phases"),
-    ("ten percent", "phases"),
-])
-def test_rollouts_create__bad_phases__400_with_field(api, flag, merchants, phases, field):
+@pytest.mark.parametrize(
+    "phases, field",
+    [
+        ([{"percentage": 50}, {"percentage": 10}], "phases[1].percentage"),
+        ([{"percentage": 150}], "phases[0].percentage"),
+        (
+            [{"target_type": "pilot", "pilot_merchants": ["m-404"]}],
+            "phases[0].pilot_merchants",
+        ),
+        ([], "phases"),
+        ("ten percent", "phases"),
+    ],
+)
+def test_rollouts_create__bad_phases__400_with_field(
+    api, flag, merchants, phases, field
+):
     # Given
-    body = {"flag": "sequential_workflow", "environment": "production", "name": "bad",
-            "phases": phases}
+    body = {
+        "flag": "sequential_workflow",
+        "environment": "production",
+        "name": "bad",
+        "phases": phases,
+    }
     # When
     response = send(api, "post", "/api/v1/rollouts", body)
     # Then
@@ -107,8 +140,13 @@ def test_rollouts_create__bad_phases__400_with_field(api, flag, merchants, phase
 
 def test_rollouts_create__template_and_phases__400(api, flag, merchants):
     # Given
-    body = {"flag": "sequential_workflow", "environment": "production",
-            "template": "demo-fast", "phases": [{"percentage": 5}], "name": "x"}
+    body = {
+        "flag": "sequential_workflow",
+        "environment": "production",
+        "template": "demo-fast",
+        "phases": [{"percentage": 5}],
+        "name": "x",
+    }
     # When
     response = send(api, "post", "/api/v1/rollouts", body)
     # Then
@@ -118,14 +156,19 @@ def test_rollouts_create__template_and_phases__400(api, flag, merchants):
 
 def test_rollouts_create__unknown_flag__404(api, production):
     # Given / When
-    response = send(api, "post", "/api/v1/rollouts",
-                    {"flag": "ghost", "environment": "production", "template": "demo-fast"})
+    response = send(
+        api,
+        "post",
+        "/api/v1/rollouts",
+        {"flag": "ghost", "environment": "production", "template": "demo-fast"},
+    )
     # Then
     assert response.status_code == 404
 
 
-def test_rollout_retrieve__with_runs__phases_checks_latest_runs_and_decision(api,
-                                                                             rollout_factory):
+def test_rollout_retrieve__with_runs__phases_checks_latest_runs_and_decision(
+    api, rollout_factory
+):
     # Given
     rollout = rollout_factory(started=True)
     record(rollout, "pass", 0.02)
@@ -161,12 +204,20 @@ def test_rollout_start__draft__running_with_preflight(api, rollout_factory):
     assert response.json()["preflight"]["ok"] is True
 
 
-def test_rollout_start__check_does_not_answer__409_with_preflight_report(api, rollout_factory):
+def test_rollout_start__check_does_not_answer__409_with_preflight_report(
+    api, rollout_factory
+):
     # Given: a sql check whose query fails
-    rollout = rollout_factory(checks=[{
-        "name": "rows", "provider": "sql", "threshold": 1,
-        "spec": {"query": "SELECT count(*) FROM no_such_table"},
-    }])
+    rollout = rollout_factory(
+        checks=[
+            {
+                "name": "rows",
+                "provider": "sql",
+                "threshold": 1,
+                "spec": {"query": "SELECT count(*) FROM no_such_table"},
+            }
+        ]
+    )
     # When
     response = send(api, "post", f"/api/v1/rollouts/{rollout.pk}/start", {})
     # Then
@@ -179,7 +230,9 @@ def test_rollout_start__check_does_not_answer__409_with_preflight_report(api, ro
     assert rollout.status == Status.DRAFT
 
 
-def test_rollout_commands__pause_resume_approve_abort__statuses_and_audit(api, rollout_factory):
+def test_rollout_commands__pause_resume_approve_abort__statuses_and_audit(
+    api, rollout_factory
+):
     # Given
     rollout = rollout_factory(started=True)
     url = f"/api/v1/rollouts/{rollout.pk}"
@@ -195,8 +248,13 @@ def test_rollout_commands__pause_resume_approve_abort__statuses_and_audit(api, r
     assert resumed.json()["status"] == "running"
     assert approved.json()["approved_phase"] == 0
     assert aborted.json()["status"] == "aborted"
-    actors = set(AuditEvent.objects.filter(target_id=str(rollout.pk), action__startswith="rollout.")
-                 .exclude(actor_type="system").values_list("actor_name", flat=True))
+    actors = set(
+        AuditEvent.objects.filter(
+            target_id=str(rollout.pk), action__startswith="rollout."
+        )
+        .exclude(actor_type="system")
+        .values_list("actor_name", flat=True)
+    )
     assert actors == {"ops"}
 
 
@@ -204,7 +262,9 @@ def test_rollout_resume__running__409_invalid_transition(api, rollout_factory):
     # Given
     rollout = rollout_factory()
     # When
-    response = send(api, "post", f"/api/v1/rollouts/{rollout.pk}/pause", {"reason": "x"})
+    response = send(
+        api, "post", f"/api/v1/rollouts/{rollout.pk}/pause", {"reason": "x"}
+    )
     # Then
     assert response.status_code == 409
     assert response.json()["code"] == "invalid_transition"
@@ -224,15 +284,20 @@ def test_rollout_rollback__level_1__rolling_back(api, rollout_factory):
     # Given
     rollout = rollout_factory(started=True)
     # When
-    response = send(api, "post", f"/api/v1/rollouts/{rollout.pk}/rollback",
-                    {"level": 1, "reason": "alerts"})
+    response = send(
+        api,
+        "post",
+        f"/api/v1/rollouts/{rollout.pk}/rollback",
+        {"level": 1, "reason": "alerts"},
+    )
     # Then
     assert response.status_code == 200
     assert response.json()["status"] in ("rolling_back", "rolled_back")
 
 
-@pytest.mark.parametrize("body, field", [({}, "level"), ({"level": 7}, "level"),
-                                         ({"level": "one"}, "level")])
+@pytest.mark.parametrize(
+    "body, field", [({}, "level"), ({"level": 7}, "level"), ({"level": "one"}, "level")]
+)
 def test_rollout_rollback__bad_level__400(api, rollout_factory, body, field):
     # Given
     rollout = rollout_factory(started=True)
@@ -243,12 +308,15 @@ def test_rollout_rollback__bad_level__400(api, rollout_factory, body, field):
     assert field in response.json()["errors"]
 
 
-def test_rollout_rollback__level_2_without_deployment__409_or_rolled_back_at_1(api,
-                                                                              rollout_factory):
+def test_rollout_rollback__level_2_without_deployment__409_or_rolled_back_at_1(
+    api, rollout_factory
+):
     # Given: no deployment: the rollback engine falls back to the flag
     rollout = rollout_factory(started=True)
     # When
-    response = send(api, "post", f"/api/v1/rollouts/{rollout.pk}/rollback", {"level": 2})
+    response = send(
+        api, "post", f"/api/v1/rollouts/{rollout.pk}/rollback", {"level": 2}
+    )
     # Then
     assert response.status_code == 200
     started = AuditEvent.objects.get(action="rollout.rollback_started")
@@ -259,8 +327,12 @@ def test_rollout_fail_phase__pause__paused_with_reason(api, rollout_factory):
     # Given
     rollout = rollout_factory(started=True)
     # When
-    response = send(api, "post", f"/api/v1/rollouts/{rollout.pk}/fail-phase",
-                    {"reason": "latency", "on_failure": "pause"})
+    response = send(
+        api,
+        "post",
+        f"/api/v1/rollouts/{rollout.pk}/fail-phase",
+        {"reason": "latency", "on_failure": "pause"},
+    )
     # Then
     assert response.status_code == 200
     assert response.json()["status"] == "paused"
@@ -274,7 +346,9 @@ def test_rollout_check_runs__filters__runs_of_the_phase(api, rollout_factory):
 
     rollout = rollout_factory(started=True)
     record(rollout, "pass", 0.01)
-    services.rollout_advance(rollout_id=rollout.pk, expected_phase=0, actor=SYSTEM, reason="ok")
+    services.rollout_advance(
+        rollout_id=rollout.pk, expected_phase=0, actor=SYSTEM, reason="ok"
+    )
     record(rollout, "pass", 0.02)
     record(rollout, "fail", 0.2)
     # When
@@ -316,18 +390,28 @@ def test_rollout_checks__crud_while_draft__audited(api, rollout_factory):
     assert [c["name"] for c in listed.json()] == ["errors"]
     assert deleted.status_code == 204
     assert not HealthCheck.objects.exists()
-    assert list(AuditEvent.objects.filter(action__startswith="check.").order_by("id")
-                .values_list("action", flat=True)) == ["check.created", "check.updated",
-                                                       "check.deleted"]
+    assert list(
+        AuditEvent.objects.filter(action__startswith="check.")
+        .order_by("id")
+        .values_list("action", flat=True)
+    ) == ["check.created", "check.updated", "check.deleted"]
 
 
-@pytest.mark.parametrize("body, field", [
-    ({"name": "x", "provider": "outcomes", "spec": {"metric": "error_rate"}}, "threshold"),
-    ({"name": "x", "provider": "carrier-pigeon", "threshold": 1}, "provider"),
-    ({**ERROR_RATE_CHECK}, "name"),  # duplicate of the existing check
-    ({**ERROR_RATE_CHECK, "name": "y", "interval": 0}, "interval"),
-])
-def test_rollout_checks_create__bad_check__400_with_field(api, rollout_factory, body, field):
+@pytest.mark.parametrize(
+    "body, field",
+    [
+        (
+            {"name": "x", "provider": "outcomes", "spec": {"metric": "error_rate"}},
+            "threshold",
+        ),
+        ({"name": "x", "provider": "carrier-pigeon", "threshold": 1}, "provider"),
+        ({**ERROR_RATE_CHECK}, "name"),  # duplicate of the existing check
+        ({**ERROR_RATE_CHECK, "name": "y", "interval": 0}, "interval"),
+    ],
+)
+def test_rollout_checks_create__bad_check__400_with_field(
+    api, rollout_factory, body, field
+):
     # Given
     rollout = rollout_factory()
     # When
@@ -341,8 +425,12 @@ def test_rollout_checks_create__running__409(api, rollout_factory):
     # Given
     rollout = rollout_factory(started=True)
     # When
-    response = send(api, "post", f"/api/v1/rollouts/{rollout.pk}/checks",
-                    {**ERROR_RATE_CHECK, "name": "late"})
+    response = send(
+        api,
+        "post",
+        f"/api/v1/rollouts/{rollout.pk}/checks",
+        {**ERROR_RATE_CHECK, "name": "late"},
+    )
     # Then
     assert response.status_code == 409
     assert "only while it is a draft" in response.json()["message"]

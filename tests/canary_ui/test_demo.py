@@ -1,13 +1,14 @@
 """The demo's draft rollout: created once by demo_project_ensure, ready to start."""
+
 from __future__ import annotations
 
 from io import StringIO
 
 from django.core.management import call_command
 
+from canary.demo import demo_project_ensure as demo_ensure
 from canary.models import Rollout, RolloutStatus
 from controlplane.audit.models import AuditEvent
-from canary.demo import demo_project_ensure as demo_ensure
 
 
 def test_demo_ensure__fresh__draft_rollout_of_sequential_workflow(db):
@@ -15,13 +16,20 @@ def test_demo_ensure__fresh__draft_rollout_of_sequential_workflow(db):
     demo_ensure()
     # Then
     rollout = Rollout.objects.get()
-    assert (rollout.flag.key, rollout.environment.key) == ("sequential_workflow", "production")
+    assert (rollout.flag.key, rollout.environment.key) == (
+        "sequential_workflow",
+        "production",
+    )
     assert rollout.status == RolloutStatus.DRAFT
     phases = list(rollout.phases.order_by("index").values_list("name", "min_duration"))
     assert phases == [("pilot", 20), ("10%", 20), ("50%", 20), ("100%", 20)]
     assert rollout.phases.get(index=0).pilot_merchants == ["m-1001"]
     check = rollout.checks.get()
-    assert (check.provider, check.comparator, check.threshold) == ("outcomes", "lt", 0.05)
+    assert (check.provider, check.comparator, check.threshold) == (
+        "outcomes",
+        "lt",
+        0.05,
+    )
 
 
 def test_demo_ensure__second_run__no_new_rollout_nor_event(db):

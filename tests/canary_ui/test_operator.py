@@ -1,4 +1,5 @@
 """Operator services: the preflight before start and the checks of a draft."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -11,28 +12,46 @@ from canary.models import OutcomeEvent, RolloutStatus
 from canary.services import PreflightFailed
 from controlplane.audit.actors import SYSTEM
 from controlplane.audit.models import AuditEvent
-from flags.exceptions import Conflict, InvalidInput
+from controlplane.exceptions import Conflict, InvalidInput
 
-RELATIVE_CHECK = {"name": "p95", "provider": "outcomes", "spec": {"metric": "p95_ms"},
-                  "mode": "relative", "comparator": "lt", "relative_tolerance": 0.2}
+RELATIVE_CHECK = {
+    "name": "p95",
+    "provider": "outcomes",
+    "spec": {"metric": "p95_ms"},
+    "mode": "relative",
+    "comparator": "lt",
+    "relative_tolerance": 0.2,
+}
 
 
 def events(rollout, n: int, ms: float) -> None:
     now = timezone.now()
-    OutcomeEvent.objects.bulk_create([
-        OutcomeEvent(flag_key=rollout.flag.key, environment=rollout.environment,
-                     merchant_key="m-1001", variation="on", outcome="success",
-                     duration_ms=ms, occurred_at=now - dt.timedelta(seconds=1 + i))
-        for i in range(n)
-    ])
+    OutcomeEvent.objects.bulk_create(
+        [
+            OutcomeEvent(
+                flag_key=rollout.flag.key,
+                environment=rollout.environment,
+                merchant_key="m-1001",
+                variation="on",
+                outcome="success",
+                duration_ms=ms,
+                occurred_at=now - dt.timedelta(seconds=1 + i),
+            )
+            for i in range(n)
+        ]
+    )
 
 
-def test_rollout_start_checked__relative_check_with_data__baseline_recorded(rollout_factory):
+def test_rollout_start_checked__relative_check_with_data__baseline_recorded(
+    rollout_factory,
+):
     # Given
     rollout = rollout_factory(checks=[RELATIVE_CHECK])
     events(rollout, 20, 150.0)
     # When
-    rollout, report = services.rollout_start_checked(rollout_id=rollout.pk, actor=SYSTEM)
+    rollout, report = services.rollout_start_checked(
+        rollout_id=rollout.pk, actor=SYSTEM
+    )
     # Then
     assert rollout.status == RolloutStatus.RUNNING
     assert report.baseline == {"p95": 150.0}
@@ -54,22 +73,40 @@ def test_rollout_start_checked__relative_check_without_data__refused(rollout_fac
     assert not AuditEvent.objects.filter(action="rollout.transition").exists()
 
 
-def test_rollout_preflight__level_2_deployment_without_previous__refused(rollout_factory,
-                                                                        production):
+def test_rollout_preflight__level_2_deployment_without_previous__refused(
+    rollout_factory, production
+):
     # Given
     from rollback.services import deployment_record
 
-    deployment = deployment_record(actor=SYSTEM, service="orders", environment=production,
-                                   version="1.0", migration_state={})
-    rollout = rollout_factory(deployment=deployment.pk, checks=[
-        {"name": "errors", "provider": "outcomes", "spec": {"metric": "error_rate"},
-         "threshold": 0.05, "on_failure": "rollback_2"}])
+    deployment = deployment_record(
+        actor=SYSTEM,
+        service="orders",
+        environment=production,
+        version="1.0",
+        migration_state={},
+    )
+    rollout = rollout_factory(
+        deployment=deployment.pk,
+        checks=[
+            {
+                "name": "errors",
+                "provider": "outcomes",
+                "spec": {"metric": "error_rate"},
+                "threshold": 0.05,
+                "on_failure": "rollback_2",
+            }
+        ],
+    )
     # When
     report = services.rollout_preflight(rollout_id=rollout.pk)
     # Then
     assert not report.ok
-    assert any(p.startswith("rollback level 2 impossible: deployment")
-               and "no previous deployment" in p for p in report.problems)
+    assert any(
+        p.startswith("rollback level 2 impossible: deployment")
+        and "no previous deployment" in p
+        for p in report.problems
+    )
     assert report.rollback["1"]["possible"] is True
 
 
@@ -97,8 +134,12 @@ def test_health_check_update__no_change__no_event(rollout_factory):
     rollout = rollout_factory()
     check = rollout.checks.get()
     # When
-    services.health_check_update(actor=SYSTEM, rollout_id=rollout.pk, check_id=check.pk,
-                                 changes={"threshold": check.threshold})
+    services.health_check_update(
+        actor=SYSTEM,
+        rollout_id=rollout.pk,
+        check_id=check.pk,
+        changes={"threshold": check.threshold},
+    )
     # Then
     assert not AuditEvent.objects.filter(action="check.updated").exists()
 
@@ -109,8 +150,12 @@ def test_health_check_update__bad_value__field_error_unchanged(rollout_factory):
     check = rollout.checks.get()
     # When
     with pytest.raises(InvalidInput) as error:
-        services.health_check_update(actor=SYSTEM, rollout_id=rollout.pk, check_id=check.pk,
-                                     changes={"failure_limit": -1})
+        services.health_check_update(
+            actor=SYSTEM,
+            rollout_id=rollout.pk,
+            check_id=check.pk,
+            changes={"failure_limit": -1},
+        )
     # Then
     assert error.value.field == "failure_limit"
     check.refresh_from_db()
@@ -122,5 +167,6 @@ def test_health_check_delete__started__conflict(rollout_factory):
     rollout = rollout_factory(started=True)
     # When / Then
     with pytest.raises(Conflict, match="only while it is a draft"):
-        services.health_check_delete(actor=SYSTEM, rollout_id=rollout.pk,
-                                     check_id=rollout.checks.get().pk)
+        services.health_check_delete(
+            actor=SYSTEM, rollout_id=rollout.pk, check_id=rollout.checks.get().pk
+        )

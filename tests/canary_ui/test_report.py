@@ -1,5 +1,6 @@
 """The rollout report: phase timing, every check value against its threshold,
 cohort comparison with confidence, rollback actions and the verdict rules."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -24,13 +25,20 @@ Status = RolloutStatus
 
 def outcomes(rollout, *, variation: str, n: int, failures: int, ms: float) -> None:
     now = timezone.now()
-    OutcomeEvent.objects.bulk_create([
-        OutcomeEvent(flag_key=rollout.flag.key, environment=rollout.environment,
-                     merchant_key=f"m-{i % 7}", variation=variation,
-                     outcome="failure" if i < failures else "success",
-                     duration_ms=ms + (i % 10), occurred_at=now - dt.timedelta(microseconds=i))
-        for i in range(n)
-    ])
+    OutcomeEvent.objects.bulk_create(
+        [
+            OutcomeEvent(
+                flag_key=rollout.flag.key,
+                environment=rollout.environment,
+                merchant_key=f"m-{i % 7}",
+                variation=variation,
+                outcome="failure" if i < failures else "success",
+                duration_ms=ms + (i % 10),
+                occurred_at=now - dt.timedelta(microseconds=i),
+            )
+            for i in range(n)
+        ]
+    )
 
 
 def test_report__completed_all_passing__proceed_with_timing(rollout_factory):
@@ -41,39 +49,54 @@ def test_report__completed_all_passing__proceed_with_timing(rollout_factory):
     # Then
     assert report["verdict"] == PROCEED
     assert report["reasons"][0] == "all 4 phases completed"
-    assert all(p["started_at"] and p["ended_at"] and p["duration_seconds"] is not None
-               for p in report["phases"])
+    assert all(
+        p["started_at"] and p["ended_at"] and p["duration_seconds"] is not None
+        for p in report["phases"]
+    )
     check = report["checks"][0]
     assert check["verdicts"]["pass"] == 4 and check["threshold"] == 0.05
     assert [run["phase"] for run in check["runs"]] == [0, 1, 2, 3]
 
 
-def test_report__check_failed_and_rolled_back__roll_back_with_run_steps(rollout_factory):
+def test_report__check_failed_and_rolled_back__roll_back_with_run_steps(
+    rollout_factory,
+):
     # Given
     rollout = rollout_factory(started=True)
     record(rollout, "pass", 0.01)
-    services.rollout_advance(rollout_id=rollout.pk, expected_phase=0, actor=SYSTEM,
-                             reason="gates open")
+    services.rollout_advance(
+        rollout_id=rollout.pk, expected_phase=0, actor=SYSTEM, reason="gates open"
+    )
     record(rollout, "fail", 0.12, message="0.12 not < 0.05")
-    services.rollout_fail_phase(rollout_id=rollout.pk, actor=SYSTEM,
-                                reason="check error_rate failed")
+    services.rollout_fail_phase(
+        rollout_id=rollout.pk, actor=SYSTEM, reason="check error_rate failed"
+    )
     # When
     report = report_build(rollout)
     markdown = report_markdown(report)
     # Then
     assert report["verdict"] == ROLL_BACK
     assert "check error_rate failed: 0.12 not < 0.05" in report["reasons"]
-    assert [p["outcome"] for p in report["phases"]] == ["passed", "rolled back", "not reached",
-                                                        "not reached"]
+    assert [p["outcome"] for p in report["phases"]] == [
+        "passed",
+        "rolled back",
+        "not reached",
+        "not reached",
+    ]
     (run,) = report["rollbacks"]
     assert run["level"] == 1 and run["steps"][0]["actuator"] == "flag_toggle"
     assert "## Verdict: ROLL BACK" in markdown
-    assert "| 1 | " in markdown and "| 0.12 | < 0.05 | fail | 0.12 not < 0.05 |" in markdown
+    assert (
+        "| 1 | " in markdown
+        and "| 0.12 | < 0.05 | fail | 0.12 not < 0.05 |" in markdown
+    )
     assert f"Rollback run {run['id']}: level 1" in markdown
     assert "`check.failed`" in markdown
 
 
-def test_report__treatment_much_worse_in_outcomes__roll_back_with_confidence(rollout_factory):
+def test_report__treatment_much_worse_in_outcomes__roll_back_with_confidence(
+    rollout_factory,
+):
     # Given: checks still pass, but the outcome events say the treatment is worse
     rollout = rollout_factory(started=True)
     record(rollout, "pass", 0.01)
@@ -101,7 +124,9 @@ def test_report__equal_cohorts_running__proceed_with_cohort_pass(rollout_factory
     report = report_build(rollout)
     # Then
     assert report["verdict"] == PROCEED
-    assert any(r.startswith("cohort comparison (error rate)") for r in report["reasons"])
+    assert any(
+        r.startswith("cohort comparison (error rate)") for r in report["reasons"]
+    )
     assert report["cohorts"]["overall"]["error_rate"]["verdict"] == "pass"
 
 
@@ -110,14 +135,17 @@ def test_report__inconclusive_check_paused__fix_and_retest(rollout_factory):
     rollout = rollout_factory(started=True)
     for _ in range(4):
         record(rollout, "inconclusive", None, message="no data")
-    services.rollout_pause(rollout_id=rollout.pk, actor=SYSTEM,
-                           reason="check error_rate is inconclusive")
+    services.rollout_pause(
+        rollout_id=rollout.pk, actor=SYSTEM, reason="check error_rate is inconclusive"
+    )
     # When
     report = report_build(rollout)
     # Then
     assert report["verdict"] == FIX_AND_RETEST
     assert any("is inconclusive" in r for r in report["reasons"])
-    assert "the rollout is paused: check error_rate is inconclusive" in report["reasons"]
+    assert (
+        "the rollout is paused: check error_rate is inconclusive" in report["reasons"]
+    )
 
 
 def test_report__aborted__fix_and_retest(rollout_factory):
@@ -140,7 +168,9 @@ def test_report__draft__fix_and_retest_nothing_measured(rollout_factory):
     report = report_build(rollout)
     # Then
     assert report["verdict"] == FIX_AND_RETEST
-    assert report["reasons"] == ["the rollout never started (status draft): nothing was measured"]
+    assert report["reasons"] == [
+        "the rollout never started (status draft): nothing was measured"
+    ]
     assert report["cohorts"] == {"overall": None, "phases": []}
 
 
@@ -153,4 +183,7 @@ def test_report_json__roundtrip__same_verdict(rollout_factory):
     data = json.loads(report_json(report_build(rollout)))
     # Then
     assert data["verdict"] == PROCEED and data["rollout"]["status"] == "completed"
-    assert {d["action"] for d in data["decisions"]} >= {"rollout.created", "rollout.completed"}
+    assert {d["action"] for d in data["decisions"]} >= {
+        "rollout.created",
+        "rollout.completed",
+    }

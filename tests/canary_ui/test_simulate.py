@@ -1,5 +1,6 @@
 """manage.py simulate against a live server: real HTTP evaluations and
 outcome events, the variation split the API serves, the injected regression."""
+
 from __future__ import annotations
 
 import socket
@@ -24,32 +25,55 @@ def half_on(production, flag_factory, merchant_factory, serving_reset):  # noqa:
     for n in range(20):
         merchant_factory(f"m-{2000 + n}")
     flag = flag_factory("sequential_workflow")
-    services.flag_state_set_enabled(actor=SYSTEM, flag=flag, environment=production,
-                                    enabled=True)
-    services.flag_state_set_percentage(actor=SYSTEM, flag=flag, environment=production,
-                                       percentage=50)
+    services.flag_state_set_enabled(
+        actor=SYSTEM, flag=flag, environment=production, enabled=True
+    )
+    services.flag_state_set_percentage(
+        actor=SYSTEM, flag=flag, environment=production, percentage=50
+    )
     return flag
 
 
 def test_simulate__live_server_regression_at_50__events_follow_served_variation(
-        live_server, half_on, production):
+    live_server, half_on, production
+):
     # Given: every treatment outcome fails under the regression, none otherwise
     out = StringIO()
     # When
-    call_command("simulate", "--flag", "sequential_workflow", "--rate", "40", "--duration",
-                 "2", "--regression-at", "50", "--error-rate", "1", "--baseline-error-rate",
-                 "0", "--slowdown", "2", "--base-url", live_server.url, stdout=out)
+    call_command(
+        "simulate",
+        "--flag",
+        "sequential_workflow",
+        "--rate",
+        "40",
+        "--duration",
+        "2",
+        "--regression-at",
+        "50",
+        "--error-rate",
+        "1",
+        "--baseline-error-rate",
+        "0",
+        "--slowdown",
+        "2",
+        "--base-url",
+        live_server.url,
+        stdout=out,
+    )
     # Then
     events = list(OutcomeEvent.objects.filter(environment=production))
     done = [line for line in out.getvalue().splitlines() if line.startswith("done: ")]
-    assert done == [f"done: {len(events)} evaluations (off {sum(e.variation == 'off' for e in events)}"
-                    f", on {sum(e.variation == 'on' for e in events)}), "
-                    f"{sum(e.variation == 'on' for e in events)} failures reported"]
+    assert done == [
+        f"done: {len(events)} evaluations (off {sum(e.variation == 'off' for e in events)}"
+        f", on {sum(e.variation == 'on' for e in events)}), "
+        f"{sum(e.variation == 'on' for e in events)} failures reported"
+    ]
     assert len(events) in (40, 80)  # 40 a second; a loaded machine may get through one
     ruleset = ruleset_compile(production)
     for event in events:
-        expected = engine.evaluate(ruleset, "sequential_workflow",
-                                   {"merchant": event.merchant_key}, False)
+        expected = engine.evaluate(
+            ruleset, "sequential_workflow", {"merchant": event.merchant_key}, False
+        )
         assert event.variation == expected.variation
         assert event.outcome == ("failure" if event.variation == "on" else "success")
     on = [e for e in events if e.variation == "on"]
@@ -62,13 +86,30 @@ def test_simulate__live_server_regression_at_50__events_follow_served_variation(
     assert ApiKey.objects.filter(name="simulator", environment=production).count() == 1
 
 
-def test_simulate__below_regression_share__baseline_only(live_server, half_on, production):
+def test_simulate__below_regression_share__baseline_only(
+    live_server, half_on, production
+):
     # Given: the regression waits for 100%; the baseline never fails
     out = StringIO()
     # When
-    call_command("simulate", "--flag", "sequential_workflow", "--rate", "20/s", "--duration",
-                 "1", "--regression-at", "100", "--error-rate", "1", "--baseline-error-rate",
-                 "0", "--base-url", live_server.url, stdout=out)
+    call_command(
+        "simulate",
+        "--flag",
+        "sequential_workflow",
+        "--rate",
+        "20/s",
+        "--duration",
+        "1",
+        "--regression-at",
+        "100",
+        "--error-rate",
+        "1",
+        "--baseline-error-rate",
+        "0",
+        "--base-url",
+        live_server.url,
+        stdout=out,
+    )
     # Then
     assert OutcomeEvent.objects.count() >= 15
     assert not OutcomeEvent.objects.filter(outcome="failure").exists()
@@ -82,16 +123,27 @@ def test_simulate__server_not_running__one_line_command_error(half_on):
         port = sock.getsockname()[1]
     # When / Then
     with pytest.raises(CommandError, match="cannot reach .* is the server running"):
-        call_command("simulate", "--flag", "sequential_workflow", "--duration", "1",
-                     "--base-url", f"http://127.0.0.1:{port}", stdout=StringIO())
+        call_command(
+            "simulate",
+            "--flag",
+            "sequential_workflow",
+            "--duration",
+            "1",
+            "--base-url",
+            f"http://127.0.0.1:{port}",
+            stdout=StringIO(),
+        )
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--flag", "ghost"], "ghost"),
-    (["--flag", "sequential_workflow", "--rate", "0"], "--rate"),
-    (["--flag", "sequential_workflow", "--error-rate", "1.5"], "--error-rate"),
-    (["--flag", "sequential_workflow", "--base-url", "ftp://x"], "--base-url"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--flag", "ghost"], "ghost"),
+        (["--flag", "sequential_workflow", "--rate", "0"], "--rate"),
+        (["--flag", "sequential_workflow", "--error-rate", "1.5"], "--error-rate"),
+        (["--flag", "sequential_workflow", "--base-url", "ftp://x"], "--base-url"),
+    ],
+)
 def test_simulate__bad_input__command_error(half_on, args, message):
     # Given / When / Then
     with pytest.raises(CommandError, match=message):

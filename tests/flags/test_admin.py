@@ -1,4 +1,5 @@
 """The flags admin: real requests as a logged-in superuser, real rows, real audit."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -13,7 +14,14 @@ from django.utils import timezone
 from controlplane.audit.actors import SYSTEM
 from controlplane.audit.models import AuditEvent
 from flags import services
-from flags.models import Environment, Flag, FlagState, Merchant, MerchantOverride, Segment
+from flags.models import (
+    Environment,
+    Flag,
+    FlagState,
+    Merchant,
+    MerchantOverride,
+    Segment,
+)
 
 
 def _url(model: type, view: str, *args: Any) -> str:
@@ -45,7 +53,11 @@ def _state(flag: Flag, environment) -> FlagState:
 
 
 def _action(model: type, action: str, objects: list, **extra: Any) -> dict[str, Any]:
-    return {"action": action, helpers.ACTION_CHECKBOX_NAME: [o.pk for o in objects], **extra}
+    return {
+        "action": action,
+        helpers.ACTION_CHECKBOX_NAME: [o.pk for o in objects],
+        **extra,
+    }
 
 
 # -- flags ----------------------------------------------------------------------
@@ -56,9 +68,12 @@ def test_flag_add__posted__creates_states_everywhere_and_audits_admin_user(
 ):
     # Given
     data = {
-        "key": "checkout_theme", "name": "Checkout theme", "value_type": "string",
+        "key": "checkout_theme",
+        "name": "Checkout theme",
+        "value_type": "string",
         "variations": '[{"key": "blue", "value": "blue"}, {"key": "green", "value": "green"}]',
-        "off_variation": "blue", "tags": "checkout, ui",
+        "off_variation": "blue",
+        "tags": "checkout, ui",
     }
     # When
     response = admin_client.post(_url(Flag, "add"), data)
@@ -74,10 +89,16 @@ def test_flag_add__posted__creates_states_everywhere_and_audits_admin_user(
     assert event.actor_id == str(admin_user.pk)
 
 
-def test_flag_add__value_not_of_the_type__field_error_and_no_row(admin_client, environments):
+def test_flag_add__value_not_of_the_type__field_error_and_no_row(
+    admin_client, environments
+):
     # Given
-    data = {"key": "timeout_ms", "name": "Timeout", "value_type": "number",
-            "variations": '[{"key": "fast", "value": "100"}]'}
+    data = {
+        "key": "timeout_ms",
+        "name": "Timeout",
+        "value_type": "number",
+        "variations": '[{"key": "fast", "value": "100"}]',
+    }
     # When
     response = admin_client.post(_url(Flag, "add"), data)
     # Then
@@ -91,7 +112,8 @@ def test_flag_add__value_not_of_the_type__field_error_and_no_row(admin_client, e
 def test_flag_add__bool_without_variations__gets_on_off(admin_client, environments):
     # When
     response = admin_client.post(
-        _url(Flag, "add"), {"key": "sequential_workflow", "name": "Sequential", "value_type": "bool"}
+        _url(Flag, "add"),
+        {"key": "sequential_workflow", "name": "Sequential", "value_type": "bool"},
     )
     # Then
     assert response.status_code == 302
@@ -104,13 +126,21 @@ def test_flag_change__posted__updates_through_service_key_and_type_fixed(
     # Given
     flag = flag_factory("enable_supplier_policy", name="Old name")
     page = admin_client.get(_url(Flag, "change", flag.pk))
-    data = _form_data(page) | {"name": "New name", "key": "renamed", "value_type": "string"}
+    data = _form_data(page) | {
+        "name": "New name",
+        "key": "renamed",
+        "value_type": "string",
+    }
     # When
     response = admin_client.post(_url(Flag, "change", flag.pk), data)
     # Then
     assert response.status_code == 302, response.content.decode()[:3000]
     flag.refresh_from_db()
-    assert (flag.key, flag.value_type, flag.name) == ("enable_supplier_policy", "bool", "New name")
+    assert (flag.key, flag.value_type, flag.name) == (
+        "enable_supplier_policy",
+        "bool",
+        "New name",
+    )
     event = AuditEvent.objects.get(action="flag.updated", target_id=str(flag.pk))
     assert event.actor_name == admin_user.username
     assert (event.before["name"], event.after["name"]) == ("Old name", "New name")
@@ -120,8 +150,11 @@ def test_flag_change__variation_in_use_removed__service_error_shown_nothing_writ
     admin_client, environments, flag_factory
 ):
     # Given: a string flag whose off variation is "a"
-    flag = flag_factory(value_type="string", off_variation="a",
-                        variations=[{"key": "a", "value": "A"}, {"key": "b", "value": "B"}])
+    flag = flag_factory(
+        value_type="string",
+        off_variation="a",
+        variations=[{"key": "a", "value": "A"}, {"key": "b", "value": "B"}],
+    )
     page = admin_client.get(_url(Flag, "change", flag.pk))
     data = _form_data(page) | {"variations": '[{"key": "b", "value": "B"}]'}
     events_before = AuditEvent.objects.count()
@@ -135,16 +168,25 @@ def test_flag_change__variation_in_use_removed__service_error_shown_nothing_writ
     assert AuditEvent.objects.count() == events_before
 
 
-def test_flag_archive_action__selected__archived_with_audit(admin_client, environments, flag_factory):
+def test_flag_archive_action__selected__archived_with_audit(
+    admin_client, environments, flag_factory
+):
     # Given
     flag = flag_factory()
     # When
-    response = admin_client.post(_url(Flag, "changelist"), _action(Flag, "archive", [flag]))
+    response = admin_client.post(
+        _url(Flag, "changelist"), _action(Flag, "archive", [flag])
+    )
     # Then
     assert response.status_code == 302
     flag.refresh_from_db()
     assert flag.archived is True
-    assert AuditEvent.objects.filter(action="flag.archived", target_id=str(flag.pk)).count() == 1
+    assert (
+        AuditEvent.objects.filter(
+            action="flag.archived", target_id=str(flag.pk)
+        ).count()
+        == 1
+    )
 
 
 def test_flag_changelist__states__summarised_per_environment(
@@ -152,9 +194,12 @@ def test_flag_changelist__states__summarised_per_environment(
 ):
     # Given
     flag = flag_factory("sequential_workflow")
-    services.flag_state_set_enabled(actor=SYSTEM, flag=flag, environment=production, enabled=True)
-    services.flag_state_set_percentage(actor=SYSTEM, flag=flag, environment=production,
-                                       percentage=10)
+    services.flag_state_set_enabled(
+        actor=SYSTEM, flag=flag, environment=production, enabled=True
+    )
+    services.flag_state_set_percentage(
+        actor=SYSTEM, flag=flag, environment=production, percentage=10
+    )
     # When
     response = admin_client.get(_url(Flag, "changelist"))
     # Then
@@ -171,8 +216,9 @@ def test_flag_state_kill_action__confirmed__kills_each_state_and_audits(
     # Given
     flags = [flag_factory(), flag_factory()]
     for flag in flags:
-        services.flag_state_set_enabled(actor=SYSTEM, flag=flag, environment=production,
-                                        enabled=True)
+        services.flag_state_set_enabled(
+            actor=SYSTEM, flag=flag, environment=production, enabled=True
+        )
     states = [_state(flag, production) for flag in flags]
     url = _url(FlagState, "changelist")
     # When: the action first shows the confirmation page
@@ -182,15 +228,18 @@ def test_flag_state_kill_action__confirmed__kills_each_state_and_audits(
     assert [row["label"] for row in page.context["rows"]] == [str(s) for s in states]
     assert all(_state(flag, production).enabled for flag in flags)  # nothing yet
     # When: confirmed with a reason
-    done = admin_client.post(url, _action(FlagState, "kill", states, confirm="yes",
-                                          reason="checkout errors"))
+    done = admin_client.post(
+        url, _action(FlagState, "kill", states, confirm="yes", reason="checkout errors")
+    )
     # Then
     assert done.status_code == 302
     for flag in flags:
         state = _state(flag, production)
         assert (state.enabled, state.kill_reason) == (False, "checkout errors")
         assert state.killed_at is not None
-        event = AuditEvent.objects.get(action="flag_state.killed", target_id=str(state.pk))
+        event = AuditEvent.objects.get(
+            action="flag_state.killed", target_id=str(state.pk)
+        )
         assert event.actor_name == admin_user.username
         assert event.details["reason"] == "checkout errors"
 
@@ -202,8 +251,10 @@ def test_flag_state_kill_action__no_reason__page_again_nothing_killed(
     flag = flag_factory()
     state = _state(flag, production)
     # When
-    response = admin_client.post(_url(FlagState, "changelist"),
-                                 _action(FlagState, "kill", [state], confirm="yes", reason=""))
+    response = admin_client.post(
+        _url(FlagState, "changelist"),
+        _action(FlagState, "kill", [state], confirm="yes", reason=""),
+    )
     # Then
     assert response.status_code == 200
     assert "reason" in response.context["form"].errors
@@ -215,12 +266,15 @@ def test_flag_state_restore_action__killed_and_not_killed__restores_one_reports_
 ):
     # Given
     killed, alive = flag_factory(), flag_factory()
-    services.flag_state_kill(actor=SYSTEM, flag=killed, environment=production, reason="x")
+    services.flag_state_kill(
+        actor=SYSTEM, flag=killed, environment=production, reason="x"
+    )
     states = [_state(killed, production), _state(alive, production)]
     # When
     response = admin_client.post(
         _url(FlagState, "changelist"),
-        _action(FlagState, "restore", states, confirm="yes", reason="fixed"), follow=True,
+        _action(FlagState, "restore", states, confirm="yes", reason="fixed"),
+        follow=True,
     )
     # Then
     assert response.status_code == 200
@@ -238,19 +292,31 @@ def test_flag_state_percentage_action__confirmed__fallthrough_split_changes(
     flag = flag_factory()
     state = _state(flag, production)
     url = _url(FlagState, "changelist")
-    page = admin_client.post(url, _action(FlagState, "set_percentage", [state], index=0))
+    page = admin_client.post(
+        url, _action(FlagState, "set_percentage", [state], index=0)
+    )
     assert page.status_code == 200 and "percentage" in page.context["form"].fields
     # When
-    response = admin_client.post(url, _action(FlagState, "set_percentage", [state],
-                                              confirm="yes", percentage="12.5"))
+    response = admin_client.post(
+        url,
+        _action(FlagState, "set_percentage", [state], confirm="yes", percentage="12.5"),
+    )
     # Then
     assert response.status_code == 302
     state = _state(flag, production)
-    assert state.fallthrough == {"split": [{"variation": "on", "weight": 12500},
-                                           {"variation": "off", "weight": 87500}]}
+    assert state.fallthrough == {
+        "split": [
+            {"variation": "on", "weight": 12500},
+            {"variation": "off", "weight": 87500},
+        ]
+    }
     assert state.version == 2
-    assert AuditEvent.objects.filter(action="flag_state.percentage_set",
-                                     target_id=str(state.pk)).count() == 1
+    assert (
+        AuditEvent.objects.filter(
+            action="flag_state.percentage_set", target_id=str(state.pk)
+        ).count()
+        == 1
+    )
 
 
 def test_flag_percentage_action__environment_chosen__only_that_state_changes(
@@ -260,13 +326,22 @@ def test_flag_percentage_action__environment_chosen__only_that_state_changes(
     flag = flag_factory()
     staging = environments["staging"]
     url = _url(Flag, "changelist")
-    page = admin_client.post(url, _action(Flag, "set_percentage_in_environment", [flag], index=0))
+    page = admin_client.post(
+        url, _action(Flag, "set_percentage_in_environment", [flag], index=0)
+    )
     assert page.status_code == 200 and page.context["environment_form"] is not None
     # When
-    response = admin_client.post(url, _action(
-        Flag, "set_percentage_in_environment", [flag], confirm="yes", percentage="50",
-        environment=staging.pk,
-    ))
+    response = admin_client.post(
+        url,
+        _action(
+            Flag,
+            "set_percentage_in_environment",
+            [flag],
+            confirm="yes",
+            percentage="50",
+            environment=staging.pk,
+        ),
+    )
     # Then
     assert response.status_code == 302
     assert _state(flag, staging).percentage == 50
@@ -280,8 +355,10 @@ def test_flag_state_percentage_action__out_of_range__form_error_nothing_changes(
     flag = flag_factory()
     state = _state(flag, production)
     # When
-    response = admin_client.post(_url(FlagState, "changelist"), _action(
-        FlagState, "set_percentage", [state], confirm="yes", percentage="150"))
+    response = admin_client.post(
+        _url(FlagState, "changelist"),
+        _action(FlagState, "set_percentage", [state], confirm="yes", percentage="150"),
+    )
     # Then
     assert response.status_code == 200
     assert "percentage" in response.context["form"].errors
@@ -301,7 +378,7 @@ def test_flag_state_change__current_version__updates_and_audits(
     data = _form_data(page) | {
         "enabled": "on",
         "fallthrough": '{"split": [{"variation": "on", "weight": 25000},'
-                       ' {"variation": "off", "weight": 75000}]}',
+        ' {"variation": "off", "weight": 75000}]}',
     }
     # When
     response = admin_client.post(_url(FlagState, "change", state.pk), data)
@@ -320,8 +397,9 @@ def test_flag_state_change__stale_version__conflict_shown_nothing_written(
     flag = flag_factory()
     state = _state(flag, production)
     page = admin_client.get(_url(FlagState, "change", state.pk))
-    services.flag_state_set_percentage(actor=SYSTEM, flag=flag, environment=production,
-                                       percentage=5)
+    services.flag_state_set_percentage(
+        actor=SYSTEM, flag=flag, environment=production, percentage=5
+    )
     events_before = AuditEvent.objects.count()
     data = _form_data(page) | {"enabled": "on"}
     # When
@@ -350,7 +428,10 @@ def test_flag_state_change__invalid_split__field_error_nothing_written(
     response = admin_client.post(_url(FlagState, "change", state.pk), data)
     # Then
     assert response.status_code == 200
-    assert "must sum to 100000" in response.context["adminform"].form.errors["fallthrough"][0]
+    assert (
+        "must sum to 100000"
+        in response.context["adminform"].form.errors["fallthrough"][0]
+    )
     assert _state(flag, production).version == 1
 
 
@@ -359,8 +440,9 @@ def test_flag_state_change_page__killed__shows_kill_and_reason(
 ):
     # Given
     flag = flag_factory()
-    services.flag_state_kill(actor=SYSTEM, flag=flag, environment=production,
-                             reason="latency spike")
+    services.flag_state_kill(
+        actor=SYSTEM, flag=flag, environment=production, reason="latency spike"
+    )
     # When
     response = admin_client.get(_url(FlagState, "change", _state(flag, production).pk))
     # Then
@@ -371,9 +453,19 @@ def test_flag_state_change_page__killed__shows_kill_and_reason(
 # -- overrides -----------------------------------------------------------------------
 
 
-def _override_post(flag: Flag, environment, merchant: Merchant, **extra: Any) -> dict[str, Any]:
-    return {"flag": flag.pk, "environment": environment.pk, "merchant": merchant.pk,
-            "variation": "on", "note": "pilot", "expires_at_0": "", "expires_at_1": "", **extra}
+def _override_post(
+    flag: Flag, environment, merchant: Merchant, **extra: Any
+) -> dict[str, Any]:
+    return {
+        "flag": flag.pk,
+        "environment": environment.pk,
+        "merchant": merchant.pk,
+        "variation": "on",
+        "note": "pilot",
+        "expires_at_0": "",
+        "expires_at_1": "",
+        **extra,
+    }
 
 
 def test_override_add__inactive_merchant__service_error_and_no_row(
@@ -383,8 +475,9 @@ def test_override_add__inactive_merchant__service_error_and_no_row(
     flag = flag_factory()
     merchant = merchant_factory(is_active=False)
     # When
-    response = admin_client.post(_url(MerchantOverride, "add"),
-                                 _override_post(flag, production, merchant))
+    response = admin_client.post(
+        _url(MerchantOverride, "add"), _override_post(flag, production, merchant)
+    )
     # Then
     assert response.status_code == 200
     errors = response.context["adminform"].form.errors
@@ -400,8 +493,13 @@ def test_override_add__active_merchant__created_with_expiry_and_audited(
     flag = flag_factory()
     merchant = merchant_factory()
     tomorrow = timezone.now() + dt.timedelta(days=1)
-    data = _override_post(flag, production, merchant, expires_at_0=tomorrow.strftime("%Y-%m-%d"),
-                          expires_at_1="12:00:00")
+    data = _override_post(
+        flag,
+        production,
+        merchant,
+        expires_at_0=tomorrow.strftime("%Y-%m-%d"),
+        expires_at_1="12:00:00",
+    )
     # When
     response = admin_client.post(_url(MerchantOverride, "add"), data)
     # Then
@@ -419,11 +517,16 @@ def test_override_add__unknown_variation__field_error(
     # Given
     flag, merchant = flag_factory(), merchant_factory()
     # When
-    response = admin_client.post(_url(MerchantOverride, "add"),
-                                 _override_post(flag, production, merchant, variation="maybe"))
+    response = admin_client.post(
+        _url(MerchantOverride, "add"),
+        _override_post(flag, production, merchant, variation="maybe"),
+    )
     # Then
     assert response.status_code == 200
-    assert "is not a variation" in response.context["adminform"].form.errors["variation"][0]
+    assert (
+        "is not a variation"
+        in response.context["adminform"].form.errors["variation"][0]
+    )
     assert not MerchantOverride.objects.exists()
 
 
@@ -432,10 +535,17 @@ def test_override_delete__confirmed__removed_through_service(
 ):
     # Given
     flag, merchant = flag_factory(), merchant_factory()
-    override = services.override_set(actor=SYSTEM, flag=flag, environment=production,
-                                     merchant=merchant, variation="on")
+    override = services.override_set(
+        actor=SYSTEM,
+        flag=flag,
+        environment=production,
+        merchant=merchant,
+        variation="on",
+    )
     # When
-    response = admin_client.post(_url(MerchantOverride, "delete", override.pk), {"post": "yes"})
+    response = admin_client.post(
+        _url(MerchantOverride, "delete", override.pk), {"post": "yes"}
+    )
     # Then
     assert response.status_code == 302
     assert not MerchantOverride.objects.exists()
@@ -445,11 +555,14 @@ def test_override_delete__confirmed__removed_through_service(
 # -- merchants, segments, environments ---------------------------------------------------
 
 
-def test_merchant_add__attributes_not_an_object__field_error_and_no_row(admin_client, db):
+def test_merchant_add__attributes_not_an_object__field_error_and_no_row(
+    admin_client, db
+):
     # When
-    response = admin_client.post(_url(Merchant, "add"),
-                                 {"key": "m-1", "name": "M", "is_active": "on",
-                                  "attributes": '["gold"]'})
+    response = admin_client.post(
+        _url(Merchant, "add"),
+        {"key": "m-1", "name": "M", "is_active": "on", "attributes": '["gold"]'},
+    )
     # Then
     assert response.status_code == 200
     assert "attributes" in response.context["adminform"].form.errors
@@ -458,26 +571,35 @@ def test_merchant_add__attributes_not_an_object__field_error_and_no_row(admin_cl
 
 def test_merchant_add__bad_attribute_value__service_error_on_field(admin_client, db):
     # When
-    response = admin_client.post(_url(Merchant, "add"),
-                                 {"key": "m-1", "is_active": "on",
-                                  "attributes": '{"tier": {"nested": 1}}'})
+    response = admin_client.post(
+        _url(Merchant, "add"),
+        {"key": "m-1", "is_active": "on", "attributes": '{"tier": {"nested": 1}}'},
+    )
     # Then
     assert response.status_code == 200
-    assert "attributes.tier" in response.context["adminform"].form.errors["attributes"][0]
+    assert (
+        "attributes.tier" in response.context["adminform"].form.errors["attributes"][0]
+    )
     assert not Merchant.objects.exists()
 
 
-def test_merchant_changelist__attributes__shown_as_key_value_list(admin_client, merchant_factory):
+def test_merchant_changelist__attributes__shown_as_key_value_list(
+    admin_client, merchant_factory
+):
     # Given
     merchant_factory("acme", attributes={"tier": "gold", "country": "KR"})
     # When
     response = admin_client.get(_url(Merchant, "changelist"), {"q": "acme"})
     # Then
     body = response.content.decode()
-    assert "<strong>country</strong>: KR" in body and "<strong>tier</strong>: gold" in body
+    assert (
+        "<strong>country</strong>: KR" in body and "<strong>tier</strong>: gold" in body
+    )
 
 
-def test_merchant_change__deactivated__audited_as_admin(admin_client, admin_user, merchant_factory):
+def test_merchant_change__deactivated__audited_as_admin(
+    admin_client, admin_user, merchant_factory
+):
     # Given
     merchant = merchant_factory(attributes={"tier": "gold"})
     page = admin_client.get(_url(Merchant, "change", merchant.pk))
@@ -495,10 +617,14 @@ def test_merchant_change__deactivated__audited_as_admin(admin_client, admin_user
 
 def test_segment_add__bad_operator__field_error_and_no_row(admin_client, db):
     # When
-    response = admin_client.post(_url(Segment, "add"), {
-        "key": "gold", "name": "Gold",
-        "clauses": '[{"attribute": "tier", "op": "like", "values": ["gold"]}]',
-    })
+    response = admin_client.post(
+        _url(Segment, "add"),
+        {
+            "key": "gold",
+            "name": "Gold",
+            "clauses": '[{"attribute": "tier", "op": "like", "values": ["gold"]}]',
+        },
+    )
     # Then
     assert response.status_code == 200
     assert "clauses[0].op" in response.context["adminform"].form.errors["clauses"][0]
@@ -509,17 +635,28 @@ def test_segment_delete__used_by_a_rule__error_message_and_kept(
     admin_client, environments, flag_factory, production
 ):
     # Given
-    segment = services.segment_create(actor=SYSTEM, key="gold", clauses=[
-        {"attribute": "tier", "op": "in", "values": ["gold"]}])
+    segment = services.segment_create(
+        actor=SYSTEM,
+        key="gold",
+        clauses=[{"attribute": "tier", "op": "in", "values": ["gold"]}],
+    )
     flag = flag_factory()
     services.flag_state_update(
-        actor=SYSTEM, flag=flag, environment=production, expected_version=None,
-        rules=[{"clauses": [{"op": "segment", "values": ["gold"]}],
-                "serve": {"variation": "on"}}],
+        actor=SYSTEM,
+        flag=flag,
+        environment=production,
+        expected_version=None,
+        rules=[
+            {
+                "clauses": [{"op": "segment", "values": ["gold"]}],
+                "serve": {"variation": "on"},
+            }
+        ],
     )
     # When
-    response = admin_client.post(_url(Segment, "delete", segment.pk), {"post": "yes"},
-                                 follow=True)
+    response = admin_client.post(
+        _url(Segment, "delete", segment.pk), {"post": "yes"}, follow=True
+    )
     # Then
     assert response.status_code == 200
     assert any("is used by" in str(m) for m in response.context["messages"])
@@ -531,12 +668,15 @@ def test_environment_add__posted__states_for_every_flag(admin_client, flag_facto
     # Given
     flag = flag_factory()
     # When
-    response = admin_client.post(_url(Environment,
-                                      "add"), {"key": "qa", "name": "QA", "sort_order": 3})
+    response = admin_client.post(
+        _url(Environment, "add"), {"key": "qa", "name": "QA", "sort_order": 3}
+    )
     # Then
     assert response.status_code == 302
     assert FlagState.objects.filter(flag=flag, environment__key="qa").exists()
-    assert AuditEvent.objects.filter(action="environment.created", target_repr="qa").exists()
+    assert AuditEvent.objects.filter(
+        action="environment.created", target_repr="qa"
+    ).exists()
 
 
 # -- every page renders; history links --------------------------------------------------
@@ -546,19 +686,32 @@ def test_environment_add__posted__states_for_every_flag(admin_client, flag_facto
 def one_of_everything(environments, flag_factory, merchant_factory, production):
     flag = flag_factory()
     merchant = merchant_factory(attributes={"tier": "gold"})
-    services.override_set(actor=SYSTEM, flag=flag, environment=production, merchant=merchant,
-                          variation="on")
-    services.segment_create(actor=SYSTEM, key="gold", clauses=[
-        {"attribute": "tier", "op": "in", "values": ["gold"]}])
-    services.flag_state_kill(actor=SYSTEM, flag=flag, environment=production, reason="x")
+    services.override_set(
+        actor=SYSTEM,
+        flag=flag,
+        environment=production,
+        merchant=merchant,
+        variation="on",
+    )
+    services.segment_create(
+        actor=SYSTEM,
+        key="gold",
+        clauses=[{"attribute": "tier", "op": "in", "values": ["gold"]}],
+    )
+    services.flag_state_kill(
+        actor=SYSTEM, flag=flag, environment=production, reason="x"
+    )
 
 
 def test_admin_pages__every_registered_model__changelist_add_and_change_render(
     admin_client, one_of_everything
 ):
     # Given
-    registered = [(model, model_admin) for model, model_admin in admin.site._registry.items()
-                  if model._meta.app_label in {"flags", "audit"}]
+    registered = [
+        (model, model_admin)
+        for model, model_admin in admin.site._registry.items()
+        if model._meta.app_label in {"flags", "audit"}
+    ]
     assert len(registered) >= 7
     for model, model_admin in registered:
         # When
@@ -605,8 +758,13 @@ def test_changelist__more_rows__same_number_of_queries(
     def add_flags(count: int) -> None:
         for _ in range(count):
             flag = flag_factory(tags=["t"])
-            services.override_set(actor=SYSTEM, flag=flag, environment=production,
-                                  merchant=merchant, variation="on")
+            services.override_set(
+                actor=SYSTEM,
+                flag=flag,
+                environment=production,
+                merchant=merchant,
+                variation="on",
+            )
 
     add_flags(2)
     admin_client.get(_url(model, "changelist"))  # warm sessions and caches

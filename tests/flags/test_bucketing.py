@@ -1,4 +1,5 @@
 """The published bucketing vectors in docs/bucketing.md match the engine."""
+
 from __future__ import annotations
 
 import json
@@ -11,8 +12,10 @@ import pytest
 from flags import engine
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "bucketing.md"
-ROW = re.compile(r"^\|\s*`(?P<flag>\".*\")`\s*\|\s*`(?P<merchant>\".*\")`\s*\|"
-                 r"\s*(?P<hash>\d+)\s*\|\s*(?P<bucket>\d+)\s*\|\s*$")
+ROW = re.compile(
+    r"^\|\s*`(?P<flag>\".*\")`\s*\|\s*`(?P<merchant>\".*\")`\s*\|"
+    r"\s*(?P<hash>\d+)\s*\|\s*(?P<bucket>\d+)\s*\|\s*$"
+)
 
 
 def published_vectors() -> list[tuple[str, str, int, int]]:
@@ -21,8 +24,14 @@ def published_vectors() -> list[tuple[str, str, int, int]]:
     for line in DOC.read_text(encoding="utf-8").splitlines():
         match = ROW.match(line)
         if match:
-            vectors.append((json.loads(match["flag"]), json.loads(match["merchant"]),
-                            int(match["hash"]), int(match["bucket"])))
+            vectors.append(
+                (
+                    json.loads(match["flag"]),
+                    json.loads(match["merchant"]),
+                    int(match["hash"]),
+                    int(match["bucket"]),
+                )
+            )
     return vectors
 
 
@@ -41,14 +50,19 @@ def test_published_vectors__docs_table__at_least_24_with_unicode_and_empty_keys(
     assert len(set((f, m) for f, m, _, _ in VECTORS)) == len(VECTORS)
 
 
-@pytest.mark.parametrize("flag_key, merchant_key, unsigned_hash, expected", VECTORS,
-                         ids=[f"{f}.{m}" for f, m, _, _ in VECTORS])
-def test_bucket__published_vector__same_bucket(flag_key, merchant_key, unsigned_hash, expected):
+@pytest.mark.parametrize(
+    "flag_key, merchant_key, unsigned_hash, expected",
+    VECTORS,
+    ids=[f"{f}.{m}" for f, m, _, _ in VECTORS],
+)
+def test_bucket__published_vector__same_bucket(
+    flag_key, merchant_key, unsigned_hash, expected
+):
     # Given / When
     result = engine.bucket(flag_key, merchant_key)
     # Then
     assert result == expected
-    assert mmh3.hash(f"{flag_key}.{merchant_key}".encode("utf-8"), 0, False) == unsigned_hash
+    assert mmh3.hash(f"{flag_key}.{merchant_key}".encode(), 0, False) == unsigned_hash
     assert unsigned_hash % engine.BUCKETS == expected
 
 

@@ -1,4 +1,5 @@
 """Demo data (``flags.demo.demo_ensure``) and ``manage.py demo``."""
+
 from __future__ import annotations
 
 import io
@@ -26,17 +27,28 @@ def answer(env_key: str, flag_key: str, merchant: str) -> engine.Evaluation:
 
 def test_demo_ensure__empty_database__creates_listed_rows(demo):
     # Then
-    assert set(Environment.objects.values_list("key", flat=True)) == {"production", "staging"}
+    assert set(Environment.objects.values_list("key", flat=True)) == {
+        "production",
+        "staging",
+    }
     assert set(Flag.objects.values_list("key", flat=True)) == {
-        "sequential_workflow", "enable_supplier_policy", "policy_resolution_timeout_ms",
+        "sequential_workflow",
+        "enable_supplier_policy",
+        "policy_resolution_timeout_ms",
         "checkout_theme",
     }
     assert Merchant.objects.count() == len(MERCHANTS) >= 20
-    assert list(Merchant.objects.filter(is_active=False).values_list("key", flat=True)) == [
-        "m-1024"]
+    assert list(
+        Merchant.objects.filter(is_active=False).values_list("key", flat=True)
+    ) == ["m-1024"]
     attributes = Merchant.objects.get(key="m-1001").attributes
     assert set(attributes) == {"tier", "country", "plan", "monthly_volume"}
-    assert {m.attributes["country"] for m in Merchant.objects.all()} == {"KR", "US", "DE", "JP"}
+    assert {m.attributes["country"] for m in Merchant.objects.all()} == {
+        "KR",
+        "US",
+        "DE",
+        "JP",
+    }
     assert set(Segment.objects.values_list("key", flat=True)) == {"gold-tier", "korea"}
     assert FlagState.objects.count() == 8
     assert demo.created_anything
@@ -50,7 +62,10 @@ def test_demo_ensure__run_twice__second_run_writes_nothing(demo):
     second = demo_ensure()
     # Then
     assert AuditEvent.objects.count() == events_before > 0
-    assert list(Environment.objects.values_list("key", "ruleset_version")) == versions_before
+    assert (
+        list(Environment.objects.values_list("key", "ruleset_version"))
+        == versions_before
+    )
     assert not second.created_anything
 
 
@@ -64,30 +79,40 @@ def test_demo_ensure__flag_changed_by_operator__left_as_is(demo, system_actor):
     # When
     demo_ensure()
     # Then
-    assert FlagState.objects.get(flag=flag, environment=production).killed_at is not None
+    assert (
+        FlagState.objects.get(flag=flag, environment=production).killed_at is not None
+    )
 
 
 # (environment, flag, merchant) -> (value, variation, reason, level)
 DESIGNED_ANSWERS = [
     # Global off in production, ready for a pilot override.
-    (("production", "sequential_workflow", "m-1001"), (False, "off", "STATIC", "default")),
+    (
+        ("production", "sequential_workflow", "m-1001"),
+        (False, "off", "STATIC", "default"),
+    ),
     (("staging", "sequential_workflow", "m-1001"), (True, "on", "STATIC", "default")),
     # 0% split in production, 100% in staging.
-    (("production", "enable_supplier_policy", "m-1002"), (False, "off", "SPLIT", "default")),
+    (
+        ("production", "enable_supplier_policy", "m-1002"),
+        (False, "off", "SPLIT", "default"),
+    ),
     (("staging", "enable_supplier_policy", "m-1002"), (True, "on", "SPLIT", "default")),
-    (("production", "policy_resolution_timeout_ms", "m-1003"),
-     (100, "100ms", "STATIC", "default")),
+    (
+        ("production", "policy_resolution_timeout_ms", "m-1003"),
+        (100, "100ms", "STATIC", "default"),
+    ),
     # Gold tier gets modern through the segment rule.
-    (("production", "checkout_theme", "m-1001"),
-     ("modern", "modern", "TARGETING_MATCH", "rule:1")),
+    (
+        ("production", "checkout_theme", "m-1001"),
+        ("modern", "modern", "TARGETING_MATCH", "rule:1"),
+    ),
 ]
 
 
 def test_demo_ensure__flags__serve_as_designed(demo):
     # When (one demo build for the whole table: building it is the slow part)
-    results = {
-        case: answer(*case) for case, _ in DESIGNED_ANSWERS
-    }
+    results = {case: answer(*case) for case, _ in DESIGNED_ANSWERS}
     # Then
     for case, expected in DESIGNED_ANSWERS:
         got = results[case]
@@ -96,11 +121,20 @@ def test_demo_ensure__flags__serve_as_designed(demo):
 
 def test_demo_ensure__checkout_theme__weighted_split_for_others(demo):
     # When
-    variations = {answer("production", "checkout_theme", key).variation
-                  for key, _, tier, *_ in MERCHANTS if tier != "gold"}
-    state = FlagState.objects.get(flag__key="checkout_theme", environment__key="production")
+    variations = {
+        answer("production", "checkout_theme", key).variation
+        for key, _, tier, *_ in MERCHANTS
+        if tier != "gold"
+    }
+    state = FlagState.objects.get(
+        flag__key="checkout_theme", environment__key="production"
+    )
     # Then
-    assert [arm["weight"] for arm in state.fallthrough["split"]] == [50_000, 30_000, 20_000]
+    assert [arm["weight"] for arm in state.fallthrough["split"]] == [
+        50_000,
+        30_000,
+        20_000,
+    ]
     assert variations <= {"classic", "modern", "compact"} and len(variations) >= 2
 
 
@@ -113,7 +147,10 @@ def test_demo_ensure__admin_user__superuser_with_configured_password(demo, setti
 
 def test_demo_ensure__custom_admin_setting__that_user_created(db, settings):
     # Given
-    settings.CONTROLPLANE = {"DEMO_ADMIN_USERNAME": "ops", "DEMO_ADMIN_PASSWORD": "s3cret-pw"}
+    settings.CONTROLPLANE = {
+        "DEMO_ADMIN_USERNAME": "ops",
+        "DEMO_ADMIN_PASSWORD": "s3cret-pw",
+    }
     # When
     demo_ensure()
     # Then

@@ -1,4 +1,5 @@
 """Management REST API over real HTTP (Django test client), real database."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -13,8 +14,15 @@ from controlplane.audit.models import AuditEvent
 from flags import services
 from flags.models import FlagState, Merchant, MerchantOverride, Segment
 
-ALL_MODELS = ["environment", "merchant", "segment", "flag", "flagstate", "merchantoverride",
-              "apikey"]
+ALL_MODELS = [
+    "environment",
+    "merchant",
+    "segment",
+    "flag",
+    "flagstate",
+    "merchantoverride",
+    "apikey",
+]
 
 
 def _user_with(*codenames: str, username: str = "ops") -> User:
@@ -26,8 +34,11 @@ def _user_with(*codenames: str, username: str = "ops") -> User:
 @pytest.fixture
 def api(db) -> Client:
     """A client logged in as a user with every permission of the flags API."""
-    codenames = [f"{action}_{model}" for model in ALL_MODELS
-                 for action in ("view", "add", "change", "delete")]
+    codenames = [
+        f"{action}_{model}"
+        for model in ALL_MODELS
+        for action in ("view", "add", "change", "delete")
+    ]
     client = Client()
     client.force_login(_user_with(*codenames, "view_auditevent"))
     return client
@@ -35,7 +46,9 @@ def api(db) -> Client:
 
 def _send(client: Client, method: str, url: str, body=None, **extra):
     data = json.dumps(body) if body is not None else None
-    return getattr(client, method)(url, data=data, content_type="application/json", **extra)
+    return getattr(client, method)(
+        url, data=data, content_type="application/json", **extra
+    )
 
 
 # -- authentication and permissions ---------------------------------------------
@@ -124,7 +137,9 @@ def test_merchant_patch__attributes__replaced_and_audited(api, merchant_factory)
     # Given
     merchant_factory("m-1", attributes={"tier": "silver"})
     # When
-    response = _send(api, "patch", "/api/v1/merchants/m-1", {"attributes": {"tier": "gold"}})
+    response = _send(
+        api, "patch", "/api/v1/merchants/m-1", {"attributes": {"tier": "gold"}}
+    )
     # Then
     assert response.status_code == 200
     assert response.json()["attributes"] == {"tier": "gold"}
@@ -134,9 +149,15 @@ def test_merchant_patch__attributes__replaced_and_audited(api, merchant_factory)
 
 def test_merchant_create__bad_attributes__400_field_level(api, db):
     # When
-    not_object = _send(api, "post", "/api/v1/merchants", {"key": "m-1", "attributes": [1]})
-    nested = _send(api, "post", "/api/v1/merchants", {"key": "m-2", "attributes": {"a": {}}})
-    nul = _send(api, "post", "/api/v1/merchants", {"key": "m-3", "attributes": {"a": "x\x00"}})
+    not_object = _send(
+        api, "post", "/api/v1/merchants", {"key": "m-1", "attributes": [1]}
+    )
+    nested = _send(
+        api, "post", "/api/v1/merchants", {"key": "m-2", "attributes": {"a": {}}}
+    )
+    nul = _send(
+        api, "post", "/api/v1/merchants", {"key": "m-3", "attributes": {"a": "x\x00"}}
+    )
     # Then
     assert not_object.status_code == 400 and "attributes" in not_object.json()["errors"]
     assert nested.status_code == 400 and "attributes.a" in nested.json()["errors"]
@@ -167,20 +188,40 @@ def test_merchant_bulk_upsert__mixed_batch__counts_and_one_event_per_change(
     assert Merchant.objects.get(key="m-old").is_active is False
 
 
-def test_merchant_bulk_upsert__one_bad_item__400_names_item_and_nothing_written(api, db):
+def test_merchant_bulk_upsert__one_bad_item__400_names_item_and_nothing_written(
+    api, db
+):
     # Given
-    items = [{"key": "m-1"}, {"key": "m-2", "attributes": {"x": {"deep": 1}}}, {"key": "m-1"}]
+    items = [
+        {"key": "m-1"},
+        {"key": "m-2", "attributes": {"x": {"deep": 1}}},
+        {"key": "m-1"},
+    ]
     # When
     response = _send(api, "post", "/api/v1/merchants/bulk-upsert", {"merchants": items})
-    duplicate = _send(api, "post", "/api/v1/merchants/bulk-upsert",
-                      {"merchants": [{"key": "m-1"}, {"key": "m-1"}]})
-    missing_key = _send(api, "post", "/api/v1/merchants/bulk-upsert",
-                        {"merchants": [{"key": "m-1"}, {"name": "x"}]})
+    duplicate = _send(
+        api,
+        "post",
+        "/api/v1/merchants/bulk-upsert",
+        {"merchants": [{"key": "m-1"}, {"key": "m-1"}]},
+    )
+    missing_key = _send(
+        api,
+        "post",
+        "/api/v1/merchants/bulk-upsert",
+        {"merchants": [{"key": "m-1"}, {"name": "x"}]},
+    )
     # Then
     assert response.status_code == 400
     assert "merchants[1].attributes.x" in response.json()["errors"]
-    assert duplicate.status_code == 400 and "merchants[1].key" in duplicate.json()["errors"]
-    assert missing_key.status_code == 400 and "merchants[1].key" in missing_key.json()["errors"]
+    assert (
+        duplicate.status_code == 400
+        and "merchants[1].key" in duplicate.json()["errors"]
+    )
+    assert (
+        missing_key.status_code == 400
+        and "merchants[1].key" in missing_key.json()["errors"]
+    )
     assert not Merchant.objects.exists()
 
 
@@ -198,8 +239,10 @@ def test_merchant_bulk_upsert__over_limit__400(api, db, settings):
 
 def test_merchant_bulk_upsert__1000_merchants__one_request_all_created(api, db):
     # Given
-    items = [{"key": f"m-{n:04d}", "attributes": {"tier": "gold" if n % 2 else "silver"}}
-             for n in range(1000)]
+    items = [
+        {"key": f"m-{n:04d}", "attributes": {"tier": "gold" if n % 2 else "silver"}}
+        for n in range(1000)
+    ]
     # When
     response = _send(api, "post", "/api/v1/merchants/bulk-upsert", {"merchants": items})
     again = _send(api, "post", "/api/v1/merchants/bulk-upsert", {"merchants": items})
@@ -216,7 +259,9 @@ def test_segment_crud__create_update_delete__each_audited(api, db):
     # Given
     clauses = [{"attribute": "tier", "op": "in", "values": ["gold"]}]
     # When
-    created = _send(api, "post", "/api/v1/segments", {"key": "gold", "clauses": clauses})
+    created = _send(
+        api, "post", "/api/v1/segments", {"key": "gold", "clauses": clauses}
+    )
     patched = _send(api, "patch", "/api/v1/segments/gold", {"name": "Gold tier"})
     deleted = api.delete("/api/v1/segments/gold")
     # Then
@@ -224,28 +269,48 @@ def test_segment_crud__create_update_delete__each_audited(api, db):
     assert patched.json()["name"] == "Gold tier"
     assert deleted.status_code == 204
     assert not Segment.objects.exists()
-    actions = list(AuditEvent.objects.filter(target_type="flags.segment")
-                   .order_by("id").values_list("action", flat=True))
+    actions = list(
+        AuditEvent.objects.filter(target_type="flags.segment")
+        .order_by("id")
+        .values_list("action", flat=True)
+    )
     assert actions == ["segment.created", "segment.updated", "segment.deleted"]
 
 
 def test_segment_delete__used_by_rule__409_and_kept(api, production, flag_factory):
     # Given
     flag = flag_factory("f")
-    services.segment_create(actor=_system(), key="gold",
-                            clauses=[{"attribute": "tier", "op": "in", "values": ["gold"]}])
-    rule = {"clauses": [{"op": "segment", "values": ["gold"]}], "serve": {"variation": "on"}}
-    services.flag_state_update(actor=_system(), flag=flag, environment=production,
-                               expected_version=None, rules=[rule])
-    bad_clause = _send(api, "put", "/api/v1/segments/gold",
-                       {"name": "g", "description": "", "clauses": [{"op": "nope"}]})
+    services.segment_create(
+        actor=_system(),
+        key="gold",
+        clauses=[{"attribute": "tier", "op": "in", "values": ["gold"]}],
+    )
+    rule = {
+        "clauses": [{"op": "segment", "values": ["gold"]}],
+        "serve": {"variation": "on"},
+    }
+    services.flag_state_update(
+        actor=_system(),
+        flag=flag,
+        environment=production,
+        expected_version=None,
+        rules=[rule],
+    )
+    bad_clause = _send(
+        api,
+        "put",
+        "/api/v1/segments/gold",
+        {"name": "g", "description": "", "clauses": [{"op": "nope"}]},
+    )
     # When
     response = api.delete("/api/v1/segments/gold")
     # Then
     assert response.status_code == 409
     assert response.json()["code"] == "conflict"
     assert Segment.objects.filter(key="gold").exists()
-    assert bad_clause.status_code == 400 and "clauses[0].op" in bad_clause.json()["errors"]
+    assert (
+        bad_clause.status_code == 400 and "clauses[0].op" in bad_clause.json()["errors"]
+    )
 
 
 def _system():
@@ -259,9 +324,15 @@ def _system():
 
 def test_flag_create__string_flag__201_with_state_per_environment(api, environments):
     # Given
-    body = {"key": "checkout_theme", "value_type": "string", "tags": ["ui"],
-            "variations": [{"key": "classic", "value": "classic"},
-                           {"key": "dark", "value": "dark"}]}
+    body = {
+        "key": "checkout_theme",
+        "value_type": "string",
+        "tags": ["ui"],
+        "variations": [
+            {"key": "classic", "value": "classic"},
+            {"key": "dark", "value": "dark"},
+        ],
+    }
     # When
     response = _send(api, "post", "/api/v1/flags", body)
     # Then
@@ -282,7 +353,9 @@ def test_flag_create__string_without_variations__400_field(api, production):
     assert wrong_type.status_code == 400 and "value_type" in wrong_type.json()["errors"]
 
 
-def test_flag_archive__then_unarchive__list_hides_then_shows(api, production, flag_factory):
+def test_flag_archive__then_unarchive__list_hides_then_shows(
+    api, production, flag_factory
+):
     # Given
     flag_factory("old_flag")
     # When
@@ -294,7 +367,12 @@ def test_flag_archive__then_unarchive__list_hides_then_shows(api, production, fl
     assert archived.json()["archived"] is True
     assert (listed, listed_all) == (0, 1)
     assert unarchived.json()["archived"] is False
-    assert AuditEvent.objects.filter(action__in=["flag.archived", "flag.unarchived"]).count() == 2
+    assert (
+        AuditEvent.objects.filter(
+            action__in=["flag.archived", "flag.unarchived"]
+        ).count()
+        == 2
+    )
 
 
 def test_flag_patch__unknown_flag__404_and_put_missing_fields__400(api, flag_factory):
@@ -303,7 +381,9 @@ def test_flag_patch__unknown_flag__404_and_put_missing_fields__400(api, flag_fac
     # When
     unknown = _send(api, "patch", "/api/v1/flags/nope", {"name": "x"})
     incomplete = _send(api, "put", "/api/v1/flags/f", {"name": "x"})
-    renamed = _send(api, "patch", "/api/v1/flags/f", {"name": "Renamed", "owner": "team-a"})
+    renamed = _send(
+        api, "patch", "/api/v1/flags/f", {"name": "Renamed", "owner": "team-a"}
+    )
     # Then
     assert unknown.status_code == 404
     assert incomplete.status_code == 400 and "variations" in incomplete.json()["errors"]
@@ -323,8 +403,12 @@ def test_flag_state_patch__current_version__applied_and_version_bumped(
     flag_factory("sequential_workflow")
     version = api.get(STATE).json()["version"]
     # When
-    response = _send(api, "patch", STATE, {"version": version, "enabled": True,
-                                           "fallthrough": {"variation": "on"}})
+    response = _send(
+        api,
+        "patch",
+        STATE,
+        {"version": version, "enabled": True, "fallthrough": {"variation": "on"}},
+    )
     # Then
     assert response.status_code == 200
     assert response.json()["version"] == version + 1
@@ -338,8 +422,9 @@ def test_flag_state_patch__stale_version__409_with_current_version(
 ):
     # Given
     flag = flag_factory("sequential_workflow")
-    services.flag_state_set_enabled(actor=_system(), flag=flag, environment=production,
-                                    enabled=True)
+    services.flag_state_set_enabled(
+        actor=_system(), flag=flag, environment=production, enabled=True
+    )
     current = FlagState.objects.get(flag=flag, environment=production).version
     # When
     response = _send(api, "patch", STATE, {"version": current - 1, "enabled": False})
@@ -356,12 +441,27 @@ def test_flag_state_write__no_version_or_bad_rules__400(api, production, flag_fa
     flag_factory("sequential_workflow")
     # When
     no_version = _send(api, "patch", STATE, {"enabled": True})
-    bad_split = _send(api, "patch", STATE, {"version": 1, "fallthrough": {"split": [
-        {"variation": "on", "weight": 10}, {"variation": "off", "weight": 10}]}})
+    bad_split = _send(
+        api,
+        "patch",
+        STATE,
+        {
+            "version": 1,
+            "fallthrough": {
+                "split": [
+                    {"variation": "on", "weight": 10},
+                    {"variation": "off", "weight": 10},
+                ]
+            },
+        },
+    )
     put_partial = _send(api, "put", STATE, {"version": 1, "enabled": True})
     # Then
     assert no_version.status_code == 400 and "version" in no_version.json()["errors"]
-    assert bad_split.status_code == 400 and "fallthrough.split" in bad_split.json()["errors"]
+    assert (
+        bad_split.status_code == 400
+        and "fallthrough.split" in bad_split.json()["errors"]
+    )
     assert put_partial.status_code == 400 and "rules" in put_partial.json()["errors"]
 
 
@@ -378,13 +478,22 @@ def test_flag_state_commands__kill_restore_percentage__state_follows(
     restored_again = api.post(f"{STATE}/restore")
     # Then
     assert percentage.json()["percentage"] == 12.5
-    assert (killed.json()["enabled"], killed.json()["kill_reason"]) == (False, "errors up")
+    assert (killed.json()["enabled"], killed.json()["kill_reason"]) == (
+        False,
+        "errors up",
+    )
     assert restored.json()["enabled"] is True and restored.json()["killed_at"] is None
     assert restored_again.status_code == 409
-    events = AuditEvent.objects.filter(target_type="flags.flagstate", environment="production")
+    events = AuditEvent.objects.filter(
+        target_type="flags.flagstate", environment="production"
+    )
     actions = list(events.order_by("id").values_list("action", flat=True))
-    assert actions == ["flag_state.enabled", "flag_state.percentage_set",
-                       "flag_state.killed", "flag_state.restored"]
+    assert actions == [
+        "flag_state.enabled",
+        "flag_state.percentage_set",
+        "flag_state.killed",
+        "flag_state.restored",
+    ]
 
 
 def test_flag_state_percentage__out_of_range_or_stale__400_and_409(
@@ -406,8 +515,13 @@ def test_flag_state__unknown_environment_or_flag__404(api, production, flag_fact
     # Given
     flag_factory("sequential_workflow")
     # When / Then
-    assert api.get("/api/v1/flags/sequential_workflow/environments/nowhere").status_code == 404
-    assert api.post("/api/v1/flags/nope/environments/production/kill").status_code == 404
+    assert (
+        api.get("/api/v1/flags/sequential_workflow/environments/nowhere").status_code
+        == 404
+    )
+    assert (
+        api.post("/api/v1/flags/nope/environments/production/kill").status_code == 404
+    )
 
 
 # -- overrides ------------------------------------------------------------------
@@ -422,7 +536,9 @@ def test_override_put_get_delete__pilot_merchant__lifecycle_audited(
     url = f"{STATE}/overrides/m-pilot"
     expires = (timezone.now() + dt.timedelta(days=1)).isoformat()
     # When
-    put = _send(api, "put", url, {"variation": "on", "note": "pilot", "expires_at": expires})
+    put = _send(
+        api, "put", url, {"variation": "on", "note": "pilot", "expires_at": expires}
+    )
     got = api.get(url)
     listed = api.get(f"{STATE}/overrides")
     deleted = api.delete(url + "?reason=done")
@@ -447,11 +563,20 @@ def test_override_put__bad_variation_unknown_merchant_past_expiry__4xx(
     # When
     bad_variation = _send(api, "put", f"{STATE}/overrides/m-1", {"variation": "maybe"})
     unknown = _send(api, "put", f"{STATE}/overrides/m-nobody", {"variation": "on"})
-    expired = _send(api, "put", f"{STATE}/overrides/m-1", {"variation": "on", "expires_at": past})
-    bad_date = _send(api, "put", f"{STATE}/overrides/m-1",
-                     {"variation": "on", "expires_at": "tomorrow"})
+    expired = _send(
+        api, "put", f"{STATE}/overrides/m-1", {"variation": "on", "expires_at": past}
+    )
+    bad_date = _send(
+        api,
+        "put",
+        f"{STATE}/overrides/m-1",
+        {"variation": "on", "expires_at": "tomorrow"},
+    )
     # Then
-    assert bad_variation.status_code == 400 and "variation" in bad_variation.json()["errors"]
+    assert (
+        bad_variation.status_code == 400
+        and "variation" in bad_variation.json()["errors"]
+    )
     assert unknown.status_code == 404
     assert expired.status_code == 400 and "expires_at" in expired.json()["errors"]
     assert bad_date.status_code == 400 and "expires_at" in bad_date.json()["errors"]
@@ -462,10 +587,15 @@ def test_override_put__bad_variation_unknown_merchant_past_expiry__4xx(
 
 def test_merchants_create__malformed_json_or_wrong_type__400_parse_or_invalid(api, db):
     # When
-    malformed = api.post("/api/v1/merchants", data="{nope", content_type="application/json")
-    wrong_type = api.post("/api/v1/merchants", data="key=m-1",
-                          content_type="text/plain")
-    not_object = api.post("/api/v1/merchants", data="[1, 2]", content_type="application/json")
+    malformed = api.post(
+        "/api/v1/merchants", data="{nope", content_type="application/json"
+    )
+    wrong_type = api.post(
+        "/api/v1/merchants", data="key=m-1", content_type="text/plain"
+    )
+    not_object = api.post(
+        "/api/v1/merchants", data="[1, 2]", content_type="application/json"
+    )
     # Then
     assert malformed.status_code == 400 and malformed.json()["code"] == "parse_error"
     assert wrong_type.status_code == 415
@@ -489,33 +619,48 @@ def test_list__absurd_offset_or_bad_filter__no_server_error(api, db):
 # -- audit log ------------------------------------------------------------------
 
 
-def test_audit_events_list__filters__only_matching_events(api, production, flag_factory):
+def test_audit_events_list__filters__only_matching_events(
+    api, production, flag_factory
+):
     # Given
     flag = flag_factory("sequential_workflow")
     api.post(f"{STATE}/enable")
     api.post(f"{STATE}/kill")
     state = FlagState.objects.get(flag=flag, environment=production)
     # When
-    by_target = api.get("/api/v1/audit-events", {
-        "target_type": "flags.flagstate", "target_id": str(state.pk)}).json()
-    by_actor = api.get("/api/v1/audit-events", {"actor": "ops", "action": "flag_state."}).json()
+    by_target = api.get(
+        "/api/v1/audit-events",
+        {"target_type": "flags.flagstate", "target_id": str(state.pk)},
+    ).json()
+    by_actor = api.get(
+        "/api/v1/audit-events", {"actor": "ops", "action": "flag_state."}
+    ).json()
     exact = api.get("/api/v1/audit-events", {"action": "flag_state.killed"}).json()
     # Then
-    assert [e["action"] for e in by_target["results"]] == ["flag_state.killed",
-                                                           "flag_state.enabled"]
+    assert [e["action"] for e in by_target["results"]] == [
+        "flag_state.killed",
+        "flag_state.enabled",
+    ]
     assert by_actor["count"] == 2 and exact["count"] == 1
-    assert exact["results"][0]["actor"] == {"type": "user", "id": str(
-        User.objects.get(username="ops").pk), "name": "ops"}
+    assert exact["results"][0]["actor"] == {
+        "type": "user",
+        "id": str(User.objects.get(username="ops").pk),
+        "name": "ops",
+    }
 
 
-def test_audit_events_list__time_window_and_pagination__bounded(api, production, flag_factory):
+def test_audit_events_list__time_window_and_pagination__bounded(
+    api, production, flag_factory
+):
     # Given
     for n in range(3):
         flag_factory(f"f{n}")
     newest = AuditEvent.objects.order_by("-id").first()
     # When
-    future = api.get("/api/v1/audit-events",
-                     {"since": (newest.created_at + dt.timedelta(seconds=1)).isoformat()})
+    future = api.get(
+        "/api/v1/audit-events",
+        {"since": (newest.created_at + dt.timedelta(seconds=1)).isoformat()},
+    )
     until = api.get("/api/v1/audit-events", {"until": newest.created_at.isoformat()})
     page = api.get("/api/v1/audit-events", {"limit": 2, "offset": 1})
     bad = api.get("/api/v1/audit-events", {"since": "yesterday"})
@@ -531,8 +676,12 @@ def test_audit_events_verify__intact_chain__ok_with_count(api, production):
     response = api.get("/api/v1/audit-events/verify")
     # Then
     assert response.status_code == 200
-    assert response.json() == {"ok": True, "checked": AuditEvent.objects.count(),
-                               "broken_id": None, "problem": ""}
+    assert response.json() == {
+        "ok": True,
+        "checked": AuditEvent.objects.count(),
+        "broken_id": None,
+        "problem": "",
+    }
 
 
 def test_audit_events__without_view_permission__403(db):
@@ -563,8 +712,12 @@ def test_api_key_create__management_key__shown_once_and_bearer_acts_as_key(
     # Given
     _user_with("view_flag", "add_flag", username="ci-bot")
     # When
-    created = _send(api, "post", "/api/v1/api-keys",
-                    {"name": "ci", "scope": "management", "user": "ci-bot"})
+    created = _send(
+        api,
+        "post",
+        "/api/v1/api-keys",
+        {"name": "ci", "scope": "management", "user": "ci-bot"},
+    )
     raw = created.json()["key"]
     bearer = Client(HTTP_AUTHORIZATION=f"Bearer {raw}")
     listed = _send(bearer, "get", "/api/v1/flags")
@@ -585,8 +738,12 @@ def test_api_key_revoke__then_bearer__401_and_second_revoke_409(
 ):
     # Given
     _user_with("view_flag", username="reader")
-    created = _send(api, "post", "/api/v1/api-keys",
-                    {"name": "reader", "scope": "management", "user": "reader"}).json()
+    created = _send(
+        api,
+        "post",
+        "/api/v1/api-keys",
+        {"name": "reader", "scope": "management", "user": "reader"},
+    ).json()
     # When
     revoked = api.post(f"/api/v1/api-keys/{created['id']}/revoke")
     again = api.post(f"/api/v1/api-keys/{created['id']}/revoke")
@@ -601,18 +758,33 @@ def test_api_key_revoke__then_bearer__401_and_second_revoke_409(
     assert api.get("/api/v1/api-keys", {"include_revoked": "true"}).json()["count"] == 1
 
 
-def test_api_key_create__bad_input_or_server_key_use__400_404_403(api, production, fresh_key_cache):
+def test_api_key_create__bad_input_or_server_key_use__400_404_403(
+    api, production, fresh_key_cache
+):
     # Given
     User.objects.create_superuser("root", password="x")
     # When
-    server_without_env = _send(api, "post", "/api/v1/api-keys",
-                               {"name": "s", "scope": "server"})
-    unknown_env = _send(api, "post", "/api/v1/api-keys",
-                        {"name": "s", "scope": "server", "environment": "nowhere"})
-    more_powerful = _send(api, "post", "/api/v1/api-keys",
-                          {"name": "m", "scope": "management", "user": "root"})
-    server = _send(api, "post", "/api/v1/api-keys",
-                   {"name": "checkout", "scope": "server", "environment": "production"})
+    server_without_env = _send(
+        api, "post", "/api/v1/api-keys", {"name": "s", "scope": "server"}
+    )
+    unknown_env = _send(
+        api,
+        "post",
+        "/api/v1/api-keys",
+        {"name": "s", "scope": "server", "environment": "nowhere"},
+    )
+    more_powerful = _send(
+        api,
+        "post",
+        "/api/v1/api-keys",
+        {"name": "m", "scope": "management", "user": "root"},
+    )
+    server = _send(
+        api,
+        "post",
+        "/api/v1/api-keys",
+        {"name": "checkout", "scope": "server", "environment": "production"},
+    )
     server_key_here = Client(HTTP_AUTHORIZATION=f"Bearer {server.json()['key']}").get(
         "/api/v1/flags"
     )

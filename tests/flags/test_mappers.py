@@ -1,4 +1,5 @@
 """ORM rows -> engine data: what the serving processes compile."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -19,20 +20,31 @@ def test_ruleset_data__archived_flag__left_out(production, flag_factory, actor):
     ruleset = engine.compile_ruleset(data)
     # Then
     assert [flag["key"] for flag in data["flags"]] == [live.key]
-    assert engine.evaluate(ruleset, "old_flag", {"merchant": "m"}).error_code == "FLAG_NOT_FOUND"
+    assert (
+        engine.evaluate(ruleset, "old_flag", {"merchant": "m"}).error_code
+        == "FLAG_NOT_FOUND"
+    )
 
 
-def test_ruleset_data__expired_override__left_out(production, flag_factory, merchant_factory,
-                                                  actor):
+def test_ruleset_data__expired_override__left_out(
+    production, flag_factory, merchant_factory, actor
+):
     # Given one override past its expiry and one in force
     flag = flag_factory("sequential_workflow")
     expired, live = merchant_factory("m-expired"), merchant_factory("m-live")
     for merchant in (expired, live):
-        services.override_set(actor=actor, flag=flag, environment=production, merchant=merchant,
-                              variation="on", expires_at=timezone.now() + dt.timedelta(hours=1))
+        services.override_set(
+            actor=actor,
+            flag=flag,
+            environment=production,
+            merchant=merchant,
+            variation="on",
+            expires_at=timezone.now() + dt.timedelta(hours=1),
+        )
     # time passes for one of them (the service refuses a past expiry)
     MerchantOverride.objects.filter(merchant=expired).update(
-        expires_at=timezone.now() - dt.timedelta(seconds=1))
+        expires_at=timezone.now() - dt.timedelta(seconds=1)
+    )
     # When
     data = mappers.ruleset_data(production)
     # Then
@@ -41,15 +53,17 @@ def test_ruleset_data__expired_override__left_out(production, flag_factory, merc
     assert flag_data["overrides"][0]["expires_at"] > timezone.now().timestamp()
 
 
-def test_ruleset_data__environment__version_state_and_registry(production, flag_factory,
-                                                               merchant_factory, actor):
+def test_ruleset_data__environment__version_state_and_registry(
+    production, flag_factory, merchant_factory, actor
+):
     # Given
     flag = flag_factory("sequential_workflow")
     merchant_factory("m-gold", attributes={"tier": "gold"})
     merchant_factory("m-plain")
     merchant_factory("m-gone", attributes={"tier": "gold"}, is_active=False)
-    services.flag_state_set_percentage(actor=actor, flag=flag, environment=production,
-                                       percentage=10)
+    services.flag_state_set_percentage(
+        actor=actor, flag=flag, environment=production, percentage=10
+    )
     # When
     data = mappers.ruleset_data(production)
     # Then
@@ -61,17 +75,30 @@ def test_ruleset_data__environment__version_state_and_registry(production, flag_
     assert flag_data["state_version"] == 2
 
 
-def test_ruleset_compile__segment_rule__registry_attributes_match(production, flag_factory,
-                                                                  merchant_factory, actor):
+def test_ruleset_compile__segment_rule__registry_attributes_match(
+    production, flag_factory, merchant_factory, actor
+):
     # Given
     flag = flag_factory("enable_supplier_policy")
     merchant_factory("m-gold", attributes={"tier": "gold"})
-    services.segment_create(actor=actor, key="gold-tier", clauses=[
-        {"attribute": "tier", "op": "in", "values": ["gold"]}])
+    services.segment_create(
+        actor=actor,
+        key="gold-tier",
+        clauses=[{"attribute": "tier", "op": "in", "values": ["gold"]}],
+    )
     services.flag_state_update(
-        actor=actor, flag=flag, environment=production, expected_version=1, enabled=True,
-        rules=[{"clauses": [{"op": "segment", "values": ["gold-tier"]}],
-                "serve": {"variation": "on"}}])
+        actor=actor,
+        flag=flag,
+        environment=production,
+        expected_version=1,
+        enabled=True,
+        rules=[
+            {
+                "clauses": [{"op": "segment", "values": ["gold-tier"]}],
+                "serve": {"variation": "on"},
+            }
+        ],
+    )
     # When
     ruleset = mappers.ruleset_compile(production)
     # Then

@@ -5,6 +5,7 @@ Django WSGI app (no network), logged in as a superuser with a session cookie
 and CSRF token, against seeded rows so that examples with known keys reach
 the handlers. Bounded: few examples per operation, derandomized, no deadline.
 """
+
 from __future__ import annotations
 
 import time
@@ -33,9 +34,17 @@ FUZZ_BUDGET_SECONDS = 40.0
 FUZZ_EXAMPLES = 4
 # The management API's own routes run first, then every other operation
 # (evaluation, canary, rollback) while the budget lasts.
-MANAGEMENT = tuple(f"/api/v1/{prefix}" for prefix in (
-    "environments", "merchants", "segments", "flags", "api-keys", "audit-events",
-))
+MANAGEMENT = tuple(
+    f"/api/v1/{prefix}"
+    for prefix in (
+        "environments",
+        "merchants",
+        "segments",
+        "flags",
+        "api-keys",
+        "audit-events",
+    )
+)
 
 
 def test_schema_endpoint__json__valid_openapi_3(db):
@@ -49,9 +58,13 @@ def test_schema_endpoint__json__valid_openapi_3(db):
     assert schema["openapi"].startswith("3.")
     validate_schema(schema)  # raises on an invalid document
     paths = schema["paths"]
-    for expected in ["/api/v1/flags/{key}/environments/{env}",
-                     "/api/v1/merchants/bulk-upsert", "/api/v1/audit-events",
-                     "/api/v1/api-keys", "/api/v1/flags/{key}/environments/{env}/kill"]:
+    for expected in [
+        "/api/v1/flags/{key}/environments/{env}",
+        "/api/v1/merchants/bulk-upsert",
+        "/api/v1/audit-events",
+        "/api/v1/api-keys",
+        "/api/v1/flags/{key}/environments/{env}/kill",
+    ]:
         assert expected in paths, expected
 
 
@@ -78,12 +91,23 @@ def test_management_schema__generated__no_warnings_or_errors(db):
 
 def test_spectacular_command__whole_project__valid_and_warning_free(db, tmp_path):
     # When: every app's routes; --fail-on-warn raises on any warning or error
-    call_command("spectacular", "--validate", "--fail-on-warn", "--file", str(tmp_path / "schema.yaml"))
+    call_command(
+        "spectacular",
+        "--validate",
+        "--fail-on-warn",
+        "--file",
+        str(tmp_path / "schema.yaml"),
+    )
     # Then
     text = (tmp_path / "schema.yaml").read_text()
     assert text.startswith("openapi: 3")
-    for route in ("/api/v1/events:", "/api/v1/deployments:", "/api/v1/rollback-runs:",
-                  "/api/v1/rollouts:", "/ofrep/v1/evaluate/flags:"):
+    for route in (
+        "/api/v1/events:",
+        "/api/v1/deployments:",
+        "/api/v1/rollback-runs:",
+        "/api/v1/rollouts:",
+        "/ofrep/v1/evaluate/flags:",
+    ):
         assert route in text
 
 
@@ -95,16 +119,31 @@ def seeded(db):
     """Rows whose keys match the schema's path examples."""
     production = services.environment_create(actor=SYSTEM, key="production")
     services.flag_create(
-        actor=SYSTEM, key="checkout_theme", value_type="string",
-        variations=[{"key": "classic", "value": "classic"}, {"key": "dark", "value": "dark"}],
+        actor=SYSTEM,
+        key="checkout_theme",
+        value_type="string",
+        variations=[
+            {"key": "classic", "value": "classic"},
+            {"key": "dark", "value": "dark"},
+        ],
     )
     services.flag_create(actor=SYSTEM, key="sequential_workflow")
-    merchant = services.merchant_create(actor=SYSTEM, key="m-1", attributes={"tier": "gold"})
-    services.segment_create(actor=SYSTEM, key="gold",
-                            clauses=[{"attribute": "tier", "op": "in", "values": ["gold"]}])
+    merchant = services.merchant_create(
+        actor=SYSTEM, key="m-1", attributes={"tier": "gold"}
+    )
+    services.segment_create(
+        actor=SYSTEM,
+        key="gold",
+        clauses=[{"attribute": "tier", "op": "in", "values": ["gold"]}],
+    )
     flag = services.flag_create(actor=SYSTEM, key="pilot_flag")
-    services.override_set(actor=SYSTEM, flag=flag, environment=production,
-                          merchant=merchant, variation="on")
+    services.override_set(
+        actor=SYSTEM,
+        flag=flag,
+        environment=production,
+        merchant=merchant,
+        variation="on",
+    )
 
 
 @pytest.fixture
@@ -127,8 +166,10 @@ def session(seeded, keep_test_connection) -> dict[str, dict[str, str]]:
     client = Client()
     client.force_login(User.objects.create_superuser("fuzz", password="x"))
     token = "A" * 32  # the CSRF cookie and header only have to match
-    return {"cookies": {"sessionid": client.cookies["sessionid"].value, "csrftoken": token},
-            "headers": {"X-CSRFToken": token}}
+    return {
+        "cookies": {"sessionid": client.cookies["sessionid"].value, "csrftoken": token},
+        "headers": {"X-CSRFToken": token},
+    }
 
 
 # Fixed path parameters that reach seeded rows (besides random ones).
@@ -139,24 +180,35 @@ KNOWN_KEY = {"/api/v1/segments/": "gold", "/api/v1/flags/": "checkout_theme"}
 def _known_path_parameters(operation) -> dict[str, str]:
     names = {parameter.name for parameter in operation.path_parameters}
     fixed = {name: value for name, value in KNOWN.items() if name in names}
-    key = next((v for prefix, v in KNOWN_KEY.items() if operation.path.startswith(prefix)), None)
+    key = next(
+        (v for prefix, v in KNOWN_KEY.items() if operation.path.startswith(prefix)),
+        None,
+    )
     if "key" in names and key is not None:
         fixed["key"] = key
     return fixed
 
 
 def _fuzz(operation, strategy, auth, failures, deadline) -> None:
-    @settings(max_examples=FUZZ_EXAMPLES, deadline=None, derandomize=True, database=None,
-              phases=[Phase.generate], suppress_health_check=list(HealthCheck),
-              print_blob=False)
+    @settings(
+        max_examples=FUZZ_EXAMPLES,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        phases=[Phase.generate],
+        suppress_health_check=list(HealthCheck),
+        print_blob=False,
+    )
     @given(case=strategy)
     def run(case) -> None:
         if time.monotonic() > deadline:
             return
         response = case.call(**auth)
         if response.status_code >= 500:
-            failures.append(f"{operation.label}: {response.status_code} for "
-                            f"{case.as_curl_command()}")
+            failures.append(
+                f"{operation.label}: {response.status_code} for "
+                f"{case.as_curl_command()}"
+            )
 
     try:
         run()
@@ -169,8 +221,10 @@ def test_api__schemathesis_cases__never_5xx(session):
     from controlplane.wsgi import application
 
     schema = schemathesis.openapi.from_wsgi("/api/schema/?format=json", application)
-    operations = sorted((result.ok() for result in schema.get_all_operations()),
-                        key=lambda operation: not operation.path.startswith(MANAGEMENT))
+    operations = sorted(
+        (result.ok() for result in schema.get_all_operations()),
+        key=lambda operation: not operation.path.startswith(MANAGEMENT),
+    )
     fuzzed: set[str] = set()
     deadline = time.monotonic() + FUZZ_BUDGET_SECONDS
     failures: list[str] = []
@@ -182,8 +236,13 @@ def test_api__schemathesis_cases__never_5xx(session):
         known = _known_path_parameters(operation) or None
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
             strategy = operation.as_strategy(mode, path_parameters=known)
-            _fuzz(operation, strategy, session, failures,
-                  float("inf") if is_management else deadline)
+            _fuzz(
+                operation,
+                strategy,
+                session,
+                failures,
+                float("inf") if is_management else deadline,
+            )
         fuzzed.add(operation.label)
     # Then
     management = {op.label for op in operations if op.path.startswith(MANAGEMENT)}

@@ -1,5 +1,6 @@
 """The in-memory ruleset store: cold load, version checks, propagation to a
 second store instance by LISTEN/NOTIFY, Redis pub/sub or polling."""
+
 from __future__ import annotations
 
 import time
@@ -7,8 +8,8 @@ import time
 import pytest
 
 from controlplane.audit.actors import SYSTEM
+from controlplane.exceptions import NotFound
 from flags import engine, services
-from flags.exceptions import NotFound
 from flags.snapshot import RulesetStore
 from tests.apikeys.fixtures import serving_reset  # noqa: F401
 
@@ -36,8 +37,9 @@ def test_store__cold_then_warm__same_compiled_ruleset(production, flag_factory):
     assert "sequential_workflow" in first.flags
 
 
-def test_store__unknown_environment__not_found_then_cached_absent(production,
-                                                                  django_assert_num_queries):
+def test_store__unknown_environment__not_found_then_cached_absent(
+    production, django_assert_num_queries
+):
     # Given
     store = RulesetStore()
     store.get_ruleset("production")
@@ -49,15 +51,18 @@ def test_store__unknown_environment__not_found_then_cached_absent(production,
             store.get_ruleset("nowhere")
 
 
-def test_store__version_moved__check_reloads_only_that_environment(environments, flag_factory):
+def test_store__version_moved__check_reloads_only_that_environment(
+    environments, flag_factory
+):
     # Given
     flag = flag_factory("sequential_workflow")
     store = RulesetStore()
     old_production, _ = store.get_ruleset("production")
     old_staging, _ = store.get_ruleset("staging")
     # When
-    services.flag_state_set_enabled(actor=SYSTEM, flag=flag,
-                                    environment=environments["production"], enabled=True)
+    services.flag_state_set_enabled(
+        actor=SYSTEM, flag=flag, environment=environments["production"], enabled=True
+    )
     reloaded = store.check_versions()
     # Then
     assert reloaded == ["production"]
@@ -66,7 +71,11 @@ def test_store__version_moved__check_reloads_only_that_environment(environments,
 
 
 def _background(settings, **overrides):
-    settings.CONTROLPLANE = {**settings.CONTROLPLANE, "RULESET_BACKGROUND": True, **overrides}
+    settings.CONTROLPLANE = {
+        **settings.CONTROLPLANE,
+        "RULESET_BACKGROUND": True,
+        **overrides,
+    }
 
 
 def _propagation(settings, environment_factory, flag_factory) -> float:
@@ -78,10 +87,15 @@ def _propagation(settings, environment_factory, flag_factory) -> float:
         before, _ = store.get_ruleset("prop")
         wait_for(lambda: store._background_alive() and store._last_ok > 0)
         time.sleep(0.2)  # the listener is subscribed
-        services.flag_state_set_enabled(actor=SYSTEM, flag=flag, environment=environment,
-                                        enabled=True)
-        elapsed = wait_for(lambda: store.get_ruleset("prop")[0].version > before.version)
-        answer = engine.evaluate(store.get_ruleset("prop")[0], "prop_flag", {"merchant": "m"})
+        services.flag_state_set_enabled(
+            actor=SYSTEM, flag=flag, environment=environment, enabled=True
+        )
+        elapsed = wait_for(
+            lambda: store.get_ruleset("prop")[0].version > before.version
+        )
+        answer = engine.evaluate(
+            store.get_ruleset("prop")[0], "prop_flag", {"merchant": "m"}
+        )
         assert answer.reason == "STATIC"  # enabled: fallthrough, not DISABLED
         return elapsed
     finally:
@@ -124,8 +138,12 @@ def test_store_redis__poll_far_away__pubsub_alone_propagates(
         redis.Redis.from_url(url, socket_connect_timeout=0.5).ping()
     except Exception:
         pytest.skip("no Redis on 127.0.0.1:6379")
-    _background(settings, RULESET_POLL_INTERVAL=30, RULESET_STALE_AFTER=120,
-                RULESET_REDIS_URL=url)
+    _background(
+        settings,
+        RULESET_POLL_INTERVAL=30,
+        RULESET_STALE_AFTER=120,
+        RULESET_REDIS_URL=url,
+    )
     # When
     elapsed = _propagation(settings, environment_factory, flag_factory)
     # Then

@@ -1,6 +1,7 @@
 """Staleness for real: a serving process on its own PostgreSQL database keeps
 answering (marked stale) while the database refuses connections, and recovers
 by itself when it accepts them again."""
+
 from __future__ import annotations
 
 import json
@@ -52,15 +53,22 @@ server.serve_forever()
 def admin_sql(*statements: str) -> None:
     import psycopg
 
-    params = {k: v for k, v in connection.get_connection_params().items()
-              if k in ("host", "port", "user", "password")}
-    with psycopg.connect(dbname="postgres", autocommit=True, connect_timeout=5, **params) as conn:
+    params = {
+        k: v
+        for k, v in connection.get_connection_params().items()
+        if k in ("host", "port", "user", "password")
+    }
+    with psycopg.connect(
+        dbname="postgres", autocommit=True, connect_timeout=5, **params
+    ) as conn:
         for statement in statements:
             conn.execute(statement)
 
 
 def block(allow: bool) -> None:
-    statements = [f"ALTER DATABASE {STALE_DB} ALLOW_CONNECTIONS {'true' if allow else 'false'}"]
+    statements = [
+        f"ALTER DATABASE {STALE_DB} ALLOW_CONNECTIONS {'true' if allow else 'false'}"
+    ]
     if not allow:
         statements.append(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
@@ -88,16 +96,30 @@ def stale_database():
 @pytest.fixture
 def serving_process(stale_database):
     params = connection.get_connection_params()
-    url = (f"postgres://{params.get('user', 'postgres')}"
-           f"{':' + params['password'] if params.get('password') else ''}"
-           f"@{params.get('host', '127.0.0.1')}:{params.get('port', 5432)}/{STALE_DB}")
-    env = {**os.environ, "DATABASE_URL": url, "DJANGO_SETTINGS_MODULE": "controlplane.settings",
-           "DEBUG": "false", "SECRET_KEY": "stale-test", "LOG_LEVEL": "ERROR",
-           "DATABASE_CONN_MAX_AGE": "60"}
+    url = (
+        f"postgres://{params.get('user', 'postgres')}"
+        f"{':' + params['password'] if params.get('password') else ''}"
+        f"@{params.get('host', '127.0.0.1')}:{params.get('port', 5432)}/{STALE_DB}"
+    )
+    env = {
+        **os.environ,
+        "DATABASE_URL": url,
+        "DJANGO_SETTINGS_MODULE": "controlplane.settings",
+        "DEBUG": "false",
+        "SECRET_KEY": "stale-test",
+        "LOG_LEVEL": "ERROR",
+        "DATABASE_CONN_MAX_AGE": "60",
+    }
     if stale_database:
         env["STALE_MIGRATE"] = "1"
-    process = subprocess.Popen([sys.executable, "-c", SERVER], cwd=ROOT, env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-c", SERVER],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         line = process.stdout.readline()
         if not line:
@@ -114,7 +136,8 @@ def serving_process(stale_database):
 
 def evaluate(port: int, key: str) -> dict:
     request = urllib.request.Request(
-        f"http://127.0.0.1:{port}/api/v1/evaluate", method="POST",
+        f"http://127.0.0.1:{port}/api/v1/evaluate",
+        method="POST",
         data=json.dumps({"context": {"merchant": "m-7"}}).encode(),
         headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
     )
@@ -144,8 +167,10 @@ def test_serving__database_refuses_connections__stale_answers_then_recovery(
     try:
         # When: the database refuses every connection
         block(allow=False)
-        stale = wait_until(lambda: (lambda b: b if b["stale"] else None)(evaluate(port, key)),
-                           timeout=10)
+        stale = wait_until(
+            lambda: (lambda b: b if b["stale"] else None)(evaluate(port, key)),
+            timeout=10,
+        )
         # Then: still answering, with the same answer, marked stale
         assert stale["flags"] == fresh["flags"]
         assert stale["version"] == fresh["version"]
@@ -153,7 +178,8 @@ def test_serving__database_refuses_connections__stale_answers_then_recovery(
         # When: it accepts connections again
         block(allow=True)
     recovered = wait_until(
-        lambda: (lambda b: b if not b["stale"] else None)(evaluate(port, key)), timeout=20
+        lambda: (lambda b: b if not b["stale"] else None)(evaluate(port, key)),
+        timeout=20,
     )
     # Then
     assert recovered["flags"] == fresh["flags"]

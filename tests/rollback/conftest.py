@@ -1,4 +1,5 @@
 """Fixtures of the rollback tests: settings, deployments, real scripts."""
+
 from __future__ import annotations
 
 import os
@@ -26,10 +27,22 @@ def deployment_pair(production):
     """v1 then v2 of service "shop" in production (v2 live, v1 its previous)."""
     from rollback.services import deployment_record
 
-    v1 = deployment_record(actor=SYSTEM, service="shop", environment=production, version="v1",
-                           artifact="img:v1", migration_state={})
-    v2 = deployment_record(actor=SYSTEM, service="shop", environment=production, version="v2",
-                           artifact="img:v2", migration_state={})
+    v1 = deployment_record(
+        actor=SYSTEM,
+        service="shop",
+        environment=production,
+        version="v1",
+        artifact="img:v1",
+        migration_state={},
+    )
+    v2 = deployment_record(
+        actor=SYSTEM,
+        service="shop",
+        environment=production,
+        version="v2",
+        artifact="img:v2",
+        migration_state={},
+    )
     return v1, v2
 
 
@@ -52,7 +65,8 @@ def deploy_script(tmp_path) -> Path:
     version once done; ``deploy.sh status`` prints the current version.
     """
     script = tmp_path / "deploy.sh"
-    script.write_text(textwrap.dedent(f"""\
+    script.write_text(
+        textwrap.dedent(f"""\
         #!/bin/sh
         if [ "$1" = "status" ]; then cat "{tmp_path}/current" 2>/dev/null; exit 0; fi
         echo "$@" >> "{tmp_path}/calls.log"
@@ -60,7 +74,8 @@ def deploy_script(tmp_path) -> Path:
         echo "$2" > "{tmp_path}/current"
         echo "deployed $1 $2"
         exit "${{DEPLOY_EXIT:-0}}"
-        """))
+        """)
+    )
     script.chmod(script.stat().st_mode | stat.S_IXUSR)
     return script
 

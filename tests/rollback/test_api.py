@@ -1,4 +1,5 @@
 """Management API of the rollback engine over real HTTP (Django test client)."""
+
 from __future__ import annotations
 
 import pytest
@@ -11,7 +12,9 @@ from rollback.models import Deployment, RollbackRun
 @pytest.fixture
 def operator(db):
     user = User.objects.create_user("ops", password="pw")
-    user.user_permissions.set(Permission.objects.filter(content_type__app_label="rollback"))
+    user.user_permissions.set(
+        Permission.objects.filter(content_type__app_label="rollback")
+    )
     return user
 
 
@@ -21,30 +24,50 @@ def api(client, operator):
     return client
 
 
-def test_deployment_create__ci_post__captures_migration_state_and_audits(api, production):
+def test_deployment_create__ci_post__captures_migration_state_and_audits(
+    api, production
+):
     # Given / When
-    response = api.post("/api/v1/deployments",
-                        {"service": "shop", "environment": "production", "version": "v7", "artifact": "sha:abc"},
-                        content_type="application/json")
+    response = api.post(
+        "/api/v1/deployments",
+        {
+            "service": "shop",
+            "environment": "production",
+            "version": "v7",
+            "artifact": "sha:abc",
+        },
+        content_type="application/json",
+    )
     # Then
     assert response.status_code == 201, response.content
     body = response.json()
     assert body["version"] == "v7" and body["previous"] is None
     assert body["migration_state"]["default"]["rollback"] == "0001_initial"
-    assert AuditEvent.objects.filter(action="deployment.recorded", actor_name="ops").count() == 1
+    assert (
+        AuditEvent.objects.filter(
+            action="deployment.recorded", actor_name="ops"
+        ).count()
+        == 1
+    )
 
 
 def test_deployment_create__missing_version__400_field_error(api, production):
-    response = api.post("/api/v1/deployments", {"service": "shop", "environment": "production"},
-                        content_type="application/json")
+    response = api.post(
+        "/api/v1/deployments",
+        {"service": "shop", "environment": "production"},
+        content_type="application/json",
+    )
     assert response.status_code == 400
     assert "version" in response.json()["errors"]
     assert Deployment.objects.count() == 0
 
 
 def test_deployment_create__unknown_environment__404(api, db):
-    response = api.post("/api/v1/deployments", {"service": "s", "environment": "mars", "version": "1"},
-                        content_type="application/json")
+    response = api.post(
+        "/api/v1/deployments",
+        {"service": "s", "environment": "mars", "version": "1"},
+        content_type="application/json",
+    )
     assert response.status_code == 404
     assert response.json()["message"] == "environment 'mars' does not exist"
 
@@ -54,7 +77,11 @@ def test_deployment_list_and_detail__two_recorded__newest_first(api, deployment_
     listing = api.get("/api/v1/deployments").json()["results"]
     assert [d["version"] for d in listing] == ["v2", "v1"]
     detail = api.get(f"/api/v1/deployments/{v2.pk}").json()
-    assert (detail["previous"], detail["previous_version"], detail["status"]) == (v1.pk, "v1", "live")
+    assert (detail["previous"], detail["previous_version"], detail["status"]) == (
+        v1.pk,
+        "v1",
+        "live",
+    )
     assert api.get("/api/v1/deployments/9999").status_code == 404
 
 
@@ -69,33 +96,51 @@ def test_deployment_preflight__no_backend__level_2_not_possible(api, deployment_
 
 
 def test_rollback_run_create__level_2__201_and_run_executed(
-    api, deployment_pair, releases, rollback_settings, django_capture_on_commit_callbacks
+    api,
+    deployment_pair,
+    releases,
+    rollback_settings,
+    django_capture_on_commit_callbacks,
 ):
     # Given
     _, v2 = deployment_pair
-    rollback_settings(ROLLBACK_DEPLOY_BACKENDS={"default": {"type": "symlink", "root": str(releases)}})
+    rollback_settings(
+        ROLLBACK_DEPLOY_BACKENDS={"default": {"type": "symlink", "root": str(releases)}}
+    )
     # When
     with django_capture_on_commit_callbacks(execute=True):
-        response = api.post("/api/v1/rollback-runs", {"level": 2, "deployment": v2.pk, "reason": "5xx"},
-                            content_type="application/json")
+        response = api.post(
+            "/api/v1/rollback-runs",
+            {"level": 2, "deployment": v2.pk, "reason": "5xx"},
+            content_type="application/json",
+        )
     # Then
     assert response.status_code == 201, response.content
     run_id = response.json()["id"]
     detail = api.get(f"/api/v1/rollback-runs/{run_id}").json()
     assert detail["status"] == "succeeded"
     assert [(s["actuator"], s["status"]) for s in detail["steps"]] == [
-        ("flag_toggle", "skipped"), ("deployment_revert", "succeeded")]
+        ("flag_toggle", "skipped"),
+        ("deployment_revert", "succeeded"),
+    ]
     assert api.post(f"/api/v1/rollback-runs/{run_id}/retry").status_code == 409
 
 
-@pytest.mark.parametrize("payload,status,field", [
-    ({"level": 4, "deployment": 1}, 400, "level"),
-    ({"level": "two", "deployment": 1}, 400, "level"),
-    ({"level": 2, "deployment": 9999}, 404, None),
-    ({"level": 2}, 400, "deployment"),
-])
-def test_rollback_run_create__bad_input__error_and_nothing_created(api, deployment_pair, payload, status, field):
-    response = api.post("/api/v1/rollback-runs", payload, content_type="application/json")
+@pytest.mark.parametrize(
+    "payload,status,field",
+    [
+        ({"level": 4, "deployment": 1}, 400, "level"),
+        ({"level": "two", "deployment": 1}, 400, "level"),
+        ({"level": 2, "deployment": 9999}, 404, None),
+        ({"level": 2}, 400, "deployment"),
+    ],
+)
+def test_rollback_run_create__bad_input__error_and_nothing_created(
+    api, deployment_pair, payload, status, field
+):
+    response = api.post(
+        "/api/v1/rollback-runs", payload, content_type="application/json"
+    )
     assert response.status_code == status, response.content
     if field:
         assert field in response.json()["errors"]
@@ -104,15 +149,20 @@ def test_rollback_run_create__bad_input__error_and_nothing_created(api, deployme
 
 def test_rollback_run_create__no_backend__409(api, deployment_pair):
     _, v2 = deployment_pair
-    response = api.post("/api/v1/rollback-runs", {"level": 2, "deployment": v2.pk},
-                        content_type="application/json")
+    response = api.post(
+        "/api/v1/rollback-runs",
+        {"level": 2, "deployment": v2.pk},
+        content_type="application/json",
+    )
     assert response.status_code == 409
     assert "no deploy backend for service 'shop'" in response.json()["message"]
 
 
 def test_rollback_api__unauthenticated__refused(client, deployment_pair):
     assert client.get("/api/v1/deployments").status_code in (401, 403)
-    assert client.post("/api/v1/rollback-runs", {"level": 1}, content_type="application/json").status_code in (401, 403)
+    assert client.post(
+        "/api/v1/rollback-runs", {"level": 1}, content_type="application/json"
+    ).status_code in (401, 403)
 
 
 def test_rollback_api__no_permission__403(client, deployment_pair):

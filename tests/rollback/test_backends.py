@@ -1,4 +1,5 @@
 """Deployment-revert backends against real files, scripts and an HTTP server."""
+
 from __future__ import annotations
 
 import hashlib
@@ -26,7 +27,9 @@ def test_symlink_backend__current_on_v2__points_at_v1_atomically(
 ):
     # Given
     v1, v2 = deployment_pair
-    rollback_settings(ROLLBACK_DEPLOY_BACKENDS={"shop": {"type": "symlink", "root": str(releases)}})
+    rollback_settings(
+        ROLLBACK_DEPLOY_BACKENDS={"shop": {"type": "symlink", "root": str(releases)}}
+    )
     # When
     run = run_now(actor=actor, level=2, reason="errors up", deployment=v2)
     # Then
@@ -36,16 +39,30 @@ def test_symlink_backend__current_on_v2__points_at_v1_atomically(
     assert [p.name for p in releases.iterdir() if p.name.startswith(".current")] == []
     v1.refresh_from_db(), v2.refresh_from_db()
     assert (v1.status, v2.status) == (DeploymentStatus.LIVE, DeploymentStatus.REVERTED)
-    assert AuditEvent.objects.filter(action="deployment.reverted", target_id=str(v2.pk)).count() == 1
+    assert (
+        AuditEvent.objects.filter(
+            action="deployment.reverted", target_id=str(v2.pk)
+        ).count()
+        == 1
+    )
 
 
-def test_symlink_backend__already_on_target__changes_nothing(releases, rollback_settings):
+def test_symlink_backend__already_on_target__changes_nothing(
+    releases, rollback_settings
+):
     # Given
-    from rollback.actuators import ACTUATORS, StepContext
     from controlplane.audit.actors import SYSTEM
+    from rollback.actuators import ACTUATORS, StepContext
 
-    rollback_settings(ROLLBACK_DEPLOY_BACKENDS={"shop": {"type": "symlink", "root": str(releases)}})
-    params = {"service": "shop", "version": "v1", "previous_version": "v2", "backend": "shop"}
+    rollback_settings(
+        ROLLBACK_DEPLOY_BACKENDS={"shop": {"type": "symlink", "root": str(releases)}}
+    )
+    params = {
+        "service": "shop",
+        "version": "v1",
+        "previous_version": "v2",
+        "backend": "shop",
+    }
     actuator = ACTUATORS["deployment_revert"]
     ctx = StepContext(step_id=1, run_id=1, attempt=1, actor=SYSTEM)
     actuator.execute(params, ctx)
@@ -63,12 +80,21 @@ def test_command_backend__real_script__records_arguments_once(
 ):
     # Given
     _, v2 = deployment_pair
-    rollback_settings(ROLLBACK_DEPLOY_BACKENDS={"default": {
-        "type": "command",
-        "argv": [str(deploy_script), "{service}", "{version}", "--from={previous_version}",
-                 "--artifact={artifact}"],
-        "timeout": 10,
-    }})
+    rollback_settings(
+        ROLLBACK_DEPLOY_BACKENDS={
+            "default": {
+                "type": "command",
+                "argv": [
+                    str(deploy_script),
+                    "{service}",
+                    "{version}",
+                    "--from={previous_version}",
+                    "--artifact={artifact}",
+                ],
+                "timeout": 10,
+            }
+        }
+    )
     # When
     run = run_now(actor=actor, level=2, reason="bad release", deployment=v2)
     # Then
@@ -87,10 +113,14 @@ def test_command_backend__timeout__kills_script_and_fails_step(
     _, v2 = deployment_pair
     rollback_settings(
         ROLLBACK_STEP_MAX_ATTEMPTS=1,
-        ROLLBACK_DEPLOY_BACKENDS={"default": {
-            "type": "command", "argv": [str(deploy_script), "{service}", "{version}"],
-            "timeout": 0.5, "env": {"DEPLOY_SLEEP": "5"},
-        }},
+        ROLLBACK_DEPLOY_BACKENDS={
+            "default": {
+                "type": "command",
+                "argv": [str(deploy_script), "{service}", "{version}"],
+                "timeout": 0.5,
+                "env": {"DEPLOY_SLEEP": "5"},
+            }
+        },
     )
     # When
     run = run_now(actor=actor, level=2, reason="bad release", deployment=v2)
@@ -102,7 +132,12 @@ def test_command_backend__timeout__kills_script_and_fails_step(
     assert not (tmp_path / "current").exists()  # killed before it wrote the version
     v2.refresh_from_db()
     assert v2.status == DeploymentStatus.LIVE
-    assert AuditEvent.objects.filter(action="rollback.run_failed", target_id=str(run.pk)).count() == 1
+    assert (
+        AuditEvent.objects.filter(
+            action="rollback.run_failed", target_id=str(run.pk)
+        ).count()
+        == 1
+    )
 
 
 def test_command_backend__nonzero_exit__retried_then_failed(
@@ -111,19 +146,29 @@ def test_command_backend__nonzero_exit__retried_then_failed(
     # Given
     _, v2 = deployment_pair
     rollback_settings(
-        ROLLBACK_STEP_MAX_ATTEMPTS=2, ROLLBACK_RETRY_BACKOFF_SECONDS=0,
-        ROLLBACK_DEPLOY_BACKENDS={"default": {
-            "type": "command", "argv": [str(deploy_script), "{service}", "{version}"],
-            "env": {"DEPLOY_EXIT": "3"},
-        }},
+        ROLLBACK_STEP_MAX_ATTEMPTS=2,
+        ROLLBACK_RETRY_BACKOFF_SECONDS=0,
+        ROLLBACK_DEPLOY_BACKENDS={
+            "default": {
+                "type": "command",
+                "argv": [str(deploy_script), "{service}", "{version}"],
+                "env": {"DEPLOY_EXIT": "3"},
+            }
+        },
     )
     # When
     run = run_now(actor=actor, level=2, reason="bad release", deployment=v2)
     # Then
     step = _step(run, 2)
-    assert (run.status, step.status, step.attempts) == (RunStatus.FAILED, StepStatus.FAILED, 2)
+    assert (run.status, step.status, step.attempts) == (
+        RunStatus.FAILED,
+        StepStatus.FAILED,
+        2,
+    )
     assert len(calls(tmp_path)) == 2
-    failed = AuditEvent.objects.filter(action="rollback.step_failed", target_id=str(step.pk))
+    failed = AuditEvent.objects.filter(
+        action="rollback.step_failed", target_id=str(step.pk)
+    )
     assert [e.details["will_retry"] for e in failed.order_by("id")] == [True, False]
 
 
@@ -134,8 +179,16 @@ class _Hook(BaseHTTPRequestHandler):
     def do_POST(self):  # noqa: N802
         body = self.rfile.read(int(self.headers["Content-Length"]))
         expected = "sha256=" + hmac.new(self.secret, body, hashlib.sha256).hexdigest()
-        ok = hmac.compare_digest(self.headers.get("X-Controlplane-Signature", ""), expected)
-        self.hits.append({"ok": ok, "body": json.loads(body), "key": self.headers.get("Idempotency-Key")})
+        ok = hmac.compare_digest(
+            self.headers.get("X-Controlplane-Signature", ""), expected
+        )
+        self.hits.append(
+            {
+                "ok": ok,
+                "body": json.loads(body),
+                "key": self.headers.get("Idempotency-Key"),
+            }
+        )
         self.send_response(200 if ok else 401)
         self.end_headers()
         self.wfile.write(b"reverted" if ok else b"bad signature")
@@ -156,18 +209,27 @@ def webhook_server():
 
 
 @pytest.mark.slow
-def test_webhook_backend__signed_post__2xx_succeeds(deployment_pair, webhook_server, rollback_settings, actor, run_now):
+def test_webhook_backend__signed_post__2xx_succeeds(
+    deployment_pair, webhook_server, rollback_settings, actor, run_now
+):
     # Given
     _, v2 = deployment_pair
     url, hits = webhook_server
-    rollback_settings(ROLLBACK_DEPLOY_BACKENDS={"shop": {"type": "webhook", "url": url, "secret": "s3cret"}})
+    rollback_settings(
+        ROLLBACK_DEPLOY_BACKENDS={
+            "shop": {"type": "webhook", "url": url, "secret": "s3cret"}
+        }
+    )
     # When
     run = run_now(actor=actor, level=2, reason="errors", deployment=v2)
     # Then
     step = _step(run, 2)
     assert run.status == RunStatus.SUCCEEDED
     assert len(hits) == 1 and hits[0]["ok"] is True
-    assert hits[0]["body"]["version"] == "v1" and hits[0]["body"]["previous_version"] == "v2"
+    assert (
+        hits[0]["body"]["version"] == "v1"
+        and hits[0]["body"]["previous_version"] == "v2"
+    )
     assert hits[0]["key"] == f"rollback-step-{step.pk}"
 
 
@@ -180,7 +242,9 @@ def test_webhook_backend__wrong_secret__rejected_and_step_failed(
     url, hits = webhook_server
     rollback_settings(
         ROLLBACK_STEP_MAX_ATTEMPTS=1,
-        ROLLBACK_DEPLOY_BACKENDS={"shop": {"type": "webhook", "url": url, "secret": "wrong"}},
+        ROLLBACK_DEPLOY_BACKENDS={
+            "shop": {"type": "webhook", "url": url, "secret": "wrong"}
+        },
     )
     # When
     run = run_now(actor=actor, level=2, reason="errors", deployment=v2)
@@ -190,9 +254,11 @@ def test_webhook_backend__wrong_secret__rejected_and_step_failed(
     assert "HTTP 401" in _step(run, 2).error
 
 
-def test_backend__not_configured__conflict_and_nothing_written(deployment_pair, rollback_settings, actor):
+def test_backend__not_configured__conflict_and_nothing_written(
+    deployment_pair, rollback_settings, actor
+):
     # Given
-    from flags.exceptions import Conflict
+    from controlplane.exceptions import Conflict
 
     _, v2 = deployment_pair
     rollback_settings(ROLLBACK_DEPLOY_BACKENDS={})

@@ -1,4 +1,5 @@
 """Two workers on one run at once: row locks let only one execute the step."""
+
 from __future__ import annotations
 
 import threading
@@ -15,18 +16,30 @@ from tests.rollback.conftest import calls
 @pytest.mark.postgres
 @pytest.mark.slow
 def test_two_workers__same_run_at_once__step_executed_once(
-    transactional_db, deployment_pair, deploy_script, tmp_path, rollback_settings, actor,
+    transactional_db,
+    deployment_pair,
+    deploy_script,
+    tmp_path,
+    rollback_settings,
+    actor,
     monkeypatch,
 ):
     # Given: a queued run whose deploy step takes a second
     _, v2 = deployment_pair
-    rollback_settings(ROLLBACK_DEPLOY_BACKENDS={"default": {
-        "type": "command", "argv": [str(deploy_script), "{service}", "{version}"],
-        "env": {"DEPLOY_SLEEP": "1"},
-    }})
+    rollback_settings(
+        ROLLBACK_DEPLOY_BACKENDS={
+            "default": {
+                "type": "command",
+                "argv": [str(deploy_script), "{service}", "{version}"],
+                "env": {"DEPLOY_SLEEP": "1"},
+            }
+        }
+    )
     # Leave the run queued for the two threads below instead of running the
     # eager task at commit (the threads play the two workers).
-    monkeypatch.setattr("rollback.services.runs._queue", lambda run_id, countdown=None: None)
+    monkeypatch.setattr(
+        "rollback.services.runs._queue", lambda run_id, countdown=None: None
+    )
     run = rollback_run_start(actor=actor, level=2, reason="x", deployment=v2)
     assert run.status == RunStatus.PENDING and calls(tmp_path) == []
     barrier = threading.Barrier(2)

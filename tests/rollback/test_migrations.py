@@ -1,4 +1,5 @@
 """Migration revert and preflight against real test apps with real migrations."""
+
 from __future__ import annotations
 
 import pytest
@@ -9,7 +10,7 @@ from django.db.migrations.recorder import MigrationRecorder
 from controlplane.audit.actors import SYSTEM
 from controlplane.audit.models import AuditEvent
 from controlplane.audit.services import audit_chain_verify
-from flags.exceptions import Conflict
+from controlplane.exceptions import Conflict
 from rollback.actuators.migration_revert import migration_state_capture
 from rollback.models import RunStatus
 from rollback.preflight import rollback_preflight
@@ -18,7 +19,10 @@ from rollback.services import deployment_record, rollback_run_start
 
 def _columns(table: str) -> set[str]:
     with connection.cursor() as cursor:
-        return {c.name for c in connection.introspection.get_table_description(cursor, table)}
+        return {
+            c.name
+            for c in connection.introspection.get_table_description(cursor, table)
+        }
 
 
 def _tables() -> set[str]:
@@ -31,7 +35,11 @@ def _indexes(table: str) -> set[str]:
 
 
 def _applied(app: str) -> list[str]:
-    return sorted(MigrationRecorder.Migration.objects.filter(app=app).values_list("name", flat=True))
+    return sorted(
+        MigrationRecorder.Migration.objects.filter(app=app).values_list(
+            "name", flat=True
+        )
+    )
 
 
 @pytest.fixture
@@ -51,10 +59,20 @@ def test_run_level_3__three_migrations_applied__schema_back_and_rows_gone(
     migrapp_at, production, releases, rollback_settings, actor
 ):
     # Given: v1 live with migrapp_ok at 0001; v2 recorded, then migrated to 0003
-    rollback_settings(ROLLBACK_DEPLOY_BACKENDS={"default": {"type": "symlink", "root": str(releases)}})
+    rollback_settings(
+        ROLLBACK_DEPLOY_BACKENDS={"default": {"type": "symlink", "root": str(releases)}}
+    )
     migrapp_at("0001")
-    deployment_record(actor=SYSTEM, service="shop", environment=production, version="v1", migration_state={})
-    v2 = deployment_record(actor=SYSTEM, service="shop", environment=production, version="v2")
+    deployment_record(
+        actor=SYSTEM,
+        service="shop",
+        environment=production,
+        version="v1",
+        migration_state={},
+    )
+    v2 = deployment_record(
+        actor=SYSTEM, service="shop", environment=production, version="v2"
+    )
     assert v2.migration_state["default"]["migrapp_ok"] == "0001_initial"
     call_command("migrate", "migrapp_ok", verbosity=0)
     with connection.cursor() as cursor:
@@ -73,13 +91,23 @@ def test_run_level_3__three_migrations_applied__schema_back_and_rows_gone(
     assert "migrapp_ok_widget_name_size" not in _indexes("migrapp_ok_widget")
     assert _applied("migrapp_ok") == ["0001_initial"]
     step = run.steps.get(level=3)
-    assert "unapplied migrapp_ok.0003_widget_index, migrapp_ok.0002_widget_size" in step.output
-    assert AuditEvent.objects.filter(action="rollback.step_succeeded", target_id=str(step.pk)).count() == 1
+    assert (
+        "unapplied migrapp_ok.0003_widget_index, migrapp_ok.0002_widget_size"
+        in step.output
+    )
+    assert (
+        AuditEvent.objects.filter(
+            action="rollback.step_succeeded", target_id=str(step.pk)
+        ).count()
+        == 1
+    )
     assert audit_chain_verify().ok
 
 
 @pytest.mark.slow
-def test_migration_revert__to_zero__table_dropped(migrapp_at, production, rollback_settings, actor):
+def test_migration_revert__to_zero__table_dropped(
+    migrapp_at, production, rollback_settings, actor
+):
     # Given
     from rollback.actuators import ACTUATORS, StepContext
 
@@ -88,23 +116,39 @@ def test_migration_revert__to_zero__table_dropped(migrapp_at, production, rollba
     call_command("migrate", "migrapp_ok", verbosity=0)
     assert "migrapp_ok_widget" in _tables()
     actuator = ACTUATORS["migration_revert"]
-    params = {"migration_state": {"default": {"migrapp_ok": state["default"]["migrapp_ok"]}}}
+    params = {
+        "migration_state": {"default": {"migrapp_ok": state["default"]["migrapp_ok"]}}
+    }
     assert actuator.verify(params) is False
     # When
-    output = actuator.execute(params, StepContext(step_id=1, run_id=1, attempt=1, actor=SYSTEM))
+    actuator.execute(params, StepContext(step_id=1, run_id=1, attempt=1, actor=SYSTEM))
     # Then
     assert "migrapp_ok_widget" not in _tables()
     assert _applied("migrapp_ok") == []
     assert actuator.verify(params) is True
     assert "already at the recorded state" in actuator.execute(
-        params, StepContext(step_id=1, run_id=1, attempt=2, actor=SYSTEM))
+        params, StepContext(step_id=1, run_id=1, attempt=2, actor=SYSTEM)
+    )
 
 
-def test_preflight__irreversible_run_python__refuses_naming_migration_and_operation(production, rollback_settings):
+def test_preflight__irreversible_run_python__refuses_naming_migration_and_operation(
+    production, rollback_settings
+):
     # Given
-    deployment_record(actor=SYSTEM, service="shop", environment=production, version="v1", migration_state={})
-    v2 = deployment_record(actor=SYSTEM, service="shop", environment=production, version="v2",
-                           migration_state={"default": {"migrapp_irreversible": "0001_initial"}})
+    deployment_record(
+        actor=SYSTEM,
+        service="shop",
+        environment=production,
+        version="v1",
+        migration_state={},
+    )
+    v2 = deployment_record(
+        actor=SYSTEM,
+        service="shop",
+        environment=production,
+        version="v2",
+        migration_state={"default": {"migrapp_irreversible": "0001_initial"}},
+    )
     # When
     report = rollback_preflight(deployment=v2)
     # Then
@@ -116,12 +160,27 @@ def test_preflight__irreversible_run_python__refuses_naming_migration_and_operat
     assert "no deploy backend for service 'shop'" in report[2]["reasons"][0]
 
 
-def test_run_level_3__irreversible__conflict_and_nothing_written(production, releases, rollback_settings, actor):
+def test_run_level_3__irreversible__conflict_and_nothing_written(
+    production, releases, rollback_settings, actor
+):
     # Given
-    rollback_settings(ROLLBACK_DEPLOY_BACKENDS={"default": {"type": "symlink", "root": str(releases)}})
-    deployment_record(actor=SYSTEM, service="shop", environment=production, version="v1", migration_state={})
-    v2 = deployment_record(actor=SYSTEM, service="shop", environment=production, version="v2",
-                           migration_state={"default": {"migrapp_irreversible": None}})
+    rollback_settings(
+        ROLLBACK_DEPLOY_BACKENDS={"default": {"type": "symlink", "root": str(releases)}}
+    )
+    deployment_record(
+        actor=SYSTEM,
+        service="shop",
+        environment=production,
+        version="v1",
+        migration_state={},
+    )
+    v2 = deployment_record(
+        actor=SYSTEM,
+        service="shop",
+        environment=production,
+        version="v2",
+        migration_state={"default": {"migrapp_irreversible": None}},
+    )
     # When
     with pytest.raises(Conflict) as info:
         rollback_run_start(actor=actor, level=3, reason="x", deployment=v2)
@@ -130,16 +189,26 @@ def test_run_level_3__irreversible__conflict_and_nothing_written(production, rel
     assert v2.rollback_runs.count() == 0
 
 
-def test_preflight__backup_command_fails__revert_not_started(migrapp_at, production, rollback_settings, tmp_path):
+def test_preflight__backup_command_fails__revert_not_started(
+    migrapp_at, production, rollback_settings, tmp_path
+):
     # Given
     from rollback.actuators import ACTUATORS, ActuatorError, StepContext
 
     migrapp_at("0002")
-    rollback_settings(ROLLBACK_MIGRATION_BACKUP_COMMAND=["sh", "-c", "echo dumping {database}; exit 2"])
+    rollback_settings(
+        ROLLBACK_MIGRATION_BACKUP_COMMAND=[
+            "sh",
+            "-c",
+            "echo dumping {database}; exit 2",
+        ]
+    )
     params = {"migration_state": {"default": {"migrapp_ok": "0001_initial"}}}
     # When
     with pytest.raises(ActuatorError) as info:
-        ACTUATORS["migration_revert"].execute(params, StepContext(step_id=1, run_id=1, attempt=1, actor=SYSTEM))
+        ACTUATORS["migration_revert"].execute(
+            params, StepContext(step_id=1, run_id=1, attempt=1, actor=SYSTEM)
+        )
     # Then
     assert "backup command exited with status 2" in info.value.message
     assert "dumping" in info.value.output

@@ -1,4 +1,5 @@
 """Rollback runs: steps in order, audit, bad input, claims, retries, crash recovery."""
+
 from __future__ import annotations
 
 from datetime import timedelta
@@ -9,8 +10,8 @@ from django.utils import timezone
 from controlplane.audit.actors import SYSTEM
 from controlplane.audit.models import AuditEvent
 from controlplane.audit.services import audit_chain_verify
+from controlplane.exceptions import Conflict, InvalidInput, InvalidTransition, NotFound
 from flags import services as flag_services
-from flags.exceptions import Conflict, InvalidInput, InvalidTransition, NotFound
 from flags.models import FlagState, MerchantOverride
 from rollback.executor import rollback_run_execute
 from rollback.models import RollbackRun, RollbackStep, RunStatus, StepStatus
@@ -30,12 +31,22 @@ def rolled_out_flag(production, flag_factory, merchant_factory, actor):
     """A bool flag captured at 10%, then moved to 50% with a pilot override added."""
     flag = flag_factory("sequential_workflow")
     old, pilot = merchant_factory("m-old"), merchant_factory("m-pilot")
-    flag_services.flag_state_set_enabled(actor=actor, flag=flag, environment=production, enabled=True)
-    flag_services.flag_state_set_percentage(actor=actor, flag=flag, environment=production, percentage=10)
-    flag_services.override_set(actor=actor, flag=flag, environment=production, merchant=old, variation="on")
+    flag_services.flag_state_set_enabled(
+        actor=actor, flag=flag, environment=production, enabled=True
+    )
+    flag_services.flag_state_set_percentage(
+        actor=actor, flag=flag, environment=production, percentage=10
+    )
+    flag_services.override_set(
+        actor=actor, flag=flag, environment=production, merchant=old, variation="on"
+    )
     captured = flag_capture(flag=flag, environment=production)
-    flag_services.flag_state_set_percentage(actor=actor, flag=flag, environment=production, percentage=50)
-    flag_services.override_set(actor=actor, flag=flag, environment=production, merchant=pilot, variation="on")
+    flag_services.flag_state_set_percentage(
+        actor=actor, flag=flag, environment=production, percentage=50
+    )
+    flag_services.override_set(
+        actor=actor, flag=flag, environment=production, merchant=pilot, variation="on"
+    )
     return flag, captured
 
 
@@ -45,31 +56,59 @@ def test_run_level_1__captured_state__percentage_back_and_pilot_override_removed
     # Given
     flag, captured = rolled_out_flag
     # When
-    run = run_now(actor=actor, level=1, reason="check failed", flag_restore=captured,
-                  trigger="check", trigger_ref="rollout:7")
+    run = run_now(
+        actor=actor,
+        level=1,
+        reason="check failed",
+        flag_restore=captured,
+        trigger="check",
+        trigger_ref="rollout:7",
+    )
     # Then
     state = FlagState.objects.get(flag=flag, environment=production)
     assert run.status == RunStatus.SUCCEEDED
     assert state.percentage == 10
-    assert sorted(MerchantOverride.objects.filter(flag=flag).values_list("merchant__key", flat=True)) == ["m-old"]
+    assert sorted(
+        MerchantOverride.objects.filter(flag=flag).values_list(
+            "merchant__key", flat=True
+        )
+    ) == ["m-old"]
     actions = list(AuditEvent.objects.order_by("id").values_list("action", flat=True))
     assert actions[-7:] == [
-        "rollback.run_created", "rollback.run_started", "rollback.step_started",
-        "override.removed", "flag_state.restored_snapshot", "rollback.step_succeeded",
+        "rollback.run_created",
+        "rollback.run_started",
+        "rollback.step_started",
+        "override.removed",
+        "flag_state.restored_snapshot",
+        "rollback.step_succeeded",
         "rollback.run_completed",
     ]
-    assert AuditEvent.objects.filter(action="override.removed", actor_name="alice").count() == 1
-    assert AuditEvent.objects.filter(action="rollback.run_completed", target_id=str(run.pk)).count() == 1
+    assert (
+        AuditEvent.objects.filter(action="override.removed", actor_name="alice").count()
+        == 1
+    )
+    assert (
+        AuditEvent.objects.filter(
+            action="rollback.run_completed", target_id=str(run.pk)
+        ).count()
+        == 1
+    )
     assert audit_chain_verify().ok
 
 
 def test_run_level_1__no_snapshot__kills_flag(production, flag_factory, actor, run_now):
     # Given
     flag = flag_factory("enable_supplier_policy")
-    flag_services.flag_state_set_enabled(actor=actor, flag=flag, environment=production, enabled=True)
+    flag_services.flag_state_set_enabled(
+        actor=actor, flag=flag, environment=production, enabled=True
+    )
     # When
-    run = run_now(actor=actor, level=1, reason="errors",
-                  flag_restore={"flag": flag.key, "environment": "production", "snapshot": None})
+    run = run_now(
+        actor=actor,
+        level=1,
+        reason="errors",
+        flag_restore={"flag": flag.key, "environment": "production", "snapshot": None},
+    )
     # Then
     state = FlagState.objects.get(flag=flag, environment=production)
     assert run.status == RunStatus.SUCCEEDED
@@ -82,16 +121,23 @@ def test_run_level_2__no_flag__flag_step_skipped_and_steps_ordered(
 ):
     # Given
     _, v2 = deployment_pair
-    rollback_settings(ROLLBACK_DEPLOY_BACKENDS={"default": {"type": "symlink", "root": str(releases)}})
+    rollback_settings(
+        ROLLBACK_DEPLOY_BACKENDS={"default": {"type": "symlink", "root": str(releases)}}
+    )
     # When
     run = run_now(actor=actor, level=2, reason="errors", deployment=v2.pk)
     # Then
     steps = list(run.steps.values_list("position", "actuator", "status"))
-    assert steps == [(1, "flag_toggle", "skipped"), (2, "deployment_revert", "succeeded")]
+    assert steps == [
+        (1, "flag_toggle", "skipped"),
+        (2, "deployment_revert", "succeeded"),
+    ]
 
 
 @pytest.mark.parametrize("level", [0, 4, "x", None])
-def test_run_start__level_outside_1_to_3__invalid_input_nothing_written(deployment_pair, actor, level):
+def test_run_start__level_outside_1_to_3__invalid_input_nothing_written(
+    deployment_pair, actor, level
+):
     # Given
     _, v2 = deployment_pair
     events = AuditEvent.objects.count()
@@ -112,11 +158,20 @@ def test_run_start__unknown_deployment__not_found(db, actor):
     assert RollbackRun.objects.count() == 0
 
 
-def test_run_start__no_previous_deployment__conflict_names_reason(production, releases, rollback_settings, actor):
+def test_run_start__no_previous_deployment__conflict_names_reason(
+    production, releases, rollback_settings, actor
+):
     # Given
-    rollback_settings(ROLLBACK_DEPLOY_BACKENDS={"default": {"type": "symlink", "root": str(releases)}})
-    first = deployment_record(actor=SYSTEM, service="api", environment=production, version="v1",
-                              migration_state={})
+    rollback_settings(
+        ROLLBACK_DEPLOY_BACKENDS={"default": {"type": "symlink", "root": str(releases)}}
+    )
+    first = deployment_record(
+        actor=SYSTEM,
+        service="api",
+        environment=production,
+        version="v1",
+        migration_state={},
+    )
     # When
     with pytest.raises(Conflict) as info:
         rollback_run_start(actor=actor, level=2, reason="x", deployment=first)
@@ -125,13 +180,19 @@ def test_run_start__no_previous_deployment__conflict_names_reason(production, re
     assert RollbackRun.objects.count() == 0
 
 
-def test_run_start__named_backend_not_configured__conflict(deployment_pair, releases, rollback_settings, actor):
+def test_run_start__named_backend_not_configured__conflict(
+    deployment_pair, releases, rollback_settings, actor
+):
     # Given
     _, v2 = deployment_pair
-    rollback_settings(ROLLBACK_DEPLOY_BACKENDS={"default": {"type": "symlink", "root": str(releases)}})
+    rollback_settings(
+        ROLLBACK_DEPLOY_BACKENDS={"default": {"type": "symlink", "root": str(releases)}}
+    )
     # When
     with pytest.raises(Conflict) as info:
-        rollback_run_start(actor=actor, level=2, reason="x", deployment=v2, backend="k8s")
+        rollback_run_start(
+            actor=actor, level=2, reason="x", deployment=v2, backend="k8s"
+        )
     # Then
     assert "deploy backend 'k8s' is not configured" in info.value.message
 
@@ -142,11 +203,17 @@ def test_run_start__level_1_without_flag__invalid_input(db, actor):
     assert info.value.field == "flag_restore"
 
 
-def test_run_start__run_in_progress__conflict(deployment_pair, releases, rollback_settings, actor):
+def test_run_start__run_in_progress__conflict(
+    deployment_pair, releases, rollback_settings, actor
+):
     # Given
     _, v2 = deployment_pair
-    rollback_settings(ROLLBACK_DEPLOY_BACKENDS={"default": {"type": "symlink", "root": str(releases)}})
-    first = rollback_run_start(actor=actor, level=2, reason="x", deployment=v2)  # queued, not run
+    rollback_settings(
+        ROLLBACK_DEPLOY_BACKENDS={"default": {"type": "symlink", "root": str(releases)}}
+    )
+    first = rollback_run_start(
+        actor=actor, level=2, reason="x", deployment=v2
+    )  # queued, not run
     # When
     with pytest.raises(Conflict) as info:
         rollback_run_start(actor=actor, level=2, reason="again", deployment=v2)
@@ -154,11 +221,14 @@ def test_run_start__run_in_progress__conflict(deployment_pair, releases, rollbac
     assert f"rollback run {first.pk} is already in progress" in info.value.message
 
 
-def test_step_claim__second_worker__gets_nothing_while_lease_live(deployment_pair, releases, rollback_settings,
-                                                                   actor):
+def test_step_claim__second_worker__gets_nothing_while_lease_live(
+    deployment_pair, releases, rollback_settings, actor
+):
     # Given
     _, v2 = deployment_pair
-    rollback_settings(ROLLBACK_DEPLOY_BACKENDS={"default": {"type": "symlink", "root": str(releases)}})
+    rollback_settings(
+        ROLLBACK_DEPLOY_BACKENDS={"default": {"type": "symlink", "root": str(releases)}}
+    )
     run = rollback_run_start(actor=actor, level=2, reason="x", deployment=v2)
     # When
     first = rollback_step_claim(run_id=run.pk, worker="w1")
@@ -174,15 +244,22 @@ def test_step_found_running__target_already_true__verified_not_rerun(
 ):
     # Given: a worker claimed the step, the script ran, then the worker died
     _, v2 = deployment_pair
-    rollback_settings(ROLLBACK_DEPLOY_BACKENDS={"default": {
-        "type": "command", "argv": [str(deploy_script), "{service}", "{version}"],
-        "verify_argv": [str(deploy_script), "status"],
-    }})
+    rollback_settings(
+        ROLLBACK_DEPLOY_BACKENDS={
+            "default": {
+                "type": "command",
+                "argv": [str(deploy_script), "{service}", "{version}"],
+                "verify_argv": [str(deploy_script), "status"],
+            }
+        }
+    )
     run = rollback_run_start(actor=actor, level=2, reason="x", deployment=v2)
     claim = rollback_step_claim(run_id=run.pk, worker="dead")
     (tmp_path / "current").write_text("v1\n")
     (tmp_path / "calls.log").write_text("shop v1\n")
-    RollbackStep.objects.filter(pk=claim.step_id).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
+    RollbackStep.objects.filter(pk=claim.step_id).update(
+        lease_expires_at=timezone.now() - timedelta(seconds=1)
+    )
     # When
     rollback_run_execute(run_id=run.pk, worker="new")
     # Then
@@ -191,7 +268,12 @@ def test_step_found_running__target_already_true__verified_not_rerun(
     assert run.status == RunStatus.SUCCEEDED
     assert calls(tmp_path) == ["shop v1"]
     assert step.attempts == 2 and "verified after an interrupted attempt" in step.output
-    assert AuditEvent.objects.filter(action="rollback.step_reclaimed", target_id=str(step.pk)).count() == 1
+    assert (
+        AuditEvent.objects.filter(
+            action="rollback.step_reclaimed", target_id=str(step.pk)
+        ).count()
+        == 1
+    )
     v2.refresh_from_db()
     assert v2.status == "reverted"
 
@@ -201,13 +283,20 @@ def test_step_found_running__target_not_reached__rerun_once(
 ):
     # Given: the worker died before the script ran
     _, v2 = deployment_pair
-    rollback_settings(ROLLBACK_DEPLOY_BACKENDS={"default": {
-        "type": "command", "argv": [str(deploy_script), "{service}", "{version}"],
-        "verify_argv": [str(deploy_script), "status"],
-    }})
+    rollback_settings(
+        ROLLBACK_DEPLOY_BACKENDS={
+            "default": {
+                "type": "command",
+                "argv": [str(deploy_script), "{service}", "{version}"],
+                "verify_argv": [str(deploy_script), "status"],
+            }
+        }
+    )
     run = rollback_run_start(actor=actor, level=2, reason="x", deployment=v2)
     claim = rollback_step_claim(run_id=run.pk, worker="dead")
-    RollbackStep.objects.filter(pk=claim.step_id).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
+    RollbackStep.objects.filter(pk=claim.step_id).update(
+        lease_expires_at=timezone.now() - timedelta(seconds=1)
+    )
     # When
     rollback_run_execute(run_id=run.pk, worker="new")
     rollback_run_execute(run_id=run.pk, worker="duplicate delivery")
@@ -218,13 +307,24 @@ def test_step_found_running__target_not_reached__rerun_once(
 
 
 def test_run_retry__failed_run__resumes_from_failed_step(
-    deployment_pair, deploy_script, tmp_path, rollback_settings, actor, run_now, django_capture_on_commit_callbacks
+    deployment_pair,
+    deploy_script,
+    tmp_path,
+    rollback_settings,
+    actor,
+    run_now,
+    django_capture_on_commit_callbacks,
 ):
     # Given
     _, v2 = deployment_pair
-    backend = {"type": "command", "argv": [str(deploy_script), "{service}", "{version}"]}
-    rollback_settings(ROLLBACK_STEP_MAX_ATTEMPTS=1,
-                      ROLLBACK_DEPLOY_BACKENDS={"default": {**backend, "env": {"DEPLOY_EXIT": "1"}}})
+    backend = {
+        "type": "command",
+        "argv": [str(deploy_script), "{service}", "{version}"],
+    }
+    rollback_settings(
+        ROLLBACK_STEP_MAX_ATTEMPTS=1,
+        ROLLBACK_DEPLOY_BACKENDS={"default": {**backend, "env": {"DEPLOY_EXIT": "1"}}},
+    )
     run = run_now(actor=actor, level=2, reason="x", deployment=v2)
     assert run.status == RunStatus.FAILED
     rollback_settings(ROLLBACK_DEPLOY_BACKENDS={"default": backend})
@@ -235,14 +335,23 @@ def test_run_retry__failed_run__resumes_from_failed_step(
     run.refresh_from_db()
     assert run.status == RunStatus.SUCCEEDED and run.error == ""
     assert len(calls(tmp_path)) == 2
-    assert AuditEvent.objects.filter(action="rollback.run_retried", target_id=str(run.pk)).count() == 1
+    assert (
+        AuditEvent.objects.filter(
+            action="rollback.run_retried", target_id=str(run.pk)
+        ).count()
+        == 1
+    )
     assert audit_chain_verify().ok
 
 
-def test_run_retry__succeeded_run__invalid_transition(deployment_pair, releases, rollback_settings, actor, run_now):
+def test_run_retry__succeeded_run__invalid_transition(
+    deployment_pair, releases, rollback_settings, actor, run_now
+):
     # Given
     _, v2 = deployment_pair
-    rollback_settings(ROLLBACK_DEPLOY_BACKENDS={"default": {"type": "symlink", "root": str(releases)}})
+    rollback_settings(
+        ROLLBACK_DEPLOY_BACKENDS={"default": {"type": "symlink", "root": str(releases)}}
+    )
     run = run_now(actor=actor, level=2, reason="x", deployment=v2)
     # When / Then
     with pytest.raises(InvalidTransition):
@@ -254,7 +363,9 @@ def test_run_execute__redelivered_after_success__no_new_events(
 ):
     # Given
     _, v2 = deployment_pair
-    rollback_settings(ROLLBACK_DEPLOY_BACKENDS={"default": {"type": "symlink", "root": str(releases)}})
+    rollback_settings(
+        ROLLBACK_DEPLOY_BACKENDS={"default": {"type": "symlink", "root": str(releases)}}
+    )
     run = run_now(actor=actor, level=2, reason="x", deployment=v2)
     events = AuditEvent.objects.count()
     # When
@@ -263,28 +374,47 @@ def test_run_execute__redelivered_after_success__no_new_events(
     assert AuditEvent.objects.count() == events
 
 
-@pytest.mark.parametrize("current,to", [
-    ("pending", "running"), ("running", "succeeded"), ("running", "failed"), ("failed", "running"),
-])
+@pytest.mark.parametrize(
+    "current,to",
+    [
+        ("pending", "running"),
+        ("running", "succeeded"),
+        ("running", "failed"),
+        ("failed", "running"),
+    ],
+)
 def test_run_transitions__allowed__accepted(current, to):
     assert run_can_move(current, to)
 
 
-@pytest.mark.parametrize("current,to", [
-    ("succeeded", "running"), ("succeeded", "failed"), ("pending", "succeeded"), ("failed", "succeeded"),
-])
+@pytest.mark.parametrize(
+    "current,to",
+    [
+        ("succeeded", "running"),
+        ("succeeded", "failed"),
+        ("pending", "succeeded"),
+        ("failed", "succeeded"),
+    ],
+)
 def test_run_transitions__forbidden__refused(current, to):
     assert not run_can_move(current, to)
 
 
 def test_step_transitions__succeeded_and_skipped__final():
-    assert STEP_ALLOWED[StepStatus.SUCCEEDED] == frozenset() == STEP_ALLOWED[StepStatus.SKIPPED]
-    assert step_can_move("running", "running") and not step_can_move("succeeded", "running")
+    assert (
+        STEP_ALLOWED[StepStatus.SUCCEEDED]
+        == frozenset()
+        == STEP_ALLOWED[StepStatus.SKIPPED]
+    )
+    assert step_can_move("running", "running") and not step_can_move(
+        "succeeded", "running"
+    )
     assert set(RUN_ALLOWED) == set(RunStatus.values)
 
 
-def test_metrics__run_and_steps__counters_incremented(deployment_pair, releases, rollback_settings, actor,
-                                                      run_now):
+def test_metrics__run_and_steps__counters_incremented(
+    deployment_pair, releases, rollback_settings, actor, run_now
+):
     # Given
     from prometheus_client import REGISTRY
 
@@ -292,15 +422,32 @@ def test_metrics__run_and_steps__counters_incremented(deployment_pair, releases,
         return REGISTRY.get_sample_value(name, labels) or 0.0
 
     _, v2 = deployment_pair
-    rollback_settings(ROLLBACK_DEPLOY_BACKENDS={"default": {"type": "symlink", "root": str(releases)}})
-    runs = value("controlplane_rollback_runs_total", {"level": "2", "outcome": "succeeded"})
-    steps = value("controlplane_rollback_steps_total", {"actuator": "deployment_revert", "outcome": "succeeded"})
+    rollback_settings(
+        ROLLBACK_DEPLOY_BACKENDS={"default": {"type": "symlink", "root": str(releases)}}
+    )
+    runs = value(
+        "controlplane_rollback_runs_total", {"level": "2", "outcome": "succeeded"}
+    )
+    steps = value(
+        "controlplane_rollback_steps_total",
+        {"actuator": "deployment_revert", "outcome": "succeeded"},
+    )
     # When
     run_now(actor=actor, level=2, reason="x", deployment=v2)
     # Then
-    assert value("controlplane_rollback_runs_total", {"level": "2", "outcome": "succeeded"}) == runs + 1
-    assert value("controlplane_rollback_steps_total",
-                 {"actuator": "deployment_revert", "outcome": "succeeded"}) == steps + 1
+    assert (
+        value(
+            "controlplane_rollback_runs_total", {"level": "2", "outcome": "succeeded"}
+        )
+        == runs + 1
+    )
+    assert (
+        value(
+            "controlplane_rollback_steps_total",
+            {"actuator": "deployment_revert", "outcome": "succeeded"},
+        )
+        == steps + 1
+    )
 
 
 def test_runs_resume__run_without_progress__queued_and_finished(
@@ -310,9 +457,13 @@ def test_runs_resume__run_without_progress__queued_and_finished(
     from rollback.services import rollback_runs_resume
 
     _, v2 = deployment_pair
-    rollback_settings(ROLLBACK_DEPLOY_BACKENDS={"default": {"type": "symlink", "root": str(releases)}})
+    rollback_settings(
+        ROLLBACK_DEPLOY_BACKENDS={"default": {"type": "symlink", "root": str(releases)}}
+    )
     run = rollback_run_start(actor=actor, level=2, reason="x", deployment=v2)
-    RollbackRun.objects.filter(pk=run.pk).update(updated_at=timezone.now() - timedelta(minutes=5))
+    RollbackRun.objects.filter(pk=run.pk).update(
+        updated_at=timezone.now() - timedelta(minutes=5)
+    )
     # When
     resumed = rollback_runs_resume(stale_after_seconds=60)
     # Then
@@ -327,16 +478,28 @@ def test_run_level_1__captured_at_only__overrides_created_since_removed(
     # Given
     flag = flag_factory("checkout_theme_bool")
     old, pilot = merchant_factory("m-1"), merchant_factory("m-2")
-    flag_services.override_set(actor=actor, flag=flag, environment=production, merchant=old, variation="on")
+    flag_services.override_set(
+        actor=actor, flag=flag, environment=production, merchant=old, variation="on"
+    )
     state = FlagState.objects.get(flag=flag, environment=production)
-    restore = {"flag": flag.key, "environment": "production", "snapshot": flag_services.state_snapshot(state),
-               "captured_at": timezone.now()}
-    flag_services.override_set(actor=actor, flag=flag, environment=production, merchant=pilot, variation="on")
+    restore = {
+        "flag": flag.key,
+        "environment": "production",
+        "snapshot": flag_services.state_snapshot(state),
+        "captured_at": timezone.now(),
+    }
+    flag_services.override_set(
+        actor=actor, flag=flag, environment=production, merchant=pilot, variation="on"
+    )
     # When
     run = run_now(actor=actor, level=1, reason="x", flag_restore=restore)
     # Then
     assert run.status == RunStatus.SUCCEEDED
-    assert list(MerchantOverride.objects.filter(flag=flag).values_list("merchant__key", flat=True)) == ["m-1"]
+    assert list(
+        MerchantOverride.objects.filter(flag=flag).values_list(
+            "merchant__key", flat=True
+        )
+    ) == ["m-1"]
 
 
 def test_step_found_running__attempts_exhausted__failed_not_rerun(
@@ -344,13 +507,21 @@ def test_step_found_running__attempts_exhausted__failed_not_rerun(
 ):
     # Given: every worker so far died on this step
     _, v2 = deployment_pair
-    rollback_settings(ROLLBACK_STEP_MAX_ATTEMPTS=2, ROLLBACK_DEPLOY_BACKENDS={"default": {
-        "type": "command", "argv": [str(deploy_script), "{service}", "{version}"]}})
+    rollback_settings(
+        ROLLBACK_STEP_MAX_ATTEMPTS=2,
+        ROLLBACK_DEPLOY_BACKENDS={
+            "default": {
+                "type": "command",
+                "argv": [str(deploy_script), "{service}", "{version}"],
+            }
+        },
+    )
     run = rollback_run_start(actor=actor, level=2, reason="x", deployment=v2)
     for worker in ("dead-1", "dead-2"):
         claim = rollback_step_claim(run_id=run.pk, worker=worker)
         RollbackStep.objects.filter(pk=claim.step_id).update(
-            lease_expires_at=timezone.now() - timedelta(seconds=1))
+            lease_expires_at=timezone.now() - timedelta(seconds=1)
+        )
     # When
     rollback_run_execute(run_id=run.pk, worker="third")
     # Then
@@ -364,12 +535,17 @@ def test_run_escalation__level_3_after_level_2__deployment_step_skipped(
 ):
     # Given: a level-2 run already reverted v2
     _, v2 = deployment_pair
-    rollback_settings(ROLLBACK_DEPLOY_BACKENDS={"default": {"type": "symlink", "root": str(releases)}})
+    rollback_settings(
+        ROLLBACK_DEPLOY_BACKENDS={"default": {"type": "symlink", "root": str(releases)}}
+    )
     run_now(actor=actor, level=2, reason="first", deployment=v2)
     # When
     run = run_now(actor=actor, level=3, reason="still failing", deployment=v2)
     # Then
     assert run.status == RunStatus.SUCCEEDED
     assert list(run.steps.values_list("actuator", "status")) == [
-        ("flag_toggle", "skipped"), ("deployment_revert", "skipped"), ("migration_revert", "succeeded")]
+        ("flag_toggle", "skipped"),
+        ("deployment_revert", "skipped"),
+        ("migration_revert", "succeeded"),
+    ]
     assert AuditEvent.objects.filter(action="deployment.reverted").count() == 1

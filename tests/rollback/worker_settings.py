@@ -3,6 +3,7 @@
 The test passes its database, broker, queue and CONTROLPLANE values through
 environment variables, so the worker shares the test's database.
 """
+
 import json
 import os
 

@@ -3,6 +3,7 @@ read from the database, rendered as plain lines or a rich table, and a feed
 of what happened since the last poll (audit events, verdict changes,
 rollback steps). Read-only.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -77,31 +78,42 @@ def snapshot_take(rollout_id: int) -> Snapshot:
     checks = []
     for check in rollout.checks.order_by("id"):
         state = services.check_state(check, rollout.current_phase)
-        checks.append({
-            "name": check.name,
-            "provider": check.provider,
-            "mode": check.mode,
-            "comparator": SYMBOLS.get(check.comparator, check.comparator),
-            "threshold": check.threshold,
-            "value": check.last_value,
-            "verdict": check.last_verdict or "-",
-            "status": state.status,
-            "passes": state.pass_count,
-            "min_samples": check.min_samples,
-            "last_run_at": check.last_run_at,
-        })
+        checks.append(
+            {
+                "name": check.name,
+                "provider": check.provider,
+                "mode": check.mode,
+                "comparator": SYMBOLS.get(check.comparator, check.comparator),
+                "threshold": check.threshold,
+                "value": check.last_value,
+                "verdict": check.last_verdict or "-",
+                "status": state.status,
+                "passes": state.pass_count,
+                "min_samples": check.min_samples,
+                "last_run_at": check.last_run_at,
+            }
+        )
     rollback_failed = False
     if rollout.status == RolloutStatus.ROLLING_BACK:
         from rollback.models import RollbackRun
 
-        latest = (RollbackRun.objects.filter(trigger="rollout", trigger_ref=str(rollout.pk))
-                  .order_by("-id").values_list("status", flat=True).first())
+        latest = (
+            RollbackRun.objects.filter(trigger="rollout", trigger_ref=str(rollout.pk))
+            .order_by("-id")
+            .values_list("status", flat=True)
+            .first()
+        )
         rollback_failed = latest == "failed"
     return Snapshot(
         rollback_failed=rollback_failed,
-        rollout=rollout, phase_name=phase.name if phase else "-",
-        phase_count=len(phases), elapsed=elapsed, remaining=remaining, gate=gate,
-        checks=checks, now=now,
+        rollout=rollout,
+        phase_name=phase.name if phase else "-",
+        phase_count=len(phases),
+        elapsed=elapsed,
+        remaining=remaining,
+        gate=gate,
+        checks=checks,
+        now=now,
     )
 
 
@@ -138,20 +150,40 @@ def snapshot_table(snap: Snapshot) -> Group:
     """Return the snapshot as a rich renderable (the live view)."""
     r = snap.rollout
     head = Text.assemble(
-        (f"Rollout {r.pk} ", "bold"), f"{r.flag.key} in {r.environment.key}: ",
-        (r.status, "bold green" if r.status in ("running", "completed") else "bold yellow"),
+        (f"Rollout {r.pk} ", "bold"),
+        f"{r.flag.key} in {r.environment.key}: ",
+        (
+            r.status,
+            "bold green" if r.status in ("running", "completed") else "bold yellow",
+        ),
         f"\nphase {r.current_phase + 1}/{snap.phase_count} {snap.phase_name}",
         f"  elapsed {duration_text(snap.elapsed if r.started_at else None)}",
         f"  remaining {duration_text(snap.remaining)}",
     )
     table = Table(box=box.SIMPLE, expand=False)
-    for column in ("check", "provider", "latest", "threshold", "verdict", "status", "passing"):
+    for column in (
+        "check",
+        "provider",
+        "latest",
+        "threshold",
+        "verdict",
+        "status",
+        "passing",
+    ):
         table.add_column(column)
     for check in snap.checks:
-        colour = {"pass": "green", "fail": "red", "error": "red"}.get(check["verdict"], "yellow")
-        table.add_row(check["name"], check["provider"], value_text(check["value"]), _rule(check),
-                      Text(check["verdict"], style=colour), check["status"],
-                      f"{check['passes']}/{check['min_samples']}")
+        colour = {"pass": "green", "fail": "red", "error": "red"}.get(
+            check["verdict"], "yellow"
+        )
+        table.add_row(
+            check["name"],
+            check["provider"],
+            value_text(check["value"]),
+            _rule(check),
+            Text(check["verdict"], style=colour),
+            check["status"],
+            f"{check['passes']}/{check['min_samples']}",
+        )
     parts: list[Any] = [head, table]
     if r.pause_reason:
         parts.append(Text(f"paused: {r.pause_reason}", style="yellow"))
@@ -173,12 +205,18 @@ class EventFeed:
 
         from controlplane.audit.models import AuditEvent
 
-        check_ids = [str(pk) for pk in Rollout.objects.get(pk=self.rollout_id)
-                     .checks.values_list("pk", flat=True)]
+        check_ids = [
+            str(pk)
+            for pk in Rollout.objects.get(pk=self.rollout_id).checks.values_list(
+                "pk", flat=True
+            )
+        ]
         query = Q(target_type="canary.rollout", target_id=str(self.rollout_id)) | Q(
             target_type="canary.healthcheck", target_id__in=check_ids
         )
-        return list(AuditEvent.objects.filter(query, id__gt=self.last_event).order_by("id"))
+        return list(
+            AuditEvent.objects.filter(query, id__gt=self.last_event).order_by("id")
+        )
 
     def prime(self, snap: Snapshot, history: int = 10) -> list[str]:
         """Return the last ``history`` events; later calls return only new ones."""
@@ -208,8 +246,10 @@ class EventFeed:
             if self.steps.get(step.pk) != key:
                 self.steps[step.pk] = key
                 tail = f": {step.error}" if step.error else ""
-                lines.append(f"rollback run {step.run_id} step {step.position} {step.actuator}: "
-                             f"{step.status} (attempt {step.attempts}){tail}")
+                lines.append(
+                    f"rollback run {step.run_id} step {step.position} {step.actuator}: "
+                    f"{step.status} (attempt {step.attempts}){tail}"
+                )
         return lines
 
     def poll(self, snap: Snapshot) -> list[str]:

@@ -5,6 +5,7 @@ quietly, calls ``canary.demo.demo_project_ensure()``, prints where to go and how
 log in, and with ``--serve`` starts the background services and the dev
 server.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -13,8 +14,8 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import DatabaseError
 
-from controlplane.conf import setting
 from canary.demo import demo_project_ensure
+from controlplane.conf import setting
 from flags.demo import DemoReport
 
 
@@ -43,18 +44,31 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--serve", action="store_true",
-                            help="Run the dev server after preparing the data.")
-        parser.add_argument("--addr", default="127.0.0.1:8000",
-                            help="Address for --serve (default 127.0.0.1:8000).")
-        parser.add_argument("--no-input", "--noinput", action="store_false", dest="interactive",
-                            help="Never prompt.")
+        parser.add_argument(
+            "--serve",
+            action="store_true",
+            help="Run the dev server after preparing the data.",
+        )
+        parser.add_argument(
+            "--addr",
+            default="127.0.0.1:8000",
+            help="Address for --serve (default 127.0.0.1:8000).",
+        )
+        parser.add_argument(
+            "--no-input",
+            "--noinput",
+            action="store_false",
+            dest="interactive",
+            help="Never prompt.",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         addr = options["addr"]
         host, _, port = addr.rpartition(":")
         if not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise CommandError(f"--addr: {addr!r} is not HOST:PORT (e.g. 127.0.0.1:8000)")
+            raise CommandError(
+                f"--addr: {addr!r} is not HOST:PORT (e.g. 127.0.0.1:8000)"
+            )
         try:
             call_command("migrate", verbosity=0, interactive=options["interactive"])
             report = demo_project_ensure()
@@ -71,7 +85,8 @@ class Command(BaseCommand):
         created = (
             f"created {len(report.environments)} environments, {len(report.merchants)} "
             f"merchants, {len(report.segments)} segments, {len(report.flags)} flags"
-            if report.created_anything else "demo data already present, left as is"
+            if report.created_anything
+            else "demo data already present, left as is"
         )
         lines = [
             "",

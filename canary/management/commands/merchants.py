@@ -3,6 +3,7 @@
 Thin: parses options, calls ``pilot_candidates_suggest`` and prints the
 metrics behind each pick (rich table, or JSON with ``--format json``).
 """
+
 from __future__ import annotations
 
 import json
@@ -20,7 +21,7 @@ from canary.services.outcomes import (
     PilotSuggestion,
     pilot_candidates_suggest,
 )
-from flags.exceptions import DomainError
+from controlplane.exceptions import DomainError
 
 
 def _positive_int(raw: str) -> int:
@@ -42,7 +43,9 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
-        sub = parser.add_subparsers(dest="subcommand", required=True, metavar="SUBCOMMAND")
+        sub = parser.add_subparsers(
+            dest="subcommand", required=True, metavar="SUBCOMMAND"
+        )
         suggest = sub.add_parser(
             "suggest-pilot",
             help="rank merchants for a pilot: active in the last N days, success rate"
@@ -50,10 +53,18 @@ class Command(BaseCommand):
         )
         suggest.add_argument("--flag", required=True, help="flag key")
         suggest.add_argument("--env", default="production", help="environment key")
-        suggest.add_argument("--days", type=_positive_int, default=7,
-                             help="look back this many days (default 7)")
-        suggest.add_argument("--limit", type=_positive_int, default=5,
-                             help="how many picks to print (default 5)")
+        suggest.add_argument(
+            "--days",
+            type=_positive_int,
+            default=7,
+            help="look back this many days (default 7)",
+        )
+        suggest.add_argument(
+            "--limit",
+            type=_positive_int,
+            default=5,
+            help="how many picks to print (default 5)",
+        )
         suggest.add_argument("--format", choices=["table", "json"], default="table")
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -66,8 +77,10 @@ class Command(BaseCommand):
         try:
             flag = flag_get(options["flag"])
             suggestion = pilot_candidates_suggest(
-                flag_key=flag.key, environment_key=options["env"],
-                days=options["days"], limit=options["limit"],
+                flag_key=flag.key,
+                environment_key=options["env"],
+                days=options["days"],
+                limit=options["limit"],
             )
         except DomainError as error:
             raise CommandError(" ".join(error.message.split())) from None
@@ -98,16 +111,35 @@ class Command(BaseCommand):
             console.print("No merchant qualifies for a pilot.")
         else:
             table = Table(box=box.ASCII2, title="Suggested pilots (best first)")
-            for column in ("#", "merchant", "events", "failures", "success", "active days",
-                           "last seen", "avg ms", "x median", "score", "why"):
+            for column in (
+                "#",
+                "merchant",
+                "events",
+                "failures",
+                "success",
+                "active days",
+                "last seen",
+                "avg ms",
+                "x median",
+                "score",
+                "why",
+            ):
                 table.add_column(column, overflow="fold")
             for rank, pick in enumerate(suggestion.picks, start=1):
                 table.add_row(
-                    str(rank), pick.merchant, str(pick.events), str(pick.failures),
-                    f"{pick.success_rate:.1%}", f"{pick.active_days}/{suggestion.days}",
+                    str(rank),
+                    pick.merchant,
+                    str(pick.events),
+                    str(pick.failures),
+                    f"{pick.success_rate:.1%}",
+                    f"{pick.active_days}/{suggestion.days}",
                     pick.last_seen.strftime("%Y-%m-%d %H:%M"),
-                    f"{pick.avg_duration_ms:.1f}" if pick.avg_duration_ms is not None else "-",
-                    f"{pick.volume_ratio:.2f}", f"{pick.score:.3f}", "; ".join(pick.reasons),
+                    f"{pick.avg_duration_ms:.1f}"
+                    if pick.avg_duration_ms is not None
+                    else "-",
+                    f"{pick.volume_ratio:.2f}",
+                    f"{pick.score:.3f}",
+                    "; ".join(pick.reasons),
                 )
             console.print(table)
         if suggestion.excluded:
@@ -115,8 +147,14 @@ class Command(BaseCommand):
             for column in ("merchant", "events", "success", "why not"):
                 table.add_column(column, overflow="fold")
             for item in suggestion.excluded[:20]:
-                table.add_row(item.merchant, str(item.events), f"{item.success_rate:.1%}",
-                              "; ".join(item.reasons))
+                table.add_row(
+                    item.merchant,
+                    str(item.events),
+                    f"{item.success_rate:.1%}",
+                    "; ".join(item.reasons),
+                )
             console.print(table)
             if len(suggestion.excluded) > 20:
-                console.print(f"... and {len(suggestion.excluded) - 20} more not suggested.")
+                console.print(
+                    f"... and {len(suggestion.excluded) - 20} more not suggested."
+                )

@@ -12,6 +12,7 @@ transition, bad JSON) end in a one-line CommandError.
     rollout report ID [--format md|json]
     rollout watch ID [--timeout S] [--interval S]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,7 +36,7 @@ from canary.management.commands._rollout_watch import (
 )
 from canary.models import Rollout, RolloutStatus
 from controlplane.audit.actors import actor_for_cli
-from flags.exceptions import DomainError
+from controlplane.exceptions import DomainError
 
 
 def _positive(raw: str) -> float:
@@ -52,7 +53,9 @@ def _json_object(raw: str) -> dict:
     try:
         value = json.loads(raw)
     except json.JSONDecodeError as exc:
-        raise argparse.ArgumentTypeError(f"not valid JSON ({exc.msg} at {exc.pos})") from None
+        raise argparse.ArgumentTypeError(
+            f"not valid JSON ({exc.msg} at {exc.pos})"
+        ) from None
     if not isinstance(value, dict):
         raise argparse.ArgumentTypeError("must be a JSON object")
     return value
@@ -66,7 +69,9 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
-        sub = parser.add_subparsers(dest="subcommand", required=True, metavar="SUBCOMMAND")
+        sub = parser.add_subparsers(
+            dest="subcommand", required=True, metavar="SUBCOMMAND"
+        )
         listing = sub.add_parser("list", help="list rollouts, newest first")
         listing.add_argument("--status", choices=RolloutStatus.values)
         listing.add_argument("--flag")
@@ -75,19 +80,33 @@ class Command(BaseCommand):
         create = sub.add_parser("create", help="create a draft rollout from a template")
         create.add_argument("--flag", required=True)
         create.add_argument("--env", default="production")
-        create.add_argument("--template", required=True,
-                            help="plan name (see `rollout templates`)")
-        create.add_argument("--pilot", action="append", default=[],
-                            help="pilot merchant key (repeat, or comma-separated)")
-        create.add_argument("--check", action="append", type=_json_object, default=[],
-                            help='health check as JSON, e.g. \'{"name": "errors", "provider":'
-                                 ' "outcomes", "spec": {"metric": "error_rate"},'
-                                 ' "threshold": 0.05}\' (repeat)')
+        create.add_argument(
+            "--template", required=True, help="plan name (see `rollout templates`)"
+        )
+        create.add_argument(
+            "--pilot",
+            action="append",
+            default=[],
+            help="pilot merchant key (repeat, or comma-separated)",
+        )
+        create.add_argument(
+            "--check",
+            action="append",
+            type=_json_object,
+            default=[],
+            help='health check as JSON, e.g. \'{"name": "errors", "provider":'
+            ' "outcomes", "spec": {"metric": "error_rate"},'
+            ' "threshold": 0.05}\' (repeat)',
+        )
         create.add_argument("--name")
-        create.add_argument("--duration-scale", type=_positive,
-                            help="multiply every phase duration (0.05 turns minutes into"
-                                 " seconds)")
-        create.add_argument("--deployment", type=int, help="id of the deployment canaried")
+        create.add_argument(
+            "--duration-scale",
+            type=_positive,
+            help="multiply every phase duration (0.05 turns minutes into seconds)",
+        )
+        create.add_argument(
+            "--deployment", type=int, help="id of the deployment canaried"
+        )
         sub.add_parser("templates", help="list the named plans")
         for name, text in (
             ("start", "run the preflight and start a draft"),
@@ -110,10 +129,18 @@ class Command(BaseCommand):
         report.add_argument("--format", choices=["md", "json"], default="md")
         watch = sub.add_parser("watch", help="follow a rollout live until it ends")
         watch.add_argument("id")
-        watch.add_argument("--timeout", type=_positive, default=3600.0,
-                           help="give up after this many seconds (default 3600)")
-        watch.add_argument("--interval", type=_positive, default=1.0,
-                           help="seconds between polls (default 1)")
+        watch.add_argument(
+            "--timeout",
+            type=_positive,
+            default=3600.0,
+            help="give up after this many seconds (default 3600)",
+        )
+        watch.add_argument(
+            "--interval",
+            type=_positive,
+            default=1.0,
+            help="seconds between polls (default 1)",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         handler = getattr(self, "_" + options["subcommand"].replace("-", "_"))
@@ -137,8 +164,10 @@ class Command(BaseCommand):
             self.stdout.write("no rollouts")
             return
         for r in rows:
-            self.stdout.write(f"{r.pk:>5}  {r.status:<17} {r.flag.key} in {r.environment.key}"
-                              f"  phase {r.current_phase}  {r.name}")
+            self.stdout.write(
+                f"{r.pk:>5}  {r.status:<17} {r.flag.key} in {r.environment.key}"
+                f"  phase {r.current_phase}  {r.name}"
+            )
 
     def _templates(self, options: dict) -> None:
         for name, description in services.template_list().items():
@@ -147,7 +176,12 @@ class Command(BaseCommand):
     def _create(self, options: dict) -> None:
         from flags.selectors import environment_get, flag_get
 
-        pilots = [key.strip() for raw in options["pilot"] for key in raw.split(",") if key.strip()]
+        pilots = [
+            key.strip()
+            for raw in options["pilot"]
+            for key in raw.split(",")
+            if key.strip()
+        ]
         rollout = services.rollout_create_from_template(
             actor=actor_for_cli(),
             template=options["template"],
@@ -161,33 +195,46 @@ class Command(BaseCommand):
         )
         self.stdout.write(f"rollout {rollout.pk} created (draft): {rollout.name}")
         for phase in rollout.phases.order_by("index"):
-            target = (f"{phase.percentage:g}%" if phase.percentage is not None
-                      else ", ".join(phase.pilot_merchants))
-            self.stdout.write(f"  phase {phase.index} {phase.name}: {target}, at least "
-                              f"{phase.min_duration}s"
-                              + (" (needs approval)" if phase.requires_approval else ""))
+            target = (
+                f"{phase.percentage:g}%"
+                if phase.percentage is not None
+                else ", ".join(phase.pilot_merchants)
+            )
+            self.stdout.write(
+                f"  phase {phase.index} {phase.name}: {target}, at least "
+                f"{phase.min_duration}s"
+                + (" (needs approval)" if phase.requires_approval else "")
+            )
         for check in rollout.checks.order_by("id"):
-            self.stdout.write(f"  check {check.name}: {check.provider} {check.mode} "
-                              f"{SYMBOLS.get(check.comparator)} {value_text(check.threshold)}, "
-                              f"on failure {check.on_failure}")
+            self.stdout.write(
+                f"  check {check.name}: {check.provider} {check.mode} "
+                f"{SYMBOLS.get(check.comparator)} {value_text(check.threshold)}, "
+                f"on failure {check.on_failure}"
+            )
         self.stdout.write(f"start it with: manage.py rollout start {rollout.pk}")
 
     def _start(self, options: dict) -> None:
         try:
             rollout, report = services.rollout_start_checked(
-                rollout_id=options["id"], actor=actor_for_cli(), reason=options["reason"]
+                rollout_id=options["id"],
+                actor=actor_for_cli(),
+                reason=options["reason"],
             )
         except services.PreflightFailed as exc:
             for warning in exc.report.warnings:
                 self.stderr.write(f"warning: {warning}")
             raise CommandError(exc.message) from None
         for check in report.checks:
-            self.stdout.write(f"preflight: check {check['name']} answered "
-                              f"{value_text(check['value'])} ({check['samples'] or 0} samples)")
+            self.stdout.write(
+                f"preflight: check {check['name']} answered "
+                f"{value_text(check['value'])} ({check['samples'] or 0} samples)"
+            )
         for warning in report.warnings:
             self.stdout.write(f"preflight warning: {warning}")
-        self.stdout.write(f"rollout {rollout.pk} {rollout.status}: phase 0 "
-                          f"({rollout.phases.get(index=0).name}) is live")
+        self.stdout.write(
+            f"rollout {rollout.pk} {rollout.status}: phase 0 "
+            f"({rollout.phases.get(index=0).name}) is live"
+        )
 
     def _status(self, options: dict) -> None:
         rollout = services.rollout_get(options["id"])
@@ -196,35 +243,49 @@ class Command(BaseCommand):
 
     def _approve(self, options: dict) -> None:
         rollout = services.rollout_get(options["id"])
-        rollout = services.rollout_approve(rollout_id=rollout.pk, actor=actor_for_cli(),
-                                           reason=options["reason"])
-        self.stdout.write(f"rollout {rollout.pk} approved at phase {rollout.current_phase}: "
-                          f"{rollout.status}")
+        rollout = services.rollout_approve(
+            rollout_id=rollout.pk, actor=actor_for_cli(), reason=options["reason"]
+        )
+        self.stdout.write(
+            f"rollout {rollout.pk} approved at phase {rollout.current_phase}: "
+            f"{rollout.status}"
+        )
 
     def _pause(self, options: dict) -> None:
         rollout = services.rollout_get(options["id"])
-        rollout = services.rollout_pause(rollout_id=rollout.pk, actor=actor_for_cli(),
-                                         reason=options["reason"] or "paused by an operator")
+        rollout = services.rollout_pause(
+            rollout_id=rollout.pk,
+            actor=actor_for_cli(),
+            reason=options["reason"] or "paused by an operator",
+        )
         self.stdout.write(f"rollout {rollout.pk} {rollout.status}")
 
     def _resume(self, options: dict) -> None:
         rollout = services.rollout_get(options["id"])
-        rollout = services.rollout_resume(rollout_id=rollout.pk, actor=actor_for_cli(),
-                                          reason=options["reason"])
+        rollout = services.rollout_resume(
+            rollout_id=rollout.pk, actor=actor_for_cli(), reason=options["reason"]
+        )
         self.stdout.write(f"rollout {rollout.pk} {rollout.status}")
 
     def _abort(self, options: dict) -> None:
         rollout = services.rollout_get(options["id"])
-        rollout = services.rollout_abort(rollout_id=rollout.pk, actor=actor_for_cli(),
-                                         reason=options["reason"] or "aborted by an operator")
-        self.stdout.write(f"rollout {rollout.pk} {rollout.status}: flag state restored as "
-                          "captured at start" if rollout.captured_state else
-                          f"rollout {rollout.pk} {rollout.status}")
+        rollout = services.rollout_abort(
+            rollout_id=rollout.pk,
+            actor=actor_for_cli(),
+            reason=options["reason"] or "aborted by an operator",
+        )
+        self.stdout.write(
+            f"rollout {rollout.pk} {rollout.status}: flag state restored as "
+            "captured at start"
+            if rollout.captured_state
+            else f"rollout {rollout.pk} {rollout.status}"
+        )
 
     def _fail_phase(self, options: dict) -> None:
         rollout = services.rollout_get(options["id"])
         rollout = services.rollout_fail_phase(
-            rollout_id=rollout.pk, actor=actor_for_cli(),
+            rollout_id=rollout.pk,
+            actor=actor_for_cli(),
             reason=options["reason"] or "phase failed by an operator",
         )
         self.stdout.write(f"rollout {rollout.pk} {rollout.status}")
@@ -232,10 +293,14 @@ class Command(BaseCommand):
     def _rollback(self, options: dict) -> None:
         rollout = services.rollout_get(options["id"])
         rollout = services.rollout_begin_rollback(
-            rollout_id=rollout.pk, level=options["level"], actor=actor_for_cli(),
+            rollout_id=rollout.pk,
+            level=options["level"],
+            actor=actor_for_cli(),
             reason=options["reason"] or "rolled back by an operator",
         )
-        self.stdout.write(f"rollout {rollout.pk} {rollout.status} (level {options['level']})")
+        self.stdout.write(
+            f"rollout {rollout.pk} {rollout.status} (level {options['level']})"
+        )
 
     def _report(self, options: dict) -> None:
         from canary.report import report_build, report_json, report_markdown
@@ -255,8 +320,12 @@ class Command(BaseCommand):
         history = feed.prime(snap)
         timed_out = False
         if console.is_terminal:
-            with Live(snapshot_table(snap), console=console, refresh_per_second=4,
-                      transient=False) as live:
+            with Live(
+                snapshot_table(snap),
+                console=console,
+                refresh_per_second=4,
+                transient=False,
+            ) as live:
                 for line in history:
                     live.console.print(line)
                 while not snap.is_over:
@@ -279,7 +348,9 @@ class Command(BaseCommand):
                 if time.monotonic() >= deadline:
                     timed_out = True
                     break
-                time.sleep(min(options["interval"], max(0.0, deadline - time.monotonic())))
+                time.sleep(
+                    min(options["interval"], max(0.0, deadline - time.monotonic()))
+                )
                 snap = snapshot_take(rollout.pk)
                 lines = feed.poll(snap)
                 for line in lines:
@@ -315,4 +386,6 @@ class Command(BaseCommand):
         for reason in report["reasons"]:
             self.stdout.write(f"  - {reason}")
         for run in report["rollbacks"]:
-            self.stdout.write(f"  rollback run {run['id']}: level {run['level']}, {run['status']}")
+            self.stdout.write(
+                f"  rollback run {run['id']}: level {run['level']}, {run['status']}"
+            )

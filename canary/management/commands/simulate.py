@@ -13,6 +13,7 @@ and durations times ``--slowdown``. Prints a line per second; stops after
 The randomness is a seeded generator: it shapes the simulated outcomes,
 never who gets the flag (that is the evaluation API's bucketing).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,20 +30,28 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from controlplane.audit.actors import actor_for_cli
-from flags.exceptions import DomainError
+from controlplane.exceptions import DomainError
 
 
-def _number(minimum: float, maximum: float | None = None, *, integer: bool = False) -> Any:
+def _number(
+    minimum: float, maximum: float | None = None, *, integer: bool = False
+) -> Any:
     def parse(raw: str) -> float | int:
         try:
             value = int(raw) if integer else float(raw)
         except ValueError:
             kind = "a whole number" if integer else "a number"
             raise argparse.ArgumentTypeError(f"{raw!r} is not {kind}") from None
-        if not math.isfinite(value) or value < minimum or (maximum is not None
-                                                           and value > maximum):
-            bound = f"between {minimum:g} and {maximum:g}" if maximum is not None else \
-                f"at least {minimum:g}"
+        if (
+            not math.isfinite(value)
+            or value < minimum
+            or (maximum is not None and value > maximum)
+        ):
+            bound = (
+                f"between {minimum:g} and {maximum:g}"
+                if maximum is not None
+                else f"at least {minimum:g}"
+            )
             raise argparse.ArgumentTypeError(f"must be {bound}")
         return value
 
@@ -55,8 +64,9 @@ def treatment_share(flag_key: str, environment_key: str, treatment: str) -> floa
     a pilot is 0%)."""
     from flags.models import FlagState
 
-    state = FlagState.objects.filter(flag__key=flag_key,
-                                     environment__key=environment_key).first()
+    state = FlagState.objects.filter(
+        flag__key=flag_key, environment__key=environment_key
+    ).first()
     if state is None or not state.enabled:
         return 0.0
     fallthrough = state.fallthrough or {}
@@ -64,16 +74,24 @@ def treatment_share(flag_key: str, environment_key: str, treatment: str) -> floa
         return 100.0 if fallthrough["variation"] == treatment else 0.0
     weights = fallthrough.get("split") or []
     total = sum(arm.get("weight", 0) for arm in weights) or 1
-    return 100.0 * sum(arm.get("weight", 0) for arm in weights
-                       if arm.get("variation") == treatment) / total
+    return (
+        100.0
+        * sum(
+            arm.get("weight", 0) for arm in weights if arm.get("variation") == treatment
+        )
+        / total
+    )
 
 
 def _treatment_of(flag_key: str, environment_key: str) -> str:
     """Return the treatment of the flag's latest rollout there, else ``on``."""
     from canary.models import Rollout
 
-    rollout = (Rollout.objects.filter(flag__key=flag_key, environment__key=environment_key)
-               .order_by("-id").first())
+    rollout = (
+        Rollout.objects.filter(flag__key=flag_key, environment__key=environment_key)
+        .order_by("-id")
+        .first()
+    )
     return rollout.treatment_variation if rollout else "on"
 
 
@@ -99,28 +117,64 @@ class Command(BaseCommand):
         parser.add_argument("--flag", required=True, help="flag key")
         parser.add_argument("--env", default="production", help="environment key")
         per_second = _number(1, 2000)
-        parser.add_argument("--rate", type=lambda raw: per_second(raw.removesuffix("/s")),
-                            default=50.0, help="evaluations per second, e.g. 50 or 50/s "
-                                               "(default 50)")
-        parser.add_argument("--duration", type=_number(0.1, 86400), default=60.0,
-                            help="stop after this many seconds (default 60)")
-        parser.add_argument("--regression-at", type=_number(0, 100), default=None,
-                            help="inject the regression once the treatment share reaches this "
-                                 "percentage")
-        parser.add_argument("--error-rate", type=_number(0, 1), default=0.08,
-                            help="treatment error rate under the regression (default 0.08)")
-        parser.add_argument("--slowdown", type=_number(0.01, 100), default=1.5,
-                            help="treatment duration factor under the regression (default 1.5)")
-        parser.add_argument("--baseline-error-rate", type=_number(0, 1), default=0.01,
-                            help="error rate without the regression (default 0.01)")
-        parser.add_argument("--baseline-ms", type=_number(0.1, 600000), default=120.0,
-                            help="median duration without the regression (default 120)")
-        parser.add_argument("--base-url", default="http://127.0.0.1:8000",
-                            help="the control plane (default http://127.0.0.1:8000)")
-        parser.add_argument("--key", help="server key of the environment (default: create one)")
-        parser.add_argument("--merchants", help="comma-separated merchant keys (default: the "
-                                                "active merchants)")
-        parser.add_argument("--seed", type=int, default=7, help="random seed for outcomes")
+        parser.add_argument(
+            "--rate",
+            type=lambda raw: per_second(raw.removesuffix("/s")),
+            default=50.0,
+            help="evaluations per second, e.g. 50 or 50/s (default 50)",
+        )
+        parser.add_argument(
+            "--duration",
+            type=_number(0.1, 86400),
+            default=60.0,
+            help="stop after this many seconds (default 60)",
+        )
+        parser.add_argument(
+            "--regression-at",
+            type=_number(0, 100),
+            default=None,
+            help="inject the regression once the treatment share reaches this "
+            "percentage",
+        )
+        parser.add_argument(
+            "--error-rate",
+            type=_number(0, 1),
+            default=0.08,
+            help="treatment error rate under the regression (default 0.08)",
+        )
+        parser.add_argument(
+            "--slowdown",
+            type=_number(0.01, 100),
+            default=1.5,
+            help="treatment duration factor under the regression (default 1.5)",
+        )
+        parser.add_argument(
+            "--baseline-error-rate",
+            type=_number(0, 1),
+            default=0.01,
+            help="error rate without the regression (default 0.01)",
+        )
+        parser.add_argument(
+            "--baseline-ms",
+            type=_number(0.1, 600000),
+            default=120.0,
+            help="median duration without the regression (default 120)",
+        )
+        parser.add_argument(
+            "--base-url",
+            default="http://127.0.0.1:8000",
+            help="the control plane (default http://127.0.0.1:8000)",
+        )
+        parser.add_argument(
+            "--key", help="server key of the environment (default: create one)"
+        )
+        parser.add_argument(
+            "--merchants",
+            help="comma-separated merchant keys (default: the active merchants)",
+        )
+        parser.add_argument(
+            "--seed", type=int, default=7, help="random seed for outcomes"
+        )
         parser.add_argument("--name", default="checkout", help="outcome event name")
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -135,11 +189,15 @@ class Command(BaseCommand):
         if options["merchants"]:
             keys = [k.strip() for k in options["merchants"].split(",") if k.strip()]
         else:
-            keys = list(Merchant.objects.filter(is_active=True).order_by("key")
-                        .values_list("key", flat=True))
+            keys = list(
+                Merchant.objects.filter(is_active=True)
+                .order_by("key")
+                .values_list("key", flat=True)
+            )
         if not keys:
-            raise CommandError("no merchants to simulate: run `manage.py demo` or pass "
-                               "--merchants")
+            raise CommandError(
+                "no merchants to simulate: run `manage.py demo` or pass --merchants"
+            )
         return keys
 
     def _key(self, options: dict) -> str:
@@ -149,8 +207,12 @@ class Command(BaseCommand):
         from flags.selectors import environment_get
 
         environment = environment_get(options["env"])
-        _, raw = apikey_create(actor=actor_for_cli(), name="simulator", scope="server",
-                               environment=environment)
+        _, raw = apikey_create(
+            actor=actor_for_cli(),
+            name="simulator",
+            scope="server",
+            environment=environment,
+        )
         self.stdout.write(f"created server key for {environment.key}: {raw}")
         return raw
 
@@ -158,8 +220,13 @@ class Command(BaseCommand):
         # urllib sends a small body with the headers in one packet; a client
         # sending them apart meets delayed ACKs (40 ms a request).
         request = urllib.request.Request(
-            url, data=json.dumps(body).encode("utf-8"), method="POST",
-            headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+            url,
+            data=json.dumps(body).encode("utf-8"),
+            method="POST",
+            headers={
+                "Authorization": f"Bearer {key}",
+                "Content-Type": "application/json",
+            },
         )
         try:
             with urllib.request.urlopen(request, timeout=10) as response:
@@ -169,12 +236,15 @@ class Command(BaseCommand):
                 message = json.loads(exc.read() or b"{}").get("message") or exc.reason
             except ValueError:
                 message = exc.reason
-            raise CommandError(f"{url} answered {exc.code}: "
-                               f"{' '.join(str(message).split())[:300]}") from None
+            raise CommandError(
+                f"{url} answered {exc.code}: {' '.join(str(message).split())[:300]}"
+            ) from None
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
-            raise CommandError(f"cannot reach {url} ({reason}): is the server running "
-                               "(bash .ci/serve)?") from None
+            raise CommandError(
+                f"cannot reach {url} ({reason}): is the server running "
+                "(bash .ci/serve)?"
+            ) from None
 
     def _run(self, options: dict) -> None:
         from flags.selectors import environment_get, flag_get
@@ -184,7 +254,9 @@ class Command(BaseCommand):
         merchants = self._merchants(options)
         base = options["base_url"].rstrip("/")
         if not base.startswith(("http://", "https://")):
-            raise CommandError(f"--base-url: {base!r} is not an http:// or https:// URL")
+            raise CommandError(
+                f"--base-url: {base!r} is not an http:// or https:// URL"
+            )
         key = self._key(options)
         treatment = _treatment_of(flag.key, environment.key)
         rng = random.Random(options["seed"])
@@ -193,8 +265,12 @@ class Command(BaseCommand):
         self.stdout.write(
             f"simulating {rate:g} evaluations/s of {flag.key} in {environment.key} for "
             f"{duration:g}s over {len(merchants)} merchants; treatment {treatment!r}"
-            + (f", regression at {regression_at:g}%: error rate {options['error_rate']:g}, "
-               f"x{options['slowdown']:g} slower" if regression_at is not None else "")
+            + (
+                f", regression at {regression_at:g}%: error rate {options['error_rate']:g}, "
+                f"x{options['slowdown']:g} slower"
+                if regression_at is not None
+                else ""
+            )
         )
         started = time.monotonic()
         totals = Second()
@@ -208,40 +284,61 @@ class Command(BaseCommand):
             second = Second()
             for n in range(count):
                 merchant = merchants[rng.randrange(len(merchants))]
-                answer = self._post(f"{base}/api/v1/evaluate", key,
-                                    {"context": {"merchant": merchant}, "flags": [flag.key]})
+                answer = self._post(
+                    f"{base}/api/v1/evaluate",
+                    key,
+                    {"context": {"merchant": merchant}, "flags": [flag.key]},
+                )
                 variation = str(answer["flags"][0].get("variation"))
                 bad = regressed and variation == treatment
-                error_rate = options["error_rate"] if bad else options["baseline_error_rate"]
+                error_rate = (
+                    options["error_rate"] if bad else options["baseline_error_rate"]
+                )
                 median = options["baseline_ms"] * (options["slowdown"] if bad else 1.0)
                 failed = rng.random() < error_rate
                 second.evaluations += 1
                 second.variations[variation] = second.variations.get(variation, 0) + 1
                 second.failures += failed
-                second.events.append({
-                    "flag": flag.key, "merchant": merchant, "variation": variation,
-                    "outcome": "failure" if failed else "success",
-                    "duration_ms": round(median * math.exp(rng.gauss(0, 0.25)), 2),
-                    "occurred_at": dt.datetime.now(dt.timezone.utc).isoformat(),
-                    "name": options["name"],
-                })
+                second.events.append(
+                    {
+                        "flag": flag.key,
+                        "merchant": merchant,
+                        "variation": variation,
+                        "outcome": "failure" if failed else "success",
+                        "duration_ms": round(median * math.exp(rng.gauss(0, 0.25)), 2),
+                        "occurred_at": dt.datetime.now(dt.UTC).isoformat(),
+                        "name": options["name"],
+                    }
+                )
                 # Spread the evaluations over the second.
-                pause = started + second_index - 1 + (n + 1) / count * (
-                    tick_end - (started + second_index - 1)) - time.monotonic()
+                pause = (
+                    started
+                    + second_index
+                    - 1
+                    + (n + 1) / count * (tick_end - (started + second_index - 1))
+                    - time.monotonic()
+                )
                 if pause > 0:
                     time.sleep(pause)
-            accepted = self._post(f"{base}/api/v1/events", key,
-                                  {"events": second.events}).get("accepted", 0)
+            accepted = self._post(
+                f"{base}/api/v1/events", key, {"events": second.events}
+            ).get("accepted", 0)
             totals.evaluations += second.evaluations
             totals.failures += second.failures
             for name, n in second.variations.items():
                 totals.variations[name] = totals.variations.get(name, 0) + n
-            split = ", ".join(f"{name} {n}" for name, n in sorted(second.variations.items()))
+            split = ", ".join(
+                f"{name} {n}" for name, n in sorted(second.variations.items())
+            )
             self.stdout.write(
                 f"t={time.monotonic() - started:5.1f}s evaluated {second.evaluations} ({split}); "
                 f"treatment share {share:g}%; regression {'ON' if regressed else 'off'}; "
                 f"failures {second.failures}; events accepted {accepted}"
             )
-        split = ", ".join(f"{name} {n}" for name, n in sorted(totals.variations.items()))
-        self.stdout.write(f"done: {totals.evaluations} evaluations ({split}), "
-                          f"{totals.failures} failures reported")
+        split = ", ".join(
+            f"{name} {n}" for name, n in sorted(totals.variations.items())
+        )
+        self.stdout.write(
+            f"done: {totals.evaluations} evaluations ({split}), "
+            f"{totals.failures} failures reported"
+        )

@@ -6,6 +6,7 @@ service, and prints the result with rich (plain text when not a terminal).
 Every user mistake raises ``CommandError`` with one readable line, before
 anything is written: the services validate before they write.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -14,7 +15,8 @@ import io
 import json
 import math
 import os
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import DatabaseError
@@ -27,8 +29,8 @@ from controlplane.audit.actors import Actor, actor_for_cli
 from controlplane.audit.management.commands.audit import parse_duration, parse_instant
 from controlplane.audit.models import AuditEvent
 from controlplane.conf import setting
+from controlplane.exceptions import DomainError
 from flags import engine, mappers, selectors, services
-from flags.exceptions import DomainError
 from flags.models import Environment, Flag, FlagState, Merchant, ValueType
 
 
@@ -39,7 +41,10 @@ def _one_line(text: str) -> str:
 def _serve_summary(serve: dict) -> str:
     if "variation" in serve:
         return serve["variation"]
-    arms = [f"{arm['variation']} {arm['weight'] / 1000:g}%" for arm in serve.get("split", [])]
+    arms = [
+        f"{arm['variation']} {arm['weight'] / 1000:g}%"
+        for arm in serve.get("split", [])
+    ]
     return "split " + " / ".join(arms)
 
 
@@ -48,26 +53,23 @@ def _state_summary(state: FlagState) -> str:
         return f"KILLED -> {state.off_variation}"
     if not state.enabled:
         return f"off -> {state.off_variation}"
-    rules = f" +{len(state.rules)} rule{'s' if len(state.rules) != 1 else ''}" if state.rules else ""
+    rules = (
+        f" +{len(state.rules)} rule{'s' if len(state.rules) != 1 else ''}"
+        if state.rules
+        else ""
+    )
     return f"on: {_serve_summary(state.fallthrough)}{rules}"
 
 
 def _format_time(value: dt.datetime | None) -> str:
     if value is None:
         return "-"
-    return value.astimezone(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+    return value.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
 # SIMPLE_HEAD drawn with '-': safe in any encoding when piped or logged.
 _PLAIN_BOX = box.Box(
-    "    \n"
-    "    \n"
-    " -- \n"
-    "    \n"
-    "    \n"
-    "    \n"
-    "    \n"
-    "    \n",
+    "    \n    \n -- \n    \n    \n    \n    \n    \n",
     ascii=True,
 )
 
@@ -90,30 +92,48 @@ class Command(BaseCommand):
             "--actor", help="Name recorded in the audit log (default: your login name)."
         )
         env_required = argparse.ArgumentParser(add_help=False)
-        env_required.add_argument("--env", required=True, help="Environment key, e.g. production.")
+        env_required.add_argument(
+            "--env", required=True, help="Environment key, e.g. production."
+        )
 
-        sub = parser.add_subparsers(dest="subcommand", required=True, metavar="SUBCOMMAND")
+        sub = parser.add_subparsers(
+            dest="subcommand", required=True, metavar="SUBCOMMAND"
+        )
 
-        p = sub.add_parser("list", help="List flags and how each environment serves them.")
+        p = sub.add_parser(
+            "list", help="List flags and how each environment serves them."
+        )
         p.add_argument("--env", help="Show one environment in detail.")
-        p.add_argument("--archived", action="store_true", help="Include archived flags.")
+        p.add_argument(
+            "--archived", action="store_true", help="Include archived flags."
+        )
 
-        p = sub.add_parser("show", help="Show a flag, its variations, states and overrides.")
+        p = sub.add_parser(
+            "show", help="Show a flag, its variations, states and overrides."
+        )
         p.add_argument("flag")
 
-        p = sub.add_parser("create", parents=[common], help="Create a flag (off everywhere).")
+        p = sub.add_parser(
+            "create", parents=[common], help="Create a flag (off everywhere)."
+        )
         p.add_argument("key")
         p.add_argument("--name", default="")
-        p.add_argument("--type", dest="value_type", default="bool", choices=ValueType.values)
+        p.add_argument(
+            "--type", dest="value_type", default="bool", choices=ValueType.values
+        )
         p.add_argument(
             "--variations",
             help='JSON list, e.g. \'[{"key": "classic", "value": "classic"}, ...]\' '
-                 "(bool flags get on/off).",
+            "(bool flags get on/off).",
         )
-        p.add_argument("--off-variation", help="Variation served when off (default: off/last).")
+        p.add_argument(
+            "--off-variation", help="Variation served when off (default: off/last)."
+        )
         p.add_argument("--description", default="")
         p.add_argument("--owner", default="")
-        p.add_argument("--tag", action="append", dest="tags", default=[], help="Repeatable.")
+        p.add_argument(
+            "--tag", action="append", dest="tags", default=[], help="Repeatable."
+        )
 
         for name, text in (
             ("enable", "Turn targeting on (overrides, rules and the default apply)."),
@@ -122,41 +142,64 @@ class Command(BaseCommand):
             p = sub.add_parser(name, parents=[common, env_required], help=text)
             p.add_argument("flag")
 
-        p = sub.add_parser("kill", parents=[common, env_required],
-                           help="Emergency off: everyone gets the off variation now.")
+        p = sub.add_parser(
+            "kill",
+            parents=[common, env_required],
+            help="Emergency off: everyone gets the off variation now.",
+        )
         p.add_argument("flag")
         p.add_argument("--reason", default="")
 
-        p = sub.add_parser("restore", parents=[common, env_required],
-                           help="Undo a kill: targeting on again as before.")
+        p = sub.add_parser(
+            "restore",
+            parents=[common, env_required],
+            help="Undo a kill: targeting on again as before.",
+        )
         p.add_argument("flag")
         p.add_argument("--reason", default="")
 
-        p = sub.add_parser("percentage", parents=[common, env_required],
-                           help="Serve the treatment to PCT%% of merchants by default.")
+        p = sub.add_parser(
+            "percentage",
+            parents=[common, env_required],
+            help="Serve the treatment to PCT%% of merchants by default.",
+        )
         p.add_argument("flag")
         p.add_argument("pct", metavar="PCT", help="0..100, up to 3 decimals.")
         p.add_argument("--treatment", help="Variation for the PCT%% (bool: on).")
         p.add_argument("--control", help="Variation for the rest (bool: off).")
 
-        p = sub.add_parser("override", help="Per-merchant overrides: add, remove, list.")
-        osub = p.add_subparsers(dest="override_action", required=True, metavar="{add,remove,list}")
-        p = osub.add_parser("add", parents=[common, env_required],
-                            help="Give one merchant a variation; print what is now in force.")
+        p = sub.add_parser(
+            "override", help="Per-merchant overrides: add, remove, list."
+        )
+        osub = p.add_subparsers(
+            dest="override_action", required=True, metavar="{add,remove,list}"
+        )
+        p = osub.add_parser(
+            "add",
+            parents=[common, env_required],
+            help="Give one merchant a variation; print what is now in force.",
+        )
         p.add_argument("flag")
         p.add_argument("merchant")
-        p.add_argument("--variation", default="on", help="Variation to serve (default: on).")
+        p.add_argument(
+            "--variation", default="on", help="Variation to serve (default: on)."
+        )
         p.add_argument("--note", default="")
         p.add_argument(
             "--expires",
             help="ISO 8601 time (2026-12-01T00:00Z; no zone = UTC) or a span from now (7d, 12h).",
         )
-        p = osub.add_parser("remove", parents=[common, env_required],
-                            help="Remove one merchant's override.")
+        p = osub.add_parser(
+            "remove",
+            parents=[common, env_required],
+            help="Remove one merchant's override.",
+        )
         p.add_argument("flag")
         p.add_argument("merchant")
         p.add_argument("--reason", default="")
-        p = osub.add_parser("list", parents=[env_required], help="List a flag's overrides.")
+        p = osub.add_parser(
+            "list", parents=[env_required], help="List a flag's overrides."
+        )
         p.add_argument("flag")
 
     # -- dispatch -------------------------------------------------------------
@@ -184,8 +227,13 @@ class Command(BaseCommand):
         width = None if is_tty else int(os.environ.get("COLUMNS", "120") or 120)
         buffer = io.StringIO()
         console = Console(
-            file=buffer, force_terminal=is_tty, no_color=not is_tty, width=width,
-            highlight=False, emoji=False, soft_wrap=False,
+            file=buffer,
+            force_terminal=is_tty,
+            no_color=not is_tty,
+            width=width,
+            highlight=False,
+            emoji=False,
+            soft_wrap=False,
         )
         for renderable in renderables:
             console.print(renderable)
@@ -229,7 +277,12 @@ class Command(BaseCommand):
             environment = selectors.environment_get(options["env"])
             table = self._table(
                 f"Flags in {environment.key} (ruleset version {environment.ruleset_version})",
-                "flag", "type", "serving", "overrides", "version", "archived",
+                "flag",
+                "type",
+                "serving",
+                "overrides",
+                "version",
+                "archived",
             )
             states = {
                 state.flag_id: state
@@ -241,7 +294,8 @@ class Command(BaseCommand):
             for flag in flags:
                 state = states.get(flag.pk)
                 table.add_row(
-                    flag.key, flag.value_type,
+                    flag.key,
+                    flag.value_type,
                     _state_summary(state) if state else "-",
                     str(override_counts.get(flag.pk, 0)),
                     str(state.version) if state else "-",
@@ -249,18 +303,24 @@ class Command(BaseCommand):
                 )
         else:
             environments = list(Environment.objects.all())
-            table = self._table("Flags", "flag", "type", *[env.key for env in environments],
-                                "archived")
+            table = self._table(
+                "Flags", "flag", "type", *[env.key for env in environments], "archived"
+            )
             for flag in flags:
                 by_env = {state.environment_id: state for state in flag.states.all()}
                 table.add_row(
-                    flag.key, flag.value_type,
-                    *[_state_summary(by_env[env.pk]) if env.pk in by_env else "-"
-                      for env in environments],
+                    flag.key,
+                    flag.value_type,
+                    *[
+                        _state_summary(by_env[env.pk]) if env.pk in by_env else "-"
+                        for env in environments
+                    ],
                     "yes" if flag.archived else "",
                 )
         if not flags:
-            self.stdout.write("No flags yet: create one with 'manage.py flag create KEY'.")
+            self.stdout.write(
+                "No flags yet: create one with 'manage.py flag create KEY'."
+            )
             return
         self._print(table)
 
@@ -276,24 +336,52 @@ class Command(BaseCommand):
         header.add_row("description", flag.description or "-")
         variations = self._table("Variations", "key", "value", "name")
         for variation in flag.variations:
-            variations.add_row(variation["key"], _format_value(variation["value"]),
-                               variation.get("name", ""))
-        states = self._table("States", "environment", "serving", "off variation", "rules",
-                             "bucket by", "version", "killed")
-        for state in flag.states.select_related("environment").order_by("environment__sort_order"):
-            rules = "; ".join(
-                f"{n + 1}: {self._clauses_summary(rule['clauses'])} -> "
-                f"{_serve_summary(rule['serve'])}"
-                for n, rule in enumerate(state.rules)
-            ) or "-"
-            killed = (f"{_format_time(state.killed_at)} {state.kill_reason}".strip()
-                      if state.killed_at else "-")
-            states.add_row(state.environment.key, _state_summary(state), state.off_variation,
-                           rules, state.bucket_by, str(state.version), killed)
+            variations.add_row(
+                variation["key"],
+                _format_value(variation["value"]),
+                variation.get("name", ""),
+            )
+        states = self._table(
+            "States",
+            "environment",
+            "serving",
+            "off variation",
+            "rules",
+            "bucket by",
+            "version",
+            "killed",
+        )
+        for state in flag.states.select_related("environment").order_by(
+            "environment__sort_order"
+        ):
+            rules = (
+                "; ".join(
+                    f"{n + 1}: {self._clauses_summary(rule['clauses'])} -> "
+                    f"{_serve_summary(rule['serve'])}"
+                    for n, rule in enumerate(state.rules)
+                )
+                or "-"
+            )
+            killed = (
+                f"{_format_time(state.killed_at)} {state.kill_reason}".strip()
+                if state.killed_at
+                else "-"
+            )
+            states.add_row(
+                state.environment.key,
+                _state_summary(state),
+                state.off_variation,
+                rules,
+                state.bucket_by,
+                str(state.version),
+                killed,
+            )
         renderables: list[Any] = [header, variations, states]
         overrides = list(selectors.override_list(flag=flag))
         if overrides:
-            renderables.append(self._overrides_table(f"Overrides ({len(overrides)})", overrides))
+            renderables.append(
+                self._overrides_table(f"Overrides ({len(overrides)})", overrides)
+            )
         self._print(*renderables)
 
     @staticmethod
@@ -305,18 +393,32 @@ class Command(BaseCommand):
                 parts.append(f"{negate}segment {','.join(map(str, clause['values']))}")
             else:
                 values = ",".join(map(str, clause.get("values", [])))
-                parts.append(f"{clause['attribute']} {negate}{clause['op']} {values}".strip())
+                parts.append(
+                    f"{clause['attribute']} {negate}{clause['op']} {values}".strip()
+                )
         return " and ".join(parts)
 
     def _overrides_table(self, title: str, overrides: list) -> Table:
         now = timezone.now()
-        table = self._table(title, "environment", "merchant", "variation", "expires", "note",
-                            "by", "live")
+        table = self._table(
+            title,
+            "environment",
+            "merchant",
+            "variation",
+            "expires",
+            "note",
+            "by",
+            "live",
+        )
         for override in overrides:
             table.add_row(
-                override.environment.key, override.merchant.key, override.variation,
-                _format_time(override.expires_at), override.note or "",
-                override.created_by or "", "yes" if override.is_live(now) else "expired",
+                override.environment.key,
+                override.merchant.key,
+                override.variation,
+                _format_time(override.expires_at),
+                override.note or "",
+                override.created_by or "",
+                "yes" if override.is_live(now) else "expired",
             )
         return table
 
@@ -343,10 +445,12 @@ class Command(BaseCommand):
             tags=options["tags"],
         )
         keys = ", ".join(flag.variation_keys)
-        self.stdout.write(self.style.SUCCESS(
-            f"Created flag {flag.key} ({flag.value_type}; variations {keys}); "
-            f"disabled in every environment."
-        ))
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"Created flag {flag.key} ({flag.value_type}; variations {keys}); "
+                f"disabled in every environment."
+            )
+        )
 
     # -- state changes --------------------------------------------------------
 
@@ -360,14 +464,19 @@ class Command(BaseCommand):
     def _disable(self, options: dict) -> None:
         flag, environment = self._resolve(options)
         state = services.flag_state_set_enabled(
-            actor=self._actor(options), flag=flag, environment=environment, enabled=False
+            actor=self._actor(options),
+            flag=flag,
+            environment=environment,
+            enabled=False,
         )
         self._state_line(state)
 
     def _kill(self, options: dict) -> None:
         flag, environment = self._resolve(options)
         state = services.flag_state_kill(
-            actor=self._actor(options), flag=flag, environment=environment,
+            actor=self._actor(options),
+            flag=flag,
+            environment=environment,
             reason=options["reason"],
         )
         self._state_line(state)
@@ -375,7 +484,9 @@ class Command(BaseCommand):
     def _restore(self, options: dict) -> None:
         flag, environment = self._resolve(options)
         state = services.flag_state_restore(
-            actor=self._actor(options), flag=flag, environment=environment,
+            actor=self._actor(options),
+            flag=flag,
+            environment=environment,
             reason=options["reason"],
         )
         self._state_line(state)
@@ -384,8 +495,11 @@ class Command(BaseCommand):
         flag, environment = self._resolve(options)
         percentage = self._parse_percentage(options["pct"])
         state = services.flag_state_set_percentage(
-            actor=self._actor(options), flag=flag, environment=environment,
-            percentage=percentage, treatment=options.get("treatment"),
+            actor=self._actor(options),
+            flag=flag,
+            environment=environment,
+            percentage=percentage,
+            treatment=options.get("treatment"),
             control=options.get("control"),
         )
         self._state_line(state)
@@ -400,7 +514,9 @@ class Command(BaseCommand):
         try:
             value = float(text.strip().rstrip("%"))
         except ValueError:
-            raise CommandError(f"percentage: {text!r} is not a number (0..100)") from None
+            raise CommandError(
+                f"percentage: {text!r} is not a number (0..100)"
+            ) from None
         if not math.isfinite(value) or value < 0 or value > 100:
             raise CommandError(f"percentage: {text} is outside 0..100")
         return value
@@ -424,16 +540,25 @@ class Command(BaseCommand):
         flag, environment = self._resolve(options)
         merchant = selectors.merchant_get(options["merchant"])
         if not merchant.is_active:
-            raise CommandError(f"merchant {merchant.key!r} is inactive: overrides need an "
-                               "active merchant")
+            raise CommandError(
+                f"merchant {merchant.key!r} is inactive: overrides need an "
+                "active merchant"
+            )
         expires_at = self._parse_expires(options.get("expires"))
         services.override_set(
-            actor=self._actor(options), flag=flag, environment=environment, merchant=merchant,
-            variation=options["variation"], note=options["note"], expires_at=expires_at,
+            actor=self._actor(options),
+            flag=flag,
+            environment=environment,
+            merchant=merchant,
+            variation=options["variation"],
+            note=options["note"],
+            expires_at=expires_at,
         )
         self._print_in_force(flag, environment, merchant)
 
-    def _print_in_force(self, flag: Flag, environment: Environment, merchant: Merchant) -> None:
+    def _print_in_force(
+        self, flag: Flag, environment: Environment, merchant: Merchant
+    ) -> None:
         """Read back from the database and say what now applies to the merchant."""
         override = selectors.override_list(
             flag=flag, environment=environment, merchant=merchant
@@ -442,8 +567,11 @@ class Command(BaseCommand):
         ruleset = mappers.ruleset_compile(environment)
         answer = engine.evaluate(ruleset, flag.key, {engine.MERCHANT: merchant.key})
         if override is not None:
-            expires = (f", expires {_format_time(override.expires_at)}"
-                       if override.expires_at else "")
+            expires = (
+                f", expires {_format_time(override.expires_at)}"
+                if override.expires_at
+                else ""
+            )
             note = f", note {override.note!r}" if override.note else ""
             self.stdout.write(
                 f"Override saved: {flag.key} in {environment.key} for {merchant.key} -> "
@@ -465,17 +593,26 @@ class Command(BaseCommand):
     def _print_history(self, flag: Flag, merchant: Merchant) -> None:
         limit = int(setting("AUDIT_HISTORY_LIMIT"))
         events = list(
-            AuditEvent.objects.filter(details__merchant=merchant.key, details__flag=flag.key)
-            .order_by("-id")[:limit]
+            AuditEvent.objects.filter(
+                details__merchant=merchant.key, details__flag=flag.key
+            ).order_by("-id")[:limit]
         )
         table = self._table(
             f"Recent history of {merchant.key} for {flag.key} (newest first, up to {limit})",
-            "event", "time", "actor", "action", "environment", "change",
+            "event",
+            "time",
+            "actor",
+            "action",
+            "environment",
+            "change",
         )
         for event in events:
             table.add_row(
-                str(event.pk), _format_time(event.created_at),
-                f"{event.actor_type}:{event.actor_name}", event.action, event.environment,
+                str(event.pk),
+                _format_time(event.created_at),
+                f"{event.actor_type}:{event.actor_name}",
+                event.action,
+                event.environment,
                 self._change_summary(event),
             )
         if not events:
@@ -485,8 +622,16 @@ class Command(BaseCommand):
 
     @staticmethod
     def _change_summary(event: AuditEvent) -> str:
-        before = (event.before or {}).get("variation") if isinstance(event.before, dict) else None
-        after = (event.after or {}).get("variation") if isinstance(event.after, dict) else None
+        before = (
+            (event.before or {}).get("variation")
+            if isinstance(event.before, dict)
+            else None
+        )
+        after = (
+            (event.after or {}).get("variation")
+            if isinstance(event.after, dict)
+            else None
+        )
         if before and after:
             return f"{before} -> {after}"
         if after:
@@ -499,10 +644,15 @@ class Command(BaseCommand):
         flag, environment = self._resolve(options)
         merchant = selectors.merchant_get(options["merchant"])
         services.override_remove(
-            actor=self._actor(options), flag=flag, environment=environment, merchant=merchant,
+            actor=self._actor(options),
+            flag=flag,
+            environment=environment,
+            merchant=merchant,
             reason=options["reason"],
         )
-        self.stdout.write(f"Override removed: {flag.key} in {environment.key} for {merchant.key}")
+        self.stdout.write(
+            f"Override removed: {flag.key} in {environment.key} for {merchant.key}"
+        )
         self._print_in_force(flag, environment, merchant)
 
     def _override_list(self, options: dict) -> None:
@@ -511,6 +661,9 @@ class Command(BaseCommand):
         if not overrides:
             self.stdout.write(f"No overrides of {flag.key} in {environment.key}.")
             return
-        self._print(self._overrides_table(
-            f"Overrides of {flag.key} in {environment.key} ({len(overrides)})", overrides
-        ))
+        self._print(
+            self._overrides_table(
+                f"Overrides of {flag.key} in {environment.key} ({len(overrides)})",
+                overrides,
+            )
+        )

@@ -1,4 +1,5 @@
 """manage.py deployment record|list: what CI deployed, and when."""
+
 from __future__ import annotations
 
 import json
@@ -6,7 +7,7 @@ import json
 from django.core.management.base import BaseCommand, CommandError
 
 from controlplane.audit.actors import actor_for_cli
-from flags.exceptions import DomainError
+from controlplane.exceptions import DomainError
 
 
 class Command(BaseCommand):
@@ -17,14 +18,24 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         sub = parser.add_subparsers(dest="action", required=True)
-        record = sub.add_parser("record", help="record SERVICE VERSION as deployed in --env")
+        record = sub.add_parser(
+            "record", help="record SERVICE VERSION as deployed in --env"
+        )
         record.add_argument("service")
         record.add_argument("version")
-        record.add_argument("--env", required=True, help="environment key, e.g. production")
+        record.add_argument(
+            "--env", required=True, help="environment key, e.g. production"
+        )
         record.add_argument("--artifact", default="", help="image tag, git sha, ...")
-        record.add_argument("--migration-state", default=None,
-                            help='JSON {alias: {app: migration|null}}; default: captured now')
-        sub.add_parser("state", help="print the current migration state as JSON (for --migration-state)")
+        record.add_argument(
+            "--migration-state",
+            default=None,
+            help="JSON {alias: {app: migration|null}}; default: captured now",
+        )
+        sub.add_parser(
+            "state",
+            help="print the current migration state as JSON (for --migration-state)",
+        )
         listing = sub.add_parser("list", help="list deployments, newest first")
         listing.add_argument("--service")
         listing.add_argument("--env")
@@ -46,12 +57,18 @@ class Command(BaseCommand):
             except ValueError as exc:
                 raise CommandError(f"--migration-state is not JSON: {exc}") from None
         deployment = deployment_record(
-            actor=actor_for_cli(), service=options["service"], environment=options["env"],
-            version=options["version"], artifact=options["artifact"], migration_state=state,
+            actor=actor_for_cli(),
+            service=options["service"],
+            environment=options["env"],
+            version=options["version"],
+            artifact=options["artifact"],
+            migration_state=state,
         )
         previous = deployment.previous.version if deployment.previous else "none"
-        self.stdout.write(f"deployment {deployment.pk}: {deployment.service} {deployment.version} in "
-                          f"{deployment.environment.key} (previous: {previous})")
+        self.stdout.write(
+            f"deployment {deployment.pk}: {deployment.service} {deployment.version} in "
+            f"{deployment.environment.key} (previous: {previous})"
+        )
 
     def _state(self, options):
         from rollback.actuators.migration_revert import migration_state_capture
@@ -61,8 +78,12 @@ class Command(BaseCommand):
     def _list(self, options):
         from rollback.selectors import deployment_list
 
-        rows = deployment_list(service=options["service"], environment=options["env"])[: options["limit"]]
+        rows = deployment_list(service=options["service"], environment=options["env"])[
+            : options["limit"]
+        ]
         for d in rows:
             previous = d.previous.version if d.previous else "-"
-            self.stdout.write(f"{d.pk:>6}  {d.deployed_at:%Y-%m-%d %H:%M:%S}  {d.environment.key:<12} "
-                              f"{d.service:<20} {d.version:<20} {d.status:<10} previous={previous}")
+            self.stdout.write(
+                f"{d.pk:>6}  {d.deployed_at:%Y-%m-%d %H:%M:%S}  {d.environment.key:<12} "
+                f"{d.service:<20} {d.version:<20} {d.status:<10} previous={previous}"
+            )

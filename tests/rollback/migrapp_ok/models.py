@@ -7,4 +7,6 @@ class Widget(models.Model):
 
     class Meta:
         app_label = "migrapp_ok"
-        indexes = [models.Index(fields=["name", "size"], name="migrapp_ok_widget_name_size")]
+        indexes = [
+            models.Index(fields=["name", "size"], name="migrapp_ok_widget_name_size")
+        ]

@@ -1,14 +1,15 @@
 """manage.py apikey create|list|revoke."""
+
 from __future__ import annotations
 
+from django.apps import apps
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
 from controlplane.apikeys import services
 from controlplane.apikeys.models import ApiKey, Scope
 from controlplane.audit.actors import actor_for_cli
-from flags.exceptions import DomainError
-from flags.models import Environment
+from controlplane.exceptions import DomainError
 
 
 class Command(BaseCommand):
@@ -36,7 +37,9 @@ class Command(BaseCommand):
     def _create(self, options) -> None:
         environment = user = None
         if options["env"]:
-            environment = Environment.objects.filter(key=options["env"]).first()
+            # Looked up by label: controlplane imports nothing from the apps above it.
+            environment_model = apps.get_model("flags", "Environment")
+            environment = environment_model.objects.filter(key=options["env"]).first()
             if environment is None:
                 raise CommandError(f"unknown environment {options['env']!r}")
         if options["user"]:
@@ -44,16 +47,24 @@ class Command(BaseCommand):
             if user is None:
                 raise CommandError(f"unknown user {options['user']!r}")
         api_key, raw = services.apikey_create(
-            actor=actor_for_cli(options.get("actor")), name=options["name"],
-            scope=options["scope"], environment=environment, user=user,
+            actor=actor_for_cli(options.get("actor")),
+            name=options["name"],
+            scope=options["scope"],
+            environment=environment,
+            user=user,
         )
-        self.stderr.write(f"created key #{api_key.pk} {api_key.name!r}; it is shown only once:")
+        self.stderr.write(
+            f"created key #{api_key.pk} {api_key.name!r}; it is shown only once:"
+        )
         self.stdout.write(raw)
 
     def _list(self, options) -> None:
         for api_key in ApiKey.objects.select_related("environment", "user"):
-            where = api_key.environment.key if api_key.environment_id else (
-                api_key.user.get_username() if api_key.user_id else "-")
+            where = (
+                api_key.environment.key
+                if api_key.environment_id
+                else (api_key.user.get_username() if api_key.user_id else "-")
+            )
             state = "revoked" if api_key.revoked_at else "active"
             used = api_key.last_used_at.isoformat() if api_key.last_used_at else "never"
             self.stdout.write(
@@ -63,12 +74,19 @@ class Command(BaseCommand):
 
     def _revoke(self, options) -> None:
         ref = options["key"]
-        keys = ApiKey.objects.filter(pk=int(ref)) if ref.isdigit() else ApiKey.objects.filter(
-            prefix__startswith=ref[:12]) if len(ref) >= 8 else ApiKey.objects.none()
+        keys = (
+            ApiKey.objects.filter(pk=int(ref))
+            if ref.isdigit()
+            else ApiKey.objects.filter(prefix__startswith=ref[:12])
+            if len(ref) >= 8
+            else ApiKey.objects.none()
+        )
         keys = list(keys[:2])
         if not keys:
             raise CommandError(f"no API key {ref!r} (give its id or displayed prefix)")
         if len(keys) > 1:
             raise CommandError(f"{ref!r} matches several keys: give the id")
-        services.apikey_revoke(actor=actor_for_cli(options.get("actor")), api_key=keys[0])
+        services.apikey_revoke(
+            actor=actor_for_cli(options.get("actor")), api_key=keys[0]
+        )
         self.stdout.write(f"revoked key #{keys[0].pk} {keys[0].name!r}")

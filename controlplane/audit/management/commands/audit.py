@@ -3,6 +3,7 @@
 Thin: parse arguments, call ``audit_chain_verify`` / ``audit_events_export``,
 format the result. User mistakes raise ``CommandError`` with one line.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -47,7 +48,7 @@ def parse_instant(text: str, *, option: str) -> dt.datetime:
             "or a relative span (30m, 12h, 7d, 2w)"
         ) from None
     if timezone.is_naive(value):
-        value = value.replace(tzinfo=dt.timezone.utc)
+        value = value.replace(tzinfo=dt.UTC)
     return value
 
 
@@ -66,14 +67,20 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
-        sub = parser.add_subparsers(dest="subcommand", required=True, metavar="{verify,export}")
+        sub = parser.add_subparsers(
+            dest="subcommand", required=True, metavar="{verify,export}"
+        )
         sub.add_parser("verify", help="Check the whole hash chain; exit 1 when broken.")
-        export = sub.add_parser("export", help="Write events (oldest first) as JSON lines.")
+        export = sub.add_parser(
+            "export", help="Write events (oldest first) as JSON lines."
+        )
         export.add_argument(
             "--since",
             help="Only events at or after this time: ISO 8601 or relative (24h, 7d).",
         )
-        export.add_argument("--output", "-o", help="Write to this file instead of stdout.")
+        export.add_argument(
+            "--output", "-o", help="Write to this file instead of stdout."
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         try:
@@ -82,8 +89,14 @@ class Command(BaseCommand):
             else:
                 self._export(options.get("since"), options.get("output"))
         except DatabaseError as exc:
-            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise CommandError(f"database error: {first_line} (did you run 'manage.py migrate'?)")
+            first_line = (
+                str(exc).strip().splitlines()[0]
+                if str(exc).strip()
+                else type(exc).__name__
+            )
+            raise CommandError(
+                f"database error: {first_line} (did you run 'manage.py migrate'?)"
+            )
 
     def _verify(self) -> None:
         report = audit_chain_verify()
@@ -100,7 +113,9 @@ class Command(BaseCommand):
             try:
                 handle: TextIO = open(output, "w", encoding="utf-8")
             except OSError as exc:
-                raise CommandError(f"--output: cannot write {output!r}: {exc.strerror}") from None
+                raise CommandError(
+                    f"--output: cannot write {output!r}: {exc.strerror}"
+                ) from None
             with handle:
                 count = self._write_lines(handle, since)
             self.stderr.write(f"exported {count} events to {output}")
@@ -108,7 +123,9 @@ class Command(BaseCommand):
             # self.stdout ends each write with a newline: one event per write.
             try:
                 for event in audit_events_export(since=since):
-                    self.stdout.write(json.dumps(event, ensure_ascii=False, sort_keys=True))
+                    self.stdout.write(
+                        json.dumps(event, ensure_ascii=False, sort_keys=True)
+                    )
             except BrokenPipeError:
                 # The reader (e.g. `| head`) has gone; stop quietly.
                 os.dup2(os.open(os.devnull, os.O_WRONLY), 1)

@@ -6,6 +6,7 @@ such as kill or percentage) ``change``, deleting ``delete``. A view may name
 the actions a method stands for (``permission_actions``). Management API
 keys carry the permissions of their service user, so the same check holds.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -16,7 +17,12 @@ from rest_framework.request import Request
 
 from controlplane.audit.actors import Actor, actor_for_user
 
-_METHOD_ACTIONS = {"POST": "add", "PUT": "change", "PATCH": "change", "DELETE": "delete"}
+_METHOD_ACTIONS = {
+    "POST": "add",
+    "PUT": "change",
+    "PATCH": "change",
+    "DELETE": "delete",
+}
 
 
 def required_permissions(view: Any, method: str) -> list[str]:
@@ -33,7 +39,10 @@ def required_permissions(view: Any, method: str) -> list[str]:
         actions = ("view",)
     else:
         actions = (_METHOD_ACTIONS.get(method, "change"),)
-    return [f"{model._meta.app_label}.{action}_{model._meta.model_name}" for action in actions]
+    return [
+        f"{model._meta.app_label}.{action}_{model._meta.model_name}"
+        for action in actions
+    ]
 
 
 class HasModelPermission(BasePermission):
@@ -46,7 +55,9 @@ class HasModelPermission(BasePermission):
         if not (user and user.is_authenticated):
             return False
         permissions = required_permissions(view, request.method)
-        self.message = f"You need the {' and '.join(permissions)} permission to do this."
+        self.message = (
+            f"You need the {' and '.join(permissions)} permission to do this."
+        )
         return user.has_perms(permissions)
 
 
@@ -59,7 +70,10 @@ def check_can_delegate(request: Request, user: Any) -> None:
     requester = request.user
     if requester.is_superuser:
         return
-    if user.is_superuser or not user.get_all_permissions() <= requester.get_all_permissions():
+    if (
+        user.is_superuser
+        or not user.get_all_permissions() <= requester.get_all_permissions()
+    ):
         raise PermissionDenied(
             f"user {user.get_username()!r} has permissions you do not have; "
             "a key cannot carry more than its creator may do"

@@ -1,4 +1,5 @@
 """Domain errors. Interfaces map them to HTTP codes / exit codes in one place."""
+
 from __future__ import annotations
 
 

@@ -4,15 +4,16 @@ Native bodies: ``{"code": ..., "message": ..., "errors": {field: [msg]}}``
 (the shape of ``DomainError.as_dict()``). OFREP bodies follow the OFREP
 specification: ``{"key", "errorCode", "errorDetails"}``.
 """
+
 from __future__ import annotations
 
 import json
 from typing import Any
 
-from django.http import HttpRequest, HttpResponse
 from django.core.exceptions import RequestDataTooBig
+from django.http import HttpRequest, HttpResponse
 
-from flags.exceptions import DomainError
+from controlplane.exceptions import DomainError
 
 WWW_AUTHENTICATE = 'Bearer realm="controlplane"'
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
@@ -21,7 +22,9 @@ _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 class RequestRefused(Exception):
     """A request the API answers with a 4xx; carries status, code and message."""
 
-    def __init__(self, status: int, code: str, message: str, *, field: str | None = None) -> None:
+    def __init__(
+        self, status: int, code: str, message: str, *, field: str | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
@@ -29,10 +32,14 @@ class RequestRefused(Exception):
         self.field = field
 
 
-def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> HttpResponse:
+def json_response(
+    body: Any, status: int = 200, headers: dict[str, str] | None = None
+) -> HttpResponse:
     """Return ``body`` as compact JSON."""
     response = HttpResponse(
-        _dumps(body).encode(), status=status, content_type="application/json",
+        _dumps(body).encode(),
+        status=status,
+        content_type="application/json",
     )
     if headers:
         for name, value in headers.items():
@@ -49,7 +56,11 @@ def error_body(code: str, message: str, field: str | None = None) -> dict[str, A
 
 
 def error_response(
-    status: int, code: str, message: str, *, field: str | None = None,
+    status: int,
+    code: str,
+    message: str,
+    *,
+    field: str | None = None,
     headers: dict[str, str] | None = None,
 ) -> HttpResponse:
     """Return a native error response (401 carries ``WWW-Authenticate``)."""
@@ -65,7 +76,11 @@ def domain_error_response(exc: DomainError) -> HttpResponse:
 
 
 def ofrep_error_response(
-    status: int, error_code: str, details: str, *, key: str | None = None,
+    status: int,
+    error_code: str,
+    details: str,
+    *,
+    key: str | None = None,
 ) -> HttpResponse:
     """Return an OFREP error body (``key`` only for single-flag answers)."""
     body: dict[str, Any] = {"errorCode": error_code, "errorDetails": details}
@@ -88,20 +103,29 @@ def read_json_object(request: HttpRequest, max_bytes: int) -> dict[str, Any]:
     except ValueError:
         raise RequestRefused(400, "PARSE_ERROR", "bad Content-Length header") from None
     if declared > max_bytes:
-        raise RequestRefused(413, "PAYLOAD_TOO_LARGE", f"the body is over {max_bytes} bytes")
+        raise RequestRefused(
+            413, "PAYLOAD_TOO_LARGE", f"the body is over {max_bytes} bytes"
+        )
     content_type = request.META.get("CONTENT_TYPE", "")
     try:
         raw = request.body
     except RequestDataTooBig:
-        raise RequestRefused(413, "PAYLOAD_TOO_LARGE", f"the body is over {max_bytes} bytes") from None
+        raise RequestRefused(
+            413, "PAYLOAD_TOO_LARGE", f"the body is over {max_bytes} bytes"
+        ) from None
     if len(raw) > max_bytes:
-        raise RequestRefused(413, "PAYLOAD_TOO_LARGE", f"the body is over {max_bytes} bytes")
+        raise RequestRefused(
+            413, "PAYLOAD_TOO_LARGE", f"the body is over {max_bytes} bytes"
+        )
     if not raw.strip():
         return {}
     media = content_type.split(";", 1)[0].strip().lower()
-    if media != "application/json" and not (media.startswith("application/") and media.endswith("+json")):
+    if media != "application/json" and not (
+        media.startswith("application/") and media.endswith("+json")
+    ):
         raise RequestRefused(
-            415, "UNSUPPORTED_MEDIA_TYPE",
+            415,
+            "UNSUPPORTED_MEDIA_TYPE",
             f"send the body as application/json (got {media or 'no content type'!r})",
         )
     try:

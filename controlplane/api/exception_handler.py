@@ -6,7 +6,7 @@ Every error body has the same shape::
 
 ``errors`` maps a field path (``merchants[3].key``, ``rules[0].serve``) to its
 messages and is empty when the error is not about one field. Domain errors
-from ``flags.exceptions`` keep their own code and status (and extras such as
+from ``controlplane.exceptions`` keep their own code and status (and extras such as
 ``current_version``); DRF's own errors (validation, parse, authentication,
 permission, not found, method) get the same shape. Anything else is a bug
 and is left to Django (a 500 that is logged).
@@ -14,6 +14,7 @@ and is left to Django (a 500 that is logged).
 A view with a protocol of its own (OFREP) can override
 ``get_exception_handler()`` to answer in that protocol's shape instead.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -25,7 +26,7 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import set_rollback
 
-from flags.exceptions import DomainError
+from controlplane.exceptions import DomainError
 
 _CODES: dict[type[exceptions.APIException], str] = {
     exceptions.ParseError: "parse_error",
@@ -70,7 +71,9 @@ def flatten_errors(detail: Any, prefix: str = "") -> dict[str, list[str]]:
     return flat
 
 
-def _merge(into: dict[str, list[str]], more: dict[str, list[str]]) -> dict[str, list[str]]:
+def _merge(
+    into: dict[str, list[str]], more: dict[str, list[str]]
+) -> dict[str, list[str]]:
     return {key: into.get(key, []) + messages for key, messages in more.items()}
 
 
@@ -81,7 +84,9 @@ def _first_message(errors: dict[str, list[str]]) -> str:
     return "invalid input"
 
 
-def error_body(code: str, message: str, errors: dict[str, list[str]] | None = None) -> dict:
+def error_body(
+    code: str, message: str, errors: dict[str, list[str]] | None = None
+) -> dict:
     """Return the error body every API error uses."""
     return {"code": code, "message": message, "errors": errors or {}}
 

@@ -1,0 +1,1 @@
+"""API pieces shared by every app: errors, permissions, pagination."""

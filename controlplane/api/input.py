@@ -1,0 +1,140 @@
+"""Untrusted input: one place that decides what text and JSON are acceptable.
+
+Every entry point (evaluation, OFREP, events, management API, admin forms,
+commands) parses and checks what a caller sends with these functions, so the
+rules are the same everywhere:
+
+- text must be encodable as UTF-8: a lone surrogate (``"\\ud800"``, which
+  JSON's ``\\u`` escapes can produce) is refused, since it cannot be stored,
+  hashed or written back out;
+- text that is stored must not contain NUL (PostgreSQL cannot store it);
+- JSON must be finite (no ``NaN``, ``Infinity`` or ``1e999``) and nested at
+  most ``MAX_JSON_DEPTH`` levels.
+
+The functions raise ``UntrustedInput`` carrying the offending field path;
+interfaces turn it into their own 400 (native, OFREP, form error).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+# Deep enough for any real ruleset or context, shallow enough that no
+# recursive walker (serializers, the engine, json.dumps) can hit the
+# interpreter's recursion limit.
+MAX_JSON_DEPTH = 64
+
+
+class UntrustedInput(ValueError):
+    """Input refused at the boundary; ``field`` is the path of the culprit."""
+
+    def __init__(self, message: str, *, field: str = "") -> None:
+        super().__init__(f"{field}: {message}" if field else message)
+        self.message = message
+        self.field = field
+
+
+def text_problem(text: str, *, allow_nul: bool = True) -> str | None:
+    """Return why ``text`` is unacceptable, or None when it is fine."""
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            return "is not valid Unicode text (it contains a lone surrogate)"
+    if not allow_nul and "\x00" in text:
+        return "must not contain a NUL character"
+    return None
+
+
+def check_text(text: str, *, field: str, allow_nul: bool = True) -> str:
+    """Return ``text`` if acceptable; raise UntrustedInput otherwise."""
+    problem = text_problem(text, allow_nul=allow_nul)
+    if problem:
+        raise UntrustedInput(problem, field=field)
+    return text
+
+
+def check_json_value(
+    value: Any,
+    *,
+    field: str = "",
+    max_depth: int = MAX_JSON_DEPTH,
+    allow_nul: bool = True,
+) -> Any:
+    """Return ``value`` if every string, key and number in it is acceptable.
+
+    Walks iteratively (no recursion, so a deep value cannot crash the walk)
+    and raises UntrustedInput naming the first offending path: a string or
+    key that is not valid Unicode (or holds NUL when ``allow_nul`` is off), a
+    float that is not finite, or nesting deeper than ``max_depth``.
+    """
+    stack: list[tuple[Any, str, int]] = [(value, field, 0)]
+    while stack:
+        item, path, depth = stack.pop()
+        if isinstance(item, str):
+            check_text(item, field=path, allow_nul=allow_nul)
+        elif isinstance(item, float):
+            if not math.isfinite(item):
+                raise UntrustedInput("must be a finite number", field=path)
+        elif isinstance(item, dict | list):
+            if depth >= max_depth:
+                raise UntrustedInput(
+                    f"is nested more than {max_depth} levels deep", field=path
+                )
+            if isinstance(item, dict):
+                for key, child in item.items():
+                    key_text = str(key)
+                    check_text(key_text, field=path or "(key)", allow_nul=allow_nul)
+                    child_path = f"{path}.{key_text}" if path else key_text
+                    stack.append((child, child_path, depth + 1))
+            else:
+                for index, child in enumerate(item):
+                    stack.append((child, f"{path}[{index}]", depth + 1))
+    return value
+
+
+def _refuse_constant(name: str) -> float:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    number = float(text)
+    if not math.isfinite(number):
+        raise ValueError(f"{text[:20]} is out of range for a number")
+    return number
+
+
+def loads_json(
+    raw: bytes | str,
+    *,
+    max_depth: int = MAX_JSON_DEPTH,
+    allow_nul: bool = True,
+) -> Any:
+    """Parse untrusted JSON; raise UntrustedInput for anything unacceptable.
+
+    Refuses malformed JSON and invalid UTF-8, ``NaN``/``Infinity`` and
+    numbers that overflow to infinity, integers of more than 4,300 digits
+    (the interpreter's limit), nesting deeper than ``max_depth`` and strings
+    that are not valid Unicode. The message never echoes the input.
+    """
+    try:
+        value = json.loads(
+            raw, parse_constant=_refuse_constant, parse_float=_finite_float
+        )
+    except RecursionError:
+        raise UntrustedInput(
+            f"malformed JSON: nested more than {max_depth} levels deep"
+        ) from None
+    except UnicodeDecodeError:
+        raise UntrustedInput("malformed JSON: the body is not valid UTF-8") from None
+    except ValueError as exc:
+        raise UntrustedInput(f"malformed JSON: {_short(exc)}") from None
+    return check_json_value(value, max_depth=max_depth, allow_nul=allow_nul)
+
+
+def _short(exc: ValueError) -> str:
+    # json's messages carry a position, never the document; other ValueErrors
+    # (int digit limit, our own) are short. Cut anyway: nothing long echoes.
+    return str(exc)[:200]
