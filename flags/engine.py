@@ -172,10 +172,33 @@ def _pattern_options() -> re2.Options:
     options = re2.Options()
     options.log_errors = False  # refused patterns are reported, not logged
     options.max_mem = _PATTERN_MAX_MEM
+    options.never_capture = True  # a clause asks "does it match", not where
     return options
 
 
 _PATTERN_OPTIONS = _pattern_options()
+# The wrapper's ``search`` decodes offsets and builds a match object (about
+# 5 us a call); the binding's own ``Match`` on UTF-8 bytes answers the same
+# question in under 1 us. Both come with the pinned google-re2.
+_UNANCHORED = re2._re2.RE2.Anchor.UNANCHORED
+_NO_MATCH = (-1, -1)
+
+
+def _matcher(patterns: tuple[Any, ...]) -> Callable[[Any], bool]:
+    """Return ``one(value)``: whether a string value matches any pattern."""
+    matches = tuple(pattern._regexp.Match for pattern in patterns)
+
+    def one(value):
+        if not isinstance(value, str):
+            return False
+        text = value.encode()
+        end = len(text)
+        for match in matches:
+            if match(_UNANCHORED, text, 0, end)[0] != _NO_MATCH:
+                return True
+        return False
+
+    return one
 
 
 def compile_pattern(pattern: Any, field: str = "pattern") -> Any:
@@ -273,9 +296,7 @@ def _compile_clause(
             def one(value):
                 raise refused
         else:
-
-            def one(value):
-                return isinstance(value, str) and any(p.search(value) for p in patterns)
+            one = _matcher(patterns)
     else:
         compare = {
             "lt": float.__lt__,
