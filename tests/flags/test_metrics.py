@@ -61,7 +61,7 @@ def test_metrics__10000_unknown_flag_keys_native_and_ofrep__series_count_unchang
     # Given: every series a refused key can touch exists once already
     assert _native(client, auth, ["warm-up-unknown"]).status_code == 404
     assert _ofrep(client, auth, "warm-up-unknown").status_code == 404
-    series = _series()
+    series, children = _series(), len(metrics._children)
     unknown = _count(
         flag=metrics.UNKNOWN_FLAG, variation="", reason="ERROR", level="error"
     )
@@ -74,7 +74,7 @@ def test_metrics__10000_unknown_flag_keys_native_and_ofrep__series_count_unchang
         sent = key + "y" * 20_000 if n % 100 == 0 else key
         assert _ofrep(client, auth, sent).status_code == 404
     # Then
-    assert _series() == series
+    assert (_series(), len(metrics._children)) == (series, children)
     assert (
         _count(flag=metrics.UNKNOWN_FLAG, variation="", reason="ERROR", level="error")
         == unknown + 10_000
