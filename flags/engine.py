@@ -1,8 +1,9 @@
 """Pure flag evaluation: compile a ruleset from plain data, evaluate in memory.
 
-This module imports only the standard library and mmh3, so the server, the
-Python client and the benchmarks evaluate with exactly the same code. A test
-fails if it ever imports Django.
+This module imports only the standard library and two small pure libraries,
+mmh3 and google-re2 (``re2``), so the server, the Python client and the
+benchmarks evaluate with exactly the same code. A test fails if it ever
+imports Django.
 
 The compiled ruleset holds prebuilt, immutable answers: an override hit, a
 rule that serves one variation, and every arm of a split return an
@@ -21,13 +22,13 @@ Evaluation order (one answer, one reason):
 from __future__ import annotations
 
 import math
-import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import mmh3
+import re2
 
 BUCKETS = 100_000
 MERCHANT = "merchant"
@@ -155,6 +156,86 @@ def _attribute(context: Mapping[str, Any], ruleset: Ruleset, name: str) -> Any:
     return value
 
 
+# -- regular expressions -------------------------------------------------------
+
+# ``matches`` runs RE2, which matches in time linear in the text whatever the
+# pattern (no backtracking: ``^(a+)+$`` is as cheap as ``^a+$``). It refuses
+# what it cannot do in linear time (backreferences, look-around).
+MAX_PATTERN_LENGTH = 1_000  # characters in one pattern
+# The compiled program's size bounds the work per character of text: a short
+# pattern such as ``.{1000}`` expands to thousands of instructions.
+MAX_PATTERN_PROGRAM_SIZE = 2_000
+_PATTERN_MAX_MEM = 1 << 20  # bytes of RE2 memory (program and DFA cache) each
+
+
+def _pattern_options() -> re2.Options:
+    options = re2.Options()
+    options.log_errors = False  # refused patterns are reported, not logged
+    options.max_mem = _PATTERN_MAX_MEM
+    options.never_capture = True  # a clause asks "does it match", not where
+    return options
+
+
+_PATTERN_OPTIONS = _pattern_options()
+# The wrapper's ``search`` decodes offsets and builds a match object (about
+# 5 us a call); the binding's own ``Match`` on UTF-8 bytes answers the same
+# question in under 1 us. Both come with the pinned google-re2.
+_UNANCHORED = re2._re2.RE2.Anchor.UNANCHORED
+_NO_MATCH = (-1, -1)
+
+
+def _matcher(patterns: tuple[Any, ...]) -> Callable[[Any], bool]:
+    """Return ``one(value)``: whether a string value matches any pattern."""
+    matches = tuple(pattern._regexp.Match for pattern in patterns)
+
+    def one(value):
+        if not isinstance(value, str):
+            return False
+        text = value.encode()
+        end = len(text)
+        for match in matches:
+            if match(_UNANCHORED, text, 0, end)[0] != _NO_MATCH:
+                return True
+        return False
+
+    return one
+
+
+def compile_pattern(pattern: Any, field: str = "pattern") -> Any:
+    """Compile a ``matches`` pattern with RE2; return the compiled pattern.
+
+    Raise ``RulesetError`` on ``field`` when the pattern is not a string, is
+    longer than ``MAX_PATTERN_LENGTH`` characters, is not RE2 syntax, or
+    compiles to more than ``MAX_PATTERN_PROGRAM_SIZE`` instructions.
+    """
+    if not isinstance(pattern, str):
+        raise RulesetError(field, "a regular expression is a string")
+    if len(pattern) > MAX_PATTERN_LENGTH:
+        raise RulesetError(
+            field,
+            f"regular expression longer than {MAX_PATTERN_LENGTH} characters",
+        )
+    try:
+        compiled = re2.compile(pattern, options=_PATTERN_OPTIONS)
+    except re2.error as exc:
+        detail = exc.args[0] if exc.args else ""
+        if isinstance(detail, bytes):
+            detail = detail.decode("utf-8", "replace")
+        raise RulesetError(
+            field, f"bad regular expression (RE2 syntax): {detail}"
+        ) from None
+    except (TypeError, ValueError, UnicodeError):
+        # e.g. a lone surrogate, which has no UTF-8 form
+        raise RulesetError(field, "bad regular expression: not valid text") from None
+    if compiled.programsize > MAX_PATTERN_PROGRAM_SIZE:
+        raise RulesetError(
+            field,
+            f"regular expression too complex ({compiled.programsize} RE2 "
+            f"instructions, at most {MAX_PATTERN_PROGRAM_SIZE})",
+        )
+    return compiled
+
+
 def _hashable(value: Any) -> bool:
     return isinstance(value, (str, int, float, bool))
 
@@ -203,10 +284,19 @@ def _compile_clause(
         def one(value):
             return isinstance(value, str) and any(method(value, s) for s in strings)
     elif op == "matches":
-        patterns = tuple(re.compile(value) for value in values)
+        # Compiled once here, with the ruleset; never per evaluation.
+        try:
+            patterns = tuple(compile_pattern(value) for value in values)
+        except RulesetError as exc:
+            # Data written before RE2 (or not through the services): only
+            # evaluations that test this clause answer ERROR; the rest of the
+            # ruleset compiles and serves.
+            refused = exc
 
-        def one(value):
-            return isinstance(value, str) and any(p.search(value) for p in patterns)
+            def one(value):
+                raise refused
+        else:
+            one = _matcher(patterns)
     else:
         compare = {
             "lt": float.__lt__,

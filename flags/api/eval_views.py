@@ -37,11 +37,12 @@ def _method_not_allowed(allowed: str) -> HttpResponse:
     return response
 
 
-def _counted(answers: list[engine.Evaluation], started: float) -> None:
+def _counted(
+    answers: list[engine.Evaluation], started: float, ruleset: engine.Ruleset
+) -> None:
     metrics.evaluation_timed(_perf() - started)
-    count = metrics.evaluation_counted
-    for answer in answers:
-        count(answer.flag_key, answer.variation, answer.reason)
+    # Only the ruleset's flags become labels: callers choose the keys they send.
+    metrics.evaluations_counted(answers, ruleset.flags)
 
 
 # -- native -------------------------------------------------------------------
@@ -144,7 +145,7 @@ def evaluate(request: HttpRequest) -> HttpResponse:
             evaluate_one(ruleset, flag_key, context, default, value_type=value_type)
             for flag_key, value_type, default in wanted
         ]
-    _counted(answers, started)
+    _counted(answers, started, ruleset)
     body = {
         "environment": ruleset.environment,
         "version": ruleset.version,
@@ -247,7 +248,7 @@ def ofrep_evaluate_flag(request: HttpRequest, key: str) -> HttpResponse:
         return _ofrep_refused(exc, key)
     started = _perf()
     answer = engine.evaluate(ruleset, key, context)
-    _counted([answer], started)
+    _counted([answer], started, ruleset)
     if answer.error_code is None:
         return json_response(_ofrep_success(answer, ruleset, stale))
     status = 404 if answer.error_code == engine.ErrorCode.FLAG_NOT_FOUND else 400
@@ -274,7 +275,7 @@ def ofrep_evaluate_flags(request: HttpRequest) -> HttpResponse:
         engine.evaluate(ruleset, flag_key, context)
         for flag_key in sorted(ruleset.flags)
     ]
-    _counted(answers, started)
+    _counted(answers, started, ruleset)
     flags = [
         _ofrep_success(answer, ruleset, stale)
         if answer.error_code is None

@@ -713,7 +713,7 @@ def test_validate_serve__weights_sum_to_100000__accepted():
 @pytest.mark.parametrize(
     "bad_clause, field",
     [
-        (clause("plan", "matches", "("), "r.values"),
+        (clause("plan", "matches", "("), "r.values[0]"),
         (clause("plan", "like", "x"), "r.op"),
         (clause("", "in", "x"), "r.attribute"),
         (clause("plan", "in"), "r.values"),

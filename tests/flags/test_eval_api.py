@@ -337,6 +337,6 @@ def test_metrics__after_evaluations__counter_exposed(client, catalog, auth):
     # Then
     assert (
         'controlplane_flags_evaluations_total{flag="sequential_workflow",'
-        'reason="TARGETING_MATCH",variation="on"}'
+        'level="override",reason="TARGETING_MATCH",variation="on"}'
     ) in text
     assert "controlplane_flags_evaluation_seconds_count" in text
