@@ -5,12 +5,16 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from django.utils import timezone
-
+from canary import clock
 from canary.exceptions import Conflict, InvalidInput, RolloutInvalidTransition
 from canary.health import ON_FAILURE_SEVERITY
 from canary.models import Rollout
-from canary.services._common import Status, env_key, lock_rollout
+from canary.services._common import (
+    Status,
+    env_key,
+    lock_rollout,
+    phase_running_time,
+)
 from canary.services.flag_moves import flag_restore, overrides_restore
 from canary.services.rollouts import rollout_transition
 from canary.transitions import ACTIVE
@@ -240,7 +244,8 @@ def rollout_restore_flag(*, rollout_id: int, actor: Any, reason: str) -> list[st
 
 
 def rollout_phase_elapsed(rollout: Rollout, now: dt.datetime | None = None) -> float:
-    """Return the seconds since the current phase went live (0 if not)."""
+    """Return the seconds the current phase has spent running (0 if it never
+    went live): the time that counts toward ``min_duration``."""
     if rollout.phase_started_at is None:
         return 0.0
-    return ((now or timezone.now()) - rollout.phase_started_at).total_seconds()
+    return phase_running_time(rollout, now or clock.now())

@@ -16,8 +16,8 @@ import math
 from typing import Any
 
 from django.db import transaction
-from django.utils import timezone
 
+from canary import clock
 from canary.exceptions import (
     Conflict,
     InvalidInput,
@@ -197,7 +197,10 @@ def rollout_transition(
     one ``rollout.transition`` audit event with from/to/reason/details.
     Already in ``to`` (a redelivered task): return it unchanged, no event.
     Sets ``finished_at`` on a terminal status and ``pause_reason`` on
-    pause. Raise RolloutInvalidTransition (409) for a move the table
+    pause, and keeps the phase's running time: only time spent ``running``
+    counts toward ``min_duration`` and ``max_duration`` (leaving running
+    banks the stretch in ``phase_running_seconds``, entering it starts a
+    new one at ``phase_running_since``). Raise RolloutInvalidTransition (409) for a move the table
     refuses, Conflict for draft -> running outside ``rollout_start``.
     """
     if to not in Status.values:
@@ -218,10 +221,19 @@ def rollout_transition(
                 "a draft starts through rollout_start (it captures the flag state)",
                 field="status",
             )
-        now = timezone.now()
+        now = clock.now()
         rollout.status = to
         rollout.version += 1
         fields = ["status", "version", "updated_at"]
+        if current == Status.RUNNING and rollout.phase_running_since is not None:
+            rollout.phase_running_seconds += max(
+                0.0, (now - rollout.phase_running_since).total_seconds()
+            )
+            rollout.phase_running_since = None
+            fields += ["phase_running_seconds", "phase_running_since"]
+        if to == Status.RUNNING:
+            rollout.phase_running_since = now
+            fields += ["phase_running_since"]
         if to == Status.PAUSED:
             rollout.pause_reason = (reason or "")[:500]
             fields.append("pause_reason")
@@ -333,11 +345,14 @@ def rollout_start(
                 key: override_capture(existing.get(key)) for key in keys
             },
         }
-        now = timezone.now()
+        now = clock.now()
         rollout.captured_state = captured
         rollout.started_at = now
         rollout.current_phase = 0
         rollout.phase_started_at = now
+        # The transition to running starts the phase's running time.
+        rollout.phase_running_seconds = 0.0
+        rollout.phase_running_since = None
         if baseline:
             rollout.baseline = {**(rollout.baseline or {}), **baseline}
         rollout.save(
@@ -346,6 +361,8 @@ def rollout_start(
                 "started_at",
                 "current_phase",
                 "phase_started_at",
+                "phase_running_seconds",
+                "phase_running_since",
                 "baseline",
                 "updated_at",
             ]
@@ -400,7 +417,7 @@ def rollout_advance(
                 f"phase {phase.index} ({phase.name}) requires approval",
                 field="approved_phase",
             )
-        now = timezone.now()
+        now = clock.now()
         if expected_phase == len(phases) - 1:
             summary = rollout_check_summary(rollout)
             rollout = rollout_transition(
@@ -438,9 +455,19 @@ def rollout_advance(
         new_phase = phases[new_index]
         rollout.current_phase = new_index
         rollout.phase_started_at = now
+        # Only a running rollout advances: the new phase runs from now.
+        rollout.phase_running_seconds = 0.0
+        rollout.phase_running_since = now
         rollout.version += 1
         rollout.save(
-            update_fields=["current_phase", "phase_started_at", "version", "updated_at"]
+            update_fields=[
+                "current_phase",
+                "phase_started_at",
+                "phase_running_seconds",
+                "phase_running_since",
+                "version",
+                "updated_at",
+            ]
         )
         record_audit_event(
             actor=actor,
@@ -543,7 +570,7 @@ def rollout_resume(*, rollout_id: int, actor: Any, reason: str = "") -> Rollout:
             reason=reason or "resumed",
         )
         checks_reset(
-            rollout=rollout, phase_index=rollout.current_phase, now=timezone.now()
+            rollout=rollout, phase_index=rollout.current_phase, now=clock.now()
         )
     return rollout
 
