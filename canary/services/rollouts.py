@@ -58,10 +58,15 @@ def rollout_create(
     deployment: Any = None,
     treatment: str | None = None,
     control: str | None = None,
+    max_level: Any = 3,
 ) -> Rollout:
     """Create a draft rollout of ``flag`` in ``environment`` with its phases
     and health checks (see ``phases_clean`` and ``checks_clean`` for their
     shape).
+
+    ``max_level`` (1..3, default 3) is the highest rollback level the
+    rollout may reach, by a check, by hand or by escalation; no check's
+    ``on_failure`` may ask for more.
 
     ``treatment``/``control`` default to ``on``/``off`` for bool flags and
     are required otherwise. Raise InvalidInput (field-level) for bad input,
@@ -79,6 +84,17 @@ def rollout_create(
     clean_phases = phases_clean(phases)
     clean_checks = checks_clean(checks)
     deployment = deployment_clean(deployment, environment)
+    if isinstance(max_level, bool) or max_level not in (1, 2, 3):
+        raise InvalidInput("max_level: must be 1, 2 or 3", field="max_level")
+    for i, check in enumerate(clean_checks):
+        if check["on_failure"].startswith("rollback_") and (
+            int(check["on_failure"].rsplit("_", 1)[1]) > max_level
+        ):
+            raise InvalidInput(
+                f"checks[{i}].on_failure: {check['on_failure']} is above the rollout's "
+                f"max_level {max_level}",
+                field=f"checks[{i}].on_failure",
+            )
     if deployment is None:
         for i, check in enumerate(clean_checks):
             if check["on_failure"] in ("rollback_2", "rollback_3"):
@@ -109,6 +125,7 @@ def rollout_create(
             control_variation=control,
             created_by=getattr(actor, "name", "") or str(actor),
             deployment=deployment,
+            max_level=int(max_level),
         )
         Phase.objects.bulk_create(
             [Phase(rollout=rollout, **phase) for phase in clean_phases]
@@ -127,6 +144,7 @@ def rollout_create(
                 "deployment": deployment.pk if deployment else None,
                 "treatment": treatment,
                 "control": control,
+                "max_level": int(max_level),
                 "phases": clean_phases,
                 "checks": clean_checks,
             },
