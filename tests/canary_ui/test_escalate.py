@@ -360,3 +360,46 @@ def test_rollout_create_api__max_level_out_of_range__400(db, flag, production):
     assert response.status_code == 400, response.content
     assert "max_level" in response.json()["errors"]
     assert not Rollout.objects.exists()
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_rollout_escalate__four_operators_at_once__one_run_and_one_event(
+    rolled_back,
+):
+    # Given: committed data; four requests for level 2 released together
+    import threading
+
+    from django.db import connection
+
+    rollout = rolled_back()
+    barrier = threading.Barrier(4)
+    outcomes: list[str] = []
+
+    def escalate() -> None:
+        try:
+            barrier.wait(timeout=10)
+            services.rollout_escalate(
+                rollout_id=rollout.pk, level=2, actor=SYSTEM, reason="at once"
+            )
+            outcomes.append("started")
+        except Conflict as exc:
+            outcomes.append(exc.message)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=escalate) for _ in range(4)]
+    # When
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    # Then: the row lock serialises them; the others are told why not
+    assert outcomes.count("started") == 1, outcomes
+    assert all(
+        "still" in text or "already rolled back at level 2" in text
+        for text in outcomes
+        if text != "started"
+    ), outcomes
+    assert RollbackRun.objects.filter(trigger_ref=str(rollout.pk), level=2).count() == 1
+    assert _escalations(rollout).count() == 1
