@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from canary import clock
 from canary.exceptions import Conflict, InvalidInput, RolloutInvalidTransition
@@ -21,6 +21,12 @@ from canary.transitions import ACTIVE
 from controlplane.audit.services import audited_transaction, record_audit_event
 from controlplane.exceptions import DomainError
 from flags.models import Environment, Flag
+
+if TYPE_CHECKING:
+    from django.db.models import QuerySet
+
+    from controlplane.audit.actors import Actor
+    from rollback.models import RollbackRun
 
 
 def _most_severe_on_failure(rollout: Rollout) -> str:
@@ -199,7 +205,7 @@ def _level_clean(level: Any) -> int:
     return int(level)
 
 
-def rollout_rollback_runs(rollout: Rollout) -> Any:
+def rollout_rollback_runs(rollout: Rollout) -> QuerySet[RollbackRun]:
     """Return the rollback runs started for ``rollout``, oldest first."""
     from rollback.models import RollbackRun, Trigger
 
@@ -209,7 +215,7 @@ def rollout_rollback_runs(rollout: Rollout) -> Any:
 
 
 def rollout_rollback(
-    *, rollout_id: int, level: Any, actor: Any, reason: str
+    *, rollout_id: int, level: int, actor: Actor, reason: str
 ) -> Rollout:
     """Roll the rollout back at ``level`` now, whatever stage it is in.
 
@@ -234,11 +240,11 @@ def rollout_rollback(
 def rollout_escalate(
     *,
     rollout_id: int,
-    level: Any,
-    actor: Any,
+    level: int,
+    actor: Actor,
     reason: str,
     details: dict | None = None,
-) -> Any:
+) -> RollbackRun:
     """Escalate a rolled-back rollout's rollback to ``level``; return the run.
 
     For a rollout rolling back (its last run failed) or rolled back at a
