@@ -225,12 +225,13 @@ ACTIONS: dict[str, RolloutAction] = {
             "Roll back now",
             "Roll back now through the rollback engine. Level 1 "
             "restores the flag state captured at start; levels 2 and 3 also revert the "
-            "deployment and its migrations.",
+            "deployment and its migrations. A rollout already rolled back escalates to "
+            "the level chosen (deployment revert, then migration revert).",
             RollbackForm,
-            lambda actor, r, d: services.rollout_begin_rollback(
+            lambda actor, r, d: services.rollout_rollback(
                 rollout_id=r.pk, level=d["level"], actor=actor, reason=d["reason"]
             ),
-            frozenset(ACTIVE),
+            frozenset({*ACTIVE, Status.ROLLING_BACK, Status.ROLLED_BACK}),
         ),
     )
 }
@@ -334,6 +335,7 @@ class RolloutAdmin(admin.ModelAdmin):
         "flag",
         "environment",
         "deployment",
+        "max_level",
         "status",
         "phase",
         "explanation",
@@ -343,6 +345,8 @@ class RolloutAdmin(admin.ModelAdmin):
         "approved_phase",
         "started_at",
         "phase_started_at",
+        "phase_running_seconds",
+        "phase_running_since",
         "finished_at",
         "created_by",
         "version",

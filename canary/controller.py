@@ -44,7 +44,7 @@ from django.db import close_old_connections, connections, transaction
 from django.db.models import Min, Q
 from django.utils import timezone
 
-from canary import metrics
+from canary import clock, metrics
 from canary.health import GateAction, GateDecision
 from canary.models import (
     CheckRun,
@@ -535,7 +535,7 @@ def _decide(rollout_id: int) -> dict | None:
     if rollout is None:
         return None
     if rollout.status in ACTIVE:
-        decision = rollout_gate(rollout=rollout, now=timezone.now())
+        decision = rollout_gate(rollout=rollout, now=clock.now())
         if not _is_wanted(rollout, decision):
             # Hold. When only min_duration is left and it ends before the
             # next beat, tick exactly then.
@@ -557,7 +557,7 @@ def _decide(rollout_id: int) -> dict | None:
             return _rollback_progress(rollout)
         if rollout.status not in ACTIVE:
             return None
-        decision = rollout_gate(rollout=rollout, now=timezone.now())
+        decision = rollout_gate(rollout=rollout, now=clock.now())
         if not _is_wanted(rollout, decision):
             return None
         if decision.action == GateAction.FAIL:

@@ -343,6 +343,8 @@ def phase_gate(
     phase_started_at: dt.datetime,
     check_states: Iterable[GateCheck],
     approved: bool,
+    *,
+    elapsed: float | None = None,
 ) -> GateDecision:
     """Decide whether the current phase advances, holds, pauses or fails.
 
@@ -353,7 +355,9 @@ def phase_gate(
     is passing now, and approval is given where required (else
     ``await_approval``). Past ``max_duration`` without being able to
     advance -> ``pause``. Anything short of that -> ``hold``: missing data
-    never promotes.
+    never promotes. ``elapsed`` is the phase's time so far for both
+    durations (the rollout's running time); without it, the wall time since
+    ``phase_started_at``.
     """
     checks = list(check_states)
     failed = [c for c in checks if c.state.status == CheckStatus.FAILED]
@@ -379,7 +383,8 @@ def phase_gate(
             ),
             checks=tuple(c.name for c in stuck),
         )
-    elapsed = (now - phase_started_at).total_seconds()
+    if elapsed is None:
+        elapsed = (now - phase_started_at).total_seconds()
     remaining = max(0.0, phase.min_duration - elapsed)
     reasons: list[str] = []
     waiting: list[str] = []

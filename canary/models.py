@@ -109,6 +109,15 @@ class Rollout(models.Model):
     control_variation = models.CharField(max_length=100, blank=True)
     current_phase = models.PositiveIntegerField(default=0)
     phase_started_at = models.DateTimeField(null=True, blank=True)
+    # Only time spent running counts toward a phase's min/max_duration:
+    # the running seconds of the current phase before
+    # ``phase_running_since``, and when the current stretch of running began
+    # (null while paused, awaiting approval or finished).
+    phase_running_seconds = models.FloatField(default=0.0)
+    phase_running_since = models.DateTimeField(null=True, blank=True)
+    # The highest rollback level this rollout may reach (by hand, by a check
+    # or by escalation); levels 2 and 3 also need a deployment.
+    max_level = models.PositiveSmallIntegerField(default=3)
     # {"snapshot": flags.services.state_snapshot(...), "pilot_merchants": [...]}:
     # what a level-1 rollback or an abort restores.
     captured_state = models.JSONField(null=True, blank=True)
@@ -131,6 +140,10 @@ class Rollout(models.Model):
             models.CheckConstraint(
                 condition=Q(status__in=RolloutStatus.values),
                 name="rollout_status_valid",
+            ),
+            models.CheckConstraint(
+                condition=Q(max_level__gte=1) & Q(max_level__lte=3),
+                name="rollout_max_level_1_3",
             ),
             models.CheckConstraint(
                 # A draft can be aborted before it ever started.

@@ -37,6 +37,12 @@ class RolloutCreateInputSerializer(serializers.Serializer):
     deployment = serializers.IntegerField(required=False, allow_null=True)
     treatment = serializers.CharField(max_length=100, required=False)
     control = serializers.CharField(max_length=100, required=False)
+    max_level = serializers.IntegerField(
+        min_value=1,
+        max_value=3,
+        required=False,
+        help_text="The highest rollback level the rollout may reach (default 3).",
+    )
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         if ("template" in attrs) == ("phases" in attrs):
@@ -188,6 +194,7 @@ class RolloutOutputSerializer(serializers.ModelSerializer):
             "control_variation",
             "approved_phase",
             "pause_reason",
+            "max_level",
             "version",
             "deployment",
             "started_at",

@@ -248,13 +248,14 @@ class RolloutRollbackApi(RolloutCommandApi):
     @_command(
         "rollback",
         s.RollbackInputSerializer,
-        "Roll back now at level 1 (flag), 2 (deployment) or 3 (migrations).",
+        "Roll back now at level 1 (flag), 2 (deployment) or 3 (migrations); a "
+        "rollout already rolled back escalates to the level, or 409 says why not.",
     )
     def post(self, request: Request, pk: int) -> Response:
         return super().post(request, pk)
 
     def run(self, *, reason: str, **kwargs: Any) -> Rollout:
-        return services.rollout_begin_rollback(
+        return services.rollout_rollback(
             reason=reason or "rolled back by an operator", **kwargs
         )
 

@@ -20,10 +20,13 @@ from canary.services.flag_moves import phase_apply
 from canary.services.operator import *  # noqa: F401,F403 (preflight, draft checks)
 from canary.services.rollbacks import (
     rollout_begin_rollback,
+    rollout_escalate,
     rollout_fail_phase,
     rollout_phase_elapsed,
     rollout_restore_flag,
+    rollout_rollback,
     rollout_rollback_finished,
+    rollout_rollback_runs,
 )
 from canary.services.rollouts import (
     rollout_abort,
@@ -58,6 +61,7 @@ __all__ = [
     "rollout_check_summary",
     "rollout_create",
     "rollout_create_from_template",
+    "rollout_escalate",
     "rollout_fail_phase",
     "rollout_gate",
     "rollout_is_approved",
@@ -65,7 +69,9 @@ __all__ = [
     "rollout_phase_elapsed",
     "rollout_restore_flag",
     "rollout_resume",
+    "rollout_rollback",
     "rollout_rollback_finished",
+    "rollout_rollback_runs",
     "rollout_set_baseline",
     "rollout_start",
     "rollout_transition",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 from canary.exceptions import InvalidInput, NotFound
@@ -23,6 +24,18 @@ def lock_rollout(rollout_id: int) -> Rollout:
     if rollout is None:
         raise NotFound(f"unknown rollout {rollout_id}", field="rollout")
     return rollout
+
+
+def phase_running_time(rollout: Rollout, now: dt.datetime) -> float:
+    """Return the seconds the current phase has spent running until ``now``.
+
+    Time paused or awaiting approval does not count: that is what
+    ``min_duration`` and ``max_duration`` measure.
+    """
+    seconds = rollout.phase_running_seconds or 0.0
+    if rollout.phase_running_since is not None:
+        seconds += max(0.0, (now - rollout.phase_running_since).total_seconds())
+    return seconds
 
 
 def env_key(rollout: Rollout) -> str:

@@ -15,7 +15,7 @@ from typing import Any
 
 from django.utils import timezone
 
-from canary import analysis, health
+from canary import analysis, clock, health
 from canary.exceptions import InvalidInput, NotFound
 from canary.models import (
     CheckMode,
@@ -29,7 +29,7 @@ from canary.models import (
     Rollout,
     Verdict,
 )
-from canary.services._common import known_fields_object
+from canary.services._common import known_fields_object, phase_running_time
 from controlplane.audit.actors import CONTROLLER
 from controlplane.audit.services import audited_transaction, record_audit_event
 from controlplane.conf import setting
@@ -420,8 +420,10 @@ def rollout_gate(
     """Return the gate decision for ``rollout``'s current phase (no writes).
 
     Approval counts when ``approved_phase`` is at least the current phase.
+    Only the phase's running time counts toward ``min_duration`` and
+    ``max_duration`` (see ``phase_running_time``).
     """
-    now = now or timezone.now()
+    now = now or clock.now()
     phases = list(rollout.phases.order_by("index"))
     phase = phases[rollout.current_phase]
     rules = health.PhaseRules(
@@ -448,6 +450,7 @@ def rollout_gate(
         rollout.phase_started_at or now,
         gate_checks,
         rollout_is_approved(rollout),
+        elapsed=phase_running_time(rollout, now),
     )
 
 

@@ -16,8 +16,8 @@ import math
 from typing import Any
 
 from django.db import transaction
-from django.utils import timezone
 
+from canary import clock
 from canary.exceptions import (
     Conflict,
     InvalidInput,
@@ -58,10 +58,15 @@ def rollout_create(
     deployment: Any = None,
     treatment: str | None = None,
     control: str | None = None,
+    max_level: Any = 3,
 ) -> Rollout:
     """Create a draft rollout of ``flag`` in ``environment`` with its phases
     and health checks (see ``phases_clean`` and ``checks_clean`` for their
     shape).
+
+    ``max_level`` (1..3, default 3) is the highest rollback level the
+    rollout may reach, by a check, by hand or by escalation; no check's
+    ``on_failure`` may ask for more.
 
     ``treatment``/``control`` default to ``on``/``off`` for bool flags and
     are required otherwise. Raise InvalidInput (field-level) for bad input,
@@ -79,6 +84,17 @@ def rollout_create(
     clean_phases = phases_clean(phases)
     clean_checks = checks_clean(checks)
     deployment = deployment_clean(deployment, environment)
+    if isinstance(max_level, bool) or max_level not in (1, 2, 3):
+        raise InvalidInput("max_level: must be 1, 2 or 3", field="max_level")
+    for i, check in enumerate(clean_checks):
+        if check["on_failure"].startswith("rollback_") and (
+            int(check["on_failure"].rsplit("_", 1)[1]) > max_level
+        ):
+            raise InvalidInput(
+                f"checks[{i}].on_failure: {check['on_failure']} is above the rollout's "
+                f"max_level {max_level}",
+                field=f"checks[{i}].on_failure",
+            )
     if deployment is None:
         for i, check in enumerate(clean_checks):
             if check["on_failure"] in ("rollback_2", "rollback_3"):
@@ -109,6 +125,7 @@ def rollout_create(
             control_variation=control,
             created_by=getattr(actor, "name", "") or str(actor),
             deployment=deployment,
+            max_level=int(max_level),
         )
         Phase.objects.bulk_create(
             [Phase(rollout=rollout, **phase) for phase in clean_phases]
@@ -127,6 +144,7 @@ def rollout_create(
                 "deployment": deployment.pk if deployment else None,
                 "treatment": treatment,
                 "control": control,
+                "max_level": int(max_level),
                 "phases": clean_phases,
                 "checks": clean_checks,
             },
@@ -197,7 +215,10 @@ def rollout_transition(
     one ``rollout.transition`` audit event with from/to/reason/details.
     Already in ``to`` (a redelivered task): return it unchanged, no event.
     Sets ``finished_at`` on a terminal status and ``pause_reason`` on
-    pause. Raise RolloutInvalidTransition (409) for a move the table
+    pause, and keeps the phase's running time: only time spent ``running``
+    counts toward ``min_duration`` and ``max_duration`` (leaving running
+    banks the stretch in ``phase_running_seconds``, entering it starts a
+    new one at ``phase_running_since``). Raise RolloutInvalidTransition (409) for a move the table
     refuses, Conflict for draft -> running outside ``rollout_start``.
     """
     if to not in Status.values:
@@ -218,10 +239,19 @@ def rollout_transition(
                 "a draft starts through rollout_start (it captures the flag state)",
                 field="status",
             )
-        now = timezone.now()
+        now = clock.now()
         rollout.status = to
         rollout.version += 1
         fields = ["status", "version", "updated_at"]
+        if current == Status.RUNNING and rollout.phase_running_since is not None:
+            rollout.phase_running_seconds += max(
+                0.0, (now - rollout.phase_running_since).total_seconds()
+            )
+            rollout.phase_running_since = None
+            fields += ["phase_running_seconds", "phase_running_since"]
+        if to == Status.RUNNING:
+            rollout.phase_running_since = now
+            fields += ["phase_running_since"]
         if to == Status.PAUSED:
             rollout.pause_reason = (reason or "")[:500]
             fields.append("pause_reason")
@@ -333,11 +363,14 @@ def rollout_start(
                 key: override_capture(existing.get(key)) for key in keys
             },
         }
-        now = timezone.now()
+        now = clock.now()
         rollout.captured_state = captured
         rollout.started_at = now
         rollout.current_phase = 0
         rollout.phase_started_at = now
+        # The transition to running starts the phase's running time.
+        rollout.phase_running_seconds = 0.0
+        rollout.phase_running_since = None
         if baseline:
             rollout.baseline = {**(rollout.baseline or {}), **baseline}
         rollout.save(
@@ -346,6 +379,8 @@ def rollout_start(
                 "started_at",
                 "current_phase",
                 "phase_started_at",
+                "phase_running_seconds",
+                "phase_running_since",
                 "baseline",
                 "updated_at",
             ]
@@ -400,7 +435,7 @@ def rollout_advance(
                 f"phase {phase.index} ({phase.name}) requires approval",
                 field="approved_phase",
             )
-        now = timezone.now()
+        now = clock.now()
         if expected_phase == len(phases) - 1:
             summary = rollout_check_summary(rollout)
             rollout = rollout_transition(
@@ -438,9 +473,19 @@ def rollout_advance(
         new_phase = phases[new_index]
         rollout.current_phase = new_index
         rollout.phase_started_at = now
+        # Only a running rollout advances: the new phase runs from now.
+        rollout.phase_running_seconds = 0.0
+        rollout.phase_running_since = now
         rollout.version += 1
         rollout.save(
-            update_fields=["current_phase", "phase_started_at", "version", "updated_at"]
+            update_fields=[
+                "current_phase",
+                "phase_started_at",
+                "phase_running_seconds",
+                "phase_running_since",
+                "version",
+                "updated_at",
+            ]
         )
         record_audit_event(
             actor=actor,
@@ -543,7 +588,7 @@ def rollout_resume(*, rollout_id: int, actor: Any, reason: str = "") -> Rollout:
             reason=reason or "resumed",
         )
         checks_reset(
-            rollout=rollout, phase_index=rollout.current_phase, now=timezone.now()
+            rollout=rollout, phase_index=rollout.current_phase, now=clock.now()
         )
     return rollout
 

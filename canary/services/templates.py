@@ -80,6 +80,7 @@ def rollout_create_from_template(
     control: str | None = None,
     duration_scale: float | None = None,
     phase_overrides: dict[str, dict] | None = None,
+    max_level: Any = 3,
 ) -> Rollout:
     """Create a draft rollout from the named plan ``template``.
 
@@ -103,4 +104,5 @@ def rollout_create_from_template(
         deployment=deployment,
         treatment=treatment,
         control=control,
+        max_level=max_level,
     )

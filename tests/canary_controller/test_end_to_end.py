@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -43,6 +44,8 @@ Status = RolloutStatus
 BROKER = "redis://127.0.0.1:6379/7"
 TICK_SECONDS = "0.5"
 ROOT = Path(__file__).resolve().parents[2]
+# The celery of the interpreter running the tests: a worktree has no .venv.
+CELERY = str(Path(sys.executable).with_name("celery"))
 APP_MERCHANTS = ["m-pilot", "m-pilot-2", *SAMPLE[:200]]
 
 
@@ -57,7 +60,7 @@ def _database_url() -> str:
 
 def _start(args: list[str], log: Path, env: dict) -> subprocess.Popen:
     return subprocess.Popen(
-        [str(ROOT / ".venv" / "bin" / "celery"), "-A", "controlplane", *args],
+        [CELERY, "-A", "controlplane", *args],
         cwd=ROOT,
         env=env,
         stdout=open(log, "wb"),
@@ -361,3 +364,38 @@ def test_worker_and_beat__erroring_check__paused_not_advanced(
     assert not AuditEvent.objects.filter(
         action="rollout.phase_advanced", target_id=str(rollout.pk)
     ).exists()
+
+
+def test_worker_and_beat__paused_longer_than_min_duration__resumed_phase_soaks_again(
+    celery_worker_and_beat, via_broker, rollout_factory, health_server
+):
+    # Given: a 3 s pilot phase paused at once, and left paused for 4 s
+    from canary import services
+    from controlplane.audit.actors import SYSTEM
+
+    phases = [{**PHASES[0], "min_duration": 3}, *PHASES[1:]]
+    rollout = rollout_factory(phases=phases, checks=[http_check(health_server.url)])
+    services.rollout_pause(rollout_id=rollout.pk, actor=SYSTEM, reason="hold on")
+    time.sleep(4)
+    # When: resumed; the beat ticks every 0.5 s and the check passes
+    services.rollout_resume(rollout_id=rollout.pk, actor=SYSTEM)
+    resumed = time.monotonic()
+    time.sleep(2)
+    held = Rollout.objects.get(pk=rollout.pk)
+    deadline = time.monotonic() + 10
+    while (
+        Rollout.objects.get(pk=rollout.pk).current_phase == 0
+        and time.monotonic() < deadline
+    ):
+        time.sleep(0.1)
+    advanced_after = time.monotonic() - resumed
+    # Then: it waited for about 3 s of running time after the resume
+    assert held.current_phase == 0 and held.status == Status.RUNNING
+    assert Rollout.objects.get(pk=rollout.pk).current_phase >= 1, _logs(
+        celery_worker_and_beat
+    )
+    assert advanced_after >= 2.4
+    advanced = AuditEvent.objects.filter(
+        action="rollout.phase_advanced", target_id=str(rollout.pk)
+    ).order_by("id")[0]
+    assert advanced.actor_type == "controller"

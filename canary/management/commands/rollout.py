@@ -8,7 +8,7 @@ transition, bad JSON) end in a one-line CommandError.
     rollout create --flag F --env production --template pilot-10-50-100 --pilot m-1001
                    [--check JSON ...] [--duration-scale 0.05] [--name N]
     rollout start|status|approve|pause|resume|abort|fail-phase ID [--reason R]
-    rollout rollback ID --level 1|2|3 --reason R
+    rollout rollback ID --level 1|2|3 --reason R   (escalates a rolled-back one)
     rollout report ID [--format md|json]
     rollout watch ID [--timeout S] [--interval S]
 """
@@ -107,6 +107,13 @@ class Command(BaseCommand):
         create.add_argument(
             "--deployment", type=int, help="id of the deployment canaried"
         )
+        create.add_argument(
+            "--max-level",
+            type=int,
+            choices=[1, 2, 3],
+            default=3,
+            help="highest rollback level the rollout may reach (default 3)",
+        )
         sub.add_parser("templates", help="list the named plans")
         for name, text in (
             ("start", "run the preflight and start a draft"),
@@ -120,7 +127,10 @@ class Command(BaseCommand):
             command = sub.add_parser(name, help=text)
             command.add_argument("id")
             command.add_argument("--reason", default="")
-        rollback = sub.add_parser("rollback", help="roll back now at a level")
+        rollback = sub.add_parser(
+            "rollback",
+            help="roll back now at a level, or escalate a rolled-back rollout to it",
+        )
         rollback.add_argument("id")
         rollback.add_argument("--level", type=int, choices=[1, 2, 3], default=1)
         rollback.add_argument("--reason", default="")
@@ -192,6 +202,7 @@ class Command(BaseCommand):
             name=options["name"],
             deployment=options["deployment"],
             duration_scale=options["duration_scale"],
+            max_level=options["max_level"],
         )
         self.stdout.write(f"rollout {rollout.pk} created (draft): {rollout.name}")
         for phase in rollout.phases.order_by("index"):
@@ -292,14 +303,20 @@ class Command(BaseCommand):
 
     def _rollback(self, options: dict) -> None:
         rollout = services.rollout_get(options["id"])
-        rollout = services.rollout_begin_rollback(
+        rollout = services.rollout_rollback(
             rollout_id=rollout.pk,
             level=options["level"],
             actor=actor_for_cli(),
             reason=options["reason"] or "rolled back by an operator",
         )
+        run = services.rollout_rollback_runs(rollout).last()
         self.stdout.write(
             f"rollout {rollout.pk} {rollout.status} (level {options['level']})"
+            + (
+                f": rollback run {run.pk} level {run.level}, {run.status}"
+                if run
+                else ""
+            )
         )
 
     def _report(self, options: dict) -> None:

@@ -1,0 +1,246 @@
+"""Reads of the canary app shared by commands, the API and services.
+
+``pilot_candidates_suggest``: which merchants to pilot a flag on, by the
+operators' rule of the seed plans, with the reason each near-miss was left
+out. A read: no write, no audit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.db.models import Avg, Count, Max, Q
+from django.db.models.functions import TruncDate
+
+from canary import clock
+from canary.models import Outcome, OutcomeEvent
+from controlplane.exceptions import InvalidInput
+from flags.models import Merchant
+from flags.selectors import environment_get
+
+# "A month" of workflows: also how far back outcome events are accepted.
+PILOT_MONTH_DAYS = 30
+
+
+@dataclass(frozen=True)
+class PilotCriteria:
+    """The operators' rule for a pilot merchant (defaults: the seed plans').
+
+    A registry merchant that is active, has an outcome event in the last
+    ``active_days`` days, a success rate above ``min_success`` and between
+    ``min_monthly`` and ``max_monthly`` workflows (outcome events) in the
+    last ``PILOT_MONTH_DAYS`` days.
+    """
+
+    active_days: int = 7
+    min_success: float = 0.8
+    min_monthly: int = 5
+    max_monthly: int = 20
+
+    def clean(self) -> PilotCriteria:
+        """Return self; raise InvalidInput naming the first bad criterion."""
+        if not 1 <= self.active_days <= PILOT_MONTH_DAYS:
+            raise InvalidInput(
+                f"active_days: must be 1 to {PILOT_MONTH_DAYS}", field="active_days"
+            )
+        if not 0 <= self.min_success < 1:
+            raise InvalidInput(
+                "min_success: must be at least 0 and below 1", field="min_success"
+            )
+        if self.min_monthly < 0:
+            raise InvalidInput("min_monthly: must be at least 0", field="min_monthly")
+        if self.max_monthly < max(1, self.min_monthly):
+            raise InvalidInput(
+                "max_monthly: must be at least 1 and at least min_monthly",
+                field="max_monthly",
+            )
+        return self
+
+    def text(self) -> str:
+        """Return the rule in one sentence."""
+        return (
+            f"active registry merchant, seen in the last {self.active_days} days, "
+            f"success rate above {self.min_success:.0%}, {self.min_monthly} to "
+            f"{self.max_monthly} workflows in {PILOT_MONTH_DAYS} days"
+        )
+
+    def as_dict(self) -> dict:
+        return {
+            "active_days": self.active_days,
+            "min_success": self.min_success,
+            "min_monthly": self.min_monthly,
+            "max_monthly": self.max_monthly,
+            "month_days": PILOT_MONTH_DAYS,
+        }
+
+
+@dataclass(frozen=True)
+class PilotCandidate:
+    """One merchant's last month of outcome events, and why it is (not) a pick."""
+
+    merchant: str
+    events: int
+    failures: int
+    success_rate: float
+    active_days: int
+    last_seen: datetime
+    avg_duration_ms: float | None
+    reasons: tuple[str, ...]
+
+    def as_dict(self) -> dict:
+        return {
+            "merchant": self.merchant,
+            "events": self.events,
+            "failures": self.failures,
+            "success_rate": round(self.success_rate, 4),
+            "active_days": self.active_days,
+            "last_seen": self.last_seen.isoformat(),
+            "avg_duration_ms": (
+                round(self.avg_duration_ms, 2)
+                if self.avg_duration_ms is not None
+                else None
+            ),
+            "reasons": list(self.reasons),
+        }
+
+
+@dataclass(frozen=True)
+class PilotSuggestion:
+    flag_key: str
+    environment_key: str
+    criteria: PilotCriteria
+    basis: str  # "flag": events of this flag; "environment": all events there
+    merchants_seen: int
+    picks: tuple[PilotCandidate, ...]
+    left_out: tuple[PilotCandidate, ...]
+
+    def as_dict(self) -> dict:
+        return {
+            "flag": self.flag_key,
+            "environment": self.environment_key,
+            "criteria": self.criteria.as_dict(),
+            "basis": self.basis,
+            "merchants_seen": self.merchants_seen,
+            "picks": [pick.as_dict() for pick in self.picks],
+            "left_out": [item.as_dict() for item in self.left_out],
+        }
+
+
+def _problems(
+    row: dict, criteria: PilotCriteria, registry: dict[str, bool], now: datetime
+) -> list[str]:
+    """Return why the merchant of ``row`` is not a pilot (empty: it is one)."""
+    problems: list[str] = []
+    key = row["merchant_key"]
+    if key not in registry:
+        # Evaluation accepts any merchant key, but an override needs a row.
+        problems.append("not in the merchant registry")
+    elif not registry[key]:
+        problems.append("inactive in the merchant registry")
+    if row["last_seen"] < now - timedelta(days=criteria.active_days):
+        problems.append(
+            f"not active in the last {criteria.active_days} days "
+            f"(last seen {row['last_seen']:%Y-%m-%d})"
+        )
+    events, failures = row["events"], row["failures"]
+    success = (events - failures) / events
+    if success <= criteria.min_success:
+        problems.append(
+            f"success {success:.1%} is not above {criteria.min_success:.0%}"
+        )
+    if events < criteria.min_monthly:
+        problems.append(
+            f"{events} workflows in {PILOT_MONTH_DAYS} days: fewer than "
+            f"{criteria.min_monthly}"
+        )
+    elif events > criteria.max_monthly:
+        problems.append(
+            f"{events} workflows in {PILOT_MONTH_DAYS} days: more than "
+            f"{criteria.max_monthly}"
+        )
+    return problems
+
+
+def pilot_candidates_suggest(
+    *,
+    flag_key: str,
+    environment_key: str,
+    criteria: PilotCriteria | None = None,
+    limit: int = 5,
+    now: datetime | None = None,
+) -> PilotSuggestion:
+    """Suggest pilot merchants for ``flag_key`` from the last month of events.
+
+    Only merchants of the registry that are active and meet every
+    ``criteria`` are picked, best first (highest success rate, then most
+    active days, then most workflows, then key); every other merchant with
+    events is left out with its reasons, nearest misses first. Uses the
+    flag's own events, or every event of the environment when the flag has
+    none yet. Raise NotFound for an unknown environment, InvalidInput for a
+    bad criterion or a limit below 1.
+    """
+    criteria = (criteria or PilotCriteria()).clean()
+    if limit < 1:
+        raise InvalidInput("limit: must be at least 1", field="limit")
+    environment = environment_get(environment_key)
+    now = now or clock.now()
+    recent = OutcomeEvent.objects.filter(
+        environment=environment,
+        occurred_at__gte=now - timedelta(days=PILOT_MONTH_DAYS),
+        occurred_at__lte=now,
+    )
+    basis = "flag"
+    if recent.filter(flag_key=flag_key).exists():
+        recent = recent.filter(flag_key=flag_key)
+    else:
+        basis = "environment"
+    rows = list(
+        recent.order_by()
+        .values("merchant_key")
+        .annotate(
+            events=Count("id"),
+            failures=Count("id", filter=Q(outcome=Outcome.FAILURE)),
+            active_days=Count(TruncDate("occurred_at"), distinct=True),
+            last_seen=Max("occurred_at"),
+            avg_duration=Avg("duration_ms"),
+        )
+    )
+    registry = dict(
+        Merchant.objects.filter(
+            key__in=[row["merchant_key"] for row in rows]
+        ).values_list("key", "is_active")
+    )
+    picks: list[PilotCandidate] = []
+    left_out: list[PilotCandidate] = []
+    for row in rows:
+        events, failures = row["events"], row["failures"]
+        success = (events - failures) / events
+        problems = _problems(row, criteria, registry, now)
+        candidate = PilotCandidate(
+            merchant=row["merchant_key"],
+            events=events,
+            failures=failures,
+            success_rate=success,
+            active_days=row["active_days"],
+            last_seen=row["last_seen"],
+            avg_duration_ms=row["avg_duration"],
+            reasons=tuple(problems)
+            or (
+                f"success {success:.1%} > {criteria.min_success:.0%}",
+                f"{events} workflows in {PILOT_MONTH_DAYS} days",
+                f"last seen {row['last_seen']:%Y-%m-%d}",
+            ),
+        )
+        (left_out if problems else picks).append(candidate)
+    picks.sort(key=lambda c: (-c.success_rate, -c.active_days, -c.events, c.merchant))
+    left_out.sort(key=lambda c: (len(c.reasons), -c.events, c.merchant))
+    return PilotSuggestion(
+        flag_key=flag_key,
+        environment_key=environment.key,
+        criteria=criteria,
+        basis=basis,
+        merchants_seen=len(rows),
+        picks=tuple(picks[:limit]),
+        left_out=tuple(left_out),
+    )
