@@ -110,6 +110,10 @@ def _finite_float(text: str) -> float:
     return number
 
 
+# Built once: json.loads with hooks would build a decoder on every call.
+_DECODER = json.JSONDecoder(parse_constant=_refuse_constant, parse_float=_finite_float)
+
+
 def _may_need_walk(raw: bytes | str, max_depth: int) -> bool:
     """Return False when ``raw`` cannot hold a bad string or too deep a value.
 
@@ -142,9 +146,12 @@ def loads_json(
     echoes the input.
     """
     try:
-        value = json.loads(
-            raw, parse_constant=_refuse_constant, parse_float=_finite_float
+        text = (
+            raw.decode(json.detect_encoding(raw), "surrogatepass")
+            if isinstance(raw, bytes | bytearray)
+            else raw
         )
+        value = _DECODER.decode(text)
     except RecursionError:
         raise UntrustedInput(
             f"malformed JSON: nested more than {max_depth} levels deep"
