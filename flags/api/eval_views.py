@@ -244,6 +244,8 @@ def _ofrep_refused(exc: Exception, key: str | None) -> HttpResponse:
         return ofrep_error_response(exc.status, "GENERAL", exc.message, key=key)
     if isinstance(exc, RequestRefused):
         code = exc.code if exc.code in ("PARSE_ERROR", "INVALID_CONTEXT") else "GENERAL"
+        if exc.code == "INVALID_REQUEST":  # a value refused outside the context
+            code = "PARSE_ERROR"
         return ofrep_error_response(exc.status, code, exc.message, key=key)
     assert isinstance(exc, DomainError)
     return ofrep_error_response(exc.http_status, "GENERAL", exc.message, key=key)
