@@ -55,6 +55,9 @@ DEFAULTS: dict[str, Any] = {
     # spec names no url; the most outcome events one POST /api/v1/events takes.
     "PROMETHEUS_URL": "http://127.0.0.1:9090",
     "OUTCOME_EVENTS_MAX_BATCH": 5000,
+    # Bad input (issue 8): largest POST /api/v1/events body (bytes); a full
+    # batch of OUTCOME_EVENTS_MAX_BATCH events is about 1.2 MB.
+    "OUTCOME_EVENTS_MAX_BODY_BYTES": 2_621_440,
     # Canary cohort checks: fewest events per cohort (treatment and control)
     # before a comparison can pass or fail; fewer is inconclusive.
     "CANARY_COHORT_MIN_SAMPLES": {"error_rate": 50, "duration": 20},

@@ -17,6 +17,10 @@ Evaluation order (one answer, one reason):
 4. the first matching rule -> TARGETING_MATCH (SPLIT for a split), ``rule:<n>``
 5. fallthrough -> STATIC (SPLIT for a split), level ``default``
 6. any internal error -> caller's default, ERROR / GENERAL; never raises
+
+A context string that is not valid Unicode (a lone surrogate) as the merchant
+key, the ``bucket_by`` value or an attribute a clause compares answers the
+caller's default, ERROR / INVALID_CONTEXT: it is never hashed or matched.
 """
 
 from __future__ import annotations
@@ -240,6 +244,41 @@ def _hashable(value: Any) -> bool:
     return isinstance(value, (str, int, float, bool))
 
 
+class _UnencodableText(Exception):
+    """A context string that is not valid Unicode; ``name`` is its attribute."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.name = name
+
+
+def _is_unencodable(text: str) -> bool:
+    """Return True for text holding a lone surrogate (not valid Unicode).
+
+    Such text must never reach mmh3 (which crashes the process on it) or re.
+    The interfaces refuse it first (controlplane/api/input.py); this guard is
+    the engine's own, since the client feeds it whatever its caller passes.
+    """
+    if text.isascii():
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _refuse_unencodable(value: Any, name: str) -> None:
+    """Raise _UnencodableText if ``value`` (or an item of a list) is bad text."""
+    if isinstance(value, str):
+        if not value.isascii() and _is_unencodable(value):
+            raise _UnencodableText(name)
+    elif isinstance(value, list):
+        for item in value:
+            if isinstance(item, str) and not item.isascii() and _is_unencodable(item):
+                raise _UnencodableText(name)
+
+
 def _compile_clause(
     clause: Mapping[str, Any], segments: Mapping[str, tuple]
 ) -> Predicate:
@@ -319,9 +358,15 @@ def _compile_clause(
             value = _attribute(context, ruleset, attribute)
             if value is None:
                 return False  # a missing attribute matches nothing, negated or not
-        if is_in and type(value) is str:
-            # The common case (tier in [gold]) answered with one set lookup.
-            return (value in wanted) != negate
+        if type(value) is str and value.isascii():
+            if is_in:
+                # The common case (tier in [gold]) answered with one set lookup.
+                return (value in wanted) != negate
+        else:
+            # compared values never reach re (or any hash) unless valid text
+            _refuse_unencodable(value, attribute)
+            if is_in and type(value) is str:
+                return (value in wanted) != negate
         if isinstance(value, list):
             matched = any(one(item) for item in value)
         else:
@@ -493,7 +538,10 @@ def _bucket_value(
         value = _attribute(context, ruleset, flag.bucket_by)
     if value is None or isinstance(value, (dict, list)):
         return None
-    return value if type(value) is str else str(value)
+    value = value if type(value) is str else str(value)
+    if not value.isascii() and _is_unencodable(value):
+        raise _UnencodableText(flag.bucket_by)
+    return value
 
 
 def _pick(split: tuple[tuple[int, Evaluation], ...], point: int) -> Evaluation:
@@ -544,9 +592,15 @@ def evaluate(
                 ErrorCode.INVALID_CONTEXT,
                 "context must be an object",
             )
+        merchant = context.get(MERCHANT)
+        if (
+            type(merchant) is str
+            and not merchant.isascii()
+            and _is_unencodable(merchant)
+        ):
+            raise _UnencodableText(MERCHANT)
         if not flag.enabled:
             return flag.off_answer
-        merchant = context.get(MERCHANT)
         if merchant is not None:
             answer = flag.overrides.get(merchant)
             if answer is not None:
@@ -600,6 +654,15 @@ def evaluate(
             if point < upper:
                 return answer
         return answer
+    except _UnencodableText as exc:
+        return _error(
+            ruleset,
+            flag_key,
+            default,
+            ErrorCode.INVALID_CONTEXT,
+            f"context attribute {exc.name!r} is not valid Unicode text"
+            " (it contains a lone surrogate)",
+        )
     except Exception as exc:  # the contract: never raise to the caller
         return _error(
             ruleset,

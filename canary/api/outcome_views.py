@@ -10,7 +10,9 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from canary.services.outcomes import outcome_events_ingest
+from controlplane.api.errors import RequestRefused, read_json
 from controlplane.apikeys.authentication import HasServerKey, ServerKeyAuthentication
+from controlplane.conf import setting
 from controlplane.exceptions import InvalidInput
 from flags.api.serializers import ErrorSerializer
 
@@ -33,7 +35,9 @@ class OutcomeEventsIngestApi(APIView):
 
     All or nothing: 202 with ``{"accepted": n}``, or 400 with field errors
     keyed ``events[i].field`` and nothing stored. 401 without a valid key,
-    403 for a management key.
+    403 for a management key, 413 for a body over the setting
+    ``OUTCOME_EVENTS_MAX_BODY_BYTES`` (refused before it is read), 411 for a
+    chunked body the server cannot read.
     """
 
     authentication_classes = [ServerKeyAuthentication]
@@ -53,6 +57,14 @@ class OutcomeEventsIngestApi(APIView):
             400: OpenApiResponse(
                 ErrorSerializer, description="Invalid events (nothing stored)"
             ),
+            411: OpenApiResponse(
+                ErrorSerializer,
+                description="A chunked body this server cannot read",
+            ),
+            413: OpenApiResponse(
+                ErrorSerializer,
+                description="Body over OUTCOME_EVENTS_MAX_BODY_BYTES (not read)",
+            ),
             401: OpenApiResponse(
                 ErrorSerializer, description="Missing or wrong server key"
             ),
@@ -60,7 +72,21 @@ class OutcomeEventsIngestApi(APIView):
         },
     )
     def post(self, request: Request) -> Response:
-        body = request.data
+        try:
+            # The project's reader, not DRF's parser: it refuses an oversized
+            # body before reading it, reads chunked bodies, and refuses JSON
+            # too deep, not finite or not valid Unicode, naming the field.
+            body, _raw = read_json(
+                request._request, setting("OUTCOME_EVENTS_MAX_BODY_BYTES")
+            )
+        except RequestRefused as exc:
+            # this API's codes are the management API's: lower case
+            code = "invalid" if exc.code == "INVALID_REQUEST" else exc.code.lower()
+            errors = {exc.field: [exc.message]} if exc.field else {}
+            return Response(
+                {"code": code, "message": exc.message, "errors": errors},
+                status=exc.status,
+            )
         if not isinstance(body, dict) or "events" not in body:
             raise InvalidInput('send an object {"events": [...]}', field="events")
         count = outcome_events_ingest(api_key_info=request.auth, events=body["events"])

@@ -16,6 +16,7 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
+from controlplane.api.input import text_problem
 from controlplane.conf import setting
 from controlplane.exceptions import InvalidInput, NotFound
 
@@ -68,8 +69,10 @@ def _check_key(
     if len(value) > _LIMITS[name]:
         errors.append((name, f"at most {_LIMITS[name]} characters"))
         return ""
-    if "\x00" in value:
-        errors.append((name, "must not contain NUL"))
+    # no lone surrogate (unstorable, crashes hashing) and no NUL (PostgreSQL)
+    problem = text_problem(value, allow_nul=False)
+    if problem:
+        errors.append((name, problem))
         return ""
     # merchant keys and names are free text (apps may report any merchant key
     # the evaluation API accepts); flag and variation keys are slugs
@@ -112,7 +115,11 @@ def _parse_event(
     errors: list[tuple[str, str]] = []
     for key in event:
         if key not in EVENT_FIELDS:
-            errors.append((str(key), "unknown field"))
+            # the name is echoed in the answer: never as text it cannot encode
+            label = str(key)
+            if text_problem(label):
+                label = ascii(label)
+            errors.append((label, "unknown field"))
     flag = _check_key(event, "flag", errors, required=True)
     merchant = _check_key(event, "merchant", errors, required=True)
     variation = _check_key(event, "variation", errors, required=True)
@@ -120,7 +127,8 @@ def _parse_event(
     outcome = event.get("outcome")
     if outcome is None:
         errors.append(("outcome", "this field is required"))
-    elif outcome not in OUTCOMES:
+    # isinstance first: {} or [] is unhashable, and a set lookup would raise
+    elif not isinstance(outcome, str) or outcome not in OUTCOMES:
         errors.append(("outcome", 'must be "success" or "failure"'))
     duration = event.get("duration_ms")
     if duration is not None:

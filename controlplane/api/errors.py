@@ -13,10 +13,14 @@ from typing import Any
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse
 
+from controlplane.api.input import UntrustedInput, loads_json
 from controlplane.exceptions import DomainError
 
 WWW_AUTHENTICATE = 'Bearer realm="controlplane"'
-_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+# allow_nan=False: an answer is always valid JSON, never Infinity or NaN.
+_dumps = json.JSONEncoder(
+    separators=(",", ":"), ensure_ascii=False, allow_nan=False
+).encode
 
 
 class RequestRefused(Exception):
@@ -90,48 +94,125 @@ def ofrep_error_response(
     return json_response(body, status, headers)
 
 
+def _too_large(max_bytes: int) -> RequestRefused:
+    return RequestRefused(
+        413, "PAYLOAD_TOO_LARGE", f"the body is over {max_bytes} bytes", field="body"
+    )
+
+
+def read_body(request: HttpRequest, max_bytes: int) -> bytes:
+    """Return the request body, never holding more than ``max_bytes + 1``.
+
+    A declared ``Content-Length`` over ``max_bytes`` is refused (413) before
+    anything is read. A body without one (``Transfer-Encoding: chunked``) is
+    read from the server's input when the server says that input ends at
+    the body's end (``wsgi.input_terminated``, as gunicorn and granian do),
+    at most ``max_bytes + 1`` bytes of it; from a server that does not, it
+    cannot be read safely and is refused with 411. No length and no transfer
+    encoding is an empty body.
+    """
+    meta = request.META
+    length = meta.get("CONTENT_LENGTH")
+    if length:
+        try:
+            declared = int(length)
+        except ValueError:
+            raise RequestRefused(
+                400, "PARSE_ERROR", "bad Content-Length header", field="body"
+            ) from None
+        if declared > max_bytes:
+            raise _too_large(max_bytes)
+        try:
+            raw = request.body
+        except RequestDataTooBig:
+            raise _too_large(max_bytes) from None
+    elif meta.get("wsgi.input_terminated"):
+        raw = _read_terminated(meta["wsgi.input"], max_bytes)
+    elif meta.get("HTTP_TRANSFER_ENCODING"):
+        # Django reads nothing without a length: answering as if the body
+        # were empty would evaluate or store something the caller never sent.
+        raise RequestRefused(
+            411,
+            "LENGTH_REQUIRED",
+            "send a Content-Length header (this server cannot read a chunked body)",
+            field="body",
+        )
+    else:
+        raw = b""
+    if len(raw) > max_bytes:
+        raise _too_large(max_bytes)
+    return raw
+
+
+def _read_terminated(stream: Any, max_bytes: int) -> bytes:
+    # A server's read(n) may return less than n before the end: loop, and
+    # stop one byte past the limit so an endless body costs max_bytes + 1.
+    parts: list[bytes] = []
+    total = 0
+    while total <= max_bytes:
+        part = stream.read(max_bytes + 1 - total)
+        if not part:
+            break
+        parts.append(part)
+        total += len(part)
+    return b"".join(parts)
+
+
 def read_json_object(request: HttpRequest, max_bytes: int) -> dict[str, Any]:
     """Return the request's JSON object body; raise RequestRefused otherwise.
 
-    413 over ``max_bytes``, 415 for a content type other than JSON, 400
-    PARSE_ERROR for malformed JSON or a body that is not an object. An empty
+    ``read_json_body`` without the raw bytes.
+    """
+    return read_json_body(request, max_bytes)[0]
+
+
+def read_json_body(
+    request: HttpRequest, max_bytes: int
+) -> tuple[dict[str, Any], bytes]:
+    """Return the request's JSON object body and its raw bytes.
+
+    As ``read_json``, and 400 PARSE_ERROR for a body that is not an object.
+    """
+    body, raw = read_json(request, max_bytes)
+    if not isinstance(body, dict):
+        raise RequestRefused(
+            400, "PARSE_ERROR", "the body must be a JSON object", field="body"
+        )
+    return body, raw
+
+
+def read_json(request: HttpRequest, max_bytes: int) -> tuple[Any, bytes]:
+    """Return the request's JSON body (any JSON value) and its raw bytes.
+
+    Raise RequestRefused: 413 over ``max_bytes`` and 411 for a body it
+    cannot read (see ``read_body``), 415 for a content type other than JSON,
+    400 PARSE_ERROR for malformed JSON, 400 INVALID_REQUEST naming the
+    field for a value ``controlplane.api.input.loads_json`` refuses (a lone
+    surrogate, a number that is not finite, nesting too deep). An empty
     body is an empty object.
     """
-    length = request.META.get("CONTENT_LENGTH") or "0"
-    try:
-        declared = int(length)
-    except ValueError:
-        raise RequestRefused(400, "PARSE_ERROR", "bad Content-Length header") from None
-    if declared > max_bytes:
-        raise RequestRefused(
-            413, "PAYLOAD_TOO_LARGE", f"the body is over {max_bytes} bytes"
-        )
-    content_type = request.META.get("CONTENT_TYPE", "")
-    try:
-        raw = request.body
-    except RequestDataTooBig:
-        raise RequestRefused(
-            413, "PAYLOAD_TOO_LARGE", f"the body is over {max_bytes} bytes"
-        ) from None
-    if len(raw) > max_bytes:
-        raise RequestRefused(
-            413, "PAYLOAD_TOO_LARGE", f"the body is over {max_bytes} bytes"
-        )
+    raw = read_body(request, max_bytes)
     if not raw.strip():
-        return {}
+        return {}, raw
+    content_type = request.META.get("CONTENT_TYPE", "")
     media = content_type.split(";", 1)[0].strip().lower()
     if media != "application/json" and not (
         media.startswith("application/") and media.endswith("+json")
     ):
+        got = ascii(media) if media else "no content type"
         raise RequestRefused(
             415,
             "UNSUPPORTED_MEDIA_TYPE",
-            f"send the body as application/json (got {media or 'no content type'!r})",
+            f"send the body as application/json (got {got})",
+            field="body",
         )
     try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise RequestRefused(400, "PARSE_ERROR", f"malformed JSON: {exc}") from None
-    if not isinstance(body, dict):
-        raise RequestRefused(400, "PARSE_ERROR", "the body must be a JSON object")
-    return body
+        return loads_json(raw), raw
+    except UntrustedInput as exc:
+        if not exc.field:  # the document itself does not parse
+            raise RequestRefused(
+                400, "PARSE_ERROR", exc.message, field="body"
+            ) from None
+        raise RequestRefused(
+            400, "INVALID_REQUEST", f"{exc.field} {exc.message}", field=exc.field
+        ) from None

@@ -95,15 +95,39 @@ def check_json_value(
     return value
 
 
+class _NonFinite(ValueError):
+    """A NaN, Infinity or overflowing number met while parsing."""
+
+
 def _refuse_constant(name: str) -> float:
-    raise ValueError(f"{name} is not a JSON number")
+    raise _NonFinite(f"{name} is not a JSON number")
 
 
 def _finite_float(text: str) -> float:
     number = float(text)
     if not math.isfinite(number):
-        raise ValueError(f"{text[:20]} is out of range for a number")
+        raise _NonFinite(f"{text[:20]} is out of range for a number")
     return number
+
+
+# Built once: json.loads with hooks would build a decoder on every call.
+_DECODER = json.JSONDecoder(parse_constant=_refuse_constant, parse_float=_finite_float)
+
+
+def _may_need_walk(raw: bytes | str, max_depth: int) -> bool:
+    """Return False when ``raw`` cannot hold a bad string or too deep a value.
+
+    An ASCII document can only produce a lone surrogate or NUL through a
+    ``\\u`` escape (strict JSON refuses raw control characters; json decodes
+    other bytes with ``surrogatepass``, so non-ASCII input is always walked),
+    and one with at most ``max_depth`` brackets cannot nest deeper. These
+    C-speed scans keep the walk off the hot path.
+    """
+    if not raw.isascii():
+        return True
+    if isinstance(raw, str):
+        return "\\u" in raw or raw.count("{") + raw.count("[") > max_depth
+    return b"\\u" in raw or raw.count(b"{") + raw.count(b"[") > max_depth
 
 
 def loads_json(
@@ -117,20 +141,32 @@ def loads_json(
     Refuses malformed JSON and invalid UTF-8, ``NaN``/``Infinity`` and
     numbers that overflow to infinity, integers of more than 4,300 digits
     (the interpreter's limit), nesting deeper than ``max_depth`` and strings
-    that are not valid Unicode. The message never echoes the input.
+    that are not valid Unicode. A refusal names the offending field where
+    the document parses (``flags[0].default``), and the message never
+    echoes the input.
     """
     try:
-        value = json.loads(
-            raw, parse_constant=_refuse_constant, parse_float=_finite_float
+        text = (
+            raw.decode(json.detect_encoding(raw), "surrogatepass")
+            if isinstance(raw, bytes | bytearray)
+            else raw
         )
+        value = _DECODER.decode(text)
     except RecursionError:
         raise UntrustedInput(
             f"malformed JSON: nested more than {max_depth} levels deep"
         ) from None
     except UnicodeDecodeError:
         raise UntrustedInput("malformed JSON: the body is not valid UTF-8") from None
+    except _NonFinite as exc:
+        # Rare: parse again keeping the non-finite number, to name its field.
+        value = json.loads(raw, parse_constant=float)
+        check_json_value(value, max_depth=max_depth, allow_nul=allow_nul)
+        raise UntrustedInput(f"malformed JSON: {_short(exc)}") from None
     except ValueError as exc:
         raise UntrustedInput(f"malformed JSON: {_short(exc)}") from None
+    if not _may_need_walk(raw, max_depth):
+        return value
     return check_json_value(value, max_depth=max_depth, allow_nul=allow_nul)
 
 

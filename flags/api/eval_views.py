@@ -19,7 +19,7 @@ from controlplane.api.errors import (
     error_response,
     json_response,
     ofrep_error_response,
-    read_json_object,
+    read_json_body,
 )
 from controlplane.apikeys.authentication import KeyRefused, server_key_for
 from controlplane.conf import setting
@@ -35,6 +35,19 @@ def _method_not_allowed(allowed: str) -> HttpResponse:
     response = error_response(405, "METHOD_NOT_ALLOWED", f"use {allowed}")
     response["Allow"] = allowed
     return response
+
+
+def _read_body(request: HttpRequest) -> tuple[dict[str, Any], bytes]:
+    """Return the JSON body and its bytes; a bad context value is INVALID_CONTEXT."""
+    try:
+        return read_json_body(request, setting("EVAL_MAX_BODY_BYTES"))
+    except RequestRefused as exc:
+        field = exc.field or ""
+        if exc.code == "INVALID_REQUEST" and (
+            field == "context" or field.startswith(("context.", "context["))
+        ):
+            exc.code = "INVALID_CONTEXT"
+        raise
 
 
 def _counted(
@@ -123,7 +136,7 @@ def evaluate(request: HttpRequest) -> HttpResponse:
         return _method_not_allowed("POST")
     try:
         key = server_key_for(request)
-        body = read_json_object(request, setting("EVAL_MAX_BODY_BYTES"))
+        body, _raw = _read_body(request)
         context = _native_context(body)
         wanted = _native_requests(body)
         ruleset, stale = get_ruleset(key.environment_key)
@@ -221,10 +234,10 @@ def _ofrep_failure(answer: engine.Evaluation) -> dict:
 
 def _ofrep_prelude(request: HttpRequest) -> tuple[engine.Ruleset, bool, dict, bytes]:
     key = server_key_for(request)
-    body = read_json_object(request, setting("EVAL_MAX_BODY_BYTES"))
+    body, raw = _read_body(request)
     context = _ofrep_context(body)
     ruleset, stale = get_ruleset(key.environment_key)
-    return ruleset, stale, context, request.body
+    return ruleset, stale, context, raw
 
 
 def _ofrep_refused(exc: Exception, key: str | None) -> HttpResponse:
@@ -232,6 +245,8 @@ def _ofrep_refused(exc: Exception, key: str | None) -> HttpResponse:
         return ofrep_error_response(exc.status, "GENERAL", exc.message, key=key)
     if isinstance(exc, RequestRefused):
         code = exc.code if exc.code in ("PARSE_ERROR", "INVALID_CONTEXT") else "GENERAL"
+        if exc.code == "INVALID_REQUEST":  # a value refused outside the context
+            code = "PARSE_ERROR"
         return ofrep_error_response(exc.status, code, exc.message, key=key)
     assert isinstance(exc, DomainError)
     return ofrep_error_response(exc.http_status, "GENERAL", exc.message, key=key)
