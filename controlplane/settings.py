@@ -219,9 +219,11 @@ if os.environ.get("CONTROLPLANE_AUDIT_CHECKPOINT_MINUTES"):
             os.environ["CONTROLPLANE_AUDIT_CHECKPOINT_MINUTES"]
         )
     except ValueError:
+        CONTROLPLANE["AUDIT_CHECKPOINT_MINUTES"] = 0.0  # refused just below
+    if not 0 < CONTROLPLANE["AUDIT_CHECKPOINT_MINUTES"] < float("inf"):
         raise RuntimeError(
-            "CONTROLPLANE_AUDIT_CHECKPOINT_MINUTES must be a number of minutes"
-        ) from None
+            "CONTROLPLANE_AUDIT_CHECKPOINT_MINUTES must be a positive number of minutes"
+        )
 CELERY_BEAT_SCHEDULE["audit-checkpoint"] = {
     "task": "controlplane.audit.tasks.audit_checkpoint_task",
     "schedule": 60.0 * float(CONTROLPLANE.get("AUDIT_CHECKPOINT_MINUTES", 15.0)),

@@ -150,7 +150,7 @@ def test_audit_verify_against__intact_chain_grown_since__ok(events, sink, actor)
     # Then
     total = len(events) + 2
     assert every == f"OK: {total} events verified; 2 checkpoints matched"
-    assert latest == f"OK: {total} events verified; 1 checkpoints matched"
+    assert latest == f"OK: {total} events verified; 1 checkpoint matched"
 
 
 def test_audit_verify_against__older_anchor_rewritten__found_without_latest(

@@ -147,7 +147,8 @@ class Command(BaseCommand):
             )
         line = f"OK: {report.checked} events verified"
         if against:
-            line += f"; {report.anchors_matched} checkpoints matched"
+            plural = "" if report.anchors_matched == 1 else "s"
+            line += f"; {report.anchors_matched} checkpoint{plural} matched"
         self.stdout.write(line)
 
     def _checkpoint(self, file: str | None) -> None:
