@@ -29,12 +29,14 @@ from django.utils import timezone
 from controlplane.audit.models import AuditEvent
 from controlplane.audit.services import _canonical_time
 from controlplane.conf import setting
-from controlplane.exceptions import InvalidInput
+from controlplane.exceptions import AuditChainBroken, InvalidInput
 
 logger = logging.getLogger("controlplane.audit.checkpoint")
 
 CHECKPOINT_KIND = "audit.checkpoint"
 _HASH_RE = re.compile(r"^[0-9a-f]{64}$")
+# Enough of the file's end to hold its last line many times over.
+_TAIL_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -87,14 +89,66 @@ def _append_durably(path: Path, line: str) -> None:
             os.close(dir_fd)
 
 
+def _last_checkpoint(path: Path) -> Checkpoint | None:
+    """Return the last checkpoint in ``path``; None when there is none yet.
+
+    Read only the end of the file: it grows by one line per checkpoint.
+    Raise InvalidInput when the last line is not a checkpoint.
+    """
+    try:
+        with open(path, "rb") as handle:
+            size = handle.seek(0, os.SEEK_END)
+            handle.seek(max(0, size - _TAIL_BYTES))
+            tail = handle.read().decode("utf-8", errors="replace")
+    except FileNotFoundError:
+        return None
+    lines = [line for line in tail.splitlines() if line.strip()]
+    if not lines:
+        return None
+    return _parse_line(lines[-1], where=f"{path} last line")
+
+
+def _check_still_anchored(target: Path) -> None:
+    """Raise AuditChainBroken when the chain lost the last anchored event.
+
+    A checkpoint taken after a cut or a rewrite would anchor the damage; a
+    cheap look-up of the previous anchor refuses that. (The full proof is
+    ``audit verify --against``.) An unreadable last line is logged, not
+    fatal: the new anchor is still worth having.
+    """
+    try:
+        previous = _last_checkpoint(target)
+    except InvalidInput as exc:
+        logger.error("audit checkpoint: %s; not compared with the chain", exc)
+        return
+    if previous is None:
+        return
+    found = AuditEvent.objects.filter(pk=previous.id).values_list("hash", flat=True)
+    current = found.first()
+    if current == previous.hash:
+        return
+    state = "missing" if current is None else "changed"
+    message = (
+        f"event {previous.id}, anchored by the last checkpoint "
+        f"({previous.checkpointed_at}), is {state}: the chain was cut or "
+        f"rewritten since; nothing anchored (run 'manage.py audit verify "
+        f"--against {target}')"
+    )
+    logger.error("audit checkpoint refused: %s", message)
+    raise AuditChainBroken(message)
+
+
 def audit_checkpoint_write(*, path: Path | None = None) -> Checkpoint | None:
     """Anchor the chain's current head in the checkpoint file and the log.
 
     Return the checkpoint, or None when the chain has no event yet (there is
-    nothing to anchor). Raise OSError when the file cannot be appended to;
-    nothing is logged as anchored then.
+    nothing to anchor). Raise AuditChainBroken, writing nothing, when the
+    event the file's last checkpoint anchored is gone or changed, and
+    OSError when the file cannot be appended to.
     """
+    target = path or checkpoint_path()
     head = AuditEvent.objects.order_by("-id").values("id", "hash", "created_at").first()
+    _check_still_anchored(target)
     if head is None:
         logger.info("audit checkpoint skipped: the chain has no event yet")
         return None
@@ -104,7 +158,6 @@ def audit_checkpoint_write(*, path: Path | None = None) -> Checkpoint | None:
         created_at=_canonical_time(head["created_at"]),
         checkpointed_at=_canonical_time(timezone.now()),
     )
-    target = path or checkpoint_path()
     _append_durably(target, checkpoint.as_line())
     logger.info(
         "audit checkpoint id=%s hash=%s created_at=%s checkpointed_at=%s file=%s",

@@ -17,6 +17,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import DatabaseError, connection, transaction
 
+from controlplane.audit.checkpoints import Checkpoint
 from controlplane.audit.models import AuditEvent
 from controlplane.audit.services import _chain_hash, canonical_text
 from controlplane.audit.tasks import audit_checkpoint_task
@@ -153,21 +154,48 @@ def test_audit_verify_against__intact_chain_grown_since__ok(events, sink, actor)
     assert latest == f"OK: {total} events verified; 1 checkpoint matched"
 
 
-def test_audit_verify_against__older_anchor_rewritten__found_without_latest(
-    events, sink, actor
-):
-    # Given: a rewrite, then a fresh checkpoint of the rewritten head
+def test_audit_verify_against__older_anchor_wrong__found_without_latest(events, sink):
+    # Given: an older anchor the chain no longer matches, then a good one
+    stale = Checkpoint(events[0].pk, "f" * 64, "", "2026-01-01T00:00:00.000000Z")
     run("checkpoint")
-    with triggers_off():
-        rewrite_chain({"key": "production", "name": "Rewritten"})
-    run("checkpoint")
+    sink.write_text(stale.as_line() + sink.read_text())
     # When
     latest = run("verify", "--against", str(sink), "--latest")
     with pytest.raises(CommandError) as raised:
         run("verify", "--against", str(sink))
     # Then
     assert latest.startswith("OK:")
-    assert "hash differs" in str(raised.value)
+    message = str(raised.value)
+    assert message.startswith(f"BROKEN: event {events[0].pk}: hash differs")
+    assert "2026-01-01T00:00:00.000000Z" in message
+
+
+@pytest.mark.parametrize("damage", ["tail_cut", "rewrite"])
+def test_audit_checkpoint__chain_damaged_since_last__refused_and_logged(
+    events, sink, caplog, damage
+):
+    # Given
+    run("checkpoint")
+    before = sink.read_bytes()
+    with triggers_off():
+        if damage == "tail_cut":
+            raw_delete(events[-1].pk)
+        else:
+            rewrite_chain({"key": "production", "name": "Rewritten"})
+    caplog.clear()
+    # When
+    with caplog.at_level(logging.INFO, logger="controlplane.audit.checkpoint"):
+        with pytest.raises(CommandError) as raised:
+            run("checkpoint")
+    # Then
+    state = "missing" if damage == "tail_cut" else "changed"
+    message = str(raised.value)
+    assert message.startswith(f"BROKEN: event {events[-1].pk}, anchored by")
+    assert f"is {state}: the chain was cut or rewritten since" in message
+    assert "\n" not in message
+    assert sink.read_bytes() == before  # nothing anchored
+    records = [r for r in caplog.records if r.name == "controlplane.audit.checkpoint"]
+    assert [r.levelname for r in records] == ["ERROR"]
 
 
 def test_audit_checkpoint__twice__appends_json_lines_keeping_earlier(
@@ -175,7 +203,8 @@ def test_audit_checkpoint__twice__appends_json_lines_keeping_earlier(
 ):
     # Given
     sink.parent.mkdir(parents=True)
-    sink.write_text('{"kind":"audit.checkpoint","note":"written before"}\n')
+    earlier = Checkpoint(events[0].pk, events[0].hash, "", "2026-01-01T00:00:00Z")
+    sink.write_text(earlier.as_line())
     # When
     with caplog.at_level(logging.INFO, logger="controlplane.audit.checkpoint"):
         first_out = run("checkpoint")
@@ -186,8 +215,8 @@ def test_audit_checkpoint__twice__appends_json_lines_keeping_earlier(
     head = AuditEvent.objects.order_by("-id").first()
     written = lines(sink)
     assert sink.read_bytes().startswith(first_bytes)
-    assert written[0] == {"kind": "audit.checkpoint", "note": "written before"}
-    assert [set(line) for line in written[1:]] == [CHECKPOINT_KEYS] * 2
+    assert [set(line) for line in written] == [CHECKPOINT_KEYS] * 3
+    assert written[0]["hash"] == events[0].hash
     assert [(line["id"], line["hash"]) for line in written[1:]] == [
         (events[-1].pk, events[-1].hash),
         (head.pk, head.hash),

@@ -24,7 +24,7 @@ from controlplane.audit.checkpoints import (
     checkpoint_path,
 )
 from controlplane.audit.services import audit_chain_verify, audit_events_export
-from controlplane.exceptions import InvalidInput
+from controlplane.exceptions import AuditChainBroken, InvalidInput
 
 _RELATIVE_RE = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$", re.IGNORECASE)
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
@@ -155,6 +155,8 @@ class Command(BaseCommand):
         target = Path(file) if file else checkpoint_path()
         try:
             checkpoint = audit_checkpoint_write(path=target)
+        except AuditChainBroken as exc:
+            raise CommandError(f"BROKEN: {exc.message}") from None
         except OSError as exc:
             raise CommandError(
                 f"cannot append to {str(target)!r}: {exc.strerror or exc}"
