@@ -64,6 +64,12 @@ DEFAULTS: dict[str, Any] = {
     # Canary controller: seconds between beat ticks (settings.py also reads
     # the CONTROLPLANE_CANARY_TICK_SECONDS environment variable for it).
     "CANARY_TICK_SECONDS": 2.0,
+    # Audit checkpoints (docs/audit.md): the JSON-lines file the chain's head
+    # is appended to (None = <VAR_DIR>/audit-checkpoints.jsonl), and the
+    # minutes between two beat checkpoints (settings.py also reads the
+    # CONTROLPLANE_AUDIT_CHECKPOINT_MINUTES environment variable for it).
+    "AUDIT_CHECKPOINT_PATH": None,
+    "AUDIT_CHECKPOINT_MINUTES": 15.0,
 }
 
 

@@ -57,3 +57,9 @@ class VersionConflict(Conflict):
 
 class InvalidTransition(Conflict):
     code = "invalid_transition"
+
+
+class AuditChainBroken(Conflict):
+    """The audit chain no longer holds an event a checkpoint anchored."""
+
+    code = "audit_chain_broken"

@@ -204,3 +204,27 @@ CELERY_BEAT_SCHEDULE["canary-controller-tick"] = {
     "schedule": _CANARY_TICK_SECONDS,
     "options": {"expires": max(1.0, _CANARY_TICK_SECONDS)},
 }
+
+# Audit checkpoints: beat appends the audit chain's head to the checkpoint file
+# every AUDIT_CHECKPOINT_MINUTES (environment variables
+# CONTROLPLANE_AUDIT_CHECKPOINT_MINUTES, default 15, and
+# CONTROLPLANE_AUDIT_CHECKPOINT_PATH for the file).
+if os.environ.get("CONTROLPLANE_AUDIT_CHECKPOINT_PATH"):
+    CONTROLPLANE["AUDIT_CHECKPOINT_PATH"] = os.environ[
+        "CONTROLPLANE_AUDIT_CHECKPOINT_PATH"
+    ]
+if os.environ.get("CONTROLPLANE_AUDIT_CHECKPOINT_MINUTES"):
+    try:
+        CONTROLPLANE["AUDIT_CHECKPOINT_MINUTES"] = float(
+            os.environ["CONTROLPLANE_AUDIT_CHECKPOINT_MINUTES"]
+        )
+    except ValueError:
+        CONTROLPLANE["AUDIT_CHECKPOINT_MINUTES"] = 0.0  # refused just below
+    if not 0 < CONTROLPLANE["AUDIT_CHECKPOINT_MINUTES"] < float("inf"):
+        raise RuntimeError(
+            "CONTROLPLANE_AUDIT_CHECKPOINT_MINUTES must be a positive number of minutes"
+        )
+CELERY_BEAT_SCHEDULE["audit-checkpoint"] = {
+    "task": "controlplane.audit.tasks.audit_checkpoint_task",
+    "schedule": 60.0 * float(CONTROLPLANE.get("AUDIT_CHECKPOINT_MINUTES", 15.0)),
+}

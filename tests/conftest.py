@@ -19,6 +19,25 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup, django_db_blocker):
+    """Let the test database be flushed: disable the audit TRUNCATE trigger.
+
+    Transactional tests (``transactional_db``, ``live_server``) empty the
+    database with TRUNCATE after each test, which the trigger of
+    audit/0004 refuses on PostgreSQL. It is disabled in the test database
+    only; ``tests/audit/test_checkpoints.py`` enables it inside a test's
+    transaction to prove it refuses.
+    """
+    with django_db_blocker.unblock():
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "ALTER TABLE audit_auditevent "
+                    "DISABLE TRIGGER audit_event_no_truncate"
+                )
+
+
 @pytest.fixture
 def actor() -> Actor:
     return Actor(type="user", id="test:alice", name="alice")

@@ -18,8 +18,15 @@ class AuditLogImmutable(Exception):
 class AuditEvent(models.Model):
     """One change, by one actor, written in the transaction of the change.
 
-    ``hash`` is SHA-256 over ``prev_hash`` and the event's canonical content,
-    so editing or removing any row breaks the chain from there on.
+    ``canonical`` is the event's content as the exact JSON text that was
+    hashed, written once with the row; ``hash`` is SHA-256 over ``prev_hash``
+    followed by that text, so editing or removing any row breaks the chain
+    from there on. The other columns are the same content in queryable form
+    (a JSON column may read back a number differently from how it was
+    written, e.g. PostgreSQL returns ``1e16`` as ``10000000000000000``), and
+    verification checks they still say what ``canonical`` says. Events
+    written before the column existed have ``canonical`` NULL and are
+    verified from their columns (see ``audit_chain_verify``).
     """
 
     created_at = models.DateTimeField(db_index=True)
@@ -37,6 +44,7 @@ class AuditEvent(models.Model):
     request_id = models.CharField(max_length=64, blank=True)
     prev_hash = models.CharField(max_length=64)
     hash = models.CharField(max_length=64, unique=True)
+    canonical = models.TextField(null=True, blank=True, editable=False)
 
     objects = AuditEventQuerySet.as_manager()
 

@@ -11,10 +11,10 @@ import decimal
 import hashlib
 import json
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.db import connection, models, transaction
 from django.utils import timezone
@@ -22,6 +22,9 @@ from django.utils import timezone
 from controlplane.audit.actors import Actor, as_actor
 from controlplane.audit.context import current_request_id
 from controlplane.audit.models import AuditEvent
+
+if TYPE_CHECKING:
+    from controlplane.audit.checkpoints import Checkpoint
 
 GENESIS_HASH = "0" * 64
 # Any constant works; it only has to be the same in every process.
@@ -49,9 +52,8 @@ def _canonical_time(value: dt.datetime) -> str:
     return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def compute_hash(event: AuditEvent) -> str:
-    """Return the SHA-256 of ``event``'s content chained to its prev_hash."""
-    content = {
+def _content(event: AuditEvent) -> dict[str, Any]:
+    return {
         "created_at": _canonical_time(event.created_at),
         "actor_type": event.actor_type,
         "actor_id": event.actor_id,
@@ -66,10 +68,59 @@ def compute_hash(event: AuditEvent) -> str:
         "details": event.details,
         "request_id": event.request_id,
     }
-    payload = json.dumps(
-        content, sort_keys=True, separators=(",", ":"), ensure_ascii=False
+
+
+def canonical_text(event: AuditEvent) -> str:
+    """Return the JSON text that is stored and hashed for ``event``."""
+    return json.dumps(
+        _content(event), sort_keys=True, separators=(",", ":"), ensure_ascii=False
     )
-    return hashlib.sha256((event.prev_hash + payload).encode("utf-8")).hexdigest()
+
+
+def _chain_hash(prev_hash: str, text: str) -> str:
+    return hashlib.sha256((prev_hash + text).encode("utf-8")).hexdigest()
+
+
+def compute_hash(event: AuditEvent) -> str:
+    """Return the SHA-256 of ``event``'s columns chained to its prev_hash.
+
+    This is how an event without ``canonical`` (written before that column
+    existed) is verified; for every other event the hash is over the stored
+    ``canonical`` text, and both give the same digest when the columns read
+    back exactly as they were written.
+    """
+    return _chain_hash(event.prev_hash, canonical_text(event))
+
+
+def _comparable(value: Any) -> Any:
+    """Return ``value`` with every number as its exact decimal value.
+
+    A JSON column may give back ``1e16`` as the integer 10000000000000000,
+    ``-0.0`` as ``0.0`` or a large float as its full decimal expansion: the
+    same number, other bytes. Booleans stay booleans (True is not 1 here).
+    """
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return value
+    if isinstance(value, float):
+        return ("number", decimal.Decimal(repr(value)))
+    if isinstance(value, int | decimal.Decimal):
+        return ("number", decimal.Decimal(value))
+    if isinstance(value, dict):
+        return {key: _comparable(child) for key, child in value.items()}
+    if isinstance(value, list):
+        return [_comparable(child) for child in value]
+    return ("other", repr(value))
+
+
+def _columns_match(event: AuditEvent) -> bool:
+    """Return whether ``event``'s columns say what its ``canonical`` says."""
+    if canonical_text(event) == event.canonical:
+        return True  # the common case: the columns read back byte for byte
+    try:
+        hashed = json.loads(event.canonical or "", parse_float=decimal.Decimal)
+    except ValueError:
+        return False
+    return _comparable(hashed) == _comparable(_content(event))
 
 
 def _describe_target(target: Any) -> tuple[str, str, str]:
@@ -147,7 +198,10 @@ def record_audit_event(
         request_id=current_request_id(),
         prev_hash=last or GENESIS_HASH,
     )
-    event.hash = compute_hash(event)
+    # The text is hashed and stored as is, so verification reads back
+    # exactly the bytes that were hashed, whatever the JSON columns return.
+    event.canonical = canonical_text(event)
+    event.hash = _chain_hash(event.prev_hash, event.canonical)
     event.save(force_insert=True)
     return event
 
@@ -158,12 +212,70 @@ class ChainReport:
     checked: int
     broken_id: int | None = None
     problem: str = ""
+    anchors_matched: int = 0
 
 
-def audit_chain_verify(*, chunk_size: int = 2000) -> ChainReport:
-    """Walk the whole chain in order; report the first event that breaks it."""
+def _event_intact(event: AuditEvent) -> bool:
+    if event.canonical is None:
+        return compute_hash(event) == event.hash
+    return _chain_hash(
+        event.prev_hash, event.canonical
+    ) == event.hash and _columns_match(event)
+
+
+def _missing_anchor_report(
+    anchors: Sequence[Checkpoint], seen: set[int], last_id: int | None, checked: int
+) -> ChainReport | None:
+    missing = sorted(
+        (anchor for anchor in anchors if anchor.id not in seen), key=lambda a: a.id
+    )
+    if not missing:
+        return None
+    anchor = missing[0]
+    if last_id is None or anchor.id > last_id:
+        ends = f"the chain ends at event {last_id}" if last_id else "the chain is empty"
+        problem = (
+            f"missing, though the checkpoint of {anchor.checkpointed_at} anchored "
+            f"it ({ends}): events were removed from the end"
+        )
+    else:
+        problem = (
+            f"missing, though the checkpoint of {anchor.checkpointed_at} anchored "
+            "it: events were removed and the chain relinked"
+        )
+    return ChainReport(False, checked, anchor.id, problem)
+
+
+def audit_chain_verify(
+    *, chunk_size: int = 2000, anchors: Sequence[Checkpoint] = ()
+) -> ChainReport:
+    """Walk the whole chain in order; report the first event that breaks it.
+
+    An event with ``canonical`` is checked by hashing that stored text (so a
+    JSON column that does not round-trip a number cannot break the chain)
+    and by comparing its columns with it, numbers by exact value (so an edit
+    of a column is still found). An event written before ``canonical``
+    existed is checked the old way, by hashing its columns.
+
+    Old events are not back-filled: a data migration would have to UPDATE
+    rows of an append-only table (past its trigger), and for an old event
+    whose columns no longer read back as hashed the original bytes are gone
+    anyway. Blanking ``canonical`` of a new event gains an attacker nothing:
+    its columns must then hash to the same digest.
+
+    ``anchors`` (checkpoints, see ``controlplane.audit.checkpoints``) must
+    each be found with the same hash: a missing anchored event means events
+    were cut (from the end, where the chain alone cannot tell), a different
+    hash means the chain was rewritten with recomputed hashes. As the chain
+    verifies from the genesis up to each anchor, nothing before it changed.
+    """
+    by_id: dict[int, list[Checkpoint]] = {}
+    for anchor in anchors:
+        by_id.setdefault(anchor.id, []).append(anchor)
+    seen: set[int] = set()
     expected_prev = GENESIS_HASH
     checked = 0
+    last_id: int | None = None
     for event in AuditEvent.objects.order_by("id").iterator(chunk_size=chunk_size):
         if event.prev_hash != expected_prev:
             return ChainReport(
@@ -173,13 +285,28 @@ def audit_chain_verify(*, chunk_size: int = 2000) -> ChainReport:
                 "prev_hash does not match the event before it "
                 "(an event was removed or reordered)",
             )
-        if compute_hash(event) != event.hash:
+        if not _event_intact(event):
             return ChainReport(
                 False, checked, event.pk, "content does not match its hash (edited)"
             )
+        for anchor in by_id.get(event.pk, ()):
+            if anchor.hash != event.hash:
+                return ChainReport(
+                    False,
+                    checked,
+                    event.pk,
+                    f"hash differs from the checkpoint of {anchor.checkpointed_at} "
+                    "(the chain was rewritten up to here)",
+                )
+        if event.pk in by_id:
+            seen.add(event.pk)
         expected_prev = event.hash
+        last_id = event.pk
         checked += 1
-    return ChainReport(True, checked)
+    missing = _missing_anchor_report(anchors, seen, last_id, checked)
+    if missing is not None:
+        return missing
+    return ChainReport(True, checked, anchors_matched=len(anchors))
 
 
 def audit_event_as_dict(event: AuditEvent) -> dict[str, Any]:
@@ -235,6 +362,7 @@ __all__ = [
     "audit_chain_verify",
     "audit_event_as_dict",
     "audit_events_export",
+    "canonical_text",
     "compute_hash",
     "history_for",
     "normalize",

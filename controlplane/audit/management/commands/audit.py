@@ -1,7 +1,8 @@
-"""``manage.py audit verify|export``: check the hash chain, export JSON lines.
+"""``manage.py audit verify|export|checkpoint``: check, export, anchor.
 
-Thin: parse arguments, call ``audit_chain_verify`` / ``audit_events_export``,
-format the result. User mistakes raise ``CommandError`` with one line.
+Thin: parse arguments, call ``audit_chain_verify`` / ``audit_events_export``
+/ ``audit_checkpoint_write``, format the result. User mistakes raise
+``CommandError`` with one line.
 """
 
 from __future__ import annotations
@@ -10,13 +11,20 @@ import datetime as dt
 import json
 import os
 import re
+from pathlib import Path
 from typing import Any, TextIO
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import DatabaseError
 from django.utils import timezone
 
+from controlplane.audit.checkpoints import (
+    audit_checkpoint_write,
+    audit_checkpoints_read,
+    checkpoint_path,
+)
 from controlplane.audit.services import audit_chain_verify, audit_events_export
+from controlplane.exceptions import AuditChainBroken, InvalidInput
 
 _RELATIVE_RE = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$", re.IGNORECASE)
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
@@ -63,14 +71,36 @@ def parse_since(text: str) -> dt.datetime:
 class Command(BaseCommand):
     help = (
         "Audit log: 'verify' walks the hash chain and names the first broken "
-        "event; 'export' writes events as JSON lines."
+        "event; 'export' writes events as JSON lines; 'checkpoint' appends the "
+        "chain's head to the checkpoint file."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
         sub = parser.add_subparsers(
-            dest="subcommand", required=True, metavar="{verify,export}"
+            dest="subcommand", required=True, metavar="{verify,export,checkpoint}"
         )
-        sub.add_parser("verify", help="Check the whole hash chain; exit 1 when broken.")
+        verify = sub.add_parser(
+            "verify", help="Check the whole hash chain; exit 1 when broken."
+        )
+        verify.add_argument(
+            "--against",
+            metavar="CHECKPOINT_FILE",
+            help="Also prove the chain still holds every (id, hash) anchored in "
+            "this checkpoint file: finds events cut from the end and rewrites.",
+        )
+        verify.add_argument(
+            "--latest",
+            action="store_true",
+            help="With --against: check only the file's last checkpoint.",
+        )
+        checkpoint = sub.add_parser(
+            "checkpoint",
+            help="Append the chain's head (id, hash, time) to the checkpoint file.",
+        )
+        checkpoint.add_argument(
+            "--file",
+            help="Append to this file instead of the AUDIT_CHECKPOINT_PATH setting.",
+        )
         export = sub.add_parser(
             "export", help="Write events (oldest first) as JSON lines."
         )
@@ -85,7 +115,9 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         try:
             if options["subcommand"] == "verify":
-                self._verify()
+                self._verify(options.get("against"), options.get("latest", False))
+            elif options["subcommand"] == "checkpoint":
+                self._checkpoint(options.get("file"))
             else:
                 self._export(options.get("since"), options.get("output"))
         except DatabaseError as exc:
@@ -98,14 +130,44 @@ class Command(BaseCommand):
                 f"database error: {first_line} (did you run 'manage.py migrate'?)"
             )
 
-    def _verify(self) -> None:
-        report = audit_chain_verify()
+    def _verify(self, against: str | None, latest: bool) -> None:
+        if latest and not against:
+            raise CommandError("--latest needs --against CHECKPOINT_FILE")
+        anchors = []
+        if against:
+            try:
+                anchors = audit_checkpoints_read(against, latest_only=latest)
+            except InvalidInput as exc:
+                raise CommandError(f"--against: {exc.message}") from None
+        report = audit_chain_verify(anchors=anchors)
         if not report.ok:
             raise CommandError(
                 f"BROKEN: event {report.broken_id}: {report.problem}; "
                 f"{report.checked} events before it verified"
             )
-        self.stdout.write(f"OK: {report.checked} events verified")
+        line = f"OK: {report.checked} events verified"
+        if against:
+            plural = "" if report.anchors_matched == 1 else "s"
+            line += f"; {report.anchors_matched} checkpoint{plural} matched"
+        self.stdout.write(line)
+
+    def _checkpoint(self, file: str | None) -> None:
+        target = Path(file) if file else checkpoint_path()
+        try:
+            checkpoint = audit_checkpoint_write(path=target)
+        except AuditChainBroken as exc:
+            raise CommandError(f"BROKEN: {exc.message}") from None
+        except OSError as exc:
+            raise CommandError(
+                f"cannot append to {str(target)!r}: {exc.strerror or exc}"
+            ) from None
+        if checkpoint is None:
+            self.stdout.write("no event yet: nothing to checkpoint")
+            return
+        self.stdout.write(
+            f"checkpoint: event {checkpoint.id} {checkpoint.hash} "
+            f"at {checkpoint.checkpointed_at} appended to {target}"
+        )
 
     def _export(self, since_text: str | None, output: str | None) -> None:
         since = parse_since(since_text) if since_text else None
