@@ -61,6 +61,9 @@ DEFAULTS: dict[str, Any] = {
     # Canary controller: seconds between beat ticks (settings.py also reads
     # the CONTROLPLANE_CANARY_TICK_SECONDS environment variable for it).
     "CANARY_TICK_SECONDS": 2.0,
+    # Outage: the Retry-After (seconds) of a 503 while the database is
+    # unreachable.
+    "DATABASE_RETRY_AFTER": 5,
 }
 
 

@@ -57,3 +57,10 @@ class VersionConflict(Conflict):
 
 class InvalidTransition(Conflict):
     code = "invalid_transition"
+
+
+class DatabaseUnavailable(DomainError):
+    """The database cannot be reached and nothing cached can answer (503)."""
+
+    code = "database_unavailable"
+    http_status = 503

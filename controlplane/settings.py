@@ -145,8 +145,10 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     _db_options.setdefault("keepalives_idle", 10)
     _db_options.setdefault("keepalives_interval", 5)
     _db_options.setdefault("keepalives_count", 3)
-# controlplane itself is an app for its `migrate` (timeouts lifted) command
+# controlplane itself is an app for its `migrate` (timeouts lifted) command;
+# a view's database failure answers 503 (HTML for the admin), not 500
 INSTALLED_APPS.append("controlplane")
+MIDDLEWARE.append("controlplane.unavailable.DatabaseUnavailableMiddleware")
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
