@@ -62,8 +62,10 @@ DEFAULTS: dict[str, Any] = {
     # the CONTROLPLANE_CANARY_TICK_SECONDS environment variable for it).
     "CANARY_TICK_SECONDS": 2.0,
     # Outage: the Retry-After (seconds) of a 503 while the database is
-    # unreachable.
+    # unreachable, and where serving processes keep their last known good
+    # rulesets and key hashes ("" = VAR_DIR/serving).
     "DATABASE_RETRY_AFTER": 5,
+    "SERVING_STATE_DIR": "",
 }
 
 
