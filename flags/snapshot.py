@@ -314,7 +314,6 @@ class RulesetStore:
             self.check_versions()
 
     def _listen_postgres(self) -> None:
-        import psycopg
         from django.db import connections
 
         from flags.propagation import CHANNEL
@@ -325,7 +324,11 @@ class RulesetStore:
         params.pop("server_side_binding", None)
         params.pop("prepare_threshold", None)
         params.setdefault("connect_timeout", 5)
-        with psycopg.connect(**params, autocommit=True) as conn:
+        wrapper = connections[self.using]
+        # the backend's connect: a frozen server cannot hang LISTEN either
+        with wrapper.Database.connect(**params, autocommit=True) as conn:
+            if hasattr(conn, "wait_timeout"):
+                conn.wait_timeout = getattr(wrapper, "read_timeout", None)
             conn.execute(f"LISTEN {CHANNEL}")
             # a change may have committed between the last check and LISTEN
             self.check_versions()
