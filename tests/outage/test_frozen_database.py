@@ -378,3 +378,24 @@ def test_evaluation__process_started_during_outage__serves_last_known_good_stale
         timeout=20,
     )
     assert recovered[2]["flags"] == fresh["flags"]
+
+
+def test_evaluation__warm_process_database_frozen__every_request_answered_stale(
+    outage_db, servers, tmp_path
+):
+    # Given: a warm process (key and ruleset in memory)
+    server, key = servers(tmp_path), outage_db["server"]
+    status, _, fresh = server.evaluate(key)
+    assert status == 200 and fresh["stale"] is False
+    # When: the database freezes while its background threads are mid-poll
+    outage_db["proxy"].freeze()
+    answers = []
+    deadline = time.monotonic() + READ_TIMEOUT + 5
+    while time.monotonic() < deadline:
+        answers.append(timed(lambda: server.evaluate(key)))
+        time.sleep(0.1)
+    # Then: every request answered at once, the same answers, stale soon
+    assert all(status == 200 for (status, _, _), _ in answers)
+    assert all(body["flags"] == fresh["flags"] for (_, _, body), _ in answers)
+    assert max(elapsed for _, elapsed in answers) < 1
+    assert all(body["stale"] for (_, _, body), _ in answers[-10:])
