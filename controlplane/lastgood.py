@@ -6,11 +6,11 @@ process started while the database is unreachable serves at once, from that
 state, with every answer marked stale.
 
 Each record is one JSON file, replaced atomically (temp file, fsync, rename,
-fsync of the directory) and never by an older version; a checksum guards
-against a torn or edited file, which is then ignored. Files live in
-``SERVING_STATE_DIR`` (default ``VAR_DIR/serving``), in a sub-directory per
-database, so two installations sharing a disk never serve each other's
-state.
+fsync of the directory) and never by an older version; an HMAC (keyed by
+SECRET_KEY) guards against a torn or edited file, which is then ignored.
+Files live in ``SERVING_STATE_DIR`` (default ``VAR_DIR/serving``), in a
+sub-directory per database, so two installations sharing a disk never serve
+each other's state.
 """
 
 from __future__ import annotations
@@ -68,7 +68,13 @@ def _path(name: str, using: str) -> Path:
 
 
 def _checksum(version: int | str, payload_text: str) -> str:
-    return hashlib.sha256(f"{version}\n{payload_text}".encode()).hexdigest()
+    # keyed by SECRET_KEY: whoever can write the directory but not read the
+    # settings cannot add a key hash or change a ruleset
+    from django.utils.crypto import salted_hmac
+
+    return salted_hmac(
+        "controlplane.lastgood", f"{version}\n{payload_text}", algorithm="sha256"
+    ).hexdigest()
 
 
 def write(

@@ -136,3 +136,13 @@ def test_store_load__ruleset__written_with_its_version(
     record = lastgood.read("ruleset-production")
     assert record.version == ruleset.version
     assert record.payload == json.loads(json.dumps(ruleset.data))
+
+
+def test_lastgood_read__written_with_other_secret_key__ignored(state_dir, settings):
+    # Given: a record signed with another SECRET_KEY (or forged without one)
+    settings.SECRET_KEY = "another-installation"
+    lastgood.write("apikeys", {"keys": {"c" * 64: [3]}}, version="v1")
+    # When
+    settings.SECRET_KEY = "this-installation"
+    # Then
+    assert lastgood.read("apikeys") is None
