@@ -70,6 +70,11 @@ DEFAULTS: dict[str, Any] = {
     # CONTROLPLANE_AUDIT_CHECKPOINT_MINUTES environment variable for it).
     "AUDIT_CHECKPOINT_PATH": None,
     "AUDIT_CHECKPOINT_MINUTES": 15.0,
+    # Outage: the Retry-After (seconds) of a 503 while the database is
+    # unreachable, and where serving processes keep their last known good
+    # rulesets and key hashes ("" = VAR_DIR/serving).
+    "DATABASE_RETRY_AFTER": 5,
+    "SERVING_STATE_DIR": "",
 }
 
 

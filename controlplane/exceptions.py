@@ -63,3 +63,10 @@ class AuditChainBroken(Conflict):
     """The audit chain no longer holds an event a checkpoint anchored."""
 
     code = "audit_chain_broken"
+
+
+class DatabaseUnavailable(DomainError):
+    """The database cannot be reached and nothing cached can answer (503)."""
+
+    code = "database_unavailable"
+    http_status = 503

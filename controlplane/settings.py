@@ -103,6 +103,53 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         {"timeout": 20, "transaction_mode": "IMMEDIATE"}
     )
 
+# Outage hardening: no wait on PostgreSQL is unbounded, so a hung or
+# unreachable database becomes an error (503) instead of a blocked worker.
+# Every process gets these; `manage.py migrate` and the migration revert lift
+# the statement and read timeouts for their own session
+# (controlplane.db.timeouts_lifted). Seconds; 0 = no limit.
+
+
+def _env_seconds(name: str, default: float) -> float:
+    try:
+        value = float(os.environ.get(name) or default)
+    except ValueError:
+        raise RuntimeError(f"{name} must be a number of seconds") from None
+    if value < 0:
+        raise RuntimeError(f"{name} must be a number of seconds")
+    return value
+
+
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    _statement_timeout = _env_seconds("DATABASE_STATEMENT_TIMEOUT", 15)
+    _db_options = DATABASES["default"].setdefault("OPTIONS", {})
+    DATABASES["default"]["ENGINE"] = "controlplane.db.postgresql"
+    _db_options.setdefault(
+        "connect_timeout", max(1, round(_env_seconds("DATABASE_CONNECT_TIMEOUT", 3)))
+    )
+    _db_options["options"] = (
+        f"{_db_options.get('options', '')} "
+        f"-c statement_timeout={int(_statement_timeout * 1000)}"
+    ).strip()
+    # client side: a server that stops answering on an open connection (no
+    # RST) is given up on after this; above the statement timeout so a slow
+    # live query still ends with the server's own error
+    _db_options.setdefault(
+        "read_timeout",
+        _env_seconds(
+            "DATABASE_READ_TIMEOUT", _statement_timeout + 5 if _statement_timeout else 0
+        ),
+    )
+    # TCP keepalives find a dead peer of an idle persistent connection
+    _db_options.setdefault("keepalives", 1)
+    _db_options.setdefault("keepalives_idle", 10)
+    _db_options.setdefault("keepalives_interval", 5)
+    _db_options.setdefault("keepalives_count", 3)
+# controlplane itself is an app for its `migrate` (timeouts lifted) command;
+# a view's database failure answers 503 (HTML for the admin), not 500
+INSTALLED_APPS.append("controlplane")
+MIDDLEWARE.append("controlplane.unavailable.DatabaseUnavailableMiddleware")
+
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [

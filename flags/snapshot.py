@@ -19,6 +19,12 @@ thread retries with backoff until the database is back.
 Without the background thread (``RULESET_BACKGROUND`` off, as in the test
 settings) the version check runs on the request path, at most once per poll
 interval.
+
+Every ruleset loaded from the database is also written to the last known
+good state on local disk (``controlplane.lastgood``). A process that has no
+ruleset of an environment in memory and cannot read the database (started
+during an outage) serves the one on disk, every answer marked stale, instead
+of refusing; the database's own ruleset replaces it once it answers again.
 """
 
 from __future__ import annotations
@@ -28,8 +34,9 @@ import os
 import threading
 import time
 
+from controlplane import db, lastgood
 from controlplane.conf import setting
-from controlplane.exceptions import DomainError, NotFound
+from controlplane.exceptions import DatabaseUnavailable, DomainError, NotFound
 from flags import engine
 
 log = logging.getLogger(__name__)
@@ -38,11 +45,12 @@ _MAX_BACKOFF = 5.0
 _WAKE = 0.5  # longest wait before the thread looks at its stop event
 
 
-class RulesetUnavailable(DomainError):
-    """No ruleset in memory and the database cannot be read."""
+class RulesetUnavailable(DatabaseUnavailable):
+    """No ruleset in memory or on disk and the database cannot be read."""
 
-    code = "unavailable"
-    http_status = 503
+
+def _record_name(environment_key: str) -> str:
+    return f"ruleset-{environment_key}"
 
 
 class RulesetStore:
@@ -64,6 +72,8 @@ class RulesetStore:
         self._wakeups = 0
         self._stale_after = 2.0
         self.reloads = 0
+        # rulesets read back from disk, served only while the database fails
+        self._last_good: dict[str, engine.Ruleset] = {}
 
     # -- request path ------------------------------------------------------
 
@@ -71,7 +81,7 @@ class RulesetStore:
         """Return the environment's ruleset and whether it may be stale.
 
         Raises NotFound for an unknown environment and RulesetUnavailable
-        when nothing is in memory and the database cannot be read.
+        when nothing is in memory or on disk and the database cannot be read.
         """
         now = time.monotonic()
         if self._background_alive():
@@ -83,12 +93,14 @@ class RulesetStore:
         else:
             if setting("RULESET_BACKGROUND"):
                 self.start()
-            if not self._last_check or now - self._last_check >= self._retry_delay():
+            due = not self._last_check or now - self._last_check >= self._retry_delay()
+            if due and not db.serving_failed_recently():
                 self._check_quietly()
             ruleset = self._rulesets.get(environment_key)
             if ruleset is not None:
                 return ruleset, self.is_stale()
-        return self._load_cold(environment_key), self.is_stale()
+        ruleset, from_disk = self._load_cold(environment_key)
+        return ruleset, from_disk or self.is_stale()
 
     def is_stale(self) -> bool:
         """Return True when no version check succeeded recently."""
@@ -104,11 +116,12 @@ class RulesetStore:
             return interval
         return min(interval * (2 ** min(self._failures, 8)), _MAX_BACKOFF)
 
-    def _load_cold(self, environment_key: str) -> engine.Ruleset:
+    def _load_cold(self, environment_key: str) -> tuple[engine.Ruleset, bool]:
+        """Return the ruleset from the database, else disk; and if from disk."""
         with self._lock:
             ruleset = self._rulesets.get(environment_key)
             if ruleset is not None:
-                return ruleset
+                return ruleset, False
             fresh = self._last_ok > 0 and (
                 time.monotonic() - self._last_ok < setting("RULESET_POLL_INTERVAL")
             )
@@ -117,6 +130,13 @@ class RulesetStore:
                 raise NotFound(
                     f"environment {environment_key!r} not found", field="environment"
                 )
+            if db.serving_failed_recently() or (
+                self._failures
+                and time.monotonic() - self._last_check < self._retry_delay()
+            ):
+                # the database failed a moment ago: do not make this request
+                # wait for it again (the retries have their own schedule)
+                return self._from_disk(environment_key), True
             try:
                 self.check_versions()
                 if environment_key not in self._known:
@@ -124,14 +144,38 @@ class RulesetStore:
                         f"environment {environment_key!r} not found",
                         field="environment",
                     )
-                return self._reload(environment_key)
+                return self._reload(environment_key), False
             except DomainError:
                 raise
             except Exception as exc:
                 self._note_failure(exc)
-                raise RulesetUnavailable(
-                    "the ruleset cannot be loaded: database unavailable"
-                ) from None
+                return self._from_disk(environment_key), True
+
+    def _from_disk(self, environment_key: str) -> engine.Ruleset:
+        """Return the last known good ruleset on disk, else RulesetUnavailable."""
+        try:
+            record = lastgood.read(_record_name(environment_key), using=self.using)
+            ruleset = self._last_good.get(environment_key)
+            if record is not None and (
+                ruleset is None or ruleset.version != record.version
+            ):
+                ruleset = engine.compile_ruleset(record.payload)
+                self._last_good[environment_key] = ruleset
+                log.warning(
+                    "database unavailable: serving environment %r from the last"
+                    " known good ruleset on disk (version %s, saved %s)",
+                    environment_key,
+                    record.version,
+                    record.saved_at,
+                )
+        except Exception as exc:  # an unreadable record is no record
+            log.warning("cannot read the last known good ruleset: %s", exc)
+            record = None
+        if record is None:
+            raise RulesetUnavailable(
+                "the ruleset cannot be loaded: database unavailable"
+            )
+        return self._last_good[environment_key]
 
     # -- refreshing --------------------------------------------------------
 
@@ -159,6 +203,7 @@ class RulesetStore:
                     reloaded.append(key)
         self._last_ok = time.monotonic()
         self._failures = 0
+        db.serving_read_succeeded()
         self._stale_after = setting("RULESET_STALE_AFTER")
         return reloaded
 
@@ -170,6 +215,7 @@ class RulesetStore:
 
     def _note_failure(self, exc: Exception) -> None:
         self._failures += 1
+        db.serving_read_failed()
         self._last_check = time.monotonic()
         if self._failures in (1, 10) or self._failures % 100 == 0:
             log.warning(
@@ -185,17 +231,36 @@ class RulesetStore:
         environment = Environment(pk=pk, key=environment_key)
         ruleset = engine.compile_ruleset(mappers.ruleset_data(environment))
         self._rulesets[environment_key] = ruleset
+        self._last_good.pop(environment_key, None)
         self.reloads += 1
         metrics.ruleset_loaded(environment_key)
+        self._persist(ruleset)
         return ruleset
+
+    def _persist(self, ruleset: engine.Ruleset) -> None:
+        """Write the ruleset as the environment's last known good state."""
+        if ruleset.data is None:
+            return
+        try:
+            lastgood.write(
+                _record_name(ruleset.environment),
+                ruleset.data,
+                version=ruleset.version,
+                using=self.using,
+                newer_only=True,
+            )
+        except Exception as exc:  # a full disk must not stop the serving
+            log.warning("cannot write the last known good ruleset: %s", exc)
 
     def clear(self) -> None:
         """Forget every ruleset (tests)."""
         with self._lock:
             self._rulesets.clear()
+            self._last_good.clear()
             self._known.clear()
             self._last_check = self._last_ok = 0.0
             self._failures = 0
+        db.serving_read_succeeded()
 
     # -- background thread -------------------------------------------------
 
@@ -249,7 +314,6 @@ class RulesetStore:
             self.check_versions()
 
     def _listen_postgres(self) -> None:
-        import psycopg
         from django.db import connections
 
         from flags.propagation import CHANNEL
@@ -260,7 +324,11 @@ class RulesetStore:
         params.pop("server_side_binding", None)
         params.pop("prepare_threshold", None)
         params.setdefault("connect_timeout", 5)
-        with psycopg.connect(**params, autocommit=True) as conn:
+        wrapper = connections[self.using]
+        # the backend's connect: a frozen server cannot hang LISTEN either
+        with wrapper.Database.connect(**params, autocommit=True) as conn:
+            if hasattr(conn, "wait_timeout"):
+                conn.wait_timeout = getattr(wrapper, "read_timeout", None)
             conn.execute(f"LISTEN {CHANNEL}")
             # a change may have committed between the last check and LISTEN
             self.check_versions()

@@ -1,5 +1,9 @@
 """Settings for the test suite: the project's settings plus test-only apps."""
 
+import atexit
+import shutil
+import tempfile
+
 from controlplane.settings import *  # noqa: F401,F403
 from controlplane.settings import INSTALLED_APPS
 
@@ -16,3 +20,6 @@ CELERY_BROKER_URL = ""
 # No serving background threads (ruleset poller, API key revalidator) beside
 # tests that roll back their transaction; tests that need them turn them on.
 CONTROLPLANE = {"RULESET_BACKGROUND": False}
+# Outage: the serving state written to disk by this run stays out of var/.
+CONTROLPLANE["SERVING_STATE_DIR"] = tempfile.mkdtemp(prefix="cp-serving-state-")
+atexit.register(shutil.rmtree, CONTROLPLANE["SERVING_STATE_DIR"], True)

@@ -26,6 +26,7 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import set_rollback
 
+from controlplane import unavailable
 from controlplane.exceptions import DomainError
 
 _CODES: dict[type[exceptions.APIException], str] = {
@@ -93,6 +94,8 @@ def error_body(
 
 def api_exception_handler(exc: Exception, context: dict) -> Response | None:
     """Map a raised exception to a JSON error response (None = let it 500)."""
+    if unavailable.is_unavailable(exc):  # unreachable or hung database: 503, not 500
+        return unavailable.api_response(exc)
     if isinstance(exc, DomainError):
         set_rollback()
         body = exc.as_dict()

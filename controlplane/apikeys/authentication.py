@@ -2,6 +2,9 @@
 
 - missing, unknown or revoked key -> 401 with ``WWW-Authenticate: Bearer``
 - a key of another scope or environment -> 403
+- the database unreachable and the key neither cached nor in the last known
+  good state on disk -> ``ApiKeysUnavailable`` (503 with Retry-After): a
+  valid caller must not be told its key is wrong
 """
 
 from __future__ import annotations
@@ -39,6 +42,9 @@ def bearer_token(request: Any) -> str | None:
 
 def server_key_for(request: Any, environment_key: str | None = None) -> ApiKeyInfo:
     """Return the request's server key; raise KeyRefused (401/403) otherwise.
+
+    Raises ApiKeysUnavailable (503) when the key cannot be verified because
+    the database is unreachable.
 
     With ``environment_key``, the key must belong to that environment. For
     plain Django views on the hot path (no query when the cache is warm).

@@ -8,6 +8,13 @@ older than ``APIKEY_CACHE_TTL`` is re-checked on the request path. Unknown
 keys are cached as absent for ``APIKEY_NEGATIVE_TTL`` seconds. When the
 database is unreachable, known keys keep working (the last verified state).
 
+Each revalidation reads every active key (still one query) and writes the
+active server keys, as their SHA-256 hashes only, to the last known good
+state on disk (``controlplane.lastgood``). A process started while the
+database is unreachable accepts the keys of that record; a key it cannot
+verify at all then gets ``ApiKeysUnavailable`` (503), never a 401 that would
+tell a valid caller its key is wrong.
+
 ``last_used_at`` is written at most once per ``APIKEY_TOUCH_INTERVAL`` per
 key, by the background thread, never per request.
 """
@@ -15,18 +22,28 @@ key, by the background thread, never per request.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import threading
 import time
 from dataclasses import dataclass
+from typing import Any
 
+from controlplane import db, lastgood
 from controlplane.audit.actors import Actor
 from controlplane.conf import setting
+from controlplane.exceptions import DatabaseUnavailable
 
 log = logging.getLogger(__name__)
 
 _MAX_NEGATIVE = 10_000
+_REWRITE_AFTER = 60.0  # an unchanged key set is rewritten this often
+KEYS_RECORD = "apikeys"
+
+
+class ApiKeysUnavailable(DatabaseUnavailable):
+    """A key this process cannot verify while the database is unreachable."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,11 +83,16 @@ class KeyCache:
         self._thread: threading.Thread | None = None
         self._pid = 0
         self._stop = threading.Event()
+        self._persisted: tuple[str, float] = ("", 0.0)  # version, monotonic time
 
     # -- request path ------------------------------------------------------
 
     def resolve(self, raw: str) -> ApiKeyInfo | None:
-        """Return the active key for ``raw``, or None (unknown or revoked)."""
+        """Return the active key for ``raw``, or None (unknown or revoked).
+
+        Raises ApiKeysUnavailable when the key is neither in memory nor in
+        the last known good state and the database cannot be read.
+        """
         if not raw or len(raw) > 200:
             return None
         digest = hashlib.sha256(raw.encode("utf-8", "surrogatepass")).hexdigest()
@@ -105,11 +127,15 @@ class KeyCache:
     def _load_one(
         self, digest: str, fallback: tuple[ApiKeyInfo | None, float] | None
     ) -> ApiKeyInfo | None:
+        if db.serving_failed_recently():
+            return self._unverified(digest, fallback)
         try:
             found = _query([digest])
         except Exception as exc:  # database down: keep the last verified state
+            db.serving_read_failed()
             log.warning("API key check failed, using cached state: %s", exc)
-            return fallback[0] if fallback is not None else None
+            return self._unverified(digest, fallback)
+        db.serving_read_succeeded()
         info = found.get(digest)
         with self._lock:
             if info is None and len(self._entries) >= _MAX_NEGATIVE:
@@ -119,15 +145,55 @@ class KeyCache:
             self._entries[digest] = (info, time.monotonic())
         return info
 
+    def _unverified(
+        self, digest: str, fallback: tuple[ApiKeyInfo | None, float] | None
+    ) -> ApiKeyInfo | None:
+        """Answer for a key while the database cannot be read."""
+        if fallback is not None:
+            return fallback[0]
+        info = self._from_disk(digest)
+        if info is None:
+            raise ApiKeysUnavailable(
+                "the API key cannot be checked now: the database is unavailable"
+            )
+        with self._lock:
+            self._entries[digest] = (info, time.monotonic())
+        return info
+
+    def _from_disk(self, digest: str) -> ApiKeyInfo | None:
+        try:
+            record = lastgood.read(KEYS_RECORD)
+        except Exception as exc:  # an unreadable record is no record
+            log.warning("cannot read the last known good API keys: %s", exc)
+            return None
+        if record is None:
+            return None
+        row = record.payload.get("keys", {}).get(digest)
+        if row is None:
+            return None
+        pk, name, scope, environment_id, environment_key, user_id, prefix = row
+        return ApiKeyInfo(
+            pk=pk,
+            name=name,
+            scope=scope,
+            environment_id=environment_id,
+            environment_key=environment_key,
+            user_id=user_id,
+            prefix=prefix,
+        )
+
     # -- background --------------------------------------------------------
 
     def revalidate(self) -> None:
-        """Re-read every cached key in one query; drop expired absent entries."""
+        """Re-read every active key in one query; update the cache and disk.
+
+        Drop expired absent entries, and write the active server keys to the
+        last known good state when they changed (or every minute).
+        """
         with self._lock:
             digests = list(self._entries)
-        if not digests:
-            return
-        found = _query(digests)
+        found = _query_active()
+        db.serving_read_succeeded()
         now = time.monotonic()
         negative_ttl = setting("APIKEY_NEGATIVE_TTL")
         with self._lock:
@@ -139,6 +205,8 @@ class KeyCache:
                         self._entries.pop(digest, None)
                     continue
                 self._entries[digest] = (info, now)
+        # after the cache: a revocation is honoured before the disk write
+        self.persist(found)
 
     def flush_last_used(self) -> int:
         """Write pending ``last_used_at`` values; return how many keys."""
@@ -164,6 +232,37 @@ class KeyCache:
             self._entries.clear()
             self._used.clear()
             self._touched.clear()
+            self._persisted = ("", 0.0)
+        db.serving_read_succeeded()
+
+    def persist(self, active: dict[str, ApiKeyInfo]) -> None:
+        """Write the active server keys (hashes only) as the last known good."""
+        keys = {
+            digest: [
+                info.pk,
+                info.name,
+                info.scope,
+                info.environment_id,
+                info.environment_key,
+                info.user_id,
+                info.prefix,
+            ]
+            for digest, info in sorted(active.items())
+            if info.is_server and not info.is_revoked
+        }
+        version = hashlib.sha256(json.dumps(keys, sort_keys=True).encode()).hexdigest()[
+            :16
+        ]
+        now = time.monotonic()
+        last_version, last_at = self._persisted
+        if version == last_version and now - last_at < _REWRITE_AFTER:
+            return
+        try:
+            lastgood.write(KEYS_RECORD, {"keys": keys}, version=version)
+        except Exception as exc:  # a full disk must not stop the revalidation
+            log.warning("cannot write the last known good API keys: %s", exc)
+            return
+        self._persisted = (version, now)
 
     def _background_alive(self) -> bool:
         thread = self._thread
@@ -203,6 +302,7 @@ class KeyCache:
                 backoff = 0.0
             except Exception as exc:
                 log.warning("API key revalidation failed: %s", exc)
+                db.serving_read_failed()
                 backoff = min(max(backoff * 2, interval), 5.0)
                 try:
                     connection.close()
@@ -213,7 +313,17 @@ class KeyCache:
 def _query(digests: list[str]) -> dict[str, ApiKeyInfo]:
     from controlplane.apikeys.models import ApiKey
 
-    rows = ApiKey.objects.filter(secret_hash__in=digests).values_list(
+    return _infos(ApiKey.objects.filter(secret_hash__in=digests))
+
+
+def _query_active() -> dict[str, ApiKeyInfo]:
+    from controlplane.apikeys.models import ApiKey
+
+    return _infos(ApiKey.objects.filter(revoked_at__isnull=True))
+
+
+def _infos(queryset: Any) -> dict[str, ApiKeyInfo]:
+    rows = queryset.values_list(
         "pk",
         "name",
         "scope",

@@ -24,6 +24,7 @@ from controlplane.api.errors import (
 from controlplane.apikeys.authentication import KeyRefused, server_key_for
 from controlplane.conf import setting
 from controlplane.exceptions import DomainError
+from controlplane.unavailable import retry_after
 from flags import engine, metrics
 from flags.snapshot import get_ruleset
 
@@ -35,6 +36,13 @@ def _method_not_allowed(allowed: str) -> HttpResponse:
     response = error_response(405, "METHOD_NOT_ALLOWED", f"use {allowed}")
     response["Allow"] = allowed
     return response
+
+
+def _retry_after(exc: DomainError) -> dict[str, str] | None:
+    """Return Retry-After for a 503 (database unreachable, nothing on disk)."""
+    if exc.http_status != 503:
+        return None
+    return {"Retry-After": retry_after()}
 
 
 def _read_body(request: HttpRequest) -> tuple[dict[str, Any], bytes]:
@@ -145,7 +153,9 @@ def evaluate(request: HttpRequest) -> HttpResponse:
     except RequestRefused as exc:
         return error_response(exc.status, exc.code, exc.message, field=exc.field)
     except DomainError as exc:
-        return error_response(exc.http_status, exc.code, exc.message)
+        return error_response(
+            exc.http_status, exc.code, exc.message, headers=_retry_after(exc)
+        )
     started = _perf()
     evaluate_one = engine.evaluate
     if wanted is None:
@@ -249,7 +259,10 @@ def _ofrep_refused(exc: Exception, key: str | None) -> HttpResponse:
             code = "PARSE_ERROR"
         return ofrep_error_response(exc.status, code, exc.message, key=key)
     assert isinstance(exc, DomainError)
-    return ofrep_error_response(exc.http_status, "GENERAL", exc.message, key=key)
+    response = ofrep_error_response(exc.http_status, "GENERAL", exc.message, key=key)
+    for name, value in (_retry_after(exc) or {}).items():
+        response[name] = value
+    return response
 
 
 @csrf_exempt
@@ -323,7 +336,9 @@ def environment_ruleset(request: HttpRequest, key: str) -> HttpResponse:
     except KeyRefused as exc:
         return error_response(exc.status, exc.code, exc.message)
     except DomainError as exc:
-        return error_response(exc.http_status, exc.code, exc.message)
+        return error_response(
+            exc.http_status, exc.code, exc.message, headers=_retry_after(exc)
+        )
     etag = f'"{ruleset.version}"'
     headers = {
         "ETag": etag,

@@ -17,6 +17,7 @@ from django.db.migrations.loader import MigrationLoader
 from django.utils import timezone
 
 from controlplane.conf import setting
+from controlplane.db import timeouts_lifted
 from rollback.actuators.base import ActuatorError, StepContext
 
 
@@ -218,8 +219,10 @@ class MigrationRevertActuator:
             backup = _backup(plan.alias, ctx)
             if backup:
                 lines.append(backup)
-            executor = MigrationExecutor(connections[plan.alias])
-            fresh = executor.migration_plan(plan.targets)
-            executor.migrate(plan.targets, plan=fresh)
+            # a revert may rewrite a large table: no statement/read timeout
+            with timeouts_lifted(plan.alias):
+                executor = MigrationExecutor(connections[plan.alias])
+                fresh = executor.migration_plan(plan.targets)
+                executor.migrate(plan.targets, plan=fresh)
             lines.append(f"{plan.alias}: unapplied {', '.join(plan.steps)}")
         return "\n".join(lines)

@@ -136,7 +136,10 @@ def test_sql_measure__update_in_function__blocked_by_read_only_transaction(
 
 @pytest.mark.postgres
 def test_sql_measure__pg_sleep_past_timeout__provider_error(db, ctx):
-    # Given
+    # Given: the session's own statement timeout (the settings' default)
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW statement_timeout")
+        session_timeout = cursor.fetchone()[0]
     started = time.monotonic()
     # When / Then
     with pytest.raises(ProviderError, match="statement timeout"):
@@ -145,4 +148,4 @@ def test_sql_measure__pg_sleep_past_timeout__provider_error(db, ctx):
     # the statement timeout did not leak into the caller's transaction
     with connection.cursor() as cursor:
         cursor.execute("SHOW statement_timeout")
-        assert cursor.fetchone()[0] == "0"
+        assert cursor.fetchone()[0] == session_timeout

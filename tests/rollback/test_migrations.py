@@ -220,3 +220,50 @@ def test_migration_state_capture__all_migrated_apps__last_applied_per_app(db):
     assert state["default"]["migrapp_ok"] == "0003_widget_index"
     assert state["default"]["migrapp_irreversible"] == "0002_uppercase_names"
     assert state["default"]["rollback"] == "0001_initial"
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+def test_migration_revert__statement_outlasts_session_timeout__not_cut(
+    migrapp_at, production, rollback_settings
+):
+    # Given: a session whose statement timeout is shorter than the revert's
+    # wait for a lock that another session holds for a second
+    import threading
+
+    import psycopg
+
+    from rollback.actuators import ACTUATORS, StepContext
+
+    migrapp_at("zero")
+    state = migration_state_capture()
+    call_command("migrate", "migrapp_ok", verbosity=0)
+    params = {
+        "migration_state": {"default": {"migrapp_ok": state["default"]["migrapp_ok"]}}
+    }
+    with connection.cursor() as cursor:
+        cursor.execute("SET statement_timeout = 200")
+    conn_params = connection.get_connection_params()
+    blocker = psycopg.connect(
+        **{
+            k: v
+            for k, v in conn_params.items()
+            if k in ("host", "port", "user", "password", "dbname")
+        }
+    )
+    blocker.execute("LOCK TABLE migrapp_ok_widget IN ACCESS SHARE MODE")
+    release = threading.Timer(1.0, blocker.rollback)
+    release.start()
+    try:
+        # When
+        ACTUATORS["migration_revert"].execute(
+            params, StepContext(step_id=1, run_id=1, attempt=1, actor=SYSTEM)
+        )
+    finally:
+        release.join()
+        blocker.close()
+    # Then: reverted, and the session has a statement timeout again after
+    assert "migrapp_ok_widget" not in _tables()
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW statement_timeout")
+        assert cursor.fetchone()[0] != "0"
