@@ -11,17 +11,17 @@ import hashlib
 import hmac
 import json
 import os
-import signal
-import subprocess
 import uuid
 from pathlib import Path
 from typing import Any
 
 from controlplane.conf import setting
 from rollback.actuators.base import ActuatorError, StepContext
+from rollback.actuators.processes import call_with_heartbeat, run_argv
+
+__all__ = ["run_argv"]  # re-exported: the migration backup runs commands too
 
 BACKEND_TYPES = ("command", "webhook", "symlink")
-_OUTPUT_LIMIT = 20_000
 
 
 class BackendNotConfigured(Exception):
@@ -61,19 +61,24 @@ def backend_resolve(
     return chosen, config
 
 
+def _is_argv(value: Any) -> bool:
+    return (
+        isinstance(value, (list, tuple))
+        and bool(value)
+        and all(isinstance(a, str) for a in value)
+    )
+
+
 def backend_problem(config: dict[str, Any]) -> str:
     """Return what is wrong with a backend config, or "" when it is usable."""
     kind = config.get("type")
     if kind not in BACKEND_TYPES:
         return f"type must be one of {', '.join(BACKEND_TYPES)}, not {kind!r}"
     if kind == "command":
-        argv = config.get("argv")
-        if (
-            not isinstance(argv, (list, tuple))
-            or not argv
-            or not all(isinstance(a, str) for a in argv)
-        ):
+        if not _is_argv(config.get("argv")):
             return "command backend needs 'argv', a non-empty list of strings"
+        if "verify_argv" in config and not _is_argv(config["verify_argv"]):
+            return "'verify_argv' must be a non-empty list of strings"
     if kind == "webhook":
         if not str(config.get("url", "")).startswith(("http://", "https://")):
             return "webhook backend needs an http(s) 'url'"
@@ -100,39 +105,6 @@ def _render(template: list[str], values: dict[str, str]) -> list[str]:
         return [part.format_map(values) for part in template]
     except (KeyError, ValueError) as exc:
         raise ActuatorError(f"bad argv template: {exc}", retryable=False) from None
-
-
-def run_argv(
-    argv: list[str], *, timeout: float, env: dict | None = None
-) -> tuple[int, str]:
-    """Run argv without a shell; return (exit code, combined output).
-
-    On timeout the whole process group is killed and ActuatorError raised.
-    """
-    try:
-        proc = subprocess.Popen(
-            argv,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,
-            env={**os.environ, **(env or {})},
-        )
-    except OSError as exc:
-        raise ActuatorError(f"cannot run {argv[0]!r}: {exc.strerror or exc}") from None
-    try:
-        out, _ = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        out, _ = proc.communicate()
-        raise ActuatorError(
-            f"{argv[0]} timed out after {timeout:g}s and was killed",
-            output=(out or "")[-_OUTPUT_LIMIT:],
-        ) from None
-    return proc.returncode, (out or "")[-_OUTPUT_LIMIT:]
 
 
 class CommandBackend:
@@ -187,8 +159,10 @@ class WebhookBackend:
             config.get("timeout") or setting("ROLLBACK_DEFAULT_WEBHOOK_TIMEOUT")
         )
         try:
-            response = requests.post(
-                config["url"], data=body, headers=headers, timeout=timeout
+            response = call_with_heartbeat(
+                lambda: requests.post(
+                    config["url"], data=body, headers=headers, timeout=timeout
+                )
             )
         except requests.RequestException as exc:
             raise ActuatorError(
@@ -209,9 +183,11 @@ class WebhookBackend:
         if not url:
             return False
         try:
-            response = requests.get(
-                url.format_map(_values(params)),
-                timeout=float(config.get("timeout") or 10),
+            response = call_with_heartbeat(
+                lambda: requests.get(
+                    url.format_map(_values(params)),
+                    timeout=float(config.get("timeout") or 10),
+                )
             )
             return (
                 response.ok and str(response.json().get("version")) == params["version"]
@@ -287,6 +263,11 @@ class DeploymentRevertActuator:
         }
         key = default.get(config["type"])
         return float(config.get("timeout") or (setting(key) if key else 30))
+
+    def heartbeats(self, params: dict[str, Any]) -> bool:
+        # Commands and webhook calls renew the lease while they run; a
+        # symlink switch is instant.
+        return True
 
     def plan(self, params: dict[str, Any]) -> str:
         backend = params.get("backend") or "?"

@@ -64,6 +64,9 @@ class FlagToggleActuator:
     def timeout(self, params: dict[str, Any]) -> float:
         return 60.0
 
+    def heartbeats(self, params: dict[str, Any]) -> bool:
+        return False  # in-process work: the lease is timeout + grace
+
     def plan(self, params: dict[str, Any]) -> str:
         where = f"{params.get('flag')} in {params.get('environment')}"
         if params.get("snapshot") is None:

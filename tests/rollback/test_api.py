@@ -42,7 +42,10 @@ def test_deployment_create__ci_post__captures_migration_state_and_audits(
     assert response.status_code == 201, response.content
     body = response.json()
     assert body["version"] == "v7" and body["previous"] is None
-    assert body["migration_state"]["default"]["rollback"] == "0001_initial"
+    assert (
+        body["migration_state"]["default"]["rollback"]
+        == "0002_rollbackstep_process_group"
+    )
     assert (
         AuditEvent.objects.filter(
             action="deployment.recorded", actor_name="ops"

@@ -193,7 +193,9 @@ def test_rollback_run__wait_and_step_fails__exit_non_zero(
     _, v2 = deployment_pair
     rollback_settings(
         ROLLBACK_STEP_MAX_ATTEMPTS=1,
-        ROLLBACK_DEPLOY_BACKENDS={"default": {"type": "command", "argv": ["false"]}},
+        ROLLBACK_DEPLOY_BACKENDS={
+            "default": {"type": "command", "argv": ["false"], "idempotent": True}
+        },
     )
     with pytest.raises(
         CommandError, match="failed: stopped at step 2 \\(deployment_revert\\)"

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import threading
+import time
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
+from django.db import connection
 from django.utils import timezone
 
 from controlplane.audit.actors import SYSTEM
@@ -248,6 +254,7 @@ def test_step_found_running__target_already_true__verified_not_rerun(
         ROLLBACK_DEPLOY_BACKENDS={
             "default": {
                 "type": "command",
+                "idempotent": True,
                 "argv": [str(deploy_script), "{service}", "{version}"],
                 "verify_argv": [str(deploy_script), "status"],
             }
@@ -287,6 +294,7 @@ def test_step_found_running__target_not_reached__rerun_once(
         ROLLBACK_DEPLOY_BACKENDS={
             "default": {
                 "type": "command",
+                "idempotent": True,
                 "argv": [str(deploy_script), "{service}", "{version}"],
                 "verify_argv": [str(deploy_script), "status"],
             }
@@ -319,6 +327,7 @@ def test_run_retry__failed_run__resumes_from_failed_step(
     _, v2 = deployment_pair
     backend = {
         "type": "command",
+        "idempotent": True,
         "argv": [str(deploy_script), "{service}", "{version}"],
     }
     rollback_settings(
@@ -512,6 +521,7 @@ def test_step_found_running__attempts_exhausted__failed_not_rerun(
         ROLLBACK_DEPLOY_BACKENDS={
             "default": {
                 "type": "command",
+                "idempotent": True,
                 "argv": [str(deploy_script), "{service}", "{version}"],
             }
         },
@@ -549,3 +559,178 @@ def test_run_escalation__level_3_after_level_2__deployment_step_skipped(
         ("migration_revert", "succeeded"),
     ]
     assert AuditEvent.objects.filter(action="deployment.reverted").count() == 1
+
+
+def _verifying_backend(deploy_script, **extra) -> dict:
+    return {
+        "type": "command",
+        "argv": [str(deploy_script), "{service}", "{version}"],
+        "verify_argv": [str(deploy_script), "status"],
+        **extra,
+    }
+
+
+def test_step_claim__command_backend_default_settings__lease_under_30s(
+    deployment_pair, deploy_script, rollback_settings, actor
+):
+    # Given: a command backend with the default 300 s timeout
+    _, v2 = deployment_pair
+    rollback_settings(
+        ROLLBACK_DEPLOY_BACKENDS={"default": _verifying_backend(deploy_script)}
+    )
+    run = rollback_run_start(actor=actor, level=2, reason="x", deployment=v2)
+    # When
+    before = timezone.now()
+    claim = rollback_step_claim(run_id=run.pk, worker="w1")
+    # Then: the lease is renewed by heartbeats, so it can be short
+    step = RollbackStep.objects.get(pk=claim.step_id)
+    assert (step.lease_expires_at - before).total_seconds() <= 15.5
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+def test_step_lease__command_outlives_its_lease__heartbeats_keep_the_claim(
+    transactional_db,
+    deployment_pair,
+    deploy_script,
+    tmp_path,
+    rollback_settings,
+    actor,
+    monkeypatch,
+):
+    # Given: a 0.5 s lease renewed every 0.2 s, and a command taking 2 s
+    _, v2 = deployment_pair
+    rollback_settings(
+        ROLLBACK_STEP_HEARTBEAT_SECONDS=0.2,
+        ROLLBACK_STEP_LEASE_GRACE_SECONDS=0.3,
+        ROLLBACK_DEPLOY_BACKENDS={
+            "default": _verifying_backend(deploy_script, env={"DEPLOY_SLEEP": "2"})
+        },
+    )
+    monkeypatch.setattr(
+        "rollback.services.runs._queue", lambda run_id, countdown=None: None
+    )
+    run = rollback_run_start(actor=actor, level=2, reason="x", deployment=v2)
+
+    def worker() -> None:
+        try:
+            rollback_run_execute(run_id=run.pk, worker="live")
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    # When: another worker tries to take the step well past the first lease
+    try:
+        started = timezone.now()
+        step = _wait_for_step(run, lambda s: s.process_group is not None)
+        time.sleep(1.2)
+        other = rollback_step_claim(run_id=run.pk, worker="other")
+        step.refresh_from_db()
+    finally:
+        thread.join(timeout=30)
+    # Then
+    assert other is None
+    assert step.lease_expires_at > started + timedelta(seconds=1.2)
+    run.refresh_from_db()
+    assert run.status == RunStatus.SUCCEEDED
+    assert calls(tmp_path, "effects.log") == ["shop v1"]
+    assert run.steps.get(level=2).attempts == 1
+
+
+def _wait_for_step(run, predicate, timeout: float = 10.0) -> RollbackStep:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        step = run.steps.get(level=2)
+        if predicate(step):
+            return step
+        time.sleep(0.05)
+    raise AssertionError("the step never got there")
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
+def test_step_reclaimed__leftover_group_on_this_host__killed_before_verify(
+    deployment_pair, deploy_script, tmp_path, rollback_settings, actor
+):
+    # Given: a dead worker's command group still running on this host
+    from rollback.actuators.processes import host_name, step_tag
+    from rollback.actuators.supervisor import TAG_VARIABLE
+
+    _, v2 = deployment_pair
+    rollback_settings(
+        ROLLBACK_DEPLOY_BACKENDS={"default": _verifying_backend(deploy_script)}
+    )
+    run = rollback_run_start(actor=actor, level=2, reason="x", deployment=v2)
+    claim = rollback_step_claim(run_id=run.pk, worker="dead")
+    leftover = subprocess.Popen(
+        ["sleep", "60"],
+        start_new_session=True,
+        env={**os.environ, TAG_VARIABLE: step_tag(claim.step_id)},
+    )
+    try:
+        RollbackStep.objects.filter(pk=claim.step_id).update(
+            lease_expires_at=timezone.now() - timedelta(seconds=1),
+            process_group=leftover.pid,
+            process_host=host_name(),
+        )
+        # When
+        rollback_run_execute(run_id=run.pk, worker="new")
+        # Then
+        assert leftover.wait(timeout=5) < 0
+    finally:
+        leftover.kill()
+        leftover.wait()
+    run.refresh_from_db()
+    step = RollbackStep.objects.get(pk=claim.step_id)
+    assert run.status == RunStatus.SUCCEEDED
+    assert f"killed leftover process group {leftover.pid}" in step.output
+    assert calls(tmp_path, "effects.log") == ["shop v1"]
+    reclaimed = AuditEvent.objects.get(
+        action="rollback.step_reclaimed", target_id=str(step.pk)
+    )
+    assert reclaimed.details["abandoned_process_group"].startswith(f"{leftover.pid}@")
+
+
+def test_runs_resume__step_lease_expired__queued_at_once(
+    deployment_pair, deploy_script, rollback_settings, actor, tmp_path
+):
+    # Given: a worker died a moment ago (its lease just expired)
+    from rollback.services import rollback_runs_resume
+
+    _, v2 = deployment_pair
+    rollback_settings(
+        ROLLBACK_DEPLOY_BACKENDS={"default": _verifying_backend(deploy_script)}
+    )
+    run = rollback_run_start(actor=actor, level=2, reason="x", deployment=v2)
+    claim = rollback_step_claim(run_id=run.pk, worker="dead")
+    RollbackStep.objects.filter(pk=claim.step_id).update(
+        lease_expires_at=timezone.now() - timedelta(seconds=1)
+    )
+    # When
+    resumed = rollback_runs_resume(stale_after_seconds=60)
+    # Then
+    run.refresh_from_db()
+    assert resumed == [run.pk]
+    assert run.status == RunStatus.SUCCEEDED
+    assert calls(tmp_path, "effects.log") == ["shop v1"]
+
+
+def test_runs_resume__live_lease_on_old_run__not_queued(
+    deployment_pair, deploy_script, rollback_settings, actor
+):
+    # Given: a long step whose worker still renews its lease
+    from rollback.services import rollback_runs_resume
+
+    _, v2 = deployment_pair
+    rollback_settings(
+        ROLLBACK_DEPLOY_BACKENDS={"default": _verifying_backend(deploy_script)}
+    )
+    run = rollback_run_start(actor=actor, level=2, reason="x", deployment=v2)
+    rollback_step_claim(run_id=run.pk, worker="alive")
+    RollbackRun.objects.filter(pk=run.pk).update(
+        updated_at=timezone.now() - timedelta(minutes=5)
+    )
+    # When
+    resumed = rollback_runs_resume(stale_after_seconds=60)
+    # Then
+    assert resumed == []
