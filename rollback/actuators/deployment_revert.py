@@ -70,10 +70,17 @@ def _is_argv(value: Any) -> bool:
 
 
 def backend_problem(config: dict[str, Any]) -> str:
-    """Return what is wrong with a backend config, or "" when it is usable."""
+    """Return what is wrong with a backend config, or "" when it is usable.
+
+    A command or webhook backend that cannot verify the running version
+    (no ``verify_argv`` / ``status_url``) is unusable unless marked
+    ``"idempotent": true``: after a crash its revert would be sent again.
+    """
     kind = config.get("type")
     if kind not in BACKEND_TYPES:
         return f"type must be one of {', '.join(BACKEND_TYPES)}, not {kind!r}"
+    if "idempotent" in config and not isinstance(config["idempotent"], bool):
+        return "'idempotent' must be true or false"
     if kind == "command":
         if not _is_argv(config.get("argv")):
             return "command backend needs 'argv', a non-empty list of strings"
@@ -86,6 +93,14 @@ def backend_problem(config: dict[str, Any]) -> str:
             return "webhook backend needs a shared 'secret' to sign requests"
     if kind == "symlink" and not config.get("root"):
         return "symlink backend needs 'root' (holding releases/<version> and current)"
+    verifier = {"command": "verify_argv", "webhook": "status_url"}.get(kind)
+    if verifier and not config.get(verifier) and config.get("idempotent") is not True:
+        return (
+            f"{kind} backend has no '{verifier}', so after a crash it cannot tell"
+            " whether an interrupted revert took effect and would run it again:"
+            f" add '{verifier}' or, if running it twice is harmless, mark it"
+            ' "idempotent": true'
+        )
     return ""
 
 

@@ -175,3 +175,28 @@ def test_rollback_api__no_permission__403(client, deployment_pair):
 
 def test_rollback_run_detail__unknown__404(api):
     assert api.get("/api/v1/rollback-runs/12345").status_code == 404
+
+
+def _post_run(api, payload):
+    return api.post("/api/v1/rollback-runs", payload, content_type="application/json")
+
+
+def test_rollback_run_create__backend_cannot_verify_not_idempotent__409_says_why(
+    api, deployment_pair, deploy_script, tmp_path, rollback_settings
+):
+    # Given: a command backend without verify_argv, not marked idempotent
+    _, v2 = deployment_pair
+    rollback_settings(
+        ROLLBACK_DEPLOY_BACKENDS={
+            "shop": {"type": "command", "argv": [str(deploy_script), "{version}"]}
+        }
+    )
+    # When
+    response = _post_run(api, {"level": 2, "deployment": v2.pk})
+    # Then
+    assert response.status_code == 409, response.content
+    message = response.json()["message"]
+    assert "deploy backend 'shop': command backend has no 'verify_argv'" in message
+    assert 'mark it "idempotent": true' in message
+    assert RollbackRun.objects.count() == 0
+    assert not (tmp_path / "calls.log").exists()

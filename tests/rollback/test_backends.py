@@ -288,6 +288,116 @@ def test_backend__not_configured__conflict_and_nothing_written(
     assert AuditEvent.objects.count() == events
 
 
+@pytest.mark.parametrize(
+    "kind,config,missing",
+    [
+        (
+            "command",
+            {"type": "command", "argv": ["/opt/deploy", "{version}"]},
+            "verify_argv",
+        ),
+        (
+            "webhook",
+            {
+                "type": "webhook",
+                "url": "https://deployer.internal/revert",
+                "secret": "s",
+            },
+            "status_url",
+        ),
+    ],
+)
+def test_backend_check__cannot_verify_not_idempotent__system_check_error(
+    rollback_settings, kind, config, missing
+):
+    # Given
+    from django.core.management import call_command
+    from django.core.management.base import SystemCheckError
+
+    rollback_settings(ROLLBACK_DEPLOY_BACKENDS={"shop": config})
+    # When
+    with pytest.raises(SystemCheckError) as info:
+        call_command("check")
+    # Then
+    text = str(info.value)
+    assert "rollback.E001" in text
+    assert (
+        f"ROLLBACK_DEPLOY_BACKENDS['shop']: {kind} backend has no '{missing}'" in text
+    )
+    assert 'mark it "idempotent": true' in text
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        {"type": "command", "argv": ["/opt/deploy"], "idempotent": True},
+        {"type": "command", "argv": ["/opt/deploy"], "verify_argv": ["/opt/status"]},
+        {"type": "symlink", "root": "/srv/{service}"},
+    ],
+    ids=["idempotent", "verifies", "symlink"],
+)
+def test_backend_check__verifies_or_idempotent__no_error(rollback_settings, config):
+    # Given
+    from rollback.checks import deploy_backends_check
+
+    rollback_settings(ROLLBACK_DEPLOY_BACKENDS={"shop": config})
+    # When
+    errors = deploy_backends_check()
+    # Then
+    assert errors == []
+
+
+@pytest.mark.parametrize(
+    "config,message",
+    [
+        ({"type": "symlink", "root": "/r", "idempotent": "yes"}, "'idempotent' must"),
+        (
+            {
+                "type": "command",
+                "argv": ["/d"],
+                "verify_argv": "/s",
+                "idempotent": True,
+            },
+            "'verify_argv' must",
+        ),
+    ],
+)
+def test_backend_check__malformed_binding_or_flags__error(
+    rollback_settings, config, message
+):
+    # Given
+    from rollback.checks import deploy_backends_check
+
+    rollback_settings(ROLLBACK_DEPLOY_BACKENDS={"shop": config})
+    # When
+    errors = deploy_backends_check()
+    # Then
+    assert len(errors) == 1 and message in errors[0].msg
+
+
+def test_run_start__backend_cannot_verify_not_idempotent__conflict_nothing_written(
+    deployment_pair, deploy_script, tmp_path, rollback_settings, actor
+):
+    # Given
+    from controlplane.exceptions import Conflict
+
+    _, v2 = deployment_pair
+    rollback_settings(
+        ROLLBACK_DEPLOY_BACKENDS={
+            "default": {"type": "command", "argv": [str(deploy_script), "{version}"]}
+        }
+    )
+    events = AuditEvent.objects.count()
+    # When
+    with pytest.raises(Conflict) as info:
+        rollback_run_start(actor=actor, level=2, reason="x", deployment=v2)
+    # Then
+    assert "command backend has no 'verify_argv'" in info.value.message
+    assert RollbackRun.objects.count() == 0
+    assert AuditEvent.objects.count() == events
+    assert calls(tmp_path) == []
+
+
 @pytest.mark.postgres
 @pytest.mark.slow
 def test_webhook_backend__call_outlives_lease__heartbeats_keep_the_claim(
