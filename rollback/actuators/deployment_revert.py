@@ -28,33 +28,86 @@ class BackendNotConfigured(Exception):
     """No backend (or an invalid one) for a service; the message says which."""
 
 
+class BackendUnknown(BackendNotConfigured):
+    """A caller named a backend that is not configured."""
+
+
+class BackendNotAllowed(BackendNotConfigured):
+    """A caller named a configured backend that may not revert the service."""
+
+
+def _configured() -> dict[str, dict[str, Any]]:
+    backends = setting("ROLLBACK_DEPLOY_BACKENDS") or {}
+    return {str(name): dict(config) for name, config in backends.items()}
+
+
+def backends_for_service(service: str) -> list[str]:
+    """Return the names of the backends allowed to revert ``service``.
+
+    A backend with a ``services`` list serves exactly those services. One
+    without it serves the service it is named after; an unbound ``default``
+    serves every service that no backend is bound to or named after.
+    """
+    backends = _configured()
+    allowed = [
+        name
+        for name, config in backends.items()
+        if isinstance(config.get("services"), (list, tuple))
+        and service in config["services"]
+    ]
+    own = backends.get(service)
+    if own is not None and own.get("services") is None and service not in allowed:
+        allowed.append(service)
+    default = backends.get("default")
+    if not allowed and default is not None and default.get("services") is None:
+        allowed.append("default")
+    return allowed
+
+
 def backend_resolve(
     *, service: str, name: str | None = None
 ) -> tuple[str, dict[str, Any]]:
-    """Return (name, config) of the backend for ``service``.
+    """Return (name, config) of the backend that reverts ``service``.
 
-    An explicit ``name`` must be configured; else the backend named like the
-    service, else ``default``. Raise BackendNotConfigured with a readable line.
+    An explicit ``name`` must be configured (else BackendUnknown) and allowed
+    for the service (else BackendNotAllowed). Without one: the backend named
+    like the service, else ``default``, else the service's only bound
+    backend. Raise BackendNotConfigured with a readable line otherwise, or
+    when the chosen backend's config is unusable.
     """
-    backends: dict[str, dict] = setting("ROLLBACK_DEPLOY_BACKENDS") or {}
+    backends = _configured()
+    allowed = backends_for_service(service)
+    may_use = ", ".join(allowed) or "none"
     if name:
         if name not in backends:
-            known = ", ".join(sorted(backends)) or "none"
-            raise BackendNotConfigured(
-                f"deploy backend {name!r} is not configured in ROLLBACK_DEPLOY_BACKENDS"
-                f" (configured: {known})"
+            raise BackendUnknown(
+                f"deploy backend {name!r} is not configured"
+                f" (service {service!r} may use: {may_use})"
+            )
+        if name not in allowed:
+            raise BackendNotAllowed(
+                f"deploy backend {name!r} may not revert service {service!r}"
+                f" (service {service!r} may use: {may_use})"
             )
         chosen = name
-    elif service in backends:
+    elif service in allowed:
         chosen = service
-    elif "default" in backends:
+    elif "default" in allowed:
         chosen = "default"
+    elif len(allowed) == 1:
+        chosen = allowed[0]
+    elif allowed:
+        raise BackendNotConfigured(
+            f"service {service!r} may use several deploy backends ({may_use}):"
+            " name one (backend)"
+        )
     else:
         raise BackendNotConfigured(
             f"no deploy backend for service {service!r}: add ROLLBACK_DEPLOY_BACKENDS"
-            f"[{service!r}] or ['default'] to settings"
+            f"[{service!r}], a backend whose 'services' list it, or an unbound"
+            " ['default'] to settings"
         )
-    config = dict(backends[chosen])
+    config = backends[chosen]
     problem = backend_problem(config)
     if problem:
         raise BackendNotConfigured(f"deploy backend {chosen!r}: {problem}")
@@ -79,6 +132,12 @@ def backend_problem(config: dict[str, Any]) -> str:
     kind = config.get("type")
     if kind not in BACKEND_TYPES:
         return f"type must be one of {', '.join(BACKEND_TYPES)}, not {kind!r}"
+    services = config.get("services")
+    if services is not None and not (
+        isinstance(services, (list, tuple))
+        and all(isinstance(s, str) and s for s in services)
+    ):
+        return "'services' must be a list of service names"
     if "idempotent" in config and not isinstance(config["idempotent"], bool):
         return "'idempotent' must be true or false"
     if kind == "command":

@@ -19,10 +19,21 @@ from django.utils.dateparse import parse_datetime
 from controlplane.audit.actors import Actor, as_actor
 from controlplane.audit.services import audited_transaction, record_audit_event
 from controlplane.conf import setting
-from controlplane.exceptions import Conflict, InvalidInput, InvalidTransition, NotFound
+from controlplane.exceptions import (
+    Conflict,
+    Forbidden,
+    InvalidInput,
+    InvalidTransition,
+    NotFound,
+)
 from rollback import metrics
 from rollback.actuators import ACTUATORS, LEVEL_ACTUATORS
-from rollback.actuators.deployment_revert import backend_resolve
+from rollback.actuators.deployment_revert import (
+    BackendNotAllowed,
+    BackendNotConfigured,
+    BackendUnknown,
+    backend_resolve,
+)
 from rollback.models import (
     Deployment,
     DeploymentStatus,
@@ -166,6 +177,18 @@ def _step_params(
     }, StepStatus.PENDING
 
 
+def _backend_check(*, service: str, backend: str) -> None:
+    """Refuse a named backend that is unknown (400) or not the service's (403)."""
+    try:
+        backend_resolve(service=service, name=backend)
+    except BackendUnknown as exc:
+        raise InvalidInput(str(exc), field="backend") from None
+    except BackendNotAllowed as exc:
+        raise Forbidden(str(exc), field="backend") from None
+    except BackendNotConfigured:
+        pass  # an unusable config: the preflight refuses it with its reason
+
+
 def rollback_run_start(
     *,
     actor: Any,
@@ -185,7 +208,9 @@ def rollback_run_start(
     merchants not in ``overrides`` (or, without that list, overrides created
     after ``captured_at``); a null snapshot kills the flag. Without it
     the level-1 step is skipped. Raise InvalidInput (bad level, trigger or
-    input), NotFound (unknown deployment or flag) or Conflict (preflight says a level is impossible, e.g. a backend
+    input, or a ``backend`` that is not configured), Forbidden (a ``backend``
+    not bound to the deployment's service), NotFound (unknown deployment or
+    flag) or Conflict (preflight says a level is impossible, e.g. a backend
     that cannot verify and is not marked idempotent, or a run for the
     deployment is in progress); nothing is written then.
     """
@@ -221,6 +246,8 @@ def rollback_run_start(
             "a level-1 rollback needs flag_restore (the flag to restore or kill)",
             field="flag_restore",
         )
+    if dep is not None and level >= 2 and backend:
+        _backend_check(service=dep.service, backend=backend)
     if dep is not None and level >= 2:
         report = rollback_preflight(
             deployment=dep, levels=tuple(range(2, level + 1)), backend=backend

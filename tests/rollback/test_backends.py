@@ -350,6 +350,7 @@ def test_backend_check__verifies_or_idempotent__no_error(rollback_settings, conf
 @pytest.mark.parametrize(
     "config,message",
     [
+        ({"type": "symlink", "root": "/r", "services": "shop"}, "'services' must be"),
         ({"type": "symlink", "root": "/r", "idempotent": "yes"}, "'idempotent' must"),
         (
             {

@@ -186,7 +186,7 @@ def test_run_start__no_previous_deployment__conflict_names_reason(
     assert RollbackRun.objects.count() == 0
 
 
-def test_run_start__named_backend_not_configured__conflict(
+def test_run_start__named_backend_not_configured__invalid_input_on_backend(
     deployment_pair, releases, rollback_settings, actor
 ):
     # Given
@@ -195,12 +195,14 @@ def test_run_start__named_backend_not_configured__conflict(
         ROLLBACK_DEPLOY_BACKENDS={"default": {"type": "symlink", "root": str(releases)}}
     )
     # When
-    with pytest.raises(Conflict) as info:
+    with pytest.raises(InvalidInput) as info:
         rollback_run_start(
             actor=actor, level=2, reason="x", deployment=v2, backend="k8s"
         )
     # Then
+    assert info.value.field == "backend"
     assert "deploy backend 'k8s' is not configured" in info.value.message
+    assert RollbackRun.objects.count() == 0
 
 
 def test_run_start__level_1_without_flag__invalid_input(db, actor):
@@ -734,3 +736,26 @@ def test_runs_resume__live_lease_on_old_run__not_queued(
     resumed = rollback_runs_resume(stale_after_seconds=60)
     # Then
     assert resumed == []
+
+
+def test_step_execute__backend_unbound_since_start__failed_not_run(
+    deployment_pair, deploy_script, tmp_path, rollback_settings, actor
+):
+    # Given: the run was started with backend "shop"; settings then bind
+    # "shop" to another service before a worker executes the step
+    _, v2 = deployment_pair
+    backend = _verifying_backend(deploy_script)
+    rollback_settings(ROLLBACK_DEPLOY_BACKENDS={"shop": backend})
+    run = rollback_run_start(
+        actor=actor, level=2, reason="x", deployment=v2, backend="shop"
+    )
+    rollback_settings(
+        ROLLBACK_DEPLOY_BACKENDS={"shop": {**backend, "services": ["catalog"]}}
+    )
+    # When
+    rollback_run_execute(run_id=run.pk, worker="w")
+    # Then
+    run.refresh_from_db()
+    assert run.status == RunStatus.FAILED
+    assert "may not revert service 'shop'" in run.error
+    assert calls(tmp_path) == []
