@@ -233,6 +233,7 @@ def test_worker_killed_mid_step__command_dies_and_reaper_recovers__side_effect_o
         action="rollback.step_reclaimed", target_id=str(step.pk)
     )
     recovery = (reclaimed.created_at - killed_at).total_seconds()
+    print(f"step picked up {recovery:.1f}s after the worker was SIGKILLed")
     assert recovery < 30, f"the step was picked up {recovery:.1f}s after the crash"
     assert AuditEvent.objects.filter(action="flag_state.killed").count() == 1
     assert step.attempts == 2
