@@ -759,3 +759,55 @@ def test_step_execute__backend_unbound_since_start__failed_not_run(
     assert run.status == RunStatus.FAILED
     assert "may not revert service 'shop'" in run.error
     assert calls(tmp_path) == []
+
+
+def test_step_heartbeat__claim_held__lease_renewed_never_shortened(
+    deployment_pair, deploy_script, rollback_settings, actor
+):
+    # Given: a claimed step whose lease someone set far ahead
+    from rollback.services import rollback_step_heartbeat
+
+    _, v2 = deployment_pair
+    rollback_settings(
+        ROLLBACK_DEPLOY_BACKENDS={"default": _verifying_backend(deploy_script)}
+    )
+    run = rollback_run_start(actor=actor, level=2, reason="x", deployment=v2)
+    claim = rollback_step_claim(run_id=run.pk, worker="w1")
+    soon = timezone.now() + timedelta(seconds=1)
+    RollbackStep.objects.filter(pk=claim.step_id).update(lease_expires_at=soon)
+    events = AuditEvent.objects.count()
+    # When
+    renewed = rollback_step_heartbeat(claim=claim)
+    after_renewal = RollbackStep.objects.get(pk=claim.step_id).lease_expires_at
+    far = timezone.now() + timedelta(hours=1)
+    RollbackStep.objects.filter(pk=claim.step_id).update(lease_expires_at=far)
+    rollback_step_heartbeat(claim=claim)
+    # Then
+    assert renewed is True
+    assert after_renewal > soon + timedelta(seconds=10)
+    assert RollbackStep.objects.get(pk=claim.step_id).lease_expires_at == far
+    assert AuditEvent.objects.count() == events  # bookkeeping, not a state change
+
+
+def test_step_heartbeat__claim_taken_over__false_and_lease_untouched(
+    deployment_pair, deploy_script, rollback_settings, actor
+):
+    # Given: the step was taken over by another worker after the lease expired
+    from rollback.services import rollback_step_heartbeat
+
+    _, v2 = deployment_pair
+    rollback_settings(
+        ROLLBACK_DEPLOY_BACKENDS={"default": _verifying_backend(deploy_script)}
+    )
+    run = rollback_run_start(actor=actor, level=2, reason="x", deployment=v2)
+    stale = rollback_step_claim(run_id=run.pk, worker="slow")
+    RollbackStep.objects.filter(pk=stale.step_id).update(
+        lease_expires_at=timezone.now() - timedelta(seconds=1)
+    )
+    fresh = rollback_step_claim(run_id=run.pk, worker="new")
+    lease = RollbackStep.objects.get(pk=fresh.step_id).lease_expires_at
+    # When
+    renewed = rollback_step_heartbeat(claim=stale)
+    # Then
+    assert renewed is False
+    assert RollbackStep.objects.get(pk=fresh.step_id).lease_expires_at == lease
