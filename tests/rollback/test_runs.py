@@ -811,3 +811,18 @@ def test_step_heartbeat__claim_taken_over__false_and_lease_untouched(
     # Then
     assert renewed is False
     assert RollbackStep.objects.get(pk=fresh.step_id).lease_expires_at == lease
+
+
+def test_step_claim__flag_step_default_settings__lease_under_30s(
+    rolled_out_flag, actor
+):
+    # Given
+    flag, captured = rolled_out_flag
+    run = rollback_run_start(actor=actor, level=1, reason="x", flag_restore=captured)
+    # When
+    before = timezone.now()
+    claim = rollback_step_claim(run_id=run.pk, worker="w1")
+    # Then: a dead worker's flag step is retried within lease + reaper period
+    step = RollbackStep.objects.get(pk=claim.step_id)
+    assert claim.actuator == "flag_toggle"
+    assert (step.lease_expires_at - before).total_seconds() <= 20.5
