@@ -244,3 +244,47 @@ def test_worker_killed_mid_step__command_dies_and_reaper_recovers__side_effect_o
         == 1
     )
     assert audit_chain_verify().ok
+
+
+@pytest.mark.slow
+def test_worker_start__backend_cannot_verify_not_idempotent__refused_with_check_error(
+    transactional_db, deploy_script, process_env, tmp_path
+):
+    # Given: a command backend without verify_argv, not marked idempotent
+    env = {
+        **process_env,
+        "ROLLBACK_TEST_CONTROLPLANE": json.dumps(
+            {
+                "RULESET_BACKGROUND": False,
+                "ROLLBACK_DEPLOY_BACKENDS": {
+                    "shop": {"type": "command", "argv": [str(deploy_script)]}
+                },
+            }
+        ),
+    }
+    # When
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "controlplane",
+            "worker",
+            "--pool=solo",
+            "-Q",
+            env["ROLLBACK_TEST_QUEUE"],
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    # Then
+    assert out.returncode != 0
+    assert "rollback.E001" in out.stderr
+    assert "command backend has no 'verify_argv'" in out.stderr
