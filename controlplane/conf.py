@@ -48,9 +48,15 @@ DEFAULTS: dict[str, Any] = {
     "ROLLBACK_STEP_MAX_ATTEMPTS": 3,
     "ROLLBACK_RETRY_BACKOFF_SECONDS": 5,
     "ROLLBACK_RETRY_BACKOFF_MAX_SECONDS": 300,
-    # A step running longer than its backend timeout plus this is presumed
+    # A step's lease ends this long after its last heartbeat (a command
+    # backend renews it every ROLLBACK_STEP_HEARTBEAT_SECONDS) or, for work
+    # that does not heartbeat, after its timeout; then the step is presumed
     # abandoned (its worker died): verified, then retried.
-    "ROLLBACK_STEP_LEASE_GRACE_SECONDS": 60,
+    "ROLLBACK_STEP_LEASE_GRACE_SECONDS": 10,
+    "ROLLBACK_STEP_HEARTBEAT_SECONDS": 5,
+    # The reaper re-queues a run with no live lease and no progress for this
+    # long (a lost task); a run with an expired lease is re-queued at once.
+    "ROLLBACK_RUN_STALE_SECONDS": 60,
     # Canary providers: the Prometheus a "prometheus" check queries when its
     # spec names no url; the most outcome events one POST /api/v1/events takes.
     "PROMETHEUS_URL": "http://127.0.0.1:9090",

@@ -30,6 +30,13 @@ class NotFound(DomainError):
     http_status = 404
 
 
+class Forbidden(DomainError):
+    """A choice the caller may not make (e.g. a backend not bound to a service)."""
+
+    code = "forbidden"
+    http_status = 403
+
+
 class Conflict(DomainError):
     code = "conflict"
     http_status = 409

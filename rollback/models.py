@@ -125,6 +125,10 @@ class RollbackStep(models.Model):
     claim_token = models.CharField(max_length=64, blank=True)
     claimed_by = models.CharField(max_length=200, blank=True)
     lease_expires_at = models.DateTimeField(null=True, blank=True)
+    # The process group of the command last started for the step and its
+    # host: a worker taking the step over there kills what is left of it.
+    process_group = models.PositiveIntegerField(null=True, blank=True)
+    process_host = models.CharField(max_length=200, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     updated_at = models.DateTimeField(auto_now=True)

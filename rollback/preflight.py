@@ -67,9 +67,10 @@ def _level_2(deployment: Deployment | None, backend: str | None) -> dict[str, An
         if config["type"] in ("command", "webhook") and not (
             config.get("verify_argv") or config.get("status_url")
         ):
+            # Only reachable when marked idempotent (else resolve refuses).
             report["warnings"].append(
                 f"backend {name!r} cannot verify the running version (no verify_argv/status_url):"
-                " after a crash the revert is re-run, so it must be idempotent"
+                " after a crash the revert is re-run (marked idempotent)"
             )
     except BackendNotConfigured as exc:
         _refuse(report, str(exc))

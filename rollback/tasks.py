@@ -19,7 +19,14 @@ def rollback_run_execute_task(run_id: int) -> None:
 
 @shared_task(acks_late=True)
 def rollback_runs_resume_task() -> list[int]:
-    """Reaper: queue runs with no progress for a minute (claims make it safe)."""
+    """Reaper: queue runs whose step lease expired or that made no progress.
+
+    Run by beat every few seconds (controlplane/settings.py); claims make an
+    extra delivery safe.
+    """
+    from controlplane.conf import setting
     from rollback.services import rollback_runs_resume
 
-    return rollback_runs_resume(stale_after_seconds=60)
+    return rollback_runs_resume(
+        stale_after_seconds=float(setting("ROLLBACK_RUN_STALE_SECONDS"))
+    )

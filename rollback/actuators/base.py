@@ -45,3 +45,10 @@ class Actuator(Protocol):
 
     def timeout(self, params: dict[str, Any]) -> float:
         """Return the longest execute may take (sets the claim lease)."""
+
+    def heartbeats(self, params: dict[str, Any]) -> bool:
+        """Return whether all slow work runs as commands that renew the lease.
+
+        Then the lease is short and renewed (a dead worker is noticed within
+        seconds); otherwise it lasts ``timeout`` plus the grace.
+        """

@@ -11,69 +11,140 @@ import hashlib
 import hmac
 import json
 import os
-import signal
-import subprocess
 import uuid
 from pathlib import Path
 from typing import Any
 
 from controlplane.conf import setting
 from rollback.actuators.base import ActuatorError, StepContext
+from rollback.actuators.processes import call_with_heartbeat, run_argv
+
+__all__ = ["run_argv"]  # re-exported: the migration backup runs commands too
 
 BACKEND_TYPES = ("command", "webhook", "symlink")
-_OUTPUT_LIMIT = 20_000
 
 
 class BackendNotConfigured(Exception):
     """No backend (or an invalid one) for a service; the message says which."""
 
 
+class BackendUnknown(BackendNotConfigured):
+    """A caller named a backend that is not configured."""
+
+
+class BackendNotAllowed(BackendNotConfigured):
+    """A caller named a configured backend that may not revert the service."""
+
+
+def _configured() -> dict[str, dict[str, Any]]:
+    backends = setting("ROLLBACK_DEPLOY_BACKENDS") or {}
+    return {str(name): dict(config) for name, config in backends.items()}
+
+
+def backends_for_service(service: str) -> list[str]:
+    """Return the names of the backends allowed to revert ``service``.
+
+    A backend with a ``services`` list serves exactly those services. One
+    without it serves the service it is named after; an unbound ``default``
+    serves every service that no backend is bound to or named after.
+    """
+    backends = _configured()
+    allowed = [
+        name
+        for name, config in backends.items()
+        if isinstance(config.get("services"), (list, tuple))
+        and service in config["services"]
+    ]
+    own = backends.get(service)
+    if own is not None and own.get("services") is None and service not in allowed:
+        allowed.append(service)
+    default = backends.get("default")
+    if not allowed and default is not None and default.get("services") is None:
+        allowed.append("default")
+    return allowed
+
+
 def backend_resolve(
     *, service: str, name: str | None = None
 ) -> tuple[str, dict[str, Any]]:
-    """Return (name, config) of the backend for ``service``.
+    """Return (name, config) of the backend that reverts ``service``.
 
-    An explicit ``name`` must be configured; else the backend named like the
-    service, else ``default``. Raise BackendNotConfigured with a readable line.
+    An explicit ``name`` must be configured (else BackendUnknown) and allowed
+    for the service (else BackendNotAllowed). Without one: the backend named
+    like the service, else ``default``, else the service's only bound
+    backend. Raise BackendNotConfigured with a readable line otherwise, or
+    when the chosen backend's config is unusable.
     """
-    backends: dict[str, dict] = setting("ROLLBACK_DEPLOY_BACKENDS") or {}
+    backends = _configured()
+    allowed = backends_for_service(service)
+    may_use = ", ".join(allowed) or "none"
     if name:
         if name not in backends:
-            known = ", ".join(sorted(backends)) or "none"
-            raise BackendNotConfigured(
-                f"deploy backend {name!r} is not configured in ROLLBACK_DEPLOY_BACKENDS"
-                f" (configured: {known})"
+            raise BackendUnknown(
+                f"deploy backend {name!r} is not configured"
+                f" (service {service!r} may use: {may_use})"
+            )
+        if name not in allowed:
+            raise BackendNotAllowed(
+                f"deploy backend {name!r} may not revert service {service!r}"
+                f" (service {service!r} may use: {may_use})"
             )
         chosen = name
-    elif service in backends:
+    elif service in allowed:
         chosen = service
-    elif "default" in backends:
+    elif "default" in allowed:
         chosen = "default"
+    elif len(allowed) == 1:
+        chosen = allowed[0]
+    elif allowed:
+        raise BackendNotConfigured(
+            f"service {service!r} may use several deploy backends ({may_use}):"
+            " name one (backend)"
+        )
     else:
         raise BackendNotConfigured(
             f"no deploy backend for service {service!r}: add ROLLBACK_DEPLOY_BACKENDS"
-            f"[{service!r}] or ['default'] to settings"
+            f"[{service!r}], a backend whose 'services' list it, or an unbound"
+            " ['default'] to settings"
         )
-    config = dict(backends[chosen])
+    config = backends[chosen]
     problem = backend_problem(config)
     if problem:
         raise BackendNotConfigured(f"deploy backend {chosen!r}: {problem}")
     return chosen, config
 
 
+def _is_argv(value: Any) -> bool:
+    return (
+        isinstance(value, (list, tuple))
+        and bool(value)
+        and all(isinstance(a, str) for a in value)
+    )
+
+
 def backend_problem(config: dict[str, Any]) -> str:
-    """Return what is wrong with a backend config, or "" when it is usable."""
+    """Return what is wrong with a backend config, or "" when it is usable.
+
+    A command or webhook backend that cannot verify the running version
+    (no ``verify_argv`` / ``status_url``) is unusable unless marked
+    ``"idempotent": true``: after a crash its revert would be sent again.
+    """
     kind = config.get("type")
     if kind not in BACKEND_TYPES:
         return f"type must be one of {', '.join(BACKEND_TYPES)}, not {kind!r}"
+    services = config.get("services")
+    if services is not None and not (
+        isinstance(services, (list, tuple))
+        and all(isinstance(s, str) and s for s in services)
+    ):
+        return "'services' must be a list of service names"
+    if "idempotent" in config and not isinstance(config["idempotent"], bool):
+        return "'idempotent' must be true or false"
     if kind == "command":
-        argv = config.get("argv")
-        if (
-            not isinstance(argv, (list, tuple))
-            or not argv
-            or not all(isinstance(a, str) for a in argv)
-        ):
+        if not _is_argv(config.get("argv")):
             return "command backend needs 'argv', a non-empty list of strings"
+        if "verify_argv" in config and not _is_argv(config["verify_argv"]):
+            return "'verify_argv' must be a non-empty list of strings"
     if kind == "webhook":
         if not str(config.get("url", "")).startswith(("http://", "https://")):
             return "webhook backend needs an http(s) 'url'"
@@ -81,6 +152,14 @@ def backend_problem(config: dict[str, Any]) -> str:
             return "webhook backend needs a shared 'secret' to sign requests"
     if kind == "symlink" and not config.get("root"):
         return "symlink backend needs 'root' (holding releases/<version> and current)"
+    verifier = {"command": "verify_argv", "webhook": "status_url"}.get(kind)
+    if verifier and not config.get(verifier) and config.get("idempotent") is not True:
+        return (
+            f"{kind} backend has no '{verifier}', so after a crash it cannot tell"
+            " whether an interrupted revert took effect and would run it again:"
+            f" add '{verifier}' or, if running it twice is harmless, mark it"
+            ' "idempotent": true'
+        )
     return ""
 
 
@@ -100,39 +179,6 @@ def _render(template: list[str], values: dict[str, str]) -> list[str]:
         return [part.format_map(values) for part in template]
     except (KeyError, ValueError) as exc:
         raise ActuatorError(f"bad argv template: {exc}", retryable=False) from None
-
-
-def run_argv(
-    argv: list[str], *, timeout: float, env: dict | None = None
-) -> tuple[int, str]:
-    """Run argv without a shell; return (exit code, combined output).
-
-    On timeout the whole process group is killed and ActuatorError raised.
-    """
-    try:
-        proc = subprocess.Popen(
-            argv,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,
-            env={**os.environ, **(env or {})},
-        )
-    except OSError as exc:
-        raise ActuatorError(f"cannot run {argv[0]!r}: {exc.strerror or exc}") from None
-    try:
-        out, _ = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        out, _ = proc.communicate()
-        raise ActuatorError(
-            f"{argv[0]} timed out after {timeout:g}s and was killed",
-            output=(out or "")[-_OUTPUT_LIMIT:],
-        ) from None
-    return proc.returncode, (out or "")[-_OUTPUT_LIMIT:]
 
 
 class CommandBackend:
@@ -187,8 +233,10 @@ class WebhookBackend:
             config.get("timeout") or setting("ROLLBACK_DEFAULT_WEBHOOK_TIMEOUT")
         )
         try:
-            response = requests.post(
-                config["url"], data=body, headers=headers, timeout=timeout
+            response = call_with_heartbeat(
+                lambda: requests.post(
+                    config["url"], data=body, headers=headers, timeout=timeout
+                )
             )
         except requests.RequestException as exc:
             raise ActuatorError(
@@ -209,9 +257,11 @@ class WebhookBackend:
         if not url:
             return False
         try:
-            response = requests.get(
-                url.format_map(_values(params)),
-                timeout=float(config.get("timeout") or 10),
+            response = call_with_heartbeat(
+                lambda: requests.get(
+                    url.format_map(_values(params)),
+                    timeout=float(config.get("timeout") or 10),
+                )
             )
             return (
                 response.ok and str(response.json().get("version")) == params["version"]
@@ -287,6 +337,11 @@ class DeploymentRevertActuator:
         }
         key = default.get(config["type"])
         return float(config.get("timeout") or (setting(key) if key else 30))
+
+    def heartbeats(self, params: dict[str, Any]) -> bool:
+        # Commands and webhook calls renew the lease while they run; a
+        # symlink switch is instant.
+        return True
 
     def plan(self, params: dict[str, Any]) -> str:
         backend = params.get("backend") or "?"

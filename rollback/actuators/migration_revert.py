@@ -182,6 +182,9 @@ class MigrationRevertActuator:
     def timeout(self, params: dict[str, Any]) -> float:
         return float(setting("ROLLBACK_MIGRATION_BACKUP_TIMEOUT")) + 600
 
+    def heartbeats(self, params: dict[str, Any]) -> bool:
+        return False  # in-process work: the lease is timeout + grace
+
     def _plans(self, params: dict[str, Any]) -> list[BackwardPlan]:
         state = params.get("migration_state") or {}
         unknown = [alias for alias in state if alias not in connections.settings]

@@ -10,6 +10,8 @@ from rollback.services.runs import (
     rollback_runs_resume,
     rollback_step_claim,
     rollback_step_finish,
+    rollback_step_heartbeat,
+    rollback_step_process_started,
 )
 
 __all__ = [
@@ -23,4 +25,6 @@ __all__ = [
     "rollback_runs_resume",
     "rollback_step_claim",
     "rollback_step_finish",
+    "rollback_step_heartbeat",
+    "rollback_step_process_started",
 ]

@@ -11,17 +11,29 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from django.db import transaction
+from django.db import models, transaction
+from django.db.models.functions import Greatest
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from controlplane.audit.actors import Actor, as_actor
 from controlplane.audit.services import audited_transaction, record_audit_event
 from controlplane.conf import setting
-from controlplane.exceptions import Conflict, InvalidInput, InvalidTransition, NotFound
+from controlplane.exceptions import (
+    Conflict,
+    Forbidden,
+    InvalidInput,
+    InvalidTransition,
+    NotFound,
+)
 from rollback import metrics
 from rollback.actuators import ACTUATORS, LEVEL_ACTUATORS
-from rollback.actuators.deployment_revert import backend_resolve
+from rollback.actuators.deployment_revert import (
+    BackendNotAllowed,
+    BackendNotConfigured,
+    BackendUnknown,
+    backend_resolve,
+)
 from rollback.models import (
     Deployment,
     DeploymentStatus,
@@ -165,6 +177,18 @@ def _step_params(
     }, StepStatus.PENDING
 
 
+def _backend_check(*, service: str, backend: str) -> None:
+    """Refuse a named backend that is unknown (400) or not the service's (403)."""
+    try:
+        backend_resolve(service=service, name=backend)
+    except BackendUnknown as exc:
+        raise InvalidInput(str(exc), field="backend") from None
+    except BackendNotAllowed as exc:
+        raise Forbidden(str(exc), field="backend") from None
+    except BackendNotConfigured:
+        pass  # an unusable config: the preflight refuses it with its reason
+
+
 def rollback_run_start(
     *,
     actor: Any,
@@ -184,9 +208,11 @@ def rollback_run_start(
     merchants not in ``overrides`` (or, without that list, overrides created
     after ``captured_at``); a null snapshot kills the flag. Without it
     the level-1 step is skipped. Raise InvalidInput (bad level, trigger or
-    input), NotFound (unknown deployment or flag) or Conflict (preflight says
-    a level is impossible, or a run for the deployment is in progress);
-    nothing is written then.
+    input, or a ``backend`` that is not configured), Forbidden (a ``backend``
+    not bound to the deployment's service), NotFound (unknown deployment or
+    flag) or Conflict (preflight says a level is impossible, e.g. a backend
+    that cannot verify and is not marked idempotent, or a run for the
+    deployment is in progress); nothing is written then.
     """
     from rollback.preflight import rollback_preflight
     from rollback.selectors import deployment_get
@@ -220,6 +246,8 @@ def rollback_run_start(
             "a level-1 rollback needs flag_restore (the flag to restore or kill)",
             field="flag_restore",
         )
+    if dep is not None and level >= 2 and backend:
+        _backend_check(service=dep.service, backend=backend)
     if dep is not None and level >= 2:
         report = rollback_preflight(
             deployment=dep, levels=tuple(range(2, level + 1)), backend=backend
@@ -304,10 +332,25 @@ class Claim:
     verify_first: bool
     reason: str
     actor: Actor
+    # The process group the previous attempt left running (if any), and the
+    # host it runs on: killed before the step is verified and retried.
+    abandoned_group: int | None = None
+    abandoned_host: str = ""
+
+
+def _heartbeat_lease() -> timedelta:
+    return timedelta(
+        seconds=float(setting("ROLLBACK_STEP_HEARTBEAT_SECONDS"))
+        + float(setting("ROLLBACK_STEP_LEASE_GRACE_SECONDS"))
+    )
 
 
 def _lease(step: RollbackStep) -> timedelta:
-    seconds = ACTUATORS[step.actuator].timeout(step.params) + float(
+    actuator = ACTUATORS[step.actuator]
+    if actuator.heartbeats(step.params):
+        # Renewed while the command runs: a dead worker's lease ends soon.
+        return _heartbeat_lease()
+    seconds = actuator.timeout(step.params) + float(
         setting("ROLLBACK_STEP_LEASE_GRACE_SECONDS")
     )
     return timedelta(seconds=seconds)
@@ -424,6 +467,9 @@ def rollback_step_claim(*, run_id: int, worker: str = "") -> Claim | None:
             return None
         verify_first = step.status == StepStatus.RUNNING
         previous_worker = step.claimed_by
+        abandoned_group = step.process_group if verify_first else None
+        abandoned_host = step.process_host if verify_first else ""
+        step.process_group, step.process_host = None, ""
         step.attempts += 1
         step.claim_token = uuid.uuid4().hex
         step.claimed_by = worker[:200]
@@ -433,6 +479,10 @@ def rollback_step_claim(*, run_id: int, worker: str = "") -> Claim | None:
         details = {"attempt": step.attempts, "worker": worker}
         if verify_first:
             details["abandoned_by"] = previous_worker
+            if abandoned_group:
+                details["abandoned_process_group"] = (
+                    f"{abandoned_group}@{abandoned_host}"
+                )
         _step_move(step, run, StepStatus.RUNNING, action=action, details=details)
         return Claim(
             step_id=step.pk,
@@ -444,7 +494,44 @@ def rollback_step_claim(*, run_id: int, worker: str = "") -> Claim | None:
             verify_first=verify_first,
             reason=run.reason,
             actor=run_actor(run),
+            abandoned_group=abandoned_group,
+            abandoned_host=abandoned_host,
         )
+
+
+def _claim_rows(claim: Claim):
+    return RollbackStep.objects.filter(
+        pk=claim.step_id, status=StepStatus.RUNNING, claim_token=claim.token
+    )
+
+
+def rollback_step_heartbeat(*, claim: Claim) -> bool:
+    """Renew a claim's lease; return False when the claim is no longer held.
+
+    Lease bookkeeping, not a change of the step's state: no audit event. The
+    lease never shrinks (a long actuator timeout keeps its longer lease).
+    """
+    now = timezone.now()
+    lease = models.Value(now + _heartbeat_lease(), output_field=models.DateTimeField())
+    return bool(
+        _claim_rows(claim).update(
+            lease_expires_at=Greatest(models.F("lease_expires_at"), lease),
+            updated_at=now,
+        )
+    )
+
+
+def rollback_step_process_started(*, claim: Claim, pgid: int, host: str) -> bool:
+    """Record the process group a claimed step's command runs in.
+
+    Bookkeeping for the worker that may take the step over (no audit
+    event); return False when the claim is no longer held.
+    """
+    return bool(
+        _claim_rows(claim).update(
+            process_group=pgid, process_host=host[:200], updated_at=timezone.now()
+        )
+    )
 
 
 def rollback_step_finish(
@@ -480,6 +567,7 @@ def rollback_step_finish(
             f"{step.output}\n--- attempt {claim.attempt} ---\n" if step.output else ""
         ) + output
         step.lease_expires_at = None
+        step.process_group, step.process_host = None, ""
         if succeeded:
             step.finished_at, step.error = now, ""
             if step.actuator == "deployment_revert":
@@ -607,17 +695,31 @@ def rollback_run_retry(*, actor: Any, run_id: Any) -> RollbackRun:
 
 
 def rollback_runs_resume(*, stale_after_seconds: float = 60.0) -> list[int]:
-    """Queue runs that look abandoned (no progress for a while); return their ids.
+    """Queue runs that look abandoned; return their ids.
 
-    Safe to over-queue: claims make a duplicate delivery a no-op.
+    Abandoned: a step is running with an expired lease (its worker died:
+    queued at once), or the run made no progress for ``stale_after_seconds``
+    with no live lease (its task was lost). Safe to over-queue: claims make
+    a duplicate delivery a no-op.
     """
-    cutoff = timezone.now() - timedelta(seconds=stale_after_seconds)
-    ids = list(
-        RollbackRun.objects.filter(
-            status__in=[RunStatus.PENDING, RunStatus.RUNNING],
-            updated_at__lt=cutoff,
-        ).values_list("pk", flat=True)
+    now = timezone.now()
+    unfinished = [RunStatus.PENDING, RunStatus.RUNNING]
+    running = RollbackStep.objects.filter(
+        status=StepStatus.RUNNING, run__status__in=unfinished
     )
+    expired = set(
+        running.filter(lease_expires_at__lt=now).values_list("run_id", flat=True)
+    )
+    live = running.filter(lease_expires_at__gte=now).values_list("run_id", flat=True)
+    idle = set(
+        RollbackRun.objects.filter(
+            status__in=unfinished,
+            updated_at__lt=now - timedelta(seconds=stale_after_seconds),
+        )
+        .exclude(pk__in=live)
+        .values_list("pk", flat=True)
+    )
+    ids = sorted(expired | idle)
     for run_id in ids:
         _queue(run_id)
     return ids

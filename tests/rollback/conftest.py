@@ -61,16 +61,20 @@ def releases(tmp_path) -> Path:
 def deploy_script(tmp_path) -> Path:
     """A real deploy script: logs its argv, sleeps $DEPLOY_SLEEP, records the version.
 
-    ``calls.log`` gets one line per invocation (at start), ``current`` the
-    version once done; ``deploy.sh status`` prints the current version.
+    ``calls.log`` gets one line per invocation (at start) and ``pids.log``
+    its pid; after the sleep, ``effects.log`` gets one line per completed
+    deploy (the side effect) and ``current`` the version;
+    ``deploy.sh status`` prints the current version.
     """
     script = tmp_path / "deploy.sh"
     script.write_text(
         textwrap.dedent(f"""\
         #!/bin/sh
         if [ "$1" = "status" ]; then cat "{tmp_path}/current" 2>/dev/null; exit 0; fi
+        echo "$$" >> "{tmp_path}/pids.log"
         echo "$@" >> "{tmp_path}/calls.log"
         sleep "${{DEPLOY_SLEEP:-0}}"
+        echo "$@" >> "{tmp_path}/effects.log"
         echo "$2" > "{tmp_path}/current"
         echo "deployed $1 $2"
         exit "${{DEPLOY_EXIT:-0}}"
@@ -80,9 +84,19 @@ def deploy_script(tmp_path) -> Path:
     return script
 
 
-def calls(tmp_path: Path) -> list[str]:
-    log = tmp_path / "calls.log"
-    return log.read_text().splitlines() if log.exists() else []
+def calls(tmp_path: Path, log: str = "calls.log") -> list[str]:
+    """Return the lines of one of the deploy script's logs (calls, effects, pids)."""
+    path = tmp_path / log
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def is_alive(pid: int) -> bool:
+    """Return whether ``pid`` runs (a zombie awaiting its reaper counts as gone)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
 
 
 @pytest.fixture

@@ -78,7 +78,9 @@ def test_admin_retry_failed_run__failed__run_retried(
     _, v2 = deployment_pair
     rollback_settings(
         ROLLBACK_STEP_MAX_ATTEMPTS=1,
-        ROLLBACK_DEPLOY_BACKENDS={"default": {"type": "command", "argv": ["false"]}},
+        ROLLBACK_DEPLOY_BACKENDS={
+            "default": {"type": "command", "argv": ["false"], "idempotent": True}
+        },
     )
     from rollback.services import rollback_run_start
 

@@ -7,6 +7,7 @@ import hmac
 import json
 import os
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
@@ -84,6 +85,7 @@ def test_command_backend__real_script__records_arguments_once(
         ROLLBACK_DEPLOY_BACKENDS={
             "default": {
                 "type": "command",
+                "idempotent": True,
                 "argv": [
                     str(deploy_script),
                     "{service}",
@@ -116,6 +118,7 @@ def test_command_backend__timeout__kills_script_and_fails_step(
         ROLLBACK_DEPLOY_BACKENDS={
             "default": {
                 "type": "command",
+                "idempotent": True,
                 "argv": [str(deploy_script), "{service}", "{version}"],
                 "timeout": 0.5,
                 "env": {"DEPLOY_SLEEP": "5"},
@@ -151,6 +154,7 @@ def test_command_backend__nonzero_exit__retried_then_failed(
         ROLLBACK_DEPLOY_BACKENDS={
             "default": {
                 "type": "command",
+                "idempotent": True,
                 "argv": [str(deploy_script), "{service}", "{version}"],
                 "env": {"DEPLOY_EXIT": "3"},
             }
@@ -175,6 +179,7 @@ def test_command_backend__nonzero_exit__retried_then_failed(
 class _Hook(BaseHTTPRequestHandler):
     secret = b""
     hits: list = []
+    delay = 0.0
 
     def do_POST(self):  # noqa: N802
         body = self.rfile.read(int(self.headers["Content-Length"]))
@@ -189,6 +194,7 @@ class _Hook(BaseHTTPRequestHandler):
                 "key": self.headers.get("Idempotency-Key"),
             }
         )
+        time.sleep(self.delay)  # a slow receiver (after the hit is visible)
         self.send_response(200 if ok else 401)
         self.end_headers()
         self.wfile.write(b"reverted" if ok else b"bad signature")
@@ -199,7 +205,7 @@ class _Hook(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def webhook_server():
-    _Hook.secret, _Hook.hits = b"s3cret", []
+    _Hook.secret, _Hook.hits, _Hook.delay = b"s3cret", [], 0.0
     server = HTTPServer(("127.0.0.1", 0), _Hook)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -217,7 +223,12 @@ def test_webhook_backend__signed_post__2xx_succeeds(
     url, hits = webhook_server
     rollback_settings(
         ROLLBACK_DEPLOY_BACKENDS={
-            "shop": {"type": "webhook", "url": url, "secret": "s3cret"}
+            "shop": {
+                "type": "webhook",
+                "url": url,
+                "secret": "s3cret",
+                "idempotent": True,
+            }
         }
     )
     # When
@@ -243,7 +254,12 @@ def test_webhook_backend__wrong_secret__rejected_and_step_failed(
     rollback_settings(
         ROLLBACK_STEP_MAX_ATTEMPTS=1,
         ROLLBACK_DEPLOY_BACKENDS={
-            "shop": {"type": "webhook", "url": url, "secret": "wrong"}
+            "shop": {
+                "type": "webhook",
+                "url": url,
+                "secret": "wrong",
+                "idempotent": True,
+            }
         },
     )
     # When
@@ -270,3 +286,174 @@ def test_backend__not_configured__conflict_and_nothing_written(
     assert "no deploy backend for service 'shop'" in info.value.message
     assert RollbackRun.objects.count() == 0
     assert AuditEvent.objects.count() == events
+
+
+@pytest.mark.parametrize(
+    "kind,config,missing",
+    [
+        (
+            "command",
+            {"type": "command", "argv": ["/opt/deploy", "{version}"]},
+            "verify_argv",
+        ),
+        (
+            "webhook",
+            {
+                "type": "webhook",
+                "url": "https://deployer.internal/revert",
+                "secret": "s",
+            },
+            "status_url",
+        ),
+    ],
+)
+def test_backend_check__cannot_verify_not_idempotent__system_check_error(
+    rollback_settings, kind, config, missing
+):
+    # Given
+    from django.core.management import call_command
+    from django.core.management.base import SystemCheckError
+
+    rollback_settings(ROLLBACK_DEPLOY_BACKENDS={"shop": config})
+    # When
+    with pytest.raises(SystemCheckError) as info:
+        call_command("check")
+    # Then
+    text = str(info.value)
+    assert "rollback.E001" in text
+    assert (
+        f"ROLLBACK_DEPLOY_BACKENDS['shop']: {kind} backend has no '{missing}'" in text
+    )
+    assert 'mark it "idempotent": true' in text
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        {"type": "command", "argv": ["/opt/deploy"], "idempotent": True},
+        {"type": "command", "argv": ["/opt/deploy"], "verify_argv": ["/opt/status"]},
+        {"type": "symlink", "root": "/srv/{service}"},
+    ],
+    ids=["idempotent", "verifies", "symlink"],
+)
+def test_backend_check__verifies_or_idempotent__no_error(rollback_settings, config):
+    # Given
+    from rollback.checks import deploy_backends_check
+
+    rollback_settings(ROLLBACK_DEPLOY_BACKENDS={"shop": config})
+    # When
+    errors = deploy_backends_check()
+    # Then
+    assert errors == []
+
+
+@pytest.mark.parametrize(
+    "config,message",
+    [
+        ({"type": "symlink", "root": "/r", "services": "shop"}, "'services' must be"),
+        ({"type": "symlink", "root": "/r", "idempotent": "yes"}, "'idempotent' must"),
+        (
+            {
+                "type": "command",
+                "argv": ["/d"],
+                "verify_argv": "/s",
+                "idempotent": True,
+            },
+            "'verify_argv' must",
+        ),
+    ],
+)
+def test_backend_check__malformed_binding_or_flags__error(
+    rollback_settings, config, message
+):
+    # Given
+    from rollback.checks import deploy_backends_check
+
+    rollback_settings(ROLLBACK_DEPLOY_BACKENDS={"shop": config})
+    # When
+    errors = deploy_backends_check()
+    # Then
+    assert len(errors) == 1 and message in errors[0].msg
+
+
+def test_run_start__backend_cannot_verify_not_idempotent__conflict_nothing_written(
+    deployment_pair, deploy_script, tmp_path, rollback_settings, actor
+):
+    # Given
+    from controlplane.exceptions import Conflict
+
+    _, v2 = deployment_pair
+    rollback_settings(
+        ROLLBACK_DEPLOY_BACKENDS={
+            "default": {"type": "command", "argv": [str(deploy_script), "{version}"]}
+        }
+    )
+    events = AuditEvent.objects.count()
+    # When
+    with pytest.raises(Conflict) as info:
+        rollback_run_start(actor=actor, level=2, reason="x", deployment=v2)
+    # Then
+    assert "command backend has no 'verify_argv'" in info.value.message
+    assert RollbackRun.objects.count() == 0
+    assert AuditEvent.objects.count() == events
+    assert calls(tmp_path) == []
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+def test_webhook_backend__call_outlives_lease__heartbeats_keep_the_claim(
+    transactional_db,
+    deployment_pair,
+    webhook_server,
+    rollback_settings,
+    actor,
+    monkeypatch,
+):
+    # Given: a 0.5 s lease renewed every 0.2 s, and a receiver taking 2 s
+    from django.db import connection
+
+    from rollback.executor import rollback_run_execute
+    from rollback.services import rollback_step_claim
+
+    _, v2 = deployment_pair
+    url, hits = webhook_server
+    _Hook.delay = 2.0
+    rollback_settings(
+        ROLLBACK_STEP_HEARTBEAT_SECONDS=0.2,
+        ROLLBACK_STEP_LEASE_GRACE_SECONDS=0.3,
+        ROLLBACK_DEPLOY_BACKENDS={
+            "shop": {
+                "type": "webhook",
+                "url": url,
+                "secret": "s3cret",
+                "idempotent": True,
+            }
+        },
+    )
+    monkeypatch.setattr(
+        "rollback.services.runs._queue", lambda run_id, countdown=None: None
+    )
+    run = rollback_run_start(actor=actor, level=2, reason="x", deployment=v2)
+
+    def worker() -> None:
+        try:
+            rollback_run_execute(run_id=run.pk, worker="live")
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    # When: another worker tries to take the step well past the first lease
+    try:
+        deadline = time.monotonic() + 10
+        while not hits and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(1.0)
+        other = rollback_step_claim(run_id=run.pk, worker="other")
+    finally:
+        thread.join(timeout=30)
+    # Then
+    assert other is None
+    run.refresh_from_db()
+    assert run.status == RunStatus.SUCCEEDED
+    assert len(hits) == 1 and _step(run, 2).attempts == 1

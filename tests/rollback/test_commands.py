@@ -193,7 +193,9 @@ def test_rollback_run__wait_and_step_fails__exit_non_zero(
     _, v2 = deployment_pair
     rollback_settings(
         ROLLBACK_STEP_MAX_ATTEMPTS=1,
-        ROLLBACK_DEPLOY_BACKENDS={"default": {"type": "command", "argv": ["false"]}},
+        ROLLBACK_DEPLOY_BACKENDS={
+            "default": {"type": "command", "argv": ["false"], "idempotent": True}
+        },
     )
     with pytest.raises(
         CommandError, match="failed: stopped at step 2 \\(deployment_revert\\)"
@@ -263,3 +265,31 @@ def test_rollback_run__level_1_flag_only__flag_killed(
     # Then
     assert "step 1 flag_toggle: succeeded (attempt 1)" in out
     assert FlagState.objects.get(flag=flag, environment=production).enabled is False
+
+
+def test_rollback_run__backend_of_another_service__command_error(
+    deployment_pair, releases, tmp_path, rollback_settings
+):
+    # Given
+    _, v2 = deployment_pair
+    rollback_settings(
+        ROLLBACK_DEPLOY_BACKENDS={
+            "shop": {"type": "symlink", "root": str(releases)},
+            "payments": {"type": "symlink", "root": str(tmp_path / "payments")},
+        }
+    )
+    # When / Then
+    with pytest.raises(
+        CommandError, match="deploy backend 'payments' may not revert service 'shop'"
+    ):
+        _call(
+            "rollback",
+            "run",
+            "--deployment",
+            str(v2.pk),
+            "--level",
+            "2",
+            "--backend",
+            "payments",
+        )
+    assert RollbackRun.objects.count() == 0

@@ -30,6 +30,7 @@ def test_two_workers__same_run_at_once__step_executed_once(
         ROLLBACK_DEPLOY_BACKENDS={
             "default": {
                 "type": "command",
+                "idempotent": True,
                 "argv": [str(deploy_script), "{service}", "{version}"],
                 "env": {"DEPLOY_SLEEP": "1"},
             }

@@ -219,7 +219,7 @@ def test_migration_state_capture__all_migrated_apps__last_applied_per_app(db):
     state = migration_state_capture()
     assert state["default"]["migrapp_ok"] == "0003_widget_index"
     assert state["default"]["migrapp_irreversible"] == "0002_uppercase_names"
-    assert state["default"]["rollback"] == "0001_initial"
+    assert state["default"]["rollback"] == "0002_rollbackstep_process_group"
 
 
 @pytest.mark.postgres

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import threading
+import time
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
+from django.db import connection
 from django.utils import timezone
 
 from controlplane.audit.actors import SYSTEM
@@ -180,7 +186,7 @@ def test_run_start__no_previous_deployment__conflict_names_reason(
     assert RollbackRun.objects.count() == 0
 
 
-def test_run_start__named_backend_not_configured__conflict(
+def test_run_start__named_backend_not_configured__invalid_input_on_backend(
     deployment_pair, releases, rollback_settings, actor
 ):
     # Given
@@ -189,12 +195,14 @@ def test_run_start__named_backend_not_configured__conflict(
         ROLLBACK_DEPLOY_BACKENDS={"default": {"type": "symlink", "root": str(releases)}}
     )
     # When
-    with pytest.raises(Conflict) as info:
+    with pytest.raises(InvalidInput) as info:
         rollback_run_start(
             actor=actor, level=2, reason="x", deployment=v2, backend="k8s"
         )
     # Then
+    assert info.value.field == "backend"
     assert "deploy backend 'k8s' is not configured" in info.value.message
+    assert RollbackRun.objects.count() == 0
 
 
 def test_run_start__level_1_without_flag__invalid_input(db, actor):
@@ -248,6 +256,7 @@ def test_step_found_running__target_already_true__verified_not_rerun(
         ROLLBACK_DEPLOY_BACKENDS={
             "default": {
                 "type": "command",
+                "idempotent": True,
                 "argv": [str(deploy_script), "{service}", "{version}"],
                 "verify_argv": [str(deploy_script), "status"],
             }
@@ -287,6 +296,7 @@ def test_step_found_running__target_not_reached__rerun_once(
         ROLLBACK_DEPLOY_BACKENDS={
             "default": {
                 "type": "command",
+                "idempotent": True,
                 "argv": [str(deploy_script), "{service}", "{version}"],
                 "verify_argv": [str(deploy_script), "status"],
             }
@@ -319,6 +329,7 @@ def test_run_retry__failed_run__resumes_from_failed_step(
     _, v2 = deployment_pair
     backend = {
         "type": "command",
+        "idempotent": True,
         "argv": [str(deploy_script), "{service}", "{version}"],
     }
     rollback_settings(
@@ -512,6 +523,7 @@ def test_step_found_running__attempts_exhausted__failed_not_rerun(
         ROLLBACK_DEPLOY_BACKENDS={
             "default": {
                 "type": "command",
+                "idempotent": True,
                 "argv": [str(deploy_script), "{service}", "{version}"],
             }
         },
@@ -549,3 +561,268 @@ def test_run_escalation__level_3_after_level_2__deployment_step_skipped(
         ("migration_revert", "succeeded"),
     ]
     assert AuditEvent.objects.filter(action="deployment.reverted").count() == 1
+
+
+def _verifying_backend(deploy_script, **extra) -> dict:
+    return {
+        "type": "command",
+        "argv": [str(deploy_script), "{service}", "{version}"],
+        "verify_argv": [str(deploy_script), "status"],
+        **extra,
+    }
+
+
+def test_step_claim__command_backend_default_settings__lease_under_30s(
+    deployment_pair, deploy_script, rollback_settings, actor
+):
+    # Given: a command backend with the default 300 s timeout
+    _, v2 = deployment_pair
+    rollback_settings(
+        ROLLBACK_DEPLOY_BACKENDS={"default": _verifying_backend(deploy_script)}
+    )
+    run = rollback_run_start(actor=actor, level=2, reason="x", deployment=v2)
+    # When
+    before = timezone.now()
+    claim = rollback_step_claim(run_id=run.pk, worker="w1")
+    # Then: the lease is renewed by heartbeats, so it can be short
+    step = RollbackStep.objects.get(pk=claim.step_id)
+    assert (step.lease_expires_at - before).total_seconds() <= 15.5
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+def test_step_lease__command_outlives_its_lease__heartbeats_keep_the_claim(
+    transactional_db,
+    deployment_pair,
+    deploy_script,
+    tmp_path,
+    rollback_settings,
+    actor,
+    monkeypatch,
+):
+    # Given: a 0.5 s lease renewed every 0.2 s, and a command taking 2 s
+    _, v2 = deployment_pair
+    rollback_settings(
+        ROLLBACK_STEP_HEARTBEAT_SECONDS=0.2,
+        ROLLBACK_STEP_LEASE_GRACE_SECONDS=0.3,
+        ROLLBACK_DEPLOY_BACKENDS={
+            "default": _verifying_backend(deploy_script, env={"DEPLOY_SLEEP": "2"})
+        },
+    )
+    monkeypatch.setattr(
+        "rollback.services.runs._queue", lambda run_id, countdown=None: None
+    )
+    run = rollback_run_start(actor=actor, level=2, reason="x", deployment=v2)
+
+    def worker() -> None:
+        try:
+            rollback_run_execute(run_id=run.pk, worker="live")
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    # When: another worker tries to take the step well past the first lease
+    try:
+        started = timezone.now()
+        step = _wait_for_step(run, lambda s: s.process_group is not None)
+        time.sleep(1.2)
+        other = rollback_step_claim(run_id=run.pk, worker="other")
+        step.refresh_from_db()
+    finally:
+        thread.join(timeout=30)
+    # Then
+    assert other is None
+    assert step.lease_expires_at > started + timedelta(seconds=1.2)
+    run.refresh_from_db()
+    assert run.status == RunStatus.SUCCEEDED
+    assert calls(tmp_path, "effects.log") == ["shop v1"]
+    assert run.steps.get(level=2).attempts == 1
+
+
+def _wait_for_step(run, predicate, timeout: float = 10.0) -> RollbackStep:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        step = run.steps.get(level=2)
+        if predicate(step):
+            return step
+        time.sleep(0.05)
+    raise AssertionError("the step never got there")
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
+def test_step_reclaimed__leftover_group_on_this_host__killed_before_verify(
+    deployment_pair, deploy_script, tmp_path, rollback_settings, actor
+):
+    # Given: a dead worker's command group still running on this host
+    from rollback.actuators.processes import host_name, step_tag
+    from rollback.actuators.supervisor import TAG_VARIABLE
+
+    _, v2 = deployment_pair
+    rollback_settings(
+        ROLLBACK_DEPLOY_BACKENDS={"default": _verifying_backend(deploy_script)}
+    )
+    run = rollback_run_start(actor=actor, level=2, reason="x", deployment=v2)
+    claim = rollback_step_claim(run_id=run.pk, worker="dead")
+    leftover = subprocess.Popen(
+        ["sleep", "60"],
+        start_new_session=True,
+        env={**os.environ, TAG_VARIABLE: step_tag(claim.step_id)},
+    )
+    try:
+        RollbackStep.objects.filter(pk=claim.step_id).update(
+            lease_expires_at=timezone.now() - timedelta(seconds=1),
+            process_group=leftover.pid,
+            process_host=host_name(),
+        )
+        # When
+        rollback_run_execute(run_id=run.pk, worker="new")
+        # Then
+        assert leftover.wait(timeout=5) < 0
+    finally:
+        leftover.kill()
+        leftover.wait()
+    run.refresh_from_db()
+    step = RollbackStep.objects.get(pk=claim.step_id)
+    assert run.status == RunStatus.SUCCEEDED
+    assert f"killed leftover process group {leftover.pid}" in step.output
+    assert calls(tmp_path, "effects.log") == ["shop v1"]
+    reclaimed = AuditEvent.objects.get(
+        action="rollback.step_reclaimed", target_id=str(step.pk)
+    )
+    assert reclaimed.details["abandoned_process_group"].startswith(f"{leftover.pid}@")
+
+
+def test_runs_resume__step_lease_expired__queued_at_once(
+    deployment_pair, deploy_script, rollback_settings, actor, tmp_path
+):
+    # Given: a worker died a moment ago (its lease just expired)
+    from rollback.services import rollback_runs_resume
+
+    _, v2 = deployment_pair
+    rollback_settings(
+        ROLLBACK_DEPLOY_BACKENDS={"default": _verifying_backend(deploy_script)}
+    )
+    run = rollback_run_start(actor=actor, level=2, reason="x", deployment=v2)
+    claim = rollback_step_claim(run_id=run.pk, worker="dead")
+    RollbackStep.objects.filter(pk=claim.step_id).update(
+        lease_expires_at=timezone.now() - timedelta(seconds=1)
+    )
+    # When
+    resumed = rollback_runs_resume(stale_after_seconds=60)
+    # Then
+    run.refresh_from_db()
+    assert resumed == [run.pk]
+    assert run.status == RunStatus.SUCCEEDED
+    assert calls(tmp_path, "effects.log") == ["shop v1"]
+
+
+def test_runs_resume__live_lease_on_old_run__not_queued(
+    deployment_pair, deploy_script, rollback_settings, actor
+):
+    # Given: a long step whose worker still renews its lease
+    from rollback.services import rollback_runs_resume
+
+    _, v2 = deployment_pair
+    rollback_settings(
+        ROLLBACK_DEPLOY_BACKENDS={"default": _verifying_backend(deploy_script)}
+    )
+    run = rollback_run_start(actor=actor, level=2, reason="x", deployment=v2)
+    rollback_step_claim(run_id=run.pk, worker="alive")
+    RollbackRun.objects.filter(pk=run.pk).update(
+        updated_at=timezone.now() - timedelta(minutes=5)
+    )
+    # When
+    resumed = rollback_runs_resume(stale_after_seconds=60)
+    # Then
+    assert resumed == []
+
+
+def test_step_execute__backend_unbound_since_start__failed_not_run(
+    deployment_pair, deploy_script, tmp_path, rollback_settings, actor
+):
+    # Given: the run was started with backend "shop"; settings then bind
+    # "shop" to another service before a worker executes the step
+    _, v2 = deployment_pair
+    backend = _verifying_backend(deploy_script)
+    rollback_settings(ROLLBACK_DEPLOY_BACKENDS={"shop": backend})
+    run = rollback_run_start(
+        actor=actor, level=2, reason="x", deployment=v2, backend="shop"
+    )
+    rollback_settings(
+        ROLLBACK_DEPLOY_BACKENDS={"shop": {**backend, "services": ["catalog"]}}
+    )
+    # When
+    rollback_run_execute(run_id=run.pk, worker="w")
+    # Then
+    run.refresh_from_db()
+    assert run.status == RunStatus.FAILED
+    assert "may not revert service 'shop'" in run.error
+    assert calls(tmp_path) == []
+
+
+def test_step_heartbeat__claim_held__lease_renewed_never_shortened(
+    deployment_pair, deploy_script, rollback_settings, actor
+):
+    # Given: a claimed step whose lease someone set far ahead
+    from rollback.services import rollback_step_heartbeat
+
+    _, v2 = deployment_pair
+    rollback_settings(
+        ROLLBACK_DEPLOY_BACKENDS={"default": _verifying_backend(deploy_script)}
+    )
+    run = rollback_run_start(actor=actor, level=2, reason="x", deployment=v2)
+    claim = rollback_step_claim(run_id=run.pk, worker="w1")
+    soon = timezone.now() + timedelta(seconds=1)
+    RollbackStep.objects.filter(pk=claim.step_id).update(lease_expires_at=soon)
+    events = AuditEvent.objects.count()
+    # When
+    renewed = rollback_step_heartbeat(claim=claim)
+    after_renewal = RollbackStep.objects.get(pk=claim.step_id).lease_expires_at
+    far = timezone.now() + timedelta(hours=1)
+    RollbackStep.objects.filter(pk=claim.step_id).update(lease_expires_at=far)
+    rollback_step_heartbeat(claim=claim)
+    # Then
+    assert renewed is True
+    assert after_renewal > soon + timedelta(seconds=10)
+    assert RollbackStep.objects.get(pk=claim.step_id).lease_expires_at == far
+    assert AuditEvent.objects.count() == events  # bookkeeping, not a state change
+
+
+def test_step_heartbeat__claim_taken_over__false_and_lease_untouched(
+    deployment_pair, deploy_script, rollback_settings, actor
+):
+    # Given: the step was taken over by another worker after the lease expired
+    from rollback.services import rollback_step_heartbeat
+
+    _, v2 = deployment_pair
+    rollback_settings(
+        ROLLBACK_DEPLOY_BACKENDS={"default": _verifying_backend(deploy_script)}
+    )
+    run = rollback_run_start(actor=actor, level=2, reason="x", deployment=v2)
+    stale = rollback_step_claim(run_id=run.pk, worker="slow")
+    RollbackStep.objects.filter(pk=stale.step_id).update(
+        lease_expires_at=timezone.now() - timedelta(seconds=1)
+    )
+    fresh = rollback_step_claim(run_id=run.pk, worker="new")
+    lease = RollbackStep.objects.get(pk=fresh.step_id).lease_expires_at
+    # When
+    renewed = rollback_step_heartbeat(claim=stale)
+    # Then
+    assert renewed is False
+    assert RollbackStep.objects.get(pk=fresh.step_id).lease_expires_at == lease
+
+
+def test_step_claim__flag_step_default_settings__lease_under_30s(
+    rolled_out_flag, actor
+):
+    # Given
+    flag, captured = rolled_out_flag
+    run = rollback_run_start(actor=actor, level=1, reason="x", flag_restore=captured)
+    # When
+    before = timezone.now()
+    claim = rollback_step_claim(run_id=run.pk, worker="w1")
+    # Then: a dead worker's flag step is retried within lease + reaper period
+    step = RollbackStep.objects.get(pk=claim.step_id)
+    assert claim.actuator == "flag_toggle"
+    assert (step.lease_expires_at - before).total_seconds() <= 20.5

@@ -17,3 +17,9 @@ CELERY_TASK_ALWAYS_EAGER = False
 CELERY_TASK_DEFAULT_QUEUE = os.environ["ROLLBACK_TEST_QUEUE"]
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
 CONTROLPLANE = json.loads(os.environ.get("ROLLBACK_TEST_CONTROLPLANE", "{}"))
+# Beat (`worker -B`) runs only the rollback reaper, at the project's interval.
+CELERY_BEAT_SCHEDULE = {
+    name: entry
+    for name, entry in CELERY_BEAT_SCHEDULE.items()  # noqa: F405
+    if name == "rollback-resume-stuck-runs"
+}
