@@ -151,6 +151,17 @@ REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "controlplane.api.exception_handler.api_exception_handler",
 }
 
+# Untrusted input (issue 8): the management API parses JSON only, checked by
+# controlplane.api.input (other content types: 415); query strings and chunked
+# bodies are checked before any view (controlplane/middleware.py).
+REST_FRAMEWORK["DEFAULT_PARSER_CLASSES"] = [
+    "controlplane.api.parsers.UntrustedJSONParser"
+]
+MIDDLEWARE.insert(
+    MIDDLEWARE.index("controlplane.audit.middleware.RequestIdMiddleware") + 1,
+    "controlplane.middleware.UntrustedRequestMiddleware",
+)
+
 SPECTACULAR_SETTINGS = {
     "TITLE": "Feature-flag and canary control plane API",
     "DESCRIPTION": "Flags, evaluation (native and OFREP), rollouts and rollbacks.",
