@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 from django.contrib.auth.models import User
 from django.db import connection
+from django.test import Client
 
 from controlplane.api.input import UntrustedInput, check_json_value, deep_path
 from controlplane.apikeys.services import apikey_create
@@ -126,6 +127,22 @@ def test_chunked_body__server_does_not_decode_it__411_and_not_killed(
     kill_target["state"].refresh_from_db()
     assert kill_target["state"].killed_at is None
     assert AuditEvent.objects.count() == events
+
+
+def test_multipart_body__session_with_csrf_check__415_and_not_killed(kill_target):
+    # Given: a browser-like session; its CSRF check parses request.POST
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(User.objects.get(username="chunked"))
+    client.cookies["csrftoken"] = "A" * 32
+    # When
+    response = client.post(
+        KILL, {"reason": "errors up"}, headers={"X-CSRFToken": "A" * 32}
+    )
+    # Then
+    assert response.status_code == 415, response.content
+    assert response.json()["code"] == "unsupported_media_type"
+    kill_target["state"].refresh_from_db()
+    assert kill_target["state"].killed_at is None
 
 
 def _free_port() -> int:
