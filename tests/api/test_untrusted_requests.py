@@ -225,3 +225,17 @@ def test_chunked_body__over_the_limit__413_native_and_not_killed(
     assert status == 413 and body["code"] == "payload_too_large"
     kill_target["state"].refresh_from_db()
     assert kill_target["state"].killed_at is None
+
+
+def test_exception_handler__request_data_too_big__413_native_body():
+    # Given: what Django raises when request.body passes its limit
+    from django.core.exceptions import RequestDataTooBig
+
+    from controlplane.api.exception_handler import api_exception_handler
+
+    # When
+    response = api_exception_handler(RequestDataTooBig("too big"), {})
+    # Then
+    assert response.status_code == 413
+    assert response.data["code"] == "payload_too_large"
+    assert set(response.data) == {"code", "message", "errors"}
