@@ -27,7 +27,7 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import set_rollback
 
-from controlplane.api.parsers import PayloadTooLarge, payload_too_large
+from controlplane.api.parsers import PayloadTooLarge, drain_body, payload_too_large
 from controlplane.exceptions import DomainError
 
 _CODES: dict[type[exceptions.APIException], str] = {
@@ -113,6 +113,8 @@ def api_exception_handler(exc: Exception, context: dict) -> Response | None:
         exc = payload_too_large()
     if not isinstance(exc, exceptions.APIException):
         return None
+    if isinstance(exc, PayloadTooLarge):
+        drain_body(context.get("request"))  # so the client reads the 413
     headers: dict[str, str] = {}
     if getattr(exc, "auth_header", None):
         headers["WWW-Authenticate"] = exc.auth_header

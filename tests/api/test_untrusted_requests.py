@@ -239,3 +239,26 @@ def test_exception_handler__request_data_too_big__413_native_body():
     assert response.status_code == 413
     assert response.data["code"] == "payload_too_large"
     assert set(response.data) == {"code", "message", "errors"}
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+def test_ten_mb_body__real_server__client_reads_the_413(kill_target, gunicorn_server):
+    # Given: a client that sends the whole body before reading the answer
+    body = b'{"key": "m-big", "name": "' + b"x" * 10_000_000 + b'"}'
+    conn = http.client.HTTPConnection(*gunicorn_server, timeout=60)
+    # When
+    conn.request(
+        "POST",
+        "/api/v1/merchants",
+        body=body,
+        headers={
+            "Authorization": f"Bearer {kill_target['key']}",
+            "Content-Type": "application/json",
+        },
+    )
+    response = conn.getresponse()
+    # Then: the answer arrives (the rest of the body was drained, not reset)
+    assert response.status == 413
+    assert json.loads(response.read())["code"] == "payload_too_large"
+    conn.close()
