@@ -31,11 +31,13 @@ from canary import services
 from canary.models import CheckRun, HealthCheck, Phase, Rollout, RolloutStatus
 from canary.templates_data import PLANS
 from canary.transitions import ACTIVE
+from controlplane.api.input import UntrustedInput, loads_json
 from controlplane.audit.actors import Actor, actor_for_user
 from controlplane.audit.admin import ReadOnlyAdminMixin, audit_history_url
 from controlplane.audit.models import AuditEvent
 from controlplane.exceptions import DomainError
 from flags import admin as flags_admin
+from flags.forms import untrusted_input_error
 from flags.models import Environment, Flag
 
 Status = RolloutStatus
@@ -116,11 +118,9 @@ class RolloutCreateForm(forms.Form):
         if not raw:
             return []
         try:
-            value = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            raise forms.ValidationError(
-                f"not valid JSON: {exc.msg} at {exc.pos}"
-            ) from None
+            value = loads_json(raw, allow_nul=False)
+        except UntrustedInput as exc:
+            raise untrusted_input_error(exc) from None
         if isinstance(value, dict):
             value = [value]
         if not isinstance(value, list):

@@ -59,6 +59,8 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django_prometheus.middleware.PrometheusBeforeMiddleware",
     "controlplane.audit.middleware.RequestIdMiddleware",
+    # Refuses NUL and undecodable query text and undecoded chunked bodies.
+    "controlplane.middleware.UntrustedRequestMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -199,6 +201,13 @@ REST_FRAMEWORK = {
     "PAGE_SIZE": 100,
     "EXCEPTION_HANDLER": "controlplane.api.exception_handler.api_exception_handler",
 }
+
+# Untrusted input (issue 8): the management API parses JSON only, checked by
+# controlplane.api.input (other content types: 415); query strings and chunked
+# bodies are checked before any view (controlplane/middleware.py).
+REST_FRAMEWORK["DEFAULT_PARSER_CLASSES"] = [
+    "controlplane.api.parsers.UntrustedJSONParser"
+]
 
 SPECTACULAR_SETTINGS = {
     "TITLE": "Feature-flag and canary control plane API",

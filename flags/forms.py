@@ -12,7 +12,9 @@ from typing import Any
 
 from django import forms
 from django.core.exceptions import ValidationError
+from django.forms.fields import InvalidJSONInput, JSONString
 
+from controlplane.api.input import UntrustedInput, loads_json, text_problem
 from flags import engine, validation
 from flags.models import (
     Environment,
@@ -24,8 +26,19 @@ from flags.models import (
 )
 
 
+def untrusted_input_error(exc: UntrustedInput) -> ValidationError:
+    """Return the form error for refused input, naming the path inside it."""
+    message = f"{exc.field}: {exc.message}" if exc.field else exc.message
+    return ValidationError(message, code="invalid")
+
+
 class PrettyJSONField(forms.JSONField):
-    """A JSON text area shown indented, so rules and splits stay readable."""
+    """A JSON text area shown indented, so rules and splits stay readable.
+
+    The text is parsed as untrusted input (``controlplane.api.input``): no
+    lone surrogates or NUL in strings, finite numbers, bounded depth; a
+    refusal is a form error naming the path (``tier: must not ...``).
+    """
 
     def __init__(self, *args: Any, rows: int = 8, **kwargs: Any) -> None:
         kwargs.setdefault(
@@ -40,6 +53,31 @@ class PrettyJSONField(forms.JSONField):
             ),
         )
         super().__init__(*args, **kwargs)
+
+    def to_python(self, value: Any) -> Any:
+        if self.disabled:
+            return value
+        if value in self.empty_values:
+            return None
+        if isinstance(value, (list, dict, int, float, JSONString)):
+            return value
+        try:
+            converted = loads_json(value, allow_nul=False)
+        except UntrustedInput as exc:
+            raise untrusted_input_error(exc) from None
+        return JSONString(converted) if isinstance(converted, str) else converted
+
+    def bound_data(self, data: Any, initial: Any) -> Any:
+        # A refused text is shown again as typed: never re-encoded, since a
+        # lone surrogate cannot be written into the page.
+        if self.disabled:
+            return initial
+        if data is None:
+            return None
+        try:
+            return loads_json(data, allow_nul=False)
+        except UntrustedInput:
+            return InvalidJSONInput(data)
 
     def prepare_value(self, value: Any) -> Any:
         if isinstance(value, forms.fields.InvalidJSONInput):
@@ -57,6 +95,10 @@ class TagsField(forms.CharField):
 
     def to_python(self, value: Any) -> list[str]:
         text = super().to_python(value)
+        # Checked here: the NUL validator of CharField sees the list, not text.
+        problem = text_problem(text, allow_nul=False)
+        if problem:
+            raise ValidationError(f"Tags {problem}.", code="invalid")
         return [tag.strip() for tag in text.split(",") if tag.strip()]
 
 

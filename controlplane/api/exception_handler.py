@@ -20,6 +20,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import RequestDataTooBig
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404
 from rest_framework import exceptions, status
@@ -27,6 +28,7 @@ from rest_framework.response import Response
 from rest_framework.views import set_rollback
 
 from controlplane import unavailable
+from controlplane.api.parsers import PayloadTooLarge, drain_body, payload_too_large
 from controlplane.exceptions import DomainError
 
 _CODES: dict[type[exceptions.APIException], str] = {
@@ -39,6 +41,7 @@ _CODES: dict[type[exceptions.APIException], str] = {
     exceptions.NotAcceptable: "not_acceptable",
     exceptions.UnsupportedMediaType: "unsupported_media_type",
     exceptions.Throttled: "throttled",
+    PayloadTooLarge: "payload_too_large",
 }
 
 
@@ -108,8 +111,13 @@ def api_exception_handler(exc: Exception, context: dict) -> Response | None:
         exc = exceptions.NotFound()
     elif isinstance(exc, DjangoPermissionDenied):
         exc = exceptions.PermissionDenied()
+    elif isinstance(exc, RequestDataTooBig):
+        # Django's own size check (request.body): a 413 here, not its 400 page.
+        exc = payload_too_large()
     if not isinstance(exc, exceptions.APIException):
         return None
+    if isinstance(exc, PayloadTooLarge):
+        drain_body(context.get("request"))  # so the client reads the 413
     headers: dict[str, str] = {}
     if getattr(exc, "auth_header", None):
         headers["WWW-Authenticate"] = exc.auth_header

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any
 
 # Deep enough for any real ruleset or context, shallow enough that no
@@ -154,7 +155,8 @@ def loads_json(
         value = _DECODER.decode(text)
     except RecursionError:
         raise UntrustedInput(
-            f"malformed JSON: nested more than {max_depth} levels deep"
+            f"is nested more than {max_depth} levels deep",
+            field=deep_path(raw, max_depth=max_depth),
         ) from None
     except UnicodeDecodeError:
         raise UntrustedInput("malformed JSON: the body is not valid UTF-8") from None
@@ -174,3 +176,55 @@ def _short(exc: ValueError) -> str:
     # json's messages carry a position, never the document; other ValueErrors
     # (int digit limit, our own) are short. Cut anyway: nothing long echoes.
     return str(exc)[:200]
+
+
+# A JSON string or one structural character; what lies between (numbers,
+# literals, blanks) does not change the path.
+_JSON_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{},:]')
+_MAX_PATH_CHARS = 500
+
+
+def deep_path(raw: bytes | str, *, max_depth: int = MAX_JSON_DEPTH) -> str:
+    """Return the path of the first container of ``raw`` nested too deep.
+
+    For a document too deep to parse at all (the parser's recursion limit):
+    scans the text without recursion and names the container
+    ``check_json_value`` would name (``rules[0].clauses[0]...``), cut to 500
+    characters; "" when nothing in ``raw`` is nested that deep.
+    """
+    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+    # Each frame: [kind, index or key, expecting a key (objects only)].
+    frames: list[list[Any]] = []
+    for match in _JSON_TOKEN.finditer(text):
+        token = match.group()
+        if token in ("[", "{"):
+            if len(frames) >= max_depth:
+                return _frames_path(frames)[:_MAX_PATH_CHARS]
+            frames.append(["[", 0, False] if token == "[" else ["{", "", True])
+        elif not frames:
+            continue
+        elif token in ("]", "}"):
+            frames.pop()
+        elif token == ",":
+            if frames[-1][0] == "[":
+                frames[-1][1] += 1
+            else:
+                frames[-1][2] = True
+        elif token == ":":
+            frames[-1][2] = False
+        elif frames[-1][0] == "{" and frames[-1][2]:
+            try:
+                frames[-1][1] = str(json.loads(token))
+            except ValueError:
+                frames[-1][1] = token[1:-1]
+    return ""
+
+
+def _frames_path(frames: list[list[Any]]) -> str:
+    path = ""
+    for kind, where, _ in frames:
+        if kind == "[":
+            path += f"[{where}]"
+        else:
+            path = f"{path}.{where}" if path else str(where)
+    return path

@@ -222,7 +222,7 @@ def test_rollout_add__bad_checks_json__form_error(admin_client, flag, merchants)
     response = admin_client.post("/admin/canary/rollout/add/", data)
     # Then
     assert response.status_code == 200
-    assert "not valid JSON" in response.content.decode()
+    assert "malformed JSON" in response.content.decode()
     assert not Rollout.objects.exists()
 
 

@@ -161,7 +161,7 @@ def test_merchant_create__bad_attributes__400_field_level(api, db):
     # Then
     assert not_object.status_code == 400 and "attributes" in not_object.json()["errors"]
     assert nested.status_code == 400 and "attributes.a" in nested.json()["errors"]
-    assert nul.status_code == 400 and "attributes" in nul.json()["errors"]
+    assert nul.status_code == 400 and "attributes.a" in nul.json()["errors"]
     assert not Merchant.objects.exists()
 
 
@@ -470,12 +470,12 @@ def test_flag_state_commands__kill_restore_percentage__state_follows(
 ):
     # Given
     flag_factory("sequential_workflow")
-    api.post(f"{STATE}/enable")
+    _send(api, "post", f"{STATE}/enable")
     # When
     percentage = _send(api, "post", f"{STATE}/percentage", {"percentage": 12.5})
     killed = _send(api, "post", f"{STATE}/kill", {"reason": "errors up"})
-    restored = api.post(f"{STATE}/restore")
-    restored_again = api.post(f"{STATE}/restore")
+    restored = _send(api, "post", f"{STATE}/restore")
+    restored_again = _send(api, "post", f"{STATE}/restore")
     # Then
     assert percentage.json()["percentage"] == 12.5
     assert (killed.json()["enabled"], killed.json()["kill_reason"]) == (
@@ -624,8 +624,8 @@ def test_audit_events_list__filters__only_matching_events(
 ):
     # Given
     flag = flag_factory("sequential_workflow")
-    api.post(f"{STATE}/enable")
-    api.post(f"{STATE}/kill")
+    _send(api, "post", f"{STATE}/enable")
+    _send(api, "post", f"{STATE}/kill")
     state = FlagState.objects.get(flag=flag, environment=production)
     # When
     by_target = api.get(
