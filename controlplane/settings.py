@@ -69,6 +69,9 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_prometheus.middleware.PrometheusAfterMiddleware",
+    # A view's database failure answers 503 with Retry-After (HTML for the
+    # admin, JSON under /api/), not 500.
+    "controlplane.unavailable.DatabaseUnavailableMiddleware",
 ]
 
 ROOT_URLCONF = "controlplane.urls"
@@ -147,10 +150,8 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     _db_options.setdefault("keepalives_idle", 10)
     _db_options.setdefault("keepalives_interval", 5)
     _db_options.setdefault("keepalives_count", 3)
-# controlplane itself is an app for its `migrate` (timeouts lifted) command;
-# a view's database failure answers 503 (HTML for the admin), not 500
+# controlplane itself is an app for its `migrate` (timeouts lifted) command
 INSTALLED_APPS.append("controlplane")
-MIDDLEWARE.append("controlplane.unavailable.DatabaseUnavailableMiddleware")
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
