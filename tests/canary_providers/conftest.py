@@ -21,6 +21,7 @@ import pytest
 from django.utils import timezone
 
 from canary.providers import MeasureContext
+from tests.sql_fixtures import sql_checks_on, sql_reader  # noqa: F401
 
 EXPORTED_METRICS = """\
 # HELP cp_test_latency_seconds A gauge with a known value.
