@@ -204,3 +204,17 @@ CELERY_BEAT_SCHEDULE["canary-controller-tick"] = {
     "schedule": _CANARY_TICK_SECONDS,
     "options": {"expires": max(1.0, _CANARY_TICK_SECONDS)},
 }
+
+# SQL health checks (docs/canary.md, "SQL checks"): CANARY_SQL_DATABASE_URL,
+# the URL of a read-only role, adds the DATABASES alias "canary_sql" and makes
+# it the one alias sql checks may query. Without it SQL checks are refused.
+if os.environ.get("CANARY_SQL_DATABASE_URL"):
+    DATABASES["canary_sql"] = dj_database_url.parse(
+        os.environ["CANARY_SQL_DATABASE_URL"], conn_max_age=0
+    )
+    if DATABASES["canary_sql"]["ENGINE"].endswith("postgresql"):
+        # A check must not hang on an unreachable server either.
+        DATABASES["canary_sql"].setdefault("OPTIONS", {}).setdefault(
+            "connect_timeout", 5
+        )
+    CONTROLPLANE["CANARY_SQL_DATABASES"] = ["canary_sql"]
