@@ -96,8 +96,11 @@ def sql_reader(django_db_setup, django_db_blocker) -> Iterator[str]:
     try:
         yield READER_ALIAS
     finally:
-        connections[READER_ALIAS].close()
-        del connections[READER_ALIAS]
+        # Other tests may have rebuilt the connection settings meanwhile;
+        # the role's sessions are ended below in any case.
+        if hasattr(connections._connections, READER_ALIAS):
+            connections[READER_ALIAS].close()
+            del connections[READER_ALIAS]
         connections.settings.pop(READER_ALIAS, None)
         settings.DATABASES.pop(READER_ALIAS, None)
         with django_db_blocker.unblock(), _admin_connect(params) as admin:

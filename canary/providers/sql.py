@@ -94,25 +94,32 @@ def _snake(name: str) -> str:
     return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name).lower()
 
 
+def error_code(error: BaseException) -> str:
+    """Return the SQLSTATE (PostgreSQL) or error name (SQLite) of ``error``,
+    following its causes; "" when it has none (e.g. a refused connection)."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        for attribute in ("sqlstate", "pgcode", "sqlite_errorname"):
+            code = getattr(current, attribute, None)
+            if isinstance(code, str) and code:
+                return code
+        current = current.__cause__ or current.__context__
+    return ""
+
+
 def database_error_text(error: BaseException) -> str:
     """Return ``database error <SQLSTATE> <condition>`` for ``error``.
 
     Never the database's message: it can echo the values the query read.
     """
-    seen: set[int] = set()
-    current: BaseException | None = error
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        sqlstate = getattr(current, "sqlstate", None) or getattr(
-            current, "pgcode", None
-        )
-        if isinstance(sqlstate, str) and sqlstate:
-            return f"database error {sqlstate} {_condition_name(sqlstate)}".strip()
-        sqlite_name = getattr(current, "sqlite_errorname", None)
-        if isinstance(sqlite_name, str) and sqlite_name:
-            return f"database error {sqlite_name}"
-        current = current.__cause__ or current.__context__
-    return f"database error ({type(error).__name__}, no SQLSTATE)"
+    code = error_code(error)
+    if not code:
+        return f"database error ({type(error).__name__}, no SQLSTATE)"
+    if code.startswith("SQLITE_"):
+        return f"database error {code}"
+    return f"database error {code} {_condition_name(code)}".strip()
 
 
 def _condition_name(sqlstate: str) -> str:
@@ -124,20 +131,6 @@ def _condition_name(sqlstate: str) -> str:
         return _snake(errors.lookup(sqlstate).__name__)
     except KeyError:
         return ""
-
-
-def _sqlstate(error: BaseException) -> str:
-    current: BaseException | None = error
-    for _ in range(5):
-        if current is None:
-            break
-        state = getattr(current, "sqlstate", None) or getattr(
-            current, "sqlite_errorname", None
-        )
-        if isinstance(state, str):
-            return state
-        current = current.__cause__ or current.__context__
-    return ""
 
 
 def timeouts(check_timeout: float) -> dict[str, float]:
@@ -326,7 +319,7 @@ class SqlProvider:
         error: BaseException, limits: dict[str, float], detail: dict
     ) -> ProviderError:
         text = database_error_text(error)
-        state = _sqlstate(error)
+        state = error_code(error)
         if state in _TIMEOUT_STATES or state == "SQLITE_INTERRUPT":
             text = (
                 f"query cancelled at the {limits['statement']:g}s statement "
