@@ -5,10 +5,10 @@ role that may connect to the test database and SELECT one table
 (``METRIC_TABLE``) and nothing else, with ``default_transaction_read_only``
 and ``statement_timeout`` set on the role as docs/canary.md recommends, and
 a DATABASES alias (``READER_ALIAS``) that logs in with it. The alias is a
-test mirror of ``default`` (same database, no test transaction of its
-own), so a check's query runs in a real top-level transaction and sees
-only committed rows. ``sql_checks_on`` lists aliases in
-``CANARY_SQL_DATABASES`` for one test.
+test mirror of ``default`` (same database, not created or flushed again);
+its connection is a session of its own, so a check's query sees only
+committed rows. ``sql_checks_on`` lists aliases in ``CANARY_SQL_DATABASES``
+for one test.
 
 Import these into a conftest.py (``from tests.sql_fixtures import ...``).
 """
@@ -112,6 +112,40 @@ def sql_reader(django_db_setup, django_db_blocker) -> Iterator[str]:
                 )
                 _drop_role(cursor, role)
                 cursor.execute(f"DROP TABLE IF EXISTS {METRIC_TABLE}")
+
+
+UNREACHABLE_ALIAS = "canary_sql_unreachable"
+
+
+@pytest.fixture(scope="session")
+def sql_unreachable(django_db_setup) -> Iterator[str]:
+    """Yield an alias whose server does not listen (a closed loopback port)."""
+    import socket
+
+    from django.conf import settings
+    from django.db import connections
+
+    if connections["default"].vendor != "postgresql":
+        pytest.skip("needs PostgreSQL (set DATABASE_URL)")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    params = dict(connections["default"].settings_dict)
+    alias_settings = {
+        **params,
+        "HOST": "127.0.0.1",
+        "PORT": str(port),
+        "CONN_MAX_AGE": 0,
+        "OPTIONS": {**params.get("OPTIONS", {}), "connect_timeout": 2},
+        "TEST": {**params.get("TEST", {}), "MIRROR": "default"},
+    }
+    connections.settings[UNREACHABLE_ALIAS] = alias_settings
+    settings.DATABASES[UNREACHABLE_ALIAS] = alias_settings
+    try:
+        yield UNREACHABLE_ALIAS
+    finally:
+        connections.settings.pop(UNREACHABLE_ALIAS, None)
+        settings.DATABASES.pop(UNREACHABLE_ALIAS, None)
 
 
 @pytest.fixture

@@ -14,7 +14,12 @@ from django.db import connection
 
 from canary.providers import ProviderError, get_provider
 from controlplane.exceptions import InvalidInput
-from tests.sql_fixtures import METRIC_ROWS, METRIC_TABLE, READER_ALIAS
+from tests.sql_fixtures import (
+    METRIC_ROWS,
+    METRIC_TABLE,
+    READER_ALIAS,
+    UNREACHABLE_ALIAS,
+)
 
 pytestmark = [
     pytest.mark.postgres,
@@ -235,3 +240,19 @@ def test_sql_reader_measure__allowed_function_that_writes__read_only_refuses(
             f"SELECT COUNT(*) FROM {METRIC_TABLE} WHERE value = 0"
         ).fetchone()
         assert rows[0] == 0
+
+
+# transaction=True: a test transaction would connect to the alias up front.
+@pytest.mark.django_db(transaction=True, databases=["default", UNREACHABLE_ALIAS])
+def test_sql_measure__server_unreachable__error_without_database_message(
+    sql_unreachable, sql_checks_on, ctx
+):
+    # Given: an alias whose server does not listen
+    sql_checks_on(sql_unreachable)
+    # When
+    with pytest.raises(ProviderError) as raised:
+        sql.measure({"query": "SELECT 1"}, ctx, timeout=5)
+    # Then: the class of the failure, not the driver's sentence
+    assert raised.value.message == (
+        "SQL error: database error (OperationalError, no SQLSTATE)"
+    )
