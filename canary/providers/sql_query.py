@@ -22,6 +22,8 @@ from sqlglot.errors import ParseError, TokenError
 from controlplane.exceptions import InvalidInput
 
 FIELD = "spec.query"
+# A health-check query is a few lines; the limit bounds the parser's work.
+MAX_QUERY_CHARS = 10_000
 DIALECTS: dict[str, str] = {"postgresql": "postgres", "sqlite": "sqlite"}
 _DIALECT_NAMES = {"postgres": "PostgreSQL", "sqlite": "SQLite"}
 
@@ -78,6 +80,8 @@ def _parse(query: str, dialect: str) -> list[exp.Expression]:
         ) from None
     except TokenError:
         raise _refuse(f"cannot be parsed as {name} SQL (bad token)") from None
+    except RecursionError:  # the parser descends once per nesting level
+        raise _refuse("is nested too deeply to be vetted") from None
     return [statement for statement in statements if statement is not None]
 
 
@@ -110,11 +114,13 @@ def query_vet(query: str, *, dialect: str, allowed_functions: Iterable[str]) -> 
     """Return ``query`` (stripped) if it may run as a sql check.
 
     Raise ``InvalidInput`` on ``spec.query`` for a query the parser cannot
-    parse, more than one statement, anything but a SELECT, a write, lock or
+    parse (or too long or too deeply nested to vet), more than one statement, anything but a SELECT, a write, lock or
     SELECT INTO anywhere in it, a schema-qualified function call, or a
     function outside ``allowed_functions``.
     """
     text = query.strip()
+    if len(text) > MAX_QUERY_CHARS:
+        raise _refuse(f"must be at most {MAX_QUERY_CHARS} characters")
     statements = _parse(text, dialect)
     if len(statements) != 1:
         raise _refuse(f"must be exactly one statement, not {len(statements)}")

@@ -275,6 +275,7 @@ def test_rollout_create_api__sql_check_no_alias_configured__400_says_how(
         ),
         ("SELECT COUNT(*) FROM django_session FOR UPDATE", "FOR UPDATE"),
         ("SELECT 1; SELECT 2", "one statement"),
+        ("SELECT " + "(" * 500 + "1" + ")" * 500, "nested too deeply"),
     ],
 )
 def test_rollout_checks_add_api__dangerous_query__400_on_spec_query(
