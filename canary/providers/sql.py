@@ -45,6 +45,7 @@ from canary.providers.base import (
     require_str,
 )
 from canary.providers.sql_query import dialect_for, query_vet
+from controlplane.api.input import text_problem
 from controlplane.conf import setting
 from controlplane.exceptions import InvalidInput
 
@@ -245,8 +246,14 @@ class SqlProvider:
         spec = require_mapping(spec)
         reject_unknown(spec, {"database", "query", "column"})
         database = _database(spec)
+        text = require_str(spec, "query")
+        # NUL cannot be stored or sent to PostgreSQL; a lone surrogate
+        # cannot be encoded: both are refused as the other inputs are.
+        problem = text_problem(text, allow_nul=False)
+        if problem:
+            raise InvalidInput(problem, field="spec.query")
         query = query_vet(
-            require_str(spec, "query"),
+            text,
             dialect=dialect_for(connections[database].vendor),
             allowed_functions=setting("CANARY_SQL_ALLOWED_FUNCTIONS"),
         )

@@ -144,6 +144,8 @@ def test_sql_measure__alias_removed_from_settings_after_save__refused(
         "SELECT 'unterminated",
         "SELECT " + "(" * 2000 + "1" + ")" * 2000,
         "SELECT 1" + " + 1" * 3000,
+        "SELECT 1\x00",
+        "SELECT '\ud800'",
     ],
 )
 def test_sql_validate_spec__not_one_plain_select__refused(db, on_default, query):
