@@ -508,6 +508,18 @@ class RolloutAdmin(admin.ModelAdmin):
         form = RolloutCreateForm(request.POST or None)
         if request.method == "POST" and form.is_valid():
             data = form.cleaned_data
+            if services.checks_need_sql_permission(data["checks"]) and not (
+                request.user.has_perm(services.SQL_CHECK_PERMISSION)
+            ):
+                # A sql check runs its author's query on a database: it needs
+                # its own permission, not only the rollout ones.
+                form.add_error(
+                    "checks",
+                    f"You need the {services.SQL_CHECK_PERMISSION} permission to "
+                    "create a sql health check.",
+                )
+        if request.method == "POST" and form.is_valid():
+            data = form.cleaned_data
             try:
                 rollout = services.rollout_create_from_template(
                     actor=actor_for_user(request.user),

@@ -255,6 +255,11 @@ class HealthCheck(models.Model):
 
     class Meta:
         ordering = ["rollout", "id"]
+        # A sql check runs the author's query on a database: its own
+        # permission, apart from editing rollouts (canary.api.views, admin).
+        permissions = [
+            ("manage_sql_checks", "Can create and change SQL health checks"),
+        ]
         constraints = [
             models.UniqueConstraint(
                 fields=["rollout", "name"], name="healthcheck_unique_name"

@@ -81,6 +81,35 @@ DEFAULTS: dict[str, Any] = {
     # rulesets and key hashes ("" = VAR_DIR/serving).
     "DATABASE_RETRY_AFTER": 5,
     "SERVING_STATE_DIR": "",
+    # SQL health checks (docs/canary.md, "SQL checks"). The DATABASES aliases
+    # a sql check may query; empty = SQL checks are refused. List a
+    # dedicated read-only role's alias here, not "default": the control
+    # plane's own tables hold sessions and key hashes.
+    "CANARY_SQL_DATABASES": [],
+    # Caps (seconds) on every SQL check query; a check's own timeout can
+    # only be shorter. PostgreSQL: statement_timeout, lock_timeout and
+    # idle_in_transaction_session_timeout of its read-only transaction;
+    # SQLite: a progress-handler deadline and the busy timeout.
+    "CANARY_SQL_STATEMENT_TIMEOUT": 5.0,
+    "CANARY_SQL_LOCK_TIMEOUT": 1.0,
+    "CANARY_SQL_IDLE_IN_TRANSACTION_TIMEOUT": 10.0,
+    # The only functions a sql check's query may call (lower case, as
+    # written; CAST, ::, CASE and operators are syntax, not calls).
+    "CANARY_SQL_ALLOWED_FUNCTIONS": (
+        # aggregates
+        "count sum avg min max stddev stddev_pop stddev_samp variance var_pop"
+        " var_samp bool_and bool_or every percentile_cont percentile_disc corr"
+        " covar_pop covar_samp"
+        # arithmetic
+        " abs ceil ceiling floor round trunc sign sqrt cbrt power pow exp ln log"
+        " log10 mod div greatest least"
+        # conditionals and casts
+        " coalesce nullif ifnull cast"
+        # date and time
+        " now current_timestamp current_date current_time localtimestamp"
+        " localtime date_trunc date_part extract age make_interval to_timestamp"
+        " date datetime julianday strftime unixepoch"
+    ).split(),
 }
 
 

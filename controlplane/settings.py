@@ -287,3 +287,16 @@ CELERY_BEAT_SCHEDULE["audit-checkpoint"] = {
     "task": "controlplane.audit.tasks.audit_checkpoint_task",
     "schedule": 60.0 * float(CONTROLPLANE.get("AUDIT_CHECKPOINT_MINUTES", 15.0)),
 }
+# SQL health checks (docs/canary.md, "SQL checks"): CANARY_SQL_DATABASE_URL,
+# the URL of a read-only role, adds the DATABASES alias "canary_sql" and makes
+# it the one alias sql checks may query. Without it SQL checks are refused.
+if os.environ.get("CANARY_SQL_DATABASE_URL"):
+    DATABASES["canary_sql"] = dj_database_url.parse(
+        os.environ["CANARY_SQL_DATABASE_URL"], conn_max_age=0
+    )
+    if DATABASES["canary_sql"]["ENGINE"].endswith("postgresql"):
+        # A check must not hang on an unreachable server either.
+        DATABASES["canary_sql"].setdefault("OPTIONS", {}).setdefault(
+            "connect_timeout", 5
+        )
+    CONTROLPLANE["CANARY_SQL_DATABASES"] = ["canary_sql"]

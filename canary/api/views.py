@@ -4,7 +4,8 @@ One view per command (start, approve, pause, resume, abort, fail-phase,
 rollback). Errors come from the services as ``DomainError`` and are mapped
 by ``controlplane.api.exception_handler`` (an invalid transition is a 409).
 Permissions are Django model permissions (``controlplane.api.permissions``):
-commands need ``canary.change_rollout``.
+commands need ``canary.change_rollout``; creating or changing a sql check
+also needs ``canary.manage_sql_checks``.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import renderers, status
+from rest_framework.exceptions import PermissionDenied
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -75,6 +77,17 @@ def _input(serializer: type, request: Request) -> dict[str, Any]:
     checked = serializer(data=request.data)
     checked.is_valid(raise_exception=True)
     return dict(checked.validated_data)
+
+
+def _require_sql_permission(request: Request, *definitions: Any) -> None:
+    """Refuse (403) writing a sql check without its own permission."""
+    if services.checks_need_sql_permission(*definitions) and not (
+        request.user.has_perm(services.SQL_CHECK_PERMISSION)
+    ):
+        raise PermissionDenied(
+            f"You need the {services.SQL_CHECK_PERMISSION} permission to create or "
+            "change a sql health check."
+        )
 
 
 def _detail(rollout: Rollout) -> dict:
@@ -142,6 +155,7 @@ class RolloutListCreateApi(RolloutApi):
     )
     def post(self, request: Request) -> Response:
         data = _input(s.RolloutCreateInputSerializer, request)
+        _require_sql_permission(request, data.get("checks"))
         data["flag"] = flag_get(data["flag"])
         data["environment"] = environment_get(data["environment"])
         actor = request_actor(request)
@@ -330,10 +344,10 @@ class RolloutChecksApi(RolloutApi):
         responses={201: s.HealthCheckOutputSerializer},
     )
     def post(self, request: Request, pk: int) -> Response:
+        definition = _input(s.CheckInputSerializer, request)
+        _require_sql_permission(request, definition)
         check = services.health_check_create(
-            actor=request_actor(request),
-            rollout_id=pk,
-            check=_input(s.CheckInputSerializer, request),
+            actor=request_actor(request), rollout_id=pk, check=definition
         )
         return Response(
             s.HealthCheckOutputSerializer(check).data, status=status.HTTP_201_CREATED
@@ -366,11 +380,17 @@ class RolloutCheckDetailApi(RolloutApi):
         responses={200: s.HealthCheckOutputSerializer},
     )
     def patch(self, request: Request, pk: int, check_id: int) -> Response:
+        changes = _input(s.CheckInputSerializer, request)
+        _require_sql_permission(
+            request,
+            services.health_check_get(rollout_id=pk, check_id=check_id),
+            changes,
+        )
         check = services.health_check_update(
             actor=request_actor(request),
             rollout_id=pk,
             check_id=check_id,
-            changes=_input(s.CheckInputSerializer, request),
+            changes=changes,
         )
         return Response(s.HealthCheckOutputSerializer(check).data)
 

@@ -5,11 +5,13 @@ The controller, admin, commands and API change state only through these.
 """
 
 from canary.services.checks import (
+    SQL_CHECK_PERMISSION,
     check_judge,
     check_rules,
     check_run_record,
     check_state,
     checks_clean,
+    checks_need_sql_permission,
     checks_reset,
     rollout_check_summary,
     rollout_gate,
@@ -46,11 +48,13 @@ from canary.services.templates import (
 )
 
 __all__ = [
+    "SQL_CHECK_PERMISSION",
     "check_judge",
     "check_rules",
     "check_run_record",
     "check_state",
     "checks_clean",
+    "checks_need_sql_permission",
     "checks_reset",
     "phase_apply",
     "phases_clean",

@@ -67,6 +67,31 @@ _DEFAULTS: dict[str, Any] = {
 }
 
 
+# Creating or changing a sql check runs its author's query on a database:
+# interfaces that act for a person (API, admin) require this permission on
+# top of the rollout and health check ones; commands run as operators.
+SQL_CHECK_PERMISSION = "canary.manage_sql_checks"
+
+
+def checks_need_sql_permission(*definitions: Any) -> bool:
+    """Return whether writing ``definitions`` needs ``SQL_CHECK_PERMISSION``.
+
+    Each item is a check definition (a dict), a list of them, or a
+    ``HealthCheck`` row (the check before a change): any sql one counts.
+    """
+    for definition in definitions:
+        if isinstance(definition, list | tuple):
+            if checks_need_sql_permission(*definition):
+                return True
+        elif isinstance(definition, HealthCheck):
+            if definition.provider == Provider.SQL:
+                return True
+        elif isinstance(definition, Mapping):
+            if definition.get("provider") == Provider.SQL:
+                return True
+    return False
+
+
 def _number(
     value: Any,
     field: str,

@@ -318,6 +318,11 @@ def _check_of(rollout: Rollout, check_id: Any) -> HealthCheck:
     return row
 
 
+def health_check_get(*, rollout_id: Any, check_id: Any) -> HealthCheck:
+    """Return check ``check_id`` of rollout ``rollout_id``; raise NotFound."""
+    return _check_of(rollout_get(rollout_id), check_id)
+
+
 def health_check_update(
     *, actor: Any, rollout_id: Any, check_id: Any, changes: Any
 ) -> HealthCheck:
@@ -380,6 +385,7 @@ __all__ = [
     "health_check_create",
     "health_check_definition",
     "health_check_delete",
+    "health_check_get",
     "health_check_update",
     "rollout_get",
     "rollout_preflight",

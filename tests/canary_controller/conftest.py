@@ -131,7 +131,8 @@ def outcomes_check(**overrides: Any) -> dict:
 
 
 def sql_check(**overrides: Any) -> dict:
-    """A check that one read-only query on the default database answers 0."""
+    """A check that one read-only query on the default database answers 0
+    (a test lists ``default`` in CANARY_SQL_DATABASES to use it)."""
     return {
         "name": "orphans",
         "provider": "sql",

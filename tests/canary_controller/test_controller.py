@@ -47,9 +47,14 @@ def _sample(name: str, **labels: str) -> float:
 
 
 def test_controller_tick__all_checks_pass__pilot_10_50_100_then_completed(
-    rollout_factory, production, health_server, report_outcomes
+    rollout_factory, production, health_server, report_outcomes, settings
 ):
-    # Given: http, outcomes and sql checks; the 10% phase lasts at least 1 s
+    # Given: http, outcomes and sql checks (on the default alias, listed for
+    # SQL checks on purpose); the 10% phase lasts at least 1 s
+    settings.CONTROLPLANE = {
+        **settings.CONTROLPLANE,
+        "CANARY_SQL_DATABASES": ["default"],
+    }
     phases = [
         {"name": "pilot", "pilot_merchants": ["m-pilot"]},
         {"name": "10%", "percentage": 10, "min_duration": 1},

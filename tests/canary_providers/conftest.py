@@ -21,6 +21,11 @@ import pytest
 from django.utils import timezone
 
 from canary.providers import MeasureContext
+from tests.sql_fixtures import (  # noqa: F401
+    sql_checks_on,
+    sql_reader,
+    sql_unreachable,
+)
 
 EXPORTED_METRICS = """\
 # HELP cp_test_latency_seconds A gauge with a known value.

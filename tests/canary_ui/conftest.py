@@ -12,6 +12,7 @@ import pytest
 from canary import services
 from canary.models import Rollout
 from controlplane.audit.actors import SYSTEM
+from tests.sql_fixtures import sql_checks_on, sql_reader  # noqa: F401
 
 PHASES: list[dict] = [
     {"name": "pilot", "target_type": "pilot", "pilot_merchants": ["m-1001"]},

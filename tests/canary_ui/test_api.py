@@ -205,9 +205,10 @@ def test_rollout_start__draft__running_with_preflight(api, rollout_factory):
 
 
 def test_rollout_start__check_does_not_answer__409_with_preflight_report(
-    api, rollout_factory
+    api, rollout_factory, sql_checks_on
 ):
     # Given: a sql check whose query fails
+    sql_checks_on("default")
     rollout = rollout_factory(
         checks=[
             {
@@ -226,6 +227,9 @@ def test_rollout_start__check_does_not_answer__409_with_preflight_report(
     assert body["code"] == "preflight_failed"
     assert body["preflight"]["ok"] is False
     assert "check rows did not answer" in body["message"]
+    # the SQLSTATE, never the database's own message
+    assert "database error" in body["message"]
+    assert "no_such_table" not in body["message"].split("did not answer")[1]
     rollout.refresh_from_db()
     assert rollout.status == Status.DRAFT
 
