@@ -94,6 +94,35 @@ def ofrep_error_response(
     return json_response(body, status, headers)
 
 
+# What is left of an oversized body is read and dropped, up to this much, so
+# that a client still sending it sees the 413 instead of a reset connection.
+DRAIN_MAX_BYTES = 64 * 1024 * 1024
+_DRAIN_CHUNK = 64 * 1024
+
+
+def drain_body(request: Any) -> None:
+    """Read and drop the rest of ``request``'s body (at most 64 MiB).
+
+    Never keeps what it reads. Reads the WSGI input itself when the server
+    bounds it (``wsgi.input_terminated``), else Django's length-bounded
+    stream; a connection that fails meanwhile is left to the server.
+    """
+    django_request = getattr(request, "_request", request)
+    meta = getattr(django_request, "META", None)
+    if meta is None:
+        return
+    stream = meta["wsgi.input"] if meta.get("wsgi.input_terminated") else django_request
+    left = DRAIN_MAX_BYTES
+    try:
+        while left > 0:
+            chunk = stream.read(min(_DRAIN_CHUNK, left))
+            if not chunk:
+                return
+            left -= len(chunk)
+    except (OSError, ValueError):
+        return
+
+
 def _too_large(max_bytes: int) -> RequestRefused:
     return RequestRefused(
         413, "PAYLOAD_TOO_LARGE", f"the body is over {max_bytes} bytes", field="body"
@@ -121,10 +150,12 @@ def read_body(request: HttpRequest, max_bytes: int) -> bytes:
                 400, "PARSE_ERROR", "bad Content-Length header", field="body"
             ) from None
         if declared > max_bytes:
+            drain_body(request)  # never kept: so the client reads the 413
             raise _too_large(max_bytes)
         try:
             raw = request.body
         except RequestDataTooBig:
+            drain_body(request)
             raise _too_large(max_bytes) from None
     elif meta.get("wsgi.input_terminated"):
         raw = _read_terminated(meta["wsgi.input"], max_bytes)

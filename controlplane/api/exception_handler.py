@@ -28,7 +28,8 @@ from rest_framework.response import Response
 from rest_framework.views import set_rollback
 
 from controlplane import unavailable
-from controlplane.api.parsers import PayloadTooLarge, drain_body, payload_too_large
+from controlplane.api.errors import drain_body
+from controlplane.api.parsers import PayloadTooLarge, payload_too_large
 from controlplane.exceptions import DomainError
 
 _CODES: dict[type[exceptions.APIException], str] = {

@@ -39,35 +39,6 @@ def payload_too_large(limit: int | None = None) -> PayloadTooLarge:
     return PayloadTooLarge(f"The request body is over {limit} bytes.")
 
 
-# What is left of an oversized body is read and dropped, up to this much, so
-# that a client still sending it sees the 413 instead of a reset connection.
-DRAIN_MAX_BYTES = 64 * 1024 * 1024
-_DRAIN_CHUNK = 64 * 1024
-
-
-def drain_body(request: Any) -> None:
-    """Read and drop the rest of ``request``'s body (at most 64 MiB).
-
-    Never keeps what it reads. Reads the WSGI input itself when the server
-    bounds it (``wsgi.input_terminated``), else Django's length-bounded
-    stream; a connection that fails meanwhile is left to the server.
-    """
-    django_request = getattr(request, "_request", request)
-    meta = getattr(django_request, "META", None)
-    if meta is None:
-        return
-    stream = meta["wsgi.input"] if meta.get("wsgi.input_terminated") else django_request
-    left = DRAIN_MAX_BYTES
-    try:
-        while left > 0:
-            chunk = stream.read(min(_DRAIN_CHUNK, left))
-            if not chunk:
-                return
-            left -= len(chunk)
-    except (OSError, ValueError):
-        return
-
-
 def _declared_length(parser_context: dict[str, Any] | None) -> int:
     request = (parser_context or {}).get("request")
     meta = getattr(request, "META", {}) if request is not None else {}
