@@ -237,7 +237,10 @@ def sql_check_cases() -> list[Case]:
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity LIMIT 1",
     ]
     out = []
-    for index, query in enumerate(queries):
+    # without and with canary.manage_sql_checks: refused either way
+    for index, (query, key) in enumerate(
+        [(q, "canary") for q in queries] + [(q, "sqlcanary") for q in queries]
+    ):
         body = {
             "flag": "f-attack",
             "environment": "production",
@@ -256,11 +259,11 @@ def sql_check_cases() -> list[Case]:
         }
         out.append(
             Case(
-                f"sql check: {query[:40]}",
+                f"sql check ({key}): {query[:30]}",
                 "POST",
                 "/api/v1/rollouts",
                 json.dumps(body).encode(),
-                key="canary",
+                key=key,
             )
         )
     return out
@@ -323,6 +326,13 @@ def prepare(url: str) -> tuple[dict[str, str], list[str]]:
             content_type__app_label="flags", codename__startswith="view_"
         )
     )
+    sql_user, _ = User.objects.get_or_create(username="attack-sqlcanary")
+    sql_user.user_permissions.set(
+        Permission.objects.filter(content_type__app_label="canary")
+        | Permission.objects.filter(
+            content_type__app_label="flags", codename__startswith="view_"
+        )
+    )
     session = SessionStore()
     session["_auth_user_id"] = str(admin.pk)
     session.create()
@@ -332,6 +342,9 @@ def prepare(url: str) -> tuple[dict[str, str], list[str]]:
         )[1],
         "admin": apikey_create(
             actor=SYSTEM, name="attack-mgt", scope="management", user=admin
+        )[1],
+        "sqlcanary": apikey_create(
+            actor=SYSTEM, name="attack-sqlcanary", scope="management", user=sql_user
         )[1],
         "canary": apikey_create(
             actor=SYSTEM, name="attack-canary", scope="management", user=canary_user
