@@ -45,9 +45,11 @@ accumulate n* treated events from the onset.
 from __future__ import annotations
 
 import argparse
+import atexit
 import datetime as dt
 import math
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -583,6 +585,10 @@ def summarize(results: Iterable[CanaryResult], fleet: Fleet) -> list[dict]:
             "rolled_back_error_prone_pilot": sum(
                 1 for r in rolled if r.pilot_error_prone
             ),
+            # A false rollback of a regressed canary: before its onset.
+            "rolled_back_before_onset": sum(
+                1 for r in rolled if not kind.is_healthy and r.delay_seconds is None
+            ),
             "wall_seconds": statistics.fmean(r.wall_seconds for r in items),
             "n_star": kind_n_star(kind, fleet),
         }
@@ -649,6 +655,7 @@ def table_print(rows: list[dict], out: IO[str], *, title: str) -> None:
             f"{row['kind']}: rolled back in pilot/10%/50%/100% = "
             f"{phases[0]}/{phases[1]}/{phases[2]}/{phases[3]}; "
             f"with an error-prone pilot: {row['rolled_back_error_prone_pilot']}; "
+            f"before the regression began: {row['rolled_back_before_onset']}; "
             f"{row['wall_seconds']:.1f} s of wall time per canary\n"
         )
 
@@ -709,8 +716,28 @@ def benchmark_run(
 # Command line ---------------------------------------------------------------
 
 
+def _ensure_postgres_database(url: str) -> None:
+    """Create the PostgreSQL database of ``url`` if it does not exist."""
+    from urllib.parse import urlsplit
+
+    import psycopg
+
+    parts = urlsplit(url)
+    name = parts.path.lstrip("/")
+    admin = parts._replace(path="/postgres").geturl()
+    with psycopg.connect(admin, autocommit=True) as conn:
+        exists = conn.execute(
+            "SELECT 1 FROM pg_database WHERE datname = %s", [name]
+        ).fetchone()
+        if not exists:
+            conn.execute(f'CREATE DATABASE "{name}"')
+
+
 def _setup_django(database_url: str | None) -> str:
     workdir = tempfile.mkdtemp(prefix="cp-bench-decisions-")
+    atexit.register(shutil.rmtree, workdir, True)
+    if database_url and database_url.startswith(("postgres://", "postgresql://")):
+        _ensure_postgres_database(database_url)
     url = database_url or f"sqlite:///{workdir}/bench.sqlite3"
     os.environ["DATABASE_URL"] = url
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "controlplane.settings")
@@ -760,6 +787,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--quick", action="store_true", help="smoke run: 2 canaries per kind"
     )
+    parser.add_argument(
+        "--json", default=None, help="also write every canary's result here"
+    )
     args = parser.parse_args(argv)
     kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
     unknown = [k for k in kinds if k not in KINDS]
@@ -778,7 +808,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{result.events} events, {result.wall_seconds:.1f} s\n"
         )
 
-    benchmark_run(
+    _, results = benchmark_run(
         kinds=kinds,
         runs=runs,
         seed=args.seed,
@@ -787,6 +817,13 @@ def main(argv: list[str] | None = None) -> int:
         budget=args.budget,
         progress=progress,
     )
+    if args.json:
+        import dataclasses
+        import json
+
+        Path(args.json).write_text(
+            json.dumps([dataclasses.asdict(r) for r in results], indent=1)
+        )
     print(
         f"database {url.split('@')[-1]}; {time.perf_counter() - began:,.0f} s of "
         "wall time"
