@@ -144,7 +144,7 @@ def controller_tick(*, rollout_id: int | None = None) -> TickReport:
     """
     started = time.perf_counter()
     report = TickReport()
-    rollout_ids, jobs = _claim(rollout_id=rollout_id, now=timezone.now())
+    rollout_ids, jobs = _claim(rollout_id=rollout_id, now=clock.now())
     report.rollouts = rollout_ids
     for result in _measure(jobs):
         try:
@@ -191,7 +191,7 @@ def _schedule_due_checks(rollout_ids: list[int]) -> None:
         return
     from canary.tasks import rollout_tick_soon
 
-    now = timezone.now()
+    now = clock.now()
     horizon = now + dt.timedelta(seconds=_tick_interval())
     soonest = (
         HealthCheck.objects.filter(
@@ -312,31 +312,25 @@ def _measure(jobs: list[MeasureJob]) -> list[MeasureResult]:
             if job.provider not in IN_THREAD_PROVIDERS:
                 continue
             try:
-                results.append(
-                    MeasureResult(job, _measure_one(job), None, timezone.now())
-                )
+                results.append(MeasureResult(job, _measure_one(job), None, clock.now()))
             except Exception as exc:
-                results.append(
-                    MeasureResult(job, None, _error_text(exc), timezone.now())
-                )
+                results.append(MeasureResult(job, None, _error_text(exc), clock.now()))
         for job, future, deadline in futures:
             wait = max(0.0, deadline - time.monotonic()) + POOL_WAIT_GRACE_SECONDS
             try:
                 measurement = future.result(timeout=wait)
-                results.append(MeasureResult(job, measurement, None, timezone.now()))
+                results.append(MeasureResult(job, measurement, None, clock.now()))
             except FutureTimeout:
                 results.append(
                     MeasureResult(
                         job,
                         None,
                         f"timed out after {job.timeout:g}s (controller bound)",
-                        timezone.now(),
+                        clock.now(),
                     )
                 )
             except Exception as exc:
-                results.append(
-                    MeasureResult(job, None, _error_text(exc), timezone.now())
-                )
+                results.append(MeasureResult(job, None, _error_text(exc), clock.now()))
     finally:
         if pool is not None:
             # A provider stuck past its timeout is abandoned, not waited for.
@@ -669,7 +663,7 @@ def _fail(rollout: Rollout, decision: GateDecision) -> dict | None:
             for item in explained
             if item.get("first_breach_at")
         ]
-        seconds = (timezone.now() - min(breaches)).total_seconds() if breaches else None
+        seconds = (clock.now() - min(breaches)).total_seconds() if breaches else None
         worst = next((i for i in explained if i["on_failure"] == on_failure), None)
         cause = worst["provider"] if worst else "unknown"
         transaction.on_commit(
@@ -708,6 +702,7 @@ def _rollback_nudge(rollout: Rollout) -> None:
     run = _rollout_run(rollout)
     if run is None or run.status != RunStatus.PENDING:
         return
+    # Wall time, not canary.clock: created_at is the database's auto_now_add.
     if (timezone.now() - run.created_at).total_seconds() < ROLLBACK_REQUEUE_SECONDS:
         return
     try:

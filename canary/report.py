@@ -25,9 +25,8 @@ import json
 from typing import Any
 
 from django.db.models import Q
-from django.utils import timezone
 
-from canary import analysis
+from canary import analysis, clock
 from canary.models import CheckRun, CheckStatus, Rollout, RolloutStatus, Verdict
 from controlplane.audit.models import AuditEvent
 from controlplane.conf import setting
@@ -437,7 +436,7 @@ def _verdict(
 
 def report_build(rollout: Rollout, *, now: dt.datetime | None = None) -> dict:
     """Return the report of ``rollout`` as JSON-ready data (no writes)."""
-    now = now or timezone.now()
+    now = now or clock.now()
     rollout = Rollout.objects.select_related("flag", "environment").get(pk=rollout.pk)
     checks = _checks(rollout)
     events = _rollout_events(rollout, [c["id"] for c in checks])

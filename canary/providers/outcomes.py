@@ -24,8 +24,8 @@ from typing import Any
 from django.db import connection, transaction
 from django.db.models import Aggregate, Case, Count, FloatField, Q, Value, When
 from django.db.models import CharField as CharFieldType
-from django.utils import timezone
 
+from canary import clock
 from canary.providers.base import (
     MeasureContext,
     Measurement,
@@ -154,7 +154,7 @@ class OutcomesProvider:
         since = ctx.since
         if spec.get("window"):
             since = max(
-                since, (ctx.until or timezone.now()) - timedelta(seconds=spec["window"])
+                since, (ctx.until or clock.now()) - timedelta(seconds=spec["window"])
             )
         events = OutcomeEvent.objects.filter(
             environment__key=ctx.environment_key,

@@ -13,8 +13,6 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from django.utils import timezone
-
 from canary import analysis, clock, health
 from canary.exceptions import InvalidInput, NotFound
 from canary.models import (
@@ -356,7 +354,7 @@ def check_run_record(
         raise InvalidInput(
             f"verdict: must be one of {', '.join(Verdict.values)}", field="verdict"
         )
-    measured_at = measured_at or timezone.now()
+    measured_at = measured_at or clock.now()
     with audited_transaction():
         check = HealthCheck.objects.select_for_update().filter(pk=check_id).first()
         if check is None:

@@ -93,6 +93,8 @@ def overrides_restore(rollout: Rollout, actor: Any, reason: str) -> list[str]:
     environment = Environment.objects.get(pk=rollout.environment_id)
     merchants = {m.key: m for m in Merchant.objects.filter(key__in=list(prior))}
     problems: list[str] = []
+    # Wall time, not canary.clock: override expiry is judged by the flags
+    # layer (its rulesets), which reads the real time.
     now = timezone.now()
     for key in sorted(prior):
         merchant = merchants.get(key)

@@ -15,8 +15,7 @@ import datetime as dt
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from django.utils import timezone
-
+from canary import clock
 from canary.exceptions import Conflict, InvalidInput, NotFound
 from canary.models import CheckMode, HealthCheck, Rollout, RolloutStatus
 from canary.services.checks import checks_clean
@@ -157,7 +156,7 @@ def rollout_preflight(
 
     rollout = rollout_get(rollout_id)
     report = PreflightReport(rollout=rollout.pk)
-    now = now or timezone.now()
+    now = now or clock.now()
     if rollout.status != RolloutStatus.DRAFT:
         report.problems.append(f"rollout {rollout.pk} is {rollout.status}, not draft")
         return report

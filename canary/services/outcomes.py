@@ -14,8 +14,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.db import transaction
-from django.utils import timezone
 
+from canary import clock
 from controlplane.api.input import text_problem
 from controlplane.conf import setting
 from controlplane.exceptions import InvalidInput, NotFound
@@ -198,7 +198,7 @@ def outcome_events_ingest(
             f"at most {limit} events per request, got {len(events)}: split the batch",
             field="events",
         )
-    now = timezone.now()
+    now = clock.now()
     rows: list[dict] = []
     errors: dict[str, list[str]] = {}
     if environment_id is None:

@@ -16,7 +16,7 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from canary import services
+from canary import clock, services
 from canary.models import Rollout, RolloutStatus
 from canary.transitions import ACTIVE, TERMINAL
 
@@ -53,7 +53,7 @@ class Snapshot:
     remaining: float | None
     gate: list[str]
     checks: list[dict]
-    now: dt.datetime = field(default_factory=timezone.now)
+    now: dt.datetime = field(default_factory=clock.now)
     # Rolling back, and the rollback run failed: nothing more happens by
     # itself (an operator must act), so a watch ends here too.
     rollback_failed: bool = False
@@ -68,7 +68,7 @@ def snapshot_take(rollout_id: int) -> Snapshot:
     rollout = Rollout.objects.select_related("flag", "environment").get(pk=rollout_id)
     phases = list(rollout.phases.order_by("index"))
     phase = phases[rollout.current_phase] if phases else None
-    now = timezone.now()
+    now = clock.now()
     elapsed = services.rollout_phase_elapsed(rollout, now)
     remaining = None
     gate: list[str] = []

@@ -1,0 +1,835 @@
+"""Decision benchmark: simulated canaries through the real controller.
+
+Each simulated canary is a real rollout of its own bool flag, created from
+the ``pilot-10-50-100`` plan with the check set docs/canary.md gives today,
+started through the preflight, and driven by the real ``controller_tick``
+on a ``canary.clock.FakeClock`` (no sleeping). Outcome events go through
+the real ingestion service (``outcome_events_ingest``), in one batch per
+merchant per step, stamped with simulated times inside the step.
+
+The fleet: 100 merchants in the registry, each with a request rate drawn
+from 5..50 requests/s, 20% of them 5x more error-prone (5% instead of 1%),
+and a median latency of its own (log-normal around 120 ms); each request's
+latency is log-normal around its merchant's median. Both arms share all
+of this, and a slow common drift (+-10% on error rates and latencies, a
+6-hour sine with a random phase per canary). Which merchant gets which
+variation is the real flag evaluation (``flags.engine`` over the compiled
+ruleset of the environment) at every step, so the pilot override and the
+10/50/100% buckets are the product's own. Apps report ``--report-fraction``
+of their requests as outcome events (default 0.5%: at 5..50 requests/s per
+merchant the full stream is millions of rows per canary, and the outcomes
+provider re-reads a phase's events at every measurement, so a canary costs
+seconds of machine time per thousand reported events); n* and every
+"events" figure count reported events, which are what any check sees.
+
+Kinds: ``healthy``; ``errors+2pp`` (every treated request fails 2 points
+more often: 1% -> 3%, 5% -> 7%); ``p95+30%`` (treated latencies x 1.3);
+``late-errors+2pp`` (+2 points only once the served share passes 50%, i.e.
+in the 100% phase); ``gross-errors+30pp`` (a smoke-test kind).
+
+Printed per kind: the share of canaries rolled back, paused and completed;
+for a regression, the detection delay from its onset to the rollback
+decision in treated events, in simulated time and in check intervals
+(measurements of the check that fired), median and p90; and n*, the
+treated events an optimal fixed-sample one-sided two-proportion test
+(alpha 0.05, power 80%) needs for that effect at the fleet's traffic mix
+(errors: the traffic-weighted error rate; p95: the share of requests above
+the fleet's p95), with the median simulated time the canaries took to
+accumulate n* treated events from the onset.
+
+    .venv/bin/python bench/decisions.py --quick
+    .venv/bin/python bench/decisions.py --runs 100 --budget 900
+    .venv/bin/python bench/decisions.py --database-url postgres://postgres@127.0.0.1:5432/cp_bench
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import datetime as dt
+import math
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+TEMPLATE = "pilot-10-50-100"
+ENVIRONMENT = "bench-decisions"
+FLEET_SIZE = 100
+RATE_RANGE = (5.0, 50.0)  # requests/s per merchant
+BASE_ERROR = 0.01
+ERROR_PRONE_SHARE = 0.2
+ERROR_PRONE_FACTOR = 5.0
+MEDIAN_MS = 120.0
+MERCHANT_LATENCY_SIGMA = 0.35  # spread of merchants' medians (log scale)
+REQUEST_LATENCY_SIGMA = 0.5  # spread of one merchant's requests (log scale)
+DRIFT_AMPLITUDE = 0.10
+DRIFT_PERIOD = 6 * 3600.0
+ALPHA = 0.05
+POWER = 0.80
+BEAT_SECONDS = 2.0  # CANARY_TICK_SECONDS: the beat a due time is rounded up to
+LOOKBACK_SECONDS = 300.0  # fleet traffic before start, for the p95 baseline
+START = dt.datetime(2026, 12, 1, 9, 0, tzinfo=dt.UTC)
+MAX_BATCH = 5000
+DEFAULT_REPORT_FRACTION = 0.005
+
+# The check set docs/canary.md gives today: the error-rate check of its
+# operator commands (absolute < 5%, failure_limit 2, the default 30 s
+# interval) and a relative p95 check (up to 20% above the p95 measured
+# before start, same limits). The p95 baseline is set through
+# rollout_set_baseline, the only way today (the preflight cannot measure a
+# treatment p95 before anyone is treated).
+CHECKS: list[dict] = [
+    {
+        "name": "error_rate",
+        "provider": "outcomes",
+        "spec": {"metric": "error_rate"},
+        "threshold": 0.05,
+        "failure_limit": 2,
+    },
+    {
+        "name": "p95",
+        "provider": "outcomes",
+        "spec": {"metric": "p95_ms"},
+        "mode": "relative",
+        "relative_tolerance": 0.2,
+        "failure_limit": 2,
+    },
+]
+
+
+@dataclass(frozen=True)
+class Kind:
+    """A simulated canary's treatment effect."""
+
+    name: str
+    error_delta: float = 0.0  # added to the treated requests' failure rate
+    latency_factor: float = 1.0  # multiplies the treated requests' latency
+    above_share: float | None = None  # only once the served share exceeds it
+
+    @property
+    def is_healthy(self) -> bool:
+        return self.error_delta == 0 and self.latency_factor == 1.0
+
+    def is_active(self, served_share: float) -> bool:
+        return not self.is_healthy and (
+            self.above_share is None or served_share > self.above_share
+        )
+
+
+KINDS: dict[str, Kind] = {
+    kind.name: kind
+    for kind in (
+        Kind("healthy"),
+        Kind("errors+2pp", error_delta=0.02),
+        Kind("p95+30%", latency_factor=1.3),
+        Kind("late-errors+2pp", error_delta=0.02, above_share=0.5),
+        Kind("gross-errors+30pp", error_delta=0.30),
+    )
+}
+DEFAULT_KINDS = ("healthy", "errors+2pp", "p95+30%", "late-errors+2pp")
+
+
+@dataclass(frozen=True)
+class Fleet:
+    """The merchants: keys, request rates, error rates, latency medians."""
+
+    keys: tuple[str, ...]
+    rates: np.ndarray
+    errors: np.ndarray
+    log_medians: np.ndarray
+
+    @classmethod
+    def build(cls, seed: int, size: int = FLEET_SIZE) -> Fleet:
+        rng = np.random.default_rng(seed)
+        prone = rng.permutation(size) < round(size * ERROR_PRONE_SHARE)
+        return cls(
+            keys=tuple(f"bench-m-{i:03d}" for i in range(size)),
+            rates=rng.uniform(*RATE_RANGE, size),
+            errors=np.where(prone, BASE_ERROR * ERROR_PRONE_FACTOR, BASE_ERROR),
+            log_medians=math.log(MEDIAN_MS)
+            + rng.normal(0.0, MERCHANT_LATENCY_SIGMA, size),
+        )
+
+    @property
+    def weighted_error(self) -> float:
+        return float(np.average(self.errors, weights=self.rates))
+
+    def latency_cdf(self, x: float) -> float:
+        """Return the traffic-weighted share of requests faster than ``x`` ms."""
+        z = (math.log(x) - self.log_medians) / REQUEST_LATENCY_SIGMA
+        cdf = np.array([statistics.NormalDist().cdf(v) for v in z])
+        return float(np.average(cdf, weights=self.rates))
+
+    def latency_quantile(self, q: float) -> float:
+        low, high = 1.0, 100_000.0
+        for _ in range(80):
+            mid = math.sqrt(low * high)
+            low, high = (mid, high) if self.latency_cdf(mid) < q else (low, mid)
+        return math.sqrt(low * high)
+
+
+def n_star(p0: float, p1: float, alpha: float = ALPHA, power: float = POWER) -> int:
+    """Return the treated events (per arm) a fixed-sample one-sided
+    two-proportion z-test at ``alpha`` needs to see ``p1 > p0`` with
+    ``power``."""
+    normal = statistics.NormalDist()
+    z_a, z_b = normal.inv_cdf(1 - alpha), normal.inv_cdf(power)
+    mean = (p0 + p1) / 2
+    numerator = z_a * math.sqrt(2 * mean * (1 - mean)) + z_b * math.sqrt(
+        p0 * (1 - p0) + p1 * (1 - p1)
+    )
+    return math.ceil(numerator**2 / (p1 - p0) ** 2)
+
+
+def kind_n_star(kind: Kind, fleet: Fleet) -> int | None:
+    """Return n* of ``kind`` at the fleet's traffic mix (None: healthy)."""
+    if kind.is_healthy:
+        return None
+    if kind.error_delta:
+        p0 = fleet.weighted_error
+        return n_star(p0, min(1.0, p0 + kind.error_delta))
+    # p95 +30%: the share of requests slower than the fleet's p95.
+    p95 = fleet.latency_quantile(0.95)
+    return n_star(0.05, 1.0 - fleet.latency_cdf(p95 / kind.latency_factor))
+
+
+@dataclass
+class CanaryResult:
+    """How one simulated canary ended, and when (simulated seconds)."""
+
+    kind: str
+    run: int
+    pilot: str
+    pilot_error_prone: bool
+    outcome: str  # rolled_back | paused | completed | running
+    phase: int  # the phase it ended in
+    check: str  # the check that decided a rollback or pause ("" otherwise)
+    ended_after: float  # seconds from start to the end (decision)
+    onset_after: float | None  # seconds from start to the regression onset
+    delay_seconds: float | None = None
+    delay_events: int | None = None
+    delay_intervals: int | None = None
+    n_star_seconds: float | None = None  # from onset to n* treated events
+    treated_events: int = 0
+    events: int = 0
+    wall_seconds: float = 0.0
+
+
+@dataclass
+class Simulation:
+    """One canary's state between steps."""
+
+    fleet: Fleet
+    kind: Kind
+    rng: np.random.Generator
+    drift_phase: float
+    treated: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
+    served_share: float = 0.0
+    onset: dt.datetime | None = None
+    treated_since_onset: int = 0
+    n_star: int | None = None
+    n_star_at: dt.datetime | None = None
+    events: int = 0
+    treated_events: int = 0
+
+
+def _drift(sim: Simulation, seconds: float) -> float:
+    return 1.0 + DRIFT_AMPLITUDE * math.sin(
+        2 * math.pi * seconds / DRIFT_PERIOD + sim.drift_phase
+    )
+
+
+def _events(
+    sim: Simulation,
+    flag_key: str,
+    start: dt.datetime,
+    end: dt.datetime,
+    fraction: float,
+    *,
+    assigned: bool = True,
+) -> list[dict]:
+    """Return the reported events of every merchant in [start, end)."""
+    fleet, rng = sim.fleet, sim.rng
+    span = (end - start).total_seconds()
+    if span <= 0:
+        return []
+    drift = _drift(sim, (start - START).total_seconds())
+    counts = rng.poisson(fleet.rates * fraction * span)
+    treated = sim.treated if assigned else np.zeros(len(fleet.keys), dtype=bool)
+    active = sim.kind.is_active(sim.served_share) and assigned
+    errors = np.clip(fleet.errors * drift, 0.0, 1.0)
+    log_medians = fleet.log_medians + math.log(drift)
+    if active:
+        errors = np.where(treated, np.clip(errors + sim.kind.error_delta, 0, 1), errors)
+        log_medians = np.where(
+            treated, log_medians + math.log(sim.kind.latency_factor), log_medians
+        )
+    base = start.timestamp()
+    out: list[dict] = []
+    for index in np.nonzero(counts)[0]:
+        n = int(counts[index])
+        failed = rng.random(n) < errors[index]
+        durations = np.exp(rng.normal(log_medians[index], REQUEST_LATENCY_SIGMA, n))
+        times = base + np.sort(rng.random(n)) * span
+        variation = "on" if treated[index] else "off"
+        key = fleet.keys[index]
+        out.extend(
+            {
+                "flag": flag_key,
+                "merchant": key,
+                "variation": variation,
+                "outcome": "failure" if failed[i] else "success",
+                "duration_ms": round(float(durations[i]), 3),
+                "occurred_at": float(times[i]),
+            }
+            for i in range(n)
+        )
+        if treated[index]:
+            sim.treated_events += n
+            if active:
+                sim.treated_since_onset += n
+    sim.events += len(out)
+    return out
+
+
+def _ingest(events: list[dict], environment: Any) -> None:
+    from canary.services.outcomes import outcome_events_ingest
+
+    for start in range(0, len(events), MAX_BATCH):
+        outcome_events_ingest(
+            events=events[start : start + MAX_BATCH], environment=environment
+        )
+
+
+def _assign(sim: Simulation, environment: Any, flag_key: str) -> None:
+    """Evaluate the real flag for every merchant of the fleet."""
+    from flags import engine, mappers
+
+    ruleset = mappers.ruleset_compile(environment)
+    sim.treated = np.array(
+        [
+            engine.evaluate(ruleset, flag_key, {"merchant": key}).variation == "on"
+            for key in sim.fleet.keys
+        ]
+    )
+
+
+def _served_share(rollout: Any) -> float:
+    """Return the share the current phase serves (0..1; a pilot counts 0)."""
+    phase = rollout.phases.get(index=rollout.current_phase)
+    return (phase.percentage or 0.0) / 100.0
+
+
+def fleet_setup(fleet: Fleet) -> Any:
+    """Create the benchmark's environment and the fleet's merchants once."""
+    from controlplane.audit.actors import SYSTEM
+    from flags import services as flag_services
+    from flags.models import Environment, Merchant
+
+    environment = Environment.objects.filter(key=ENVIRONMENT).first()
+    if environment is None:
+        environment = flag_services.environment_create(
+            actor=SYSTEM, key=ENVIRONMENT, name="Decision benchmark"
+        )
+    known = set(
+        Merchant.objects.filter(key__in=fleet.keys).values_list("key", flat=True)
+    )
+    for key in fleet.keys:
+        if key not in known:
+            flag_services.merchant_create(actor=SYSTEM, key=key)
+    return environment
+
+
+def _interval_count(rollout: Any, check: str, since: dt.datetime, until: Any) -> int:
+    from canary.models import CheckRun
+
+    return CheckRun.objects.filter(
+        rollout=rollout,
+        health_check__name=check,
+        measured_at__gte=since,
+        measured_at__lte=until,
+    ).count()
+
+
+def _decided_by(rollout: Any, action: str) -> str:
+    from controlplane.audit.models import AuditEvent
+
+    event = (
+        AuditEvent.objects.filter(
+            target_type="canary.rollout", target_id=str(rollout.pk), action=action
+        )
+        .order_by("-id")
+        .first()
+    )
+    checks = ((event.details or {}).get("checks") or []) if event else []
+    return ",".join(item["check"] for item in checks) if checks else ""
+
+
+def canary_simulate(
+    *,
+    kind: Kind,
+    run: int,
+    seed: int,
+    fleet: Fleet,
+    environment: Any,
+    report_fraction: float,
+    duration_scale: float | None = None,
+) -> CanaryResult:
+    """Run one simulated canary to its end; return how it ended."""
+    from canary import clock
+    from canary.controller import controller_tick
+    from canary.models import RolloutStatus
+    from canary.providers.base import MeasureContext
+    from canary.providers.outcomes import OutcomesProvider
+    from canary.services import rollout_set_baseline
+    from canary.services.operator import rollout_start_checked
+    from canary.services.templates import rollout_create_from_template
+    from canary.transitions import TERMINAL
+    from controlplane.audit.actors import SYSTEM
+    from flags import services as flag_services
+    from flags.models import Environment
+
+    Status = RolloutStatus
+    wall = time.perf_counter()
+    rng = np.random.default_rng([seed, run, list(KINDS).index(kind.name)])
+    sim = Simulation(
+        fleet=fleet, kind=kind, rng=rng, drift_phase=float(rng.uniform(0, 2 * math.pi))
+    )
+    sim.n_star = kind_n_star(kind, fleet)
+    pilot_index = int(rng.integers(len(fleet.keys)))
+    pilot = fleet.keys[pilot_index]
+    flag_key = f"bench-{seed}-{kind.name.replace('+', '-').replace('%', 'pct')}-{run}"
+    fake = clock.FakeClock(START)
+    with clock.swapped(fake):
+        flag = flag_services.flag_create(actor=SYSTEM, key=flag_key)
+        # Fleet traffic before start (everyone on control): the look-back
+        # the p95 baseline is measured from.
+        fake.advance(LOOKBACK_SECONDS)
+        sim.treated = np.zeros(len(fleet.keys), dtype=bool)
+        _ingest(
+            _events(sim, flag_key, START, fake(), report_fraction, assigned=False),
+            environment,
+        )
+        lookback = OutcomesProvider().measure(
+            {"metric": "p95_ms"},
+            MeasureContext(
+                flag_key=flag_key,
+                environment_key=environment.key,
+                treatment_variation="on",
+                since=START,
+            ),
+            timeout=10.0,
+        )
+        baseline = lookback.cohorts["control"]["p95"]
+        rollout = rollout_create_from_template(
+            actor=SYSTEM,
+            template=TEMPLATE,
+            flag=flag,
+            environment=environment,
+            pilot_merchants=[pilot],
+            checks=CHECKS,
+            duration_scale=duration_scale,
+        )
+        rollout_set_baseline(
+            rollout_id=rollout.pk, actor=SYSTEM, baseline={"p95": baseline}
+        )
+        rollout, _ = rollout_start_checked(rollout_id=rollout.pk, actor=SYSTEM)
+        started = fake()
+        version = None
+        previous = fake()
+        end_phase = 0
+        while True:
+            rollout.refresh_from_db()
+            if rollout.status != Status.RUNNING:
+                break
+            now_version = (
+                Environment.objects.filter(pk=environment.pk)
+                .values_list("ruleset_version", flat=True)
+                .get()
+            )
+            if now_version != version:
+                _assign(sim, environment, flag_key)
+                sim.served_share = _served_share(rollout)
+                version = now_version
+                if sim.onset is None and kind.is_active(sim.served_share):
+                    sim.onset = previous
+            _ingest(
+                _events(sim, flag_key, previous, fake(), report_fraction), environment
+            )
+            if sim.n_star and sim.n_star_at is None:
+                if sim.treated_since_onset >= sim.n_star:
+                    sim.n_star_at = fake()
+            previous = fake()
+            controller_tick()
+            rollout.refresh_from_db()
+            end_phase = rollout.current_phase
+            if rollout.status != Status.RUNNING:
+                break
+            fake.set(_next_time(rollout, fake()))
+        decided_at = fake()
+        if rollout.status == Status.ROLLING_BACK:
+            controller_tick()  # the rollback run ran on commit: finish it
+            rollout.refresh_from_db()
+        outcome = {
+            Status.ROLLED_BACK: "rolled_back",
+            Status.ROLLING_BACK: "rolled_back",
+            Status.PAUSED: "paused",
+            Status.COMPLETED: "completed",
+        }.get(rollout.status, rollout.status)
+        check = ""
+        if outcome == "rolled_back":
+            check = _decided_by(rollout, "rollout.phase_failed")
+        elif outcome == "paused":
+            check = _decided_by(rollout, "rollout.transition")
+        result = CanaryResult(
+            kind=kind.name,
+            run=run,
+            pilot=pilot,
+            pilot_error_prone=bool(fleet.errors[pilot_index] > BASE_ERROR),
+            outcome=outcome,
+            phase=end_phase,
+            check=check,
+            ended_after=(decided_at - started).total_seconds(),
+            onset_after=(sim.onset - started).total_seconds() if sim.onset else None,
+            treated_events=sim.treated_events,
+            events=sim.events,
+        )
+        if sim.onset is not None and sim.n_star_at is not None:
+            result.n_star_seconds = (sim.n_star_at - sim.onset).total_seconds()
+        elif sim.onset is not None and sim.n_star:
+            # Ended first: extrapolate at the treated traffic it ended with.
+            rate = float(fleet.rates[sim.treated].sum()) * report_fraction
+            if rate > 0:
+                result.n_star_seconds = (decided_at - sim.onset).total_seconds() + (
+                    sim.n_star - sim.treated_since_onset
+                ) / rate
+        if outcome == "rolled_back" and sim.onset is not None:
+            result.delay_seconds = (decided_at - sim.onset).total_seconds()
+            result.delay_events = sim.treated_since_onset
+            first = check.split(",")[0]
+            result.delay_intervals = _interval_count(
+                rollout, first, sim.onset, decided_at
+            )
+        if rollout.status not in TERMINAL and rollout.status != Status.ROLLING_BACK:
+            # Leave nothing running behind: the flag is free for nobody else,
+            # but a paused rollout would be ticked by every later canary.
+            from canary.services import rollout_abort
+
+            rollout_abort(rollout_id=rollout.pk, actor=SYSTEM, reason="benchmark end")
+    result.wall_seconds = time.perf_counter() - wall
+    return result
+
+
+def _next_time(rollout: Any, now: dt.datetime) -> dt.datetime:
+    """Return when the controller next has something to do: the earliest
+    due check, or the end of the phase's soak, rounded up to the beat."""
+    from canary.services import rollout_gate
+
+    due = [
+        when
+        for when in rollout.checks.values_list("next_due_at", flat=True)
+        if when is not None
+    ]
+    target = min(due) if due else now + dt.timedelta(seconds=BEAT_SECONDS)
+    decision = rollout_gate(rollout=rollout, now=now)
+    if decision.remaining and decision.remaining > 0:
+        target = min(target, now + dt.timedelta(seconds=decision.remaining))
+    beats = max(1, math.ceil((target - now).total_seconds() / BEAT_SECONDS - 1e-9))
+    return now + dt.timedelta(seconds=beats * BEAT_SECONDS)
+
+
+# Figures --------------------------------------------------------------------
+
+
+def _quantile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    return float(np.quantile(np.array(values, dtype=float), q))
+
+
+def summarize(results: Iterable[CanaryResult], fleet: Fleet) -> list[dict]:
+    """Return one row of figures per kind, in the order first seen."""
+    by_kind: dict[str, list[CanaryResult]] = {}
+    for result in results:
+        by_kind.setdefault(result.kind, []).append(result)
+    rows = []
+    for name, items in by_kind.items():
+        kind = KINDS[name]
+        count = len(items)
+
+        def share(outcome: str, items: list[CanaryResult] = items) -> float:
+            return sum(1 for r in items if r.outcome == outcome) / len(items)
+
+        rolled = [r for r in items if r.outcome == "rolled_back"]
+        detected = [r for r in rolled if r.delay_seconds is not None]
+        row: dict[str, Any] = {
+            "kind": name,
+            "runs": count,
+            "rolled_back": share("rolled_back"),
+            "paused": share("paused"),
+            "completed": share("completed"),
+            "rolled_back_by_phase": {
+                phase: sum(1 for r in rolled if r.phase == phase) for phase in range(4)
+            },
+            "rolled_back_error_prone_pilot": sum(
+                1 for r in rolled if r.pilot_error_prone
+            ),
+            # A false rollback of a regressed canary: before its onset.
+            "rolled_back_before_onset": sum(
+                1 for r in rolled if not kind.is_healthy and r.delay_seconds is None
+            ),
+            "wall_seconds": statistics.fmean(r.wall_seconds for r in items),
+            "n_star": kind_n_star(kind, fleet),
+        }
+        for label, values in (
+            ("events", [r.delay_events for r in detected]),
+            ("seconds", [r.delay_seconds for r in detected]),
+            ("intervals", [r.delay_intervals for r in detected]),
+            ("n_star_seconds", [r.n_star_seconds for r in items if r.n_star_seconds]),
+        ):
+            row[f"{label}_p50"] = _quantile(values, 0.5)
+            row[f"{label}_p90"] = _quantile(values, 0.9)
+        rows.append(row)
+    return rows
+
+
+def _pct(value: float) -> str:
+    return f"{value:.0%}"
+
+
+def _num(value: float | None, unit: str = "") -> str:
+    if value is None:
+        return "-"
+    if unit == "s":
+        return f"{value:,.0f} s"
+    return f"{value:,.0f}"
+
+
+def table_print(rows: list[dict], out: IO[str], *, title: str) -> None:
+    """Print the figures as a table (rich) on ``out``."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    for header in (
+        "kind",
+        "runs",
+        "rolled back",
+        "paused",
+        "completed",
+        "delay events p50/p90",
+        "delay time p50/p90",
+        "delay intervals p50/p90",
+        "n* events",
+        "n* time p50",
+    ):
+        table.add_column(header, justify="left" if header == "kind" else "right")
+    for row in rows:
+        table.add_row(
+            row["kind"],
+            str(row["runs"]),
+            _pct(row["rolled_back"]),
+            _pct(row["paused"]),
+            _pct(row["completed"]),
+            f"{_num(row['events_p50'])} / {_num(row['events_p90'])}",
+            f"{_num(row['seconds_p50'], 's')} / {_num(row['seconds_p90'], 's')}",
+            f"{_num(row['intervals_p50'])} / {_num(row['intervals_p90'])}",
+            _num(row["n_star"]),
+            _num(row["n_star_seconds_p50"], "s"),
+        )
+    Console(file=out, width=160, force_terminal=False, color_system=None).print(table)
+    for row in rows:
+        phases = row["rolled_back_by_phase"]
+        out.write(
+            f"{row['kind']}: rolled back in pilot/10%/50%/100% = "
+            f"{phases[0]}/{phases[1]}/{phases[2]}/{phases[3]}; "
+            f"with an error-prone pilot: {row['rolled_back_error_prone_pilot']}; "
+            f"before the regression began: {row['rolled_back_before_onset']}; "
+            f"{row['wall_seconds']:.1f} s of wall time per canary\n"
+        )
+
+
+def benchmark_run(
+    *,
+    kinds: Iterable[str],
+    runs: int,
+    seed: int = 1,
+    report_fraction: float = DEFAULT_REPORT_FRACTION,
+    budget: float | None = None,
+    duration_scale: float | None = None,
+    out: IO[str] = sys.stdout,
+    progress: Callable[[CanaryResult], None] | None = None,
+) -> tuple[list[dict], list[CanaryResult]]:
+    """Simulate ``runs`` canaries per kind on the configured database, print
+    the table on ``out``; return the rows and every canary's result."""
+    fleet = Fleet.build(seed)
+    environment = fleet_setup(fleet)
+    results: list[CanaryResult] = []
+    began = time.perf_counter()
+    done = 0
+    # Interleave the kinds so a partial run (or a burst of machine load)
+    # affects every kind alike; a budget stops between rounds only.
+    for run in range(runs):
+        if budget is not None and run and time.perf_counter() - began > budget:
+            break
+        done = run + 1
+        for name in kinds:
+            result = canary_simulate(
+                kind=KINDS[name],
+                run=run,
+                seed=seed,
+                fleet=fleet,
+                environment=environment,
+                report_fraction=report_fraction,
+                duration_scale=duration_scale,
+            )
+            results.append(result)
+            if progress is not None:
+                progress(result)
+    rows = summarize(results, fleet)
+    title = (
+        f"{TEMPLATE}, {done} canaries per kind, seed {seed}, "
+        f"{FLEET_SIZE} merchants at {RATE_RANGE[0]:g}-{RATE_RANGE[1]:g} req/s, "
+        f"{report_fraction:g} of requests reported"
+        + (f", durations x{duration_scale:g}" if duration_scale else "")
+    )
+    table_print(rows, out, title=title)
+    out.write(
+        f"fleet: traffic-weighted error rate {fleet.weighted_error:.4f}, "
+        f"p95 {fleet.latency_quantile(0.95):.1f} ms; n* at alpha {ALPHA:g} "
+        f"(one-sided), power {POWER:.0%}\n"
+    )
+    return rows, results
+
+
+# Command line ---------------------------------------------------------------
+
+
+def _ensure_postgres_database(url: str) -> None:
+    """Create the PostgreSQL database of ``url`` if it does not exist."""
+    from urllib.parse import urlsplit
+
+    import psycopg
+
+    parts = urlsplit(url)
+    name = parts.path.lstrip("/")
+    admin = parts._replace(path="/postgres").geturl()
+    with psycopg.connect(admin, autocommit=True) as conn:
+        exists = conn.execute(
+            "SELECT 1 FROM pg_database WHERE datname = %s", [name]
+        ).fetchone()
+        if not exists:
+            conn.execute(f'CREATE DATABASE "{name}"')
+
+
+def _setup_django(database_url: str | None) -> str:
+    workdir = tempfile.mkdtemp(prefix="cp-bench-decisions-")
+    atexit.register(shutil.rmtree, workdir, True)
+    if database_url and database_url.startswith(("postgres://", "postgresql://")):
+        _ensure_postgres_database(database_url)
+    url = database_url or f"sqlite:///{workdir}/bench.sqlite3"
+    os.environ["DATABASE_URL"] = url
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "controlplane.settings")
+    os.environ.setdefault("SECRET_KEY", "bench-only-secret")
+    os.environ.setdefault("LOG_LEVEL", "WARNING")
+    os.environ.setdefault("CONTROLPLANE_VAR_DIR", workdir)
+    os.environ.pop("CELERY_BROKER_URL", None)  # tasks run inline: no broker
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    if database_url is None:
+        from django.db.backends.signals import connection_created
+
+        def no_fsync(sender: Any, connection: Any, **kwargs: Any) -> None:
+            # A throwaway file: durability is not measured, and waiting for
+            # the disk at every commit would dominate a simulated canary.
+            if connection.vendor == "sqlite":
+                with connection.cursor() as cursor:
+                    cursor.execute("PRAGMA synchronous = OFF")
+
+        connection_created.connect(no_fsync, weak=False)
+
+    call_command("migrate", verbosity=0)
+    return url
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=100, help="canaries per kind")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--kinds", default=",".join(DEFAULT_KINDS))
+    parser.add_argument(
+        "--report-fraction", type=float, default=DEFAULT_REPORT_FRACTION
+    )
+    parser.add_argument(
+        "--budget",
+        type=float,
+        default=None,
+        help="seconds: start no new round of canaries after this",
+    )
+    parser.add_argument("--duration-scale", type=float, default=None)
+    parser.add_argument(
+        "--database-url", default=None, help="default: a fresh SQLite file"
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="smoke run: 2 canaries per kind"
+    )
+    parser.add_argument(
+        "--json", default=None, help="also write every canary's result here"
+    )
+    args = parser.parse_args(argv)
+    kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
+    unknown = [k for k in kinds if k not in KINDS]
+    if unknown:
+        parser.error(f"unknown kind(s) {unknown}; known: {', '.join(KINDS)}")
+    if args.runs < 1 or not 0 < args.report_fraction <= 1:
+        parser.error("--runs must be >= 1 and --report-fraction in (0, 1]")
+    runs = 2 if args.quick else args.runs
+    url = _setup_django(args.database_url)
+    began = time.perf_counter()
+
+    def progress(result: CanaryResult) -> None:
+        sys.stderr.write(
+            f"{result.kind} #{result.run}: {result.outcome} in phase {result.phase} "
+            f"after {result.ended_after:,.0f} s ({result.check or '-'}), "
+            f"{result.events} events, {result.wall_seconds:.1f} s\n"
+        )
+
+    _, results = benchmark_run(
+        kinds=kinds,
+        runs=runs,
+        seed=args.seed,
+        report_fraction=args.report_fraction,
+        duration_scale=args.duration_scale,
+        budget=args.budget,
+        progress=progress,
+    )
+    if args.json:
+        import dataclasses
+        import json
+
+        Path(args.json).write_text(
+            json.dumps([dataclasses.asdict(r) for r in results], indent=1)
+        )
+    print(
+        f"database {url.split('@')[-1]}; {time.perf_counter() - began:,.0f} s of "
+        "wall time"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
