@@ -113,7 +113,9 @@ class Comparison:
     unit: error rate points (0.01 = 1 pp) or the relative change of the
     quantile (0.1 = 10% slower). ``more_events`` estimates how many times
     the current events the comparison needs before it can say
-    ``not_worse`` (1.0 when it already decided).
+    ``not_worse`` (1.0 when it already decided; None when no amount would:
+    no data, or the estimate itself is past the margin), so ``as_dict`` is
+    JSON without non-finite numbers.
     """
 
     metric: str
@@ -129,7 +131,7 @@ class Comparison:
     treated_events: int
     control_events: int
     drift_correction: str
-    more_events: float
+    more_events: float | None
     explanation: str
 
     def as_dict(self) -> dict:
@@ -387,7 +389,7 @@ def compare(
             treated_events=0,
             control_events=control_events,
             drift_correction="none",
-            more_events=math.inf,
+            more_events=None,
             explanation=(
                 f"{metric}: no treated merchant has events in both its baseline "
                 "and the current window yet: not yet (missing data never promotes)."
@@ -419,12 +421,12 @@ def compare(
         decision, rule = NOT_WORSE, "upper_bound_below_margin"
     else:
         decision, rule = NOT_YET, "interval_contains_margin"
-    more = 1.0
+    more: float | None = 1.0
     if decision == NOT_YET:
         room = scale_margin - estimate - half_fixed
         # Half-width shrinks roughly as 1/sqrt(events): the factor of events
         # the current part needs before the upper bound drops below m.
-        more = (half_cs / room) ** 2 if room > 0 and half_cs > 0 else math.inf
+        more = (half_cs / room) ** 2 if room > 0 and half_cs > 0 else None
     level = f"{(1 - alpha) * 100:g}%"
     text = (
         f"{metric}: treated {_fmt(metric, _to_unit(metric, estimate))} against "
@@ -438,7 +440,7 @@ def compare(
         text += "the lower bound exceeds the margin: worse."
     elif decision == NOT_WORSE:
         text += "the upper bound is below the margin: not worse."
-    elif math.isinf(more):
+    elif more is None:
         text += "the interval contains the margin: not yet."
     else:
         text += (

@@ -14,6 +14,7 @@ pre-rollout baseline for everyone), a 6 h baseline look-back (the recommended on
 
 from __future__ import annotations
 
+import json
 import math
 from statistics import NormalDist
 
@@ -431,3 +432,12 @@ def test_compare__p95_sampled_latencies__healthy_rarely_worse_and_30pct_caught()
     # Then
     assert false_worse <= sq.DEFAULT_ALPHA + _three_se(sq.DEFAULT_ALPHA, 40)
     assert caught >= 0.9
+
+
+def test_comparison_as_dict__no_data__json_without_non_finite_numbers():
+    # Given
+    result = sq.compare(metric="p95", treated=[])
+    # When
+    text = json.dumps(result.as_dict(), allow_nan=False)
+    # Then
+    assert json.loads(text)["more_events"] is None
