@@ -34,8 +34,8 @@ control), which does not.
 
 Guarantee. The interval is ``estimate +- (h_cs + h_fixed)``: ``h_cs`` is
 the two-sided normal-mixture confidence sequence of Howard et al. (2021,
-"Time-uniform, nonparametric, nonasymptotic confidence sequences", eq. for
-the normal mixture) at level ``0.8 * alpha`` in the information time
+"Time-uniform, nonparametric, nonasymptotic confidence sequences", the
+normal mixture) at level ``0.8 * alpha`` in the information time
 ``1 / variance`` of the current part, and ``h_fixed`` a fixed-sample
 interval at level ``0.2 * alpha`` for the fixed part. By Ville's inequality
 and a union bound the interval covers the true difference *at every look
@@ -44,8 +44,9 @@ normal approximation of the merchant-level estimate, variance plugged in,
 as in the asymptotic confidence sequences of Waudby-Smith et al. 2021). So
 however often the controller looks, ``P(worse ever) <= alpha`` when the
 true difference is ``<= m``, and ``P(not_worse ever) <= alpha`` when it is
-``>= m``. The mixture parameter is fixed by the margin alone (tightest
-where the half-width reaches ``m``), never by the data.
+``>= m``. The mixture is spread over precisions fixed by the margin alone
+(tightest where the half-width is ``m``, ``2m``, ... ``32m``), never by
+the data.
 """
 
 from __future__ import annotations
