@@ -10,7 +10,12 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PURE_MODULES = [
     path
-    for path in ("flags/engine.py", "flags/validation.py", "canary/health.py")
+    for path in (
+        "flags/engine.py",
+        "flags/validation.py",
+        "canary/health.py",
+        "canary/sequential.py",
+    )
     if (ROOT / path).exists()
 ]
 FORBIDDEN = ("django", "rest_framework")

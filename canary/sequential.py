@@ -1,0 +1,545 @@
+"""Always-valid, merchant-level comparisons for canary decisions.
+
+Pure: the standard library only (a test enforces no Django import), so the
+controller, the preflight, the report and the simulator share one
+computation.
+
+A comparison takes per-merchant aggregates -- events, failures and latency
+quantiles in a pre-rollout *baseline* window and in the *current* window --
+for the treated merchants and the control merchants, and answers:
+
+* ``worse``: the always-valid lower bound of ``d = treatment - comparison``
+  (higher is worse) exceeds the margin ``m``;
+* ``not_worse``: the upper bound is below ``m`` (non-inferiority);
+* ``not_yet``: neither, the interval still contains ``m``.
+
+Estimate. The merchant is the unit. Each merchant ``i`` gives its own
+difference ``d_i = current_i - baseline_i`` (error rate points, or the log
+ratio of a latency quantile), so a merchant that is simply more error-prone
+or slower than the fleet compares only with itself. The treated mean minus
+the control mean (difference in differences) removes the drift common to
+both cohorts over the same time. Means are weighted by ``1 / (1/n_current
++ 1/n_baseline)``, event counts only, so the weights do not depend on the
+outcomes. With no live control (a 100% phase) the caller passes the control
+cohort's last window, frozen; with no control at all the estimate is the
+treated merchants' change against their own baselines.
+
+Variance. Over merchants (cluster-robust: the spread of the ``d_i``), never
+over requests, floored by the within-merchant sampling variance (binomial
+for error rates, the asymptotic variance of a log-normal quantile for
+latencies) so that one or two merchants do not claim certainty. The
+variance is split in two parts: the *current* part, which shrinks as the
+phase collects events, and the *fixed* part (the baselines, and a frozen
+control), which does not.
+
+Guarantee. The interval is ``estimate +- (h_cs + h_fixed)``: ``h_cs`` is
+the two-sided normal-mixture confidence sequence of Howard et al. (2021,
+"Time-uniform, nonparametric, nonasymptotic confidence sequences", the
+normal mixture) at level ``0.8 * alpha`` in the information time
+``1 / variance`` of the current part, and ``h_fixed`` a fixed-sample
+interval at level ``0.2 * alpha`` for the fixed part. By Ville's inequality
+and a union bound the interval covers the true difference *at every look
+simultaneously* with probability at least ``1 - alpha`` (asymptotically:
+normal approximation of the merchant-level estimate, variance plugged in,
+as in the asymptotic confidence sequences of Waudby-Smith et al. 2021). So
+however often the controller looks, ``P(worse ever) <= alpha`` when the
+true difference is ``<= m``, and ``P(not_worse ever) <= alpha`` when it is
+``>= m``. The mixture is spread over precisions fixed by the margin alone
+(tightest where the half-width is ``m``, ``2m``, ... ``32m``), never by
+the data.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+from statistics import NormalDist
+
+WORSE, NOT_WORSE, NOT_YET = "worse", "not_worse", "not_yet"
+ERROR_RATE = "error_rate"
+QUANTILES: dict[str, float] = {"p50": 0.5, "p95": 0.95, "p99": 0.99}
+METRICS = frozenset({ERROR_RATE, *QUANTILES})
+
+DEFAULT_ALPHA = 0.05
+# Error rate: absolute points; latency quantiles: relative change.
+DEFAULT_MARGINS: dict[str, float] = {
+    ERROR_RATE: 0.005,
+    "p50": 0.10,
+    "p95": 0.10,
+    "p99": 0.15,
+}
+# Share of alpha spent on the fixed part (baselines, a frozen control).
+FIXED_SHARE = 0.2
+# A merchant's quantile needs this many events in a window to count: small
+# samples bias sample quantiles by an amount that differs between a short
+# current window and a long baseline, which differencing would not remove.
+MIN_QUANTILE_EVENTS: dict[str, int] = {"p50": 20, "p95": 60, "p99": 200}
+# The recommended pre-rollout look-back: the baselines' noise never shrinks
+# during a phase, so a look-back several times longer than the phases keeps
+# that fixed part of the interval small.
+DEFAULT_BASELINE_SECONDS = 6 * 3600
+# Spread of log latency assumed when a window has no p50 and p95 to
+# estimate it from.
+DEFAULT_LOG_SIGMA = 0.5
+_NORMAL = NormalDist()
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """One merchant's outcome events in one window."""
+
+    events: int
+    failures: int = 0
+    p50_ms: float | None = None
+    p95_ms: float | None = None
+    p99_ms: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MerchantAggregate:
+    """One merchant's baseline (pre-rollout) and current windows."""
+
+    merchant: str
+    baseline: Window
+    current: Window
+
+
+@dataclass(frozen=True, slots=True)
+class Comparison:
+    """The answer of one comparison, with everything that explains it.
+
+    ``estimate``, ``lower``, ``upper`` and ``margin`` are in the metric's
+    unit: error rate points (0.01 = 1 pp) or the relative change of the
+    quantile (0.1 = 10% slower). ``more_events`` estimates how many times
+    the current events the comparison needs before it can say
+    ``not_worse`` (1.0 when it already decided; None when no amount would:
+    no data, or the estimate itself is past the margin), so ``as_dict`` is
+    JSON without non-finite numbers.
+    """
+
+    metric: str
+    decision: str
+    rule: str
+    estimate: float | None
+    lower: float | None
+    upper: float | None
+    margin: float
+    alpha: float
+    treated_merchants: int
+    control_merchants: int
+    treated_events: int
+    control_events: int
+    drift_correction: str
+    more_events: float | None
+    explanation: str
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class _Group:
+    estimate: float
+    total_variance: float
+    current_variance: float
+    fixed_variance: float
+    merchants: int
+    events: int
+
+
+def _log_sigma(window: Window) -> float:
+    if window.p50_ms and window.p95_ms and window.p95_ms > window.p50_ms > 0:
+        return math.log(window.p95_ms / window.p50_ms) / _NORMAL.inv_cdf(0.95)
+    return DEFAULT_LOG_SIGMA
+
+
+def _quantile_variance_factor(q: float) -> float:
+    """Return ``Var(log q_hat) * n / sigma**2`` for a log-normal quantile."""
+    return q * (1 - q) / _NORMAL.pdf(_NORMAL.inv_cdf(q)) ** 2
+
+
+def _merchant_terms(
+    metric: str, items: Sequence[MerchantAggregate]
+) -> list[tuple[float, float, float, float, int]]:
+    """Return (d_i, weight, current var, baseline var, events) per usable
+    merchant; raise ValueError for impossible counts."""
+    terms = []
+    quantile = QUANTILES.get(metric)
+    if quantile is not None:
+        field, least = f"{metric}_ms", MIN_QUANTILE_EVENTS[metric]
+        factor = _quantile_variance_factor(quantile)
+    for item in items:
+        base, cur = item.baseline, item.current
+        if (
+            base.events < 0
+            or cur.events < 0
+            or not 0 <= base.failures <= base.events
+            or not 0 <= cur.failures <= cur.events
+        ):
+            raise ValueError(
+                f"merchant {item.merchant}: failures must be within 0..events"
+            )
+        n_b, n_c = base.events, cur.events
+        if quantile is None:
+            if n_b == 0 or n_c == 0:
+                continue
+            # Half a pseudo-failure keeps a window without failures from
+            # claiming zero variance.
+            smooth_b = (base.failures + 0.5) / (n_b + 1)
+            smooth_c = (cur.failures + 0.5) / (n_c + 1)
+            var_b = smooth_b * (1 - smooth_b) / n_b
+            var_c = smooth_c * (1 - smooth_c) / n_c
+            diff = cur.failures / n_c - base.failures / n_b
+        else:
+            value_b, value_c = getattr(base, field), getattr(cur, field)
+            if (
+                n_b < least
+                or n_c < least
+                or not value_b
+                or not value_c
+                or value_b <= 0
+                or value_c <= 0
+            ):
+                continue
+            var_b = factor * _log_sigma(base) ** 2 / n_b
+            var_c = factor * _log_sigma(cur) ** 2 / n_c
+            diff = math.log(value_c / value_b)
+        terms.append((diff, n_c * n_b / (n_c + n_b), var_c, var_b, n_c))
+    return terms
+
+
+def _group(metric: str, items: Sequence[MerchantAggregate]) -> _Group | None:
+    terms = _merchant_terms(metric, items)
+    if not terms:
+        return None
+    total_weight = estimate_sum = model_current = model_fixed = 0.0
+    events = 0
+    for diff, weight, var_c, var_b, n_c in terms:
+        total_weight += weight
+        estimate_sum += weight * diff
+        model_current += weight * weight * var_c
+        model_fixed += weight * weight * var_b
+        events += n_c
+    estimate = estimate_sum / total_weight
+    squared = total_weight * total_weight
+    model_current /= squared
+    model_fixed /= squared
+    count = len(terms)
+    robust = 0.0
+    if count > 1:
+        # Cluster-robust (sandwich) variance of a weighted mean, with the
+        # small-sample factor n / (n - 1).
+        for diff, weight, _, _, _ in terms:
+            robust += (weight * (diff - estimate)) ** 2
+        robust = robust / squared * count / (count - 1)
+    total = max(robust, model_current + model_fixed)
+    current = max(total - model_fixed, model_current)
+    return _Group(
+        estimate=estimate,
+        total_variance=current + model_fixed,
+        current_variance=current,
+        fixed_variance=model_fixed,
+        merchants=count,
+        events=events,
+    )
+
+
+# The mixture is spread over precisions tuned to half-widths of m, 2m, ...
+# 32m (equal weights): an average of martingales is a martingale, so the
+# guarantee holds, and the boundary stays near its best both at the margin
+# (where ``not_worse`` is decided) and far above it (a large regression on
+# little traffic), at about 10% extra width at the margin.
+MIXTURE_SCALES = (1, 2, 4, 8, 16, 32)
+
+
+@lru_cache(maxsize=64)
+def _best_ratio(alpha: float) -> tuple[float, float]:
+    """Return ``(r, f(r))`` minimising ``f(r) = (1+r) log((1+r)/(r a^2))``.
+
+    With ``rho = r * I`` one normal mixture is tightest at information
+    ``I``; its half-width there is ``sqrt(f(r) / I)``.
+    """
+    log_term = math.log(1 / alpha**2)
+    low, high = 1e-6, 10.0
+    for _ in range(100):  # f'(r) = log(1 + 1/r) + log_term - 1/r, increasing
+        mid = (low + high) / 2
+        if math.log1p(1 / mid) + log_term - 1 / mid < 0:
+            low = mid
+        else:
+            high = mid
+    ratio = (low + high) / 2
+    return ratio, (1 + ratio) * math.log((1 + ratio) / (ratio * alpha**2))
+
+
+@lru_cache(maxsize=256)
+def mixture_rhos(margin: float, alpha: float) -> tuple[float, ...]:
+    """Return the normal-mixture precisions for a check with this margin.
+
+    One per scale in ``MIXTURE_SCALES``: the precision whose boundary is
+    tightest where the half-width is ``scale * margin``. They depend on the
+    margin and alpha only, never on data, which the time-uniform guarantee
+    needs.
+    """
+    ratio, f_value = _best_ratio(alpha)
+    return tuple(ratio * f_value / (scale * margin) ** 2 for scale in MIXTURE_SCALES)
+
+
+def _log_mixture(
+    square: float, information: float, rhos: tuple[float, ...]
+) -> tuple[float, float]:
+    """Return the log of the equal-weight mixture martingale at ``S**2``
+    and its derivative in ``S**2``."""
+    logs = [
+        0.5 * math.log(rho / (information + rho)) + square / (2 * (information + rho))
+        for rho in rhos
+    ]
+    top = max(logs)
+    weights = [math.exp(v - top) for v in logs]
+    total = sum(weights)
+    slope = sum(
+        w / (2 * (information + rho)) for w, rho in zip(weights, rhos, strict=True)
+    )
+    return top + math.log(total / len(logs)), slope / total
+
+
+def cs_half_width(variance: float, rhos: tuple[float, ...], alpha: float) -> float:
+    """Return the two-sided normal-mixture confidence-sequence half-width.
+
+    For an estimate whose error behaves like ``S / I`` with ``S`` a
+    martingale of variance ``I = 1 / variance``: ``P(exists look: |error| >
+    half-width) <= alpha`` (Howard et al. 2021, the normal mixture, here
+    mixed over ``rhos``; Ville's inequality on the mixture martingale).
+    """
+    if variance <= 0:
+        return 0.0
+    information = 1 / variance
+    target = math.log(1 / alpha)
+    # Any one term reaching 1/alpha (weighted) bounds S**2 from above.
+    high = min(
+        2
+        * (information + rho)
+        * (target + math.log(len(rhos)) + 0.5 * math.log((information + rho) / rho))
+        for rho in rhos
+    )
+    # The log-mixture is convex and increasing in S**2: Newton's method
+    # started above the root descends to it monotonically.
+    for _ in range(50):
+        value, slope = _log_mixture(high, information, rhos)
+        step = (value - target) / slope
+        high -= step
+        if step <= 1e-9 * high:
+            break
+    return math.sqrt(high) / information
+
+
+def _to_unit(metric: str, value: float) -> float:
+    return value if metric == ERROR_RATE else math.expm1(value)
+
+
+def _fmt(metric: str, value: float) -> str:
+    if metric == ERROR_RATE:
+        return f"{value * 100:+.2f} pp"
+    return f"{value * 100:+.1f}%"
+
+
+def compare(
+    *,
+    metric: str,
+    treated: Sequence[MerchantAggregate],
+    control: Sequence[MerchantAggregate] = (),
+    control_is_frozen: bool = False,
+    margin: float | None = None,
+    alpha: float = DEFAULT_ALPHA,
+) -> Comparison:
+    """Compare the treated merchants with their baselines and the control.
+
+    ``metric`` is ``error_rate`` (margin in absolute points, default +0.5
+    pp) or ``p50``/``p95``/``p99`` (margin relative, default +10%/+10%/
+    +15%). ``control_is_frozen`` says the control aggregates are the
+    control's last window before a 100% phase: their whole variance is
+    fixed. The decision holds at every look with the guarantee in the
+    module docstring. Raise ValueError for an unknown metric, a margin that
+    is not positive, alpha outside (0, 1) or impossible counts.
+    """
+    if metric not in METRICS:
+        raise ValueError(f"unknown metric {metric!r} ({', '.join(sorted(METRICS))})")
+    margin = DEFAULT_MARGINS[metric] if margin is None else float(margin)
+    if not math.isfinite(margin) or margin <= 0:
+        raise ValueError("margin must be a positive number")
+    if not 0 < alpha < 1:
+        raise ValueError("alpha must be within (0, 1)")
+    scale_margin = margin if metric == ERROR_RATE else math.log1p(margin)
+    treated_group = _group(metric, treated)
+    control_group = _group(metric, control)
+    control_merchants = control_group.merchants if control_group else 0
+    control_events = control_group.events if control_group else 0
+    if treated_group is None:
+        return Comparison(
+            metric=metric,
+            decision=NOT_YET,
+            rule="no_data",
+            estimate=None,
+            lower=None,
+            upper=None,
+            margin=margin,
+            alpha=alpha,
+            treated_merchants=0,
+            control_merchants=control_merchants,
+            treated_events=0,
+            control_events=control_events,
+            drift_correction="none",
+            more_events=None,
+            explanation=(
+                f"{metric}: no treated merchant has events in both its baseline "
+                "and the current window yet: not yet (missing data never promotes)."
+            ),
+        )
+    estimate = treated_group.estimate
+    current_var = treated_group.current_variance
+    fixed_var = treated_group.fixed_variance
+    if control_group is None:
+        drift = "none"
+    elif control_is_frozen:
+        drift = "control's last window"
+        estimate -= control_group.estimate
+        fixed_var += control_group.total_variance
+    else:
+        drift = "control cohort"
+        estimate -= control_group.estimate
+        current_var += control_group.current_variance
+        fixed_var += control_group.fixed_variance
+    cs_alpha, fixed_alpha = alpha * (1 - FIXED_SHARE), alpha * FIXED_SHARE
+    rhos = mixture_rhos(scale_margin, cs_alpha)
+    half_cs = cs_half_width(current_var, rhos, cs_alpha)
+    half_fixed = _NORMAL.inv_cdf(1 - fixed_alpha / 2) * math.sqrt(fixed_var)
+    half = half_cs + half_fixed
+    lower, upper = estimate - half, estimate + half
+    if lower > scale_margin:
+        decision, rule = WORSE, "lower_bound_above_margin"
+    elif upper < scale_margin:
+        decision, rule = NOT_WORSE, "upper_bound_below_margin"
+    else:
+        decision, rule = NOT_YET, "interval_contains_margin"
+    more: float | None = 1.0
+    if decision == NOT_YET:
+        room = scale_margin - estimate - half_fixed
+        # Half-width shrinks roughly as 1/sqrt(events): the factor of events
+        # the current part needs before the upper bound drops below m.
+        more = (half_cs / room) ** 2 if room > 0 and half_cs > 0 else None
+    level = f"{(1 - alpha) * 100:g}%"
+    text = (
+        f"{metric}: treated {_fmt(metric, _to_unit(metric, estimate))} against "
+        f"{'their baselines' if drift == 'none' else 'their baselines, corrected by the ' + drift}"
+        f" ({level} always-valid interval {_fmt(metric, _to_unit(metric, lower))} to "
+        f"{_fmt(metric, _to_unit(metric, upper))}, margin {_fmt(metric, margin)}; "
+        f"{treated_group.merchants} treated merchants / {treated_group.events} events, "
+        f"{control_merchants} control / {control_events}): "
+    )
+    if decision == WORSE:
+        text += "the lower bound exceeds the margin: worse."
+    elif decision == NOT_WORSE:
+        text += "the upper bound is below the margin: not worse."
+    elif more is None:
+        text += "the interval contains the margin: not yet."
+    else:
+        text += (
+            f"the interval contains the margin: not yet (about {more:.1f}x the "
+            "current events needed to show not worse)."
+        )
+    return Comparison(
+        metric=metric,
+        decision=decision,
+        rule=rule,
+        estimate=_to_unit(metric, estimate),
+        lower=_to_unit(metric, lower),
+        upper=_to_unit(metric, upper),
+        margin=margin,
+        alpha=alpha,
+        treated_merchants=treated_group.merchants,
+        control_merchants=control_merchants,
+        treated_events=treated_group.events,
+        control_events=control_events,
+        drift_correction=drift,
+        more_events=more,
+        explanation=text,
+    )
+
+
+def minimum_detectable_effect(
+    *,
+    metric: str,
+    treated_merchants: int,
+    control_merchants: int,
+    events_per_merchant_per_minute: float,
+    phase_seconds: float,
+    baseline_seconds: float = DEFAULT_BASELINE_SECONDS,
+    baseline_rate: float = 0.01,
+    heavy_share: float = 0.0,
+    heavy_factor: float = 1.0,
+    log_sigma: float = DEFAULT_LOG_SIGMA,
+    margin: float | None = None,
+    alpha: float = DEFAULT_ALPHA,
+    power: float = 0.8,
+) -> float:
+    """Return the smallest regression ``compare`` says ``worse`` to by the
+    phase's end with probability ``power``.
+
+    Error rate: absolute points added to every merchant's rate; quantiles:
+    the relative slowdown. ``heavy_share`` of the merchants have
+    ``heavy_factor`` times ``baseline_rate`` (the heterogeneity that
+    differencing removes from the estimate but not from the noise). Traffic
+    is taken as equal per merchant, and only the last look counts (earlier
+    looks only add chances), so the figure errs on the large side. Raise
+    ValueError for an unknown metric or a phase without treated traffic.
+    """
+    if metric not in METRICS:
+        raise ValueError(f"unknown metric {metric!r}")
+    if treated_merchants < 1 or events_per_merchant_per_minute <= 0:
+        raise ValueError("a phase needs treated merchants with traffic")
+    if phase_seconds <= 0 or baseline_seconds <= 0:
+        raise ValueError("durations must be positive")
+    margin = DEFAULT_MARGINS[metric] if margin is None else margin
+    scale_margin = margin if metric == ERROR_RATE else math.log1p(margin)
+    cur_n = events_per_merchant_per_minute * phase_seconds / 60
+    base_n = events_per_merchant_per_minute * baseline_seconds / 60
+    cs_alpha = alpha * (1 - FIXED_SHARE)
+    z_fixed = _NORMAL.inv_cdf(1 - alpha * FIXED_SHARE / 2)
+    z_power = _NORMAL.inv_cdf(power)
+    rhos = mixture_rhos(scale_margin, cs_alpha)
+
+    def unit_variances(effect: float) -> tuple[float, float, float]:
+        """Return one merchant's (current, baseline) variance and the
+        baseline variance a control merchant adds to the current part."""
+        if metric == ERROR_RATE:
+            rates = [(1 - heavy_share, baseline_rate)]
+            if heavy_share:
+                rates.append((heavy_share, baseline_rate * heavy_factor))
+            var_b = sum(s * p * (1 - p) for s, p in rates) / base_n
+            var_c = (
+                sum(
+                    s * min(1.0, p + effect) * (1 - min(1.0, p + effect))
+                    for s, p in rates
+                )
+                / cur_n
+            )
+            var_c0 = sum(s * p * (1 - p) for s, p in rates) / cur_n
+            return var_c, var_b, var_c0
+        factor = _quantile_variance_factor(QUANTILES[metric]) * log_sigma**2
+        return factor / cur_n, factor / base_n, factor / cur_n
+
+    effect = scale_margin
+    for _ in range(20):  # the variance depends (a little) on the effect
+        var_c, var_b, var_c0 = unit_variances(effect)
+        current = var_c / treated_merchants
+        fixed = var_b / treated_merchants
+        if control_merchants:
+            current += var_c0 / control_merchants
+            fixed += var_b / control_merchants
+        half = cs_half_width(current, rhos, cs_alpha) + z_fixed * math.sqrt(fixed)
+        updated = scale_margin + half + z_power * math.sqrt(current + fixed)
+        if math.isclose(updated, effect, rel_tol=1e-6):
+            break
+        effect = updated
+    return _to_unit(metric, effect)
