@@ -1,21 +1,10 @@
-"""Admin for rollouts: phases, checks and latest check runs on one page,
-buttons for start / approve / pause / resume / abort / fail phase / roll
-back now (each with a confirmation page), and the explanation of every
-automatic decision.
-
-Nothing here assigns a field: the buttons and the add page call
-``canary.services`` with ``actor_for_user(request.user)``, so every change
-has its audit event. Rows are read-only in the admin.
-"""
+"""The rollout and check-run admins."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
-from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db.models import CharField, Count, OuterRef, QuerySet, Subquery
@@ -28,213 +17,16 @@ from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 
 from canary import services
-from canary.models import CheckRun, HealthCheck, Phase, Rollout, RolloutStatus
-from canary.templates_data import PLANS
-from canary.transitions import ACTIVE
-from controlplane.api.input import UntrustedInput, loads_json
-from controlplane.audit.actors import Actor, actor_for_user
+from canary.admin.actions import ACTIONS
+from canary.admin.forms import RolloutCreateForm
+from canary.models import CheckRun, HealthCheck, Phase, Rollout
+from controlplane.audit.actors import actor_for_user
 from controlplane.audit.admin import ReadOnlyAdminMixin, audit_history_url
 from controlplane.audit.models import AuditEvent
 from controlplane.exceptions import DomainError
 from flags import admin as flags_admin
-from flags.forms import untrusted_input_error
-from flags.models import Environment, Flag
 
-Status = RolloutStatus
 LATEST_RUNS = 20
-
-
-# -- forms --------------------------------------------------------------------
-
-
-class ReasonForm(forms.Form):
-    reason = forms.CharField(
-        max_length=500, required=False, widget=forms.TextInput(attrs={"size": 60})
-    )
-
-
-class RequiredReasonForm(forms.Form):
-    reason = forms.CharField(max_length=500, widget=forms.TextInput(attrs={"size": 60}))
-
-
-class RollbackForm(RequiredReasonForm):
-    level = forms.TypedChoiceField(
-        coerce=int,
-        initial=1,
-        choices=[
-            (1, "1: flag (restore the flag state captured at start)"),
-            (2, "2: deployment revert (needs a deployment)"),
-            (3, "3: migration revert (last resort)"),
-        ],
-    )
-
-
-class FailPhaseForm(RequiredReasonForm):
-    on_failure = forms.ChoiceField(
-        required=False,
-        choices=[
-            ("", "as the checks say (most severe on_failure)"),
-            ("pause", "pause"),
-            ("rollback_1", "rollback level 1"),
-            ("rollback_2", "rollback level 2"),
-            ("rollback_3", "rollback level 3"),
-        ],
-    )
-
-
-class RolloutCreateForm(forms.Form):
-    """Create a draft rollout from a named plan."""
-
-    flag = forms.ModelChoiceField(
-        queryset=Flag.objects.filter(archived=False), to_field_name="key"
-    )
-    environment = forms.ModelChoiceField(
-        queryset=Environment.objects.all(), to_field_name="key"
-    )
-    template = forms.ChoiceField(
-        choices=[
-            (name, f"{name}: {plan['description']}") for name, plan in PLANS.items()
-        ]
-    )
-    pilot_merchants = forms.CharField(
-        required=False, help_text="Merchant keys, comma-separated."
-    )
-    duration_scale = forms.FloatField(
-        required=False,
-        min_value=0.001,
-        max_value=100,
-        help_text="Multiply every phase duration (0.05 turns minutes into seconds).",
-    )
-    name = forms.CharField(required=False, max_length=200)
-    checks = forms.CharField(
-        required=False,
-        widget=forms.Textarea(attrs={"rows": 6, "cols": 80}),
-        help_text='A JSON list of health checks, e.g. [{"name": "errors", "provider": '
-        '"outcomes", "spec": {"metric": "error_rate"}, "threshold": 0.05}]',
-    )
-
-    def clean_checks(self) -> list:
-        raw = self.cleaned_data["checks"].strip()
-        if not raw:
-            return []
-        try:
-            value = loads_json(raw, allow_nul=False)
-        except UntrustedInput as exc:
-            raise untrusted_input_error(exc) from None
-        if isinstance(value, dict):
-            value = [value]
-        if not isinstance(value, list):
-            raise forms.ValidationError("a JSON list of check objects")
-        return value
-
-
-# -- buttons ------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class RolloutAction:
-    """One button: its confirmation page and the service it calls."""
-
-    name: str
-    label: str
-    intro: str
-    form_class: type[forms.Form]
-    apply: Callable[[Actor, Rollout, dict], Rollout]
-    shown_for: frozenset[str]
-
-
-def _start(actor: Actor, rollout: Rollout, data: dict) -> Rollout:
-    rollout, _ = services.rollout_start_checked(
-        rollout_id=rollout.pk, actor=actor, reason=data.get("reason", "")
-    )
-    return rollout
-
-
-ACTIONS: dict[str, RolloutAction] = {
-    action.name: action
-    for action in (
-        RolloutAction(
-            "start",
-            "Start",
-            "The preflight runs first: every check answers once, the flag "
-            "exists, and the rollback levels the checks ask for are possible. Then the flag "
-            "state is captured and phase 0 goes live.",
-            ReasonForm,
-            _start,
-            frozenset({Status.DRAFT}),
-        ),
-        RolloutAction(
-            "approve",
-            "Approve",
-            "Approve leaving the current phase: the rollout advances at "
-            "the next tick once the other gates are open.",
-            ReasonForm,
-            lambda actor, r, d: services.rollout_approve(
-                rollout_id=r.pk, actor=actor, reason=d.get("reason", "")
-            ),
-            frozenset(ACTIVE),
-        ),
-        RolloutAction(
-            "pause",
-            "Pause",
-            "The rollout stops advancing. Checks keep running, and a failure "
-            "still rolls back.",
-            RequiredReasonForm,
-            lambda actor, r, d: services.rollout_pause(
-                rollout_id=r.pk, actor=actor, reason=d["reason"]
-            ),
-            frozenset({Status.RUNNING, Status.AWAITING_APPROVAL}),
-        ),
-        RolloutAction(
-            "resume",
-            "Resume",
-            "The rollout runs again; the current phase's check counters start afresh.",
-            ReasonForm,
-            lambda actor, r, d: services.rollout_resume(
-                rollout_id=r.pk, actor=actor, reason=d.get("reason", "")
-            ),
-            frozenset({Status.PAUSED}),
-        ),
-        RolloutAction(
-            "abort",
-            "Abort",
-            "The rollout ends and the flag state and pilot overrides are put "
-            "back as they were captured at start.",
-            RequiredReasonForm,
-            lambda actor, r, d: services.rollout_abort(
-                rollout_id=r.pk, actor=actor, reason=d["reason"]
-            ),
-            frozenset({Status.DRAFT, *ACTIVE}),
-        ),
-        RolloutAction(
-            "fail-phase",
-            "Fail phase",
-            "Fail the current phase by hand: the rollout pauses or "
-            "rolls back as its checks' on_failure says (or as chosen here).",
-            FailPhaseForm,
-            lambda actor, r, d: services.rollout_fail_phase(
-                rollout_id=r.pk,
-                actor=actor,
-                reason=d["reason"],
-                on_failure=d.get("on_failure") or None,
-            ),
-            frozenset(ACTIVE),
-        ),
-        RolloutAction(
-            "rollback",
-            "Roll back now",
-            "Roll back now through the rollback engine. Level 1 "
-            "restores the flag state captured at start; levels 2 and 3 also revert the "
-            "deployment and its migrations. A rollout already rolled back escalates to "
-            "the level chosen (deployment revert, then migration revert).",
-            RollbackForm,
-            lambda actor, r, d: services.rollout_rollback(
-                rollout_id=r.pk, level=d["level"], actor=actor, reason=d["reason"]
-            ),
-            frozenset({*ACTIVE, Status.ROLLING_BACK, Status.ROLLED_BACK}),
-        ),
-    )
-}
 
 
 # -- inlines ------------------------------------------------------------------

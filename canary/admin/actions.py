@@ -1,0 +1,127 @@
+"""The rollout page's buttons: what each one asks and which service it calls."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from django import forms
+
+from canary import services
+from canary.admin.forms import (
+    FailPhaseForm,
+    ReasonForm,
+    RequiredReasonForm,
+    RollbackForm,
+)
+from canary.models import Rollout, RolloutStatus
+from canary.transitions import ACTIVE
+from controlplane.audit.actors import Actor
+
+Status = RolloutStatus
+
+
+@dataclass(frozen=True)
+class RolloutAction:
+    """One button: its confirmation page and the service it calls."""
+
+    name: str
+    label: str
+    intro: str
+    form_class: type[forms.Form]
+    apply: Callable[[Actor, Rollout, dict], Rollout]
+    shown_for: frozenset[str]
+
+
+def _start(actor: Actor, rollout: Rollout, data: dict) -> Rollout:
+    rollout, _ = services.rollout_start_checked(
+        rollout_id=rollout.pk, actor=actor, reason=data.get("reason", "")
+    )
+    return rollout
+
+
+ACTIONS: dict[str, RolloutAction] = {
+    action.name: action
+    for action in (
+        RolloutAction(
+            "start",
+            "Start",
+            "The preflight runs first: every check answers once, the flag "
+            "exists, and the rollback levels the checks ask for are possible. Then the flag "
+            "state is captured and phase 0 goes live.",
+            ReasonForm,
+            _start,
+            frozenset({Status.DRAFT}),
+        ),
+        RolloutAction(
+            "approve",
+            "Approve",
+            "Approve leaving the current phase: the rollout advances at "
+            "the next tick once the other gates are open.",
+            ReasonForm,
+            lambda actor, r, d: services.rollout_approve(
+                rollout_id=r.pk, actor=actor, reason=d.get("reason", "")
+            ),
+            frozenset(ACTIVE),
+        ),
+        RolloutAction(
+            "pause",
+            "Pause",
+            "The rollout stops advancing. Checks keep running, and a failure "
+            "still rolls back.",
+            RequiredReasonForm,
+            lambda actor, r, d: services.rollout_pause(
+                rollout_id=r.pk, actor=actor, reason=d["reason"]
+            ),
+            frozenset({Status.RUNNING, Status.AWAITING_APPROVAL}),
+        ),
+        RolloutAction(
+            "resume",
+            "Resume",
+            "The rollout runs again; the current phase's check counters start afresh.",
+            ReasonForm,
+            lambda actor, r, d: services.rollout_resume(
+                rollout_id=r.pk, actor=actor, reason=d.get("reason", "")
+            ),
+            frozenset({Status.PAUSED}),
+        ),
+        RolloutAction(
+            "abort",
+            "Abort",
+            "The rollout ends and the flag state and pilot overrides are put "
+            "back as they were captured at start.",
+            RequiredReasonForm,
+            lambda actor, r, d: services.rollout_abort(
+                rollout_id=r.pk, actor=actor, reason=d["reason"]
+            ),
+            frozenset({Status.DRAFT, *ACTIVE}),
+        ),
+        RolloutAction(
+            "fail-phase",
+            "Fail phase",
+            "Fail the current phase by hand: the rollout pauses or "
+            "rolls back as its checks' on_failure says (or as chosen here).",
+            FailPhaseForm,
+            lambda actor, r, d: services.rollout_fail_phase(
+                rollout_id=r.pk,
+                actor=actor,
+                reason=d["reason"],
+                on_failure=d.get("on_failure") or None,
+            ),
+            frozenset(ACTIVE),
+        ),
+        RolloutAction(
+            "rollback",
+            "Roll back now",
+            "Roll back now through the rollback engine. Level 1 "
+            "restores the flag state captured at start; levels 2 and 3 also revert the "
+            "deployment and its migrations. A rollout already rolled back escalates to "
+            "the level chosen (deployment revert, then migration revert).",
+            RollbackForm,
+            lambda actor, r, d: services.rollout_rollback(
+                rollout_id=r.pk, level=d["level"], actor=actor, reason=d["reason"]
+            ),
+            frozenset({*ACTIVE, Status.ROLLING_BACK, Status.ROLLED_BACK}),
+        ),
+    )
+}
