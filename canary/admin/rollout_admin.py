@@ -351,7 +351,8 @@ class RolloutAdmin(admin.ModelAdmin):
 
     def report_view(self, request: HttpRequest, object_id: int) -> HttpResponse:
         """The report (``canary.report``) with its verdict, as Markdown text."""
-        from canary.report import report_build, report_markdown
+        from canary.report import report_build
+        from canary.report_text import report_markdown
 
         rollout = get_object_or_404(Rollout, pk=object_id)
         if not self.has_view_permission(request, rollout):

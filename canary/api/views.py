@@ -23,7 +23,8 @@ from rest_framework.views import APIView
 from canary import services
 from canary.api import serializers as s
 from canary.models import CheckRun, HealthCheck, Rollout, RolloutStatus
-from canary.report import report_build, report_markdown
+from canary.report import report_build
+from canary.report_text import report_markdown
 from controlplane.api.pagination import Pagination
 from controlplane.api.permissions import HasModelPermission, request_actor
 from controlplane.exceptions import InvalidInput

@@ -14,9 +14,8 @@ from canary.report import (
     PROCEED,
     ROLL_BACK,
     report_build,
-    report_json,
-    report_markdown,
 )
+from canary.report_text import report_json, report_markdown
 from controlplane.audit.actors import SYSTEM
 from tests.canary_ui.conftest import record, run_to_completion
 

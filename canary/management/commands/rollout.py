@@ -320,7 +320,8 @@ class Command(BaseCommand):
         )
 
     def _report(self, options: dict) -> None:
-        from canary.report import report_build, report_json, report_markdown
+        from canary.report import report_build
+        from canary.report_text import report_json, report_markdown
 
         report = report_build(services.rollout_get(options["id"]))
         render = report_json if options["format"] == "json" else report_markdown
