@@ -12,7 +12,7 @@ import io
 
 import pytest
 
-from bench import decisions
+from bench import _decisions_fleet, decisions
 from canary.models import OutcomeEvent, Rollout, RolloutStatus
 
 HEADERS = (
@@ -31,7 +31,7 @@ HEADERS = (
 def test_n_star__one_to_three_percent__textbook_value():
     # Given: 1% vs 3%, one-sided alpha 0.05, power 80% (by hand: 604.9)
     # When
-    needed = decisions.n_star(0.01, 0.03)
+    needed = _decisions_fleet.n_star(0.01, 0.03)
     # Then
     assert needed == 605
 
