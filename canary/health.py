@@ -29,6 +29,23 @@ class Verdict:
     FAIL = "fail"
     INCONCLUSIVE = "inconclusive"
     ERROR = "error"
+    # A sequential comparison without enough evidence either way.
+    NOT_YET = "not_yet"
+
+
+# What a check says about the treatment, whatever its mode: a sequential
+# comparison answers these directly; a threshold check's pass reads as
+# "not worse", a failure as "worse", anything else as "not yet".
+WORSE, NOT_WORSE, NOT_YET = "worse", "not_worse", "not_yet"
+
+
+def answer_of(verdict: str | None) -> str:
+    """Return the answer (worse / not_worse / not_yet) a verdict gives."""
+    if verdict == Verdict.PASS:
+        return NOT_WORSE
+    if verdict == Verdict.FAIL:
+        return WORSE
+    return NOT_YET
 
 
 class CheckStatus:
@@ -250,6 +267,11 @@ def check_state_update(
         message = (
             f"inconclusive result {inconclusive} (limit {rules.inconclusive_limit})"
         )
+    elif verdict == Verdict.NOT_YET:
+        # Waiting for evidence is not a failure to measure: nothing counts
+        # toward a limit, and only a "not worse" keeps the check passing.
+        failures, errors = 0, 0
+        message = "not yet: not enough evidence either way"
     elif verdict == Verdict.ERROR:
         errors += 1
         delay = error_retry_delay(rules, errors)
@@ -308,6 +330,9 @@ class PhaseRules:
     max_duration: float | None = None
     requires_approval: bool = False
     is_last: bool = False
+    # "prove": advance only when every check passes ("not worse"); "guard":
+    # advance after min_duration unless a check failed ("worse").
+    gate: str = "prove"
 
 
 @dataclass(frozen=True, slots=True)
@@ -318,6 +343,11 @@ class GateCheck:
     state: CheckState
     min_samples: int = 1
     on_failure: str = "rollback_1"
+    # Dry-run checks are measured and shown but never decide.
+    dry_run: bool = False
+    # Why the check is not passing yet, in words (e.g. how much more
+    # traffic a comparison needs); shown in a hold or max_duration pause.
+    note: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -353,13 +383,15 @@ def phase_gate(
     ``pause``; otherwise the phase advances only when ``min_duration`` has
     passed, every check has at least ``min_samples`` passing results and
     is passing now, and approval is given where required (else
-    ``await_approval``). Past ``max_duration`` without being able to
+    ``await_approval``). A ``guard`` phase skips the passing condition: it
+    advances once ``min_duration`` has passed unless a check failed or is
+    stuck. Dry-run checks take no part. Past ``max_duration`` without being able to
     advance -> ``pause``. Anything short of that -> ``hold``: missing data
     never promotes. ``elapsed`` is the phase's time so far for both
     durations (the rollout's running time); without it, the wall time since
     ``phase_started_at``.
     """
-    checks = list(check_states)
+    checks = [c for c in check_states if not c.dry_run]
     failed = [c for c in checks if c.state.status == CheckStatus.FAILED]
     if failed:
         worst = max(failed, key=lambda c: ON_FAILURE_SEVERITY.get(c.on_failure, 1))
@@ -393,15 +425,22 @@ def phase_gate(
             f"min_duration: {elapsed:.0f}s of {phase.min_duration:.0f}s elapsed"
         )
     for check in checks:
+        if phase.gate == "guard":
+            # A guard phase waits for nothing but its soak: only a failure
+            # (above) or a stuck check stops it.
+            continue
+        note = f" ({check.note})" if check.note else ""
         if check.state.pass_count < check.min_samples:
             waiting.append(check.name)
             reasons.append(
                 f"check {check.name}: {check.state.pass_count} of {check.min_samples} "
-                "passing samples"
+                f"passing samples{note}"
             )
         elif check.state.status != CheckStatus.PASSING:
             waiting.append(check.name)
-            reasons.append(f"check {check.name} is {check.state.status}, not passing")
+            reasons.append(
+                f"check {check.name} is {check.state.status}, not passing{note}"
+            )
     if not reasons:
         if phase.requires_approval and not approved:
             return GateDecision(

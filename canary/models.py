@@ -45,6 +45,17 @@ class CheckMode(models.TextChoices):
     ABSOLUTE = "absolute", "Absolute threshold"
     RELATIVE = "relative", "Relative to baseline"
     COHORT = "cohort", "Treatment vs control cohort"
+    # Always-valid merchant-level comparison (canary.sequential): answers
+    # worse / not worse / not yet against the merchants' own baselines.
+    COMPARE = "compare", "Compare with baselines (sequential)"
+
+
+class Gate(models.TextChoices):
+    # Advance only once every check says "not worse" (and the soak passed).
+    PROVE = "prove", "Prove: advance on evidence of no harm"
+    # Advance after the soak unless a check says "worse" (a one-merchant
+    # pilot cannot prove a small difference in minutes).
+    GUARD = "guard", "Guard: advance after the soak unless worse"
 
 
 class NoDataVerdict(models.TextChoices):
@@ -72,6 +83,9 @@ class Verdict(models.TextChoices):
     FAIL = "fail", "Fail"
     INCONCLUSIVE = "inconclusive", "Inconclusive"
     ERROR = "error", "Error"
+    # A sequential comparison without enough evidence either way: waits,
+    # never counts toward inconclusive_limit (max_duration bounds it).
+    NOT_YET = "not_yet", "Not yet"
 
 
 class Outcome(models.TextChoices):
@@ -123,6 +137,9 @@ class Rollout(models.Model):
     captured_state = models.JSONField(null=True, blank=True)
     # Per check name: the value measured before start (relative mode).
     baseline = models.JSONField(default=dict, blank=True)
+    # Captured at start for compare checks: each merchant's outcome events
+    # in the look-back window before start (canary.baselines).
+    merchant_baseline = models.JSONField(default=dict, blank=True)
     # Index of the highest phase an operator approved; null = none.
     approved_phase = models.IntegerField(null=True, blank=True)
     pause_reason = models.CharField(max_length=500, blank=True)
@@ -182,6 +199,7 @@ class Phase(models.Model):
         null=True, blank=True, help_text="seconds"
     )
     requires_approval = models.BooleanField(default=False)
+    gate = models.CharField(max_length=5, choices=Gate.choices, default=Gate.PROVE)
 
     class Meta:
         ordering = ["rollout", "index"]
@@ -227,6 +245,13 @@ class HealthCheck(models.Model):
     )
     # Relative mode: 0.2 means up to 20% worse than the baseline is allowed.
     relative_tolerance = models.FloatField(default=0.2)
+    # Compare mode: the non-inferiority margin in the metric's unit (error
+    # rate points as a ratio, 0.01 = 1 pp; latency quantiles relative, 0.1 =
+    # 10% slower) and the error rate of the always-valid interval.
+    margin = models.FloatField(null=True, blank=True)
+    alpha = models.FloatField(default=0.05)
+    # Measured, recorded and shown; never holds, pauses or rolls back.
+    dry_run = models.BooleanField(default=False)
     interval = models.PositiveIntegerField(default=30, help_text="seconds")
     min_samples = models.PositiveIntegerField(default=1)
     failure_limit = models.PositiveIntegerField(default=0)
@@ -270,6 +295,14 @@ class HealthCheck(models.Model):
             ),
             models.CheckConstraint(
                 condition=Q(interval__gte=1), name="healthcheck_interval_positive"
+            ),
+            models.CheckConstraint(
+                condition=Q(alpha__gt=0) & Q(alpha__lt=0.5),
+                name="healthcheck_alpha_0_half",
+            ),
+            models.CheckConstraint(
+                condition=Q(margin__isnull=True) | Q(margin__gt=0),
+                name="healthcheck_margin_positive",
             ),
             models.CheckConstraint(
                 condition=Q(timeout__gt=0), name="healthcheck_timeout_positive"

@@ -2,12 +2,41 @@
 
 Each plan is a list of phase dicts in the shape ``rollout_create`` accepts.
 Pilot and internal phases get their merchants from the caller. Durations
-are seconds.
+are seconds. Pilot and internal phases are *guard* phases (a few merchants
+cannot prove a small difference in minutes: they advance after their soak
+unless a check says worse); percentage phases are *prove* phases (they
+advance only once every check says not worse).
+
+``DEFAULT_CHECKS`` is the recommended check set (docs/canary.md, "The
+default check set"): error rate and p95 latency of the outcome events,
+each compared by ``canary.sequential`` with the merchants' own baselines.
+A plan uses it when the caller gives no checks.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+DEFAULT_CHECKS: list[dict[str, Any]] = [
+    {
+        "name": "error_rate",
+        "provider": "outcomes",
+        "mode": "compare",
+        "spec": {"metric": "error_rate"},
+        "margin": 0.01,
+        "alpha": 0.05,
+        "interval": 30,
+    },
+    {
+        "name": "p95_latency",
+        "provider": "outcomes",
+        "mode": "compare",
+        "spec": {"metric": "p95_ms"},
+        "margin": 0.10,
+        "alpha": 0.05,
+        "interval": 30,
+    },
+]
 
 PLANS: dict[str, dict[str, Any]] = {
     "pilot-10-50-100": {
@@ -19,6 +48,7 @@ PLANS: dict[str, dict[str, Any]] = {
             {
                 "name": "pilot",
                 "target_type": "pilot",
+                "gate": "guard",
                 "min_duration": 600,
                 "max_duration": 3600,
             },
@@ -53,6 +83,7 @@ PLANS: dict[str, dict[str, Any]] = {
             {
                 "name": "pilot",
                 "target_type": "pilot",
+                "gate": "guard",
                 "min_duration": 600,
                 "requires_approval": True,
             },
@@ -85,7 +116,12 @@ PLANS: dict[str, dict[str, Any]] = {
             "rollout (pilot-10-50-100) is started."
         ),
         "phases": [
-            {"name": "internal", "target_type": "internal", "min_duration": 300},
+            {
+                "name": "internal",
+                "target_type": "internal",
+                "gate": "guard",
+                "min_duration": 300,
+            },
             {
                 "name": "staging 100%",
                 "target_type": "percentage",
@@ -98,7 +134,12 @@ PLANS: dict[str, dict[str, Any]] = {
     "demo-fast": {
         "description": "pilot -> 10% -> 50% -> 100% with 20-second phases, for the demo.",
         "phases": [
-            {"name": "pilot", "target_type": "pilot", "min_duration": 20},
+            {
+                "name": "pilot",
+                "target_type": "pilot",
+                "gate": "guard",
+                "min_duration": 20,
+            },
             {
                 "name": "10%",
                 "target_type": "percentage",

@@ -47,6 +47,7 @@ class PhaseInline(ReadOnlyInline):
         "min_duration",
         "max_duration",
         "requires_approval",
+        "gate",
     ]
     readonly_fields = fields
 

@@ -114,6 +114,7 @@ class PhaseOutputSerializer(serializers.ModelSerializer):
             "min_duration",
             "max_duration",
             "requires_approval",
+            "gate",
         ]
 
 
@@ -141,7 +142,7 @@ class HealthCheckOutputSerializer(serializers.ModelSerializer):
         help_text="pending, passing, failed, inconclusive, errored"
     )
     last_verdict = serializers.CharField(
-        help_text="pass, fail, inconclusive, error, or empty"
+        help_text="pass, fail, inconclusive, error, not_yet, or empty"
     )
 
     class Meta:
@@ -163,6 +164,9 @@ class HealthCheckOutputSerializer(serializers.ModelSerializer):
             "no_data",
             "on_failure",
             "timeout",
+            "margin",
+            "alpha",
+            "dry_run",
             "status",
             "state_phase",
             "pass_count",

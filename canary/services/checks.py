@@ -48,6 +48,9 @@ _CHECK_FIELDS = {
     "no_data",
     "on_failure",
     "timeout",
+    "margin",
+    "alpha",
+    "dry_run",
 }
 _DEFAULTS: dict[str, Any] = {
     "comparator": Comparator.LT,
@@ -62,6 +65,17 @@ _DEFAULTS: dict[str, Any] = {
     "no_data": NoDataVerdict.INCONCLUSIVE,
     "on_failure": OnFailure.ROLLBACK_1,
     "timeout": 10.0,
+    "margin": None,
+    "alpha": 0.05,
+    "dry_run": False,
+}
+# Compare mode: the outcomes metric names and the metric canary.sequential
+# compares for each.
+COMPARE_METRICS = {
+    "error_rate": "error_rate",
+    "p50_ms": "p50",
+    "p95_ms": "p95",
+    "p99_ms": "p99",
 }
 
 
@@ -200,6 +214,22 @@ def checks_clean(checks: Any) -> list[dict]:
                     "between 0 and 1",
                     field=f"{prefix}.threshold",
                 )
+        if check["mode"] == CheckMode.COMPARE:
+            _compare_clean(check, prefix)
+        elif check["margin"] is not None:
+            raise InvalidInput(
+                f"{prefix}.margin: only compare mode has a margin",
+                field=f"{prefix}.margin",
+            )
+        check["alpha"] = _number(check["alpha"], f"{prefix}.alpha", above=0)
+        if not check["alpha"] < 0.5:
+            raise InvalidInput(
+                f"{prefix}.alpha: must be below 0.5", field=f"{prefix}.alpha"
+            )
+        if not isinstance(check["dry_run"], bool):
+            raise InvalidInput(
+                f"{prefix}.dry_run: must be true or false", field=f"{prefix}.dry_run"
+            )
         check["relative_tolerance"] = _number(
             check["relative_tolerance"], f"{prefix}.relative_tolerance", minimum=0
         )
@@ -219,6 +249,42 @@ def checks_clean(checks: Any) -> list[dict]:
         )
         cleaned.append(check)
     return cleaned
+
+
+def _compare_clean(check: dict, prefix: str) -> None:
+    """Fill in and validate a compare-mode check (outcomes provider only:
+    it needs per-merchant events and baselines)."""
+    from canary import sequential
+
+    if check["provider"] != Provider.OUTCOMES:
+        raise InvalidInput(
+            f"{prefix}.mode: compare mode needs the outcomes provider",
+            field=f"{prefix}.mode",
+        )
+    metric = (
+        (check.get("spec") or {}).get("metric")
+        if isinstance(check.get("spec"), dict)
+        else None
+    )
+    if metric not in COMPARE_METRICS:
+        raise InvalidInput(
+            f"{prefix}.spec.metric: compare mode needs one of "
+            f"{', '.join(COMPARE_METRICS)}",
+            field=f"{prefix}.spec.metric",
+        )
+    if check["margin"] is None:
+        check["margin"] = sequential.DEFAULT_MARGINS[COMPARE_METRICS[metric]]
+    check["margin"] = _number(check["margin"], f"{prefix}.margin", above=0)
+    if metric == "error_rate" and not check["margin"] < 1:
+        raise InvalidInput(
+            f"{prefix}.margin: an error-rate margin is a ratio below 1 (0.01 = 1 pp)",
+            field=f"{prefix}.margin",
+        )
+    if check["threshold"] is not None:
+        raise InvalidInput(
+            f"{prefix}.threshold: compare mode has a margin, not a threshold",
+            field=f"{prefix}.threshold",
+        )
 
 
 def check_rules(check: HealthCheck) -> health.CheckRules:
@@ -457,15 +523,20 @@ def rollout_gate(
         else None,
         requires_approval=phase.requires_approval,
         is_last=phase.index == len(phases) - 1,
+        gate=phase.gate,
     )
+    checks = list(rollout.checks.order_by("id"))
+    notes = _waiting_notes(rollout, checks)
     gate_checks = [
         health.GateCheck(
             name=check.name,
             state=check_state(check, rollout.current_phase),
             min_samples=check.min_samples,
             on_failure=check.on_failure,
+            dry_run=check.dry_run,
+            note=notes.get(check.pk, ""),
         )
-        for check in rollout.checks.order_by("id")
+        for check in checks
     ]
     return health.phase_gate(
         now,
@@ -475,6 +546,33 @@ def rollout_gate(
         rollout_is_approved(rollout),
         elapsed=phase_running_time(rollout, now),
     )
+
+
+def _waiting_notes(rollout: Rollout, checks: list[HealthCheck]) -> dict[int, str]:
+    """Return, per compare check not passing in the current phase, what its
+    last measurement said it still needs (``detail["note"]``)."""
+    waiting = [
+        c.pk
+        for c in checks
+        if c.mode == CheckMode.COMPARE
+        and c.state_phase == rollout.current_phase
+        and c.last_verdict == Verdict.NOT_YET
+    ]
+    if not waiting:
+        return {}
+    notes: dict[int, str] = {}
+    for check_id in waiting:
+        detail = (
+            CheckRun.objects.filter(
+                health_check_id=check_id, phase_index=rollout.current_phase
+            )
+            .order_by("-measured_at", "-id")
+            .values_list("detail", flat=True)
+            .first()
+        )
+        if detail and detail.get("note"):
+            notes[check_id] = str(detail["note"])
+    return notes
 
 
 def rollout_is_approved(rollout: Rollout) -> bool:

@@ -6,7 +6,7 @@ import math
 from typing import Any
 
 from canary.exceptions import InvalidInput
-from canary.models import TargetType
+from canary.models import Gate, TargetType
 from canary.services._common import known_fields_object
 from flags.models import Environment, Flag, Merchant, ValueType
 
@@ -18,6 +18,7 @@ _PHASE_FIELDS = {
     "min_duration",
     "max_duration",
     "requires_approval",
+    "gate",
 }
 
 
@@ -41,7 +42,8 @@ def phases_clean(phases: Any) -> list[dict]:
 
     A phase is ``{"target_type": "pilot" | "percentage" | "internal",
     "percentage"?: 0..100, "pilot_merchants"?: [keys], "name"?,
-    "min_duration"?: s, "max_duration"?: s, "requires_approval"?: bool}``;
+    "min_duration"?: s, "max_duration"?: s, "requires_approval"?: bool,
+    "gate"?: "prove" | "guard"}``;
     ``target_type`` may be left out when ``percentage`` or
     ``pilot_merchants`` says it. Pilot and internal phases need merchants
     that exist and are active. Percentages never decrease (a split only
@@ -150,6 +152,13 @@ def phases_clean(phases: Any) -> list[dict]:
                 field=f"{prefix}.requires_approval",
             )
         phase["requires_approval"] = requires_approval
+        gate = raw.get("gate", Gate.PROVE)
+        if gate not in Gate.values:
+            raise InvalidInput(
+                f"{prefix}.gate: must be one of {', '.join(Gate.values)}",
+                field=f"{prefix}.gate",
+            )
+        phase["gate"] = gate
         cleaned.append(phase)
     return cleaned
 

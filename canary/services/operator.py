@@ -43,6 +43,9 @@ _CHECK_DEFINITION = (
     "no_data",
     "on_failure",
     "timeout",
+    "margin",
+    "alpha",
+    "dry_run",
 )
 
 
