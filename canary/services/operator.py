@@ -180,8 +180,11 @@ def rollout_preflight(
             )
         elif result["value"] is None:
             report.warnings.append(f"check {check.name} answered with no data yet")
-        if check.mode == CheckMode.RELATIVE and check.name not in (
-            rollout.baseline or {}
+        live = {"comparison_query", "comparison_column"} & set(check.spec or {})
+        if (
+            check.mode == CheckMode.RELATIVE
+            and not live
+            and check.name not in (rollout.baseline or {})
         ):
             if result["value"] is None:
                 report.problems.append(
