@@ -78,6 +78,13 @@ class RolloutCreateForm(forms.Form):
         '"outcomes", "spec": {"metric": "error_rate"}, "threshold": 0.05}]',
     )
 
+    check_template = forms.CharField(
+        required=False,
+        max_length=120,
+        help_text="A check template, NAME or NAME@VERSION (e.g. default): its "
+        "checks come before the ones above.",
+    )
+
     def clean_checks(self) -> list:
         raw = self.cleaned_data["checks"].strip()
         if not raw:
