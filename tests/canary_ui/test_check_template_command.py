@@ -259,3 +259,33 @@ def test_rollout_baseline__started__command_error(rollout_factory):
     # When / Then
     with pytest.raises(CommandError, match="the baseline is fixed once it starts"):
         run("rollout", "baseline", str(rollout.pk), "error_rate", "0.01")
+
+
+def test_rollout_start__dry_run_check_does_not_answer__started_with_warning(
+    rollout_factory,
+):
+    # Given: a dry-run http check against a port nobody listens on
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    rollout = rollout_factory(
+        checks=[
+            ERROR_RATE_CHECK,
+            {
+                "name": "health",
+                "provider": "http",
+                "timeout": 2,
+                "spec": {"url": f"http://127.0.0.1:{port}/health", "measure": "status"},
+                "threshold": 500,
+                "dry_run": True,
+            },
+        ]
+    )
+    # When
+    out = run("rollout", "start", str(rollout.pk))
+    # Then
+    assert "preflight warning: dry-run check health did not answer" in out
+    rollout.refresh_from_db()
+    assert rollout.status == "running"
