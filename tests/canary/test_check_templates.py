@@ -334,3 +334,49 @@ def test_rollout_create_from_template__check_template__plan_with_template_checks
     assert rollout.check_template == "payments@1"
     assert list(rollout.checks.values_list("name", flat=True)) == ["latency"]
     assert rollout.phases.count() == 4
+
+
+def test_rollout_create_from_template__no_checks__default_template_recorded(
+    flag, production, merchants
+):
+    # When: no checks and no template, before and after storing a "default"
+    builtin = services.rollout_create_from_template(
+        actor=SYSTEM,
+        template="pilot-10-50-100",
+        flag=flag,
+        environment=production,
+        pilot_merchants=["m-pilot"],
+    )
+    services.rollout_abort(rollout_id=builtin.pk, actor=SYSTEM, reason="next")
+    _create(name="default", checks=[ERRORS])
+    stored = services.rollout_create_from_template(
+        actor=SYSTEM,
+        template="pilot-10-50-100",
+        flag=flag,
+        environment=production,
+        pilot_merchants=["m-pilot"],
+    )
+    # Then
+    assert builtin.check_template == "default@0"
+    assert sorted(builtin.checks.values_list("name", flat=True)) == sorted(
+        c["name"] for c in DEFAULT_CHECKS
+    )
+    assert stored.check_template == "default@1"
+    assert list(stored.checks.values_list("name", flat=True)) == ["errors"]
+
+
+def test_rollout_create_from_template__empty_checks__none_and_no_template(
+    flag, production, merchants
+):
+    # When
+    rollout = services.rollout_create_from_template(
+        actor=SYSTEM,
+        template="pilot-10-50-100",
+        flag=flag,
+        environment=production,
+        pilot_merchants=["m-pilot"],
+        checks=[],
+    )
+    # Then
+    assert rollout.check_template == ""
+    assert not rollout.checks.exists()
