@@ -72,12 +72,8 @@ class HealthCheckInline(ReadOnlyInline):
 
     @admin.display(description="rule")
     def rule(self, check: HealthCheck) -> str:
-        symbols = {"lt": "<", "lte": "<=", "gt": ">", "gte": ">=", "eq": "="}
-        if check.mode == "absolute":
-            return f"{symbols.get(check.comparator)} {check.threshold:g}"
-        if check.mode == "relative":
-            return f"no more than {check.relative_tolerance:.0%} worse than baseline"
-        return f"treatment vs control, alpha {check.threshold or 0.05:g}"
+        # The same words as the check template pages (compare mode included).
+        return services.check_rule_text(services.health_check_definition(check))
 
     @admin.display(description="decides")
     def decides(self, check: HealthCheck) -> str:

@@ -5,6 +5,7 @@ The controller, admin, commands and API change state only through these.
 """
 
 from canary.services.check_templates import (
+    check_rule_text,
     check_template_archive,
     check_template_create,
     check_template_expand,
@@ -61,6 +62,7 @@ from canary.services.templates import (
 __all__ = [
     "SQL_CHECK_PERMISSION",
     "check_judge",
+    "check_rule_text",
     "check_template_archive",
     "check_template_create",
     "check_template_expand",

@@ -194,3 +194,27 @@ def test_rollout_admin__add_unknown_check_template__form_error(
     assert response.status_code == 200
     assert "unknown check template" in response.content.decode()
     assert not Rollout.objects.exists()
+
+
+def test_rollout_admin__add_without_checks__default_template_compare_rules(
+    admin_client, flag, merchants
+):
+    # When
+    created = admin_client.post(
+        "/admin/canary/rollout/add/",
+        {
+            "flag": flag.key,
+            "environment": "production",
+            "template": "pilot-10-50-100",
+            "pilot_merchants": "m-1001",
+            "checks": "",
+        },
+    )
+    rollout = Rollout.objects.get()
+    page = admin_client.get(f"/admin/canary/rollout/{rollout.pk}/change/")
+    # Then
+    assert created.status_code == 302
+    assert rollout.check_template == "default@0"
+    html = page.content.decode()
+    assert "not worse by 0.01, alpha 0.05" in html
+    assert "not worse by 0.1, alpha 0.05" in html

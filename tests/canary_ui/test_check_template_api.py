@@ -353,3 +353,19 @@ def test_openapi_schema__check_templates_and_baseline__documented(api):
     assert "/api/v1/check-templates/{name}/versions/{version}" in paths
     assert "/api/v1/check-templates/{name}/archive" in paths
     assert "/api/v1/rollouts/{id}/baseline" in paths
+
+
+def test_check_templates__sql_check_with_sql_permission__201(db, sql_checks_on):
+    # Given
+    sql_checks_on("default")
+    client = _client(*ALL, "manage_sql_checks", username="dba")
+    # When
+    response = send(
+        client,
+        "post",
+        "/api/v1/check-templates",
+        {"name": "db", "checks": [SQL_CHECK]},
+    )
+    # Then
+    assert response.status_code == 201, response.content
+    assert response.json()["checks"][0]["provider"] == "sql"
