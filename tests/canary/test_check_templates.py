@@ -380,3 +380,45 @@ def test_rollout_create_from_template__empty_checks__none_and_no_template(
     # Then
     assert rollout.check_template == ""
     assert not rollout.checks.exists()
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_check_template_update__four_writers_at_once__four_distinct_versions():
+    # Given
+    import threading
+
+    from django.db import connection
+
+    _create(checks=[ERRORS])
+    barrier = threading.Barrier(4)
+    errors: list[BaseException] = []
+
+    def write(threshold: float) -> None:
+        try:
+            barrier.wait(timeout=10)
+            services.check_template_update(
+                actor=SYSTEM,
+                name="payments",
+                checks=[{**ERRORS, "threshold": threshold}],
+            )
+        except BaseException as exc:  # reported to the test
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    # When
+    threads = [threading.Thread(target=write, args=(0.01 * (i + 1),)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    # Then: versions 2..5, each with its own audit event, none lost
+    assert errors == []
+    versions = list(
+        CheckTemplate.objects.filter(name="payments")
+        .order_by("version")
+        .values_list("version", flat=True)
+    )
+    assert versions == [1, 2, 3, 4, 5]
+    assert len(_events("check_template.version_created")) == 4
