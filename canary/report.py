@@ -158,6 +158,7 @@ def _checks(rollout: Rollout) -> list[dict]:
                 "inconclusive_limit": check.inconclusive_limit,
                 "consecutive_error_limit": check.consecutive_error_limit,
                 "on_failure": check.on_failure,
+                "dry_run": check.dry_run,
                 "status": check.status,
                 "verdicts": verdicts,
                 "summary": analysis.summary([run.value for run in runs]),
@@ -365,6 +366,9 @@ def _verdict(
     failed_events = {
         (e.details or {}).get("check") for e in events if e.action == "check.failed"
     }
+    dry = [check for check in checks if check.get("dry_run")]
+    # Dry-run checks never decide (the gate skips them): not in the verdict.
+    checks = [check for check in checks if not check.get("dry_run")]
     for check in checks:
         symbol = _SYMBOLS.get(check["comparator"], check["comparator"])
         if check["status"] == CheckStatus.FAILED or check["name"] in failed_events:
@@ -396,8 +400,13 @@ def _verdict(
                 f"cohort comparison ({metric.replace('_', ' ')}): "
                 f"{comparison['explanation']}"
             )
+    notes = [
+        f"check {check['name']} (dry run, not deciding): {check['status']}, "
+        f"{check['verdicts']['pass']} pass / {check['verdicts']['fail']} fail"
+        for check in dry
+    ]
     if back:
-        return ROLL_BACK, back
+        return ROLL_BACK, back + notes
     if rollout.started_at is None:
         fix.append(
             f"the rollout never started (status {rollout.status}): nothing was measured"
@@ -409,7 +418,7 @@ def _verdict(
             f"the rollout is paused: {rollout.pause_reason or 'no reason given'}"
         )
     if fix:
-        return FIX_AND_RETEST, fix
+        return FIX_AND_RETEST, fix + notes
     reasons = []
     if rollout.status == RolloutStatus.COMPLETED:
         reasons.append(f"all {rollout.phases.count()} phases completed")
@@ -430,7 +439,7 @@ def _verdict(
                 f"cohort comparison ({metric.replace('_', ' ')}): "
                 f"{comparison['explanation']}"
             )
-    return PROCEED, reasons
+    return PROCEED, reasons + notes
 
 
 def report_build(rollout: Rollout, *, now: dt.datetime | None = None) -> dict:
@@ -462,6 +471,7 @@ def report_build(rollout: Rollout, *, now: dt.datetime | None = None) -> dict:
             ),
             "pause_reason": rollout.pause_reason,
             "deployment": rollout.deployment_id,
+            "check_template": rollout.check_template,
         },
         "verdict": verdict,
         "reasons": reasons,

@@ -504,6 +504,9 @@ def check_run_record(
                         "consecutive_error_limit": check.consecutive_error_limit,
                     },
                     "on_failure": check.on_failure,
+                    # A dry-run check crosses its limits like any other, and
+                    # the gate ignores it: the event says nothing acts on it.
+                    "dry_run": check.dry_run,
                     "check_run": run.pk,
                 },
             )

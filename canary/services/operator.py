@@ -174,7 +174,12 @@ def rollout_preflight(
     for check in checks:
         result = _measure(check, rollout, now)
         report.checks.append(result)
-        if result["error"] is not None:
+        if result["error"] is not None and check.dry_run:
+            # A dry-run check never decides: its failure cannot block a start.
+            report.warnings.append(
+                f"dry-run check {check.name} did not answer: {result['error']}"
+            )
+        elif result["error"] is not None:
             report.problems.append(
                 f"check {check.name} did not answer: {result['error']}"
             )
