@@ -91,6 +91,7 @@ def table_print(rows: list[dict], out: IO[str], *, title: str) -> None:
         "delay time p50/p90",
         "delay intervals p50/p90",
         "n* events",
+        "p50 / n*",
         "n* time p50",
     ):
         table.add_column(header, justify="left" if header == "kind" else "right")
@@ -105,9 +106,12 @@ def table_print(rows: list[dict], out: IO[str], *, title: str) -> None:
             f"{_num(row['seconds_p50'], 's')} / {_num(row['seconds_p90'], 's')}",
             f"{_num(row['intervals_p50'])} / {_num(row['intervals_p90'])}",
             _num(row["n_star"]),
+            f"{row['events_p50'] / row['n_star']:.2f}"
+            if row["n_star"] and row["events_p50"] is not None
+            else "-",
             _num(row["n_star_seconds_p50"], "s"),
         )
-    Console(file=out, width=160, force_terminal=False, color_system=None).print(table)
+    Console(file=out, width=172, force_terminal=False, color_system=None).print(table)
     for row in rows:
         phases = row["rolled_back_by_phase"]
         out.write(
