@@ -29,6 +29,7 @@ import statistics
 from typing import Any
 
 from canary import sequential
+from canary.baselines import merchant_baseline_capture
 from canary.models import CheckMode, Rollout, TargetType
 from canary.services.checks import COMPARE_METRICS
 from controlplane.conf import setting
@@ -40,57 +41,8 @@ MARGINS_WORTH_CATCHING = 3.0
 # A merchant is error-prone when its failures exceed the typical rate's by
 # this many standard deviations and at least this factor.
 HEAVY_SIGMAS, HEAVY_FACTOR_MIN = 3.0, 2.0
-# Latency spread: at most this many recent events are read to estimate it.
-LATENCY_SAMPLE = 20_000
 _Z95 = statistics.NormalDist().inv_cdf(0.95)
 _LABELS = {"error_rate": "errors", "p50": "p50", "p95": "p95", "p99": "p99"}
-
-
-def _quantile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-def lookback_traffic(
-    rollout: Rollout, *, since: dt.datetime, until: dt.datetime
-) -> dict:
-    """Return the flag's outcome events in [since, until) per merchant, in
-    the shape of ``Rollout.merchant_baseline`` (``{"since", "until",
-    "seconds", "merchants": {key: {"events", "failures", "p50_ms",
-    "p95_ms"}}}``); quantiles from the latest ``LATENCY_SAMPLE`` events."""
-    from django.db.models import Count, Q
-
-    from canary.models import OutcomeEvent
-
-    events = OutcomeEvent.objects.filter(
-        environment_id=rollout.environment_id,
-        flag_key=rollout.flag.key,
-        occurred_at__gte=since,
-        occurred_at__lt=until,
-    )
-    merchants: dict[str, dict] = {
-        row["merchant_key"]: {"events": row["n"], "failures": row["failures"]}
-        for row in events.values("merchant_key").annotate(
-            n=Count("id"), failures=Count("id", filter=Q(outcome="failure"))
-        )
-    }
-    durations: dict[str, list[float]] = {}
-    for key, ms in (
-        events.exclude(duration_ms=None)
-        .order_by("-occurred_at")
-        .values_list("merchant_key", "duration_ms")[:LATENCY_SAMPLE]
-    ):
-        durations.setdefault(key, []).append(ms)
-    for key, values in durations.items():
-        if key in merchants and len(values) >= sequential.MIN_QUANTILE_EVENTS["p50"]:
-            merchants[key]["p50_ms"] = _quantile(values, 0.5)
-            merchants[key]["p95_ms"] = _quantile(values, 0.95)
-    return {
-        "since": since.isoformat(),
-        "until": until.isoformat(),
-        "seconds": (until - since).total_seconds(),
-        "merchants": merchants,
-    }
 
 
 def traffic_profile(merchants: dict[str, dict], seconds: float) -> dict:
@@ -268,9 +220,14 @@ def rollout_detectable(rollout: Rollout, *, now: dt.datetime) -> dict:
     if captured.get("merchants") is not None:
         traffic, source = captured, "merchant_baseline"
     else:
-        seconds = float(setting("CANARY_BASELINE_SECONDS"))
-        since = now - dt.timedelta(seconds=seconds)
-        traffic, source = lookback_traffic(rollout, since=since, until=now), "lookback"
+        # What rollout_start would capture now: one computation for both.
+        traffic = merchant_baseline_capture(
+            environment_key=rollout.environment.key,
+            flag_key=rollout.flag.key,
+            control_variation=rollout.control_variation,
+            now=now,
+        )
+        source = "lookback"
     baseline_seconds = float(traffic.get("seconds") or 0) or float(
         setting("CANARY_BASELINE_SECONDS")
     )
