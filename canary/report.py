@@ -381,6 +381,13 @@ def report_build(rollout: Rollout, *, now: dt.datetime | None = None) -> dict:
     evidence = phases_evidence(rollout, events)
     cohorts = _cohorts(rollout, phases, now)
     verdict, reasons, notes = verdict_derive(rollout, checks, evidence, events)
+    detectable = None
+    if (rollout.merchant_baseline or {}).get("merchants") is not None:
+        from canary.detectability import rollout_detectable
+
+        # What each phase could detect with the baselines captured at start:
+        # how much a "not worse" (or no "worse") was worth.
+        detectable = rollout_detectable(rollout, now=now)
     return {
         "rollout": {
             "id": rollout.pk,
@@ -407,6 +414,7 @@ def report_build(rollout: Rollout, *, now: dt.datetime | None = None) -> dict:
         "notes": notes,
         "phases": phases,
         "evidence": evidence,
+        "detectable": detectable,
         "checks": checks,
         "cohorts": cohorts,
         "rollbacks": _rollbacks(rollout),

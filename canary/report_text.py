@@ -133,6 +133,16 @@ def report_markdown(report: dict) -> str:
             f"{p['ended_at'] or '-'} | {_fmt(p['duration_seconds'])} | {p['outcome']} |"
         )
     out += ["", *_evidence_lines(report)]
+    detectable = report.get("detectable")
+    if detectable and detectable.get("phases"):
+        out += [
+            "## What each phase could detect",
+            "",
+            "From the baselines captured at start; at 80% power (docs/canary.md).",
+            "",
+            *[f"- {phase['summary']}" for phase in detectable["phases"]],
+            "",
+        ]
     out += ["## Checks", ""]
     if not report["checks"]:
         out.append("No health checks.")

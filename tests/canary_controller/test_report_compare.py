@@ -50,6 +50,12 @@ def test_report__controller_completed_healthy__proceed_with_its_numbers(
     )
     assert entry["upper"] == cited["upper"] < entry["margin"]
     assert entry["cited_by_decision"] == cited
+    # ... and what each phase could detect with the baselines captured
+    detectable = report["detectable"]
+    assert detectable["baseline"]["source"] == "merchant_baseline"
+    assert detectable["baseline"]["merchants"] == 40
+    assert [p["treated_merchants"] for p in detectable["phases"]] == [1, 20, 40]
+    assert "## What each phase could detect" in report_markdown(report)
     assert any(
         r.startswith("phase 1 (50%), prove: error_rate not worse")
         for r in report["reasons"]
