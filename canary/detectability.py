@@ -198,6 +198,43 @@ def _warning(phase: Any, entry: dict, seconds: float, basis: str) -> str | None:
     )
 
 
+def _summary(
+    phase: Any,
+    entries: list[dict],
+    treated: int,
+    profile: dict,
+    seconds: float,
+    basis: str,
+) -> str:
+    """Return e.g. "10%: ~10 merchants, ~30 events/min each, 15 min
+    (max_duration): detects +0.9 pp errors, +12% p95 at 80% power"."""
+    rate = profile["events_per_merchant_per_minute"]
+    head = (
+        f"{phase.name}: ~{treated} merchant{'s' if treated != 1 else ''}, "
+        f"~{rate:.3g} events/min each"
+        if treated
+        else f"{phase.name}: no treated merchant with look-back traffic"
+    )
+
+    def label(entry: dict) -> str:
+        return _LABELS[entry["metric"]] + (" (dry run)" if entry["dry_run"] else "")
+
+    measured = [e for e in entries if e["mde"] is not None]
+    blind = [e for e in entries if e["mde"] is None]
+    parts = []
+    if measured:
+        parts.append(
+            "detects "
+            + ", ".join(
+                f"{_effect(e['metric'], e['mde'])} {label(e)}" for e in measured
+            )
+            + f" at {POWER:.0%} power"
+        )
+    if blind:
+        parts.append("cannot measure " + ", ".join(label(e) for e in blind))
+    return f"{head}, {_minutes(seconds)} ({basis}): " + "; ".join(parts)
+
+
 def rollout_detectable(rollout: Rollout, *, now: dt.datetime) -> dict:
     """Return per phase what each compare check can detect (see module):
     ``{"baseline": {source, since, until, seconds, merchants, events,
@@ -268,7 +305,9 @@ def rollout_detectable(rollout: Rollout, *, now: dt.datetime) -> dict:
             entry = {
                 "check": check.name,
                 "metric": metric,
-                "margin": check.margin,
+                "margin": check.margin
+                if check.margin is not None
+                else sequential.DEFAULT_MARGINS[metric],
                 "alpha": check.alpha,
                 "dry_run": check.dry_run,
                 "mde": mde,
@@ -278,15 +317,7 @@ def rollout_detectable(rollout: Rollout, *, now: dt.datetime) -> dict:
             warning = None if check.dry_run else _warning(phase, entry, seconds, basis)
             if warning:
                 result["warnings"].append(warning)
-        detects = ", ".join(
-            (
-                f"{_effect(e['metric'], e['mde'])} {_LABELS[e['metric']]}"
-                if e["mde"] is not None
-                else f"cannot measure {_LABELS[e['metric']]}"
-            )
-            + (" (dry run)" if e["dry_run"] else "")
-            for e in entries
-        )
+        summary = _summary(phase, entries, treated, profile, seconds, basis)
         rate = profile["events_per_merchant_per_minute"]
         result["phases"].append(
             {
@@ -299,11 +330,7 @@ def rollout_detectable(rollout: Rollout, *, now: dt.datetime) -> dict:
                 "control_merchants": control,
                 "events_per_merchant_per_minute": rate,
                 "checks": entries,
-                "summary": (
-                    f"{phase.name}: ~{treated} merchant{'s' if treated != 1 else ''}, "
-                    f"~{rate:.3g} events/min each, {_minutes(seconds)} ({basis}): "
-                    f"detects {detects} at {POWER:.0%} power"
-                ),
+                "summary": summary,
             }
         )
     return result

@@ -154,8 +154,11 @@ def test_rollout_preflight__phase_too_short_for_p95__says_why_nothing(fleet_roll
     p95 = detectable["phases"][0]["checks"][1]
     assert p95["mde"] is None
     assert p95["why"].startswith("~10 events per merchant in 10 min, below the 60")
-    assert "detects +" in detectable["phases"][0]["summary"]
-    assert "errors, cannot measure p95 at 80%" in detectable["phases"][0]["summary"]
+    summary = detectable["phases"][0]["summary"]
+    assert summary.startswith(
+        "pilot: ~1 merchant, ~1 events/min each, 10 min (min_duration): detects +"
+    )
+    assert summary.endswith(" pp errors at 80% power; cannot measure p95")
 
 
 def test_rollout_preflight__no_lookback_traffic__warns_no_baselines(rollout_factory):
@@ -212,6 +215,10 @@ def test_rollout_detectable__started__reads_merchant_baseline(rollout_factory):
     assert 0.01 < ten["checks"][0]["mde"] < 0.03
     assert not any(w.startswith("phase 10%") for w in detectable["warnings"])
     # the pilot merchant has no captured traffic: it can detect nothing
+    assert detectable["phases"][0]["summary"] == (
+        "pilot: no treated merchant with look-back traffic, 10 min (min_duration): "
+        "cannot measure errors, p95"
+    )
     assert detectable["phases"][0]["checks"][0]["why"].startswith(
         "its merchants (m-1001) have no outcome events in the look-back window"
     )
