@@ -346,3 +346,21 @@ def test_report__raw_cohort_totals_worse__context_only(rollout_factory, producti
     )
     assert "verdict" not in overall and "p = " not in markdown
     assert "## Treatment vs control (context)" in markdown
+
+
+def test_report__worse_recorded_after_advance__never_proceed(rollout_factory):
+    # Given: a measurement of the 10% phase that came in after the advance
+    # said worse (it crossed no limit: the phase was over), then completed
+    rollout = rollout_factory(started=True, phases=PHASES, checks=[ERRORS])
+    advance(rollout)
+    measure(rollout, "errors", comparison(**HEALTHY))
+    advance(rollout)
+    measure(rollout, "errors", comparison(**WORSE), phase=1)
+    measure(rollout, "errors", comparison(**HEALTHY))
+    advance(rollout)
+    # When
+    report = report_build(rollout)
+    # Then
+    assert report["verdict"] == ROLL_BACK
+    entry = report["evidence"][1]["checks"][0]
+    assert (entry["answer"], entry["latest_answer"]) == ("not_worse", "worse")
