@@ -267,3 +267,17 @@ def test_rollout_start_api__answer_carries_detectable(api, fleet_rollout):
     detectable = response.json()["preflight"]["detectable"]
     assert [p["name"] for p in detectable["phases"]] == ["pilot", "10%", "50%", "100%"]
     assert detectable["phases"][1]["checks"][0]["metric"] == "error_rate"
+
+
+def test_rollout_start_command__prints_what_each_phase_detects(fleet_rollout, capsys):
+    # Given
+    rollout, _, _ = fleet_rollout
+    # When
+    call_command("rollout", "start", str(rollout.pk))
+    # Then
+    out = capsys.readouterr().out
+    assert (
+        "preflight: 50%: ~10 merchants, ~1 events/min each, 60 min (max_duration)"
+        in out
+    )
+    assert f"rollout {rollout.pk} running: phase 0 (pilot) is live" in out
