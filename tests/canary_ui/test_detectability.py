@@ -9,7 +9,9 @@ the events describe.
 from __future__ import annotations
 
 import datetime as dt
+import math
 import random
+import statistics
 
 import pytest
 from django.core.management import call_command
@@ -281,3 +283,41 @@ def test_rollout_start_command__prints_what_each_phase_detects(fleet_rollout, ca
         in out
     )
     assert f"rollout {rollout.pk} running: phase 0 (pilot) is live" in out
+
+
+def test_rollout_detectable__docs_example__same_figures(rollout_factory):
+    # Given: docs/canary.md's example: 100 merchants at 30 events/min over
+    # 6 h, 20% of them at 5x a 1% error rate, log latency spread 0.5
+    rollout = rollout_factory(phases=PHASES, checks=DEFAULT_CHECKS)
+    p95 = 100 * math.exp(0.5 * statistics.NormalDist().inv_cdf(0.95))
+    keys = ["m-1001", *(f"m-{3000 + i}" for i in range(99))]
+    rollout.merchant_baseline = {
+        "seconds": 21600,
+        "merchants": {
+            key: {
+                "events": 10800,
+                "failures": 540 if i % 5 == 4 else 108,
+                "p50_ms": 100.0,
+                "p95_ms": p95,
+            }
+            for i, key in enumerate(keys)
+        },
+    }
+    # When
+    detectable = rollout_detectable(rollout, now=clock.now())
+    # Then
+    pilot, ten = (p["summary"] for p in detectable["phases"][:2])
+    assert pilot == (
+        "pilot: ~1 merchant, ~30 events/min each, 10 min (min_duration): detects "
+        "+6.1 pp errors, +31% p95 at 80% power"
+    )
+    assert ten == (
+        "10%: ~10 merchants, ~30 events/min each, 30 min (max_duration): detects "
+        "+1.1 pp errors, +11% p95 at 80% power"
+    )
+    assert detectable["warnings"][:2] == [
+        "the pilot phase can catch only gross regressions (> +6.1 pp errors (check "
+        "error_rate), margin +1.0 pp) in its 10 min",
+        "the pilot phase can catch only gross regressions (> +31% p95 (check "
+        "p95_latency), margin +10%) in its 10 min",
+    ]
