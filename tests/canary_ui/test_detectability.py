@@ -309,15 +309,15 @@ def test_rollout_detectable__docs_example__same_figures(rollout_factory):
     pilot, ten = (p["summary"] for p in detectable["phases"][:2])
     assert pilot == (
         "pilot: ~1 merchant, ~30 events/min each, 10 min (min_duration): detects "
-        "+6.1 pp errors, +31% p95 at 80% power"
+        "+5.9 pp errors, +30% p95 at 80% power"
     )
     assert ten == (
         "10%: ~10 merchants, ~30 events/min each, 30 min (max_duration): detects "
         "+1.1 pp errors, +11% p95 at 80% power"
     )
-    assert detectable["warnings"][:2] == [
-        "the pilot phase can catch only gross regressions (> +6.1 pp errors (check "
+    # errors beyond 3 margins: a warning; p95 just within them: none (the
+    # other warnings are the 100% phase's, which has no duration here)
+    assert [w for w in detectable["warnings"] if "100%" not in w] == [
+        "the pilot phase can catch only gross regressions (> +5.9 pp errors (check "
         "error_rate), margin +1.0 pp) in its 10 min",
-        "the pilot phase can catch only gross regressions (> +31% p95 (check "
-        "p95_latency), margin +10%) in its 10 min",
     ]
