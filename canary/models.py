@@ -140,6 +140,10 @@ class Rollout(models.Model):
     # Captured at start for compare checks: each merchant's outcome events
     # in the look-back window before start (canary.baselines).
     merchant_baseline = models.JSONField(default=dict, blank=True)
+    # The check template the checks came from, "name@version" (blank: none).
+    # The checks themselves are copied at create: a later template version
+    # never changes a rollout.
+    check_template = models.CharField(max_length=120, blank=True)
     # Index of the highest phase an operator approved; null = none.
     approved_phase = models.IntegerField(null=True, blank=True)
     pause_reason = models.CharField(max_length=500, blank=True)
@@ -364,3 +368,41 @@ class OutcomeEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.flag_key}:{self.merchant_key}={self.variation} {self.outcome}"
+
+
+class CheckTemplate(models.Model):
+    """A named, versioned set of health checks that rollouts reference.
+
+    Versions are immutable: a change is a new row with the next version
+    (``canary.services.check_template_update``). ``checks`` holds the
+    definitions as ``checks_clean`` returns them.
+    """
+
+    name = models.CharField(max_length=100)
+    version = models.PositiveIntegerField()
+    description = models.CharField(max_length=500, blank=True)
+    checks = models.JSONField(default=list)
+    # An archived version is never picked by a new rollout; rollouts that
+    # already reference it keep their copy of its checks.
+    archived = models.BooleanField(default=False)
+    created_by = models.CharField(max_length=150, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name", "-version"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["name", "version"], name="checktemplate_unique_version"
+            ),
+            models.CheckConstraint(
+                condition=Q(version__gte=1), name="checktemplate_version_positive"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.reference
+
+    @property
+    def reference(self) -> str:
+        """Return ``name@version``, the form rollouts record."""
+        return f"{self.name}@{self.version}"

@@ -408,6 +408,7 @@ def report_build(rollout: Rollout, *, now: dt.datetime | None = None) -> dict:
             ),
             "pause_reason": rollout.pause_reason,
             "deployment": rollout.deployment_id,
+            "check_template": rollout.check_template,
         },
         "verdict": verdict,
         "reasons": reasons,

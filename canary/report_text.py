@@ -114,6 +114,11 @@ def report_markdown(report: dict) -> str:
         + (f", paused: {r['pause_reason']}" if r["pause_reason"] else ""),
         f"- Started {r['started_at'] or '-'}, finished {r['finished_at'] or '-'}, "
         f"duration {_fmt(r['duration_seconds'])} s",
+        *(
+            [f"- Checks from template `{r['check_template']}`"]
+            if r.get("check_template")
+            else []
+        ),
         "",
         f"## Verdict: {report['verdict'].upper()}",
         "",
@@ -146,6 +151,11 @@ def report_markdown(report: dict) -> str:
     out += ["## Checks", ""]
     if not report["checks"]:
         out.append("No health checks.")
+    elif any(c.get("dry_run") for c in report["checks"]):
+        out += [
+            "Checks marked (dry run) are measured and shown but never decide.",
+            "",
+        ]
     for c in report["checks"]:
         symbol = _SYMBOLS.get(c["comparator"], c["comparator"])
         rule = (
@@ -161,8 +171,8 @@ def report_markdown(report: dict) -> str:
         )
         v = c["verdicts"]
         out += [
-            f"### {c['name']} ({c['provider']}, {c['mode']}"
-            f"{', dry run' if c['dry_run'] else ''}): {c['status']}",
+            f"### {c['name']} ({c['provider']}, {c['mode']}): {c['status']}"
+            + (" (dry run)" if c.get("dry_run") else ""),
             "",
             f"Rule: {rule}; min samples {c['min_samples']}, failure limit "
             f"{c['failure_limit']}, inconclusive limit {c['inconclusive_limit']}, error limit "

@@ -116,6 +116,12 @@ def verdict_derive(
                     "not 'not worse': it should not have advanced, so nothing proves "
                     "the treatment not worse there"
                 )
+    notes += [
+        f"check {check['name']} (dry run, not deciding): {check['status']}, "
+        f"{check['verdicts']['pass']} pass / {check['verdicts']['fail']} fail"
+        for check in checks
+        if check["dry_run"]
+    ]
     if back:
         return ROLL_BACK, back, notes
     for check in checks:

@@ -8,4 +8,7 @@ Nothing here assigns a field: the buttons and the add page call
 has its audit event. Rows are read-only in the admin.
 """
 
-from canary.admin import rollout_admin  # noqa: F401  (registers the admins)
+from canary.admin import (  # noqa: F401  (registers the admins)
+    check_template_admin,
+    rollout_admin,
+)

@@ -75,13 +75,23 @@ class RolloutCreateForm(forms.Form):
         required=False,
         widget=forms.Textarea(attrs={"rows": 6, "cols": 80}),
         help_text='A JSON list of health checks, e.g. [{"name": "errors", "provider": '
-        '"outcomes", "spec": {"metric": "error_rate"}, "threshold": 0.05}]',
+        '"outcomes", "spec": {"metric": "error_rate"}, "threshold": 0.05}]; empty, '
+        "with no check template: the default check set (check template default).",
     )
 
-    def clean_checks(self) -> list:
+    check_template = forms.CharField(
+        required=False,
+        max_length=120,
+        help_text="A check template, NAME or NAME@VERSION (e.g. default): its "
+        "checks come before the ones above.",
+    )
+
+    def clean_checks(self) -> list | None:
         raw = self.cleaned_data["checks"].strip()
         if not raw:
-            return []
+            # No checks and no check template: the template "default", as in
+            # the command and the API (rollout_create_from_template).
+            return None
         try:
             value = loads_json(raw, allow_nul=False)
         except UntrustedInput as exc:

@@ -56,6 +56,7 @@ class HealthCheckInline(ReadOnlyInline):
     model = HealthCheck
     fields = [
         "name",
+        "decides",
         "provider",
         "rule",
         "status",
@@ -71,12 +72,13 @@ class HealthCheckInline(ReadOnlyInline):
 
     @admin.display(description="rule")
     def rule(self, check: HealthCheck) -> str:
-        symbols = {"lt": "<", "lte": "<=", "gt": ">", "gte": ">=", "eq": "="}
-        if check.mode == "absolute":
-            return f"{symbols.get(check.comparator)} {check.threshold:g}"
-        if check.mode == "relative":
-            return f"no more than {check.relative_tolerance:.0%} worse than baseline"
-        return f"treatment vs control, alpha {check.threshold or 0.05:g}"
+        # The same words as the check template pages (compare mode included).
+        return services.check_rule_text(services.health_check_definition(check))
+
+    @admin.display(description="decides")
+    def decides(self, check: HealthCheck) -> str:
+        # A dry-run check is measured and shown; the gate never reads it.
+        return "no (dry run)" if check.dry_run else "yes"
 
     @admin.display(description="limits (fail / inconclusive / error)")
     def limits(self, check: HealthCheck) -> str:
@@ -129,6 +131,7 @@ class RolloutAdmin(admin.ModelAdmin):
         "environment",
         "deployment",
         "max_level",
+        "check_template",
         "status",
         "phase",
         "explanation",
@@ -301,9 +304,19 @@ class RolloutAdmin(admin.ModelAdmin):
         form = RolloutCreateForm(request.POST or None)
         if request.method == "POST" and form.is_valid():
             data = form.cleaned_data
-            if services.checks_need_sql_permission(data["checks"]) and not (
-                request.user.has_perm(services.SQL_CHECK_PERMISSION)
-            ):
+            try:
+                template_checks = (
+                    services.check_template_resolve(data["check_template"]).checks
+                    if data["check_template"]
+                    else []
+                )
+            except DomainError as exc:
+                form.add_error("check_template", exc.message)
+                template_checks = []
+        if request.method == "POST" and form.is_valid():
+            if services.checks_need_sql_permission(
+                data["checks"], template_checks
+            ) and not (request.user.has_perm(services.SQL_CHECK_PERMISSION)):
                 # A sql check runs its author's query on a database: it needs
                 # its own permission, not only the rollout ones.
                 form.add_error(
@@ -325,6 +338,7 @@ class RolloutAdmin(admin.ModelAdmin):
                         if k.strip()
                     ],
                     checks=data["checks"],
+                    check_template=data["check_template"] or None,
                     name=data["name"] or None,
                     duration_scale=data["duration_scale"],
                 )

@@ -11,7 +11,7 @@ from typing import Any
 
 from rest_framework import serializers
 
-from canary.models import CheckRun, HealthCheck, Phase, Rollout
+from canary.models import CheckRun, CheckTemplate, HealthCheck, Phase, Rollout
 
 # -- input --------------------------------------------------------------------
 
@@ -34,6 +34,11 @@ class RolloutCreateInputSerializer(serializers.Serializer):
         required=False, help_text="Without a template: the phases."
     )
     checks = serializers.JSONField(required=False)
+    check_template = serializers.CharField(
+        max_length=120,
+        required=False,
+        help_text="A check template, NAME or NAME@VERSION: its checks come first.",
+    )
     deployment = serializers.IntegerField(required=False, allow_null=True)
     treatment = serializers.CharField(max_length=100, required=False)
     control = serializers.CharField(max_length=100, required=False)
@@ -199,6 +204,7 @@ class RolloutOutputSerializer(serializers.ModelSerializer):
             "approved_phase",
             "pause_reason",
             "max_level",
+            "check_template",
             "version",
             "deployment",
             "started_at",
@@ -275,3 +281,59 @@ class RolloutDetailOutputSerializer(RolloutOutputSerializer):
             "actor": f"{event.actor_type}:{event.actor_name}",
             "details": event.details,
         }
+
+
+class BaselineInputSerializer(serializers.Serializer):
+    baseline = serializers.DictField(
+        help_text="Check name -> the value measured before start (relative mode)."
+    )
+
+
+# -- check templates ----------------------------------------------------------
+
+
+class CheckTemplateCreateInputSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=100)
+    description = serializers.CharField(
+        max_length=500, required=False, allow_blank=True, default=""
+    )
+    checks = serializers.JSONField(help_text="The check definitions (a list).")
+
+
+class CheckTemplateVersionInputSerializer(serializers.Serializer):
+    description = serializers.CharField(
+        max_length=500,
+        required=False,
+        allow_blank=True,
+        help_text="Default: the latest version's.",
+    )
+    checks = serializers.JSONField(help_text="The check definitions (a list).")
+
+
+class CheckTemplateArchiveInputSerializer(serializers.Serializer):
+    version = serializers.IntegerField(
+        min_value=1, required=False, help_text="Default: every version."
+    )
+
+
+class CheckTemplateOutputSerializer(serializers.ModelSerializer):
+    reference = serializers.CharField(help_text="NAME@VERSION, as rollouts record it.")
+    is_builtin = serializers.SerializerMethodField()
+    checks = serializers.JSONField()
+
+    class Meta:
+        model = CheckTemplate
+        fields = [
+            "name",
+            "version",
+            "reference",
+            "description",
+            "checks",
+            "archived",
+            "is_builtin",
+            "created_by",
+            "created_at",
+        ]
+
+    def get_is_builtin(self, template: CheckTemplate) -> bool:
+        return template.pk is None

@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from canary.api import outcome_views, views
+from canary.api import check_template_views, outcome_views, views
 
 urlpatterns = [
     path(
@@ -44,6 +44,11 @@ urlpatterns = [
         name="rollout-rollback",
     ),
     path(
+        "rollouts/<int:pk>/baseline",
+        views.RolloutBaselineApi.as_view(),
+        name="rollout-baseline",
+    ),
+    path(
         "rollouts/<int:pk>/check-runs",
         views.RolloutCheckRunsApi.as_view(),
         name="rollout-check-runs",
@@ -62,5 +67,31 @@ urlpatterns = [
         "rollouts/<int:pk>/checks/<int:check_id>",
         views.RolloutCheckDetailApi.as_view(),
         name="rollout-check-detail",
+    ),
+    # Check templates (canary/api/check_template_views.py)
+    path(
+        "check-templates",
+        check_template_views.CheckTemplateListCreateApi.as_view(),
+        name="check-template-list",
+    ),
+    path(
+        "check-templates/<str:name>",
+        check_template_views.CheckTemplateDetailApi.as_view(),
+        name="check-template-detail",
+    ),
+    path(
+        "check-templates/<str:name>/versions",
+        check_template_views.CheckTemplateVersionsApi.as_view(),
+        name="check-template-versions",
+    ),
+    path(
+        "check-templates/<str:name>/versions/<int:version>",
+        check_template_views.CheckTemplateVersionDetailApi.as_view(),
+        name="check-template-version-detail",
+    ),
+    path(
+        "check-templates/<str:name>/archive",
+        check_template_views.CheckTemplateArchiveApi.as_view(),
+        name="check-template-archive",
     ),
 ]

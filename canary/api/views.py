@@ -152,11 +152,17 @@ class RolloutListCreateApi(RolloutApi):
         request=s.RolloutCreateInputSerializer,
         responses={201: s.RolloutDetailOutputSerializer},
         description="Create a draft from a named plan (`template`, "
-        "`pilot_merchants`) or from explicit `phases`.",
+        "`pilot_merchants`) or from explicit `phases`; `check_template` "
+        "(NAME or NAME@VERSION) adds that template's checks before `checks`.",
     )
     def post(self, request: Request) -> Response:
         data = _input(s.RolloutCreateInputSerializer, request)
-        _require_sql_permission(request, data.get("checks"))
+        template_checks = (
+            services.check_template_resolve(data["check_template"]).checks
+            if data.get("check_template")
+            else []
+        )
+        _require_sql_permission(request, data.get("checks"), template_checks)
         data["flag"] = flag_get(data["flag"])
         data["environment"] = environment_get(data["environment"])
         actor = request_actor(request)
@@ -273,6 +279,22 @@ class RolloutRollbackApi(RolloutCommandApi):
         return services.rollout_rollback(
             reason=reason or "rolled back by an operator", **kwargs
         )
+
+
+class RolloutBaselineApi(RolloutCommandApi):
+    input_serializer = s.BaselineInputSerializer
+
+    @_command(
+        "baseline",
+        s.BaselineInputSerializer,
+        "Record the values measured before start, per check name, for relative "
+        "checks (a draft only; unknown names and non-numbers are a 400).",
+    )
+    def post(self, request: Request, pk: int) -> Response:
+        return super().post(request, pk)
+
+    def run(self, **kwargs: Any) -> Rollout:
+        return services.rollout_set_baseline(**kwargs)
 
 
 class RolloutCheckRunsApi(RolloutApi):

@@ -35,6 +35,7 @@ def record(result: MeasureResult) -> str:
             samples=measurement.samples,
             cohorts=measurement.cohorts,
             merchants=measurement.merchants,
+            comparison=(measurement.detail or {}).get("comparison_value"),
         )
         # A comparison records its estimate (the difference it decides on).
         value = detail.pop("recorded_value", measurement.value)

@@ -47,8 +47,12 @@ class PrometheusProvider:
     def validate_spec(self, spec: dict) -> dict:
         """Return ``{"url", "query", "aggregate"}`` or raise ``InvalidInput``."""
         spec = require_mapping(spec)
-        reject_unknown(spec, {"url", "query", "aggregate"})
+        reject_unknown(spec, {"url", "query", "aggregate", "comparison_query"})
         clean: dict = {"query": require_str(spec, "query")}
+        if spec.get("comparison_query") is not None:
+            # What the value is compared with (e.g. the same metric of the
+            # control), for relative mode: worse / not worse against it.
+            clean["comparison_query"] = require_str(spec, "comparison_query")
         if spec.get("url") is not None:
             clean["url"] = validate_url(spec, "url", require_str(spec, "url"))
         aggregate = spec.get("aggregate")
@@ -63,12 +67,29 @@ class PrometheusProvider:
     def measure(
         self, spec: dict, ctx: MeasureContext, *, timeout: float
     ) -> Measurement:
-        """Run the instant query (at ``ctx.until`` when set, else now)."""
+        """Run the instant query (at ``ctx.until`` when set, else now), and
+        the comparison query when the spec has one (each in half the time)."""
+        spec = self.validate_spec(spec)
+        if spec.get("comparison_query") is None:
+            return self._instant(spec, spec["query"], ctx, timeout=timeout)
+        measured = self._instant(spec, spec["query"], ctx, timeout=timeout / 2)
+        other = self._instant(spec, spec["comparison_query"], ctx, timeout=timeout / 2)
+        detail = {
+            **measured.detail,
+            "comparison_query": spec["comparison_query"],
+            "comparison_value": other.value,
+        }
+        return Measurement(
+            value=measured.value, samples=measured.samples, detail=detail
+        )
+
+    def _instant(
+        self, spec: dict, query: str, ctx: MeasureContext, *, timeout: float
+    ) -> Measurement:
         from controlplane.conf import setting
 
-        spec = self.validate_spec(spec)
         base = (spec.get("url") or setting("PROMETHEUS_URL")).rstrip("/")
-        params = {"query": spec["query"], "timeout": f"{max(1, int(timeout * 1000))}ms"}
+        params = {"query": query, "timeout": f"{max(1, int(timeout * 1000))}ms"}
         if ctx.until is not None:
             params["time"] = f"{ctx.until.timestamp():.3f}"
         url = f"{base}/api/v1/query?{urlencode(params)}"
@@ -77,7 +98,7 @@ class PrometheusProvider:
         )
         detail: dict = {
             "url": base,
-            "query": spec["query"],
+            "query": query,
             "status": result.status,
             "latency_ms": round(result.latency_ms, 3),
         }

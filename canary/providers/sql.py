@@ -244,7 +244,7 @@ class SqlProvider:
         ``query_vet`` in the alias's SQL dialect.
         """
         spec = require_mapping(spec)
-        reject_unknown(spec, {"database", "query", "column"})
+        reject_unknown(spec, {"database", "query", "column", "comparison_column"})
         database = _database(spec)
         text = require_str(spec, "query")
         # NUL cannot be stored or sent to PostgreSQL; a lone surrogate
@@ -260,6 +260,10 @@ class SqlProvider:
         clean = {"database": database, "query": query}
         if spec.get("column") is not None:
             clean["column"] = require_str(spec, "column")
+        if spec.get("comparison_column") is not None:
+            # The row's other number to compare with (e.g. the control's
+            # value), for relative mode: worse / not worse against it.
+            clean["comparison_column"] = require_str(spec, "comparison_column")
         return clean
 
     def measure(
@@ -315,6 +319,16 @@ class SqlProvider:
         raw = row[index]
         if raw is None:
             return Measurement(value=None, samples=0, detail=detail)
+        if spec.get("comparison_column") is not None:
+            if spec["comparison_column"] not in columns:
+                raise ProviderError(
+                    f"the query has no column {spec['comparison_column']!r} "
+                    f"(spec.comparison_column); it has {', '.join(columns)}",
+                    detail=detail,
+                )
+            other = row[columns.index(spec["comparison_column"])]
+            if other is not None and not math.isnan(float(other)):
+                detail["comparison_value"] = float(other)
         value = float(raw)
         detail["value"] = value
         if math.isnan(value):

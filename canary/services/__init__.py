@@ -4,6 +4,18 @@ The controller, admin, commands and API change state only through these.
 ``rollout_transition`` is the only code that assigns a rollout's status.
 """
 
+from canary.services.check_templates import (
+    check_rule_text,
+    check_template_archive,
+    check_template_create,
+    check_template_expand,
+    check_template_get,
+    check_template_list,
+    check_template_parse,
+    check_template_resolve,
+    check_template_update,
+    check_template_versions,
+)
 from canary.services.checks import (
     SQL_CHECK_PERMISSION,
     check_judge,
@@ -50,6 +62,16 @@ from canary.services.templates import (
 __all__ = [
     "SQL_CHECK_PERMISSION",
     "check_judge",
+    "check_rule_text",
+    "check_template_archive",
+    "check_template_create",
+    "check_template_expand",
+    "check_template_get",
+    "check_template_list",
+    "check_template_parse",
+    "check_template_resolve",
+    "check_template_update",
+    "check_template_versions",
     "check_rules",
     "check_run_record",
     "check_state",

@@ -322,6 +322,7 @@ def check_judge(
     cohorts: Mapping | None = None,
     baseline: float | None = None,
     merchants: Mapping | None = None,
+    comparison: float | None = None,
 ) -> tuple[health.Judgement, dict]:
     """Return the verdict of one measurement of ``check`` and its detail.
 
@@ -330,13 +331,21 @@ def check_judge(
     is compared with ``canary.analysis.cohort_compare``: ``threshold`` is
     alpha (default 0.05), ``relative_tolerance`` the practical tolerance,
     the minimum cohort size comes from the CANARY_COHORT_MIN_SAMPLES setting.
-    The detail holds the threshold, baseline, cohort statistics and the
-    message, ready for ``check_run_record``.
+    ``comparison`` (a prometheus ``comparison_query`` or sql
+    ``comparison_column`` measured alongside) is the live baseline of a
+    relative check. Compare mode goes to ``compare_judge`` with
+    ``merchants``. The detail holds the threshold, baseline, cohort
+    statistics, the message and the answer (worse / not_worse / not_yet),
+    ready for ``check_run_record``.
     """
     if check.mode == CheckMode.COMPARE:
         # ``merchants``: the outcomes provider's per-merchant windows.
         return compare_judge(check, merchants=merchants, error=error)
     rules = check_rules(check)
+    if comparison is not None and check.mode == CheckMode.RELATIVE:
+        # A comparison query measured alongside (prometheus, sql): the
+        # live value this measurement is judged against.
+        baseline = comparison
     if baseline is None and check.mode == CheckMode.RELATIVE:
         baseline = (check.rollout.baseline or {}).get(check.name)
     comparison = None
@@ -495,6 +504,9 @@ def check_run_record(
                         "consecutive_error_limit": check.consecutive_error_limit,
                     },
                     "on_failure": check.on_failure,
+                    # A dry-run check crosses its limits like any other, and
+                    # the gate ignores it: the event says nothing acts on it.
+                    "dry_run": check.dry_run,
                     "check_run": run.pk,
                 },
             )

@@ -178,14 +178,22 @@ def rollout_preflight(
     for check in checks:
         result = _measure(check, rollout, now)
         report.checks.append(result)
-        if result["error"] is not None:
+        if result["error"] is not None and check.dry_run:
+            # A dry-run check never decides: its failure cannot block a start.
+            report.warnings.append(
+                f"dry-run check {check.name} did not answer: {result['error']}"
+            )
+        elif result["error"] is not None:
             report.problems.append(
                 f"check {check.name} did not answer: {result['error']}"
             )
         elif result["value"] is None:
             report.warnings.append(f"check {check.name} answered with no data yet")
-        if check.mode == CheckMode.RELATIVE and check.name not in (
-            rollout.baseline or {}
+        live = {"comparison_query", "comparison_column"} & set(check.spec or {})
+        if (
+            check.mode == CheckMode.RELATIVE
+            and not live
+            and check.name not in (rollout.baseline or {})
         ):
             if result["value"] is None:
                 report.problems.append(

@@ -26,6 +26,7 @@ from canary.exceptions import (
 )
 from canary.models import CheckMode, HealthCheck, Phase, Rollout, TargetType
 from canary.services._common import OWNS_FLAG, Status, env_key, lock_rollout
+from canary.services.check_templates import check_template_expand
 from canary.services.checks import (
     checks_clean,
     checks_reset,
@@ -59,6 +60,7 @@ def rollout_create(
     treatment: str | None = None,
     control: str | None = None,
     max_level: Any = 3,
+    check_template: str | None = None,
 ) -> Rollout:
     """Create a draft rollout of ``flag`` in ``environment`` with its phases
     and health checks (see ``phases_clean`` and ``checks_clean`` for their
@@ -67,6 +69,11 @@ def rollout_create(
     ``max_level`` (1..3, default 3) is the highest rollback level the
     rollout may reach, by a check, by hand or by escalation; no check's
     ``on_failure`` may ask for more.
+
+    ``check_template`` (``"name"`` or ``"name@3"``) adds that check
+    template's checks before ``checks`` (names must not clash) and records
+    ``name@version`` in ``Rollout.check_template``; see
+    ``canary.services.check_templates``.
 
     ``treatment``/``control`` default to ``on``/``off`` for bool flags and
     are required otherwise. Raise InvalidInput (field-level) for bad input,
@@ -83,6 +90,11 @@ def rollout_create(
     treatment, control = variations_clean(flag, treatment, control)
     clean_phases = phases_clean(phases)
     clean_checks = checks_clean(checks)
+    template_reference = ""
+    if check_template:
+        clean_checks, template_reference = check_template_expand(
+            check_template, clean_checks
+        )
     deployment = deployment_clean(deployment, environment)
     if isinstance(max_level, bool) or max_level not in (1, 2, 3):
         raise InvalidInput("max_level: must be 1, 2 or 3", field="max_level")
@@ -126,6 +138,7 @@ def rollout_create(
             created_by=getattr(actor, "name", "") or str(actor),
             deployment=deployment,
             max_level=int(max_level),
+            check_template=template_reference,
         )
         Phase.objects.bulk_create(
             [Phase(rollout=rollout, **phase) for phase in clean_phases]
@@ -145,6 +158,7 @@ def rollout_create(
                 "treatment": treatment,
                 "control": control,
                 "max_level": int(max_level),
+                "check_template": template_reference,
                 "phases": clean_phases,
                 "checks": clean_checks,
             },

@@ -8,7 +8,7 @@ from typing import Any
 from canary.exceptions import InvalidInput
 from canary.models import Rollout, TargetType
 from canary.services.rollouts import rollout_create
-from canary.templates_data import DEFAULT_CHECKS, PLANS
+from canary.templates_data import PLANS
 from flags.models import Environment, Flag
 
 
@@ -81,15 +81,20 @@ def rollout_create_from_template(
     duration_scale: float | None = None,
     phase_overrides: dict[str, dict] | None = None,
     max_level: Any = 3,
+    check_template: str | None = None,
 ) -> Rollout:
     """Create a draft rollout from the named plan ``template``.
 
     See ``template_phases`` for the options and ``rollout_create`` for the
-    rest; a pilot or internal phase without merchants is refused with
-    field ``phases[0].pilot_merchants``. No ``checks`` (None) means the
-    default check set, ``canary.templates_data.DEFAULT_CHECKS``; an empty
-    list means none.
+    rest (``check_template`` included); a pilot or internal phase without
+    merchants is refused with field ``phases[0].pilot_merchants``. Neither
+    ``checks`` (None) nor ``check_template`` means the check template
+    ``default``: the default check set
+    (``canary.templates_data.DEFAULT_CHECKS``, as ``default@0``) unless a
+    template named ``default`` is stored; an empty list means no checks.
     """
+    if checks is None and not check_template:
+        check_template = "default"
     phases = template_phases(
         template,
         pilot_merchants=pilot_merchants,
@@ -102,9 +107,10 @@ def rollout_create_from_template(
         environment=environment,
         name=name or f"{flag.key} in {environment.key}: {template}",
         phases=phases,
-        checks=copy.deepcopy(DEFAULT_CHECKS) if checks is None else checks,
+        checks=checks,
         deployment=deployment,
         treatment=treatment,
         control=control,
         max_level=max_level,
+        check_template=check_template,
     )

@@ -140,3 +140,22 @@ def test_prometheus_validate_spec__bad_spec__field_error(spec, field):
     with pytest.raises(InvalidInput) as raised:
         get_provider("prometheus").validate_spec(spec)
     assert raised.value.field == field
+
+
+def test_prometheus_measure__comparison_query__value_and_comparison(
+    prometheus_url, ctx
+):
+    # When: the treated series against the other one
+    measurement = get_provider("prometheus").measure(
+        {
+            "url": prometheus_url,
+            "query": 'sum(cp_test_requests_total{code="500"})',
+            "comparison_query": 'sum(cp_test_requests_total{code="200"})',
+        },
+        ctx,
+        timeout=5,
+    )
+    # Then
+    assert measurement.value == pytest.approx(10.0)
+    assert measurement.detail["comparison_value"] == pytest.approx(90.0)
+    assert measurement.detail["comparison_query"].endswith('{code="200"})')

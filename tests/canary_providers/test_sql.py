@@ -14,6 +14,7 @@ import pytest
 from django.db import connection
 
 from canary.providers import ProviderError, get_provider
+from controlplane.audit.actors import SYSTEM
 from controlplane.exceptions import InvalidInput
 from flags.models import Environment
 
@@ -441,3 +442,73 @@ def test_sql_validate_spec__user_function_not_allowed__refused(db, on_default):
     with pytest.raises(InvalidInput, match="cp_test_rename") as raised:
         sql.validate_spec({"query": "SELECT cp_test_rename()"})
     assert raised.value.field == "spec.query"
+
+
+def test_sql_measure__comparison_column__value_and_comparison(
+    environments, ctx, on_default
+):
+    # When: one row holds the treated value and what it is compared with
+    measurement = sql.measure(
+        {
+            "query": "SELECT 0.07 AS treated, 0.01 AS control",
+            "column": "treated",
+            "comparison_column": "control",
+        },
+        ctx,
+        timeout=5,
+    )
+    # Then
+    assert measurement.value == pytest.approx(0.07)
+    assert measurement.detail["comparison_value"] == pytest.approx(0.01)
+
+
+def test_sql_measure__comparison_column_missing__provider_error(
+    environments, ctx, on_default
+):
+    # When / Then
+    with pytest.raises(ProviderError, match="no column 'control'"):
+        sql.measure(
+            {"query": "SELECT 0.07 AS treated", "comparison_column": "control"},
+            ctx,
+            timeout=5,
+        )
+
+
+@pytest.mark.parametrize(
+    ("treated", "verdict", "answer"),
+    [(0.07, "fail", "worse"), (0.011, "pass", "not_worse")],
+)
+def test_check_judge__relative_with_live_comparison__worse_or_not_worse(
+    production, flag_factory, on_default, treated, verdict, answer
+):
+    # Given: a relative check (up to 20% above the comparison)
+    from canary import services
+
+    rollout = services.rollout_create(
+        actor=SYSTEM,
+        flag=flag_factory("cmp_flag"),
+        environment=production,
+        name="live comparison",
+        phases=[{"percentage": 50}],
+        checks=[
+            {
+                "name": "db_errors",
+                "provider": "sql",
+                "spec": {
+                    "query": "SELECT 0.07 AS treated, 0.01 AS control",
+                    "column": "treated",
+                    "comparison_column": "control",
+                },
+                "mode": "relative",
+                "relative_tolerance": 0.2,
+            }
+        ],
+    )
+    check = rollout.checks.get()
+    check_judge = services.check_judge
+    # When
+    judgement, detail = check_judge(check, value=treated, samples=1, comparison=0.01)
+    # Then
+    assert judgement.verdict == verdict
+    assert detail["answer"] == answer
+    assert detail["baseline"] == 0.01

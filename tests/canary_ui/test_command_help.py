@@ -11,7 +11,7 @@ import argparse
 import pytest
 from django.core.management import ManagementUtility, load_command_class
 
-COMMANDS = ["merchants", "rollout", "simulate", "demo"]
+COMMANDS = ["merchants", "rollout", "simulate", "demo", "checktemplate"]
 
 
 def _subcommands(name: str) -> list[list[str]]:

@@ -91,6 +91,7 @@ def snapshot_take(rollout_id: int) -> Snapshot:
                 "passes": state.pass_count,
                 "min_samples": check.min_samples,
                 "last_run_at": check.last_run_at,
+                "dry_run": check.dry_run,
             }
         )
     rollback_failed = False
@@ -125,6 +126,11 @@ def _rule(check: dict) -> str:
     return "vs control"
 
 
+def _dry(check: dict) -> str:
+    # Dry-run checks are measured and shown, never decide: say so everywhere.
+    return " (dry run)" if check.get("dry_run") else ""
+
+
 def snapshot_lines(snap: Snapshot) -> list[str]:
     """Return the snapshot as plain text lines (status, not a TTY)."""
     r = snap.rollout
@@ -135,9 +141,12 @@ def snapshot_lines(snap: Snapshot) -> list[str]:
     ]
     if r.pause_reason:
         lines.append(f"  paused: {r.pause_reason}")
+    if r.check_template:
+        lines.append(f"  checks from template {r.check_template}")
     for check in snap.checks:
         lines.append(
-            f"  check {check['name']} ({check['provider']}): last {value_text(check['value'])} "
+            f"  check {check['name']}{_dry(check)} ({check['provider']}): last "
+            f"{value_text(check['value'])} "
             f"{_rule(check)} -> {check['verdict']}; {check['status']}, "
             f"{check['passes']}/{check['min_samples']} passing"
         )
@@ -176,7 +185,7 @@ def snapshot_table(snap: Snapshot) -> Group:
             check["verdict"], "yellow"
         )
         table.add_row(
-            check["name"],
+            check["name"] + _dry(check),
             check["provider"],
             value_text(check["value"]),
             _rule(check),

@@ -6,7 +6,9 @@ transition, bad JSON) end in a one-line CommandError.
 
     rollout list [--status S] [--flag F] [--env E]
     rollout create --flag F --env production --template pilot-10-50-100 --pilot m-1001
-                   [--check JSON ...] [--duration-scale 0.05] [--name N]
+                   [--check JSON ...] [--check-template NAME[@VERSION]]
+                   [--duration-scale 0.05] [--name N]
+    rollout baseline ID CHECK VALUE   (a draft's value before start, relative checks)
     rollout start|status|approve|pause|resume|abort|fail-phase ID [--reason R]
     rollout rollback ID --level 1|2|3 --reason R   (escalates a rolled-back one)
     rollout report ID [--format md|json]
@@ -99,6 +101,11 @@ class Command(BaseCommand):
             ' "margin": 0.01}\' (repeat; none: the default check set of'
             " docs/canary.md)",
         )
+        create.add_argument(
+            "--check-template",
+            help="a check template, NAME or NAME@VERSION (see `checktemplate list`):"
+            " its checks come before any --check",
+        )
         create.add_argument("--name")
         create.add_argument(
             "--duration-scale",
@@ -132,6 +139,13 @@ class Command(BaseCommand):
             command = sub.add_parser(name, help=text)
             command.add_argument("id")
             command.add_argument("--reason", default="")
+        baseline = sub.add_parser(
+            "baseline",
+            help="record a draft's value before start for a relative check",
+        )
+        baseline.add_argument("id")
+        baseline.add_argument("check", help="the check's name")
+        baseline.add_argument("value", help="the value measured before start")
         rollback = sub.add_parser(
             "rollback",
             help="roll back now at a level, or escalate a rolled-back rollout to it",
@@ -208,8 +222,11 @@ class Command(BaseCommand):
             deployment=options["deployment"],
             duration_scale=options["duration_scale"],
             max_level=options["max_level"],
+            check_template=options["check_template"],
         )
         self.stdout.write(f"rollout {rollout.pk} created (draft): {rollout.name}")
+        if rollout.check_template:
+            self.stdout.write(f"  checks from template {rollout.check_template}")
         for phase in rollout.phases.order_by("index"):
             target = (
                 f"{phase.percentage:g}%"
@@ -226,6 +243,7 @@ class Command(BaseCommand):
                 f"  check {check.name}: {check.provider} {check.mode} "
                 f"{SYMBOLS.get(check.comparator)} {value_text(check.threshold)}, "
                 f"on failure {check.on_failure}"
+                + (" (dry run)" if check.dry_run else "")
             )
         self.stdout.write(f"start it with: manage.py rollout start {rollout.pk}")
 
@@ -325,6 +343,22 @@ class Command(BaseCommand):
             reason=options["reason"] or "phase failed by an operator",
         )
         self.stdout.write(f"rollout {rollout.pk} {rollout.status}")
+
+    def _baseline(self, options: dict) -> None:
+        rollout = services.rollout_get(options["id"])
+        try:
+            value = float(options["value"])
+        except ValueError:
+            raise CommandError(f"value: {options['value']!r} is not a number") from None
+        rollout = services.rollout_set_baseline(
+            rollout_id=rollout.pk,
+            actor=actor_for_cli(),
+            baseline={options["check"]: value},
+        )
+        self.stdout.write(
+            f"rollout {rollout.pk}: baseline of check {options['check']} is "
+            f"{value_text(rollout.baseline[options['check']])}"
+        )
 
     def _rollback(self, options: dict) -> None:
         rollout = services.rollout_get(options["id"])
