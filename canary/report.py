@@ -2,20 +2,28 @@
 
 ``report_build(rollout)`` reads a rollout, its phases, checks, check runs,
 audit events, outcome events and rollback runs, and returns plain data
-(JSON-ready): per phase timing, every check's values against its
-threshold, a treatment-vs-control comparison with its confidence (from
-``canary.analysis``) per phase and overall, the rollback actions taken, the
-decisions with their explanations, and a verdict:
+(JSON-ready): per phase its timing and, from ``canary.report_evidence``,
+the controller's own evidence -- per check the answer (worse / not worse /
+not yet), the estimate, its interval, the margin or threshold, the
+treated and control merchants and events -- and the decision the gate
+took (advance, wait, pause, rollback); every check's measurements; the raw
+treatment and control totals of the outcome events as context; the
+rollback actions taken; the decisions with their explanations; and a
+verdict derived from the same answers the controller used:
 
-* ``roll back``: the change hurt: a check failed, the cohort comparison
-  found the treatment significantly worse, or the rollout was rolled back;
-* ``fix and re-test``: the evidence is missing or spoiled: the rollout was
-  aborted or is paused, a check is inconclusive or erroring, a check never
-  passed, or the rollout never started;
-* ``proceed``: every check passed and nothing says the treatment is worse
-  (completed, or in progress and healthy so far).
+* ``roll back``: a check (not dry-run) said *worse* in a phase (its last
+  answer there), or the rollout was rolled back;
+* ``fix and re-test``: no *worse*, but the evidence is missing or spoiled:
+  a prove phase was left with a check that did not say *not worse*
+  (impossible by construction; reported if seen), a check is inconclusive
+  or erroring, the rollout was aborted, is paused or never started;
+* ``proceed``: no *worse* anywhere, and in every prove phase left, every
+  check's last answer was *not worse* (completed, or in progress so far).
 
-``report_markdown`` and ``report_json`` render it. Nothing here writes.
+Dry-run checks are shown, marked, and never decide. The cohort totals are
+context only: no test is run on them and they never decide.
+``report_markdown`` and ``report_json`` (``canary.report_text``) render
+it. Nothing here writes.
 """
 
 from __future__ import annotations
@@ -23,15 +31,28 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from django.db.models import Q
+from django.db.models import Count, Q
 
 from canary import analysis, clock
-from canary.models import CheckRun, CheckStatus, Rollout, RolloutStatus, Verdict
+from canary.models import CheckMode, CheckRun, Rollout, RolloutStatus, Verdict
+from canary.report_evidence import answer_of_run, compare_metric, phases_evidence
+from canary.report_verdict import (  # noqa: F401 (re-exported)
+    _SYMBOLS,
+    FIX_AND_RETEST,
+    PROCEED,
+    ROLL_BACK,
+    _fmt,
+    evidence_text,
+    metric_text,
+    verdict_derive,
+)
 from controlplane.audit.models import AuditEvent
-from controlplane.conf import setting
 
-PROCEED, FIX_AND_RETEST, ROLL_BACK = "proceed", "fix and re-test", "roll back"
-_SYMBOLS = {"lt": "<", "lte": "<=", "gt": ">", "gte": ">=", "eq": "="}
+COHORT_NOTE = (
+    "raw request totals of the outcome events per variation, for context: no "
+    "test is run on them and they decide nothing (the checks' merchant-level "
+    "comparisons are the evidence)"
+)
 # Markdown lists at most this many runs per check; JSON has them all.
 MD_RUNS_PER_CHECK = 60
 
@@ -44,14 +65,6 @@ def _seconds(start: dt.datetime | None, end: dt.datetime | None) -> float | None
     if start is None or end is None:
         return None
     return round((end - start).total_seconds(), 3)
-
-
-def _fmt(value: Any, digits: int = 4) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.{digits}g}"
-    return str(value)
 
 
 def _target(phase: Any) -> str:
@@ -121,6 +134,15 @@ def _phases(rollout: Rollout, events: list[AuditEvent], now: dt.datetime) -> lis
     return result
 
 
+def _run_interval(run: CheckRun) -> dict:
+    comparison = (run.detail or {}).get("comparison")
+    if not isinstance(comparison, dict):
+        return {"estimate": None, "lower": None, "upper": None, "metric": None}
+    return {
+        key: comparison.get(key) for key in ("estimate", "lower", "upper", "metric")
+    }
+
+
 def _checks(rollout: Rollout) -> list[dict]:
     runs_by_check: dict[int, list[CheckRun]] = {}
     for run in CheckRun.objects.filter(rollout=rollout).order_by("measured_at", "id"):
@@ -152,13 +174,18 @@ def _checks(rollout: Rollout) -> list[dict]:
                 "comparator": check.comparator,
                 "threshold": check.threshold,
                 "relative_tolerance": check.relative_tolerance,
+                "margin": check.margin,
+                "metric": compare_metric(check)
+                if check.mode == CheckMode.COMPARE
+                else None,
+                "alpha": check.alpha,
+                "dry_run": check.dry_run,
                 "baseline": (rollout.baseline or {}).get(check.name),
                 "min_samples": check.min_samples,
                 "failure_limit": check.failure_limit,
                 "inconclusive_limit": check.inconclusive_limit,
                 "consecutive_error_limit": check.consecutive_error_limit,
                 "on_failure": check.on_failure,
-                "dry_run": check.dry_run,
                 "status": check.status,
                 "verdicts": verdicts,
                 "summary": analysis.summary([run.value for run in runs]),
@@ -177,6 +204,8 @@ def _checks(rollout: Rollout) -> list[dict]:
                         "measured_at": _iso(run.measured_at),
                         "value": run.value,
                         "verdict": run.verdict,
+                        "answer": answer_of_run(run),
+                        **_run_interval(run),
                         "limit": (run.detail or {}).get("limit"),
                         "message": (run.detail or {}).get("message", ""),
                     }
@@ -187,59 +216,54 @@ def _checks(rollout: Rollout) -> list[dict]:
     return result
 
 
-def _compare(rollout: Rollout, since: dt.datetime, until: dt.datetime) -> dict | None:
-    """Compare the cohorts' outcome events in [since, until), or None."""
+def _cohort_totals(
+    rollout: Rollout, since: dt.datetime, until: dt.datetime
+) -> dict | None:
+    """Return the raw treatment and control totals of the outcome events in
+    [since, until), or None without events. Context only: no test is run
+    on them (the checks' comparisons are the evidence)."""
     from canary.models import OutcomeEvent
-    from canary.providers import MeasureContext, ProviderError
-    from canary.providers.outcomes import OutcomesProvider
 
-    if not OutcomeEvent.objects.filter(
-        environment_id=rollout.environment_id,
-        flag_key=rollout.flag.key,
-        occurred_at__gte=since,
-        occurred_at__lt=until,
-    ).exists():
-        return None
-    ctx = MeasureContext(
-        flag_key=rollout.flag.key,
-        environment_key=rollout.environment.key,
-        treatment_variation=rollout.treatment_variation,
-        since=since,
-        until=until,
-    )
-    try:
-        measurement = OutcomesProvider().measure(
-            {"metric": "error_rate"}, ctx, timeout=10.0
+    rows = (
+        OutcomeEvent.objects.filter(
+            environment_id=rollout.environment_id,
+            flag_key=rollout.flag.key,
+            occurred_at__gte=since,
+            occurred_at__lt=until,
+            variation__in=[rollout.treatment_variation, rollout.control_variation],
         )
-    except ProviderError as exc:
-        return {"error": exc.message}
-    cohorts = measurement.cohorts or {}
-    minimum = setting("CANARY_COHORT_MIN_SAMPLES")
-    result: dict[str, Any] = {
+        .values("variation")
+        .annotate(
+            n=Count("id"),
+            failures=Count("id", filter=Q(outcome="failure")),
+            merchants=Count("merchant_key", distinct=True),
+        )
+    )
+    totals = {row["variation"]: row for row in rows}
+    if not totals:
+        return None
+
+    def side(variation: str) -> dict:
+        row = totals.get(variation) or {"n": 0, "failures": 0, "merchants": 0}
+        n = row["n"]
+        return {
+            "n": n,
+            "failures": row["failures"],
+            "error_rate": row["failures"] / n if n else None,
+            "merchants": row["merchants"],
+        }
+
+    return {
         "since": _iso(since),
         "until": _iso(until),
-        "treatment": {
-            k: v
-            for k, v in (cohorts.get("treatment") or {}).items()
-            if k != "durations"
-        },
-        "control": {
-            k: v for k, v in (cohorts.get("control") or {}).items() if k != "durations"
-        },
+        "treatment": side(rollout.treatment_variation),
+        "control": side(rollout.control_variation),
     }
-    for metric, kind in (("error_rate", "error_rate"), ("duration", "duration")):
-        result[metric] = analysis.cohort_compare(
-            cohorts,
-            metric=metric,
-            min_samples=minimum[kind],
-            tolerance=0.2,
-        ).as_dict()
-    return result
 
 
 def _cohorts(rollout: Rollout, phases: list[dict], now: dt.datetime) -> dict:
     if rollout.started_at is None:
-        return {"overall": None, "phases": []}
+        return {"overall": None, "phases": [], "note": COHORT_NOTE}
     end = rollout.finished_at or now
     per_phase = []
     for phase in phases:
@@ -253,10 +277,14 @@ def _cohorts(rollout: Rollout, phases: list[dict], now: dt.datetime) -> dict:
             {
                 "phase": phase["index"],
                 "name": phase["name"],
-                "comparison": _compare(rollout, since, until),
+                "comparison": _cohort_totals(rollout, since, until),
             }
         )
-    return {"overall": _compare(rollout, rollout.started_at, end), "phases": per_phase}
+    return {
+        "overall": _cohort_totals(rollout, rollout.started_at, end),
+        "phases": per_phase,
+        "note": COHORT_NOTE,
+    }
 
 
 def _rollbacks(rollout: Rollout) -> list[dict]:
@@ -343,105 +371,6 @@ def _decisions(events: list[AuditEvent]) -> list[dict]:
     ]
 
 
-def _verdict(
-    rollout: Rollout, checks: list[dict], cohorts: dict, events: list[AuditEvent]
-) -> tuple[str, list[str]]:
-    back: list[str] = []
-    fix: list[str] = []
-    if rollout.status in (RolloutStatus.ROLLING_BACK, RolloutStatus.ROLLED_BACK):
-        why = next(
-            (
-                e
-                for e in reversed(events)
-                if e.action == "rollout.transition"
-                and (e.details or {}).get("to") == RolloutStatus.ROLLING_BACK
-            ),
-            None,
-        )
-        reason = (why.details or {}).get("reason", "") if why else ""
-        back.append(
-            f"the rollout was rolled back at phase {rollout.current_phase}"
-            + (f": {reason}" if reason else "")
-        )
-    failed_events = {
-        (e.details or {}).get("check") for e in events if e.action == "check.failed"
-    }
-    dry = [check for check in checks if check.get("dry_run")]
-    # Dry-run checks never decide (the gate skips them): not in the verdict.
-    checks = [check for check in checks if not check.get("dry_run")]
-    for check in checks:
-        symbol = _SYMBOLS.get(check["comparator"], check["comparator"])
-        if check["status"] == CheckStatus.FAILED or check["name"] in failed_events:
-            last_fail = next(
-                (r for r in reversed(check["runs"]) if r["verdict"] == "fail"), None
-            )
-            detail = (
-                f": {last_fail['message']}"
-                if last_fail and last_fail["message"]
-                else f": last value {_fmt(check['summary']['last'])}, threshold {symbol} "
-                f"{_fmt(check['threshold'])}"
-            )
-            back.append(f"check {check['name']} failed{detail}")
-        elif check["status"] in (CheckStatus.INCONCLUSIVE, CheckStatus.ERRORED):
-            fix.append(
-                f"check {check['name']} is {check['status']} (missing or erroring data "
-                "is no evidence of health)"
-            )
-        elif rollout.started_at is not None and check["verdicts"]["pass"] == 0:
-            fix.append(
-                f"check {check['name']} never passed ({sum(check['verdicts'].values())} "
-                "measurements)"
-            )
-    overall = cohorts.get("overall") or {}
-    for metric in ("error_rate", "duration"):
-        comparison = overall.get(metric) if isinstance(overall, dict) else None
-        if comparison and comparison["verdict"] == analysis.FAIL:
-            back.append(
-                f"cohort comparison ({metric.replace('_', ' ')}): "
-                f"{comparison['explanation']}"
-            )
-    notes = [
-        f"check {check['name']} (dry run, not deciding): {check['status']}, "
-        f"{check['verdicts']['pass']} pass / {check['verdicts']['fail']} fail"
-        for check in dry
-    ]
-    if back:
-        return ROLL_BACK, back + notes
-    if rollout.started_at is None:
-        fix.append(
-            f"the rollout never started (status {rollout.status}): nothing was measured"
-        )
-    elif rollout.status == RolloutStatus.ABORTED:
-        fix.append("the rollout was aborted before its phases completed")
-    elif rollout.status == RolloutStatus.PAUSED:
-        fix.append(
-            f"the rollout is paused: {rollout.pause_reason or 'no reason given'}"
-        )
-    if fix:
-        return FIX_AND_RETEST, fix + notes
-    reasons = []
-    if rollout.status == RolloutStatus.COMPLETED:
-        reasons.append(f"all {rollout.phases.count()} phases completed")
-    else:
-        reasons.append(
-            f"in progress ({rollout.status}, phase {rollout.current_phase}) "
-            "and healthy so far"
-        )
-    for check in checks:
-        reasons.append(
-            f"check {check['name']}: {check['verdicts']['pass']} passing "
-            f"measurements, none failed"
-        )
-    for metric in ("error_rate", "duration"):
-        comparison = overall.get(metric) if isinstance(overall, dict) else None
-        if comparison and comparison["verdict"] == analysis.PASS:
-            reasons.append(
-                f"cohort comparison ({metric.replace('_', ' ')}): "
-                f"{comparison['explanation']}"
-            )
-    return PROCEED, reasons + notes
-
-
 def report_build(rollout: Rollout, *, now: dt.datetime | None = None) -> dict:
     """Return the report of ``rollout`` as JSON-ready data (no writes)."""
     now = now or clock.now()
@@ -449,8 +378,16 @@ def report_build(rollout: Rollout, *, now: dt.datetime | None = None) -> dict:
     checks = _checks(rollout)
     events = _rollout_events(rollout, [c["id"] for c in checks])
     phases = _phases(rollout, events, now)
+    evidence = phases_evidence(rollout, events)
     cohorts = _cohorts(rollout, phases, now)
-    verdict, reasons = _verdict(rollout, checks, cohorts, events)
+    verdict, reasons, notes = verdict_derive(rollout, checks, evidence, events)
+    detectable = None
+    if (rollout.merchant_baseline or {}).get("merchants") is not None:
+        from canary.detectability import rollout_detectable
+
+        # What each phase could detect with the baselines captured at start:
+        # how much a "not worse" (or no "worse") was worth.
+        detectable = rollout_detectable(rollout, now=now)
     return {
         "rollout": {
             "id": rollout.pk,
@@ -475,7 +412,10 @@ def report_build(rollout: Rollout, *, now: dt.datetime | None = None) -> dict:
         },
         "verdict": verdict,
         "reasons": reasons,
+        "notes": notes,
         "phases": phases,
+        "evidence": evidence,
+        "detectable": detectable,
         "checks": checks,
         "cohorts": cohorts,
         "rollbacks": _rollbacks(rollout),

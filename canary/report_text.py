@@ -8,7 +8,12 @@ from __future__ import annotations
 
 import json
 
-from canary.report import _SYMBOLS, MD_RUNS_PER_CHECK, _fmt
+from canary.report import (
+    _SYMBOLS,
+    MD_RUNS_PER_CHECK,
+    _fmt,
+    metric_text,
+)
 
 
 def report_json(report: dict) -> str:
@@ -16,30 +21,85 @@ def report_json(report: dict) -> str:
     return json.dumps(report, indent=2, default=str)
 
 
+def _side(label: str, side: dict) -> str:
+    rate = side.get("error_rate")
+    return (
+        f"{label} {side.get('n')} events from {side.get('merchants')} merchants, "
+        f"{side.get('failures')} failed ({_fmt(rate * 100 if rate is not None else None)}%)"
+    )
+
+
 def _comparison_line(name: str, comparison: dict | None) -> str:
     if not comparison:
         return f"- {name}: no outcome events"
-    if "error" in comparison:
-        return f"- {name}: could not compare ({comparison['error']})"
-    parts = []
-    for metric in ("error_rate", "duration"):
-        c = comparison[metric]
-        confidence = (
-            f", confidence treatment is worse {c['confidence'] * 100:.1f}%"
-            if c.get("confidence") is not None
-            else ""
-        )
-        parts.append(
-            f"  - {metric.replace('_', ' ')}: **{c['verdict']}**{confidence}. "
-            f"{c['explanation']}"
-        )
-    t, k = comparison["treatment"], comparison["control"]
-    head = (
-        f"- {name}: treatment n={t.get('n')} error rate {_fmt(t.get('error_rate'))} "
-        f"p95 {_fmt(t.get('p95'))} ms; control n={k.get('n')} error rate "
-        f"{_fmt(k.get('error_rate'))} p95 {_fmt(k.get('p95'))} ms"
+    return (
+        f"- {name}: {_side('treatment', comparison['treatment'])}; "
+        f"{_side('control', comparison['control'])}"
     )
-    return "\n".join([head, *parts])
+
+
+def _cell(text: str) -> str:
+    return str(text).replace("|", "/").replace("\n", " ")
+
+
+def _evidence_lines(report: dict) -> list[str]:
+    """Per phase: the gate, the decision taken and, per check, the answer
+    with its estimate, interval, margin or threshold and evidence."""
+    out = ["## Evidence per phase", ""]
+    reached = [p for p in report.get("evidence", []) if p["reached"]]
+    if not reached:
+        return out + ["No phase was reached.", ""]
+    for phase in reached:
+        decision = phase["decision"] or "-"
+        out.append(
+            f"### Phase {phase['index']} ({phase['name']}, {phase['gate']}): {decision}"
+        )
+        out.append("")
+        if phase["decided_at"]:
+            out.append(
+                f"Decision **{decision}** at {phase['decided_at']} by "
+                f"{phase['decided_by']}: {phase['decision_reason'] or '-'}"
+            )
+            out.append("")
+        if not phase["checks"]:
+            out += ["No health checks.", ""]
+            continue
+        out += [
+            "| check | answer | estimate | interval | margin / threshold | evidence |"
+            " measurements (worse / not worse / not yet) | decision |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for e in phase["checks"]:
+            name = e["check"] + (" (dry run)" if e["dry_run"] else "")
+            metric = e["metric"]
+            if e["rule"] == "threshold" or not metric:
+                interval = "-"
+                symbol = _SYMBOLS.get(e["comparator"], e["comparator"])
+                bound = f"{symbol} {_fmt(e['threshold'])}"
+                size = "-"
+            else:
+                interval = (
+                    f"{metric_text(metric, e['lower'])} to {metric_text(metric, e['upper'])}"
+                    if e["lower"] is not None
+                    else "-"
+                )
+                bound = f"margin {metric_text(metric, e['margin'])}"
+                size = (
+                    f"{e['treated_merchants'] or 0} treated / {e['treated_events'] or 0} ev;"
+                    f" {e['control_merchants'] or 0} control / {e['control_events'] or 0} ev"
+                )
+            a = e["answers"]
+            out.append(
+                f"| {_cell(name)} | **{e['answer'] or 'no data'}** | "
+                f"{metric_text(metric, e['estimate'])} | {interval} | {bound} | {size} | "
+                f"{e['measurements']} ({a['worse']} / {a['not_worse']} / {a['not_yet']}) | "
+                f"{'none (dry run)' if e['dry_run'] else e['decision'] or '-'} |"
+            )
+        notes = [
+            f"- {e['check']}: {_cell(e['note'])}" for e in phase["checks"] if e["note"]
+        ]
+        out += ["", *notes, ""] if notes else [""]
+    return out
 
 
 def report_markdown(report: dict) -> str:
@@ -63,6 +123,7 @@ def report_markdown(report: dict) -> str:
         f"## Verdict: {report['verdict'].upper()}",
         "",
         *[f"- {reason}" for reason in report["reasons"]],
+        *[f"- note: {note}" for note in report.get("notes", [])],
         "",
         "## Phases",
         "",
@@ -76,7 +137,18 @@ def report_markdown(report: dict) -> str:
             f"{'yes' if p['requires_approval'] else 'no'} | {p['started_at'] or '-'} | "
             f"{p['ended_at'] or '-'} | {_fmt(p['duration_seconds'])} | {p['outcome']} |"
         )
-    out += ["", "## Checks", ""]
+    out += ["", *_evidence_lines(report)]
+    detectable = report.get("detectable")
+    if detectable and detectable.get("phases"):
+        out += [
+            "## What each phase could detect",
+            "",
+            "From the baselines captured at start; at 80% power (docs/canary.md).",
+            "",
+            *[f"- {phase['summary']}" for phase in detectable["phases"]],
+            "",
+        ]
+    out += ["## Checks", ""]
     if not report["checks"]:
         out.append("No health checks.")
     elif any(c.get("dry_run") for c in report["checks"]):
@@ -91,6 +163,10 @@ def report_markdown(report: dict) -> str:
             if c["mode"] == "absolute"
             else f"within {c['relative_tolerance']:.0%} of baseline {_fmt(c['baseline'])}"
             if c["mode"] == "relative"
+            else f"treated merchants not worse than their baselines by more than the "
+            f"margin {metric_text(c['metric'], c['margin'])} (always-valid, alpha "
+            f"{_fmt(c['alpha'])})"
+            if c["mode"] == "compare"
             else f"treatment not worse than control (alpha {_fmt(c['threshold'] or 0.05)})"
         )
         v = c["verdicts"]
@@ -102,29 +178,38 @@ def report_markdown(report: dict) -> str:
             f"{c['failure_limit']}, inconclusive limit {c['inconclusive_limit']}, error limit "
             f"{c['consecutive_error_limit']}; on failure: {c['on_failure']}.",
             f"Measurements: {sum(v.values())} (pass {v['pass']}, fail {v['fail']}, "
-            f"inconclusive {v['inconclusive']}, error {v['error']}); values min "
+            f"inconclusive {v['inconclusive']}, not yet {v.get('not_yet', 0)}, "
+            f"error {v['error']}); values min "
             f"{_fmt(c['summary']['min'])}, max {_fmt(c['summary']['max'])}, mean "
             f"{_fmt(c['summary']['mean'])}.",
             "",
-            "| phase | time | value | limit | verdict | why |",
-            "|---|---|---|---|---|---|",
+            "| phase | time | value | limit | verdict | answer | interval | why |",
+            "|---|---|---|---|---|---|---|---|",
         ]
         runs = c["runs"]
         shown = runs[-MD_RUNS_PER_CHECK:]
         for run in shown:
-            message = (run["message"] or "").replace("|", "/")
+            message = _cell(run["message"] or "")
+            limit = run["limit"] if run["limit"] is not None else c["threshold"]
+            interval = (
+                f"{metric_text(run['metric'], run['lower'])} to "
+                f"{metric_text(run['metric'], run['upper'])}"
+                if run["lower"] is not None
+                else "-"
+            )
             out.append(
                 f"| {run['phase']} | {run['measured_at']} | {_fmt(run['value'])} | "
-                f"{symbol} {_fmt(run['limit'] if run['limit'] is not None else c['threshold'])}"
-                f" | {run['verdict']} | {message} |"
+                f"{symbol + ' ' + _fmt(limit) if limit is not None else '-'}"
+                f" | {run['verdict']} | {run['answer']} | {interval} | {message} |"
             )
         if len(runs) > len(shown):
             out.append(
                 f"\n({len(runs) - len(shown)} earlier measurements in the JSON report.)"
             )
         out.append("")
-    out += ["## Treatment vs control", ""]
+    out += ["## Treatment vs control (context)", ""]
     cohorts = report["cohorts"]
+    out += [f"These are {cohorts.get('note', 'raw totals')}.", ""]
     if cohorts["overall"] is None and not cohorts["phases"]:
         out.append("No outcome events.")
     else:

@@ -78,6 +78,7 @@ class PreflightReport:
     problems: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     baseline: dict[str, float] = field(default_factory=dict)
+    detectable: dict = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -153,8 +154,11 @@ def rollout_preflight(
     often has no treatment traffic before it starts), a relative check
     with neither a recorded baseline nor a value to take as one, a
     rollback level a check asks for that the rollback preflight says is
-    impossible. Raise NotFound for an unknown rollout.
+    impossible. Warnings also say what each phase's compare checks can
+    detect with the look-back traffic, and when that is too little
+    (``canary.detectability``). Raise NotFound for an unknown rollout.
     """
+    from canary.detectability import rollout_detectable
     from rollback.preflight import rollback_preflight
 
     rollout = rollout_get(rollout_id)
@@ -198,6 +202,8 @@ def rollout_preflight(
                 )
             else:
                 report.baseline[check.name] = result["value"]
+    report.detectable = rollout_detectable(rollout, now=now)
+    report.warnings.extend(report.detectable["warnings"])
     level = max((_LEVELS.get(c.on_failure, 0) for c in checks), default=1) or 1
     levels = tuple(range(1, level + 1))
     for number, outcome in rollback_preflight(

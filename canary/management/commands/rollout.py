@@ -124,6 +124,10 @@ class Command(BaseCommand):
         )
         sub.add_parser("templates", help="list the named plans")
         for name, text in (
+            (
+                "preflight",
+                "run the preflight only: what may stop the start, what each phase can detect",
+            ),
             ("start", "run the preflight and start a draft"),
             ("status", "show the phase, checks and what the gate waits for"),
             ("approve", "approve leaving the current phase"),
@@ -254,17 +258,37 @@ class Command(BaseCommand):
             for warning in exc.report.warnings:
                 self.stderr.write(f"warning: {warning}")
             raise CommandError(exc.message) from None
+        self._preflight_lines(report)
+        self.stdout.write(
+            f"rollout {rollout.pk} {rollout.status}: phase 0 "
+            f"({rollout.phases.get(index=0).name}) is live"
+        )
+
+    def _preflight_lines(self, report: Any) -> None:
         for check in report.checks:
             self.stdout.write(
                 f"preflight: check {check['name']} answered "
                 f"{value_text(check['value'])} ({check['samples'] or 0} samples)"
             )
+        baseline = (report.detectable or {}).get("baseline")
+        if baseline and baseline["merchants"]:
+            self.stdout.write(
+                f"preflight: look-back ({baseline['source']}, "
+                f"{baseline['seconds'] / 3600:.3g} h): {baseline['merchants']} merchants "
+                f"with traffic, {baseline['events']} events"
+            )
+        for phase in (report.detectable or {}).get("phases", []):
+            self.stdout.write(f"preflight: {phase['summary']}")
         for warning in report.warnings:
             self.stdout.write(f"preflight warning: {warning}")
-        self.stdout.write(
-            f"rollout {rollout.pk} {rollout.status}: phase 0 "
-            f"({rollout.phases.get(index=0).name}) is live"
-        )
+
+    def _preflight(self, options: dict) -> None:
+        rollout = services.rollout_get(options["id"])
+        report = services.rollout_preflight(rollout_id=rollout.pk)
+        self._preflight_lines(report)
+        if not report.ok:
+            raise CommandError("preflight refuses: " + "; ".join(report.problems))
+        self.stdout.write(f"preflight passed: rollout {rollout.pk} may start")
 
     def _status(self, options: dict) -> None:
         rollout = services.rollout_get(options["id"])
