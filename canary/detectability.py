@@ -235,7 +235,9 @@ def _summary(
     return f"{head}, {_minutes(seconds)} ({basis}): " + "; ".join(parts)
 
 
-def rollout_detectable(rollout: Rollout, *, now: dt.datetime) -> dict:
+def rollout_detectable(
+    rollout: Rollout, *, now: dt.datetime, keep_capture: bool = False
+) -> dict:
     """Return per phase what each compare check can detect (see module):
     ``{"baseline": {source, since, until, seconds, merchants, events,
     events_per_merchant_per_minute, error_rate, baseline_rate, heavy_share,
@@ -265,6 +267,10 @@ def rollout_detectable(rollout: Rollout, *, now: dt.datetime) -> dict:
             now=now,
         )
         source = "lookback"
+        if keep_capture:
+            # Handed to rollout_start by a checked start (the preflight
+            # pops it): the baselines are captured once.
+            result["capture"] = traffic
     baseline_seconds = float(traffic.get("seconds") or 0) or float(
         setting("CANARY_BASELINE_SECONDS")
     )

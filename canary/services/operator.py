@@ -79,13 +79,18 @@ class PreflightReport:
     warnings: list[str] = field(default_factory=list)
     baseline: dict[str, float] = field(default_factory=dict)
     detectable: dict = field(default_factory=dict)
+    # The merchant baselines the detectability read (not part of the
+    # answer): a checked start keeps them instead of querying again.
+    capture: dict | None = field(default=None, repr=False)
 
     @property
     def ok(self) -> bool:
         return not self.problems
 
     def as_dict(self) -> dict:
-        return {**asdict(self), "ok": self.ok}
+        data = asdict(self)
+        data.pop("capture", None)
+        return {**data, "ok": self.ok}
 
 
 def rollout_get(rollout_id: Any) -> Rollout:
@@ -202,7 +207,8 @@ def rollout_preflight(
                 )
             else:
                 report.baseline[check.name] = result["value"]
-    report.detectable = rollout_detectable(rollout, now=now)
+    report.detectable = rollout_detectable(rollout, now=now, keep_capture=True)
+    report.capture = report.detectable.pop("capture", None)
     report.warnings.extend(report.detectable["warnings"])
     level = max((_LEVELS.get(c.on_failure, 0) for c in checks), default=1) or 1
     levels = tuple(range(1, level + 1))
@@ -241,6 +247,7 @@ def rollout_start_checked(
         actor=actor,
         reason=reason or "started after preflight",
         baseline=report.baseline or None,
+        merchant_baseline=report.capture,
     )
     return rollout, report
 

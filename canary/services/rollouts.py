@@ -313,6 +313,7 @@ def rollout_start(
     actor: Any,
     reason: str = "",
     baseline: dict[str, float] | None = None,
+    merchant_baseline: dict | None = None,
 ) -> Rollout:
     """Start a draft: capture the flag state, go running, make phase 0 live.
 
@@ -326,9 +327,11 @@ def rollout_start(
     RolloutInvalidTransition for a finished rollout, RolloutAlreadyActive
     when another rollout owns the flag, Conflict for an archived flag.
     Compare checks get each merchant's baseline captured first (outside
-    the transaction: it reads the look-back's outcome events).
+    the transaction: it reads the look-back's outcome events), unless the
+    caller passes the ``merchant_baseline`` its preflight captured.
     """
-    merchant_baseline = _merchant_baseline_for(rollout_id)
+    if merchant_baseline is None:
+        merchant_baseline = _merchant_baseline_for(rollout_id)
     with audited_transaction():
         rollout = lock_rollout(rollout_id)
         if rollout.status != Status.DRAFT:

@@ -321,3 +321,52 @@ def test_rollout_detectable__docs_example__same_figures(rollout_factory):
         "the pilot phase can catch only gross regressions (> +5.9 pp errors (check "
         "error_rate), margin +1.0 pp) in its 10 min",
     ]
+
+
+def test_rollout_start_checked__compare_checks__baselines_captured_once(
+    production, flag_factory, merchant_factory, monkeypatch
+):
+    # Given: a draft with the default (compare) checks and look-back traffic
+    from canary import services
+    from canary.services.operator import rollout_start_checked
+    from canary.services.outcomes import outcome_events_ingest
+    from controlplane.audit.actors import SYSTEM
+
+    flag = flag_factory("once_flag")
+    for key in ("o-1", "o-2"):
+        merchant_factory(key)
+    outcome_events_ingest(
+        events=[
+            {
+                "flag": "once_flag",
+                "merchant": k,
+                "variation": "off",
+                "outcome": "success",
+            }
+            for k in ("o-1", "o-2")
+            for _ in range(5)
+        ],
+        environment=production,
+    )
+    rollout = services.rollout_create_from_template(
+        actor=SYSTEM,
+        template="pilot-10-50-100",
+        flag=flag,
+        environment=production,
+        pilot_merchants=["o-1"],
+    )
+    import canary.services.rollouts as rollouts_module
+
+    calls = []
+    original = rollouts_module._merchant_baseline_for
+    monkeypatch.setattr(
+        rollouts_module,
+        "_merchant_baseline_for",
+        lambda pk: calls.append(pk) or original(pk),
+    )
+    # When
+    started, report = rollout_start_checked(rollout_id=rollout.pk, actor=SYSTEM)
+    # Then: the start kept the preflight's capture instead of querying again
+    assert calls == []
+    assert set(started.merchant_baseline["merchants"]) == {"o-1", "o-2"}
+    assert "capture" not in report.as_dict()
