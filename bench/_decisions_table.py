@@ -3,12 +3,24 @@
 from __future__ import annotations
 
 import statistics
+import sys
 from collections.abc import Iterable
+from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
 
-from bench._decisions_fleet import KINDS, CanaryResult, Fleet, kind_n_star
+from bench._decisions_fleet import (
+    ALPHA,
+    FLEET_SIZE,
+    KINDS,
+    POWER,
+    RATE_RANGE,
+    TEMPLATE,
+    CanaryResult,
+    Fleet,
+    kind_n_star,
+)
 
 
 def _quantile(values: list[float], q: float) -> float | None:
@@ -121,3 +133,30 @@ def table_print(rows: list[dict], out: IO[str], *, title: str) -> None:
             f"before the regression began: {row['rolled_back_before_onset']}; "
             f"{row['wall_seconds']:.1f} s of wall time per canary\n"
         )
+
+
+def table_from_json(paths: list[str], seed: int) -> int:
+    """Print the table of the canaries in ``paths`` (runs split over
+    processes with --first-run and --json)."""
+    import json
+
+    results = [
+        CanaryResult(**item)
+        for path in paths
+        for item in json.loads(Path(path).read_text())
+    ]
+    fleet = Fleet.build(seed)
+    counts = {r.kind for r in results}
+    table_print(
+        summarize(results, fleet),
+        sys.stdout,
+        title=f"{TEMPLATE}, {len(results)} canaries ({len(counts)} kinds) from "
+        f"{len(paths)} file(s), seed {seed}, {FLEET_SIZE} merchants at "
+        f"{RATE_RANGE[0]:g}-{RATE_RANGE[1]:g} req/s",
+    )
+    print(
+        f"fleet: traffic-weighted error rate {fleet.weighted_error:.4f}, "
+        f"p95 {fleet.latency_quantile(0.95):.1f} ms; n* at alpha {ALPHA:g} "
+        f"(one-sided), power {POWER:.0%}"
+    )
+    return 0

@@ -45,13 +45,9 @@ accumulate n* treated events from the onset.
 from __future__ import annotations
 
 import argparse
-import atexit
 import datetime as dt
 import math
-import os
-import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -86,7 +82,12 @@ from bench._decisions_fleet import (  # noqa: E402
     Kind,
     kind_n_star,
 )
-from bench._decisions_table import summarize, table_print  # noqa: E402
+from bench._decisions_setup import setup_django  # noqa: E402
+from bench._decisions_table import (  # noqa: E402
+    summarize,
+    table_from_json,
+    table_print,
+)
 
 
 @dataclass
@@ -464,94 +465,6 @@ def benchmark_run(
 # Command line ---------------------------------------------------------------
 
 
-def _ensure_postgres_database(url: str) -> None:
-    """Create the PostgreSQL database of ``url`` if it does not exist."""
-    from urllib.parse import urlsplit
-
-    import psycopg
-
-    parts = urlsplit(url)
-    name = parts.path.lstrip("/")
-    admin = parts._replace(path="/postgres").geturl()
-    with psycopg.connect(admin, autocommit=True) as conn:
-        exists = conn.execute(
-            "SELECT 1 FROM pg_database WHERE datname = %s", [name]
-        ).fetchone()
-        if not exists:
-            conn.execute(f'CREATE DATABASE "{name}"')
-
-
-def _setup_django(database_url: str | None) -> str:
-    workdir = tempfile.mkdtemp(prefix="cp-bench-decisions-")
-    atexit.register(shutil.rmtree, workdir, True)
-    if database_url and database_url.startswith(("postgres://", "postgresql://")):
-        _ensure_postgres_database(database_url)
-    url = database_url or f"sqlite:///{workdir}/bench.sqlite3"
-    os.environ["DATABASE_URL"] = url
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "controlplane.settings")
-    os.environ.setdefault("SECRET_KEY", "bench-only-secret")
-    os.environ.setdefault("LOG_LEVEL", "WARNING")
-    os.environ.setdefault("CONTROLPLANE_VAR_DIR", workdir)
-    os.environ.pop("CELERY_BROKER_URL", None)  # tasks run inline: no broker
-    import django
-
-    django.setup()
-    from django.core.management import call_command
-
-    if database_url is None:
-        from django.db.backends.signals import connection_created
-
-        def no_fsync(sender: Any, connection: Any, **kwargs: Any) -> None:
-            # A throwaway file: durability is not measured, and waiting for
-            # the disk at every commit would dominate a simulated canary.
-            if connection.vendor == "sqlite":
-                with connection.cursor() as cursor:
-                    cursor.execute("PRAGMA synchronous = OFF")
-
-        connection_created.connect(no_fsync, weak=False)
-    else:
-        from django.db.backends.signals import connection_created
-
-        def no_commit_wait(sender: Any, connection: Any, **kwargs: Any) -> None:
-            # A throwaway database: durability is not measured, and waiting
-            # for the WAL flush at every commit would dominate.
-            if connection.vendor == "postgresql":
-                with connection.cursor() as cursor:
-                    cursor.execute("SET synchronous_commit = off")
-
-        connection_created.connect(no_commit_wait, weak=False)
-
-    call_command("migrate", verbosity=0)
-    return url
-
-
-def _table_from_json(paths: list[str], seed: int) -> int:
-    """Print the table of the canaries in ``paths`` (runs split over
-    processes with --first-run and --json)."""
-    import json
-
-    results = [
-        CanaryResult(**item)
-        for path in paths
-        for item in json.loads(Path(path).read_text())
-    ]
-    fleet = Fleet.build(seed)
-    counts = {r.kind for r in results}
-    table_print(
-        summarize(results, fleet),
-        sys.stdout,
-        title=f"{TEMPLATE}, {len(results)} canaries ({len(counts)} kinds) from "
-        f"{len(paths)} file(s), seed {seed}, {FLEET_SIZE} merchants at "
-        f"{RATE_RANGE[0]:g}-{RATE_RANGE[1]:g} req/s",
-    )
-    print(
-        f"fleet: traffic-weighted error rate {fleet.weighted_error:.4f}, "
-        f"p95 {fleet.latency_quantile(0.95):.1f} ms; n* at alpha {ALPHA:g} "
-        f"(one-sided), power {POWER:.0%}"
-    )
-    return 0
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=100, help="canaries per kind")
@@ -591,7 +504,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     if args.from_json:
-        return _table_from_json(args.from_json, args.seed)
+        return table_from_json(args.from_json, args.seed)
     kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
     unknown = [k for k in kinds if k not in KINDS]
     if unknown:
@@ -599,7 +512,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.runs < 1 or not 0 < args.report_fraction <= 1:
         parser.error("--runs must be >= 1 and --report-fraction in (0, 1]")
     runs = 2 if args.quick else args.runs
-    url = _setup_django(args.database_url)
+    url = setup_django(args.database_url)
     began = time.perf_counter()
 
     def progress(result: CanaryResult) -> None:
