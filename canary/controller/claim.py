@@ -1,0 +1,98 @@
+"""Step 1 of a tick, the claim: the checks due now, leased in one transaction.
+
+``claim_due`` locks the rollouts in progress (SKIP LOCKED), picks their due
+checks and pushes each one's ``next_due_at`` forward by its timeout plus
+``LEASE_GRACE_SECONDS``: that lease stops a second controller from
+measuring the same check meanwhile. A ``MeasureJob`` carries everything
+the measurement needs, so no ORM row crosses into the measuring step.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from django.db import transaction
+from django.db.models import Q
+
+from canary.models import HealthCheck, Rollout, RolloutStatus
+from canary.providers import MeasureContext
+from canary.transitions import ACTIVE
+
+Status = RolloutStatus
+
+# Added to a check's timeout for its claim lease.
+LEASE_GRACE_SECONDS = 5.0
+
+
+@dataclass(frozen=True)
+class MeasureJob:
+    """A claimed measurement: everything needed to measure with no ORM row."""
+
+    check_id: int
+    check_name: str
+    rollout_id: int
+    phase_index: int
+    provider: str
+    spec: dict
+    timeout: float
+    context: MeasureContext
+
+
+def claim_due(
+    *, rollout_id: int | None, now: dt.datetime
+) -> tuple[list[int], list[MeasureJob]]:
+    """Return the rollouts to decide on and the checks this tick measures."""
+    with transaction.atomic():
+        # NO KEY UPDATE: a CheckRun being inserted (a key share on its
+        # rollout) does not make the rollout skip this tick.
+        rollouts_qs = Rollout.objects.select_for_update(
+            skip_locked=True, no_key=True
+        ).filter(status__in=[*ACTIVE, Status.ROLLING_BACK])
+        if rollout_id is not None:
+            rollouts_qs = rollouts_qs.filter(pk=rollout_id)
+        rollouts = {r.pk: r for r in rollouts_qs.order_by("pk")}
+        active = [r for r in rollouts.values() if r.status in ACTIVE]
+        if not active:
+            return list(rollouts), []
+        due = list(
+            HealthCheck.objects.select_for_update(skip_locked=True)
+            .filter(rollout_id__in=[r.pk for r in active])
+            .filter(Q(next_due_at__isnull=True) | Q(next_due_at__lte=now))
+            .order_by("rollout_id", "id")
+        )
+        flag_keys = dict(
+            Rollout.objects.filter(pk__in=[r.pk for r in active]).values_list(
+                "pk", "flag__key"
+            )
+        )
+        env_keys = dict(
+            Rollout.objects.filter(pk__in=[r.pk for r in active]).values_list(
+                "pk", "environment__key"
+            )
+        )
+        jobs: list[MeasureJob] = []
+        for check in due:
+            rollout = rollouts[check.rollout_id]
+            lease = now + dt.timedelta(seconds=check.timeout + LEASE_GRACE_SECONDS)
+            # A lease, not a schedule: check_run_record sets the real next
+            # due time when the measurement is recorded.
+            HealthCheck.objects.filter(pk=check.pk).update(next_due_at=lease)
+            jobs.append(
+                MeasureJob(
+                    check_id=check.pk,
+                    check_name=check.name,
+                    rollout_id=rollout.pk,
+                    phase_index=rollout.current_phase,
+                    provider=check.provider,
+                    spec=dict(check.spec or {}),
+                    timeout=float(check.timeout),
+                    context=MeasureContext(
+                        flag_key=flag_keys[rollout.pk],
+                        environment_key=env_keys[rollout.pk],
+                        treatment_variation=rollout.treatment_variation,
+                        since=rollout.phase_started_at or rollout.started_at or now,
+                    ),
+                )
+            )
+    return list(rollouts), jobs
