@@ -112,7 +112,13 @@ def verification_jobs(rollouts: list[Rollout], now: dt.datetime) -> list[Measure
                 spec=dict(check.spec or {}),
                 timeout=float(check.timeout),
                 context=_context(rollout, *keys[rollout.pk]),
-                detail={"verification": {"since": v["since"], "level": v.get("level")}},
+                detail={
+                    "verification": {
+                        "since": v["since"],
+                        "level": v.get("level"),
+                        "run": v.get("rollback_run"),
+                    }
+                },
             )
         )
     return jobs

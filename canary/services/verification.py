@@ -402,18 +402,19 @@ def rollout_escalation_stop(*, rollout_id: int, actor: Any, reason: str) -> Roll
 
 def verification_latest_runs(rollout: Rollout) -> dict[int, CheckRun]:
     """Return, per verified check id, its latest check run of the open
-    window (a run recorded with ``detail["verification"]["since"]`` equal
-    to the window's start; runs before the rollback never count)."""
+    window (a run recorded with ``detail["verification"]["run"]``, the
+    rollback run the window verifies; runs measured before the rollback,
+    or in the window of a lower level, never count)."""
     v = rollout.verification or {}
     since = v.get("since")
-    if not since:
+    if not since or not v.get("rollback_run"):
         return {}
     latest: dict[int, CheckRun] = {}
     runs = CheckRun.objects.filter(
         rollout_id=rollout.pk,
         phase_index=v.get("phase", rollout.current_phase),
         measured_at__gte=dt.datetime.fromisoformat(since),
-        detail__verification__since=since,
+        detail__verification__run=v["rollback_run"],
     ).order_by("health_check_id", "-measured_at", "-id")
     for run in runs:
         latest.setdefault(run.health_check_id, run)
