@@ -297,9 +297,10 @@ def rollout_verification_escalate(
     escalation stopped meanwhile: concluded ``stopped``. The escalation
     refused (max_level, no deployment, the rollback preflight): concluded
     ``exhausted`` with the refusal. A window already moved on
-    (``expected_since``): unchanged.
+    (``expected_since``), or a newer rollback run (an operator escalated
+    meanwhile): unchanged.
     """
-    from canary.services.rollbacks import rollout_escalate
+    from canary.services.rollbacks import rollout_escalate, rollout_rollback_runs
 
     details = details or {}
     with audited_transaction():
@@ -309,6 +310,10 @@ def rollout_verification_escalate(
             rollout.verification_state != State.VERIFYING
             or v.get("since") != expected_since
         ):
+            return rollout
+        latest = rollout_rollback_runs(rollout).last()
+        if latest is not None and latest.pk != v.get("rollback_run"):
+            # An operator escalated meanwhile: the controller follows that run.
             return rollout
         if not rollout.auto_escalate:
             return _conclude(

@@ -609,3 +609,59 @@ def test_decide__escalation_run_pending__waits_for_it(
     assert rollout.verification_state == State.ESCALATING
     assert rollout.verification["escalation_run"] == pending.pk
     assert pending.status == "pending" and result is None
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_decide__two_controllers_at_once__one_escalation(rolled_back):
+    # Given: committed data; two controllers decide the same worse window
+    import threading
+
+    from django.db import connection
+
+    rollout = rolled_back()
+    answer(rollout, "errors", "worse")
+    barrier = threading.Barrier(2)
+    results: list[object] = []
+
+    def controller() -> None:
+        try:
+            barrier.wait(timeout=10)
+            results.append(decide(rollout.pk))
+        except Exception as exc:  # reported below
+            results.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=controller) for _ in range(2)]
+    # When
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    # Then: SKIP LOCKED and the window's key let exactly one act
+    assert not [r for r in results if isinstance(r, Exception)], results
+    assert RollbackRun.objects.filter(trigger_ref=str(rollout.pk), level=2).count() == 1
+    assert events(rollout, "rollout.rollback_escalated").count() == 1
+
+
+def test_verification_escalate__operator_escalated_meanwhile__unchanged(
+    rolled_back, django_capture_on_commit_callbacks
+):
+    # Given: the window read before an operator's level-2 run was started
+    rollout = rolled_back()
+    since = rollout.verification["since"]
+    services.rollout_escalate(
+        rollout_id=rollout.pk, level=2, actor=SYSTEM, reason="by hand"
+    )
+    # When
+    after = services.rollout_verification_escalate(
+        rollout_id=rollout.pk,
+        expected_since=since,
+        level=2,
+        reason="still worse",
+        actor=SYSTEM,
+    )
+    # Then: neither exhausted nor a second run; the controller follows
+    assert after.verification_state == State.VERIFYING
+    assert RollbackRun.objects.filter(level=2).count() == 1
