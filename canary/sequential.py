@@ -192,6 +192,11 @@ def _merchant_terms(
             var_b = smooth_b * (1 - smooth_b) / n_b
             var_c = smooth_c * (1 - smooth_c) / n_c
             diff = cur.failures / n_c - base.failures / n_b
+            # Inverse-variance weight from the baseline's rate (fixed before
+            # the phase) and the event counts: an error-prone merchant's
+            # noisier difference counts less, and no weight depends on the
+            # current window's outcomes.
+            unit = smooth_b * (1 - smooth_b)
         else:
             value_b, value_c = getattr(base, field), getattr(cur, field)
             if (
@@ -206,7 +211,8 @@ def _merchant_terms(
             var_b = factor * _log_sigma(base) ** 2 / n_b
             var_c = factor * _log_sigma(cur) ** 2 / n_c
             diff = math.log(value_c / value_b)
-        terms.append((diff, n_c * n_b / (n_c + n_b), var_c, var_b, n_c))
+            unit = _log_sigma(base) ** 2
+        terms.append((diff, n_c * n_b / (n_c + n_b) / unit, var_c, var_b, n_c))
     return terms
 
 
@@ -334,6 +340,47 @@ def cs_half_width(variance: float, rhos: tuple[float, ...], alpha: float) -> flo
     return math.sqrt(high) / information
 
 
+def _log_one_sided(
+    square_root: float, information: float, rhos: tuple[float, ...]
+) -> float:
+    """Return the log of the equal-weight half-normal mixture martingale at
+    ``S`` (``S > 0``): ``mean_k 2 Phi(S / sqrt(I + rho_k)) sqrt(rho_k / (I
+    + rho_k)) exp(S**2 / (2 (I + rho_k)))`` (the normal mixture over
+    positive drifts only; Howard et al. 2021, one-sided)."""
+    logs = [
+        math.log(2 * _NORMAL.cdf(square_root / math.sqrt(information + rho)))
+        + 0.5 * math.log(rho / (information + rho))
+        + square_root * square_root / (2 * (information + rho))
+        for rho in rhos
+    ]
+    top = max(logs)
+    return top + math.log(sum(math.exp(v - top) for v in logs) / len(logs))
+
+
+def cs_one_sided(variance: float, rhos: tuple[float, ...], alpha: float) -> float:
+    """Return the one-sided confidence-sequence half-width: for an error
+    ``S / I`` as in ``cs_half_width``, ``P(exists look: error > width) <=
+    alpha`` (Ville's inequality on the half-normal mixture martingale).
+    Narrower than the two-sided width at ``alpha``: each decision
+    (worse, not worse) needs one side only."""
+    if variance <= 0:
+        return 0.0
+    information = 1 / variance
+    target = math.log(1 / alpha)
+    low, high = 0.0, cs_half_width(variance, rhos, alpha) * information
+    # The two-sided boundary at alpha bounds it from above; the log-mixture
+    # increases in S: bisect.
+    for _ in range(60):
+        mid = (low + high) / 2
+        if _log_one_sided(mid, information, rhos) < target:
+            low = mid
+        else:
+            high = mid
+        if high - low <= 1e-9 * high:
+            break
+    return high / information
+
+
 def _to_unit(metric: str, value: float) -> float:
     return value if metric == ERROR_RATE else math.expm1(value)
 
@@ -412,12 +459,12 @@ def compare(
         fixed_var += control_group.fixed_variance
     cs_alpha, fixed_alpha = alpha * (1 - FIXED_SHARE), alpha * FIXED_SHARE
     rhos = mixture_rhos(scale_margin, cs_alpha)
-    half_cs = cs_half_width(current_var, rhos, cs_alpha)
-    half_fixed = _NORMAL.inv_cdf(1 - fixed_alpha / 2) * math.sqrt(fixed_var)
+    half_cs = cs_one_sided(current_var, rhos, cs_alpha)
+    half_fixed = _NORMAL.inv_cdf(1 - fixed_alpha) * math.sqrt(fixed_var)
     half = half_cs + half_fixed
     lower, upper = estimate - half, estimate + half
-    if lower > scale_margin:
-        decision, rule = WORSE, "lower_bound_above_margin"
+    if lower > 0 and estimate > scale_margin:
+        decision, rule = WORSE, "lower_bound_above_zero_estimate_above_margin"
     elif upper < scale_margin:
         decision, rule = NOT_WORSE, "upper_bound_below_margin"
     else:

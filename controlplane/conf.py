@@ -67,6 +67,12 @@ DEFAULTS: dict[str, Any] = {
     # Canary cohort checks: fewest events per cohort (treatment and control)
     # before a comparison can pass or fail; fewer is inconclusive.
     "CANARY_COHORT_MIN_SAMPLES": {"error_rate": 50, "duration": 20},
+    # Compare checks (docs/canary.md): the look-back before start whose
+    # outcome events are each merchant's baseline (several times a phase's
+    # length: the baselines' noise never shrinks during a phase), and the
+    # statement timeout of capturing it.
+    "CANARY_BASELINE_SECONDS": 21600,
+    "CANARY_BASELINE_TIMEOUT": 20.0,
     # Canary controller: seconds between beat ticks (settings.py also reads
     # the CONTROLPLANE_CANARY_TICK_SECONDS environment variable for it).
     "CANARY_TICK_SECONDS": 2.0,

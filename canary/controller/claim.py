@@ -15,7 +15,14 @@ from dataclasses import dataclass, field
 from django.db import transaction
 from django.db.models import Q
 
-from canary.models import HealthCheck, Rollout, RolloutStatus
+from canary.models import (
+    CheckMode,
+    CheckRun,
+    HealthCheck,
+    Phase,
+    Rollout,
+    RolloutStatus,
+)
 from canary.providers import MeasureContext
 from canary.transitions import ACTIVE
 
@@ -83,6 +90,7 @@ def claim_due(
             )
         )
         jobs: list[MeasureJob] = []
+        previous = _previous_ranges(active, due)
         for check in due:
             rollout = rollouts[check.rollout_id]
             lease = now + dt.timedelta(seconds=check.timeout + LEASE_GRACE_SECONDS)
@@ -103,7 +111,52 @@ def claim_due(
                         environment_key=env_keys[rollout.pk],
                         treatment_variation=rollout.treatment_variation,
                         since=rollout.phase_started_at or rollout.started_at or now,
+                        **_compare_context(check, rollout, previous),
                     ),
                 )
             )
     return list(rollouts), jobs + verifying
+
+
+def _previous_ranges(
+    rollouts: list[Rollout], due: list[HealthCheck]
+) -> dict[int, tuple[dt.datetime, dt.datetime] | None]:
+    """Return, per rollout in a 100% phase with compare checks due, the
+    previous phase's range (its first check run to this phase's start):
+    its control windows stand in for the control this phase no longer has.
+    """
+    wanted = {c.rollout_id for c in due if c.mode == CheckMode.COMPARE}
+    ranges: dict[int, tuple[dt.datetime, dt.datetime] | None] = {}
+    for rollout in rollouts:
+        if rollout.pk not in wanted or rollout.current_phase == 0:
+            continue
+        full = Phase.objects.filter(
+            rollout=rollout, index=rollout.current_phase, percentage__gte=100
+        ).exists()
+        if not full or rollout.phase_started_at is None:
+            continue
+        first = (
+            CheckRun.objects.filter(
+                rollout=rollout, phase_index=rollout.current_phase - 1
+            )
+            .order_by("measured_at")
+            .values_list("measured_at", flat=True)
+            .first()
+        )
+        ranges[rollout.pk] = (first, rollout.phase_started_at) if first else None
+    return ranges
+
+
+def _compare_context(
+    check: HealthCheck,
+    rollout: Rollout,
+    previous: dict[int, tuple[dt.datetime, dt.datetime] | None],
+) -> dict:
+    """Return the MeasureContext fields a compare check adds."""
+    if check.mode != CheckMode.COMPARE:
+        return {}
+    extra: dict = {"compare": True}
+    span = previous.get(rollout.pk)
+    if span is not None:
+        extra["previous_since"], extra["previous_until"] = span
+    return extra

@@ -15,7 +15,7 @@ import datetime as dt
 from django.db import transaction
 
 from canary import clock, metrics
-from canary.controller.explain import explain, explain_checks
+from canary.controller.explain import evidence_summary, explain, explain_checks
 from canary.controller.rollbacks import (
     rollback_ended,
     rollback_nudge,
@@ -171,7 +171,7 @@ def decide(rollout_id: int) -> dict | None:
                 reason=reason,
                 details={
                     "decision": "await_approval",
-                    "checks": _passing_summary(rollout),
+                    "checks": evidence_summary(rollout),
                 },
             )
             return {"rollout": rollout.pk, "action": "await_approval", "reason": reason}
@@ -183,7 +183,7 @@ def decide(rollout_id: int) -> dict | None:
                 expected_phase=phase_index,
                 actor=CONTROLLER,
                 reason=reason,
-                details={"decision": "advance", "checks": _passing_summary(rollout)},
+                details={"decision": "advance", "checks": evidence_summary(rollout)},
             )
             if after.status != Status.COMPLETED:
                 # The next phase's checks are due now: measure them without
@@ -197,24 +197,6 @@ def decide(rollout_id: int) -> dict | None:
                 "reason": reason,
             }
         return None
-
-
-def _passing_summary(rollout: Rollout) -> list[dict]:
-    return [
-        {
-            "check": name,
-            "passes": passes,
-            "min_samples": needed,
-            "value": value,
-            "comparator": comparator,
-            "threshold": threshold,
-        }
-        for name, passes, needed, value, comparator, threshold in rollout.checks.order_by(
-            "id"
-        ).values_list(
-            "name", "pass_count", "min_samples", "last_value", "comparator", "threshold"
-        )
-    ]
 
 
 def _fail(rollout: Rollout, decision: GateDecision) -> dict | None:

@@ -34,8 +34,10 @@ def record(result: MeasureResult) -> str:
             value=measurement.value,
             samples=measurement.samples,
             cohorts=measurement.cohorts,
+            merchants=measurement.merchants,
         )
-        value = measurement.value
+        # A comparison records its estimate (the difference it decides on).
+        value = detail.pop("recorded_value", measurement.value)
     detail["provider"] = job.provider
     detail["timeout"] = job.timeout
     if measurement is not None and measurement.detail:

@@ -22,7 +22,6 @@ once it succeeded, the window failed if it failed.
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 from collections.abc import Callable
 
@@ -46,7 +45,6 @@ from canary.services.verification import (
 from controlplane.audit.actors import CONTROLLER
 
 State = VerificationState
-_CONTEXT_FIELDS = {f.name for f in dataclasses.fields(MeasureContext)}
 
 
 def verification_filter() -> Q:
@@ -56,18 +54,16 @@ def verification_filter() -> Q:
 
 def _context(rollout: Rollout, flag_key: str, env_key: str) -> MeasureContext:
     v = rollout.verification or {}
-    extra = {
-        "treated_merchants": tuple(v.get("merchants") or ()),
-        "merchant_baseline": rollout.merchant_baseline or None,
-    }
     return MeasureContext(
         flag_key=flag_key,
         environment_key=env_key,
         treatment_variation=rollout.treatment_variation,
         since=dt.datetime.fromisoformat(v["since"]),
-        # Older providers without cohorts by merchant key measure nothing
-        # wrong: the context simply lacks what they do not know.
-        **{k: val for k, val in extra.items() if k in _CONTEXT_FIELDS},
+        compare=True,
+        # Cohorts by merchant key: the merchants treated at the rollback,
+        # whatever variation they are served now; every other merchant
+        # (never treated) is the control.
+        treated_merchants=tuple(v.get("merchants") or ()),
     )
 
 

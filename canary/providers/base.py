@@ -31,6 +31,12 @@ class Measurement:
     samples: int | None = None
     detail: dict = field(default_factory=dict)
     cohorts: dict | None = None
+    # Compare mode (outcomes provider): per-merchant windows of the current
+    # range, ``{"treatment": {key: window}, "control": {...}}``
+    # (canary.baselines), plus ``"previous_control"`` -- the control's
+    # windows of the previous phase -- when the current range has no
+    # control (a 100% phase).
+    merchants: dict | None = None
 
     @property
     def has_data(self) -> bool:
@@ -56,6 +62,15 @@ class MeasureContext:
     treatment_variation: str
     since: datetime  # phase start
     until: datetime | None = None
+    # Compare mode: measure per-merchant windows (canary.baselines).
+    compare: bool = False
+    # When set, the treated cohort is these merchants whatever variation
+    # they were served (verification after a rollback).
+    treated_merchants: tuple[str, ...] | None = None
+    # The previous phase's range: its control windows stand in for a live
+    # control when the current range has none.
+    previous_since: datetime | None = None
+    previous_until: datetime | None = None
 
 
 @runtime_checkable

@@ -1,6 +1,6 @@
 """``outcomes``: error rate and duration percentiles of reported outcome events.
 
-Spec: ``{"metric": "error_rate" | "p50_ms" | "p95_ms", "name"?: event name,
+Spec: ``{"metric": "error_rate" | "p50_ms" | "p95_ms" | "p99_ms", "name"?: event name,
 "window"?: seconds}``. Counts events of ``ctx.flag_key`` in
 ``ctx.environment_key`` since ``ctx.since`` (or the last ``window`` seconds
 when that is later), until ``ctx.until``. The treatment cohort is the events
@@ -36,7 +36,7 @@ from canary.providers.base import (
 )
 from controlplane.exceptions import InvalidInput
 
-METRICS = ("error_rate", "p50_ms", "p95_ms")
+METRICS = ("error_rate", "p50_ms", "p95_ms", "p99_ms")
 COHORTS = ("treatment", "control")
 MAX_DURATIONS = 2000
 
@@ -114,6 +114,7 @@ def _empty_cohort() -> dict:
         "error_rate": None,
         "p50": None,
         "p95": None,
+        "p99": None,
         "durations": [],
     }
 
@@ -147,10 +148,13 @@ class OutcomesProvider:
     def measure(
         self, spec: dict, ctx: MeasureContext, *, timeout: float
     ) -> Measurement:
-        """Return the treatment cohort's metric with both cohorts filled in."""
+        """Return the treatment cohort's metric with both cohorts filled in
+        (compare mode: per-merchant windows instead, see ``_merchants``)."""
         from canary.models import OutcomeEvent
 
         spec = self.validate_spec(spec)
+        if ctx.compare:
+            return self._merchants(spec, ctx, timeout=timeout)
         since = ctx.since
         if spec.get("window"):
             since = max(
@@ -197,6 +201,7 @@ class OutcomesProvider:
             "error_rate": treatment["error_rate"],
             "p50_ms": treatment["p50"],
             "p95_ms": treatment["p95"],
+            "p99_ms": treatment.get("p99"),
         }[spec["metric"]]
         detail["treatment"] = {k: v for k, v in treatment.items() if k != "durations"}
         detail["control"] = {
@@ -205,6 +210,82 @@ class OutcomesProvider:
         detail["value"] = value
         return Measurement(
             value=value, samples=treatment["n"], detail=detail, cohorts=cohorts
+        )
+
+    def _merchants(
+        self, spec: dict, ctx: MeasureContext, *, timeout: float
+    ) -> Measurement:
+        """Return per-merchant windows of the current range (compare mode).
+
+        The value is the treated cohort's pooled metric (error rate; for a
+        quantile, the event-weighted mean of the merchants' quantiles), for
+        display only: the comparison decides. Without control events in
+        the range (a 100% phase) and with a previous range in ``ctx``, the
+        control's windows of that range come along as ``previous_control``.
+        """
+        from canary.baselines import CONTROL, TREATMENT, merchant_windows
+
+        since = ctx.since
+        if spec.get("window"):
+            since = max(
+                since, (ctx.until or clock.now()) - timedelta(seconds=spec["window"])
+            )
+        detail: dict = {
+            "flag": ctx.flag_key,
+            "environment": ctx.environment_key,
+            "treatment_variation": ctx.treatment_variation,
+            "since": since.isoformat(),
+            "until": ctx.until.isoformat() if ctx.until else None,
+            "metric": spec["metric"],
+            "name": spec.get("name"),
+            "per_merchant": True,
+        }
+        query = {
+            "environment_key": ctx.environment_key,
+            "flag_key": ctx.flag_key,
+            "name": spec.get("name"),
+            "timeout": timeout,
+        }
+        try:
+            windows = merchant_windows(
+                since=since,
+                until=ctx.until,
+                treatment_variation=ctx.treatment_variation,
+                treated_merchants=ctx.treated_merchants,
+                **query,
+            )
+            if not windows[CONTROL] and ctx.previous_since is not None:
+                previous = merchant_windows(
+                    since=ctx.previous_since,
+                    until=ctx.previous_until,
+                    treatment_variation=ctx.treatment_variation,
+                    **query,
+                )
+                windows["previous_control"] = previous[CONTROL]
+                detail["previous_since"] = ctx.previous_since.isoformat()
+                detail["previous_until"] = (
+                    ctx.previous_until.isoformat() if ctx.previous_until else None
+                )
+        except Exception as error:  # a database error while measuring
+            raise ProviderError(
+                f"outcome query failed: {type(error).__name__}", detail=detail
+            ) from error
+        treated = windows[TREATMENT]
+        events = sum(w["events"] for w in treated.values())
+        value: float | None = None
+        if events and spec["metric"] == "error_rate":
+            value = sum(w["failures"] for w in treated.values()) / events
+        elif events:
+            timed = [(w[spec["metric"]], w["events"]) for w in treated.values()]
+            timed = [(v, n) for v, n in timed if v is not None]
+            if timed:
+                value = sum(v * n for v, n in timed) / sum(n for _, n in timed)
+        detail["treated_merchants"] = len(treated)
+        detail["treated_events"] = events
+        detail["control_merchants"] = len(windows[CONTROL])
+        detail["control_events"] = sum(w["events"] for w in windows[CONTROL].values())
+        return Measurement(
+            value=value, samples=events, detail=detail, merchants=windows
         )
 
     def _cohorts_postgresql(self, events, cohort) -> dict[str, dict]:
@@ -221,12 +302,17 @@ class OutcomesProvider:
                 timed=Count("duration_ms"),
                 p50=PercentileCont("duration_ms", 0.5),
                 p95=PercentileCont("duration_ms", 0.95),
+                p99=PercentileCont("duration_ms", 0.99),
             )
         )
         for row in rows:
             target = cohorts[row["cohort"]]
             target.update(
-                n=row["n"], failures=row["failures"], p50=row["p50"], p95=row["p95"]
+                n=row["n"],
+                failures=row["failures"],
+                p50=row["p50"],
+                p95=row["p95"],
+                p99=row["p99"],
             )
             target["timed"] = row["timed"]
         for name, target in cohorts.items():
@@ -273,6 +359,7 @@ class OutcomesProvider:
             values = sorted(durations[name])
             target["p50"] = percentile(values, 0.5)
             target["p95"] = percentile(values, 0.95)
+            target["p99"] = percentile(values, 0.99)
             target["durations"] = quantile_sketch(values, MAX_DURATIONS)
         _finish(cohorts)
         return cohorts

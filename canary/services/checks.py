@@ -28,6 +28,7 @@ from canary.models import (
     Verdict,
 )
 from canary.services._common import known_fields_object, phase_running_time
+from canary.services.comparisons import COMPARE_METRICS, compare_judge
 from controlplane.audit.actors import CONTROLLER
 from controlplane.audit.services import audited_transaction, record_audit_event
 from controlplane.conf import setting
@@ -68,14 +69,6 @@ _DEFAULTS: dict[str, Any] = {
     "margin": None,
     "alpha": 0.05,
     "dry_run": False,
-}
-# Compare mode: the outcomes metric names and the metric canary.sequential
-# compares for each.
-COMPARE_METRICS = {
-    "error_rate": "error_rate",
-    "p50_ms": "p50",
-    "p95_ms": "p95",
-    "p99_ms": "p99",
 }
 
 
@@ -328,6 +321,7 @@ def check_judge(
     samples: int | None = None,
     cohorts: Mapping | None = None,
     baseline: float | None = None,
+    merchants: Mapping | None = None,
 ) -> tuple[health.Judgement, dict]:
     """Return the verdict of one measurement of ``check`` and its detail.
 
@@ -339,6 +333,9 @@ def check_judge(
     The detail holds the threshold, baseline, cohort statistics and the
     message, ready for ``check_run_record``.
     """
+    if check.mode == CheckMode.COMPARE:
+        # ``merchants``: the outcomes provider's per-merchant windows.
+        return compare_judge(check, merchants=merchants, error=error)
     rules = check_rules(check)
     if baseline is None and check.mode == CheckMode.RELATIVE:
         baseline = (check.rollout.baseline or {}).get(check.name)
@@ -377,6 +374,7 @@ def check_judge(
         detail["samples"] = samples
     if error is not None:
         detail["error"] = error
+    detail["answer"] = health.answer_of(judgement.verdict)
     return judgement, detail
 
 

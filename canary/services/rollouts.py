@@ -24,7 +24,7 @@ from canary.exceptions import (
     RolloutAlreadyActive,
     RolloutInvalidTransition,
 )
-from canary.models import HealthCheck, Phase, Rollout, TargetType
+from canary.models import CheckMode, HealthCheck, Phase, Rollout, TargetType
 from canary.services._common import OWNS_FLAG, Status, env_key, lock_rollout
 from canary.services.checks import (
     checks_clean,
@@ -311,7 +311,10 @@ def rollout_start(
     started (a redelivery): return it unchanged. Raise
     RolloutInvalidTransition for a finished rollout, RolloutAlreadyActive
     when another rollout owns the flag, Conflict for an archived flag.
+    Compare checks get each merchant's baseline captured first (outside
+    the transaction: it reads the look-back's outcome events).
     """
+    merchant_baseline = _merchant_baseline_for(rollout_id)
     with audited_transaction():
         rollout = lock_rollout(rollout_id)
         if rollout.status != Status.DRAFT:
@@ -373,8 +376,11 @@ def rollout_start(
         rollout.phase_running_since = None
         if baseline:
             rollout.baseline = {**(rollout.baseline or {}), **baseline}
+        if merchant_baseline is not None:
+            rollout.merchant_baseline = merchant_baseline
         rollout.save(
             update_fields=[
+                "merchant_baseline",
                 "captured_state",
                 "started_at",
                 "current_phase",
@@ -390,11 +396,47 @@ def rollout_start(
             to=Status.RUNNING,
             actor=actor,
             reason=reason or "started",
-            details={"captured_state": captured},
+            details={
+                "captured_state": captured,
+                **_baseline_summary(merchant_baseline),
+            },
         )
         phase_apply(rollout=rollout, index=0, actor=actor)
         checks_reset(rollout=rollout, phase_index=0, now=now)
     return rollout
+
+
+def _merchant_baseline_for(rollout_id: int) -> dict | None:
+    """Capture the merchant baselines a draft's compare checks need (None:
+    not a draft, or no compare check)."""
+    from canary.baselines import merchant_baseline_capture
+
+    rollout = (
+        Rollout.objects.select_related("flag", "environment")
+        .filter(pk=rollout_id, status=Status.DRAFT)
+        .first()
+    )
+    if rollout is None or not rollout.checks.filter(mode=CheckMode.COMPARE).exists():
+        return None
+    return merchant_baseline_capture(
+        environment_key=rollout.environment.key,
+        flag_key=rollout.flag.key,
+        control_variation=rollout.control_variation,
+        now=clock.now(),
+    )
+
+
+def _baseline_summary(merchant_baseline: dict | None) -> dict:
+    """Return what the start event says of the captured baselines."""
+    if merchant_baseline is None:
+        return {}
+    summary = {k: merchant_baseline[k] for k in ("since", "until", "seconds", "events")}
+    return {
+        "merchant_baseline": {
+            **summary,
+            "merchants": len(merchant_baseline["merchants"]),
+        }
+    }
 
 
 def rollout_advance(

@@ -8,7 +8,7 @@ from typing import Any
 from canary.exceptions import InvalidInput
 from canary.models import Rollout, TargetType
 from canary.services.rollouts import rollout_create
-from canary.templates_data import PLANS
+from canary.templates_data import DEFAULT_CHECKS, PLANS
 from flags.models import Environment, Flag
 
 
@@ -86,7 +86,9 @@ def rollout_create_from_template(
 
     See ``template_phases`` for the options and ``rollout_create`` for the
     rest; a pilot or internal phase without merchants is refused with
-    field ``phases[0].pilot_merchants``.
+    field ``phases[0].pilot_merchants``. No ``checks`` (None) means the
+    default check set, ``canary.templates_data.DEFAULT_CHECKS``; an empty
+    list means none.
     """
     phases = template_phases(
         template,
@@ -100,7 +102,7 @@ def rollout_create_from_template(
         environment=environment,
         name=name or f"{flag.key} in {environment.key}: {template}",
         phases=phases,
-        checks=checks,
+        checks=copy.deepcopy(DEFAULT_CHECKS) if checks is None else checks,
         deployment=deployment,
         treatment=treatment,
         control=control,

@@ -204,7 +204,7 @@ def test_percentile__values__linear_interpolation(values, fraction, expected):
     "spec, field",
     [
         ({}, "spec.metric"),
-        ({"metric": "p99_ms"}, "spec.metric"),
+        ({"metric": "p999_ms"}, "spec.metric"),
         ({"metric": "error_rate", "window": 0}, "spec.window"),
         ({"metric": "error_rate", "window": "1h"}, "spec.window"),
         ({"metric": "error_rate", "name": ""}, "spec.name"),

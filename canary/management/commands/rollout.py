@@ -97,8 +97,9 @@ class Command(BaseCommand):
             type=_json_object,
             default=[],
             help='health check as JSON, e.g. \'{"name": "errors", "provider":'
-            ' "outcomes", "spec": {"metric": "error_rate"},'
-            ' "threshold": 0.05}\' (repeat)',
+            ' "outcomes", "mode": "compare", "spec": {"metric": "error_rate"},'
+            ' "margin": 0.01}\' (repeat; none: the default check set of'
+            " docs/canary.md)",
         )
         create.add_argument("--name")
         create.add_argument(
@@ -214,7 +215,7 @@ class Command(BaseCommand):
             flag=flag_get(options["flag"]),
             environment=environment_get(options["env"]),
             pilot_merchants=pilots,
-            checks=options["check"],
+            checks=options["check"] or None,
             name=options["name"],
             deployment=options["deployment"],
             duration_scale=options["duration_scale"],
