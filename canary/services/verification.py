@@ -180,8 +180,6 @@ def verification_open(*, rollout_id: int, run_id: int, actor: Any) -> Rollout:
             f"baselines until {until.isoformat()}"
         )
         before = rollout.verification_state
-        if v.get("level") is not None:
-            v["history"] = _history(v, "reopened", reason, now)
         v.update(
             level=run.level,
             rollback_run=run.pk,
@@ -190,6 +188,7 @@ def verification_open(*, rollout_id: int, run_id: int, actor: Any) -> Rollout:
             escalation_run=None,
             reason=reason,
         )
+        v["history"] = _history(v, State.VERIFYING, reason, now)
         rollout.verification = v
         rollout.verification_state = State.VERIFYING
         rollout.save(update_fields=["verification", "verification_state", "updated_at"])

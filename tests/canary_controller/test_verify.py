@@ -310,9 +310,10 @@ def test_decide__worse_after_level_1__escalates_to_level_2_then_verifies_again(
     assert rollout.verification["level"] == 2
     assert rollout.verification["rollback_run"] == run.pk
     assert rollout.verification["since"] == first_since  # the clock did not move
-    assert [h["state"] for h in rollout.verification["history"]] == [
-        "escalating",
-        "reopened",
+    assert [(h["level"], h["state"]) for h in rollout.verification["history"]] == [
+        (1, "verifying"),
+        (1, "escalating"),
+        (2, "verifying"),
     ]
     assert events(rollout, "rollout.verification_started").count() == 2
     assert tick(rollout, django_capture_on_commit_callbacks) is None
