@@ -304,7 +304,11 @@ def escalation_simulate(
             previous = fake()
             controller_tick()
             rollout.refresh_from_db()
-            if rollout.status == Status.ROLLING_BACK and rolled_back_at is None:
+            if rolled_back_at is None and rollout.status in (
+                Status.ROLLING_BACK,
+                Status.ROLLED_BACK,
+            ):
+                # The run executes on commit: it may be rolled back already.
                 rolled_back_at = fake()
                 deadline = rolled_back_at + dt.timedelta(seconds=limit)
             if escalated_at is None and len(list(_levels(rollout))) > 1:
