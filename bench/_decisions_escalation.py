@@ -18,7 +18,7 @@ How bench/decisions.py wires it (it owns that module)::
 
     from bench._decisions_escalation import (
         ESCALATION_KINDS, escalation_simulate, escalation_summarize,
-        escalation_table_print,
+        escalation_table_print, verification_close,
     )
     # --kinds accepts the names of ESCALATION_KINDS too; in benchmark_run,
     # for such a name:
@@ -29,6 +29,9 @@ How bench/decisions.py wires it (it owns that module)::
     )
     # keep those results apart, then after the main table:
     escalation_table_print(escalation_summarize(escalation_results), out)
+    # and at the end of canary_simulate, for every other kind (a rollback
+    # opens a window there too; the fake clock restarts at every canary):
+    verification_close(rollout)
 
 The rollouts use the plan's default check set (``checks=None``; the
 verification needs compare checks), unless ``checks`` is given.
@@ -351,8 +354,32 @@ def escalation_simulate(
             from canary.services import rollout_abort
 
             rollout_abort(rollout_id=rollout.pk, actor=SYSTEM, reason="benchmark end")
+        verification_close(rollout)
     result.wall_seconds = time.perf_counter() - wall
     return result
+
+
+def verification_close(rollout: Any) -> None:
+    """End the rollout's verification window if it is still open.
+
+    Every simulated canary restarts the fake clock at START, so a window
+    left open would never reach its end and every later tick would keep
+    measuring it: call this when a canary is over (bench/decisions.py
+    should, for every kind, or run with CANARY_VERIFY_SECONDS = 0).
+    """
+    from canary.services import rollout_verification_conclude
+    from canary.services.verification import OPEN
+    from controlplane.audit.actors import SYSTEM
+
+    rollout.refresh_from_db()
+    if rollout.verification_state in OPEN:
+        rollout_verification_conclude(
+            rollout_id=rollout.pk,
+            expected_since=rollout.verification.get("since"),
+            state="ended",
+            reason="benchmark end: the simulated canary is over",
+            actor=SYSTEM,
+        )
 
 
 def _levels(rollout: Any) -> Iterable[int]:
