@@ -107,6 +107,9 @@ class Simulation:
     treated_events: int = 0
 
 
+LOOKBACK_CHUNK = 1800.0  # seconds of look-back generated and ingested at once
+
+
 def _drift(sim: Simulation, seconds: float) -> float:
     return 1.0 + DRIFT_AMPLITUDE * math.sin(
         2 * math.pi * seconds / DRIFT_PERIOD + sim.drift_phase
@@ -253,9 +256,6 @@ def canary_simulate(
     from canary import clock
     from canary.controller import controller_tick
     from canary.models import RolloutStatus
-    from canary.providers.base import MeasureContext
-    from canary.providers.outcomes import OutcomesProvider
-    from canary.services import rollout_set_baseline
     from canary.services.operator import rollout_start_checked
     from canary.services.templates import rollout_create_from_template
     from canary.transitions import TERMINAL
@@ -277,24 +277,15 @@ def canary_simulate(
     with clock.swapped(fake):
         flag = flag_services.flag_create(actor=SYSTEM, key=flag_key)
         # Fleet traffic before start (everyone on control): the look-back
-        # the p95 baseline is measured from.
-        fake.advance(LOOKBACK_SECONDS)
+        # each merchant's baseline is captured from at start.
         sim.treated = np.zeros(len(fleet.keys), dtype=bool)
-        _ingest(
-            _events(sim, flag_key, START, fake(), report_fraction, assigned=False),
-            environment,
-        )
-        lookback = OutcomesProvider().measure(
-            {"metric": "p95_ms"},
-            MeasureContext(
-                flag_key=flag_key,
-                environment_key=environment.key,
-                treatment_variation="on",
-                since=START,
-            ),
-            timeout=10.0,
-        )
-        baseline = lookback.cohorts["control"]["p95"]
+        for _ in range(math.ceil(LOOKBACK_SECONDS / LOOKBACK_CHUNK)):
+            begin = fake()
+            fake.advance(LOOKBACK_CHUNK)
+            _ingest(
+                _events(sim, flag_key, begin, fake(), report_fraction, assigned=False),
+                environment,
+            )
         rollout = rollout_create_from_template(
             actor=SYSTEM,
             template=TEMPLATE,
@@ -303,9 +294,6 @@ def canary_simulate(
             pilot_merchants=[pilot],
             checks=CHECKS,
             duration_scale=duration_scale,
-        )
-        rollout_set_baseline(
-            rollout_id=rollout.pk, actor=SYSTEM, baseline={"p95": baseline}
         )
         rollout, _ = rollout_start_checked(rollout_id=rollout.pk, actor=SYSTEM)
         started = fake()
@@ -423,6 +411,7 @@ def benchmark_run(
     report_fraction: float = DEFAULT_REPORT_FRACTION,
     budget: float | None = None,
     duration_scale: float | None = None,
+    first_run: int = 0,
     out: IO[str] = sys.stdout,
     progress: Callable[[CanaryResult], None] | None = None,
 ) -> tuple[list[dict], list[CanaryResult]]:
@@ -435,10 +424,14 @@ def benchmark_run(
     done = 0
     # Interleave the kinds so a partial run (or a burst of machine load)
     # affects every kind alike; a budget stops between rounds only.
-    for run in range(runs):
-        if budget is not None and run and time.perf_counter() - began > budget:
+    for run in range(first_run, first_run + runs):
+        if (
+            budget is not None
+            and run > first_run
+            and time.perf_counter() - began > budget
+        ):
             break
-        done = run + 1
+        done = run - first_run + 1
         for name in kinds:
             result = canary_simulate(
                 kind=KINDS[name],
@@ -516,9 +509,47 @@ def _setup_django(database_url: str | None) -> str:
                     cursor.execute("PRAGMA synchronous = OFF")
 
         connection_created.connect(no_fsync, weak=False)
+    else:
+        from django.db.backends.signals import connection_created
+
+        def no_commit_wait(sender: Any, connection: Any, **kwargs: Any) -> None:
+            # A throwaway database: durability is not measured, and waiting
+            # for the WAL flush at every commit would dominate.
+            if connection.vendor == "postgresql":
+                with connection.cursor() as cursor:
+                    cursor.execute("SET synchronous_commit = off")
+
+        connection_created.connect(no_commit_wait, weak=False)
 
     call_command("migrate", verbosity=0)
     return url
+
+
+def _table_from_json(paths: list[str], seed: int) -> int:
+    """Print the table of the canaries in ``paths`` (runs split over
+    processes with --first-run and --json)."""
+    import json
+
+    results = [
+        CanaryResult(**item)
+        for path in paths
+        for item in json.loads(Path(path).read_text())
+    ]
+    fleet = Fleet.build(seed)
+    counts = {r.kind for r in results}
+    table_print(
+        summarize(results, fleet),
+        sys.stdout,
+        title=f"{TEMPLATE}, {len(results)} canaries ({len(counts)} kinds) from "
+        f"{len(paths)} file(s), seed {seed}, {FLEET_SIZE} merchants at "
+        f"{RATE_RANGE[0]:g}-{RATE_RANGE[1]:g} req/s",
+    )
+    print(
+        f"fleet: traffic-weighted error rate {fleet.weighted_error:.4f}, "
+        f"p95 {fleet.latency_quantile(0.95):.1f} ms; n* at alpha {ALPHA:g} "
+        f"(one-sided), power {POWER:.0%}"
+    )
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -545,7 +576,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--json", default=None, help="also write every canary's result here"
     )
+    parser.add_argument(
+        "--first-run",
+        type=int,
+        default=0,
+        help="index of the first canary per kind (to split one benchmark over "
+        "several processes, each with its own database)",
+    )
+    parser.add_argument(
+        "--from-json",
+        nargs="+",
+        default=None,
+        help="print the table of results written by --json runs, simulating nothing",
+    )
     args = parser.parse_args(argv)
+    if args.from_json:
+        return _table_from_json(args.from_json, args.seed)
     kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
     unknown = [k for k in kinds if k not in KINDS]
     if unknown:
@@ -570,6 +616,7 @@ def main(argv: list[str] | None = None) -> int:
         report_fraction=args.report_fraction,
         duration_scale=args.duration_scale,
         budget=args.budget,
+        first_run=args.first_run,
         progress=progress,
     )
     if args.json:

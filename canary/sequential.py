@@ -9,20 +9,27 @@ quantiles in a pre-rollout *baseline* window and in the *current* window --
 for the treated merchants and the control merchants, and answers:
 
 * ``worse``: the always-valid lower bound of ``d = treatment - comparison``
-  (higher is worse) exceeds the margin ``m``;
-* ``not_worse``: the upper bound is below ``m`` (non-inferiority);
-* ``not_yet``: neither, the interval still contains ``m``.
+  (higher is worse) is above zero -- the treatment is worse, with the
+  configured confidence -- and the estimate is above the margin ``m`` (a
+  difference within the margin is tolerated even when it is certain);
+* ``not_worse``: the always-valid upper bound is below ``m``
+  (non-inferiority);
+* ``not_yet``: neither.
 
 Estimate. The merchant is the unit. Each merchant ``i`` gives its own
 difference ``d_i = current_i - baseline_i`` (error rate points, or the log
 ratio of a latency quantile), so a merchant that is simply more error-prone
 or slower than the fleet compares only with itself. The treated mean minus
 the control mean (difference in differences) removes the drift common to
-both cohorts over the same time. Means are weighted by ``1 / (1/n_current
-+ 1/n_baseline)``, event counts only, so the weights do not depend on the
-outcomes. With no live control (a 100% phase) the caller passes the control
-cohort's last window, frozen; with no control at all the estimate is the
-treated merchants' change against their own baselines.
+both cohorts over the same time. Means are weighted by inverse variance,
+``1 / (u_i (1/n_current + 1/n_baseline))`` with ``u_i`` the merchant's unit variance *from its
+baseline* (``p(1-p)`` of its baseline error rate; the squared log-spread of
+its baseline latencies): fixed before the phase, so no weight depends on
+the current window's outcomes, and an error-prone merchant's noisier
+difference counts less. With no live control (a 100% phase) the caller
+passes the control cohort's last window, frozen; with no control at all
+the estimate is the treated merchants' change against their own
+baselines.
 
 Variance. Over merchants (cluster-robust: the spread of the ``d_i``), never
 over requests, floored by the within-merchant sampling variance (binomial
@@ -32,21 +39,22 @@ variance is split in two parts: the *current* part, which shrinks as the
 phase collects events, and the *fixed* part (the baselines, and a frozen
 control), which does not.
 
-Guarantee. The interval is ``estimate +- (h_cs + h_fixed)``: ``h_cs`` is
-the two-sided normal-mixture confidence sequence of Howard et al. (2021,
-"Time-uniform, nonparametric, nonasymptotic confidence sequences", the
-normal mixture) at level ``0.8 * alpha`` in the information time
-``1 / variance`` of the current part, and ``h_fixed`` a fixed-sample
-interval at level ``0.2 * alpha`` for the fixed part. By Ville's inequality
-and a union bound the interval covers the true difference *at every look
-simultaneously* with probability at least ``1 - alpha`` (asymptotically:
-normal approximation of the merchant-level estimate, variance plugged in,
-as in the asymptotic confidence sequences of Waudby-Smith et al. 2021). So
-however often the controller looks, ``P(worse ever) <= alpha`` when the
-true difference is ``<= m``, and ``P(not_worse ever) <= alpha`` when it is
-``>= m``. The mixture is spread over precisions fixed by the margin alone
-(tightest where the half-width is ``m``, ``2m``, ... ``32m``), never by
-the data.
+Guarantee. Each decision uses one side: the lower bound ``estimate -
+(h_cs + h_fixed)`` for worse, the upper bound ``estimate + (h_cs +
+h_fixed)`` for not worse. ``h_cs`` is the one-sided normal-mixture
+confidence sequence of Howard et al. (2021, "Time-uniform, nonparametric,
+nonasymptotic confidence sequences": the mixture over positive drifts) at
+level ``0.8 * alpha`` in the information time ``1 / variance`` of the
+current part, and ``h_fixed`` a one-sided fixed-sample bound at level
+``0.2 * alpha`` for the fixed part. By Ville's inequality and a union
+bound each bound holds *at every look simultaneously* with probability at
+least ``1 - alpha`` (asymptotically: normal approximation of the
+merchant-level estimate, variance plugged in, as in the asymptotic
+confidence sequences of Waudby-Smith et al. 2021). So however often the
+controller looks, ``P(worse ever) <= alpha`` when the true difference is
+``<= 0``, and ``P(not_worse ever) <= alpha`` when it is ``>= m``. The
+mixture is spread over precisions fixed by the margin alone (tightest
+where the half-width is ``m``, ``2m``, ``4m``, ``8m``), never by the data.
 """
 
 from __future__ import annotations
@@ -65,7 +73,7 @@ METRICS = frozenset({ERROR_RATE, *QUANTILES})
 DEFAULT_ALPHA = 0.05
 # Error rate: absolute points; latency quantiles: relative change.
 DEFAULT_MARGINS: dict[str, float] = {
-    ERROR_RATE: 0.005,
+    ERROR_RATE: 0.01,
     "p50": 0.10,
     "p95": 0.10,
     "p99": 0.15,
@@ -252,12 +260,14 @@ def _group(metric: str, items: Sequence[MerchantAggregate]) -> _Group | None:
     )
 
 
-# The mixture is spread over precisions tuned to half-widths of m, 2m, ...
-# 32m (equal weights): an average of martingales is a martingale, so the
+# The mixture is spread over precisions tuned to half-widths of m, 2m, 4m
+# and 8m (equal weights): an average of martingales is a martingale, so the
 # guarantee holds, and the boundary stays near its best both at the margin
-# (where ``not_worse`` is decided) and far above it (a large regression on
-# little traffic), at about 10% extra width at the margin.
-MIXTURE_SCALES = (1, 2, 4, 8, 16, 32)
+# (where ``not_worse`` is decided) and well above it (a large regression
+# on little traffic). Each extra scale costs width at the margin (the
+# boundary pays ``log(scales)``): four give about 4% over a single
+# precision, six about 10%.
+MIXTURE_SCALES = (1, 2, 4, 8)
 
 
 @lru_cache(maxsize=64)
@@ -479,13 +489,15 @@ def compare(
     text = (
         f"{metric}: treated {_fmt(metric, _to_unit(metric, estimate))} against "
         f"{'their baselines' if drift == 'none' else 'their baselines, corrected by the ' + drift}"
-        f" ({level} always-valid interval {_fmt(metric, _to_unit(metric, lower))} to "
+        f" ({level} always-valid bounds {_fmt(metric, _to_unit(metric, lower))} to "
         f"{_fmt(metric, _to_unit(metric, upper))}, margin {_fmt(metric, margin)}; "
         f"{treated_group.merchants} treated merchants / {treated_group.events} events, "
         f"{control_merchants} control / {control_events}): "
     )
     if decision == WORSE:
-        text += "the lower bound exceeds the margin: worse."
+        text += (
+            "the lower bound is above zero and the estimate above the margin: worse."
+        )
     elif decision == NOT_WORSE:
         text += "the upper bound is below the margin: not worse."
     elif more is None:
@@ -552,40 +564,49 @@ def minimum_detectable_effect(
     cur_n = events_per_merchant_per_minute * phase_seconds / 60
     base_n = events_per_merchant_per_minute * baseline_seconds / 60
     cs_alpha = alpha * (1 - FIXED_SHARE)
-    z_fixed = _NORMAL.inv_cdf(1 - alpha * FIXED_SHARE / 2)
+    z_fixed = _NORMAL.inv_cdf(1 - alpha * FIXED_SHARE)
     z_power = _NORMAL.inv_cdf(power)
     rhos = mixture_rhos(scale_margin, cs_alpha)
 
-    def unit_variances(effect: float) -> tuple[float, float, float]:
-        """Return one merchant's (current, baseline) variance and the
-        baseline variance a control merchant adds to the current part."""
+    def group_variances(effect: float) -> tuple[float, float, float]:
+        """Return the treated group's (current, baseline) variance and the
+        control group's current variance per merchant, with the
+        inverse-variance weights ``compare`` uses (by the baseline rate)."""
         if metric == ERROR_RATE:
-            rates = [(1 - heavy_share, baseline_rate)]
+            kinds = [(1 - heavy_share, baseline_rate)]
             if heavy_share:
-                rates.append((heavy_share, baseline_rate * heavy_factor))
-            var_b = sum(s * p * (1 - p) for s, p in rates) / base_n
+                kinds.append((heavy_share, min(0.5, baseline_rate * heavy_factor)))
+            weights = [(s, 1 / (p * (1 - p))) for s, p in kinds]
+            total = sum(s * w for s, w in weights)
+
+            def mix(variance_of) -> float:
+                return sum(
+                    s * w * w * variance_of(p)
+                    for (s, w), (_, p) in zip(weights, kinds, strict=True)
+                ) / (total * total)
+
+            var_b = mix(lambda p: p * (1 - p)) / base_n
             var_c = (
-                sum(
-                    s * min(1.0, p + effect) * (1 - min(1.0, p + effect))
-                    for s, p in rates
-                )
-                / cur_n
+                mix(lambda p: min(1.0, p + effect) * (1 - min(1.0, p + effect))) / cur_n
             )
-            var_c0 = sum(s * p * (1 - p) for s, p in rates) / cur_n
+            var_c0 = mix(lambda p: p * (1 - p)) / cur_n
             return var_c, var_b, var_c0
         factor = _quantile_variance_factor(QUANTILES[metric]) * log_sigma**2
         return factor / cur_n, factor / base_n, factor / cur_n
 
     effect = scale_margin
-    for _ in range(20):  # the variance depends (a little) on the effect
-        var_c, var_b, var_c0 = unit_variances(effect)
+    for _ in range(30):  # the variance depends (a little) on the effect
+        var_c, var_b, var_c0 = group_variances(effect)
         current = var_c / treated_merchants
         fixed = var_b / treated_merchants
         if control_merchants:
             current += var_c0 / control_merchants
             fixed += var_b / control_merchants
-        half = cs_half_width(current, rhos, cs_alpha) + z_fixed * math.sqrt(fixed)
-        updated = scale_margin + half + z_power * math.sqrt(current + fixed)
+        half = cs_one_sided(current, rhos, cs_alpha) + z_fixed * math.sqrt(fixed)
+        # Worse needs the lower bound above zero and the estimate above the
+        # margin: reached with ``power`` when the effect clears the larger
+        # of the two by z_power standard errors.
+        updated = max(half, scale_margin) + z_power * math.sqrt(current + fixed)
         if math.isclose(updated, effect, rel_tol=1e-6):
             break
         effect = updated

@@ -57,7 +57,9 @@ PLANS: dict[str, dict[str, Any]] = {
                 "target_type": "percentage",
                 "percentage": 10,
                 "min_duration": 900,
-                "max_duration": 7200,
+                # A prove phase waits for "not worse": ten merchants with
+                # little traffic may need hours (the preflight says).
+                "max_duration": 14400,
             },
             {
                 "name": "50%",
