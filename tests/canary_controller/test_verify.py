@@ -666,3 +666,20 @@ def test_verification_escalate__operator_escalated_meanwhile__unchanged(
     # Then: neither exhausted nor a second run; the controller follows
     assert after.verification_state == State.VERIFYING
     assert RollbackRun.objects.filter(level=2).count() == 1
+
+
+def test_rollout_status_command__open_window__verification_line(rolled_back):
+    # Given
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    rollout = rolled_back()
+    out = StringIO()
+    # When
+    call_command("rollout", "status", str(rollout.pk), stdout=out)
+    # Then
+    assert (
+        f"  verification after the rollback: verifying at level 1 until "
+        f"{rollout.verification['until']}: verifying the level 1 rollback"
+    ) in out.getvalue()

@@ -135,6 +135,15 @@ def snapshot_lines(snap: Snapshot) -> list[str]:
     ]
     if r.pause_reason:
         lines.append(f"  paused: {r.pause_reason}")
+    if r.verification_state:
+        v = r.verification or {}
+        lines.append(
+            f"  verification after the rollback: {r.verification_state} at level "
+            f"{v.get('level')}"
+            + (f" until {v['until']}" if r.verification_state == "verifying" else "")
+            + (f": {v['reason']}" if v.get("reason") else "")
+            + ("" if r.auto_escalate else " (automatic escalation stopped)")
+        )
     for check in snap.checks:
         lines.append(
             f"  check {check['name']} ({check['provider']}): last {value_text(check['value'])} "
