@@ -88,6 +88,26 @@ class Verdict(models.TextChoices):
     NOT_YET = "not_yet", "Not yet"
 
 
+class VerificationState(models.TextChoices):
+    """Where a rolled-back rollout's verification window stands (see
+    ``Rollout.verification``); empty: no window was opened."""
+
+    NONE = "", "Not verified"
+    # The window is open: the compare checks measure the formerly treated
+    # merchants after the rollback at ``verification["level"]``.
+    VERIFYING = "verifying", "Verifying"
+    # A rollback run of a higher level is on its way; verified again once
+    # it succeeded.
+    ESCALATING = "escalating", "Escalating"
+    RECOVERED = "recovered", "Recovered"
+    ENDED = "ended", "Ended without evidence of harm"
+    EXHAUSTED = "exhausted", "Still worse: no level left"
+    # Still worse, and an operator stopped automatic escalation.
+    STOPPED = "stopped", "Still worse: escalation stopped"
+    # The escalation's rollback run failed: an operator must act.
+    FAILED = "failed", "Escalation failed"
+
+
 class Outcome(models.TextChoices):
     SUCCESS = "success", "Success"
     FAILURE = "failure", "Failure"
@@ -147,6 +167,22 @@ class Rollout(models.Model):
     # Index of the highest phase an operator approved; null = none.
     approved_phase = models.IntegerField(null=True, blank=True)
     pause_reason = models.CharField(max_length=500, blank=True)
+    # After a rollback (canary.services.verification, docs/canary.md "After
+    # a rollback: verify and escalate"): the window's state, indexed so the
+    # controller claims the open ones, and its data: {"captured_at",
+    # "phase", "merchants": [treated keys at rollback], "level",
+    # "rollback_run", "since", "until", "reason", "history": [...]}.
+    verification_state = models.CharField(
+        max_length=12,
+        choices=VerificationState.choices,
+        default=VerificationState.NONE,
+        blank=True,
+        db_index=True,
+    )
+    verification = models.JSONField(default=dict, blank=True)
+    # False once an operator stopped automatic escalation
+    # (rollout_escalation_stop): the checks still verify, never escalate.
+    auto_escalate = models.BooleanField(default=True)
     # Optimistic version, bumped by every transition and phase change.
     version = models.PositiveIntegerField(default=1)
     started_at = models.DateTimeField(null=True, blank=True)
@@ -165,6 +201,10 @@ class Rollout(models.Model):
             models.CheckConstraint(
                 condition=Q(max_level__gte=1) & Q(max_level__lte=3),
                 name="rollout_max_level_1_3",
+            ),
+            models.CheckConstraint(
+                condition=Q(verification_state__in=VerificationState.values),
+                name="rollout_verification_state_valid",
             ),
             models.CheckConstraint(
                 # A draft can be aborted before it ever started.

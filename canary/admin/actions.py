@@ -31,6 +31,13 @@ class RolloutAction:
     form_class: type[forms.Form]
     apply: Callable[[Actor, Rollout, dict], Rollout]
     shown_for: frozenset[str]
+    # A further condition on the rollout (None: its status is enough).
+    shown_if: Callable[[Rollout], bool] | None = None
+
+    def is_shown(self, rollout: Rollout) -> bool:
+        return rollout.status in self.shown_for and (
+            self.shown_if is None or self.shown_if(rollout)
+        )
 
 
 def _start(actor: Actor, rollout: Rollout, data: dict) -> Rollout:
@@ -122,6 +129,20 @@ ACTIONS: dict[str, RolloutAction] = {
                 rollout_id=r.pk, level=d["level"], actor=actor, reason=d["reason"]
             ),
             frozenset({*ACTIVE, Status.ROLLING_BACK, Status.ROLLED_BACK}),
+        ),
+        RolloutAction(
+            "stop-escalation",
+            "Stop automatic escalation",
+            "After a rollback the checks keep measuring the merchants that were "
+            "treated; when they are still worse, the controller escalates to the "
+            "next level by itself. Stop that here: the verification still says "
+            "what it finds, but only an operator escalates (Roll back now).",
+            RequiredReasonForm,
+            lambda actor, r, d: services.rollout_escalation_stop(
+                rollout_id=r.pk, actor=actor, reason=d["reason"]
+            ),
+            frozenset({Status.DRAFT, *ACTIVE, Status.ROLLING_BACK, Status.ROLLED_BACK}),
+            lambda r: r.auto_escalate,
         ),
     )
 }

@@ -144,6 +144,9 @@ class RolloutAdmin(admin.ModelAdmin):
         "phase_running_seconds",
         "phase_running_since",
         "finished_at",
+        "verification_state",
+        "verification_summary",
+        "auto_escalate",
         "created_by",
         "version",
         "baseline",
@@ -201,6 +204,17 @@ class RolloutAdmin(admin.ModelAdmin):
     def explanation(self, rollout: Rollout) -> str:
         """The reason of the last decision: pause reason, or the last transition's."""
         return rollout.pause_reason or getattr(rollout, "last_reason", "") or ""
+
+    @admin.display(description="verification after the rollback")
+    def verification_summary(self, rollout: Rollout) -> str:
+        v = rollout.verification or {}
+        if not v.get("level"):
+            return "-"
+        return (
+            f"level {v['level']} (rollback run {v.get('rollback_run')}), "
+            f"{len(v.get('merchants') or [])} formerly treated merchants, "
+            f"{v.get('since')} .. {v.get('until')}: {v.get('reason', '')}"
+        )
 
     @admin.display(description="last decision (audit)")
     def last_decision(self, rollout: Rollout) -> str:
@@ -282,7 +296,7 @@ class RolloutAdmin(admin.ModelAdmin):
                         ),
                     }
                     for name, action in ACTIONS.items()
-                    if rollout.status in action.shown_for
+                    if action.is_shown(rollout)
                 ]
             extra_context["audit_history_url"] = audit_history_url(
                 target_type="canary.rollout", target_id=object_id

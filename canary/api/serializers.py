@@ -228,10 +228,18 @@ class RolloutDetailOutputSerializer(RolloutOutputSerializer):
     )
     baseline = serializers.JSONField(read_only=True)
     captured_state = serializers.JSONField(read_only=True)
+    verification = serializers.JSONField(
+        read_only=True,
+        help_text="After a rollback: the verification window (level, since, "
+        "until, formerly treated merchants, the last decision's reason).",
+    )
 
     class Meta(RolloutOutputSerializer.Meta):
         fields = [
             *RolloutOutputSerializer.Meta.fields,
+            "verification_state",
+            "verification",
+            "auto_escalate",
             "baseline",
             "captured_state",
             "phases",

@@ -49,6 +49,11 @@ urlpatterns = [
         name="rollout-baseline",
     ),
     path(
+        "rollouts/<int:pk>/stop-escalation",
+        views.RolloutEscalationStopApi.as_view(),
+        name="rollout-stop-escalation",
+    ),
+    path(
         "rollouts/<int:pk>/check-runs",
         views.RolloutCheckRunsApi.as_view(),
         name="rollout-check-runs",

@@ -297,6 +297,24 @@ class RolloutBaselineApi(RolloutCommandApi):
         return services.rollout_set_baseline(**kwargs)
 
 
+class RolloutEscalationStopApi(RolloutCommandApi):
+    @_command(
+        "stop_escalation",
+        s.ReasonInputSerializer,
+        "Stop automatic escalation after a rollback: the verification window "
+        "still measures and says what it finds, the controller never escalates "
+        "(an operator still can, through rollback). 409 for a completed or "
+        "aborted rollout.",
+    )
+    def post(self, request: Request, pk: int) -> Response:
+        return super().post(request, pk)
+
+    def run(self, *, reason: str, **kwargs: Any) -> Rollout:
+        return services.rollout_escalation_stop(
+            reason=reason or "stopped by an operator", **kwargs
+        )
+
+
 class RolloutCheckRunsApi(RolloutApi):
     @extend_schema(
         operation_id="rollouts_check_runs",

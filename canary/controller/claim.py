@@ -10,7 +10,7 @@ the measurement needs, so no ORM row crosses into the measuring step.
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from django.db import transaction
 from django.db.models import Q
@@ -44,24 +44,35 @@ class MeasureJob:
     spec: dict
     timeout: float
     context: MeasureContext
+    # Merged into the check run's detail (a verification window's marker).
+    detail: dict = field(default_factory=dict)
 
 
 def claim_due(
     *, rollout_id: int | None, now: dt.datetime
 ) -> tuple[list[int], list[MeasureJob]]:
-    """Return the rollouts to decide on and the checks this tick measures."""
+    """Return the rollouts to decide on and the checks this tick measures.
+
+    Rolled-back rollouts with an open verification window are claimed too:
+    their compare checks are measured by ``canary.controller.verify``.
+    """
+    from canary.controller.verify import verification_filter, verification_jobs
+
     with transaction.atomic():
         # NO KEY UPDATE: a CheckRun being inserted (a key share on its
         # rollout) does not make the rollout skip this tick.
         rollouts_qs = Rollout.objects.select_for_update(
             skip_locked=True, no_key=True
-        ).filter(status__in=[*ACTIVE, Status.ROLLING_BACK])
+        ).filter(Q(status__in=[*ACTIVE, Status.ROLLING_BACK]) | verification_filter())
         if rollout_id is not None:
             rollouts_qs = rollouts_qs.filter(pk=rollout_id)
         rollouts = {r.pk: r for r in rollouts_qs.order_by("pk")}
+        verifying = verification_jobs(
+            [r for r in rollouts.values() if r.status == Status.ROLLED_BACK], now
+        )
         active = [r for r in rollouts.values() if r.status in ACTIVE]
         if not active:
-            return list(rollouts), []
+            return list(rollouts), verifying
         due = list(
             HealthCheck.objects.select_for_update(skip_locked=True)
             .filter(rollout_id__in=[r.pk for r in active])
@@ -104,7 +115,7 @@ def claim_due(
                     ),
                 )
             )
-    return list(rollouts), jobs
+    return list(rollouts), jobs + verifying
 
 
 def _previous_ranges(

@@ -21,6 +21,7 @@ from canary.controller.rollbacks import (
     rollback_nudge,
     rollback_progress,
 )
+from canary.controller.verify import verification_decide
 from canary.health import GateAction, GateDecision
 from canary.models import HealthCheck, Rollout, RolloutStatus
 from canary.services import (
@@ -110,6 +111,9 @@ def decide(rollout_id: int) -> dict | None:
     rollout = Rollout.objects.filter(pk=rollout_id).first()
     if rollout is None:
         return None
+    if rollout.status == Status.ROLLED_BACK:
+        # After the rollback: its verification window (canary.controller.verify).
+        return verification_decide(rollout, _lock_for_decision)
     if rollout.status in ACTIVE:
         decision = rollout_gate(rollout=rollout, now=clock.now())
         if not _is_wanted(rollout, decision):

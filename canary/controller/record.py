@@ -43,6 +43,7 @@ def record(result: MeasureResult) -> str:
     detail["timeout"] = job.timeout
     if measurement is not None and measurement.detail:
         detail["measurement_detail"] = measurement.detail
+    detail.update(job.detail)
     check_run_record(
         check_id=job.check_id,
         phase_index=job.phase_index,

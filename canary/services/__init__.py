@@ -58,6 +58,12 @@ from canary.services.templates import (
     template_list,
     template_phases,
 )
+from canary.services.verification import (
+    rollout_escalation_stop,
+    rollout_verification_conclude,
+    rollout_verification_escalate,
+    verification_open,
+)
 
 __all__ = [
     "SQL_CHECK_PERMISSION",
@@ -88,6 +94,7 @@ __all__ = [
     "rollout_create",
     "rollout_create_from_template",
     "rollout_escalate",
+    "rollout_escalation_stop",
     "rollout_fail_phase",
     "rollout_gate",
     "rollout_is_approved",
@@ -101,6 +108,9 @@ __all__ = [
     "rollout_set_baseline",
     "rollout_start",
     "rollout_transition",
+    "rollout_verification_conclude",
+    "rollout_verification_escalate",
     "template_list",
     "template_phases",
+    "verification_open",
 ]

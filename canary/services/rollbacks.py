@@ -17,6 +17,7 @@ from canary.services._common import (
 )
 from canary.services.flag_moves import flag_restore, overrides_restore
 from canary.services.rollouts import rollout_transition
+from canary.services.verification import verification_capture, verification_open
 from canary.transitions import ACTIVE
 from controlplane.audit.services import audited_transaction, record_audit_event
 from controlplane.exceptions import DomainError
@@ -137,6 +138,8 @@ def rollout_begin_rollback(
             reason=reason,
             details={"level": level, **(details or {})},
         )
+        # Before the flag moves back: who was treated, for the verification.
+        treated = verification_capture(rollout)
         problems = overrides_restore(rollout, actor, f"rollback: {reason}")
         if rollback_run_start is None:
             problems += flag_restore(rollout, actor, f"rollback: {reason}")
@@ -193,6 +196,7 @@ def rollout_begin_rollback(
                 "level": run_level,
                 "rollback_run": run.pk,
                 "override_problems": problems,
+                "treated_merchants": treated,
                 "reason": reason,
             },
         )
@@ -374,13 +378,20 @@ def rollout_rollback_finished(
                 rollout.status, Status.ROLLED_BACK, rollout_id=rollout.pk
             )
         if succeeded:
-            return rollout_transition(
+            rollout = rollout_transition(
                 rollout_id=rollout.pk,
                 to=Status.ROLLED_BACK,
                 actor=actor,
                 reason=reason or "rollback finished",
                 details=details,
             )
+            run = rollout_rollback_runs(rollout).filter(status="succeeded").last()
+            if run is not None:
+                # The checks keep measuring the formerly treated merchants.
+                rollout = verification_open(
+                    rollout_id=rollout.pk, run_id=run.pk, actor=actor
+                )
+            return rollout
         record_audit_event(
             actor=actor,
             action="rollout.rollback_failed",

@@ -143,6 +143,15 @@ def snapshot_lines(snap: Snapshot) -> list[str]:
         lines.append(f"  paused: {r.pause_reason}")
     if r.check_template:
         lines.append(f"  checks from template {r.check_template}")
+    if r.verification_state:
+        v = r.verification or {}
+        lines.append(
+            f"  verification after the rollback: {r.verification_state} at level "
+            f"{v.get('level')}"
+            + (f" until {v['until']}" if r.verification_state == "verifying" else "")
+            + (f": {v['reason']}" if v.get("reason") else "")
+            + ("" if r.auto_escalate else " (automatic escalation stopped)")
+        )
     for check in snap.checks:
         lines.append(
             f"  check {check['name']}{_dry(check)} ({check['provider']}): last "

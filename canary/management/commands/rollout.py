@@ -11,6 +11,8 @@ transition, bad JSON) end in a one-line CommandError.
     rollout baseline ID CHECK VALUE   (a draft's value before start, relative checks)
     rollout start|status|approve|pause|resume|abort|fail-phase ID [--reason R]
     rollout rollback ID --level 1|2|3 --reason R   (escalates a rolled-back one)
+    rollout escalate ID --level 2|3 --reason R     (a rolled-back one only)
+    rollout stop-escalation ID --reason R          (no automatic escalation)
     rollout report ID [--format md|json]
     rollout watch ID [--timeout S] [--interval S]
 """
@@ -66,8 +68,8 @@ def _json_object(raw: str) -> dict:
 class Command(BaseCommand):
     help = (
         "Canary rollouts: list, create (from a template), start (after a preflight), status,"
-        " approve, pause, resume, abort, fail-phase, rollback, report (md|json) and a live"
-        " watch."
+        " approve, pause, resume, abort, fail-phase, rollback, escalate, stop-escalation,"
+        " report (md|json) and a live watch."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -153,6 +155,20 @@ class Command(BaseCommand):
         rollback.add_argument("id")
         rollback.add_argument("--level", type=int, choices=[1, 2, 3], default=1)
         rollback.add_argument("--reason", default="")
+        escalate = sub.add_parser(
+            "escalate",
+            help="escalate a rolled-back rollout's rollback to a higher level",
+        )
+        escalate.add_argument("id")
+        escalate.add_argument("--level", type=int, choices=[1, 2, 3], required=True)
+        escalate.add_argument("--reason", default="")
+        stop = sub.add_parser(
+            "stop-escalation",
+            help="stop automatic escalation after a rollback (verification still "
+            "measures; only an operator escalates)",
+        )
+        stop.add_argument("id")
+        stop.add_argument("--reason", default="")
         report = sub.add_parser("report", help="the report with a verdict")
         report.add_argument("id")
         report.add_argument("--format", choices=["md", "json"], default="md")
@@ -376,6 +392,32 @@ class Command(BaseCommand):
                 if run
                 else ""
             )
+        )
+
+    def _escalate(self, options: dict) -> None:
+        rollout = services.rollout_get(options["id"])
+        run = services.rollout_escalate(
+            rollout_id=rollout.pk,
+            level=options["level"],
+            actor=actor_for_cli(),
+            reason=options["reason"] or "escalated by an operator",
+        )
+        self.stdout.write(
+            f"rollout {rollout.pk} escalated: rollback run {run.pk} level {run.level}, "
+            f"{run.status}"
+        )
+
+    def _stop_escalation(self, options: dict) -> None:
+        rollout = services.rollout_get(options["id"])
+        rollout = services.rollout_escalation_stop(
+            rollout_id=rollout.pk,
+            actor=actor_for_cli(),
+            reason=options["reason"] or "stopped by an operator",
+        )
+        state = rollout.verification_state or "no verification window"
+        self.stdout.write(
+            f"rollout {rollout.pk} {rollout.status}: automatic escalation stopped "
+            f"({state})"
         )
 
     def _report(self, options: dict) -> None:
