@@ -140,20 +140,30 @@ def table_from_json(paths: list[str], seed: int) -> int:
     processes with --first-run and --json)."""
     import json
 
-    results = [
-        CanaryResult(**item)
-        for path in paths
-        for item in json.loads(Path(path).read_text())
+    from bench._decisions_escalation import (
+        ESCALATION_KINDS,
+        EscalationResult,
+        escalation_summarize,
+        escalation_table_print,
+    )
+
+    items = [item for path in paths for item in json.loads(Path(path).read_text())]
+    results = [CanaryResult(**i) for i in items if i["kind"] not in ESCALATION_KINDS]
+    escalations = [
+        EscalationResult(**i) for i in items if i["kind"] in ESCALATION_KINDS
     ]
     fleet = Fleet.build(seed)
     counts = {r.kind for r in results}
-    table_print(
-        summarize(results, fleet),
-        sys.stdout,
-        title=f"{TEMPLATE}, {len(results)} canaries ({len(counts)} kinds) from "
-        f"{len(paths)} file(s), seed {seed}, {FLEET_SIZE} merchants at "
-        f"{RATE_RANGE[0]:g}-{RATE_RANGE[1]:g} req/s",
-    )
+    if results:
+        table_print(
+            summarize(results, fleet),
+            sys.stdout,
+            title=f"{TEMPLATE}, {len(results)} canaries ({len(counts)} kinds) from "
+            f"{len(paths)} file(s), seed {seed}, {FLEET_SIZE} merchants at "
+            f"{RATE_RANGE[0]:g}-{RATE_RANGE[1]:g} req/s",
+        )
+    if escalations:
+        escalation_table_print(escalation_summarize(escalations), sys.stdout)
     print(
         f"fleet: traffic-weighted error rate {fleet.weighted_error:.4f}, "
         f"p95 {fleet.latency_quantile(0.95):.1f} ms; n* at alpha {ALPHA:g} "

@@ -58,6 +58,14 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench._decisions_escalation import (  # noqa: E402
+    ESCALATION_KINDS,
+    EscalationResult,
+    escalation_simulate,
+    escalation_summarize,
+    escalation_table_print,
+    verification_close,
+)
 from bench._decisions_fleet import (  # noqa: E402
     ALPHA,
     BASE_ERROR,
@@ -379,6 +387,10 @@ def canary_simulate(
             from canary.services import rollout_abort
 
             rollout_abort(rollout_id=rollout.pk, actor=SYSTEM, reason="benchmark end")
+        # A rollback opens a verification window; the next canary's clock
+        # starts again at START, so close it (bench/_decisions_escalation.py
+        # measures windows).
+        verification_close(rollout)
     result.wall_seconds = time.perf_counter() - wall
     return result
 
@@ -434,8 +446,11 @@ def benchmark_run(
             break
         done = run - first_run + 1
         for name in kinds:
-            result = canary_simulate(
-                kind=KINDS[name],
+            simulate = (
+                escalation_simulate if name in ESCALATION_KINDS else canary_simulate
+            )
+            result = simulate(
+                kind=ESCALATION_KINDS.get(name) or KINDS[name],
                 run=run,
                 seed=seed,
                 fleet=fleet,
@@ -446,14 +461,19 @@ def benchmark_run(
             results.append(result)
             if progress is not None:
                 progress(result)
-    rows = summarize(results, fleet)
+    escalations = [r for r in results if isinstance(r, EscalationResult)]
+    results_main = [r for r in results if not isinstance(r, EscalationResult)]
+    rows = summarize(results_main, fleet)
     title = (
         f"{TEMPLATE}, {done} canaries per kind, seed {seed}, "
         f"{FLEET_SIZE} merchants at {RATE_RANGE[0]:g}-{RATE_RANGE[1]:g} req/s, "
         f"{report_fraction:g} of requests reported"
         + (f", durations x{duration_scale:g}" if duration_scale else "")
     )
-    table_print(rows, out, title=title)
+    if rows:
+        table_print(rows, out, title=title)
+    if escalations:
+        escalation_table_print(escalation_summarize(escalations), out)
     out.write(
         f"fleet: traffic-weighted error rate {fleet.weighted_error:.4f}, "
         f"p95 {fleet.latency_quantile(0.95):.1f} ms; n* at alpha {ALPHA:g} "
@@ -506,16 +526,25 @@ def main(argv: list[str] | None = None) -> int:
     if args.from_json:
         return table_from_json(args.from_json, args.seed)
     kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
-    unknown = [k for k in kinds if k not in KINDS]
+    known = [*KINDS, *ESCALATION_KINDS]
+    unknown = [k for k in kinds if k not in known]
     if unknown:
-        parser.error(f"unknown kind(s) {unknown}; known: {', '.join(KINDS)}")
+        parser.error(f"unknown kind(s) {unknown}; known: {', '.join(known)}")
     if args.runs < 1 or not 0 < args.report_fraction <= 1:
         parser.error("--runs must be >= 1 and --report-fraction in (0, 1]")
     runs = 2 if args.quick else args.runs
     url = setup_django(args.database_url)
     began = time.perf_counter()
 
-    def progress(result: CanaryResult) -> None:
+    def progress(result: Any) -> None:
+        if isinstance(result, EscalationResult):
+            sys.stderr.write(
+                f"{result.kind} #{result.run}: {result.outcome}, first level "
+                f"{result.first_level}, reached {result.reached_level}, fixed "
+                f"{result.fixed}, {result.verification_state or '-'}, "
+                f"{result.wall_seconds:.1f} s\n"
+            )
+            return
         sys.stderr.write(
             f"{result.kind} #{result.run}: {result.outcome} in phase {result.phase} "
             f"after {result.ended_after:,.0f} s ({result.check or '-'}), "

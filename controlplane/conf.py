@@ -79,7 +79,7 @@ DEFAULTS: dict[str, Any] = {
     # After a rollback (docs/canary.md, "After a rollback: verify and
     # escalate"): how long the compare checks keep measuring the formerly
     # treated merchants before the window ends; 0 = no verification.
-    "CANARY_VERIFY_SECONDS": 900,
+    "CANARY_VERIFY_SECONDS": 1800,
     # Audit checkpoints (docs/audit.md): the JSON-lines file the chain's head
     # is appended to (None = <VAR_DIR>/audit-checkpoints.jsonl), and the
     # minutes between two beat checkpoints (settings.py also reads the

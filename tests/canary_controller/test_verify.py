@@ -23,6 +23,7 @@ from canary.exceptions import Conflict
 from canary.models import Rollout, RolloutStatus, VerificationState
 from controlplane.audit.actors import SYSTEM
 from controlplane.audit.models import AuditEvent
+from controlplane.conf import setting
 from rollback.models import Deployment, RollbackRun
 
 Status = RolloutStatus
@@ -193,7 +194,9 @@ def test_rollback_finished__compare_checks__window_opens_on_treated_merchants(
     assert v["merchants"] == ["m-pilot"]
     assert v["rollback_run"] == RollbackRun.objects.get().pk
     since = dt.datetime.fromisoformat(v["since"])
-    assert dt.datetime.fromisoformat(v["until"]) - since == dt.timedelta(seconds=900)
+    assert dt.datetime.fromisoformat(v["until"]) - since == dt.timedelta(
+        seconds=setting("CANARY_VERIFY_SECONDS")
+    )
     started = events(rollout, "rollout.verification_started").get()
     assert started.details["checks"] == ["errors", "p95"]
     assert started.details["merchants"] == 1 and started.details["level"] == 1
@@ -430,7 +433,7 @@ def test_decide__one_not_worse_one_not_yet__waits_then_ends_without_harm(
     assert tick(rollout, django_capture_on_commit_callbacks) is None
     assert rollout.verification_state == State.VERIFYING
     # When: the window ends
-    fake_clock.advance(900)
+    fake_clock.advance(setting("CANARY_VERIFY_SECONDS"))
     result = tick(rollout, django_capture_on_commit_callbacks)
     # Then
     assert result["action"] == "verify:ended"
