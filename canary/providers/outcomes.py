@@ -155,11 +155,7 @@ class OutcomesProvider:
         spec = self.validate_spec(spec)
         if ctx.compare:
             return self._merchants(spec, ctx, timeout=timeout)
-        since = ctx.since
-        if spec.get("window"):
-            since = max(
-                since, (ctx.until or clock.now()) - timedelta(seconds=spec["window"])
-            )
+        since = _since(spec, ctx)
         events = OutcomeEvent.objects.filter(
             environment__key=ctx.environment_key,
             flag_key=ctx.flag_key,
@@ -175,13 +171,7 @@ class OutcomesProvider:
             output_field=CharFieldType(),
         )
         detail: dict = {
-            "flag": ctx.flag_key,
-            "environment": ctx.environment_key,
-            "treatment_variation": ctx.treatment_variation,
-            "since": since.isoformat(),
-            "until": ctx.until.isoformat() if ctx.until else None,
-            "metric": spec["metric"],
-            "name": spec.get("name"),
+            **_range_detail(spec, ctx, since),
             "unit": "ratio" if spec["metric"] == "error_rate" else "ms",
         }
         try:
@@ -225,21 +215,8 @@ class OutcomesProvider:
         """
         from canary.baselines import CONTROL, TREATMENT, merchant_windows
 
-        since = ctx.since
-        if spec.get("window"):
-            since = max(
-                since, (ctx.until or clock.now()) - timedelta(seconds=spec["window"])
-            )
-        detail: dict = {
-            "flag": ctx.flag_key,
-            "environment": ctx.environment_key,
-            "treatment_variation": ctx.treatment_variation,
-            "since": since.isoformat(),
-            "until": ctx.until.isoformat() if ctx.until else None,
-            "metric": spec["metric"],
-            "name": spec.get("name"),
-            "per_merchant": True,
-        }
+        since = _since(spec, ctx)
+        detail: dict = {**_range_detail(spec, ctx, since), "per_merchant": True}
         query = {
             "environment_key": ctx.environment_key,
             "flag_key": ctx.flag_key,
@@ -363,6 +340,28 @@ class OutcomesProvider:
             target["durations"] = quantile_sketch(values, MAX_DURATIONS)
         _finish(cohorts)
         return cohorts
+
+
+def _since(spec: dict, ctx: MeasureContext):
+    """Return where the measured range starts: the phase start, or the
+    last ``window`` seconds when that is later."""
+    if not spec.get("window"):
+        return ctx.since
+    return max(
+        ctx.since, (ctx.until or clock.now()) - timedelta(seconds=spec["window"])
+    )
+
+
+def _range_detail(spec: dict, ctx: MeasureContext, since) -> dict:
+    return {
+        "flag": ctx.flag_key,
+        "environment": ctx.environment_key,
+        "treatment_variation": ctx.treatment_variation,
+        "since": since.isoformat(),
+        "until": ctx.until.isoformat() if ctx.until else None,
+        "metric": spec["metric"],
+        "name": spec.get("name"),
+    }
 
 
 @contextmanager
