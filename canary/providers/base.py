@@ -34,8 +34,8 @@ class Measurement:
     # Compare mode (outcomes provider): per-merchant windows of the current
     # range, ``{"treatment": {key: window}, "control": {...}}``
     # (canary.baselines), plus ``"previous_control"`` -- the control's
-    # windows of the previous phase -- when the current range has no
-    # control (a 100% phase).
+    # windows of the previous phase -- in a 100% phase (its own few control
+    # events are stragglers served before the move).
     merchants: dict | None = None
 
     @property
@@ -67,8 +67,8 @@ class MeasureContext:
     # When set, the treated cohort is these merchants whatever variation
     # they were served (verification after a rollback).
     treated_merchants: tuple[str, ...] | None = None
-    # The previous phase's range: its control windows stand in for a live
-    # control when the current range has none.
+    # The previous phase's range (a 100% phase only): its control windows
+    # stand in for the live control.
     previous_since: datetime | None = None
     previous_until: datetime | None = None
 

@@ -209,9 +209,9 @@ class OutcomesProvider:
 
         The value is the treated cohort's pooled metric (error rate; for a
         quantile, the event-weighted mean of the merchants' quantiles), for
-        display only: the comparison decides. Without control events in
-        the range (a 100% phase) and with a previous range in ``ctx``, the
-        control's windows of that range come along as ``previous_control``.
+        display only: the comparison decides. With a previous range in
+        ``ctx`` (a 100% phase), the control's windows of that range come
+        along as ``previous_control`` and stand in for the live control.
         """
         from canary.baselines import CONTROL, TREATMENT, merchant_windows
 
@@ -231,7 +231,11 @@ class OutcomesProvider:
                 treated_merchants=ctx.treated_merchants,
                 **query,
             )
-            if not windows[CONTROL] and ctx.previous_since is not None:
+            # A 100% phase (the only one with a previous range) has no live
+            # control: the few control events in its range were served
+            # before the move reached every server, so the previous phase's
+            # control stands in, whether or not such stragglers exist.
+            if ctx.previous_since is not None:
                 previous = merchant_windows(
                     since=ctx.previous_since,
                     until=ctx.previous_until,

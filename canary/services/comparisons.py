@@ -94,7 +94,9 @@ def compare_judge(
     treated = merchant_aggregates(baselines, windows.get("treatment") or {})
     control_windows = windows.get("control") or {}
     frozen = False
-    if not control_windows and windows.get("previous_control"):
+    # A 100% phase: the previous phase's control, frozen, even when a few
+    # control events served before the move landed in this range.
+    if windows.get("previous_control"):
         control_windows, frozen = windows["previous_control"], True
     control = merchant_aggregates(baselines, control_windows)
     comparison = sequential.compare(

@@ -8,6 +8,7 @@ from django.core.management import call_command
 
 from canary.demo import demo_project_ensure as demo_ensure
 from canary.models import Rollout, RolloutStatus
+from canary.templates_data import DEFAULT_CHECKS
 from controlplane.audit.models import AuditEvent
 
 
@@ -24,12 +25,34 @@ def test_demo_ensure__fresh__draft_rollout_of_sequential_workflow(db):
     phases = list(rollout.phases.order_by("index").values_list("name", "min_duration"))
     assert phases == [("pilot", 20), ("10%", 20), ("50%", 20), ("100%", 20)]
     assert rollout.phases.get(index=0).pilot_merchants == ["m-1001"]
-    check = rollout.checks.get()
-    assert (check.provider, check.comparator, check.threshold) == (
-        "outcomes",
-        "lt",
-        0.05,
+    gates = list(rollout.phases.order_by("index").values_list("gate", flat=True))
+    assert gates == ["guard", "prove", "prove", "prove"]
+
+
+def test_demo_ensure__fresh__draft_watches_the_default_check_set_every_5s(db):
+    # Given / When
+    demo_ensure()
+    # Then: the default set's checks, margins and alpha; only the interval
+    # is the demo's
+    rollout = Rollout.objects.get()
+    checks = {check.name: check for check in rollout.checks.all()}
+    assert (
+        set(checks)
+        == {check["name"] for check in DEFAULT_CHECKS}
+        == {
+            "error_rate",
+            "p95_latency",
+        }
     )
+    for default in DEFAULT_CHECKS:
+        check = checks[default["name"]]
+        assert (check.provider, check.mode, check.spec) == (
+            default["provider"],
+            default["mode"],
+            default["spec"],
+        )
+        assert (check.margin, check.alpha) == (default["margin"], default["alpha"])
+        assert check.interval == 5 != default["interval"]
 
 
 def test_demo_ensure__second_run__no_new_rollout_nor_event(db):

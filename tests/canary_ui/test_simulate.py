@@ -1,14 +1,17 @@
 """manage.py simulate against a live server: real HTTP evaluations and
-outcome events, the variation split the API serves, the injected regression."""
+outcome events, the variation split the API serves, the injected regression,
+and the past control traffic of ``--history`` that baselines come from."""
 
 from __future__ import annotations
 
+import datetime as dt
 import socket
 from io import StringIO
 
 import pytest
 from django.core.management import CommandError, call_command
 
+from canary.baselines import merchant_baseline_capture
 from canary.models import OutcomeEvent
 from controlplane.apikeys.models import ApiKey
 from controlplane.audit.actors import SYSTEM
@@ -116,6 +119,72 @@ def test_simulate__below_regression_share__baseline_only(
     assert "regression off" in out.getvalue()
 
 
+def test_simulate__history__past_control_events_in_batches_no_evaluations(
+    live_server, half_on, production, settings
+):
+    # Given: the server takes at most 50 events a POST; the flag serves `on`
+    # to half the merchants right now
+    settings.CONTROLPLANE = {**settings.CONTROLPLANE, "OUTCOME_EVENTS_MAX_BATCH": 50}
+    out = StringIO()
+    before = dt.datetime.now(dt.UTC)
+    # When: 10 s of past traffic at 20/s, nothing live
+    call_command(
+        "simulate",
+        "--flag",
+        "sequential_workflow",
+        "--rate",
+        "20",
+        "--history",
+        "10",
+        "--duration",
+        "0",
+        "--base-url",
+        live_server.url,
+        stdout=out,
+    )
+    after = dt.datetime.now(dt.UTC)
+    # Then: 200 events, all on the control variation (no evaluation: half
+    # would be `on`), spread over the 10 s before the command, in 4 batches
+    events = list(OutcomeEvent.objects.filter(environment=production))
+    assert len(events) == 200
+    assert {e.variation for e in events} == {"off"}
+    times = sorted(e.occurred_at for e in events)
+    assert (
+        before - dt.timedelta(seconds=10)
+        <= times[0]
+        < before - dt.timedelta(seconds=9.5)
+    )
+    assert before - dt.timedelta(seconds=0.5) < times[-1] <= after
+    assert len({e.merchant_key for e in events}) == 20
+    text = out.getvalue()
+    assert "in batches of 50" in text
+    assert "history done: 200 events (off 200)" in text
+    assert "evaluated" not in text
+    # ... and they are the look-back a rollout starting now takes its
+    # merchants' baselines from
+    baseline = merchant_baseline_capture(
+        environment_key="production",
+        flag_key="sequential_workflow",
+        control_variation="off",
+        now=after,
+    )
+    assert baseline["events"] == 200
+    assert len(baseline["merchants"]) == 20
+
+
+def test_simulate__duration_0_without_history__command_error(half_on):
+    # Given / When / Then
+    with pytest.raises(CommandError, match="--duration: 0 reports nothing"):
+        call_command(
+            "simulate",
+            "--flag",
+            "sequential_workflow",
+            "--duration",
+            "0",
+            stdout=StringIO(),
+        )
+
+
 def test_simulate__server_not_running__one_line_command_error(half_on):
     # Given
     with socket.socket() as sock:
@@ -141,6 +210,7 @@ def test_simulate__server_not_running__one_line_command_error(half_on):
         (["--flag", "ghost"], "ghost"),
         (["--flag", "sequential_workflow", "--rate", "0"], "--rate"),
         (["--flag", "sequential_workflow", "--error-rate", "1.5"], "--error-rate"),
+        (["--flag", "sequential_workflow", "--history", "-1"], "--history"),
         (["--flag", "sequential_workflow", "--base-url", "ftp://x"], "--base-url"),
     ],
 )

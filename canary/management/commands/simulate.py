@@ -10,6 +10,15 @@ reaches ``--regression-at`` percent, the treatment gets ``--error-rate``
 and durations times ``--slowdown``. Prints a line per second; stops after
 ``--duration`` seconds.
 
+``--history SECONDS`` first reports that many seconds of *past* traffic at
+the same rate: outcome events of everyone on the control variation (the
+baseline error rate and durations, no regression), ``occurred_at`` spread
+evenly over the past window, posted to ``POST /api/v1/events`` in batches,
+without evaluation calls (the past was served before the flag changed).
+Run before ``rollout start``, they are the look-back from which compare
+checks capture each merchant's baseline (CANARY_BASELINE_SECONDS).
+``--duration 0`` then stops after the history.
+
 The randomness is a seeded generator: it shapes the simulated outcomes,
 never who gets the flag (that is the evaluation API's bucketing).
 """
@@ -83,8 +92,9 @@ def treatment_share(flag_key: str, environment_key: str, treatment: str) -> floa
     )
 
 
-def _treatment_of(flag_key: str, environment_key: str) -> str:
-    """Return the treatment of the flag's latest rollout there, else ``on``."""
+def _variations_of(flag_key: str, environment_key: str) -> tuple[str, str]:
+    """Return the treatment and control of the flag's latest rollout there,
+    else ``("on", "off")``."""
     from canary.models import Rollout
 
     rollout = (
@@ -92,7 +102,49 @@ def _treatment_of(flag_key: str, environment_key: str) -> str:
         .order_by("-id")
         .first()
     )
-    return rollout.treatment_variation if rollout else "on"
+    if rollout is None:
+        return "on", "off"
+    return rollout.treatment_variation or "on", rollout.control_variation or "off"
+
+
+def history_batch_size() -> int:
+    """Return the events one history POST carries: the server's batch limit,
+    kept well under its body limit (an event is about 250 bytes)."""
+    from controlplane.conf import setting
+
+    return max(
+        1,
+        min(
+            int(setting("OUTCOME_EVENTS_MAX_BATCH")),
+            int(setting("OUTCOME_EVENTS_MAX_BODY_BYTES")) // 500,
+        ),
+    )
+
+
+def _event(
+    rng: random.Random,
+    options: dict,
+    *,
+    flag: str,
+    merchant: str,
+    variation: str,
+    bad: bool,
+    when: dt.datetime,
+) -> dict:
+    """Return one outcome event: the regression's error rate and slowdown
+    when ``bad``, else the baseline's; log-normal durations."""
+    error_rate = options["error_rate"] if bad else options["baseline_error_rate"]
+    median = options["baseline_ms"] * (options["slowdown"] if bad else 1.0)
+    failed = rng.random() < error_rate
+    return {
+        "flag": flag,
+        "merchant": merchant,
+        "variation": variation,
+        "outcome": "failure" if failed else "success",
+        "duration_ms": round(median * math.exp(rng.gauss(0, 0.25)), 2),
+        "occurred_at": when.isoformat(),
+        "name": options["name"],
+    }
 
 
 @dataclass
@@ -125,9 +177,17 @@ class Command(BaseCommand):
         )
         parser.add_argument(
             "--duration",
-            type=_number(0.1, 86400),
+            type=_number(0, 86400),
             default=60.0,
-            help="stop after this many seconds (default 60)",
+            help="stop after this many seconds (default 60; 0: after --history)",
+        )
+        parser.add_argument(
+            "--history",
+            type=_number(0, 86400),
+            default=0.0,
+            help="first report this many seconds of past outcome events at --rate, "
+            "everyone on the control variation (the look-back baselines are "
+            "captured from at rollout start); default 0",
         )
         parser.add_argument(
             "--regression-at",
@@ -246,6 +306,65 @@ class Command(BaseCommand):
                 "(bash .ci/serve)?"
             ) from None
 
+    def _history(
+        self,
+        options: dict,
+        rng: random.Random,
+        flag: str,
+        merchants: list[str],
+        control: str,
+        base: str,
+        key: str,
+    ) -> None:
+        """Report ``--history`` seconds of past control traffic at ``--rate``:
+        occurred_at spread evenly over the window ending now, posted in
+        batches, no evaluation calls."""
+        seconds, rate = options["history"], options["rate"]
+        total = max(1, round(rate * seconds))
+        end = dt.datetime.now(dt.UTC)
+        start = end - dt.timedelta(seconds=seconds)
+        size = history_batch_size()
+        self.stdout.write(
+            f"history: {total} outcome events of {flag} over the past {seconds:g}s "
+            f"({rate:g}/s) on {control!r} for {len(merchants)} merchants, "
+            f"in batches of {size}"
+        )
+        step = seconds / total
+        reported = failures = 0
+        lines = 0
+        while reported < total:
+            batch = [
+                _event(
+                    rng,
+                    options,
+                    flag=flag,
+                    merchant=merchants[rng.randrange(len(merchants))],
+                    variation=control,
+                    bad=False,
+                    when=start + dt.timedelta(seconds=(n + 0.5) * step),
+                )
+                for n in range(reported, min(total, reported + size))
+            ]
+            answer = self._post(f"{base}/api/v1/events", key, {"events": batch})
+            if answer.get("accepted") != len(batch):
+                raise CommandError(
+                    f"{base}/api/v1/events accepted {answer.get('accepted')!r} of "
+                    f"{len(batch)} history events"
+                )
+            reported += len(batch)
+            failures += sum(event["outcome"] == "failure" for event in batch)
+            # about ten progress lines, whatever the size
+            if reported == total or reported * 10 // total > lines:
+                lines = reported * 10 // total
+                self.stdout.write(
+                    f"history: {reported}/{total} events reported "
+                    f"(up to {batch[-1]['occurred_at'][11:19]} UTC)"
+                )
+        self.stdout.write(
+            f"history done: {reported} events ({control} {reported}), "
+            f"{failures} failures reported"
+        )
+
     def _run(self, options: dict) -> None:
         from flags.selectors import environment_get, flag_get
 
@@ -257,10 +376,16 @@ class Command(BaseCommand):
             raise CommandError(
                 f"--base-url: {base!r} is not an http:// or https:// URL"
             )
-        key = self._key(options)
-        treatment = _treatment_of(flag.key, environment.key)
-        rng = random.Random(options["seed"])
         rate, duration = options["rate"], options["duration"]
+        if duration == 0 and not options["history"]:
+            raise CommandError("--duration: 0 reports nothing without --history")
+        key = self._key(options)
+        treatment, control = _variations_of(flag.key, environment.key)
+        rng = random.Random(options["seed"])
+        if options["history"]:
+            self._history(options, rng, flag.key, merchants, control, base, key)
+        if duration == 0:
+            return
         regression_at = options["regression_at"]
         self.stdout.write(
             f"simulating {rate:g} evaluations/s of {flag.key} in {environment.key} for "
@@ -290,26 +415,19 @@ class Command(BaseCommand):
                     {"context": {"merchant": merchant}, "flags": [flag.key]},
                 )
                 variation = str(answer["flags"][0].get("variation"))
-                bad = regressed and variation == treatment
-                error_rate = (
-                    options["error_rate"] if bad else options["baseline_error_rate"]
+                event = _event(
+                    rng,
+                    options,
+                    flag=flag.key,
+                    merchant=merchant,
+                    variation=variation,
+                    bad=regressed and variation == treatment,
+                    when=dt.datetime.now(dt.UTC),
                 )
-                median = options["baseline_ms"] * (options["slowdown"] if bad else 1.0)
-                failed = rng.random() < error_rate
                 second.evaluations += 1
                 second.variations[variation] = second.variations.get(variation, 0) + 1
-                second.failures += failed
-                second.events.append(
-                    {
-                        "flag": flag.key,
-                        "merchant": merchant,
-                        "variation": variation,
-                        "outcome": "failure" if failed else "success",
-                        "duration_ms": round(median * math.exp(rng.gauss(0, 0.25)), 2),
-                        "occurred_at": dt.datetime.now(dt.UTC).isoformat(),
-                        "name": options["name"],
-                    }
-                )
+                second.failures += event["outcome"] == "failure"
+                second.events.append(event)
                 # Spread the evaluations over the second.
                 pause = (
                     started
