@@ -148,14 +148,14 @@ def test_rollout_preflight__fleet_traffic__mde_per_phase_and_check(fleet_rollout
 
 
 def test_rollout_preflight__phase_too_short_for_p95__says_why_nothing(fleet_rollout):
-    # Given: a 10-minute pilot sees ~10 events, a p95 needs 60 per merchant
+    # Given: a 10-minute pilot sees ~10 events, a p95 needs 30 per merchant
     rollout, now, _ = fleet_rollout
     # When
     detectable = services.rollout_preflight(rollout_id=rollout.pk, now=now).detectable
     # Then
     p95 = detectable["phases"][0]["checks"][1]
     assert p95["mde"] is None
-    assert p95["why"].startswith("~10 events per merchant in 10 min, below the 60")
+    assert p95["why"].startswith("~10 events per merchant in 10 min, below the 30")
     summary = detectable["phases"][0]["summary"]
     assert summary.startswith(
         "pilot: ~1 merchant, ~1 events/min each, 10 min (min_duration): detects +"
