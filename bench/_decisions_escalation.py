@@ -133,7 +133,7 @@ def _fault_events(
     """Return every merchant's reported events in [start, end): variation as
     the flag assigns it (``sim.treated``), ``delta`` more failures where
     ``faulty``."""
-    from bench.decisions import _drift
+    from bench._decisions_traffic import _drift
 
     fleet, rng = sim.fleet, sim.rng
     span = (end - start).total_seconds()
@@ -204,7 +204,8 @@ def escalation_simulate(
     it ended. ``max_seconds_after_rollback`` bounds the simulated time after
     the first rollback (default: three windows of CANARY_VERIFY_SECONDS)."""
     from bench._decisions_fleet import Kind
-    from bench.decisions import Simulation, _assign, _ingest, _next_time
+    from bench._decisions_traffic import Simulation, _assign, _ingest
+    from bench.decisions import _next_time
     from canary import clock
     from canary.controller import controller_tick
     from canary.models import RolloutStatus

@@ -31,7 +31,7 @@ from typing import Any
 from canary import sequential
 from canary.baselines import merchant_baseline_capture
 from canary.models import CheckMode, Rollout, TargetType
-from canary.services.checks import COMPARE_METRICS
+from canary.services.comparisons import COMPARE_METRICS
 from controlplane.conf import setting
 
 POWER = 0.8

@@ -20,7 +20,7 @@ from typing import Any
 
 from canary import health
 from canary.models import CheckMode, CheckRun, Rollout, RolloutStatus
-from canary.services.checks import COMPARE_METRICS
+from canary.services.comparisons import COMPARE_METRICS
 
 WORSE, NOT_WORSE, NOT_YET = health.WORSE, health.NOT_WORSE, health.NOT_YET
 ANSWERS = (WORSE, NOT_WORSE, NOT_YET)

@@ -15,6 +15,7 @@ PURE_MODULES = [
         "flags/validation.py",
         "canary/health.py",
         "canary/sequential.py",
+        "canary/confseq.py",
         "canary/verification.py",
     )
     if (ROOT / path).exists()

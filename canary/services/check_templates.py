@@ -23,7 +23,7 @@ from django.db.models import Max
 
 from canary.exceptions import Conflict, InvalidInput, NotFound
 from canary.models import CheckTemplate
-from canary.services.checks import checks_clean
+from canary.services.definitions import checks_clean
 from controlplane.audit.services import audited_transaction, record_audit_event
 
 BUILTIN_NAME = "default"

@@ -18,7 +18,7 @@ from typing import Any
 from canary import clock
 from canary.exceptions import Conflict, InvalidInput, NotFound
 from canary.models import CheckMode, HealthCheck, Rollout, RolloutStatus
-from canary.services.checks import checks_clean
+from canary.services.definitions import checks_clean
 from canary.services.rollouts import rollout_start
 from controlplane.audit.services import audited_transaction, record_audit_event
 from flags.models import FlagState

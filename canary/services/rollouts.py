@@ -28,12 +28,16 @@ from canary.models import CheckMode, HealthCheck, Phase, Rollout, TargetType
 from canary.services._common import OWNS_FLAG, Status, env_key, lock_rollout
 from canary.services.check_templates import check_template_expand
 from canary.services.checks import (
-    checks_clean,
     checks_reset,
     rollout_check_summary,
     rollout_is_approved,
 )
-from canary.services.definitions import deployment_clean, phases_clean, variations_clean
+from canary.services.definitions import (
+    checks_clean,
+    deployment_clean,
+    phases_clean,
+    variations_clean,
+)
 from canary.services.flag_moves import (
     flag_restore,
     override_capture,
