@@ -42,13 +42,15 @@ from canary.services.rollbacks import (
     rollout_rollback_finished,
     rollout_rollback_runs,
 )
-from canary.services.rollouts import (
+from canary.services.rollout_moves import (
     rollout_abort,
-    rollout_advance,
     rollout_approve,
-    rollout_create,
     rollout_pause,
     rollout_resume,
+)
+from canary.services.rollouts import (
+    rollout_advance,
+    rollout_create,
     rollout_set_baseline,
     rollout_start,
     rollout_transition,
