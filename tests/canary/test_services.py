@@ -982,3 +982,43 @@ def test_rollout_start__staging_internal_plan__internal_merchants_get_treatment(
     assert _answers(environments["production"], flag.key, ["m-pilot"]) == {
         "m-pilot": False
     }
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"margin": -0.01}, "checks[0].margin"),
+        ({"margin": 1.5}, "checks[0].margin"),
+        ({"alpha": 0.7}, "checks[0].alpha"),
+        ({"alpha": 0}, "checks[0].alpha"),
+        ({"dry_run": "yes"}, "checks[0].dry_run"),
+        ({"threshold": 0.05}, "checks[0].threshold"),
+        ({"provider": "http", "spec": {"url": "http://x/"}}, "checks[0].mode"),
+        ({"spec": {"metric": "p999_ms"}}, "checks[0].spec.metric"),
+    ],
+)
+def test_checks_clean__bad_compare_check__field_error(change, field):
+    # Given
+    from canary.exceptions import InvalidInput
+    from canary.services import checks_clean
+
+    check = {
+        "name": "errors",
+        "provider": "outcomes",
+        "mode": "compare",
+        "spec": {"metric": "error_rate"},
+        **change,
+    }
+    # When / Then
+    with pytest.raises(InvalidInput) as raised:
+        checks_clean([check])
+    assert raised.value.field == field
+
+
+def test_phases_clean__unknown_gate__field_error(db):
+    from canary.exceptions import InvalidInput
+    from canary.services import phases_clean
+
+    with pytest.raises(InvalidInput) as raised:
+        phases_clean([{"percentage": 10, "gate": "maybe"}])
+    assert raised.value.field == "phases[0].gate"
