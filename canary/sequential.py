@@ -64,6 +64,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from statistics import NormalDist
 
+from canary import exceedance
 from canary.confseq import (  # noqa: F401 - re-exported for callers and tests
     MIXTURE_SCALES,
     _best_ratio,
@@ -110,6 +111,11 @@ class Window:
     p50_ms: float | None = None
     p95_ms: float | None = None
     p99_ms: float | None = None
+    # Current windows of compare checks: events above the merchant's
+    # baseline quantile (canary.exceedance); None when not counted.
+    p50_above: int | None = None
+    p95_above: int | None = None
+    p99_above: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +155,9 @@ class Comparison:
     drift_correction: str
     more_events: float | None
     explanation: str
+    # Quantile metrics with exceedance counts: the worse side's evidence
+    # (shares above the baseline quantiles, their difference and bound).
+    exceedance: dict | None = None
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -266,7 +275,11 @@ def _merchant_terms(
 
 
 def _group(metric: str, items: Sequence[MerchantAggregate]) -> _Group | None:
-    terms = _merchant_terms(metric, items)
+    return _group_of(_merchant_terms(metric, items))
+
+
+def _group_of(terms: list[tuple[float, float, float, float, int]]) -> _Group | None:
+    """Return the weighted estimate and its variance parts of the terms."""
     if not terms:
         return None
     total_weight = estimate_sum = model_current = model_fixed = 0.0
@@ -363,28 +376,28 @@ def compare(
                 "and the current window yet: not yet (missing data never promotes)."
             ),
         )
-    estimate = treated_group.estimate
-    current_var = treated_group.current_variance
-    fixed_var = treated_group.fixed_variance
-    if control_group is None:
-        drift = "none"
-    elif control_is_frozen:
-        drift = "control's last window"
-        estimate -= control_group.estimate
-        fixed_var += control_group.total_variance
-    else:
-        drift = "control cohort"
-        estimate -= control_group.estimate
-        current_var += control_group.current_variance
-        fixed_var += control_group.fixed_variance
-    cs_alpha, fixed_alpha = alpha * (1 - FIXED_SHARE), alpha * FIXED_SHARE
-    rhos = mixture_rhos(scale_margin, cs_alpha)
-    half_cs = cs_one_sided(current_var, rhos, cs_alpha)
-    half_fixed = _NORMAL.inv_cdf(1 - fixed_alpha) * math.sqrt(fixed_var)
+    estimate, drift, half_cs, half_fixed = _bounds(
+        treated_group, control_group, control_is_frozen, scale_margin, alpha
+    )
     half = half_cs + half_fixed
     lower, upper = estimate - half, estimate + half
-    if lower > 0 and estimate > scale_margin:
-        decision, rule = WORSE, "lower_bound_above_zero_estimate_above_margin"
+    evidence = None
+    if metric in QUANTILES:
+        evidence = _exceedance(
+            metric, treated, control, control_is_frozen, scale_margin, alpha
+        )
+    if evidence is not None:
+        # The worse side decides on the counts above the baseline quantiles
+        # (a direct, distribution-free test); the reported lower bound is
+        # theirs, turned into a slowdown.
+        lower = evidence.pop("lower_shift")
+        worse_rule = "exceedance_lower_bound_above_zero_estimate_above_margin"
+        is_worse = evidence["lower"] > 0
+    else:
+        worse_rule = "lower_bound_above_zero_estimate_above_margin"
+        is_worse = lower > 0
+    if is_worse and estimate > scale_margin:
+        decision, rule = WORSE, worse_rule
     elif upper < scale_margin:
         decision, rule = NOT_WORSE, "upper_bound_below_margin"
     else:
@@ -404,7 +417,12 @@ def compare(
         f"{treated_group.merchants} treated merchants / {treated_group.events} events, "
         f"{control_merchants} control / {control_events}): "
     )
-    if decision == WORSE:
+    if decision == WORSE and evidence is not None:
+        text += (
+            f"{exceedance.describe(evidence)}, and the estimate above the "
+            "margin: worse."
+        )
+    elif decision == WORSE:
         text += (
             "the lower bound is above zero and the estimate above the margin: worse."
         )
@@ -433,91 +451,75 @@ def compare(
         drift_correction=drift,
         more_events=more,
         explanation=text,
+        exceedance=evidence,
     )
 
 
-def minimum_detectable_effect(
-    *,
+def _bounds(
+    treated: _Group,
+    control: _Group | None,
+    control_is_frozen: bool,
+    scale_margin: float,
+    alpha: float,
+) -> tuple[float, str, float, float]:
+    """Return the difference in differences, the drift correction used and
+    the two parts of the one-sided half-width (confidence sequence over the
+    current part, fixed-sample bound over the fixed part)."""
+    estimate = treated.estimate
+    current_var, fixed_var = treated.current_variance, treated.fixed_variance
+    if control is None:
+        drift = "none"
+    elif control_is_frozen:
+        drift = "control's last window"
+        estimate -= control.estimate
+        fixed_var += control.total_variance
+    else:
+        drift = "control cohort"
+        estimate -= control.estimate
+        current_var += control.current_variance
+        fixed_var += control.fixed_variance
+    cs_alpha, fixed_alpha = alpha * (1 - FIXED_SHARE), alpha * FIXED_SHARE
+    half_cs = cs_one_sided(current_var, mixture_rhos(scale_margin, cs_alpha), cs_alpha)
+    half_fixed = _NORMAL.inv_cdf(1 - fixed_alpha) * math.sqrt(fixed_var)
+    return estimate, drift, half_cs, half_fixed
+
+
+def _exceedance(
     metric: str,
-    treated_merchants: int,
-    control_merchants: int,
-    events_per_merchant_per_minute: float,
-    phase_seconds: float,
-    baseline_seconds: float = DEFAULT_BASELINE_SECONDS,
-    baseline_rate: float = 0.01,
-    heavy_share: float = 0.0,
-    heavy_factor: float = 1.0,
-    log_sigma: float = DEFAULT_LOG_SIGMA,
-    margin: float | None = None,
-    alpha: float = DEFAULT_ALPHA,
-    power: float = 0.8,
-) -> float:
-    """Return the smallest regression ``compare`` says ``worse`` to by the
-    phase's end with probability ``power``.
-
-    Error rate: absolute points added to every merchant's rate; quantiles:
-    the relative slowdown. ``heavy_share`` of the merchants have
-    ``heavy_factor`` times ``baseline_rate`` (the heterogeneity that
-    differencing removes from the estimate but not from the noise). Traffic
-    is taken as equal per merchant, and only the last look counts (earlier
-    looks only add chances), so the figure errs on the large side. Raise
-    ValueError for an unknown metric or a phase without treated traffic.
-    """
-    if metric not in METRICS:
-        raise ValueError(f"unknown metric {metric!r}")
-    if treated_merchants < 1 or events_per_merchant_per_minute <= 0:
-        raise ValueError("a phase needs treated merchants with traffic")
-    if phase_seconds <= 0 or baseline_seconds <= 0:
-        raise ValueError("durations must be positive")
-    margin = DEFAULT_MARGINS[metric] if margin is None else margin
-    scale_margin = margin if metric == ERROR_RATE else math.log1p(margin)
-    cur_n = events_per_merchant_per_minute * phase_seconds / 60
-    base_n = events_per_merchant_per_minute * baseline_seconds / 60
-    cs_alpha = alpha * (1 - FIXED_SHARE)
-    z_fixed = _NORMAL.inv_cdf(1 - alpha * FIXED_SHARE)
-    z_power = _NORMAL.inv_cdf(power)
-    rhos = mixture_rhos(scale_margin, cs_alpha)
-
-    def group_variances(effect: float) -> tuple[float, float, float]:
-        """Return the treated group's (current, baseline) variance and the
-        control group's current variance per merchant, with the
-        inverse-variance weights ``compare`` uses (by the baseline rate)."""
-        if metric == ERROR_RATE:
-            kinds = [(1 - heavy_share, baseline_rate)]
-            if heavy_share:
-                kinds.append((heavy_share, min(0.5, baseline_rate * heavy_factor)))
-            weights = [(s, 1 / (p * (1 - p))) for s, p in kinds]
-            total = sum(s * w for s, w in weights)
-
-            def mix(variance_of) -> float:
-                return sum(
-                    s * w * w * variance_of(p)
-                    for (s, w), (_, p) in zip(weights, kinds, strict=True)
-                ) / (total * total)
-
-            var_b = mix(lambda p: p * (1 - p)) / base_n
-            var_c = (
-                mix(lambda p: min(1.0, p + effect) * (1 - min(1.0, p + effect))) / cur_n
-            )
-            var_c0 = mix(lambda p: p * (1 - p)) / cur_n
-            return var_c, var_b, var_c0
-        factor = _quantile_variance_factor(QUANTILES[metric]) * log_sigma**2
-        return factor / cur_n, factor / base_n, factor / cur_n
-
-    effect = scale_margin
-    for _ in range(30):  # the variance depends (a little) on the effect
-        var_c, var_b, var_c0 = group_variances(effect)
-        current = var_c / treated_merchants
-        fixed = var_b / treated_merchants
-        if control_merchants:
-            current += var_c0 / control_merchants
-            fixed += var_b / control_merchants
-        half = cs_one_sided(current, rhos, cs_alpha) + z_fixed * math.sqrt(fixed)
-        # Worse needs the lower bound above zero and the estimate above the
-        # margin: reached with ``power`` when the effect clears the larger
-        # of the two by z_power standard errors.
-        updated = max(half, scale_margin) + z_power * math.sqrt(current + fixed)
-        if math.isclose(updated, effect, rel_tol=1e-6):
-            break
-        effect = updated
-    return _to_unit(metric, effect)
+    treated: Sequence[MerchantAggregate],
+    control: Sequence[MerchantAggregate],
+    control_is_frozen: bool,
+    scale_margin: float,
+    alpha: float,
+) -> dict | None:
+    """Return the exceedance evidence of a quantile metric, or None when the
+    windows carry no counts (then the quantile estimate decides both
+    sides). Same guarantee as the quantile bounds: one side, always valid."""
+    if not exceedance.has_counts(metric, treated):
+        return None
+    q = QUANTILES[metric]
+    treated_group = _group_of(exceedance.exceedance_terms(metric, q, treated))
+    if treated_group is None:
+        return None
+    control_group = None
+    if control:
+        if not exceedance.has_counts(metric, control):
+            return None
+        control_group = _group_of(exceedance.exceedance_terms(metric, q, control))
+    sigma = exceedance.log_spread(treated, _log_sigma)
+    rate_margin = exceedance.rate_margin(q, scale_margin, sigma)
+    estimate, _, half_cs, half_fixed = _bounds(
+        treated_group, control_group, control_is_frozen, rate_margin, alpha
+    )
+    lower = estimate - half_cs - half_fixed
+    return {
+        "quantile": metric,
+        "expected_share": 1 - q,
+        "estimate": estimate,
+        "lower": lower,
+        "rate_margin": rate_margin,
+        "log_spread": sigma,
+        "treated_merchants": treated_group.merchants,
+        "treated_events": treated_group.events,
+        "lower_shift": exceedance.rate_to_log_shift(q, lower, sigma),
+    }

@@ -16,6 +16,8 @@ PURE_MODULES = [
         "canary/health.py",
         "canary/sequential.py",
         "canary/confseq.py",
+        "canary/exceedance.py",
+        "canary/power.py",
         "canary/verification.py",
     )
     if (ROOT / path).exists()
