@@ -18,6 +18,7 @@ PURE_MODULES = [
         "canary/confseq.py",
         "canary/exceedance.py",
         "canary/power.py",
+        "canary/windows.py",
         "canary/verification.py",
     )
     if (ROOT / path).exists()

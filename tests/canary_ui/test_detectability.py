@@ -358,10 +358,10 @@ def test_rollout_start_checked__compare_checks__baselines_captured_once(
     import canary.services.rollouts as rollouts_module
 
     calls = []
-    original = rollouts_module._merchant_baseline_for
+    original = rollouts_module.merchant_baseline_for
     monkeypatch.setattr(
         rollouts_module,
-        "_merchant_baseline_for",
+        "merchant_baseline_for",
         lambda pk: calls.append(pk) or original(pk),
     )
     # When
