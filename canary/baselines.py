@@ -16,12 +16,14 @@ treatment) and returns what ``Rollout.merchant_baseline`` keeps.
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
-from collections.abc import Iterable
+import math
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from django.db import connection
-from django.db.models import Case, CharField, Count, Q, Value, When
+from django.db.models import Case, CharField, Count, FloatField, Q, Value, When
 
 from canary.models import Outcome, OutcomeEvent
 from canary.providers.outcomes import PercentileCont, percentile, statement_timeout
@@ -83,9 +85,15 @@ def merchant_windows(
     treatment_variation: str | None = None,
     treated_merchants: Iterable[str] | None = None,
     variations: Iterable[str] | None = None,
+    above: tuple[str, Mapping[str, float]] | None = None,
     timeout: float = 10.0,
 ) -> dict[str, dict[str, dict]]:
     """Return ``{"treatment": {merchant: window}, "control": {...}}``.
+
+    ``above`` is ``(quantile field, {merchant: threshold})``, the merchants'
+    baseline quantiles: each window then also counts its events slower than
+    its merchant's threshold (``p95_above`` for ``p95_ms``;
+    ``canary.exceedance``), None for a merchant without one.
 
     A merchant's events are treatment when their variation is
     ``treatment_variation`` or, when ``treated_merchants`` is given, when
@@ -102,7 +110,13 @@ def merchant_windows(
         variations=variations,
     ).annotate(cohort=_cohort_expression(treatment_variation, treated_merchants))
     result: dict[str, dict[str, dict]] = {TREATMENT: {}, CONTROL: {}}
+    count_field, thresholds = _thresholds(above)
     if connection.vendor == "postgresql":
+        counts = {}
+        if thresholds:
+            counts["above"] = Count(
+                "id", filter=Q(duration_ms__gt=_threshold_expression(thresholds))
+            )
         with statement_timeout(timeout):
             rows = list(
                 events.order_by()
@@ -110,6 +124,7 @@ def merchant_windows(
                 .annotate(
                     events=Count("id"),
                     failures=Count("id", filter=Q(outcome=Outcome.FAILURE)),
+                    **counts,
                     **{
                         field: PercentileCont("duration_ms", q)
                         for field, q in QUANTILE_FIELDS.items()
@@ -117,7 +132,7 @@ def merchant_windows(
                 )
             )
         for row in rows:
-            result[row["cohort"]][row["merchant_key"]] = {
+            window = result[row["cohort"]][row["merchant_key"]] = {
                 "events": row["events"],
                 "failures": row["failures"],
                 **{
@@ -125,6 +140,9 @@ def merchant_windows(
                     for field in QUANTILE_FIELDS
                 },
             }
+            if count_field:
+                has = row["merchant_key"] in thresholds
+                window[count_field] = row["above"] if has else None
         return result
     durations: dict[tuple[str, str], list[float]] = {}
     for key, cohort, outcome, duration in (
@@ -143,7 +161,57 @@ def merchant_windows(
             values = sorted(durations.get((cohort, key), []))
             for field, q in QUANTILE_FIELDS.items():
                 window[field] = percentile(values, q)
+            if count_field:
+                threshold = thresholds.get(key)
+                window[count_field] = (
+                    None
+                    if threshold is None
+                    else len(values) - bisect.bisect_right(values, threshold)
+                )
     return result
+
+
+def _thresholds(
+    above: tuple[str, Mapping[str, float]] | None,
+) -> tuple[str | None, dict[str, float]]:
+    """Return the count's window field and the usable thresholds."""
+    if above is None:
+        return None, {}
+    field, given = above
+    if field not in QUANTILE_FIELDS:
+        raise ValueError(f"unknown quantile field {field!r}")
+    thresholds = {
+        str(key): float(value)
+        for key, value in given.items()
+        if isinstance(value, (int, float)) and math.isfinite(value) and value > 0
+    }
+    return field.removesuffix("_ms") + "_above", thresholds
+
+
+def _threshold_expression(thresholds: Mapping[str, float]):
+    """Return ``CASE merchant_key WHEN ... THEN threshold END`` (NULL for a
+    merchant without one: none of its events count)."""
+    return Case(
+        *(
+            When(merchant_key=key, then=Value(value))
+            for key, value in sorted(thresholds.items())
+        ),
+        default=Value(None),
+        output_field=FloatField(),
+    )
+
+
+def baseline_thresholds(
+    baseline: Mapping[str, Any] | None, field: str
+) -> dict[str, float]:
+    """Return ``{merchant: baseline quantile}`` of ``Rollout.merchant_baseline``
+    for ``field`` (``p95_ms``...), merchants without one left out."""
+    merchants = (baseline or {}).get("merchants") or {}
+    return {
+        key: window[field]
+        for key, window in merchants.items()
+        if isinstance(window, Mapping) and window.get(field)
+    }
 
 
 def merchant_baseline_capture(

@@ -7,7 +7,7 @@ outcome events in the environment over the last ``CANARY_BASELINE_SECONDS``
 -- it takes the merchants with traffic, their events per merchant per
 minute, error rate and heterogeneity (the share of error-prone merchants
 and how many times more error-prone they are) and the spread of their
-latencies, and asks ``canary.sequential.minimum_detectable_effect`` for
+latencies, and asks ``canary.power.minimum_detectable_effect`` for
 every compare check and every phase: the smallest regression the check
 says *worse* to by the phase's end with 80% power. A guard phase is judged
 over its ``min_duration`` (it leaves then), a prove phase over its
@@ -28,7 +28,7 @@ import math
 import statistics
 from typing import Any
 
-from canary import sequential
+from canary import power, sequential
 from canary.baselines import merchant_baseline_capture
 from canary.models import CheckMode, Rollout, TargetType
 from canary.services.comparisons import COMPARE_METRICS
@@ -154,7 +154,7 @@ def _check_mde(
             f"~{per_merchant:.0f} events per merchant in {_minutes(seconds)}, below "
             f"the {least} a {metric} comparison needs per merchant"
         )
-    mde = sequential.minimum_detectable_effect(
+    mde = power.minimum_detectable_effect(
         metric=metric,
         treated_merchants=treated,
         control_merchants=control,

@@ -64,6 +64,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from statistics import NormalDist
 
+from canary import exceedance
 from canary.confseq import (  # noqa: F401 - re-exported for callers and tests
     MIXTURE_SCALES,
     _best_ratio,
@@ -71,11 +72,20 @@ from canary.confseq import (  # noqa: F401 - re-exported for callers and tests
     cs_one_sided,
     mixture_rhos,
 )
+from canary.windows import (  # noqa: F401 - the comparison's inputs, re-exported
+    DEFAULT_LOG_SIGMA,
+    ERROR_RATE,
+    METRICS,
+    MIN_QUANTILE_EVENTS,
+    QUANTILES,
+    MerchantAggregate,
+    Window,
+    _log_sigma,
+    _merchant_terms,
+    _quantile_variance_factor,
+)
 
 WORSE, NOT_WORSE, NOT_YET = "worse", "not_worse", "not_yet"
-ERROR_RATE = "error_rate"
-QUANTILES: dict[str, float] = {"p50": 0.5, "p95": 0.95, "p99": 0.99}
-METRICS = frozenset({ERROR_RATE, *QUANTILES})
 
 DEFAULT_ALPHA = 0.05
 # Error rate: absolute points; latency quantiles: relative change.
@@ -87,38 +97,11 @@ DEFAULT_MARGINS: dict[str, float] = {
 }
 # Share of alpha spent on the fixed part (baselines, a frozen control).
 FIXED_SHARE = 0.2
-# A merchant's quantile needs this many events in a window to count: small
-# samples bias sample quantiles by an amount that differs between a short
-# current window and a long baseline, which differencing would not remove.
-MIN_QUANTILE_EVENTS: dict[str, int] = {"p50": 10, "p95": 30, "p99": 100}
 # The recommended pre-rollout look-back: the baselines' noise never shrinks
 # during a phase, so a look-back several times longer than the phases keeps
 # that fixed part of the interval small.
 DEFAULT_BASELINE_SECONDS = 6 * 3600
-# Spread of log latency assumed when a window has no p50 and p95 to
-# estimate it from.
-DEFAULT_LOG_SIGMA = 0.5
 _NORMAL = NormalDist()
-
-
-@dataclass(frozen=True, slots=True)
-class Window:
-    """One merchant's outcome events in one window."""
-
-    events: int
-    failures: int = 0
-    p50_ms: float | None = None
-    p95_ms: float | None = None
-    p99_ms: float | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class MerchantAggregate:
-    """One merchant's baseline (pre-rollout) and current windows."""
-
-    merchant: str
-    baseline: Window
-    current: Window
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +132,9 @@ class Comparison:
     drift_correction: str
     more_events: float | None
     explanation: str
+    # Quantile metrics with exceedance counts: the worse side's evidence
+    # (shares above the baseline quantiles, their difference and bound).
+    exceedance: dict | None = None
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -164,109 +150,12 @@ class _Group:
     events: int
 
 
-def _log_sigma(window: Window) -> float:
-    if window.p50_ms and window.p95_ms and window.p95_ms > window.p50_ms > 0:
-        return math.log(window.p95_ms / window.p50_ms) / _NORMAL.inv_cdf(0.95)
-    return DEFAULT_LOG_SIGMA
-
-
-def _quantile_bias(q: float, n: int, sigma: float) -> float:
-    """Return the expected log bias of the linear-interpolated sample
-    ``q``-quantile of ``n`` log-normal values with log-spread ``sigma``.
-
-    Position ``q (n - 1)`` between order statistics; each order statistic's
-    expected normal score by Blom's approximation ``Phi^-1((i - 0.375) /
-    (n + 0.25))`` (i 1-based): the bias is ``sigma`` times its distance
-    from ``Phi^-1(q)``. Vanishes as ``n`` grows.
-    """
-    if n < 2:
-        return 0.0
-    position = q * (n - 1)
-    low = math.floor(position)
-    weight = position - low
-
-    def score(index: int) -> float:  # 0-based order statistic
-        return _NORMAL.inv_cdf((index + 1 - 0.375) / (n + 0.25))
-
-    expected = (
-        score(low)
-        if weight == 0
-        else ((1 - weight) * score(low) + weight * score(min(n - 1, low + 1)))
-    )
-    return sigma * (expected - _NORMAL.inv_cdf(q))
-
-
-def _quantile_variance_factor(q: float) -> float:
-    """Return ``Var(log q_hat) * n / sigma**2`` for a log-normal quantile."""
-    return q * (1 - q) / _NORMAL.pdf(_NORMAL.inv_cdf(q)) ** 2
-
-
-def _merchant_terms(
-    metric: str, items: Sequence[MerchantAggregate]
-) -> list[tuple[float, float, float, float, int]]:
-    """Return (d_i, weight, current var, baseline var, events) per usable
-    merchant; raise ValueError for impossible counts."""
-    terms = []
-    quantile = QUANTILES.get(metric)
-    if quantile is not None:
-        field, least = f"{metric}_ms", MIN_QUANTILE_EVENTS[metric]
-        factor = _quantile_variance_factor(quantile)
-    for item in items:
-        base, cur = item.baseline, item.current
-        if (
-            base.events < 0
-            or cur.events < 0
-            or not 0 <= base.failures <= base.events
-            or not 0 <= cur.failures <= cur.events
-        ):
-            raise ValueError(
-                f"merchant {item.merchant}: failures must be within 0..events"
-            )
-        n_b, n_c = base.events, cur.events
-        if quantile is None:
-            if n_b == 0 or n_c == 0:
-                continue
-            # Half a pseudo-failure keeps a window without failures from
-            # claiming zero variance.
-            smooth_b = (base.failures + 0.5) / (n_b + 1)
-            smooth_c = (cur.failures + 0.5) / (n_c + 1)
-            var_b = smooth_b * (1 - smooth_b) / n_b
-            var_c = smooth_c * (1 - smooth_c) / n_c
-            diff = cur.failures / n_c - base.failures / n_b
-            # Inverse-variance weight from the baseline's rate (fixed before
-            # the phase) and the event counts: an error-prone merchant's
-            # noisier difference counts less, and no weight depends on the
-            # current window's outcomes.
-            unit = smooth_b * (1 - smooth_b)
-        else:
-            value_b, value_c = getattr(base, field), getattr(cur, field)
-            if (
-                n_b < least
-                or n_c < least
-                or not value_b
-                or not value_c
-                or value_b <= 0
-                or value_c <= 0
-            ):
-                continue
-            var_b = factor * _log_sigma(base) ** 2 / n_b
-            var_c = factor * _log_sigma(cur) ** 2 / n_c
-            # Small-sample bias of an interpolated sample quantile (it reads
-            # low: at 30 events a p95 by about 0.16 sigma in log terms),
-            # removed per window so a short current window and a long
-            # baseline compare like for like.
-            diff = (
-                math.log(value_c / value_b)
-                - _quantile_bias(quantile, n_c, _log_sigma(cur))
-                + _quantile_bias(quantile, n_b, _log_sigma(base))
-            )
-            unit = _log_sigma(base) ** 2
-        terms.append((diff, n_c * n_b / (n_c + n_b) / unit, var_c, var_b, n_c))
-    return terms
-
-
 def _group(metric: str, items: Sequence[MerchantAggregate]) -> _Group | None:
-    terms = _merchant_terms(metric, items)
+    return _group_of(_merchant_terms(metric, items))
+
+
+def _group_of(terms: list[tuple[float, float, float, float, int]]) -> _Group | None:
+    """Return the weighted estimate and its variance parts of the terms."""
     if not terms:
         return None
     total_weight = estimate_sum = model_current = model_fixed = 0.0
@@ -363,28 +252,28 @@ def compare(
                 "and the current window yet: not yet (missing data never promotes)."
             ),
         )
-    estimate = treated_group.estimate
-    current_var = treated_group.current_variance
-    fixed_var = treated_group.fixed_variance
-    if control_group is None:
-        drift = "none"
-    elif control_is_frozen:
-        drift = "control's last window"
-        estimate -= control_group.estimate
-        fixed_var += control_group.total_variance
-    else:
-        drift = "control cohort"
-        estimate -= control_group.estimate
-        current_var += control_group.current_variance
-        fixed_var += control_group.fixed_variance
-    cs_alpha, fixed_alpha = alpha * (1 - FIXED_SHARE), alpha * FIXED_SHARE
-    rhos = mixture_rhos(scale_margin, cs_alpha)
-    half_cs = cs_one_sided(current_var, rhos, cs_alpha)
-    half_fixed = _NORMAL.inv_cdf(1 - fixed_alpha) * math.sqrt(fixed_var)
+    estimate, drift, half_cs, half_fixed = _bounds(
+        treated_group, control_group, control_is_frozen, scale_margin, alpha
+    )
     half = half_cs + half_fixed
     lower, upper = estimate - half, estimate + half
-    if lower > 0 and estimate > scale_margin:
-        decision, rule = WORSE, "lower_bound_above_zero_estimate_above_margin"
+    evidence = None
+    if metric in QUANTILES:
+        evidence = _exceedance(
+            metric, treated, control, control_is_frozen, scale_margin, alpha
+        )
+    if evidence is not None:
+        # The worse side decides on the counts above the baseline quantiles
+        # (a direct, distribution-free test); the reported lower bound is
+        # theirs, turned into a slowdown.
+        lower = evidence.pop("lower_shift")
+        worse_rule = "exceedance_lower_bound_above_zero_estimate_above_margin"
+        is_worse = evidence["lower"] > 0
+    else:
+        worse_rule = "lower_bound_above_zero_estimate_above_margin"
+        is_worse = lower > 0
+    if is_worse and estimate > scale_margin:
+        decision, rule = WORSE, worse_rule
     elif upper < scale_margin:
         decision, rule = NOT_WORSE, "upper_bound_below_margin"
     else:
@@ -404,7 +293,12 @@ def compare(
         f"{treated_group.merchants} treated merchants / {treated_group.events} events, "
         f"{control_merchants} control / {control_events}): "
     )
-    if decision == WORSE:
+    if decision == WORSE and evidence is not None:
+        text += (
+            f"{exceedance.describe(evidence)}, and the estimate above the "
+            "margin: worse."
+        )
+    elif decision == WORSE:
         text += (
             "the lower bound is above zero and the estimate above the margin: worse."
         )
@@ -433,91 +327,75 @@ def compare(
         drift_correction=drift,
         more_events=more,
         explanation=text,
+        exceedance=evidence,
     )
 
 
-def minimum_detectable_effect(
-    *,
+def _bounds(
+    treated: _Group,
+    control: _Group | None,
+    control_is_frozen: bool,
+    scale_margin: float,
+    alpha: float,
+) -> tuple[float, str, float, float]:
+    """Return the difference in differences, the drift correction used and
+    the two parts of the one-sided half-width (confidence sequence over the
+    current part, fixed-sample bound over the fixed part)."""
+    estimate = treated.estimate
+    current_var, fixed_var = treated.current_variance, treated.fixed_variance
+    if control is None:
+        drift = "none"
+    elif control_is_frozen:
+        drift = "control's last window"
+        estimate -= control.estimate
+        fixed_var += control.total_variance
+    else:
+        drift = "control cohort"
+        estimate -= control.estimate
+        current_var += control.current_variance
+        fixed_var += control.fixed_variance
+    cs_alpha, fixed_alpha = alpha * (1 - FIXED_SHARE), alpha * FIXED_SHARE
+    half_cs = cs_one_sided(current_var, mixture_rhos(scale_margin, cs_alpha), cs_alpha)
+    half_fixed = _NORMAL.inv_cdf(1 - fixed_alpha) * math.sqrt(fixed_var)
+    return estimate, drift, half_cs, half_fixed
+
+
+def _exceedance(
     metric: str,
-    treated_merchants: int,
-    control_merchants: int,
-    events_per_merchant_per_minute: float,
-    phase_seconds: float,
-    baseline_seconds: float = DEFAULT_BASELINE_SECONDS,
-    baseline_rate: float = 0.01,
-    heavy_share: float = 0.0,
-    heavy_factor: float = 1.0,
-    log_sigma: float = DEFAULT_LOG_SIGMA,
-    margin: float | None = None,
-    alpha: float = DEFAULT_ALPHA,
-    power: float = 0.8,
-) -> float:
-    """Return the smallest regression ``compare`` says ``worse`` to by the
-    phase's end with probability ``power``.
-
-    Error rate: absolute points added to every merchant's rate; quantiles:
-    the relative slowdown. ``heavy_share`` of the merchants have
-    ``heavy_factor`` times ``baseline_rate`` (the heterogeneity that
-    differencing removes from the estimate but not from the noise). Traffic
-    is taken as equal per merchant, and only the last look counts (earlier
-    looks only add chances), so the figure errs on the large side. Raise
-    ValueError for an unknown metric or a phase without treated traffic.
-    """
-    if metric not in METRICS:
-        raise ValueError(f"unknown metric {metric!r}")
-    if treated_merchants < 1 or events_per_merchant_per_minute <= 0:
-        raise ValueError("a phase needs treated merchants with traffic")
-    if phase_seconds <= 0 or baseline_seconds <= 0:
-        raise ValueError("durations must be positive")
-    margin = DEFAULT_MARGINS[metric] if margin is None else margin
-    scale_margin = margin if metric == ERROR_RATE else math.log1p(margin)
-    cur_n = events_per_merchant_per_minute * phase_seconds / 60
-    base_n = events_per_merchant_per_minute * baseline_seconds / 60
-    cs_alpha = alpha * (1 - FIXED_SHARE)
-    z_fixed = _NORMAL.inv_cdf(1 - alpha * FIXED_SHARE)
-    z_power = _NORMAL.inv_cdf(power)
-    rhos = mixture_rhos(scale_margin, cs_alpha)
-
-    def group_variances(effect: float) -> tuple[float, float, float]:
-        """Return the treated group's (current, baseline) variance and the
-        control group's current variance per merchant, with the
-        inverse-variance weights ``compare`` uses (by the baseline rate)."""
-        if metric == ERROR_RATE:
-            kinds = [(1 - heavy_share, baseline_rate)]
-            if heavy_share:
-                kinds.append((heavy_share, min(0.5, baseline_rate * heavy_factor)))
-            weights = [(s, 1 / (p * (1 - p))) for s, p in kinds]
-            total = sum(s * w for s, w in weights)
-
-            def mix(variance_of) -> float:
-                return sum(
-                    s * w * w * variance_of(p)
-                    for (s, w), (_, p) in zip(weights, kinds, strict=True)
-                ) / (total * total)
-
-            var_b = mix(lambda p: p * (1 - p)) / base_n
-            var_c = (
-                mix(lambda p: min(1.0, p + effect) * (1 - min(1.0, p + effect))) / cur_n
-            )
-            var_c0 = mix(lambda p: p * (1 - p)) / cur_n
-            return var_c, var_b, var_c0
-        factor = _quantile_variance_factor(QUANTILES[metric]) * log_sigma**2
-        return factor / cur_n, factor / base_n, factor / cur_n
-
-    effect = scale_margin
-    for _ in range(30):  # the variance depends (a little) on the effect
-        var_c, var_b, var_c0 = group_variances(effect)
-        current = var_c / treated_merchants
-        fixed = var_b / treated_merchants
-        if control_merchants:
-            current += var_c0 / control_merchants
-            fixed += var_b / control_merchants
-        half = cs_one_sided(current, rhos, cs_alpha) + z_fixed * math.sqrt(fixed)
-        # Worse needs the lower bound above zero and the estimate above the
-        # margin: reached with ``power`` when the effect clears the larger
-        # of the two by z_power standard errors.
-        updated = max(half, scale_margin) + z_power * math.sqrt(current + fixed)
-        if math.isclose(updated, effect, rel_tol=1e-6):
-            break
-        effect = updated
-    return _to_unit(metric, effect)
+    treated: Sequence[MerchantAggregate],
+    control: Sequence[MerchantAggregate],
+    control_is_frozen: bool,
+    scale_margin: float,
+    alpha: float,
+) -> dict | None:
+    """Return the exceedance evidence of a quantile metric, or None when the
+    windows carry no counts (then the quantile estimate decides both
+    sides). Same guarantee as the quantile bounds: one side, always valid."""
+    if not exceedance.has_counts(metric, treated):
+        return None
+    q = QUANTILES[metric]
+    treated_group = _group_of(exceedance.exceedance_terms(metric, q, treated))
+    if treated_group is None:
+        return None
+    control_group = None
+    if control:
+        if not exceedance.has_counts(metric, control):
+            return None
+        control_group = _group_of(exceedance.exceedance_terms(metric, q, control))
+    sigma = exceedance.log_spread(treated, _log_sigma)
+    rate_margin = exceedance.rate_margin(q, scale_margin, sigma)
+    estimate, _, half_cs, half_fixed = _bounds(
+        treated_group, control_group, control_is_frozen, rate_margin, alpha
+    )
+    lower = estimate - half_cs - half_fixed
+    return {
+        "quantile": metric,
+        "expected_share": 1 - q,
+        "estimate": estimate,
+        "lower": lower,
+        "rate_margin": rate_margin,
+        "log_spread": sigma,
+        "treated_merchants": treated_group.merchants,
+        "treated_events": treated_group.events,
+        "lower_shift": exceedance.rate_to_log_shift(q, lower, sigma),
+    }

@@ -16,6 +16,9 @@ PURE_MODULES = [
         "canary/health.py",
         "canary/sequential.py",
         "canary/confseq.py",
+        "canary/exceedance.py",
+        "canary/power.py",
+        "canary/windows.py",
         "canary/verification.py",
     )
     if (ROOT / path).exists()

@@ -155,7 +155,7 @@ def _compare_context(
     """Return the MeasureContext fields a compare check adds."""
     if check.mode != CheckMode.COMPARE:
         return {}
-    extra: dict = {"compare": True}
+    extra: dict = {"compare": True, "baseline": rollout.merchant_baseline or None}
     span = previous.get(rollout.pk)
     if span is not None:
         extra["previous_since"], extra["previous_until"] = span

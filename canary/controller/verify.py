@@ -64,6 +64,7 @@ def _context(rollout: Rollout, flag_key: str, env_key: str) -> MeasureContext:
         # whatever variation they are served now; every other merchant
         # (never treated) is the control.
         treated_merchants=tuple(v.get("merchants") or ()),
+        baseline=rollout.merchant_baseline or None,
     )
 
 

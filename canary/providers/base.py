@@ -10,6 +10,7 @@ nothing returns ``Measurement(value=None)`` ("no data").
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
@@ -71,6 +72,10 @@ class MeasureContext:
     # stand in for the live control.
     previous_since: datetime | None = None
     previous_until: datetime | None = None
+    # Compare mode: the rollout's captured baselines
+    # (``Rollout.merchant_baseline``); a quantile check counts each
+    # merchant's current events above its baseline quantile.
+    baseline: Mapping[str, Any] | None = None
 
 
 @runtime_checkable

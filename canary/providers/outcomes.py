@@ -213,7 +213,13 @@ class OutcomesProvider:
         ``ctx`` (a 100% phase), the control's windows of that range come
         along as ``previous_control`` and stand in for the live control.
         """
-        from canary.baselines import CONTROL, TREATMENT, merchant_windows
+        from canary.baselines import (
+            CONTROL,
+            QUANTILE_FIELDS,
+            TREATMENT,
+            baseline_thresholds,
+            merchant_windows,
+        )
 
         since = _since(spec, ctx)
         detail: dict = {**_range_detail(spec, ctx, since), "per_merchant": True}
@@ -223,6 +229,9 @@ class OutcomesProvider:
             "name": spec.get("name"),
             "timeout": timeout,
         }
+        if spec["metric"] in QUANTILE_FIELDS and ctx.baseline:
+            thresholds = baseline_thresholds(ctx.baseline, spec["metric"])
+            query["above"] = (spec["metric"], thresholds)
         try:
             windows = merchant_windows(
                 since=since,

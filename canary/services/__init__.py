@@ -42,6 +42,7 @@ from canary.services.rollbacks import (
     rollout_rollback_finished,
     rollout_rollback_runs,
 )
+from canary.services.rollout_baselines import rollout_set_baseline
 from canary.services.rollout_moves import (
     rollout_abort,
     rollout_approve,
@@ -51,7 +52,6 @@ from canary.services.rollout_moves import (
 from canary.services.rollouts import (
     rollout_advance,
     rollout_create,
-    rollout_set_baseline,
     rollout_start,
     rollout_transition,
 )

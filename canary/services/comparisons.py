@@ -39,7 +39,14 @@ def _window(data: Mapping) -> sequential.Window:
         p50_ms=data.get("p50_ms"),
         p95_ms=data.get("p95_ms"),
         p99_ms=data.get("p99_ms"),
+        p50_above=_count(data.get("p50_above")),
+        p95_above=_count(data.get("p95_above")),
+        p99_above=_count(data.get("p99_above")),
     )
+
+
+def _count(value: Any) -> int | None:
+    return None if value is None else int(value)
 
 
 def merchant_aggregates(

@@ -13,7 +13,6 @@ change has its own audit event and bumps the ruleset version.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from django.db import transaction
@@ -25,7 +24,7 @@ from canary.exceptions import (
     RolloutAlreadyActive,
     RolloutInvalidTransition,
 )
-from canary.models import CheckMode, HealthCheck, Phase, Rollout, TargetType
+from canary.models import HealthCheck, Phase, Rollout, TargetType
 from canary.services._common import OWNS_FLAG, Status, env_key, lock_rollout
 from canary.services.check_templates import check_template_expand
 from canary.services.checks import (
@@ -44,6 +43,7 @@ from canary.services.flag_moves import (
     overrides_restore,
     phase_apply,
 )
+from canary.services.rollout_baselines import baseline_summary, merchant_baseline_for
 from canary.transitions import TERMINAL, is_allowed
 from controlplane.audit.services import audited_transaction, record_audit_event
 from flags import services as flag_services
@@ -170,52 +170,6 @@ def rollout_create(
     return rollout
 
 
-def rollout_set_baseline(
-    *, rollout_id: int, actor: Any, baseline: dict[str, float]
-) -> Rollout:
-    """Record the values measured before start, per check name (relative
-    mode compares with them). Only for a draft; unknown names are refused."""
-    if not isinstance(baseline, dict):
-        raise InvalidInput(
-            "baseline: must be an object of check name -> value", field="baseline"
-        )
-    with audited_transaction():
-        rollout = lock_rollout(rollout_id)
-        if rollout.status != Status.DRAFT:
-            raise Conflict(
-                f"rollout {rollout.pk} is {rollout.status}: the baseline is fixed "
-                "once it starts",
-                field="baseline",
-            )
-        names = set(rollout.checks.values_list("name", flat=True))
-        for key, value in baseline.items():
-            if key not in names:
-                raise InvalidInput(
-                    f"baseline.{key}: no check of that name", field=f"baseline.{key}"
-                )
-            if value is not None and (
-                isinstance(value, bool)
-                or not isinstance(value, (int, float))
-                or not math.isfinite(value)
-            ):
-                raise InvalidInput(
-                    f"baseline.{key}: must be a number", field=f"baseline.{key}"
-                )
-        before = dict(rollout.baseline or {})
-        rollout.baseline = {**before, **baseline}
-        rollout.version += 1
-        rollout.save(update_fields=["baseline", "version", "updated_at"])
-        record_audit_event(
-            actor=actor,
-            action="rollout.baseline_set",
-            target=rollout,
-            environment=env_key(rollout),
-            before=before,
-            after=rollout.baseline,
-        )
-    return rollout
-
-
 # The status machine -------------------------------------------------------
 
 
@@ -335,7 +289,7 @@ def rollout_start(
     caller passes the ``merchant_baseline`` its preflight captured.
     """
     if merchant_baseline is None:
-        merchant_baseline = _merchant_baseline_for(rollout_id)
+        merchant_baseline = merchant_baseline_for(rollout_id)
     with audited_transaction():
         rollout = lock_rollout(rollout_id)
         if rollout.status != Status.DRAFT:
@@ -419,45 +373,12 @@ def rollout_start(
             reason=reason or "started",
             details={
                 "captured_state": captured,
-                **_baseline_summary(merchant_baseline),
+                **baseline_summary(merchant_baseline),
             },
         )
         phase_apply(rollout=rollout, index=0, actor=actor)
         checks_reset(rollout=rollout, phase_index=0, now=now)
     return rollout
-
-
-def _merchant_baseline_for(rollout_id: int) -> dict | None:
-    """Capture the merchant baselines a draft's compare checks need (None:
-    not a draft, or no compare check)."""
-    from canary.baselines import merchant_baseline_capture
-
-    rollout = (
-        Rollout.objects.select_related("flag", "environment")
-        .filter(pk=rollout_id, status=Status.DRAFT)
-        .first()
-    )
-    if rollout is None or not rollout.checks.filter(mode=CheckMode.COMPARE).exists():
-        return None
-    return merchant_baseline_capture(
-        environment_key=rollout.environment.key,
-        flag_key=rollout.flag.key,
-        control_variation=rollout.control_variation,
-        now=clock.now(),
-    )
-
-
-def _baseline_summary(merchant_baseline: dict | None) -> dict:
-    """Return what the start event says of the captured baselines."""
-    if merchant_baseline is None:
-        return {}
-    summary = {k: merchant_baseline[k] for k in ("since", "until", "seconds", "events")}
-    return {
-        "merchant_baseline": {
-            **summary,
-            "merchants": len(merchant_baseline["merchants"]),
-        }
-    }
 
 
 def rollout_advance(

@@ -21,6 +21,7 @@ from statistics import NormalDist
 import numpy as np
 import pytest
 
+from canary import power
 from canary import sequential as sq
 from canary.templates_data import PLANS
 
@@ -199,7 +200,7 @@ def _detection_rate(effect: float, runs: int, seed: int) -> float:
 
 def test_minimum_detectable_effect__simulated__agrees_within_a_factor():
     # Given: 10 treated and 90 control merchants, 3 events/min each, 15 min
-    mde = sq.minimum_detectable_effect(
+    mde = power.minimum_detectable_effect(
         metric=sq.ERROR_RATE,
         treated_merchants=10,
         control_merchants=90,
@@ -229,8 +230,8 @@ def test_minimum_detectable_effect__more_traffic__smaller():
         heavy_factor=5.0,
     )
     # When
-    low = sq.minimum_detectable_effect(events_per_merchant_per_minute=3, **common)
-    high = sq.minimum_detectable_effect(events_per_merchant_per_minute=30, **common)
+    low = power.minimum_detectable_effect(events_per_merchant_per_minute=3, **common)
+    high = power.minimum_detectable_effect(events_per_merchant_per_minute=30, **common)
     # Then
     assert high < low
     assert sq.DEFAULT_MARGINS[sq.ERROR_RATE] < high
@@ -369,11 +370,16 @@ def test_cs_half_width__more_information__narrower_and_wider_than_fixed():
 
 
 def _latency_phase(
-    rng: np.random.Generator, slowdown: float, merchants: int = 40
+    rng: np.random.Generator,
+    slowdown: float,
+    merchants: int = 40,
+    *,
+    counts: bool = False,
+    total: float | None = None,
 ) -> list[sq.Comparison]:
     """Return the p95 comparisons of one 50% phase (1800 s, a look a minute)
     built from sampled per-merchant latencies, not from a model."""
-    total = rng.uniform(5, 50)
+    total = rng.uniform(5, 50) if total is None else total
     share = rng.lognormal(0, 0.5, merchants)
     rate = total * share / share.sum()
     # Merchants differ in latency (log-normal medians around 120 ms, 20%
@@ -383,11 +389,14 @@ def _latency_phase(
     treated = _treated(rng, merchants // 2, merchants)
     looks, minute = 30, 60
 
-    def window(sample: np.ndarray) -> sq.Window:
+    def window(sample: np.ndarray, threshold: float) -> sq.Window:
         p50, p95 = np.quantile(sample, [0.5, 0.95]) if len(sample) else (0, 0)
-        return sq.Window(len(sample), 0, p50_ms=float(p50), p95_ms=float(p95))
+        above = int((sample > threshold).sum()) if counts else None
+        return sq.Window(
+            len(sample), 0, p50_ms=float(p50), p95_ms=float(p95), p95_above=above
+        )
 
-    baseline, samples, counts = [], [], []
+    baseline, samples, sizes = [], [], []
     for i in range(merchants):
         # The 6 h baseline's order statistics drawn exactly (Beta-distributed
         # uniforms through the log-normal's inverse), not 10^5 samples each.
@@ -400,10 +409,13 @@ def _latency_phase(
         per_look = rng.poisson(rate[i] * minute, looks)
         factor = slowdown if treated[i] else 1.0
         samples.append(median[i] * factor * rng.lognormal(0, 0.5, int(per_look.sum())))
-        counts.append(per_look.cumsum().tolist())
+        sizes.append(per_look.cumsum().tolist())
     results = []
     for look in range(looks):
-        current = [window(samples[i][: counts[i][look]]) for i in range(merchants)]
+        current = [
+            window(samples[i][: sizes[i][look]], baseline[i].p95_ms)
+            for i in range(merchants)
+        ]
         aggregates = [
             sq.MerchantAggregate(str(i), baseline[i], current[i])
             for i in range(merchants)
@@ -432,6 +444,42 @@ def test_compare__p95_sampled_latencies__healthy_rarely_worse_and_30pct_caught()
     # Then
     assert false_worse <= sq.DEFAULT_ALPHA + _three_se(sq.DEFAULT_ALPHA, 40)
     assert caught >= 0.9
+
+
+def test_compare__p95_exceedance_counts__healthy_within_alpha_every_look():
+    # Given: 400 healthy 50% phases whose windows count the events above
+    # each merchant's baseline p95, looked at every minute to the end
+    rng = np.random.default_rng(31)
+    # When
+    runs = [_latency_phase(rng, 1.0, counts=True) for _ in range(400)]
+    false_worse = sum(r[-1].decision == sq.WORSE for r in runs) / 400
+    # Then: the counts decide the worse side, within alpha
+    assert all(r[-1].exceedance is not None for r in runs)
+    assert false_worse <= sq.DEFAULT_ALPHA + _three_se(sq.DEFAULT_ALPHA, 400)
+
+
+def test_compare__p95_up_30pct__exceedance_catches_sooner_than_quantiles():
+    # Given: the same 40 regressed phases of 8 merchants at 2 requests/s,
+    # with and without the counts
+    seeds = range(40)
+
+    def phase(seed: int, counts: bool) -> list[sq.Comparison]:
+        rng = np.random.default_rng(seed)
+        return _latency_phase(rng, 1.3, merchants=8, counts=counts, total=2.0)
+
+    # When
+    plain = [phase(s, False) for s in seeds]
+    counted = [phase(s, True) for s in seeds]
+    # Then: every regression caught, by the counts' rule, and at a median
+    # look earlier than the quantile difference alone manages
+    assert all(r[-1].decision == sq.WORSE for r in counted)
+    assert {r[-1].rule for r in counted} == {
+        "exceedance_lower_bound_above_zero_estimate_above_margin"
+    }
+    looks_counted = np.median([len(r) for r in counted])
+    assert looks_counted < np.median([len(r) for r in plain])
+    worse = counted[0][-1]
+    assert worse.lower > 0 and "above their baseline p95" in worse.explanation
 
 
 def test_comparison_as_dict__no_data__json_without_non_finite_numbers():

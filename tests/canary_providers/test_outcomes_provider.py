@@ -220,3 +220,37 @@ def test_outcomes_validate_spec__bad_spec__field_error(spec, field):
 def test_outcome_events_stored__count_matches(cohorts):
     # Then
     assert OutcomeEvent.objects.filter(environment__key="production").count() == 160
+
+
+def test_outcomes_measure__compare_quantile__counts_events_above_baseline(cohorts, ctx):
+    # Given: the 100 treatment events spread over m-0..m-6 (1..100 ms) and
+    # baselines for m-0 (p95 50 ms) and m-1 (p95 90 ms) only
+    from dataclasses import replace
+
+    durations: dict[str, list[float]] = {}
+    for index in range(100):
+        durations.setdefault(f"m-{index % 7}", []).append(float(index + 1))
+    baseline = {
+        "merchants": {
+            "m-0": {"events": 500, "p95_ms": 50.0},
+            "m-1": {"events": 500, "p95_ms": 90.0},
+        }
+    }
+    compare_ctx = replace(ctx, compare=True, baseline=baseline)
+    # When
+    measurement = get_provider("outcomes").measure(
+        {"metric": "p95_ms"}, compare_ctx, timeout=5
+    )
+    # Then: strictly slower than the merchant's own threshold; no count
+    # without a baseline
+    treated = measurement.merchants["treatment"]
+    assert treated["m-0"]["p95_above"] == sum(d > 50 for d in durations["m-0"])
+    assert treated["m-1"]["p95_above"] == sum(d > 90 for d in durations["m-1"])
+    assert treated["m-1"]["p95_above"] > 0
+    assert treated["m-2"]["p95_above"] is None
+    assert (
+        "p95_above"
+        not in get_provider("outcomes")
+        .measure({"metric": "error_rate"}, compare_ctx, timeout=5)
+        .merchants["treatment"]["m-0"]
+    )

@@ -2,7 +2,7 @@
 
 Look-back traffic goes in through the ingestion service
 (``outcome_events_ingest``); the figures are checked against
-``canary.sequential.minimum_detectable_effect`` called with the traffic
+``canary.power.minimum_detectable_effect`` called with the traffic
 the events describe.
 """
 
@@ -17,7 +17,7 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from canary import clock, sequential, services
+from canary import clock, power, services
 from canary.detectability import rollout_detectable, traffic_profile
 from canary.services.outcomes import outcome_events_ingest
 from canary.templates_data import DEFAULT_CHECKS
@@ -117,7 +117,7 @@ def test_rollout_preflight__fleet_traffic__mde_per_phase_and_check(fleet_rollout
     )
     assert (ten["seconds"], ten["duration_basis"]) == (1800, "max_duration")
     # ... and the MDE of that traffic, from the one computation
-    expected = sequential.minimum_detectable_effect(
+    expected = power.minimum_detectable_effect(
         metric="error_rate",
         treated_merchants=10,
         control_merchants=10,
@@ -309,7 +309,7 @@ def test_rollout_detectable__docs_example__same_figures(rollout_factory):
     pilot, ten = (p["summary"] for p in detectable["phases"][:2])
     assert pilot == (
         "pilot: ~1 merchant, ~30 events/min each, 10 min (min_duration): detects "
-        "+5.9 pp errors, +30% p95 at 80% power"
+        "+5.9 pp errors, +23% p95 at 80% power"
     )
     assert ten == (
         "10%: ~10 merchants, ~30 events/min each, 30 min (max_duration): detects "
@@ -358,10 +358,10 @@ def test_rollout_start_checked__compare_checks__baselines_captured_once(
     import canary.services.rollouts as rollouts_module
 
     calls = []
-    original = rollouts_module._merchant_baseline_for
+    original = rollouts_module.merchant_baseline_for
     monkeypatch.setattr(
         rollouts_module,
-        "_merchant_baseline_for",
+        "merchant_baseline_for",
         lambda pk: calls.append(pk) or original(pk),
     )
     # When
