@@ -49,6 +49,9 @@ INSTALLED_APPS = [
     "django_prometheus",
     "rest_framework",
     "drf_spectacular",
+    # Swagger UI and Redoc served from this server's static files: the API
+    # docs work without internet access (no CDN).
+    "drf_spectacular_sidecar",
     "controlplane.audit",
     "controlplane.apikeys",
     "flags",
@@ -215,6 +218,9 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Flags, evaluation (native and OFREP), rollouts and rollbacks.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "flags.api.eval_schema.add_evaluation_paths",

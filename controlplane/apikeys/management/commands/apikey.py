@@ -45,7 +45,10 @@ class Command(BaseCommand):
         if options["user"]:
             user = get_user_model().objects.filter(username=options["user"]).first()
             if user is None:
-                raise CommandError(f"unknown user {options['user']!r}")
+                raise CommandError(
+                    f"unknown user {options['user']!r}: name an existing user "
+                    "(manage.py createsuperuser creates one; the demo's is 'admin')"
+                )
         api_key, raw = services.apikey_create(
             actor=actor_for_cli(options.get("actor")),
             name=options["name"],
