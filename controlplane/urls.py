@@ -13,6 +13,8 @@ urlpatterns = [
     # Evaluation (native + OFREP) and the ruleset endpoint: flags/api/eval_urls.py
     path("", include("flags.api.eval_urls")),
     path("admin/", admin.site.urls),
+    # / : the operator's overview (signed-in staff; others go to the login)
+    path("", include("canary.home_urls")),
     path("", include("django_prometheus.urls")),  # /metrics
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path(
