@@ -91,7 +91,7 @@ def _active_rollouts() -> list[dict[str, Any]]:
                 "checks": [
                     {
                         "name": c.name,
-                        "verdict": c.last_verdict or "no run yet",
+                        "verdict": (c.last_verdict or "no run yet").replace("_", " "),
                         "tone": _tone(c.last_verdict),
                         "dry_run": c.dry_run,
                     }
