@@ -114,6 +114,7 @@ def _counting_off() -> None:
     from flags import metrics
 
     metrics.evaluations_served = lambda answers, known, seconds: None
+    metrics.request_answered = lambda route, status: None
 
 
 _count_request_queries()

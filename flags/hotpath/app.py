@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from flags import metrics
 from flags.hotpath import answers
 from flags.hotpath.request import HostCheck, path_info, read_body
 
@@ -136,6 +137,7 @@ class HotPath:
             answer = self._answer(environ, *found)
         except Exception as exc:
             answer = _failure(exc, path)
+        metrics.request_answered(found[0], answer[0])
         if self._close_connections:
             self._close_old_connections()
         return self._send(start_response, environ, answer)

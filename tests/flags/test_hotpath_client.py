@@ -203,3 +203,30 @@ def test_hotpath__unencoded_path_key__decoded_as_django_does(client, catalog, au
     # Then
     assert response.status_code == 404
     assert response.json()["key"] == "café/x"
+
+
+def test_hotpath__answers__counted_by_route_and_status(client, catalog, auth):
+    # Given
+    from prometheus_client import REGISTRY
+
+    def count(route: str, status: str) -> float:
+        return (
+            REGISTRY.get_sample_value(
+                "controlplane_flags_hotpath_requests_total",
+                {"route": route, "status": status},
+            )
+            or 0.0
+        )
+
+    before = (count("evaluate", "200"), count("ofrep_flag", "404"))
+    # When
+    client.post("/api/v1/evaluate", data=BODY, content_type="application/json", **auth)
+    client.post(
+        "/ofrep/v1/evaluate/flags/nope",
+        data=BODY,
+        content_type="application/json",
+        **auth,
+    )
+    # Then
+    after = (count("evaluate", "200"), count("ofrep_flag", "404"))
+    assert (after[0] - before[0], after[1] - before[1]) == (1, 1)
