@@ -124,9 +124,9 @@ def _queries(port: int) -> float:
 
 
 def _measure(args, wrk: str, key: str, server: str, rows: list[Target]) -> dict:
+    results: dict[Target, list[dict]] = {row: [] for row in rows}
     started = SERVERS[server](args)
     base = f"http://127.0.0.1:{started.port}"
-    results: dict[Target, list[dict]] = {row: [] for row in rows}
     try:
         for row in rows:  # warm: keys, rulesets, cached bodies, connections
             run_wrk(
