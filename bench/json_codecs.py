@@ -27,7 +27,11 @@ from typing import Any
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import msgspec  # noqa: E402
-import orjson  # noqa: E402
+
+try:  # only this comparison needs it: `pip install orjson==3.13.0`
+    import orjson
+except ImportError:
+    orjson = None
 
 REQUESTS: dict[str, bytes] = {
     "native, 1 flag": b'{"context": {"merchant": "m-42"}, "flags": ["bench-05"]}',
@@ -94,12 +98,13 @@ def _decoders() -> dict[str, Callable[[bytes], Any]]:
     from controlplane.api.input import loads_json
     from flags.hotpath.codec import loads
 
-    return {
+    decoders = {
         "stdlib": loads_json,
-        "orjson": orjson.loads,
+        "orjson": orjson.loads if orjson else None,
         "msgspec": msgspec.json.Decoder().decode,
         "hotpath": loads,
     }
+    return {name: f for name, f in decoders.items() if f is not None}
 
 
 def _encoders() -> dict[str, Callable[[Any], bytes]]:
@@ -108,12 +113,13 @@ def _encoders() -> dict[str, Callable[[Any], bytes]]:
     stdlib = json.JSONEncoder(
         separators=(",", ":"), ensure_ascii=False, allow_nan=False
     ).encode
-    return {
+    encoders = {
         "stdlib": lambda value: stdlib(value).encode(),
-        "orjson": orjson.dumps,
+        "orjson": orjson.dumps if orjson else None,
         "msgspec": msgspec.json.Encoder().encode,
         "hotpath": dumps,
     }
+    return {name: f for name, f in encoders.items() if f is not None}
 
 
 def _ns_per_op(function: Callable[[Any], Any], argument: Any, rounds: int) -> float:
@@ -136,7 +142,8 @@ def main() -> None:
     names = list(decoders)
     print(
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}  Python "
-        f"{sys.version.split()[0]}, orjson {orjson.__version__}, msgspec "
+        f"{sys.version.split()[0]}, orjson "
+        f"{orjson.__version__ if orjson else '(not installed)'}, msgspec "
         f"{msgspec.__version__}; CPU ns per operation, least of {args.rounds} rounds"
     )
     print(f"\n{'decode (request body)':28}" + "".join(f"{n:>10}" for n in names))
