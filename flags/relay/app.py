@@ -2,7 +2,7 @@
 
 - ``GET /api/v1/environments/{key}/stream``: the stream (flags.stream),
   native, fed by the upstream follower;
-- the evaluation routes: the hot path WSGI app (flags.relay.serve), called
+- the evaluation routes: the hot path WSGI app (flags.hotpath), called
   inline in the event loop, since it does no I/O (the ruleset and the keys
   are in memory; a key seen for the first time is verified upstream in a
   thread instead, see ``_needs_thread``);
@@ -22,7 +22,8 @@ from typing import Any
 from controlplane.conf import setting
 from controlplane.exceptions import DomainError
 from flags import stream
-from flags.relay import events, keys, serve
+from flags.hotpath import make_app
+from flags.relay import events, keys
 from flags.relay.outbox import Outbox
 from flags.relay.upstream import Upstream
 
@@ -41,7 +42,7 @@ class Relay:
             upstream_url, data_dir, lambda: self.upstream.environment
         )
         self.outbox = Outbox(upstream_url, key, data_dir)
-        self.wsgi = serve.make_app(
+        self.wsgi = make_app(
             ruleset_source=self.upstream.ruleset_source,
             key_resolver=self.keys.resolve,
             fallback=events.make_app(self.keys.resolve, self.outbox, self.health),

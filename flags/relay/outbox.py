@@ -145,7 +145,7 @@ class Outbox:
             except Exception as exc:  # upstream down: keep the batch, retry
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 self._stop.wait(delay)
-                delay = min(delay * 2, 10.0)
+                delay = min(delay * 2, 2.0)  # a retry is one connection attempt
                 continue
             delay = 0.25
             self._advance(offset)
