@@ -6,9 +6,9 @@
   inline in the event loop, since it does no I/O (the ruleset and the keys
   are in memory; a key seen for the first time is verified upstream in a
   thread instead, see ``_needs_thread``);
-- ``POST /api/v1/events``: outcome events validated as the upstream does,
-  stored durably in the outbox (flags.relay.outbox), 202;
-- ``GET /healthz``: the relay's view of its upstream, as JSON.
+- ``POST /api/v1/events`` and ``GET /healthz``: the relay's own routes
+  (canary.relay_events: outcome events validated as the upstream does,
+  stored durably in the outbox, flags.relay.outbox), in a thread.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import io
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,17 +24,28 @@ from controlplane.conf import setting
 from controlplane.exceptions import DomainError
 from flags import stream
 from flags.hotpath import make_app
-from flags.relay import events, keys
+from flags.relay import keys
 from flags.relay.outbox import Outbox
 from flags.relay.upstream import Upstream
 
 # no ORM access past this point: a relay has no database
 
 
-class Relay:
-    """The parts of one relay process, wired together."""
+# (key resolver, outbox, health) -> the WSGI app of the relay's own routes
+OwnRoutes = Callable[[Callable[[str], Any], Outbox, Callable[[], dict]], Callable]
 
-    def __init__(self, upstream_url: str, key: str, data_dir: Path) -> None:
+
+class Relay:
+    """The parts of one relay process, wired together.
+
+    ``own_routes`` builds the WSGI app of the paths the hot path does not
+    answer (``POST /api/v1/events``, ``GET /healthz``): canary's outcome
+    events sit above flags, so ``manage.py relay`` (in canary) passes it.
+    """
+
+    def __init__(
+        self, upstream_url: str, key: str, data_dir: Path, own_routes: OwnRoutes
+    ) -> None:
         self.broker = stream.Broker()
         self.upstream = Upstream(
             upstream_url, key, data_dir, on_version=self.broker.publish
@@ -45,7 +57,7 @@ class Relay:
         self.wsgi = make_app(
             ruleset_source=self.upstream.ruleset_source,
             key_resolver=self.keys.resolve,
-            fallback=events.make_app(self.keys.resolve, self.outbox, self.health),
+            fallback=own_routes(self.keys.resolve, self.outbox, self.health),
         )
 
     def start(self) -> None:

@@ -1,4 +1,8 @@
-"""``manage.py relay``: a read-only evaluation node with no database."""
+"""``manage.py relay``: a read-only evaluation node with no database.
+
+The relay itself is flags.relay; it lives here, in canary, because it also
+forwards canary's outcome events (canary.relay_events).
+"""
 
 from __future__ import annotations
 
@@ -50,9 +54,10 @@ class Command(BaseCommand):
         except OSError as exc:
             raise CommandError(f"--data-dir {data_dir}: {exc.strerror}") from None
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+        from canary import relay_events
         from flags.relay.app import Relay
 
-        relay = Relay(upstream, options["key"].strip(), data_dir)
+        relay = Relay(upstream, options["key"].strip(), data_dir, relay_events.make_app)
         relay.start()
         if relay.upstream.environment is None:
             self.stderr.write(

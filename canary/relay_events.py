@@ -1,4 +1,4 @@
-"""The relay's own routes (WSGI): outcome events in, health out.
+"""A relay's own routes (WSGI): outcome events in, health out (flags.relay).
 
 ``POST /api/v1/events`` answers as the upstream's ingestion does (202
 ``{"accepted": n}``, or 400 with field errors keyed ``events[i].field`` and
