@@ -197,6 +197,29 @@ def evaluation_timed(seconds: float) -> None:
     tally.seconds += seconds
 
 
+def evaluations_served(
+    answers: list[Evaluation], known: Container[str], seconds: float
+) -> None:
+    """Count one request's answers and its engine time (one call per request).
+
+    ``evaluations_counted`` and ``evaluation_timed`` together, for the hot
+    path: one thread-local lookup instead of two.
+    """
+    try:
+        tally = _local.tally
+    except AttributeError:
+        tally = _tally()
+    counts = tally.counts
+    for answer in answers:
+        flag = answer.flag_key
+        if flag not in known:
+            flag = UNKNOWN_FLAG
+        key = (flag, answer.variation, answer.reason, answer.level)
+        counts[key] = counts.get(key, 0) + 1
+    tally.buckets[bisect_left(_BOUNDS, seconds)] += 1
+    tally.seconds += seconds
+
+
 def flush() -> None:
     """Add what every thread counted since the last flush to the metrics."""
     with _lock:

@@ -23,12 +23,12 @@ from controlplane.api.errors import WWW_AUTHENTICATE, RequestRefused, error_body
 from controlplane.api.input import UntrustedInput
 from controlplane.apikeys.authentication import KeyRefused
 from controlplane.apikeys.cache import ApiKeyInfo
-from controlplane.conf import setting
 from controlplane.exceptions import DomainError
 from controlplane.unavailable import retry_after
 from flags import engine, metrics
 from flags.hotpath import bodies
 from flags.hotpath.codec import dumps, loads
+from flags.hotpath.settings import max_body_bytes
 
 Headers = list[tuple[str, str]]
 Answer = tuple[int, Headers, bytes]
@@ -139,8 +139,8 @@ def read_json_object(
     INVALID_REQUEST naming the field of a refused value (INVALID_CONTEXT
     when that field is in the context). An empty body is an empty object.
     """
-    raw = read_body(setting("EVAL_MAX_BODY_BYTES"))
-    if not raw.strip():
+    raw = read_body(max_body_bytes())
+    if not raw or raw.isspace():
         return {}, raw
     media = meta.get("CONTENT_TYPE", "")
     if media != JSON:
@@ -179,9 +179,8 @@ def read_json_object(
 def _counted(
     answers: list[engine.Evaluation], started: float, ruleset: engine.Ruleset
 ) -> None:
-    metrics.evaluation_timed(perf_counter() - started)
     # Only the ruleset's flags become labels: callers choose the keys they send.
-    metrics.evaluations_counted(answers, ruleset.flags)
+    metrics.evaluations_served(answers, ruleset.flags, perf_counter() - started)
 
 
 # -- native -------------------------------------------------------------------------
@@ -264,35 +263,51 @@ def answer_evaluate(
     started = perf_counter()
     if wanted is None:
         answers = [_evaluate(ruleset, flag, context) for flag in sorted(ruleset.flags)]
+    elif len(wanted) == 1:  # the usual request: no comprehension
+        flag, value_type, default = wanted[0]
+        answers = [_evaluate(ruleset, flag, context, default, value_type=value_type)]
     else:
         answers = [
             _evaluate(ruleset, flag, context, default, value_type=value_type)
             for flag, value_type, default in wanted
         ]
     _counted(answers, started, ruleset)
-    cache = bodies.bodies_for(ruleset)
-    if wanted and all(answer.error_code for answer in answers):
-        # nothing asked for could be answered: the request itself is wrong
-        codes = {answer.error_code for answer in answers}
-        if codes == {engine.ErrorCode.FLAG_NOT_FOUND}:
-            status, code = 404, engine.ErrorCode.FLAG_NOT_FOUND
-        elif codes == {engine.ErrorCode.TYPE_MISMATCH}:
-            status, code = 400, engine.ErrorCode.TYPE_MISMATCH
-        else:
-            status, code = 400, next(iter(sorted(codes)))
-        message = "; ".join(answer.error_message or "" for answer in answers)
-        return json_answer(
-            {
-                "environment": ruleset.environment,
-                "version": ruleset.version,
-                "stale": stale,
-                "flags": [bodies.native_item(answer) for answer in answers],
-                "code": code,
-                "message": message,
-            },
-            status,
-        )
-    return 200, _JSON_HEADERS, bodies.native_body(cache, stale, answers)
+    if wanted:
+        for answer in answers:
+            if answer.error_code is None:
+                break
+        else:  # nothing asked for could be answered: the request is wrong
+            return _unanswerable(answers, ruleset, stale)
+    return (
+        200,
+        _JSON_HEADERS,
+        bodies.native_body(bodies.bodies_for(ruleset), stale, answers),
+    )
+
+
+def _unanswerable(
+    answers: list[engine.Evaluation], ruleset: engine.Ruleset, stale: bool
+) -> Answer:
+    """Return the 404/400 of a native request none of whose flags answered."""
+    codes = {answer.error_code for answer in answers}
+    if codes == {engine.ErrorCode.FLAG_NOT_FOUND}:
+        status, code = 404, engine.ErrorCode.FLAG_NOT_FOUND
+    elif codes == {engine.ErrorCode.TYPE_MISMATCH}:
+        status, code = 400, engine.ErrorCode.TYPE_MISMATCH
+    else:
+        status, code = 400, next(iter(sorted(codes)))
+    message = "; ".join(answer.error_message or "" for answer in answers)
+    return json_answer(
+        {
+            "environment": ruleset.environment,
+            "version": ruleset.version,
+            "stale": stale,
+            "flags": [bodies.native_item(answer) for answer in answers],
+            "code": code,
+            "message": message,
+        },
+        status,
+    )
 
 
 # -- OFREP ----------------------------------------------------------------------------

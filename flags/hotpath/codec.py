@@ -21,7 +21,7 @@ from typing import Any
 
 import msgspec
 
-from controlplane.api.input import MAX_JSON_DEPTH, _may_need_walk, loads_json
+from controlplane.api.input import MAX_JSON_DEPTH, loads_json
 from controlplane.api.input import check_json_value as _check
 
 # An integer over 4,300 digits needs a longer body than this.
@@ -47,7 +47,16 @@ def loads(raw: bytes) -> Any:
             value = _decode(raw)
         except Exception:  # refused: let the standard library say why
             return loads_json(raw)
-        if not _may_need_walk(raw, MAX_JSON_DEPTH):
+        # _may_need_walk's test, and a body shorter than the depth limit
+        # cannot nest deeper than it
+        if (
+            raw.isascii()
+            and b"\\u" not in raw
+            and (
+                len(raw) <= MAX_JSON_DEPTH
+                or raw.count(b"{") + raw.count(b"[") <= MAX_JSON_DEPTH
+            )
+        ):
             return value
         return _check(value, max_depth=MAX_JSON_DEPTH)
     return loads_json(raw)

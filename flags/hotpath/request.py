@@ -16,6 +16,7 @@ from django.http.request import split_domain_port, validate_host
 from django.utils.encoding import repercent_broken_unicode
 
 from controlplane.api.errors import DRAIN_MAX_BYTES, RequestRefused
+from flags.hotpath.settings import django_setting
 
 _CHUNK = 64 * 1024
 
@@ -136,7 +137,7 @@ class HostCheck:
             port = str(environ.get("SERVER_PORT", ""))
             if port and port != ("443" if _is_secure(environ) else "80"):
                 host = f"{host}:{port}"
-        allowed_hosts = settings.ALLOWED_HOSTS
+        allowed_hosts = django_setting("ALLOWED_HOSTS")
         if allowed_hosts is not self._allowed:
             self._allowed, self._decided = allowed_hosts, {}
         decided = self._decided.get(host)
