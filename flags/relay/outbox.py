@@ -61,6 +61,27 @@ class Outbox:
         self.rejected = 0
         self.last_error: str | None = None
         self._offset = self._read_offset()
+        self._repair()
+
+    def _repair(self) -> None:
+        """Cut a torn last line (a crash mid-append, never answered 2xx).
+
+        Otherwise the next append would be glued to it and lost with it.
+        """
+        try:
+            with open(self.path, "rb+") as handle:
+                data = handle.read()
+                if not data or data.endswith(b"\n"):
+                    return
+                keep = data.rfind(b"\n") + 1
+                log.warning(
+                    "relay: cutting a torn outbox line (%s bytes)", len(data) - keep
+                )
+                handle.truncate(keep)
+                handle.flush()
+                os.fsync(handle.fileno())
+        except FileNotFoundError:
+            return
 
     # -- accepting -------------------------------------------------------------
 

@@ -148,7 +148,8 @@ def test_relay__control_plane_down__stale_answers_events_kept_then_caught_up(
     relays[1].stop()
     relays[1].start(wait_version=False)
     status, body = relays[1].evaluate()
-    assert status == 200 and body["stale"] is True
+    assert status == 200 and body["stale"] is True  # its key was kept, hashed
+    assert relays[1].evaluate(key="cp_srv_never-seen")[0] == 503
     assert relays[1].health()["events_pending"] == 10
     # Then: back up, the relays catch up and deliver every event once
     upstream.start()
