@@ -65,8 +65,8 @@ def test_client__stream_drops__last_ruleset_kept_then_reconnects(upstream):
 def test_client__attached_to_a_relay__follows_the_relay_stream(upstream, tmp_path):
     # Given
     relay = Relay(upstream, tmp_path / "relay")
-    relay.start()
     try:
+        relay.start()
         with FlagsClient(relay.url, upstream.keys["client"], "production") as client:
             wait_until(lambda: client.is_streaming, BOUND, "the relay's stream")
             for variation in ("off", "on"):
@@ -91,3 +91,51 @@ def test_client__no_stream__polls_only(upstream):
         assert client.is_streaming is False
     finally:
         client.close()
+
+
+def _first_lines(url: str, key: str, last_event_id: int | None) -> list[str]:
+    """Return the lines of the stream's first second."""
+    import urllib.request
+
+    headers = {"Authorization": f"Bearer {key}"}
+    if last_event_id is not None:
+        headers["Last-Event-ID"] = str(last_event_id)
+    request = urllib.request.Request(url, headers=headers)
+    lines: list[str] = []
+    with urllib.request.urlopen(request, timeout=1.5) as response:
+        assert response.headers["Content-Type"] == "text/event-stream"
+        try:
+            while len(lines) < 8:
+                lines.append(response.readline().decode().rstrip("\n"))
+        except TimeoutError:
+            pass
+    return lines
+
+
+def test_stream__last_event_id__only_what_the_client_missed(upstream):
+    # Given
+    url = f"{upstream.url}/api/v1/environments/production/stream"
+    key = upstream.keys["client"]
+    with FlagsClient(upstream.url, key, "production", stream=False) as client:
+        current = client.version
+    # When
+    fresh = _first_lines(url, key, None)
+    behind = _first_lines(url, key, current - 1)
+    caught_up = _first_lines(url, key, current)
+    # Then
+    assert f"id: {current}" in fresh and f"id: {current}" in behind
+    assert not any(line.startswith("id:") for line in caught_up)
+    assert ": hb" in caught_up  # heartbeats every STREAM_HEARTBEAT_SECONDS
+
+
+def test_stream__wrong_keys__401_and_403(upstream):
+    # Given
+    from tests.relay.harness import http
+
+    url = f"{upstream.url}/api/v1/environments/production/stream"
+    # When
+    missing = http("GET", url)[0]
+    unknown = http("GET", url, "cp_srv_nope")[0]
+    other = http("GET", url.replace("production", "staging"), upstream.keys["client"])
+    # Then
+    assert (missing, unknown, other[0]) == (401, 401, 403)
