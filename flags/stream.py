@@ -81,7 +81,8 @@ class Broker:
 
     def subscribers(self) -> int:
         """Return how many clients are connected."""
-        return sum(len(waiters) for waiters in self._waiters.values())
+        # a copy first: the loop may add a subscriber meanwhile
+        return sum(len(waiters) for waiters in list(self._waiters.values()))
 
     def attach(self, environment_key: str) -> asyncio.Event:
         """Register a subscriber in the running loop; return its wake event."""

@@ -134,6 +134,9 @@ class Upstream:
         while not self._stop.wait(float(setting("RELAY_POLL_SECONDS"))):
             try:
                 self.refresh()
+            except urllib.error.HTTPError as exc:
+                if exc.code in (401, 403):  # the relay's own key: an operator's job
+                    log.warning("relay: the upstream refuses the relay's key: %s", exc)
             except Exception as exc:
                 log.debug("relay: upstream poll failed: %s", exc)
 

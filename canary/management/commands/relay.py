@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,10 @@ class Command(BaseCommand):
     def add_arguments(self, parser: Any) -> None:
         parser.add_argument("--upstream", required=True, help="control plane URL")
         parser.add_argument(
-            "--key", required=True, help="a server key of the environment to relay"
+            "--key",
+            default=os.environ.get("CONTROLPLANE_RELAY_KEY", ""),
+            help="a server key of the environment to relay (default: the"
+            " CONTROLPLANE_RELAY_KEY environment variable, kept out of ps)",
         )
         parser.add_argument("--port", type=int, default=8100)
         parser.add_argument("--host", default="127.0.0.1")
@@ -45,7 +49,7 @@ class Command(BaseCommand):
         if not upstream.startswith(("http://", "https://")):
             raise CommandError("--upstream must be an http:// or https:// URL")
         if not options["key"].strip():
-            raise CommandError("--key must not be empty")
+            raise CommandError("--key (or CONTROLPLANE_RELAY_KEY) is required")
         data_dir = Path(
             options["data_dir"] or Path(settings.VAR_DIR) / f"relay-{options['port']}"
         )
