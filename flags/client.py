@@ -83,7 +83,7 @@ class FlagsClient:
     def start(self) -> None:
         """Fetch once now (bounded by ``timeout``), then follow and poll."""
         self.refresh()
-        if self._follower is not None and not self._follower._thread.is_alive():
+        if self._follower is not None:
             self._follower.start()
         if self._thread is None:
             self._thread = threading.Thread(

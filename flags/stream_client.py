@@ -105,8 +105,9 @@ class StreamFollower:
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
     def start(self) -> None:
-        """Start following."""
-        self._thread.start()
+        """Start following (once; a stopped follower stays stopped)."""
+        if not self._thread.is_alive() and not self._stop.is_set():
+            self._thread.start()
 
     def stop(self, timeout: float = 2.0) -> None:
         """Stop following (the open connection ends at its next line)."""
