@@ -1,141 +1,248 @@
-"""HTTP evaluation benchmark: gunicorn + PostgreSQL + wrk.
+"""HTTP evaluation benchmark: gunicorn and granian, PostgreSQL, wrk.
 
-Measures, in one run on this machine, req/s and p50/p99 latency of:
+Measures, in one run on this machine, req/s, p50/p99 latency, non-2xx
+answers and SQL statements per request (run by request threads) of every
+target in ``TARGETS``, server by server:
 
-- a bare Django view returning a constant JSON (the ceiling: same gunicorn,
-  same middleware, no work; served only by this benchmark's URLconf),
-- ``POST /api/v1/evaluate`` for one flag,
-- ``POST /ofrep/v1/evaluate/flags/{key}`` (OFREP single),
-- ``POST /ofrep/v1/evaluate/flags`` (OFREP bulk, 20 flags).
+- the raw constant ceiling (a raw WSGI callable answering constant JSON)
+  and a bare Django view, on each server;
+- the project's ``POST /api/v1/evaluate`` (one flag) answered by Django's
+  views alone (``/bench/django/...``: what the endpoint cost before the hot
+  path), on each server;
+- the project's native (1 flag), OFREP single and OFREP bulk (20 flags)
+  endpoints through the production entry point (the hot path), on gunicorn
+  and on granian, and the native one on granian with counting off.
 
-Needs: ``wrk`` (Debian: ``apt-get install -y wrk``), gunicorn (in the venv),
-a PostgreSQL server (``--database-url``; the database is created and migrated
-if missing). Installs nothing itself.
+Then, in this process, the hot path's CPU cost per request with and without
+counting (the metrics' share of the path), and the verdict on the targets.
 
-    .venv/bin/python bench/http_eval.py --duration 5 --rounds 3 --connections 4
+``TARGETS`` and ``SERVERS`` are the hook for more rows (a relay): add a
+server start function to ``SERVERS`` and its rows to ``TARGETS``.
+
+Needs ``wrk`` (Debian: ``apt-get install -y wrk``), gunicorn and granian
+(requirements.txt), a PostgreSQL server (``--database-url``; the database
+is created and migrated if missing). Installs nothing itself.
+
+    .venv/bin/python bench/http_eval.py --duration 5 --rounds 2 --connections 16
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import re
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench import _http_servers, _serving  # noqa: E402
+from bench._http_wrk import run_wrk  # noqa: E402
 
-# -- the bench-only URLconf (gunicorn imports bench.http_eval:application) ------
-
-
-def bare(request):
-    from django.http import HttpResponse
-
-    return HttpResponse(b'{"ok":true}', content_type="application/json")
+CONTEXT = {"context": {"merchant": "m-42"}}
+SINGLE = {**CONTEXT, "flags": ["bench-05"]}
+OFREP = {"context": {"targetingKey": "m-42"}}
 
 
-bare.csrf_exempt = True  # what csrf_exempt does; POST like the real endpoints
+@dataclass(frozen=True, eq=False)  # a row is itself (hashed by identity)
+class Target:
+    """One row: a server kind, what answers, the request."""
+
+    server: str  # a key of SERVERS
+    label: str
+    path: str
+    body: dict | None
+    role: str = ""  # raw | bare | django | single | ofrep | bulk (for targets)
 
 
-def __getattr__(name: str):
-    # ``urlpatterns`` is built on first use: importing this module must not
-    # import the project's URLs before Django is set up.
-    if name == "urlpatterns":
-        from django.urls import include, path
+SERVERS: dict[str, Callable[[argparse.Namespace], _http_servers.Started]] = {
+    "gunicorn": lambda a: _http_servers.start_gunicorn(a.database_url, a.workers),
+    "granian": lambda a: _http_servers.start_granian(
+        a.database_url, a.workers, a.threads_per_worker
+    ),
+    "granian, counting off": lambda a: _http_servers.start_granian(
+        a.database_url, a.workers, a.threads_per_worker, {"BENCH_NO_COUNTING": "1"}
+    ),
+}
 
-        patterns = [path("bench/bare", bare), path("", include("controlplane.urls"))]
-        if os.environ.get("BENCH_EVAL_URLS_FIRST"):
-            # what moving the evaluation include first in controlplane/urls.py gives
-            patterns.insert(1, path("", include("flags.api.eval_urls")))
-        globals()["urlpatterns"] = patterns
-        return patterns
-    raise AttributeError(name)
-
-
-_application = None
-
-
-def application(environ, start_response):
-    """WSGI app: the project with this module's URLconf (adds /bench/bare)."""
-    global _application
-    if _application is None:
-        from django.conf import settings
-        from django.core.wsgi import get_wsgi_application
-
-        app = get_wsgi_application()
-        settings.ROOT_URLCONF = "bench.http_eval"
-        _application = app
-    return _application(environ, start_response)
-
-
-# -- the benchmark ----------------------------------------------------------------
-
-LUA = """wrk.method = "{method}"
-wrk.body = '{body}'
-wrk.headers["Content-Type"] = "application/json"
-wrk.headers["Authorization"] = "Bearer {key}"
-"""
-
-
-def _ms(text: str) -> float:
-    number, unit = re.match(r"([\d.]+)(us|ms|s)", text).groups()
-    return float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
-
-
-def run_wrk(
-    wrk: str,
-    url: str,
-    key: str,
-    body: dict | None,
-    duration: int,
-    connections: int,
-    threads: int,
-) -> dict:
-    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
-        script.write(
-            LUA.format(
-                method="POST" if body is not None else "GET",
-                body=json.dumps(body) if body is not None else "",
-                key=key,
-            )
+TARGETS: list[Target] = [
+    *(
+        row
+        for server in ("gunicorn", "granian")
+        for row in (
+            Target(
+                server, "raw WSGI callable, constant JSON", "/bench/raw", SINGLE, "raw"
+            ),
+            Target(server, "bare Django view", "/bench/bare", SINGLE, "bare"),
+            Target(
+                server,
+                "native, 1 flag, Django views",
+                "/bench/django/api/v1/evaluate",
+                SINGLE,
+                "django",
+            ),
+            Target(
+                server, "native, 1 flag, hot path", "/api/v1/evaluate", SINGLE, "single"
+            ),
+            Target(
+                server,
+                "OFREP single, hot path",
+                "/ofrep/v1/evaluate/flags/bench-05",
+                OFREP,
+                "ofrep",
+            ),
+            Target(
+                server,
+                "OFREP bulk 20, hot path",
+                "/ofrep/v1/evaluate/flags",
+                OFREP,
+                "bulk",
+            ),
         )
+    ),
+    Target(
+        "granian, counting off",
+        "native, 1 flag, hot path, no counting",
+        "/api/v1/evaluate",
+        SINGLE,
+        "uncounted",
+    ),
+]
+
+
+def _queries(port: int) -> float:
+    """Return the servers' SQL statements run by request threads so far."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read()
+    for line in text.decode().splitlines():
+        if line.startswith("bench_request_queries_total "):
+            return float(line.split()[1])
+    return 0.0
+
+
+def _measure(args, wrk: str, key: str, server: str, rows: list[Target]) -> dict:
+    started = SERVERS[server](args)
+    base = f"http://127.0.0.1:{started.port}"
+    results: dict[Target, list[dict]] = {row: [] for row in rows}
     try:
-        output = subprocess.run(
-            [
+        for row in rows:  # warm: keys, rulesets, cached bodies, connections
+            run_wrk(
                 wrk,
-                f"-t{threads}",
-                f"-c{connections}",
-                f"-d{duration}s",
-                "--latency",
-                "--timeout",
-                "5s",
-                "-s",
-                script.name,
-                url,
-            ],
-            capture_output=True,
-            text=True,
-            timeout=duration + 30,
-            check=True,
-        ).stdout
+                base + row.path,
+                key,
+                row.body,
+                args.warmup,
+                args.connections,
+                args.threads,
+            )
+        for _round in range(args.rounds):
+            for row in rows:
+                before = _queries(started.port)
+                run = run_wrk(
+                    wrk,
+                    base + row.path,
+                    key,
+                    row.body,
+                    args.duration,
+                    args.connections,
+                    args.threads,
+                )
+                time.sleep(0.1)
+                run["queries"] = _queries(started.port) - before
+                results[row].append(run)
     finally:
-        os.unlink(script.name)
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))
-    p50 = _ms(re.search(r"50%\s+([\d.]+\w+)", output).group(1))
-    p99 = _ms(re.search(r"99%\s+([\d.]+\w+)", output).group(1))
-    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+        started.stop()
     return {
-        "rps": rps,
-        "p50_ms": p50,
-        "p99_ms": p99,
-        "non_2xx": int(errors.group(1)) if errors else 0,
+        row: {
+            field: statistics.median(run[field] for run in runs)
+            for field in ("rps", "p50_ms", "p99_ms")
+        }
+        | {
+            "non_2xx": sum(run["non_2xx"] for run in runs),
+            "per_request": sum(run["queries"] for run in runs)
+            / max(1, sum(run["requests"] for run in runs)),
+        }
+        for row, runs in results.items()
     }
+
+
+def _print(args, results: dict[Target, dict]) -> None:
+    print(
+        f"\n{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}  {args.workers} workers "
+        f"per server, wrk -t{args.threads} -c{args.connections} -d{args.duration}s "
+        f"x{args.rounds} rounds (median), {os.cpu_count()} CPUs, load "
+        f"{os.getloadavg()[0]:.1f}, PostgreSQL"
+    )
+    print(
+        f"{'server':22} {'what answers':38} {'req/s':>8} {'p50 ms':>7} "
+        f"{'p99 ms':>7} {'non-2xx':>8} {'SQL/req':>8}"
+    )
+    for row, result in results.items():
+        print(
+            f"{row.server:22} {row.label:38} {result['rps']:8.0f} "
+            f"{result['p50_ms']:7.2f} {result['p99_ms']:7.2f} "
+            f"{result['non_2xx']:8d} {result['per_request']:8.4f}"
+        )
+
+
+def _verdict(results: dict[Target, dict]) -> None:
+    def find(server: str, role: str) -> dict | None:
+        for row, result in results.items():
+            if row.server == server and row.role == role:
+                return result
+        return None
+
+    single = find("granian", "single")
+    django = find("gunicorn", "django")
+    raw = find("granian", "raw")
+    if not (single and django and raw):
+        return
+    checks = [
+        (
+            "granian single flag >= 10x gunicorn + Django",
+            single["rps"] / django["rps"],
+            single["rps"] >= 10 * django["rps"],
+            "x",
+        ),
+        (
+            "granian single flag >= 70% of granian's raw ceiling",
+            100 * single["rps"] / raw["rps"],
+            single["rps"] >= 0.7 * raw["rps"],
+            "%",
+        ),
+        (
+            "granian single flag p99 <= 5 ms",
+            single["p99_ms"],
+            single["p99_ms"] <= 5,
+            "ms",
+        ),
+        (
+            "0 SQL per evaluation (hot path rows)",
+            max(
+                r["per_request"]
+                for row, r in results.items()
+                if row.role in ("single", "ofrep", "bulk")
+            ),
+            all(
+                r["per_request"] < 0.001
+                for row, r in results.items()
+                if row.role in ("single", "ofrep", "bulk")
+            ),
+            "",
+        ),
+        (
+            "0 non-2xx",
+            sum(r["non_2xx"] for r in results.values()),
+            all(r["non_2xx"] == 0 for r in results.values()),
+            "",
+        ),
+    ]
+    print()
+    for name, value, met, unit in checks:
+        print(f"{name:56} {value:10.4g} {unit:2} {'met' if met else 'NOT met'}")
 
 
 def main() -> None:
@@ -147,33 +254,29 @@ def main() -> None:
         ),
     )
     parser.add_argument(
-        "--duration", type=int, default=5, help="seconds per endpoint and round"
+        "--duration", type=int, default=5, help="seconds per row and round"
     )
     parser.add_argument(
-        "--rounds", type=int, default=3, help="interleaved rounds (median)"
+        "--rounds", type=int, default=2, help="interleaved rounds (median)"
     )
     parser.add_argument(
-        "--warmup", type=int, default=2, help="seconds of warm-up per endpoint"
+        "--warmup", type=int, default=2, help="seconds of warm-up per row"
     )
-    parser.add_argument("--connections", type=int, default=4)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--threads", type=int, default=2, help="wrk threads")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 2)
+    parser.add_argument("--threads-per-worker", type=int, default=1, help="granian")
     parser.add_argument(
-        "--eval-urls-first",
-        action="store_true",
-        help="route the evaluation URLs before the project's others "
-        "(what-if for controlplane/urls.py)",
+        "--only", action="append", default=[], help="servers to run (default: all)"
     )
     args = parser.parse_args()
-
-    from bench import _serving
 
     wrk = _serving.need("wrk", "install it with `apt-get install -y wrk` (Debian)")
     if not args.database_url.startswith("postgres"):
         sys.exit("--database-url must be a PostgreSQL URL (production settings)")
     _serving.ensure_database(args.database_url)
     _serving.setup_django(args.database_url)
-    environment, flags, key = _serving.bench_environment("bench", 20)
+    _environment, _flags, key = _serving.bench_environment("bench", 20)
     from flags.models import Flag
 
     extra = (
@@ -184,92 +287,18 @@ def main() -> None:
             f"note: the database holds {extra} other flags; bulk answers include them"
         )
 
-    port = _serving.free_port()
-    server = _serving.start_gunicorn(
-        args.database_url,
-        port,
-        args.workers,
-        app="bench.http_eval:application",
-        extra_env={"BENCH_EVAL_URLS_FIRST": "1"} if args.eval_urls_first else None,
-    )
-    base = f"http://127.0.0.1:{port}"
-    context = {"context": {"merchant": "m-42"}}
-    ofrep_context = {"context": {"targetingKey": "m-42"}}
-    cases = [
-        (
-            "bare Django view (ceiling)",
-            f"{base}/bench/bare",
-            {**context, "flags": ["bench-05"]},
-        ),
-        (
-            "native /api/v1/evaluate, 1 flag",
-            f"{base}/api/v1/evaluate",
-            {**context, "flags": ["bench-05"]},
-        ),
-        ("OFREP single", f"{base}/ofrep/v1/evaluate/flags/bench-05", ofrep_context),
-        ("OFREP bulk (20 flags)", f"{base}/ofrep/v1/evaluate/flags", ofrep_context),
-    ]
-    results = []
-    try:
-        # sanity: every endpoint answers 200 before load
-        _serving.post_json(
-            port, "/api/v1/evaluate", {**context, "flags": ["bench-05"]}, key
-        )
-        for _name, url, body in cases:
-            run_wrk(wrk, url, key, body, args.warmup, args.connections, args.threads)
-        # rounds interleave the cases, so drifting load from other processes
-        # hits them alike; each figure is the median over the rounds
-        rounds: dict[str, list[dict]] = {name: [] for name, _url, _body in cases}
-        for _round in range(args.rounds):
-            for name, url, body in cases:
-                rounds[name].append(
-                    run_wrk(
-                        wrk,
-                        url,
-                        key,
-                        body,
-                        args.duration,
-                        args.connections,
-                        args.threads,
-                    )
-                )
-        for name, _url, _body in cases:
-            runs = rounds[name]
-            results.append(
-                (
-                    name,
-                    {
-                        field: statistics.median(run[field] for run in runs)
-                        for field in ("rps", "p50_ms", "p99_ms")
-                    }
-                    | {"non_2xx": sum(run["non_2xx"] for run in runs)},
-                )
-            )
-    finally:
-        _serving.stop(server)
+    results: dict[Target, dict] = {}
+    for server in SERVERS:
+        if args.only and server not in args.only:
+            continue
+        rows = [row for row in TARGETS if row.server == server]
+        if rows:
+            results.update(_measure(args, wrk, key, server, rows))
+    _print(args, results)
+    _verdict(results)
+    from bench._http_inprocess import counting_share
 
-    ceiling = results[0][1]["rps"]
-    print(
-        f"\n{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}  gunicorn sync x{args.workers}, "
-        f"wrk -t{args.threads} -c{args.connections} -d{args.duration}s x{args.rounds} rounds "
-        f"(median), {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}, "
-        f"PostgreSQL"
-    )
-    print(
-        f"{'endpoint':36} {'req/s':>9} {'% bare':>7} {'p50 ms':>7} {'p99 ms':>7} {'non-2xx':>8}"
-    )
-    for name, result in results:
-        print(
-            f"{name:36} {result['rps']:9.0f} {100 * result['rps'] / ceiling:6.0f}% "
-            f"{result['p50_ms']:7.2f} {result['p99_ms']:7.2f} {result['non_2xx']:8d}"
-        )
-    single = results[1][1]
-    verdict = (
-        "met"
-        if single["rps"] >= 0.8 * ceiling and single["p99_ms"] <= 10
-        else "NOT met"
-    )
-    print(f"\ntarget (single flag >= 80% of bare, p99 <= 10 ms): {verdict}")
+    counting_share(key)
 
 
 if __name__ == "__main__":

@@ -73,6 +73,12 @@ EVALUATION_SECONDS = Histogram(
         0.05,
     ),
 )
+HOTPATH_REQUESTS = Counter(
+    "controlplane_flags_hotpath_requests_total",
+    "Requests answered by the evaluation hot path (flags/hotpath), by route "
+    "and status (Django's own request metrics do not see them).",
+    ["route", "status"],
+)
 RULESET_LOADS = Counter(
     "controlplane_flags_ruleset_loads_total",
     "Rulesets compiled into memory (cold loads and version changes).",
@@ -136,6 +142,8 @@ class _Tally:
     """One thread's counts since it started (written by that thread only)."""
 
     __slots__ = (
+        "requests",
+        "flushed_requests",
         "counts",
         "buckets",
         "seconds",
@@ -145,6 +153,8 @@ class _Tally:
     )
 
     def __init__(self) -> None:
+        self.requests: dict[tuple[str, int], int] = {}
+        self.flushed_requests: dict[tuple[str, int], int] = {}
         self.counts: dict[tuple[str, str | None, str, str], int] = {}
         self.buckets = [0] * (len(_BOUNDS) + 1)
         self.seconds = 0.0
@@ -220,6 +230,16 @@ def evaluations_served(
     tally.seconds += seconds
 
 
+def request_answered(route: str, status: int) -> None:
+    """Count one request the hot path answered (``route`` is one of its four)."""
+    try:
+        requests = _local.tally.requests
+    except AttributeError:
+        requests = _tally().requests
+    key = (route, status)
+    requests[key] = requests.get(key, 0) + 1
+
+
 def flush() -> None:
     """Add what every thread counted since the last flush to the metrics."""
     with _lock:
@@ -236,6 +256,12 @@ def flush() -> None:
                         child = _child(key)
                     child.inc(delta)
                     flushed[key] = total
+            requests = tally.requests.copy()
+            for key, total in requests.items():
+                delta = total - tally.flushed_requests.get(key, 0)
+                if delta:
+                    HOTPATH_REQUESTS.labels(key[0], str(key[1])).inc(delta)
+                    tally.flushed_requests[key] = total
             buckets = list(tally.buckets)
             seconds = tally.seconds
             for index, total in enumerate(buckets):

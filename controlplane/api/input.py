@@ -128,7 +128,9 @@ def _may_need_walk(raw: bytes | str, max_depth: int) -> bool:
         return True
     if isinstance(raw, str):
         return "\\u" in raw or raw.count("{") + raw.count("[") > max_depth
-    return b"\\u" in raw or raw.count(b"{") + raw.count(b"[") > max_depth
+    # find, not ``in``: bytes.__contains__ first tries its argument as an
+    # integer (raising and clearing an exception), several times slower
+    return raw.find(b"\\u") >= 0 or raw.count(b"{") + raw.count(b"[") > max_depth
 
 
 def loads_json(

@@ -212,6 +212,8 @@ def _native_requests(body: dict[str, Any]) -> list[tuple[str, str | None, Any]] 
     flags = body.get("flags")
     if flags is None:
         return None
+    if type(flags) is list and len(flags) == 1 and type(flags[0]) is str:
+        return [(flags[0], None, None)]  # the usual request, checked at once
     if type(flags) is not list or len(flags) > 1000:
         raise RequestRefused(
             400, "INVALID_REQUEST", "flags must be a list of flag keys", field="flags"

@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from flags import metrics
 from flags.hotpath import answers
 from flags.hotpath.request import HostCheck, path_info, read_body
 
@@ -136,6 +137,7 @@ class HotPath:
             answer = self._answer(environ, *found)
         except Exception as exc:
             answer = _failure(exc, path)
+        metrics.request_answered(found[0], answer[0])
         if self._close_connections:
             self._close_old_connections()
         return self._send(start_response, environ, answer)
@@ -261,14 +263,15 @@ def make_app(
     it (checked at most once a second).
     """
     close_connections = ruleset_source is None or key_resolver is None
+    # the bound methods behind get_ruleset and resolve_key: one call less
     if ruleset_source is None:
-        from flags.snapshot import get_ruleset
+        from flags.snapshot import store
 
-        ruleset_source = get_ruleset
+        ruleset_source = store().get_ruleset
     if key_resolver is None:
-        from controlplane.apikeys.cache import resolve_key
+        from controlplane.apikeys.cache import key_cache
 
-        key_resolver = resolve_key
+        key_resolver = key_cache.resolve
     return HotPath(
         sources=answers.Sources(
             ruleset_source=ruleset_source, key_resolver=key_resolver

@@ -193,3 +193,4 @@ def test_metrics__two_workers_multiprocess__every_scrape_sums_every_worker(
         text = _get(port, "/metrics")[1]
         assert _sample(text, "controlplane_flags_evaluations_total") == REQUESTS
         assert _sample(text, "controlplane_flags_evaluation_seconds_count") == REQUESTS
+        assert _sample(text, "controlplane_flags_hotpath_requests_total") == REQUESTS
