@@ -396,6 +396,8 @@ class OutcomeEvent(models.Model):
     name = models.CharField(max_length=100, blank=True)
     occurred_at = models.DateTimeField(db_index=True)
     received_at = models.DateTimeField(auto_now_add=True)
+    # the reporter's id of the event (a relay's), stored once per environment
+    event_id = models.CharField(max_length=64, null=True, blank=True)
 
     class Meta:
         ordering = ["occurred_at", "id"]
@@ -403,6 +405,13 @@ class OutcomeEvent(models.Model):
             models.Index(
                 fields=["environment", "flag_key", "occurred_at"],
                 name="outcome_env_flag_time",
+            ),
+        ]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["environment", "event_id"],
+                condition=models.Q(event_id__isnull=False),
+                name="outcome_event_id_once",
             ),
         ]
 

@@ -19,6 +19,17 @@ DEFAULTS: dict[str, Any] = {
     "RULESET_REDIS_URL": "",
     # Answers are marked stale when no version check succeeded for this long.
     "RULESET_STALE_AFTER": 2.0,
+    # Ruleset stream (flags.stream): seconds between two heartbeats of an
+    # open stream; a relay counts them as contact with its upstream, so keep
+    # it under RULESET_STALE_AFTER.
+    "STREAM_HEARTBEAT_SECONDS": 1.0,
+    # Relays (flags.relay): conditional GET of the upstream ruleset this
+    # often beside the stream, a verified client key re-checked upstream
+    # after this long, outcome events sent upstream per batch of at most
+    # this many.
+    "RELAY_POLL_SECONDS": 5.0,
+    "RELAY_KEY_RECHECK_SECONDS": 300.0,
+    "RELAY_EVENTS_BATCH": 500,
     # API keys: revalidation period of cached keys (background), the TTL of a
     # cached key without the background thread, absent-key TTL, and the
     # minimum period between two last_used_at writes of one key.

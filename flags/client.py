@@ -1,10 +1,15 @@
 """A small Python client that evaluates flags locally.
 
-It fetches ``GET /api/v1/environments/{env}/ruleset`` with a server key,
-polls with ``If-None-Match`` in a background thread, and evaluates with
-``flags.engine`` (the code the server runs), so answers are identical to the
-API's. When the server is unreachable it keeps the last good ruleset. No
-method raises to the caller: problems become the default with reason ERROR.
+It fetches ``GET /api/v1/environments/{env}/ruleset`` with a server key
+and evaluates with ``flags.engine`` (the code the server runs), so answers
+are identical to the API's. A thread follows the environment's stream
+(``GET /api/v1/environments/{env}/stream``, server-sent events, see
+flags.stream) and fetches the ruleset with ``If-None-Match`` as soon as a
+new version is announced, so a change arrives within about a second; the
+stream reconnects with backoff when it drops, and a second thread still
+polls every ``poll_interval`` (30 s) as a safety net. When the server is
+unreachable it keeps the last good ruleset. No method raises to the
+caller: problems become the default with reason ERROR.
 
     client = FlagsClient("https://flags.example", key, "production")
     client.bool_value("sequential_workflow", {"merchant": "m-42"}, False)
@@ -24,6 +29,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from flags import engine
+from flags.stream_client import StreamFollower
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +37,7 @@ __all__ = ["FlagsClient"]
 
 
 class FlagsClient:
-    """Local evaluation against a ruleset kept fresh by polling."""
+    """Local evaluation against a ruleset kept fresh by the stream and a poll."""
 
     def __init__(
         self,
@@ -39,8 +45,9 @@ class FlagsClient:
         server_key: str,
         environment: str,
         *,
-        poll_interval: float = 5.0,
+        poll_interval: float = 30.0,
         timeout: float = 5.0,
+        stream: bool = True,
         start: bool = True,
     ) -> None:
         self.base_url = base_url.rstrip("/")
@@ -58,14 +65,26 @@ class FlagsClient:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
+        self._fetch_lock = threading.Lock()
+        self._follower: StreamFollower | None = None
+        if stream:
+            self._follower = StreamFollower(
+                f"{self.base_url}/api/v1/environments/{environment}/stream",
+                {"Authorization": self._headers["Authorization"]},
+                on_version=self._announced,
+                timeout=max(timeout, 10.0),
+                name="flags-client-stream",
+            )
         if start:
             self.start()
 
     # -- lifecycle ---------------------------------------------------------
 
     def start(self) -> None:
-        """Fetch once now (bounded by ``timeout``), then poll in the background."""
+        """Fetch once now (bounded by ``timeout``), then follow and poll."""
         self.refresh()
+        if self._follower is not None:
+            self._follower.start()
         if self._thread is None:
             self._thread = threading.Thread(
                 target=self._poll, name="flags-client", daemon=True
@@ -73,8 +92,10 @@ class FlagsClient:
             self._thread.start()
 
     def close(self) -> None:
-        """Stop polling."""
+        """Stop following the stream and polling."""
         self._stop.set()
+        if self._follower is not None:
+            self._follower.stop()
         if self._thread is not None:
             self._thread.join(timeout=self.timeout + 1)
             self._thread = None
@@ -90,12 +111,41 @@ class FlagsClient:
         return self._ruleset.version if self._ruleset is not None else None
 
     @property
+    def is_streaming(self) -> bool:
+        """True while the stream is connected."""
+        return self._follower is not None and self._follower.connected
+
+    @property
     def is_stale(self) -> bool:
         """True when the last fetch failed (answers use the last good ruleset)."""
         return self.last_error is not None
 
     def refresh(self) -> bool:
         """Fetch the ruleset if it changed; return True on success (incl. 304)."""
+        with self._fetch_lock:  # the stream and the poll never fetch at once
+            return self._fetch()
+
+    def _announced(self, version: int) -> None:
+        """Fetch until the announced version is served (the stream's thread).
+
+        The serving process that answers the fetch may hear of the change a
+        moment after the one that announced it: retry briefly.
+        """
+        delay = 0.02
+        for _attempt in range(8):
+            current = self.version
+            if current is not None and current >= version:
+                return
+            if self._stop.is_set():
+                return
+            self.refresh()
+            current = self.version
+            if current is not None and current >= version:
+                return
+            self._stop.wait(delay)
+            delay = min(delay * 2, 1.0)
+
+    def _fetch(self) -> bool:
         url = f"{self.base_url}/api/v1/environments/{self.environment}/ruleset"
         headers = dict(self._headers)
         if self._etag and self._ruleset is not None:

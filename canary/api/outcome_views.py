@@ -26,6 +26,8 @@ _EVENT = inline_serializer(
         "duration_ms": serializers.FloatField(required=False, allow_null=True),
         "occurred_at": serializers.DateTimeField(required=False),
         "name": serializers.CharField(required=False),
+        # stored once per environment: a batch sent again is not counted twice
+        "id": serializers.CharField(required=False, max_length=64),
     },
 )
 

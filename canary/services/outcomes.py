@@ -4,6 +4,10 @@ Pilot suggestions from these events are a read: ``canary.selectors``.
 
 Outcome events are telemetry, not changes: they are bulk-inserted without an
 audit row per event.
+
+An event may carry an ``id`` (a relay gives each event one): an id is stored
+once per environment, so a batch sent again after its answer was lost is
+not counted twice (the event is accepted, not stored again).
 """
 
 from __future__ import annotations
@@ -21,7 +25,16 @@ from controlplane.conf import setting
 from controlplane.exceptions import InvalidInput, NotFound
 
 EVENT_FIELDS = frozenset(
-    {"flag", "merchant", "variation", "outcome", "duration_ms", "occurred_at", "name"}
+    {
+        "flag",
+        "merchant",
+        "variation",
+        "outcome",
+        "duration_ms",
+        "occurred_at",
+        "name",
+        "id",
+    }
 )
 OUTCOMES = frozenset({"success", "failure"})
 MAX_FUTURE = timedelta(minutes=5)
@@ -30,7 +43,7 @@ MAX_DURATION_MS = 24 * 3600 * 1000.0
 MAX_ERRORS = 50
 BATCH_SIZE = 1000
 _KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:\-]*$")
-_LIMITS = {"flag": 100, "merchant": 128, "variation": 100, "name": 100}
+_LIMITS = {"flag": 100, "merchant": 128, "variation": 100, "name": 100, "id": 64}
 
 
 class EventsInvalid(InvalidInput):
@@ -76,7 +89,7 @@ def _check_key(
         return ""
     # merchant keys and names are free text (apps may report any merchant key
     # the evaluation API accepts); flag and variation keys are slugs
-    if name in ("flag", "variation") and not _KEY.match(value):
+    if name in ("flag", "variation", "id") and not _KEY.match(value):
         errors.append((name, "letters, digits and _ . : - only"))
         return ""
     return value
@@ -124,6 +137,7 @@ def _parse_event(
     merchant = _check_key(event, "merchant", errors, required=True)
     variation = _check_key(event, "variation", errors, required=True)
     name = _check_key(event, "name", errors, required=False)
+    event_id = _check_key(event, "id", errors, required=False)
     outcome = event.get("outcome")
     if outcome is None:
         errors.append(("outcome", "this field is required"))
@@ -157,6 +171,7 @@ def _parse_event(
         "duration_ms": duration,
         "name": name,
         "occurred_at": occurred_at,
+        "event_id": event_id or None,
     }, []
 
 
@@ -188,6 +203,22 @@ def outcome_events_ingest(
         if found is None:
             raise NotFound(f"unknown environment {environment!r}", field="environment")
         environment = found
+    now = clock.now()
+    rows = outcome_events_validate(events=events, now=now)
+    if environment_id is None:
+        environment_id = environment.pk
+    _bulk_insert(OutcomeEvent, rows, environment_id=environment_id, received_at=now)
+    return len(rows)
+
+
+def outcome_events_validate(*, events: Any, now: datetime | None = None) -> list[dict]:
+    """Return the parsed events of a batch; store nothing, read no database.
+
+    Raise ``InvalidInput`` for a batch that is not a list, is empty or is
+    larger than ``OUTCOME_EVENTS_MAX_BATCH``, and ``EventsInvalid`` with
+    field errors keyed ``events[i].field`` when any event is invalid. A
+    relay checks with this before it accepts a batch for later delivery.
+    """
     if not isinstance(events, list):
         raise InvalidInput("must be a list of events", field="events")
     limit = int(setting("OUTCOME_EVENTS_MAX_BATCH"))
@@ -198,11 +229,9 @@ def outcome_events_ingest(
             f"at most {limit} events per request, got {len(events)}: split the batch",
             field="events",
         )
-    now = clock.now()
+    now = now or clock.now()
     rows: list[dict] = []
     errors: dict[str, list[str]] = {}
-    if environment_id is None:
-        environment_id = environment.pk
     for index, event in enumerate(events):
         parsed, problems = _parse_event(event, now)
         if problems:
@@ -215,8 +244,7 @@ def outcome_events_ingest(
             rows.append(parsed)
     if errors:
         raise EventsInvalid(errors, total=len(events))
-    _bulk_insert(OutcomeEvent, rows, environment_id=environment_id, received_at=now)
-    return len(rows)
+    return rows
 
 
 _INSERT_FIELDS = (
@@ -238,7 +266,9 @@ def _bulk_insert(
     Equivalent to ``bulk_create`` but without building a model instance and
     compiling each value per row, which costs most of the time at thousands
     of events per request: on PostgreSQL ``COPY ... FROM STDIN``, on SQLite
-    one ``executemany``, elsewhere multi-row ``INSERT ... VALUES``.
+    one ``executemany``, elsewhere multi-row ``INSERT ... VALUES``. Rows
+    with an event id go through ``INSERT ... ON CONFLICT DO NOTHING``: an id
+    already stored for the environment (a batch sent again) is skipped.
     """
     from django.db import connections, router
 
@@ -255,8 +285,10 @@ def _bulk_insert(
     column_sql = ", ".join(ops.quote_name(column) for column in columns)
     adapt_time = ops.adapt_datetimefield_value
     received = adapt_time(received_at)
-    values = [
-        (
+    values = []
+    with_ids: dict[str, tuple] = {}
+    for row in rows:
+        value = (
             row["flag_key"],
             row["merchant_key"],
             row["variation"],
@@ -267,10 +299,22 @@ def _bulk_insert(
             environment_id,
             received,
         )
-        for row in rows
-    ]
+        event_id = row.get("event_id")
+        if event_id is None:
+            values.append(value)
+        else:  # the same id twice in one batch is one event too
+            with_ids.setdefault(event_id, (*value, event_id))
     one_row = "(" + ", ".join(["%s"] * len(columns)) + ")"
     with transaction.atomic(using=alias), connection.cursor() as cursor:
+        if with_ids:
+            id_column = ops.quote_name(meta.get_field("event_id").column)
+            cursor.executemany(
+                f"INSERT INTO {table} ({column_sql}, {id_column}) VALUES "
+                f"({', '.join(['%s'] * (len(columns) + 1))}) ON CONFLICT DO NOTHING",
+                list(with_ids.values()),
+            )
+        if not values:
+            return
         if connection.vendor == "sqlite":
             cursor.executemany(
                 f"INSERT INTO {table} ({column_sql}) VALUES {one_row}", values
