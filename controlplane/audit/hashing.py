@@ -19,7 +19,8 @@ from controlplane.audit.models import AuditEvent
 GENESIS_HASH = "0" * 64
 
 
-def _json_default(value: Any) -> Any:
+def json_default(value: Any) -> Any:
+    """Encode the non-JSON values events may carry (times, decimals, sets)."""
     if isinstance(value, (dt.datetime, dt.date, dt.time)):
         return value.isoformat()
     if isinstance(value, (decimal.Decimal, uuid.UUID)):
@@ -33,7 +34,7 @@ def normalize(value: Any) -> Any:
     """Return ``value`` as it will read back from a JSON column."""
     if value is None:
         return None
-    return json.loads(json.dumps(value, default=_json_default))
+    return json.loads(json.dumps(value, default=json_default))
 
 
 def canonical_time(value: dt.datetime) -> str:

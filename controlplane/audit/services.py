@@ -10,6 +10,7 @@ their public names are importable from here too.
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -32,6 +33,7 @@ from controlplane.audit.hashing import (
     canonical_time,
     chain_hash,
     compute_hash,
+    json_default,
     normalize,
 )
 from controlplane.audit.models import AuditEvent
@@ -56,6 +58,34 @@ def _describe_target(target: Any) -> tuple[str, str, str]:
     raise TypeError("target must be a model instance or (type, id[, repr])")
 
 
+_TABLE = AuditEvent._meta.db_table
+# Every column but the id, in the order _insert passes them.
+_COLUMNS = (
+    "created_at",
+    "actor_type",
+    "actor_id",
+    "actor_name",
+    "action",
+    "target_type",
+    "target_id",
+    "target_repr",
+    "environment",
+    "before",
+    "after",
+    "details",
+    "request_id",
+    "prev_hash",
+    "hash",
+    "canonical",
+    "chain",
+    "chain_seq",
+)
+_JSON_COLUMNS = frozenset({"before", "after", "details"})
+
+# Appending is the hot part of every audited change, so its two statements
+# are plain SQL: compiling them through the ORM cost more than running them.
+
+
 def _chain_head(chain: str) -> tuple[str, int]:
     """Return (hash, position) of the last event of ``chain``; genesis is (.., 0).
 
@@ -63,24 +93,61 @@ def _chain_head(chain: str) -> tuple[str, int]:
     ``global`` chain starts with the events older than the chains (no
     position), so its first positioned event links to the last of those.
     """
-    head = (
-        AuditEvent.objects.filter(chain=chain, chain_seq__isnull=False)
-        .order_by("-chain_seq")
-        .values_list("hash", "chain_seq")
-        .first()
-    )
-    if head is not None:
-        return head
-    if chain == GLOBAL_CHAIN:
-        older = (
-            AuditEvent.objects.filter(chain_seq__isnull=True)
-            .order_by("-id")
-            .values_list("hash", flat=True)
-            .first()
+    table = connection.ops.quote_name(_TABLE)
+    with connection.cursor() as cursor:
+        # chain_seq IS NOT NULL: the partial unique index, read backwards
+        cursor.execute(
+            f"SELECT hash, chain_seq FROM {table} WHERE chain = %s "
+            "AND chain_seq IS NOT NULL ORDER BY chain_seq DESC LIMIT 1",
+            [chain],
         )
-        if older is not None:
-            return older, 0
+        head = cursor.fetchone()
+        if head is not None:
+            return head[0], head[1]
+        if chain == GLOBAL_CHAIN:
+            cursor.execute(
+                f"SELECT hash FROM {table} WHERE chain_seq IS NULL "
+                "ORDER BY id DESC LIMIT 1"
+            )
+            older = cursor.fetchone()
+            if older is not None:
+                return older[0], 0
     return GENESIS_HASH, 0
+
+
+def _insert(event: AuditEvent, json_texts: dict[str, str | None]) -> None:
+    """INSERT ``event`` (its JSON columns as ``json_texts``) and set its id."""
+    ops = connection.ops
+    cast = "::jsonb" if connection.vendor == "postgresql" else ""
+    values: list[Any] = []
+    for column in _COLUMNS:
+        if column in _JSON_COLUMNS:
+            values.append(json_texts[column])
+        elif column == "created_at":
+            values.append(ops.adapt_datetimefield_value(event.created_at))
+        else:
+            values.append(getattr(event, column))
+    placeholders = ", ".join(
+        f"%s{cast}" if column in _JSON_COLUMNS else "%s" for column in _COLUMNS
+    )
+    columns = ", ".join(ops.quote_name(column) for column in _COLUMNS)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {ops.quote_name(_TABLE)} ({columns}) "
+            f"VALUES ({placeholders}) RETURNING id",
+            values,
+        )
+        event.pk = cursor.fetchone()[0]
+    event._state.adding = False
+    event._state.db = connection.alias
+
+
+def _as_json(value: Any) -> tuple[Any, str | None]:
+    """Return ``value`` as it reads back from a JSON column, and its JSON text."""
+    if value is None:
+        return None, None
+    text = json.dumps(value, default=json_default)
+    return json.loads(text), text
 
 
 def record_audit_event(
@@ -109,6 +176,11 @@ def record_audit_event(
     who: Actor = as_actor(actor)
     target_type, target_id, target_repr = _describe_target(target)
     chain = chain or chain_for(environment=environment or "")
+    json_values = {
+        "before": _as_json(before),
+        "after": _as_json(after),
+        "details": _as_json(details or {}),
+    }
     ensure_chain_locked(chain)
     prev_hash, position = _chain_head(chain)
     event = AuditEvent(
@@ -121,9 +193,9 @@ def record_audit_event(
         target_id=target_id,
         target_repr=target_repr,
         environment=environment or "",
-        before=normalize(before),
-        after=normalize(after),
-        details=normalize(details or {}),
+        before=json_values["before"][0],
+        after=json_values["after"][0],
+        details=json_values["details"][0],
         request_id=current_request_id(),
         prev_hash=prev_hash,
         chain=chain,
@@ -133,7 +205,7 @@ def record_audit_event(
     # exactly the bytes that were hashed, whatever the JSON columns return.
     event.canonical = canonical_text(event)
     event.hash = chain_hash(event.prev_hash, event.canonical)
-    event.save(force_insert=True)
+    _insert(event, {name: text for name, (_, text) in json_values.items()})
     return event
 
 
