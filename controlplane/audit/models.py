@@ -27,6 +27,13 @@ class AuditEvent(models.Model):
     verification checks they still say what ``canonical`` says. Events
     written before the column existed have ``canonical`` NULL and are
     verified from their columns (see ``audit_chain_verify``).
+
+    There is one chain per environment (``env:<key>``) and one for the rest
+    (``global``: the registry, flag definitions, keys, users); ``chain_seq``
+    is the event's position in its chain, from 1, and the pair is unique, so
+    two writers can never both append after the same event. Events written
+    before chains existed have no position and open the ``global`` chain in
+    id order (see ``controlplane.audit.chains``).
     """
 
     created_at = models.DateTimeField(db_index=True)
@@ -45,12 +52,23 @@ class AuditEvent(models.Model):
     prev_hash = models.CharField(max_length=64)
     hash = models.CharField(max_length=64, unique=True)
     canonical = models.TextField(null=True, blank=True, editable=False)
+    chain = models.CharField(max_length=80, default="global", editable=False)
+    chain_seq = models.BigIntegerField(null=True, blank=True, editable=False)
 
     objects = AuditEventQuerySet.as_manager()
 
     class Meta:
         ordering = ["-id"]
         indexes = [models.Index(fields=["target_type", "target_id", "-id"])]
+        constraints = [
+            # Partial: the head of a chain is found without walking the
+            # events that have no position (written before chains existed).
+            models.UniqueConstraint(
+                fields=["chain", "chain_seq"],
+                condition=models.Q(chain_seq__isnull=False),
+                name="audit_event_chain_position",
+            )
+        ]
         default_permissions = ("view",)
 
     def __str__(self) -> str:

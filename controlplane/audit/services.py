@@ -1,126 +1,51 @@
-"""Write and verify audit events.
+"""Write and read audit events.
 
 ``record_audit_event`` is the only writer. Services call it inside the
 transaction of the change, so the change and its event commit together.
+Chains and their locks live in ``controlplane.audit.chains``, hashing in
+``controlplane.audit.hashing``, verification in ``controlplane.audit.verify``;
+their public names are importable from here too.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import decimal
-import hashlib
 import json
-import uuid
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterator
+from typing import Any
 
-from django.db import connection, models, transaction
+from django.db import connection, models
 from django.utils import timezone
 
 from controlplane.audit.actors import Actor, as_actor
+from controlplane.audit.chains import (
+    GLOBAL_CHAIN,
+    audit_chain_lock,
+    audited_transaction,
+    chain_for,
+    ensure_chain_locked,
+    environment_chain,
+)
 from controlplane.audit.context import current_request_id
+from controlplane.audit.hashing import (
+    GENESIS_HASH,
+    canonical_text,
+    canonical_time,
+    chain_hash,
+    compute_hash,
+    json_default,
+    normalize,
+)
 from controlplane.audit.models import AuditEvent
+from controlplane.audit.verify import (
+    ChainReport,
+    audit_chain_verify,
+    audit_chains_verify,
+)
 
-if TYPE_CHECKING:
-    from controlplane.audit.checkpoints import Checkpoint
-
-GENESIS_HASH = "0" * 64
-# Any constant works; it only has to be the same in every process.
-_CHAIN_LOCK_KEY = 7_412_990_001
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, (dt.datetime, dt.date, dt.time)):
-        return value.isoformat()
-    if isinstance(value, (decimal.Decimal, uuid.UUID)):
-        return str(value)
-    if isinstance(value, (set, frozenset, tuple)):
-        return list(value)
-    raise TypeError(f"cannot record {type(value).__name__} in the audit log")
-
-
-def normalize(value: Any) -> Any:
-    """Return ``value`` as it will read back from a JSON column."""
-    if value is None:
-        return None
-    return json.loads(json.dumps(value, default=_json_default))
-
-
-def _canonical_time(value: dt.datetime) -> str:
-    return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def _content(event: AuditEvent) -> dict[str, Any]:
-    return {
-        "created_at": _canonical_time(event.created_at),
-        "actor_type": event.actor_type,
-        "actor_id": event.actor_id,
-        "actor_name": event.actor_name,
-        "action": event.action,
-        "target_type": event.target_type,
-        "target_id": event.target_id,
-        "target_repr": event.target_repr,
-        "environment": event.environment,
-        "before": event.before,
-        "after": event.after,
-        "details": event.details,
-        "request_id": event.request_id,
-    }
-
-
-def canonical_text(event: AuditEvent) -> str:
-    """Return the JSON text that is stored and hashed for ``event``."""
-    return json.dumps(
-        _content(event), sort_keys=True, separators=(",", ":"), ensure_ascii=False
-    )
-
-
-def _chain_hash(prev_hash: str, text: str) -> str:
-    return hashlib.sha256((prev_hash + text).encode("utf-8")).hexdigest()
-
-
-def compute_hash(event: AuditEvent) -> str:
-    """Return the SHA-256 of ``event``'s columns chained to its prev_hash.
-
-    This is how an event without ``canonical`` (written before that column
-    existed) is verified; for every other event the hash is over the stored
-    ``canonical`` text, and both give the same digest when the columns read
-    back exactly as they were written.
-    """
-    return _chain_hash(event.prev_hash, canonical_text(event))
-
-
-def _comparable(value: Any) -> Any:
-    """Return ``value`` with every number as its exact decimal value.
-
-    A JSON column may give back ``1e16`` as the integer 10000000000000000,
-    ``-0.0`` as ``0.0`` or a large float as its full decimal expansion: the
-    same number, other bytes. Booleans stay booleans (True is not 1 here).
-    """
-    if isinstance(value, bool) or value is None or isinstance(value, str):
-        return value
-    if isinstance(value, float):
-        return ("number", decimal.Decimal(repr(value)))
-    if isinstance(value, int | decimal.Decimal):
-        return ("number", decimal.Decimal(value))
-    if isinstance(value, dict):
-        return {key: _comparable(child) for key, child in value.items()}
-    if isinstance(value, list):
-        return [_comparable(child) for child in value]
-    return ("other", repr(value))
-
-
-def _columns_match(event: AuditEvent) -> bool:
-    """Return whether ``event``'s columns say what its ``canonical`` says."""
-    if canonical_text(event) == event.canonical:
-        return True  # the common case: the columns read back byte for byte
-    try:
-        hashed = json.loads(event.canonical or "", parse_float=decimal.Decimal)
-    except ValueError:
-        return False
-    return _comparable(hashed) == _comparable(_content(event))
+# Older names, still imported by callers and tests.
+_canonical_time = canonical_time
+_chain_hash = chain_hash
 
 
 def _describe_target(target: Any) -> tuple[str, str, str]:
@@ -133,30 +58,96 @@ def _describe_target(target: Any) -> tuple[str, str, str]:
     raise TypeError("target must be a model instance or (type, id[, repr])")
 
 
-def audit_chain_lock() -> None:
-    """Serialize chain appends so every event links to the one before it.
+_TABLE = AuditEvent._meta.db_table
+# Every column but the id, in the order _insert passes them.
+_COLUMNS = (
+    "created_at",
+    "actor_type",
+    "actor_id",
+    "actor_name",
+    "action",
+    "target_type",
+    "target_id",
+    "target_repr",
+    "environment",
+    "before",
+    "after",
+    "details",
+    "request_id",
+    "prev_hash",
+    "hash",
+    "canonical",
+    "chain",
+    "chain_seq",
+)
+_JSON_COLUMNS = frozenset({"before", "after", "details"})
 
-    PostgreSQL: a transaction-scoped advisory lock, released at commit (taking
-    it again in the same transaction is free). SQLite: transactions start
-    IMMEDIATE (settings), so writers are serialized already.
+# Appending is the hot part of every audited change, so its two statements
+# are plain SQL: compiling them through the ORM cost more than running them.
+
+
+def _chain_head(chain: str) -> tuple[str, int]:
+    """Return (hash, position) of the last event of ``chain``; genesis is (.., 0).
+
+    The caller holds the chain's lock, so nobody appends meanwhile. The
+    ``global`` chain starts with the events older than the chains (no
+    position), so its first positioned event links to the last of those.
     """
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_CHAIN_LOCK_KEY])
+    table = connection.ops.quote_name(_TABLE)
+    with connection.cursor() as cursor:
+        # chain_seq IS NOT NULL: the partial unique index, read backwards
+        cursor.execute(
+            f"SELECT hash, chain_seq FROM {table} WHERE chain = %s "
+            "AND chain_seq IS NOT NULL ORDER BY chain_seq DESC LIMIT 1",
+            [chain],
+        )
+        head = cursor.fetchone()
+        if head is not None:
+            return head[0], head[1]
+        if chain == GLOBAL_CHAIN:
+            cursor.execute(
+                f"SELECT hash FROM {table} WHERE chain_seq IS NULL "
+                "ORDER BY id DESC LIMIT 1"
+            )
+            older = cursor.fetchone()
+            if older is not None:
+                return older[0], 0
+    return GENESIS_HASH, 0
 
 
-@contextmanager
-def audited_transaction() -> Iterator[None]:
-    """Open ``transaction.atomic()`` and take the audit-chain lock first.
+def _insert(event: AuditEvent, json_texts: dict[str, str | None]) -> None:
+    """INSERT ``event`` (its JSON columns as ``json_texts``) and set its id."""
+    ops = connection.ops
+    cast = "::jsonb" if connection.vendor == "postgresql" else ""
+    values: list[Any] = []
+    for column in _COLUMNS:
+        if column in _JSON_COLUMNS:
+            values.append(json_texts[column])
+        elif column == "created_at":
+            values.append(ops.adapt_datetimefield_value(event.created_at))
+        else:
+            values.append(getattr(event, column))
+    placeholders = ", ".join(
+        f"%s{cast}" if column in _JSON_COLUMNS else "%s" for column in _COLUMNS
+    )
+    columns = ", ".join(ops.quote_name(column) for column in _COLUMNS)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {ops.quote_name(_TABLE)} ({columns}) "
+            f"VALUES ({placeholders}) RETURNING id",
+            values,
+        )
+        event.pk = cursor.fetchone()[0]
+    event._state.adding = False
+    event._state.db = connection.alias
 
-    Every audited write needs the chain lock before it commits. Taking it
-    before any row lock gives all audited writes one lock order (chain, then
-    rows), so two services can never deadlock by locking a row and the chain
-    in opposite orders. Services use this instead of a bare atomic block.
-    """
-    with transaction.atomic():
-        audit_chain_lock()
-        yield
+
+def _as_json(value: Any) -> tuple[Any, str | None]:
+    """Return ``value`` as it reads back from a JSON column, and its JSON text."""
+    if value is None:
+        return None, None
+    text = json.dumps(value, default=json_default)
+    return json.loads(text), text
 
 
 def record_audit_event(
@@ -168,11 +159,15 @@ def record_audit_event(
     before: Any = None,
     after: Any = None,
     details: dict | None = None,
+    chain: str | None = None,
 ) -> AuditEvent:
-    """Append one event to the chain, inside the caller's transaction.
+    """Append one event to its chain, inside the caller's transaction.
 
-    Must be called inside ``transaction.atomic()``: the event commits or rolls
-    back with the change it describes.
+    The event joins ``chain`` when given, else its environment's chain, else
+    ``global`` (``controlplane.audit.chains``). Must be called inside
+    ``transaction.atomic()``: the event commits or rolls back with the
+    change it describes. Inside an ``audited_transaction`` that locked the
+    chain, appending takes no further lock.
     """
     if not connection.in_atomic_block:
         raise RuntimeError(
@@ -180,8 +175,14 @@ def record_audit_event(
         )
     who: Actor = as_actor(actor)
     target_type, target_id, target_repr = _describe_target(target)
-    audit_chain_lock()
-    last = AuditEvent.objects.order_by("-id").values_list("hash", flat=True).first()
+    chain = chain or chain_for(environment=environment or "")
+    json_values = {
+        "before": _as_json(before),
+        "after": _as_json(after),
+        "details": _as_json(details or {}),
+    }
+    ensure_chain_locked(chain)
+    prev_hash, position = _chain_head(chain)
     event = AuditEvent(
         created_at=timezone.now(),
         actor_type=who.type,
@@ -192,128 +193,27 @@ def record_audit_event(
         target_id=target_id,
         target_repr=target_repr,
         environment=environment or "",
-        before=normalize(before),
-        after=normalize(after),
-        details=normalize(details or {}),
+        before=json_values["before"][0],
+        after=json_values["after"][0],
+        details=json_values["details"][0],
         request_id=current_request_id(),
-        prev_hash=last or GENESIS_HASH,
+        prev_hash=prev_hash,
+        chain=chain,
+        chain_seq=position + 1,
     )
     # The text is hashed and stored as is, so verification reads back
     # exactly the bytes that were hashed, whatever the JSON columns return.
     event.canonical = canonical_text(event)
-    event.hash = _chain_hash(event.prev_hash, event.canonical)
-    event.save(force_insert=True)
+    event.hash = chain_hash(event.prev_hash, event.canonical)
+    _insert(event, {name: text for name, (_, text) in json_values.items()})
     return event
-
-
-@dataclass(frozen=True)
-class ChainReport:
-    ok: bool
-    checked: int
-    broken_id: int | None = None
-    problem: str = ""
-    anchors_matched: int = 0
-
-
-def _event_intact(event: AuditEvent) -> bool:
-    if event.canonical is None:
-        return compute_hash(event) == event.hash
-    return _chain_hash(
-        event.prev_hash, event.canonical
-    ) == event.hash and _columns_match(event)
-
-
-def _missing_anchor_report(
-    anchors: Sequence[Checkpoint], seen: set[int], last_id: int | None, checked: int
-) -> ChainReport | None:
-    missing = sorted(
-        (anchor for anchor in anchors if anchor.id not in seen), key=lambda a: a.id
-    )
-    if not missing:
-        return None
-    anchor = missing[0]
-    if last_id is None or anchor.id > last_id:
-        ends = f"the chain ends at event {last_id}" if last_id else "the chain is empty"
-        problem = (
-            f"missing, though the checkpoint of {anchor.checkpointed_at} anchored "
-            f"it ({ends}): events were removed from the end"
-        )
-    else:
-        problem = (
-            f"missing, though the checkpoint of {anchor.checkpointed_at} anchored "
-            "it: events were removed and the chain relinked"
-        )
-    return ChainReport(False, checked, anchor.id, problem)
-
-
-def audit_chain_verify(
-    *, chunk_size: int = 2000, anchors: Sequence[Checkpoint] = ()
-) -> ChainReport:
-    """Walk the whole chain in order; report the first event that breaks it.
-
-    An event with ``canonical`` is checked by hashing that stored text (so a
-    JSON column that does not round-trip a number cannot break the chain)
-    and by comparing its columns with it, numbers by exact value (so an edit
-    of a column is still found). An event written before ``canonical``
-    existed is checked the old way, by hashing its columns.
-
-    Old events are not back-filled: a data migration would have to UPDATE
-    rows of an append-only table (past its trigger), and for an old event
-    whose columns no longer read back as hashed the original bytes are gone
-    anyway. Blanking ``canonical`` of a new event gains an attacker nothing:
-    its columns must then hash to the same digest.
-
-    ``anchors`` (checkpoints, see ``controlplane.audit.checkpoints``) must
-    each be found with the same hash: a missing anchored event means events
-    were cut (from the end, where the chain alone cannot tell), a different
-    hash means the chain was rewritten with recomputed hashes. As the chain
-    verifies from the genesis up to each anchor, nothing before it changed.
-    """
-    by_id: dict[int, list[Checkpoint]] = {}
-    for anchor in anchors:
-        by_id.setdefault(anchor.id, []).append(anchor)
-    seen: set[int] = set()
-    expected_prev = GENESIS_HASH
-    checked = 0
-    last_id: int | None = None
-    for event in AuditEvent.objects.order_by("id").iterator(chunk_size=chunk_size):
-        if event.prev_hash != expected_prev:
-            return ChainReport(
-                False,
-                checked,
-                event.pk,
-                "prev_hash does not match the event before it "
-                "(an event was removed or reordered)",
-            )
-        if not _event_intact(event):
-            return ChainReport(
-                False, checked, event.pk, "content does not match its hash (edited)"
-            )
-        for anchor in by_id.get(event.pk, ()):
-            if anchor.hash != event.hash:
-                return ChainReport(
-                    False,
-                    checked,
-                    event.pk,
-                    f"hash differs from the checkpoint of {anchor.checkpointed_at} "
-                    "(the chain was rewritten up to here)",
-                )
-        if event.pk in by_id:
-            seen.add(event.pk)
-        expected_prev = event.hash
-        last_id = event.pk
-        checked += 1
-    missing = _missing_anchor_report(anchors, seen, last_id, checked)
-    if missing is not None:
-        return missing
-    return ChainReport(True, checked, anchors_matched=len(anchors))
 
 
 def audit_event_as_dict(event: AuditEvent) -> dict[str, Any]:
     """Return an event as a plain dict (export, API)."""
     return {
         "id": event.pk,
-        "created_at": _canonical_time(event.created_at),
+        "created_at": canonical_time(event.created_at),
         "actor": {
             "type": event.actor_type,
             "id": event.actor_id,
@@ -330,6 +230,8 @@ def audit_event_as_dict(event: AuditEvent) -> dict[str, Any]:
         "after": event.after,
         "details": event.details,
         "request_id": event.request_id,
+        "chain": event.chain,
+        "seq": event.chain_seq,
         "prev_hash": event.prev_hash,
         "hash": event.hash,
     }
@@ -356,14 +258,17 @@ def history_for(*, target: Any, limit: int = 20):
 
 __all__ = [
     "GENESIS_HASH",
+    "GLOBAL_CHAIN",
     "audit_chain_lock",
     "audited_transaction",
     "ChainReport",
     "audit_chain_verify",
+    "audit_chains_verify",
     "audit_event_as_dict",
     "audit_events_export",
     "canonical_text",
     "compute_hash",
+    "environment_chain",
     "history_for",
     "normalize",
     "record_audit_event",

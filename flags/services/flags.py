@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from controlplane.audit.services import audited_transaction, record_audit_event
+from controlplane.audit.services import (
+    GLOBAL_CHAIN,
+    audited_transaction,
+    record_audit_event,
+)
 from controlplane.exceptions import Conflict, InvalidInput
 from flags import engine, validation
 from flags.models import Environment, Flag, FlagState, MerchantOverride, ValueType
@@ -62,6 +66,7 @@ def environment_create(
             action="environment.created",
             target=environment,
             environment=environment.key,
+            chain=GLOBAL_CHAIN,  # a registry change, before the new chain exists
             after={
                 "key": environment.key,
                 "name": environment.name,

@@ -9,7 +9,11 @@ from django.db.models import Q
 from django.utils import timezone
 
 from controlplane.audit.actors import SYSTEM
-from controlplane.audit.services import audited_transaction, record_audit_event
+from controlplane.audit.services import (
+    audited_transaction,
+    environment_chain,
+    record_audit_event,
+)
 from controlplane.exceptions import Conflict, InvalidInput, NotFound
 from flags.models import Environment, Flag, Merchant, MerchantOverride
 from flags.services._common import bump_rulesets
@@ -53,7 +57,7 @@ def override_set(
             raise InvalidInput("expires_at: needs a time zone", field="expires_at")
         if expires_at <= timezone.now():
             raise InvalidInput("expires_at: must be in the future", field="expires_at")
-    with audited_transaction():
+    with audited_transaction(chains=[environment_chain(environment.key)]):
         merchant = Merchant.objects.select_for_update().get(pk=merchant.pk)
         if not merchant.is_active:
             raise Conflict(f"merchant {merchant.key!r} is inactive", field="merchant")
@@ -97,7 +101,7 @@ def override_remove(
     reason: str = "",
 ) -> None:
     """Remove the merchant's override; raise NotFound when there is none."""
-    with audited_transaction():
+    with audited_transaction(chains=[environment_chain(environment.key)]):
         override = (
             MerchantOverride.objects.select_for_update()
             .select_related("flag", "merchant")

@@ -13,13 +13,38 @@ from typing import Any
 
 from django.utils import timezone
 
-from controlplane.audit.services import audited_transaction, record_audit_event
+from controlplane.audit.services import (
+    audited_transaction,
+    environment_chain,
+    record_audit_event,
+)
 from controlplane.exceptions import Conflict, InvalidInput, VersionConflict
 from flags import engine, validation
 from flags.models import Environment, Flag, FlagState, Segment
 from flags.services._common import bump_rulesets, invalid_from, state_snapshot
 
 _UNSET: Any = object()
+
+
+def _segment_keys(rules: Any) -> list[str]:
+    """Return the existing segments among those ``rules`` refer to.
+
+    Only referenced segments matter to the validation, and most states refer
+    to none: then no query runs. Malformed rules are left to the validation.
+    """
+    wanted: set[str] = set()
+    for rule in rules if isinstance(rules, list) else ():
+        clauses = rule.get("clauses") if isinstance(rule, dict) else None
+        for clause in clauses if isinstance(clauses, list) else ():
+            if isinstance(clause, dict) and clause.get("op") == "segment":
+                values = clause.get("values")
+                if isinstance(values, list):
+                    wanted.update(value for value in values if isinstance(value, str))
+    if not wanted:
+        return []
+    return list(
+        Segment.objects.filter(key__in=sorted(wanted)).values_list("key", flat=True)
+    )
 
 
 def _validate(state: FlagState) -> None:
@@ -33,7 +58,7 @@ def _validate(state: FlagState) -> None:
         raise InvalidInput("bucket_by: is required", field="bucket_by")
     try:
         state.rules = validation.validate_rules(
-            state.rules, keys, Segment.objects.values_list("key", flat=True)
+            state.rules, keys, _segment_keys(state.rules)
         )
         state.fallthrough = validation.validate_serve(
             state.fallthrough, keys, "fallthrough"
@@ -53,7 +78,7 @@ def _change_state(
     details: dict | None = None,
     allow_archived: bool = False,
 ) -> FlagState:
-    with audited_transaction():
+    with audited_transaction(chains=[environment_chain(environment.key)]):
         state = (
             FlagState.objects.select_for_update()
             .select_related("flag", "environment")

@@ -320,7 +320,9 @@ def test_audit_checkpoint_task__beat_entry_run_eagerly__appends_the_head(events,
     # When
     result = celery_app.tasks[name].delay()
     # Then
-    assert result.get() == {"id": events[-1].pk, "hash": events[-1].hash}
+    assert result.get() == [
+        {"chain": "global", "id": events[-1].pk, "hash": events[-1].hash}
+    ]
     assert [(line["id"], line["hash"]) for line in lines(sink)] == [
         (events[-1].pk, events[-1].hash)
     ]

@@ -70,9 +70,10 @@ def parse_since(text: str) -> dt.datetime:
 
 class Command(BaseCommand):
     help = (
-        "Audit log: 'verify' walks the hash chain and names the first broken "
-        "event; 'export' writes events as JSON lines; 'checkpoint' appends the "
-        "chain's head to the checkpoint file."
+        "Audit log: 'verify' walks every hash chain (one per environment and "
+        "'global') and names each broken one and where; 'export' writes events "
+        "as JSON lines; 'checkpoint' appends each chain's head to the "
+        "checkpoint file."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -80,7 +81,13 @@ class Command(BaseCommand):
             dest="subcommand", required=True, metavar="{verify,export,checkpoint}"
         )
         verify = sub.add_parser(
-            "verify", help="Check the whole hash chain; exit 1 when broken."
+            "verify",
+            help="Check every hash chain; exit 1 when one is broken.",
+        )
+        verify.add_argument(
+            "--chains",
+            action="store_true",
+            help="Also print one line per chain: events verified, head, state.",
         )
         verify.add_argument(
             "--against",
@@ -91,11 +98,11 @@ class Command(BaseCommand):
         verify.add_argument(
             "--latest",
             action="store_true",
-            help="With --against: check only the file's last checkpoint.",
+            help="With --against: check only the last checkpoint of each chain.",
         )
         checkpoint = sub.add_parser(
             "checkpoint",
-            help="Append the chain's head (id, hash, time) to the checkpoint file.",
+            help="Append each chain's head (id, hash, time) to the checkpoint file.",
         )
         checkpoint.add_argument(
             "--file",
@@ -115,7 +122,11 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         try:
             if options["subcommand"] == "verify":
-                self._verify(options.get("against"), options.get("latest", False))
+                self._verify(
+                    options.get("against"),
+                    options.get("latest", False),
+                    options.get("chains", False),
+                )
             elif options["subcommand"] == "checkpoint":
                 self._checkpoint(options.get("file"))
             else:
@@ -130,7 +141,7 @@ class Command(BaseCommand):
                 f"database error: {first_line} (did you run 'manage.py migrate'?)"
             )
 
-    def _verify(self, against: str | None, latest: bool) -> None:
+    def _verify(self, against: str | None, latest: bool, chains: bool) -> None:
         if latest and not against:
             raise CommandError("--latest needs --against CHECKPOINT_FILE")
         anchors = []
@@ -140,10 +151,24 @@ class Command(BaseCommand):
             except InvalidInput as exc:
                 raise CommandError(f"--against: {exc.message}") from None
         report = audit_chain_verify(anchors=anchors)
+        if chains:
+            for chain in report.chains:
+                state = "ok" if chain.ok else f"BROKEN at event {chain.broken_id}"
+                head = f", head event {chain.head_id}" if chain.head_id else ""
+                self.stdout.write(
+                    f"chain {chain.chain}: {chain.checked} events verified"
+                    f"{head}: {state}"
+                )
         if not report.ok:
+            others = [
+                f"chain {chain.chain} at event {chain.broken_id}"
+                for chain in report.chains
+                if not chain.ok and chain.chain != report.chain
+            ]
+            also = f"; also broken: {', '.join(others)}" if others else ""
             raise CommandError(
                 f"BROKEN: event {report.broken_id}: {report.problem}; "
-                f"{report.checked} events before it verified"
+                f"{report.checked} events before it verified{also}"
             )
         line = f"OK: {report.checked} events verified"
         if against:
@@ -154,20 +179,22 @@ class Command(BaseCommand):
     def _checkpoint(self, file: str | None) -> None:
         target = Path(file) if file else checkpoint_path()
         try:
-            checkpoint = audit_checkpoint_write(path=target)
+            checkpoints = audit_checkpoint_write(path=target)
         except AuditChainBroken as exc:
             raise CommandError(f"BROKEN: {exc.message}") from None
         except OSError as exc:
             raise CommandError(
                 f"cannot append to {str(target)!r}: {exc.strerror or exc}"
             ) from None
-        if checkpoint is None:
+        if not checkpoints:
             self.stdout.write("no event yet: nothing to checkpoint")
             return
-        self.stdout.write(
-            f"checkpoint: event {checkpoint.id} {checkpoint.hash} "
-            f"at {checkpoint.checkpointed_at} appended to {target}"
-        )
+        for checkpoint in checkpoints:
+            self.stdout.write(
+                f"checkpoint: chain {checkpoint.chain}: event {checkpoint.id} "
+                f"{checkpoint.hash} at {checkpoint.checkpointed_at} appended to "
+                f"{target}"
+            )
 
     def _export(self, since_text: str | None, output: str | None) -> None:
         since = parse_since(since_text) if since_text else None
