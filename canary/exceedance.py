@@ -34,6 +34,11 @@ from typing import Protocol
 _NORMAL = NormalDist()
 # A baseline quantile from fewer events is too rough a threshold.
 MIN_BASELINE_EVENTS: dict[str, int] = {"p50": 10, "p95": 30, "p99": 100}
+# The counts decide only once the treated merchants expect this many events
+# above their thresholds: below it the normal approximation of a binomial
+# with a small rate understates its upper tail (47 events expecting 2.4
+# above a p95 are too few), and the quantile difference decides instead.
+MIN_EXPECTED_ABOVE = 10.0
 
 
 class _Window(Protocol):
@@ -64,20 +69,11 @@ def has_counts(metric: str, items: Sequence[_Item]) -> bool:
     return any(getattr(item.current, field, None) is not None for item in items)
 
 
-def exceedance_terms(
-    metric: str, q: float, items: Sequence[_Item]
-) -> list[tuple[float, float, float, float, int]]:
-    """Return ``(d_i, weight, current var, baseline var, events)`` per
-    merchant with a usable baseline quantile and current events: ``d_i`` is
-    the share of current events above the baseline quantile minus the null
-    rate, the variances those of a binomial share and of the threshold's
-    true exceedance, the weight their inverse (by the counts only).
-
-    Raise ValueError for a count outside 0..events.
-    """
+def _usable(metric: str, q: float, items: Sequence[_Item]):
+    """Yield ``(count above, current events, baseline events, p0)`` of the
+    merchants with a usable baseline quantile and current events."""
     value_field, count_field = f"{metric}_ms", f"{metric}_above"
     least = MIN_BASELINE_EVENTS[metric]
-    terms = []
     for item in items:
         base, cur = item.baseline, item.current
         above = getattr(cur, count_field, None)
@@ -90,15 +86,35 @@ def exceedance_terms(
             )
         if base.events < least or not threshold or threshold <= 0 or cur.events < 1:
             continue
-        p0 = null_rate(q, base.events)
+        yield above, cur.events, base.events, null_rate(q, base.events)
+
+
+def expected_above(metric: str, q: float, items: Sequence[_Item]) -> float:
+    """Return how many current events above their thresholds the usable
+    merchants expect when nothing changed."""
+    return sum(n_c * p0 for _, n_c, _, p0 in _usable(metric, q, items))
+
+
+def exceedance_terms(
+    metric: str, q: float, items: Sequence[_Item]
+) -> list[tuple[float, float, float, float, int]]:
+    """Return ``(d_i, weight, current var, baseline var, events)`` per
+    merchant with a usable baseline quantile and current events: ``d_i`` is
+    the share of current events above the baseline quantile minus the null
+    rate, the variances those of a binomial share and of the threshold's
+    true exceedance, the weight their inverse (by the counts only).
+
+    Raise ValueError for a count outside 0..events.
+    """
+    terms = []
+    for above, n_c, n_b, p0 in _usable(metric, q, items):
         unit = p0 * (1 - p0)
         # The null's variance, not the observed share's: under "not above"
         # every merchant's share is at most p0 < 1/2, so p0 (1 - p0) bounds
         # its variance, and a rising share does not widen its own bound.
-        var_c = unit / cur.events
-        var_b = unit / (base.events + 2)
-        weight = 1 / (var_c + var_b)
-        terms.append((above / cur.events - p0, weight, var_c, var_b, cur.events))
+        var_c = unit / n_c
+        var_b = unit / (n_b + 2)
+        terms.append((above / n_c - p0, 1 / (var_c + var_b), var_c, var_b, n_c))
     return terms
 
 

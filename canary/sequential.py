@@ -370,10 +370,14 @@ def _exceedance(
 ) -> dict | None:
     """Return the exceedance evidence of a quantile metric, or None when the
     windows carry no counts (then the quantile estimate decides both
-    sides). Same guarantee as the quantile bounds: one side, always valid."""
+    sides), or too few events expected above the thresholds yet
+    (``exceedance.MIN_EXPECTED_ABOVE``). Same guarantee as the quantile
+    bounds: one side, always valid."""
     if not exceedance.has_counts(metric, treated):
         return None
     q = QUANTILES[metric]
+    if exceedance.expected_above(metric, q, treated) < exceedance.MIN_EXPECTED_ABOVE:
+        return None
     treated_group = _group_of(exceedance.exceedance_terms(metric, q, treated))
     if treated_group is None:
         return None

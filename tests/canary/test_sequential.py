@@ -473,13 +473,28 @@ def test_compare__p95_up_30pct__exceedance_catches_sooner_than_quantiles():
     # Then: every regression caught, by the counts' rule, and at a median
     # look earlier than the quantile difference alone manages
     assert all(r[-1].decision == sq.WORSE for r in counted)
-    assert {r[-1].rule for r in counted} == {
-        "exceedance_lower_bound_above_zero_estimate_above_margin"
-    }
+    rules = [r[-1].rule for r in counted]
+    by_counts = rules.count("exceedance_lower_bound_above_zero_estimate_above_margin")
+    assert by_counts >= 0.9 * len(rules)
     looks_counted = np.median([len(r) for r in counted])
     assert looks_counted < np.median([len(r) for r in plain])
-    worse = counted[0][-1]
+    worse = next(r[-1] for r in counted if r[-1].exceedance is not None)
     assert worse.lower > 0 and "above their baseline p95" in worse.explanation
+
+
+def test_compare__p95_few_events_expected_above__counts_do_not_decide():
+    # Given: a one-merchant pilot with 47 events, 8 of them above a p95 its
+    # 600-event baseline says 5% exceed (2.4 expected: too few for the
+    # binomial's normal approximation)
+    base = sq.Window(600, 0, p50_ms=100.0, p95_ms=225.0)
+    current = sq.Window(47, 0, p50_ms=110.0, p95_ms=240.0, p95_above=8)
+    # When
+    result = sq.compare(
+        metric="p95", treated=[sq.MerchantAggregate("m-pilot", base, current)]
+    )
+    # Then: the quantile difference decides (not worse here), not the counts
+    assert result.exceedance is None
+    assert result.decision != sq.WORSE
 
 
 def test_comparison_as_dict__no_data__json_without_non_finite_numbers():
