@@ -106,15 +106,13 @@ def write(
         # one writer at a time: the version comparison and the rename must
         # not interleave with another process's
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if newer_only:
-            current = read(name, using=using)
-            if (
-                current is not None
-                and isinstance(current.version, int)
-                and isinstance(version, int)
-                and current.version > version
-            ):
-                return False
+        if newer_only and isinstance(version, int):
+            current = _version_on_disk(path, name, using)
+            if isinstance(current, int) and current > version:
+                # only a valid record may keep its place (rare: read it whole)
+                record = read(name, using=using)
+                if record is not None and record.version == current:
+                    return False
         fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as handle:
@@ -134,6 +132,25 @@ def write(
         finally:
             os.close(directory)
     return True
+
+
+# The head of a record as ``write`` lays it out: the version comes before the
+# (possibly 100 MB) payload, so comparing versions needs no parse of it.
+_HEAD = re.compile(r'\{"format":\d+,"name":"(?:[^"\\]|\\.)*","version":(-?\d+)[,}]')
+
+
+def _version_on_disk(path: Path, name: str, using: str) -> int | str | None:
+    """Return the version of the record at ``path`` (None when absent)."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(4096).decode("utf-8", "replace")
+    except OSError:
+        return None
+    match = _HEAD.match(head)
+    if match is not None:
+        return int(match.group(1))
+    current = read(name, using=using)  # another layout: read it whole
+    return current.version if current is not None else None
 
 
 def read(name: str, *, using: str = "default") -> LastGood | None:

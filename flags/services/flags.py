@@ -143,7 +143,7 @@ def flag_create(
             target=flag,
             after=_flag_snapshot(flag) | {"off_variation": off},
         )
-        bump_rulesets(env.pk for env in environments)
+        bump_rulesets((env.pk for env in environments), flag_ids=[flag.pk])
     return flag
 
 
@@ -198,7 +198,10 @@ def flag_update(
             actor=actor, action="flag.updated", target=flag, before=before, after=after
         )
         if affects_evaluation:
-            bump_rulesets(flag.states.values_list("environment_id", flat=True))
+            bump_rulesets(
+                flag.states.values_list("environment_id", flat=True),
+                flag_ids=[flag.pk],
+            )
     return flag
 
 
@@ -234,7 +237,9 @@ def flag_archive(*, actor: Any, flag: Flag, archived: bool = True) -> Flag:
             before={"archived": not archived},
             after={"archived": archived},
         )
-        bump_rulesets(flag.states.values_list("environment_id", flat=True))
+        bump_rulesets(
+            flag.states.values_list("environment_id", flat=True), flag_ids=[flag.pk]
+        )
     return flag
 
 
