@@ -22,70 +22,66 @@ from flags.engine import (
 )
 
 
-def _restamp_answer(answer: Evaluation | None, version: int) -> Evaluation | None:
-    if answer is None or answer.version == version:
-        return answer
-    return Evaluation(
-        answer.flag_key,
-        answer.value,
-        answer.variation,
-        answer.reason,
-        answer.level,
-        version,
-        answer.error_code,
-        answer.error_message,
-    )
-
-
-def _restamp_split(
-    split: tuple[tuple[int, Evaluation], ...] | None, version: int
-) -> tuple[tuple[int, Evaluation], ...] | None:
-    if split is None:
-        return None
-    return tuple((upper, _restamp_answer(answer, version)) for upper, answer in split)
-
-
 def restamp_flag(flag: CompiledFlag, version: int) -> CompiledFlag:
     """Return ``flag`` with every prebuilt answer carrying ``version``.
 
     The per-merchant override map, the predicates and the buckets are shared
-    with ``flag``: only the few prebuilt answers are new.
+    with ``flag``: only the few prebuilt answers are new (an answer that
+    appears twice, as in the merchant split and the fallthrough split, is
+    rebuilt once).
     """
     if flag.off_answer.version == version:
         return flag
-    fallthrough_split = _restamp_split(flag.fallthrough_split, version)
-    merchant_split = None
-    if flag.merchant_split is not None:
-        upper, first, second = flag.merchant_split
-        merchant_split = (
-            upper,
-            _restamp_answer(first, version),
-            _restamp_answer(second, version),
-        )
-    return CompiledFlag(
-        key=flag.key,
-        value_type=flag.value_type,
-        enabled=flag.enabled,
-        off_answer=_restamp_answer(flag.off_answer, version),
-        overrides=flag.overrides,
-        override_expiry=flag.override_expiry,
-        rules=tuple(
-            CompiledRule(
-                rule.predicates,
-                _restamp_answer(rule.answer, version),
-                _restamp_split(rule.split, version),
+    made: dict[int, Evaluation] = {}
+
+    def again(answer: Evaluation | None) -> Evaluation | None:
+        if answer is None:
+            return None
+        new = made.get(id(answer))
+        if new is None:
+            new = made[id(answer)] = Evaluation(
+                answer.flag_key,
+                answer.value,
+                answer.variation,
+                answer.reason,
+                answer.level,
+                version,
+                answer.error_code,
+                answer.error_message,
             )
-            for rule in flag.rules
+        return new
+
+    def split_again(split):
+        if split is None:
+            return None
+        return tuple([(upper, again(answer)) for upper, answer in split])
+
+    merchant_split = flag.merchant_split
+    if merchant_split is not None:
+        upper, first, second = merchant_split
+        merchant_split = (upper, again(first), again(second))
+    return CompiledFlag(
+        flag.key,
+        flag.value_type,
+        flag.enabled,
+        again(flag.off_answer),
+        flag.overrides,
+        flag.override_expiry,
+        tuple(
+            [
+                CompiledRule(
+                    rule.predicates, again(rule.answer), split_again(rule.split)
+                )
+                for rule in flag.rules
+            ]
         ),
-        fallthrough_answer=_restamp_answer(flag.fallthrough_answer, version),
-        fallthrough_split=fallthrough_split,
-        bucket_prefix=flag.bucket_prefix,
-        bucket_by=flag.bucket_by,
-        variations=flag.variations,
-        merchant_split=merchant_split,
-        override_answers=tuple(
-            _restamp_answer(answer, version) for answer in flag.override_answers
-        ),
+        again(flag.fallthrough_answer),
+        split_again(flag.fallthrough_split),
+        flag.bucket_prefix,
+        flag.bucket_by,
+        flag.variations,
+        merchant_split,
+        tuple([again(answer) for answer in flag.override_answers]),
     )
 
 
@@ -107,18 +103,29 @@ def update_ruleset(
     segments = ruleset.segments
     flags: dict[str, CompiledFlag] = {}
     for key, flag in ruleset.flags.items():
-        if key not in changed:
+        if key in changed:
+            flag_data = changed[key]
+            if flag_data is not None:
+                flags[key] = compile_flag(flag_data, version, segments)
+        else:
             flags[key] = restamp_flag(flag, version)
-    for key, flag_data in changed.items():
-        if flag_data is not None:
-            flags[key] = compile_flag(flag_data, version, segments)
-    flags = dict(sorted(flags.items())) if changed else flags
+    added = [key for key, entry in changed.items() if entry and key not in flags]
+    for key in added:
+        flags[key] = compile_flag(changed[key], version, segments)
+    if added:
+        flags = dict(sorted(flags.items()))
     data = ruleset.data
     if data is not None:
-        kept = [entry for entry in data.get("flags", ()) if entry["key"] not in changed]
-        kept.extend(entry for entry in changed.values() if entry is not None)
-        kept.sort(key=lambda entry: entry["key"])
-        data = {**data, "version": version, "flags": kept}
+        # changed entries take their place; only new flags need a sort
+        entries = [
+            changed[entry["key"]] if entry["key"] in changed else entry
+            for entry in data.get("flags", ())
+        ]
+        entries = [entry for entry in entries if entry is not None]
+        if added:
+            entries.extend(changed[key] for key in added)
+            entries.sort(key=lambda entry: entry["key"])
+        data = {**data, "version": version, "flags": entries}
         if generated_at is not None:
             data["generated_at"] = generated_at
     return Ruleset(

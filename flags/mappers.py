@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import sys
+import threading
 from collections.abc import Iterable
 from typing import Any
 
@@ -30,17 +31,49 @@ def ruleset_data(environment: Environment) -> dict[str, Any]:
         .get()
     )
     now = timezone.now()
+    registry = _Registry()
+    if not connections[Merchant.objects.db].in_atomic_block:
+        # the registry is read on a second connection while this one reads
+        # the flags (an open transaction's rows are not visible there)
+        registry.start()
+    flags = flags_data(environment, now=now)
+    segments = {
+        key: {"clauses": clauses}
+        for key, clauses in Segment.objects.values_list("key", "clauses")
+    }
     return {
         "environment": environment.key,
         "version": version,
         "generated_at": now.isoformat(),
-        "flags": flags_data(environment, now=now),
-        "segments": {
-            key: {"clauses": clauses}
-            for key, clauses in Segment.objects.values_list("key", "clauses")
-        },
-        "merchants": merchants_data(),
+        "flags": flags,
+        "segments": segments,
+        "merchants": registry.result(),
     }
+
+
+class _Registry(threading.Thread):
+    """``merchants_data()``, on a thread of its own or on the caller's."""
+
+    def __init__(self) -> None:
+        super().__init__(name="ruleset-registry", daemon=True)
+        self._merchants: dict[str, dict[str, Any]] | None = None
+        self._error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self._merchants = merchants_data()
+        except BaseException as exc:
+            self._error = exc
+        finally:
+            connections[Merchant.objects.db].close()
+
+    def result(self) -> dict[str, dict[str, Any]]:
+        if self.ident is None:
+            return merchants_data()
+        self.join()
+        if self._error is not None:
+            raise self._error
+        return self._merchants
 
 
 def flags_data(

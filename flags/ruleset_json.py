@@ -12,6 +12,7 @@ one flag's encoding and a join, not the registry's encoding.
 
 from __future__ import annotations
 
+import itertools
 import json
 import threading
 from collections.abc import Mapping
@@ -29,8 +30,26 @@ _pieces: dict[tuple[str, str], tuple[Any, bytes]] = {}
 _flags: dict[tuple[str, str], tuple[Any, bytes]] = {}
 
 
+_CHUNK = 20_000  # registry entries encoded per call
+
+
 def _encode(value: Any) -> bytes:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _encode_large(value: Any) -> bytes:
+    """Encode a large mapping in slices: other threads run in between.
+
+    One ``json.dumps`` of a million entries holds the GIL for seconds, and
+    an evaluation on another thread would wait that long.
+    """
+    if type(value) is not dict or len(value) <= _CHUNK:
+        return _encode(value)
+    items = iter(value.items())
+    parts = []
+    while chunk := dict(itertools.islice(items, _CHUNK)):
+        parts.append(_encode(chunk)[1:-1])
+    return b"{" + b",".join(parts) + b"}"
 
 
 def serialized(ruleset: Ruleset) -> bytes:
@@ -62,7 +81,7 @@ def _build(environment: str, data: Mapping[str, Any]) -> bytes:
         elif name in _SHARED:
             held = _pieces.get((environment, name))
             if held is None or held[0] is not value:
-                held = (value, _encode(value))
+                held = (value, _encode_large(value))
                 _pieces[(environment, name)] = held
             encoded = held[1]
         else:

@@ -29,6 +29,7 @@ of refusing; the database's own ruleset replaces it once it answers again.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import threading
@@ -57,8 +58,11 @@ def _record_name(environment_key: str) -> str:
 class RulesetStore:
     """Compiled rulesets of every environment this process has served."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, async_persist: bool = False) -> None:
         self.using = "default"
+        # write last known good states on the writer thread even without the
+        # background thread (which always does)
+        self.async_persist = async_persist
         self._rulesets: dict[str, engine.Ruleset] = {}
         self._known: dict[
             str, tuple[int, int]
@@ -247,6 +251,11 @@ class RulesetStore:
         environment = Environment(pk=pk, key=environment_key)
         ruleset = engine.compile_ruleset(mappers.ruleset_data(environment))
         self._rulesets[environment_key] = ruleset
+        # A ruleset is hundreds of thousands of long-lived objects: leave
+        # them out of the cyclic collector's full passes, which otherwise
+        # walk all of them again and again (tens of ms each). Refcounting
+        # still frees them once the ruleset is replaced.
+        gc.freeze()
         self._last_good.pop(environment_key, None)
         self.reloads += 1
         metrics.ruleset_loaded(environment_key)
@@ -299,7 +308,7 @@ class RulesetStore:
         """
         if ruleset.data is None:
             return
-        if self._background_alive():
+        if self.async_persist or self._background_alive():
             with self._persist_lock:
                 self._persist_pending[ruleset.environment] = ruleset
                 self._persist_wake.set()
@@ -313,7 +322,7 @@ class RulesetStore:
         self._write_last_good(ruleset)
 
     def _persist_run(self) -> None:
-        while not self._stop.is_set():
+        while not self._stop.is_set() or self._persist_wake.is_set():
             if not self._persist_wake.wait(_WAKE):
                 continue
             # let a burst of changes settle: only the last one is written
@@ -333,10 +342,13 @@ class RulesetStore:
             self._write_last_good(ruleset)
 
     def _write_last_good(self, ruleset: engine.Ruleset) -> None:
+        from flags import ruleset_json
+
         try:
-            lastgood.write(
+            # the JSON the ruleset endpoint serves, encoded once per version
+            lastgood.write_encoded(
                 _record_name(ruleset.environment),
-                ruleset.data,
+                ruleset_json.serialized(ruleset),
                 version=ruleset.version,
                 using=self.using,
                 newer_only=True,
