@@ -7,11 +7,16 @@ out. A read: no write, no audit.
 
 from __future__ import annotations
 
+import heapq
+from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
+from django.db import connections
 from django.db.models import Avg, Count, Max, Q
 from django.db.models.functions import TruncDate
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 
 from canary import clock
 from canary.models import Outcome, OutcomeEvent
@@ -21,6 +26,8 @@ from flags.selectors import environment_get
 
 # "A month" of workflows: also how far back outcome events are accepted.
 PILOT_MONTH_DAYS = 30
+# Near misses kept, nearest first (a million merchants would be a million).
+LEFT_OUT_KEPT = 100
 
 
 @dataclass(frozen=True)
@@ -113,7 +120,8 @@ class PilotSuggestion:
     basis: str  # "flag": events of this flag; "environment": all events there
     merchants_seen: int
     picks: tuple[PilotCandidate, ...]
-    left_out: tuple[PilotCandidate, ...]
+    left_out: tuple[PilotCandidate, ...]  # the nearest misses, at most a limit
+    left_out_total: int = 0  # every merchant left out
 
     def as_dict(self) -> dict:
         return {
@@ -124,6 +132,7 @@ class PilotSuggestion:
             "merchants_seen": self.merchants_seen,
             "picks": [pick.as_dict() for pick in self.picks],
             "left_out": [item.as_dict() for item in self.left_out],
+            "left_out_total": self.left_out_total,
         }
 
 
@@ -168,6 +177,7 @@ def pilot_candidates_suggest(
     environment_key: str,
     criteria: PilotCriteria | None = None,
     limit: int = 5,
+    left_out_limit: int = LEFT_OUT_KEPT,
     now: datetime | None = None,
 ) -> PilotSuggestion:
     """Suggest pilot merchants for ``flag_key`` from the last month of events.
@@ -177,8 +187,9 @@ def pilot_candidates_suggest(
     active days, then most workflows, then key); every other merchant with
     events is left out with its reasons, nearest misses first. Uses the
     flag's own events, or every event of the environment when the flag has
-    none yet. Raise NotFound for an unknown environment, InvalidInput for a
-    bad criterion or a limit below 1.
+    none yet. ``left_out`` holds the ``left_out_limit`` nearest misses and
+    ``left_out_total`` counts them all. Raise NotFound for an unknown
+    environment, InvalidInput for a bad criterion or a limit below 1.
     """
     criteria = (criteria or PilotCriteria()).clean()
     if limit < 1:
@@ -195,7 +206,41 @@ def pilot_candidates_suggest(
         recent = recent.filter(flag_key=flag_key)
     else:
         basis = "environment"
-    rows = list(
+    picks: list[tuple] = []
+    left_out: list[tuple] = []
+    seen = 0
+    for row in _pilot_rows(recent):
+        seen += 1
+        misses = _miss_count(row, criteria, now)
+        if misses:
+            # nearest misses first: fewest reasons, then most events
+            left_out.append((misses, -row[1], row[0], row))
+        else:
+            success = (row[1] - row[2]) / row[1]
+            picks.append((-success, -row[3], -row[1], row[0], row))
+    top = heapq.nsmallest(limit, picks)
+    nearest = heapq.nsmallest(left_out_limit, left_out)
+    return PilotSuggestion(
+        flag_key=flag_key,
+        environment_key=environment.key,
+        criteria=criteria,
+        basis=basis,
+        merchants_seen=seen,
+        picks=tuple(_candidate(item[-1], criteria, now) for item in top),
+        left_out=tuple(_candidate(item[-1], criteria, now) for item in nearest),
+        left_out_total=len(left_out),
+    )
+
+
+def _pilot_rows(recent) -> Iterator[tuple]:
+    """Yield per merchant: key, events, failures, active days, last seen,
+    average duration, registry status (None: not in the registry).
+
+    One query: the month's events aggregated per merchant (on PostgreSQL
+    through the ``outcome_env_flag_merchant`` covering index, in merchant
+    order, no sort), joined with the registry.
+    """
+    aggregated = (
         recent.order_by()
         .values("merchant_key")
         .annotate(
@@ -205,42 +250,81 @@ def pilot_candidates_suggest(
             last_seen=Max("occurred_at"),
             avg_duration=Avg("duration_ms"),
         )
-    )
-    registry = dict(
-        Merchant.objects.filter(
-            key__in=[row["merchant_key"] for row in rows]
-        ).values_list("key", "is_active")
-    )
-    picks: list[PilotCandidate] = []
-    left_out: list[PilotCandidate] = []
-    for row in rows:
-        events, failures = row["events"], row["failures"]
-        success = (events - failures) / events
-        problems = _problems(row, criteria, registry, now)
-        candidate = PilotCandidate(
-            merchant=row["merchant_key"],
-            events=events,
-            failures=failures,
-            success_rate=success,
-            active_days=row["active_days"],
-            last_seen=row["last_seen"],
-            avg_duration_ms=row["avg_duration"],
-            reasons=tuple(problems)
-            or (
-                f"success {success:.1%} > {criteria.min_success:.0%}",
-                f"{events} workflows in {PILOT_MONTH_DAYS} days",
-                f"last seen {row['last_seen']:%Y-%m-%d}",
-            ),
+        .values_list(
+            "merchant_key",
+            "events",
+            "failures",
+            "active_days",
+            "last_seen",
+            "avg_duration",
         )
-        (left_out if problems else picks).append(candidate)
-    picks.sort(key=lambda c: (-c.success_rate, -c.active_days, -c.events, c.merchant))
-    left_out.sort(key=lambda c: (len(c.reasons), -c.events, c.merchant))
-    return PilotSuggestion(
-        flag_key=flag_key,
-        environment_key=environment.key,
-        criteria=criteria,
-        basis=basis,
-        merchants_seen=len(rows),
-        picks=tuple(picks[:limit]),
-        left_out=tuple(left_out),
+    )
+    sql, params = aggregated.query.sql_with_params()
+    connection = connections[aggregated.db]
+    quote = connection.ops.quote_name
+    table = quote(Merchant._meta.db_table)
+    joined = (
+        f"SELECT a.*, m.{quote('is_active')} FROM ({sql}) a"
+        f" LEFT JOIN {table} m ON m.{quote('key')} = a.{quote('merchant_key')}"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(joined, params)
+        while chunk := cursor.fetchmany(10_000):
+            for key, events, failures, days, last, avg, active in chunk:
+                if not isinstance(last, datetime):
+                    last = _parse_time(last)
+                yield (
+                    key,
+                    events,
+                    failures,
+                    days,
+                    last,
+                    avg,
+                    None if active is None else bool(active),
+                )
+
+
+def _parse_time(value: str) -> datetime:
+    parsed = parse_datetime(str(value))
+    if parsed is None:
+        raise ValueError(f"not a time: {value!r}")
+    return parsed if timezone.is_aware(parsed) else parsed.replace(tzinfo=UTC)
+
+
+def _miss_count(row: tuple, criteria: PilotCriteria, now: datetime) -> int:
+    """Return how many of the rule's conditions the merchant misses."""
+    _key, events, failures, _days, last_seen, _avg, active = row
+    return (
+        (not active)
+        + (last_seen < now - timedelta(days=criteria.active_days))
+        + ((events - failures) / events <= criteria.min_success)
+        + (not criteria.min_monthly <= events <= criteria.max_monthly)
+    )
+
+
+def _candidate(row: tuple, criteria: PilotCriteria, now: datetime) -> PilotCandidate:
+    key, events, failures, days, last_seen, avg, active = row
+    record = {
+        "merchant_key": key,
+        "events": events,
+        "failures": failures,
+        "last_seen": last_seen,
+    }
+    registry = {} if active is None else {key: active}
+    success = (events - failures) / events
+    problems = _problems(record, criteria, registry, now)
+    return PilotCandidate(
+        merchant=key,
+        events=events,
+        failures=failures,
+        success_rate=success,
+        active_days=days,
+        last_seen=last_seen,
+        avg_duration_ms=avg,
+        reasons=tuple(problems)
+        or (
+            f"success {success:.1%} > {criteria.min_success:.0%}",
+            f"{events} workflows in {PILOT_MONTH_DAYS} days",
+            f"last seen {last_seen:%Y-%m-%d}",
+        ),
     )
