@@ -206,29 +206,31 @@ def pilot_candidates_suggest(
         recent = recent.filter(flag_key=flag_key)
     else:
         basis = "environment"
-    picks: list[tuple] = []
-    left_out: list[tuple] = []
-    seen = 0
-    for row in _pilot_rows(recent):
-        seen += 1
-        misses = _miss_count(row, criteria, now)
-        if misses:
-            # nearest misses first: fewest reasons, then most events
-            left_out.append((misses, -row[1], row[0], row))
-        else:
-            success = (row[1] - row[2]) / row[1]
-            picks.append((-success, -row[3], -row[1], row[0], row))
-    top = heapq.nsmallest(limit, picks)
-    nearest = heapq.nsmallest(left_out_limit, left_out)
+    since = now - timedelta(days=PILOT_MONTH_DAYS)
+    if connections[recent.db].vendor == "postgresql":
+        top, nearest, seen, left_total = _pilot_top_postgresql(
+            environment_id=environment.pk,
+            flag_key=flag_key if basis == "flag" else None,
+            since=since,
+            until=now,
+            criteria=criteria,
+            now=now,
+            limit=limit,
+            left_out_limit=left_out_limit,
+        )
+    else:
+        top, nearest, seen, left_total = _pilot_top(
+            _pilot_rows(recent), criteria, now, limit, left_out_limit
+        )
     return PilotSuggestion(
         flag_key=flag_key,
         environment_key=environment.key,
         criteria=criteria,
         basis=basis,
         merchants_seen=seen,
-        picks=tuple(_candidate(item[-1], criteria, now) for item in top),
-        left_out=tuple(_candidate(item[-1], criteria, now) for item in nearest),
-        left_out_total=len(left_out),
+        picks=tuple(_candidate(row, criteria, now) for row in top),
+        left_out=tuple(_candidate(row, criteria, now) for row in nearest),
+        left_out_total=left_total,
     )
 
 
@@ -244,8 +246,9 @@ def _pilot_rows(recent) -> Iterator[tuple]:
         recent.order_by()
         .values("merchant_key")
         .annotate(
-            events=Count("id"),
-            failures=Count("id", filter=Q(outcome=Outcome.FAILURE)),
+            # counted over an indexed column: the index alone answers
+            events=Count("outcome"),
+            failures=Count("outcome", filter=Q(outcome=Outcome.FAILURE)),
             active_days=Count(TruncDate("occurred_at"), distinct=True),
             last_seen=Max("occurred_at"),
             avg_duration=Avg("duration_ms"),
@@ -282,6 +285,128 @@ def _pilot_rows(recent) -> Iterator[tuple]:
                     avg,
                     None if active is None else bool(active),
                 )
+
+
+def _pilot_top(
+    rows: Iterator[tuple],
+    criteria: PilotCriteria,
+    now: datetime,
+    limit: int,
+    left_out_limit: int,
+) -> tuple[list[tuple], list[tuple], int, int]:
+    """Return the best picks, the nearest misses, merchants seen, misses."""
+    picks: list[tuple] = []
+    left_out: list[tuple] = []
+    seen = 0
+    for row in rows:
+        seen += 1
+        misses = _miss_count(row, criteria, now)
+        if misses:
+            # nearest misses first: fewest reasons, then most events
+            left_out.append((misses, -row[1], row[0], row))
+        else:
+            success = (row[1] - row[2]) / row[1]
+            picks.append((-success, -row[3], -row[1], row[0], row))
+    top = [item[-1] for item in heapq.nsmallest(limit, picks)]
+    nearest = [item[-1] for item in heapq.nsmallest(left_out_limit, left_out)]
+    return top, nearest, seen, len(left_out)
+
+
+_PILOT_SQL = """
+WITH scored AS MATERIALIZED (
+    SELECT a.*, m.is_active,
+           (m.is_active IS NOT TRUE)::int
+           + (a.last_seen < %(recent)s)::int
+           + ((a.events - a.failures)::float8 / a.events <= %(min_success)s)::int
+           + (a.events < %(min_monthly)s OR a.events > %(max_monthly)s)::int
+           AS misses
+    FROM (
+        SELECT e.merchant_key,
+               count(*) AS events,
+               count(*) FILTER (WHERE e.outcome = %(failure)s) AS failures,
+               bit_count(bit_or(
+                   1::bigint << ((e.occurred_at AT TIME ZONE %(zone)s)::date
+                                 - %(first_day)s::date)
+               )::bit(64)) AS days,
+               max(e.occurred_at) AS last_seen,
+               avg(e.duration_ms) AS avg_duration
+        FROM {events} e
+        WHERE e.environment_id = %(environment)s {flag_filter}
+          AND e.occurred_at >= %(since)s AND e.occurred_at <= %(until)s
+        GROUP BY e.merchant_key
+    ) a
+    LEFT JOIN {merchants} m ON m.key = a.merchant_key
+)
+(SELECT 0, merchant_key, events, failures, days, last_seen, avg_duration, is_active
+ FROM scored WHERE misses = 0
+ ORDER BY (events - failures)::float8 / events DESC, days DESC, events DESC,
+          merchant_key COLLATE "C"
+ LIMIT %(limit)s)
+UNION ALL
+(SELECT 1, merchant_key, events, failures, days, last_seen, avg_duration, is_active
+ FROM scored WHERE misses > 0
+ ORDER BY misses, events DESC, merchant_key COLLATE "C"
+ LIMIT %(left_out_limit)s)
+UNION ALL
+SELECT 2, NULL, count(*), count(*) FILTER (WHERE misses > 0), NULL, NULL, NULL, NULL
+FROM scored
+"""
+
+
+def _pilot_top_postgresql(
+    *,
+    environment_id: int,
+    flag_key: str | None,
+    since: datetime,
+    until: datetime,
+    criteria: PilotCriteria,
+    now: datetime,
+    limit: int,
+    left_out_limit: int,
+) -> tuple[list[tuple], list[tuple], int, int]:
+    """``_pilot_top`` in the database: only the rows shown come back.
+
+    The active days are a bit mask (one bit per calendar day of the month,
+    ``bit_or``) instead of ``COUNT(DISTINCT date)``, so there is no sort per
+    merchant; the events are read from the ``outcome_env_flag_merchant``
+    index alone; the rule is applied, ranked and cut in SQL with the same
+    order as ``_pilot_top`` (code-point order of keys, as in Python).
+    """
+    connection = connections[OutcomeEvent.objects.db]
+    quote = connection.ops.quote_name
+    zone = timezone.get_current_timezone()
+    sql = _PILOT_SQL.format(
+        events=quote(OutcomeEvent._meta.db_table),
+        merchants=quote(Merchant._meta.db_table),
+        flag_filter="AND e.flag_key = %(flag)s" if flag_key is not None else "",
+    )
+    params = {
+        "failure": Outcome.FAILURE.value,
+        "zone": str(zone),
+        "first_day": since.astimezone(zone).date(),
+        "environment": environment_id,
+        "flag": flag_key,
+        "since": since,
+        "until": until,
+        "recent": now - timedelta(days=criteria.active_days),
+        "min_success": criteria.min_success,
+        "min_monthly": criteria.min_monthly,
+        "max_monthly": criteria.max_monthly,
+        "limit": limit,
+        "left_out_limit": left_out_limit,
+    }
+    top: list[tuple] = []
+    nearest: list[tuple] = []
+    seen = left_total = 0
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        for part, key, events, failures, days, last, avg, active in cursor.fetchall():
+            if part == 2:
+                seen, left_total = events, failures
+                continue
+            row = (key, events, failures, days, last, avg, active)
+            (top if part == 0 else nearest).append(row)
+    return top, nearest, seen, left_total
 
 
 def _parse_time(value: str) -> datetime:
