@@ -233,6 +233,90 @@ def single_changes(url: str, changes: int) -> dict:
         listener.wait(timeout=30)
 
 
+def suggest_pilot(rounds: int = 2) -> dict:
+    """Print the time of ``merchants suggest-pilot`` on the flag with events."""
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    from bench._scale_data import PILOT_FLAG
+    from canary.models import OutcomeEvent
+
+    events = OutcomeEvent.objects.filter(flag_key=PILOT_FLAG).count()
+    print(
+        f"merchants suggest-pilot --flag {PILOT_FLAG} ({events:,} of its events;"
+        f" load {_load()})"
+    )
+    times = []
+    for _ in range(rounds):
+        out = StringIO()
+        started = time.perf_counter()
+        call_command(
+            "merchants",
+            "suggest-pilot",
+            "--flag",
+            PILOT_FLAG,
+            "--env",
+            ENVIRONMENT,
+            stdout=out,
+        )
+        times.append(time.perf_counter() - started)
+    seen = next(
+        (line for line in out.getvalue().splitlines() if "more left out" in line), ""
+    )
+    print(
+        f"  command: median {statistics.median(times):.2f} s, best {min(times):.2f} s"
+        f" of {rounds}  [target <= 10 s]  {seen.strip()}"
+    )
+    return {"suggest_pilot_s": statistics.median(times)}
+
+
+def list_pages() -> dict:
+    """Print query counts and times of the first and a deep page of each list."""
+    from django.contrib.auth.models import User
+    from django.db import connection
+    from django.test import Client
+    from django.test.utils import CaptureQueriesContext
+
+    print(f"list pages (admin and API, logged-in superuser; load {_load()})")
+    user = User.objects.filter(username="bench-admin").first()
+    if user is None:
+        user = User.objects.create_superuser("bench-admin", password="x")
+    client = Client()
+    client.force_login(user)
+    flag = "scale-0500"
+    pages = [
+        ("admin merchants", "/admin/flags/merchant/"),
+        ("admin merchants p.500", "/admin/flags/merchant/?p=500"),
+        ("admin merchants search", "/admin/flags/merchant/?q=m-0000042"),
+        ("admin flags", "/admin/flags/flag/"),
+        ("admin flag states", "/admin/flags/flagstate/"),
+        ("admin overrides", "/admin/flags/merchantoverride/"),
+        ("admin audit events", "/admin/audit/auditevent/"),
+        ("api merchants", "/api/v1/merchants?limit=100"),
+        ("api merchants deep", "/api/v1/merchants?limit=100&offset=500000"),
+        ("api flags", "/api/v1/flags?limit=100"),
+        ("api overrides", f"/api/v1/flags/{flag}/environments/{ENVIRONMENT}/overrides"),
+        ("api audit events", "/api/v1/audit-events?limit=100"),
+    ]
+    figures = {}
+    for name, url in pages:
+        client.get(url)  # warm
+        with CaptureQueriesContext(connection) as captured:
+            started = time.perf_counter()
+            response = client.get(url)
+            elapsed = time.perf_counter() - started
+        slowest = max(
+            (float(q["time"]) for q in captured.captured_queries), default=0.0
+        )
+        figures[name] = (response.status_code, len(captured), elapsed)
+        print(
+            f"  {name:24s} {response.status_code}  {len(captured):2d} queries"
+            f"  {elapsed * 1000:6.0f} ms (slowest query {slowest * 1000:.0f} ms)"
+        )
+    return figures
+
+
 def write_throughput(args) -> dict:
     try:
         from bench import _scale_writes

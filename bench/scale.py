@@ -53,6 +53,10 @@ def main() -> None:
     if not args.database_url.startswith("postgres"):
         sys.exit("--database-url must be a PostgreSQL URL")
     skip = {part.strip() for part in args.skip.split(",") if part.strip()}
+    # the suggestion reads a month of events: room beyond the serving limits
+    os.environ.setdefault("DATABASE_STATEMENT_TIMEOUT", "120")
+    os.environ.setdefault("DATABASE_READ_TIMEOUT", "180")
+    os.environ.setdefault("ALLOWED_HOSTS", "testserver,127.0.0.1")
 
     from bench import _scale_data
 
