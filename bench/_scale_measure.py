@@ -317,17 +317,47 @@ def list_pages() -> dict:
     return figures
 
 
-def write_throughput(args) -> dict:
-    try:
-        from bench import _scale_writes
-    except ImportError:
+_WRITES = """
+import json, sys
+sys.path.insert(0, {root!r})
+from bench import _scale_writes
+parser = getattr(_scale_writes, "build_parser", None)
+args = parser().parse_args({argv!r}) if parser else None
+print("FIGURES " + json.dumps(_scale_writes.run(args), default=str))
+"""
+
+
+def write_throughput(argv: list[str]) -> dict:
+    """Print item 6's figures from bench/_scale_writes.py (another helper's).
+
+    It runs in a process of its own, with its own arguments (``argv``, its
+    own database): this process's Django is set up on the scale database.
+    """
+    import importlib.util
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    if importlib.util.find_spec("bench._scale_writes") is None:
         print(
             "write throughput (item 6): bench/_scale_writes.py is not here;"
             " nothing measured"
         )
         return {}
-    figures = _scale_writes.run(args)
-    print("write throughput (item 6, bench/_scale_writes.py)")
+    print(f"write throughput (item 6, bench/_scale_writes.py {' '.join(argv)})")
+    root = str(Path(__file__).resolve().parents[1])
+    done = subprocess.run(
+        [sys.executable, "-c", _WRITES.format(root=root, argv=argv)],
+        capture_output=True,
+        text=True,
+    )
+    lines = [line for line in done.stdout.splitlines() if line.startswith("FIGURES ")]
+    if done.returncode != 0 or not lines:
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        print(f"  failed: {last}")
+        return {}
+    figures = json.loads(lines[-1].removeprefix("FIGURES "))
     for name, value in figures.items():
         print(f"  {name}: {value}")
     return figures

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -48,6 +49,11 @@ def main() -> None:
         "--skip",
         default="",
         help="comma-separated parts to skip: snapshot,change,pilot,lists,writes",
+    )
+    parser.add_argument(
+        "--writes-args",
+        default="",
+        help="arguments for bench/_scale_writes.py (item 6), e.g. '--writers 8'",
     )
     args = parser.parse_args()
     if not args.database_url.startswith("postgres"):
@@ -86,7 +92,7 @@ def main() -> None:
     if "lists" not in skip:
         _scale_measure.list_pages()
     if "writes" not in skip:
-        _scale_measure.write_throughput(args)
+        _scale_measure.write_throughput(shlex.split(args.writes_args))
 
 
 if __name__ == "__main__":

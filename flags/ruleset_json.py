@@ -30,7 +30,7 @@ _pieces: dict[tuple[str, str], tuple[Any, bytes]] = {}
 _flags: dict[tuple[str, str], tuple[Any, bytes]] = {}
 
 
-_CHUNK = 20_000  # registry entries encoded per call
+_CHUNK = 5_000  # registry entries encoded per call (a few ms each)
 
 
 def _encode(value: Any) -> bytes:

@@ -81,6 +81,14 @@ CHANGES = {
     "archive": lambda flags, env: services.flag_archive(
         actor=SYSTEM, flag=flags["gamma"]
     ),
+    "create": lambda flags, env: services.flag_create(
+        actor=SYSTEM, key="delta", name="delta"
+    ),
+    "unarchive": lambda flags, env: services.flag_archive(
+        actor=SYSTEM,
+        flag=services.flag_archive(actor=SYSTEM, flag=flags["gamma"]),
+        archived=False,
+    ),
     "rule": lambda flags, env: services.flag_state_update(
         actor=SYSTEM,
         flag=flags["gamma"],
