@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 
 _MAX_BACKOFF = 5.0
 _WAKE = 0.5  # longest wait before the thread looks at its stop event
+_FREEZE_ABOVE = 50_000  # registry size from which a load freezes the heap
 _PERSIST_DELAY = 0.5  # seconds a last known good write waits for more changes
 
 
@@ -251,11 +252,13 @@ class RulesetStore:
         environment = Environment(pk=pk, key=environment_key)
         ruleset = engine.compile_ruleset(mappers.ruleset_data(environment))
         self._rulesets[environment_key] = ruleset
-        # A ruleset is hundreds of thousands of long-lived objects: leave
-        # them out of the cyclic collector's full passes, which otherwise
-        # walk all of them again and again (tens of ms each). Refcounting
-        # still frees them once the ruleset is replaced.
-        gc.freeze()
+        if len(ruleset.merchants) > _FREEZE_ABOVE:
+            # A large ruleset is hundreds of thousands of long-lived objects:
+            # leave them out of the cyclic collector's full passes, which
+            # otherwise walk all of them again and again (tens of ms each).
+            # Refcounting still frees them once the ruleset is replaced.
+            gc.collect()
+            gc.freeze()
         self._last_good.pop(environment_key, None)
         self.reloads += 1
         metrics.ruleset_loaded(environment_key)
