@@ -199,6 +199,11 @@ def _version_on_disk(path: Path, name: str, using: str) -> int | str | None:
     return current.version if current is not None else None
 
 
+def exists(name: str, *, using: str = "default") -> bool:
+    """Return True when a record ``name`` is on disk (not checked or read)."""
+    return _path(name, using).exists()
+
+
 def read(name: str, *, using: str = "default") -> LastGood | None:
     """Return record ``name``, or None when absent, torn or tampered with."""
     path = _path(name, using)

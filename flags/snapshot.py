@@ -262,7 +262,12 @@ class RulesetStore:
         self._last_good.pop(environment_key, None)
         self.reloads += 1
         metrics.ruleset_loaded(environment_key)
-        self._persist(ruleset)
+        # a process's first state of an environment goes to disk at once
+        # (nothing there yet to serve from in an outage); later ones may wait
+        self._persist(
+            ruleset,
+            now=not lastgood.exists(_record_name(environment_key), using=self.using),
+        )
         return ruleset
 
     def _apply_flag_changes(self, environment_key: str, *, since: int) -> None:
@@ -300,18 +305,18 @@ class RulesetStore:
         metrics.ruleset_loaded(environment_key)
         self._persist(ruleset)
 
-    def _persist(self, ruleset: engine.Ruleset) -> None:
+    def _persist(self, ruleset: engine.Ruleset, *, now: bool = False) -> None:
         """Write the ruleset as the environment's last known good state.
 
         With the background thread running, the write happens on a writer
         thread of its own, a moment later, and only for the newest version
         of each environment: a change never waits for a large ruleset to
-        reach the disk. Without it (tests, one-off commands) it is written
-        here.
+        reach the disk. Without it (tests, one-off commands), or with
+        ``now``, it is written here.
         """
         if ruleset.data is None:
             return
-        if self.async_persist or self._background_alive():
+        if not now and (self.async_persist or self._background_alive()):
             with self._persist_lock:
                 self._persist_pending[ruleset.environment] = ruleset
                 self._persist_wake.set()
