@@ -406,6 +406,13 @@ class OutcomeEvent(models.Model):
                 fields=["environment", "flag_key", "occurred_at"],
                 name="outcome_env_flag_time",
             ),
+            # merchants suggest-pilot: a month of events per merchant read in
+            # merchant order from the index alone (no sort, no table visit)
+            models.Index(
+                fields=["environment", "flag_key", "merchant_key", "occurred_at"],
+                include=["outcome", "duration_ms"],
+                name="outcome_env_flag_merchant",
+            ),
         ]
         constraints = [
             models.UniqueConstraint(

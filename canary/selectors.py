@@ -7,11 +7,16 @@ out. A read: no write, no audit.
 
 from __future__ import annotations
 
+import heapq
+from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
+from django.db import connections
 from django.db.models import Avg, Count, Max, Q
 from django.db.models.functions import TruncDate
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 
 from canary import clock
 from canary.models import Outcome, OutcomeEvent
@@ -21,6 +26,8 @@ from flags.selectors import environment_get
 
 # "A month" of workflows: also how far back outcome events are accepted.
 PILOT_MONTH_DAYS = 30
+# Near misses kept, nearest first (a million merchants would be a million).
+LEFT_OUT_KEPT = 100
 
 
 @dataclass(frozen=True)
@@ -113,7 +120,8 @@ class PilotSuggestion:
     basis: str  # "flag": events of this flag; "environment": all events there
     merchants_seen: int
     picks: tuple[PilotCandidate, ...]
-    left_out: tuple[PilotCandidate, ...]
+    left_out: tuple[PilotCandidate, ...]  # the nearest misses, at most a limit
+    left_out_total: int = 0  # every merchant left out
 
     def as_dict(self) -> dict:
         return {
@@ -124,6 +132,7 @@ class PilotSuggestion:
             "merchants_seen": self.merchants_seen,
             "picks": [pick.as_dict() for pick in self.picks],
             "left_out": [item.as_dict() for item in self.left_out],
+            "left_out_total": self.left_out_total,
         }
 
 
@@ -168,6 +177,7 @@ def pilot_candidates_suggest(
     environment_key: str,
     criteria: PilotCriteria | None = None,
     limit: int = 5,
+    left_out_limit: int = LEFT_OUT_KEPT,
     now: datetime | None = None,
 ) -> PilotSuggestion:
     """Suggest pilot merchants for ``flag_key`` from the last month of events.
@@ -177,8 +187,9 @@ def pilot_candidates_suggest(
     active days, then most workflows, then key); every other merchant with
     events is left out with its reasons, nearest misses first. Uses the
     flag's own events, or every event of the environment when the flag has
-    none yet. Raise NotFound for an unknown environment, InvalidInput for a
-    bad criterion or a limit below 1.
+    none yet. ``left_out`` holds the ``left_out_limit`` nearest misses and
+    ``left_out_total`` counts them all. Raise NotFound for an unknown
+    environment, InvalidInput for a bad criterion or a limit below 1.
     """
     criteria = (criteria or PilotCriteria()).clean()
     if limit < 1:
@@ -195,52 +206,250 @@ def pilot_candidates_suggest(
         recent = recent.filter(flag_key=flag_key)
     else:
         basis = "environment"
-    rows = list(
-        recent.order_by()
-        .values("merchant_key")
-        .annotate(
-            events=Count("id"),
-            failures=Count("id", filter=Q(outcome=Outcome.FAILURE)),
-            active_days=Count(TruncDate("occurred_at"), distinct=True),
-            last_seen=Max("occurred_at"),
-            avg_duration=Avg("duration_ms"),
+    since = now - timedelta(days=PILOT_MONTH_DAYS)
+    if connections[recent.db].vendor == "postgresql":
+        top, nearest, seen, left_total = _pilot_top_postgresql(
+            environment_id=environment.pk,
+            flag_key=flag_key if basis == "flag" else None,
+            since=since,
+            until=now,
+            criteria=criteria,
+            now=now,
+            limit=limit,
+            left_out_limit=left_out_limit,
         )
-    )
-    registry = dict(
-        Merchant.objects.filter(
-            key__in=[row["merchant_key"] for row in rows]
-        ).values_list("key", "is_active")
-    )
-    picks: list[PilotCandidate] = []
-    left_out: list[PilotCandidate] = []
-    for row in rows:
-        events, failures = row["events"], row["failures"]
-        success = (events - failures) / events
-        problems = _problems(row, criteria, registry, now)
-        candidate = PilotCandidate(
-            merchant=row["merchant_key"],
-            events=events,
-            failures=failures,
-            success_rate=success,
-            active_days=row["active_days"],
-            last_seen=row["last_seen"],
-            avg_duration_ms=row["avg_duration"],
-            reasons=tuple(problems)
-            or (
-                f"success {success:.1%} > {criteria.min_success:.0%}",
-                f"{events} workflows in {PILOT_MONTH_DAYS} days",
-                f"last seen {row['last_seen']:%Y-%m-%d}",
-            ),
+    else:
+        top, nearest, seen, left_total = _pilot_top(
+            _pilot_rows(recent), criteria, now, limit, left_out_limit
         )
-        (left_out if problems else picks).append(candidate)
-    picks.sort(key=lambda c: (-c.success_rate, -c.active_days, -c.events, c.merchant))
-    left_out.sort(key=lambda c: (len(c.reasons), -c.events, c.merchant))
     return PilotSuggestion(
         flag_key=flag_key,
         environment_key=environment.key,
         criteria=criteria,
         basis=basis,
-        merchants_seen=len(rows),
-        picks=tuple(picks[:limit]),
-        left_out=tuple(left_out),
+        merchants_seen=seen,
+        picks=tuple(_candidate(row, criteria, now) for row in top),
+        left_out=tuple(_candidate(row, criteria, now) for row in nearest),
+        left_out_total=left_total,
+    )
+
+
+def _pilot_rows(recent) -> Iterator[tuple]:
+    """Yield per merchant: key, events, failures, active days, last seen,
+    average duration, registry status (None: not in the registry).
+
+    One query: the month's events aggregated per merchant (on PostgreSQL
+    through the ``outcome_env_flag_merchant`` covering index, in merchant
+    order, no sort), joined with the registry.
+    """
+    aggregated = (
+        recent.order_by()
+        .values("merchant_key")
+        .annotate(
+            # counted over an indexed column: the index alone answers
+            events=Count("outcome"),
+            failures=Count("outcome", filter=Q(outcome=Outcome.FAILURE)),
+            active_days=Count(TruncDate("occurred_at"), distinct=True),
+            last_seen=Max("occurred_at"),
+            avg_duration=Avg("duration_ms"),
+        )
+        .values_list(
+            "merchant_key",
+            "events",
+            "failures",
+            "active_days",
+            "last_seen",
+            "avg_duration",
+        )
+    )
+    sql, params = aggregated.query.sql_with_params()
+    connection = connections[aggregated.db]
+    quote = connection.ops.quote_name
+    table = quote(Merchant._meta.db_table)
+    joined = (
+        f"SELECT a.*, m.{quote('is_active')} FROM ({sql}) a"
+        f" LEFT JOIN {table} m ON m.{quote('key')} = a.{quote('merchant_key')}"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(joined, params)
+        while chunk := cursor.fetchmany(10_000):
+            for key, events, failures, days, last, avg, active in chunk:
+                if not isinstance(last, datetime):
+                    last = _parse_time(last)
+                yield (
+                    key,
+                    events,
+                    failures,
+                    days,
+                    last,
+                    avg,
+                    None if active is None else bool(active),
+                )
+
+
+def _pilot_top(
+    rows: Iterator[tuple],
+    criteria: PilotCriteria,
+    now: datetime,
+    limit: int,
+    left_out_limit: int,
+) -> tuple[list[tuple], list[tuple], int, int]:
+    """Return the best picks, the nearest misses, merchants seen, misses."""
+    picks: list[tuple] = []
+    left_out: list[tuple] = []
+    seen = 0
+    for row in rows:
+        seen += 1
+        misses = _miss_count(row, criteria, now)
+        if misses:
+            # nearest misses first: fewest reasons, then most events
+            left_out.append((misses, -row[1], row[0], row))
+        else:
+            success = (row[1] - row[2]) / row[1]
+            picks.append((-success, -row[3], -row[1], row[0], row))
+    top = [item[-1] for item in heapq.nsmallest(limit, picks)]
+    nearest = [item[-1] for item in heapq.nsmallest(left_out_limit, left_out)]
+    return top, nearest, seen, len(left_out)
+
+
+_PILOT_SQL = """
+WITH scored AS MATERIALIZED (
+    SELECT a.*, m.is_active,
+           (m.is_active IS NOT TRUE)::int
+           + (a.last_seen < %(recent)s)::int
+           + ((a.events - a.failures)::float8 / a.events <= %(min_success)s)::int
+           + (a.events < %(min_monthly)s OR a.events > %(max_monthly)s)::int
+           AS misses
+    FROM (
+        SELECT e.merchant_key,
+               count(*) AS events,
+               count(*) FILTER (WHERE e.outcome = %(failure)s) AS failures,
+               bit_count(bit_or(
+                   1::bigint << ((e.occurred_at AT TIME ZONE %(zone)s)::date
+                                 - %(first_day)s::date)
+               )::bit(64)) AS days,
+               max(e.occurred_at) AS last_seen,
+               avg(e.duration_ms) AS avg_duration
+        FROM {events} e
+        WHERE e.environment_id = %(environment)s {flag_filter}
+          AND e.occurred_at >= %(since)s AND e.occurred_at <= %(until)s
+        GROUP BY e.merchant_key
+    ) a
+    LEFT JOIN {merchants} m ON m.key = a.merchant_key
+)
+(SELECT 0, merchant_key, events, failures, days, last_seen, avg_duration, is_active
+ FROM scored WHERE misses = 0
+ ORDER BY (events - failures)::float8 / events DESC, days DESC, events DESC,
+          merchant_key COLLATE "C"
+ LIMIT %(limit)s)
+UNION ALL
+(SELECT 1, merchant_key, events, failures, days, last_seen, avg_duration, is_active
+ FROM scored WHERE misses > 0
+ ORDER BY misses, events DESC, merchant_key COLLATE "C"
+ LIMIT %(left_out_limit)s)
+UNION ALL
+SELECT 2, NULL, count(*), count(*) FILTER (WHERE misses > 0), NULL, NULL, NULL, NULL
+FROM scored
+"""
+
+
+def _pilot_top_postgresql(
+    *,
+    environment_id: int,
+    flag_key: str | None,
+    since: datetime,
+    until: datetime,
+    criteria: PilotCriteria,
+    now: datetime,
+    limit: int,
+    left_out_limit: int,
+) -> tuple[list[tuple], list[tuple], int, int]:
+    """``_pilot_top`` in the database: only the rows shown come back.
+
+    The active days are a bit mask (one bit per calendar day of the month,
+    ``bit_or``) instead of ``COUNT(DISTINCT date)``, so there is no sort per
+    merchant; the events are read from the ``outcome_env_flag_merchant``
+    index alone; the rule is applied, ranked and cut in SQL with the same
+    order as ``_pilot_top`` (code-point order of keys, as in Python).
+    """
+    connection = connections[OutcomeEvent.objects.db]
+    quote = connection.ops.quote_name
+    zone = timezone.get_current_timezone()
+    sql = _PILOT_SQL.format(
+        events=quote(OutcomeEvent._meta.db_table),
+        merchants=quote(Merchant._meta.db_table),
+        flag_filter="AND e.flag_key = %(flag)s" if flag_key is not None else "",
+    )
+    params = {
+        "failure": Outcome.FAILURE.value,
+        "zone": str(zone),
+        "first_day": since.astimezone(zone).date(),
+        "environment": environment_id,
+        "flag": flag_key,
+        "since": since,
+        "until": until,
+        "recent": now - timedelta(days=criteria.active_days),
+        "min_success": criteria.min_success,
+        "min_monthly": criteria.min_monthly,
+        "max_monthly": criteria.max_monthly,
+        "limit": limit,
+        "left_out_limit": left_out_limit,
+    }
+    top: list[tuple] = []
+    nearest: list[tuple] = []
+    seen = left_total = 0
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        for part, key, events, failures, days, last, avg, active in cursor.fetchall():
+            if part == 2:
+                seen, left_total = events, failures
+                continue
+            row = (key, events, failures, days, last, avg, active)
+            (top if part == 0 else nearest).append(row)
+    return top, nearest, seen, left_total
+
+
+def _parse_time(value: str) -> datetime:
+    parsed = parse_datetime(str(value))
+    if parsed is None:
+        raise ValueError(f"not a time: {value!r}")
+    return parsed if timezone.is_aware(parsed) else parsed.replace(tzinfo=UTC)
+
+
+def _miss_count(row: tuple, criteria: PilotCriteria, now: datetime) -> int:
+    """Return how many of the rule's conditions the merchant misses."""
+    _key, events, failures, _days, last_seen, _avg, active = row
+    return (
+        (not active)
+        + (last_seen < now - timedelta(days=criteria.active_days))
+        + ((events - failures) / events <= criteria.min_success)
+        + (not criteria.min_monthly <= events <= criteria.max_monthly)
+    )
+
+
+def _candidate(row: tuple, criteria: PilotCriteria, now: datetime) -> PilotCandidate:
+    key, events, failures, days, last_seen, avg, active = row
+    record = {
+        "merchant_key": key,
+        "events": events,
+        "failures": failures,
+        "last_seen": last_seen,
+    }
+    registry = {} if active is None else {key: active}
+    success = (events - failures) / events
+    problems = _problems(record, criteria, registry, now)
+    return PilotCandidate(
+        merchant=key,
+        events=events,
+        failures=failures,
+        success_rate=success,
+        active_days=days,
+        last_seen=last_seen,
+        avg_duration_ms=avg,
+        reasons=tuple(problems)
+        or (
+            f"success {success:.1%} > {criteria.min_success:.0%}",
+            f"{events} workflows in {PILOT_MONTH_DAYS} days",
+            f"last seen {last_seen:%Y-%m-%d}",
+        ),
     )

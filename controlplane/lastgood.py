@@ -33,6 +33,7 @@ from controlplane.conf import setting
 log = logging.getLogger(__name__)
 
 FORMAT = 1
+FORMAT_ENCODED = 2  # a header line, then the payload's JSON bytes as written
 _SAFE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,100}")
 _cache_lock = threading.Lock()
 # path -> ((mtime_ns, size), record): parse a file once, not per request
@@ -91,8 +92,6 @@ def write(
     version stays: several processes share the directory, and one that
     loaded earlier must not put an older state back.
     """
-    path = _path(name, using)
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     payload_text = json.dumps(payload, separators=(",", ":"), sort_keys=True)
     record = {
         "format": FORMAT,
@@ -102,23 +101,68 @@ def write(
         "checksum": _checksum(version, payload_text),
         "payload": payload,
     }
+
+    def dump(handle) -> None:
+        handle.write(json.dumps(record, separators=(",", ":")).encode())
+
+    return _replace(name, dump, version=version, using=using, newer_only=newer_only)
+
+
+def write_encoded(
+    name: str,
+    payload: bytes,
+    *,
+    version: int | str,
+    using: str = "default",
+    newer_only: bool = False,
+) -> bool:
+    """Like ``write``, for a payload already encoded as JSON (UTF-8 bytes).
+
+    Nothing is encoded again: a 100 MB ruleset whose JSON the server already
+    holds goes to disk as it is, with a header line carrying the version and
+    an HMAC of those exact bytes (format 2). ``read`` returns it parsed.
+    """
+    header = {
+        "format": FORMAT_ENCODED,
+        "name": name,
+        "version": version,
+        "saved_at": dt.datetime.now(dt.UTC).isoformat(),
+        "checksum": _checksum_bytes(version, payload),
+    }
+
+    def dump(handle) -> None:
+        handle.write(json.dumps(header, separators=(",", ":")).encode() + b"\n")
+        handle.write(payload)
+
+    return _replace(name, dump, version=version, using=using, newer_only=newer_only)
+
+
+def _checksum_bytes(version: int | str, payload: bytes) -> str:
+    from django.utils.crypto import salted_hmac
+
+    mac = salted_hmac("controlplane.lastgood", f"{version}\n", algorithm="sha256")
+    mac.update(payload)  # hashlib lets other threads run on large buffers
+    return mac.hexdigest()
+
+
+def _replace(name: str, dump, *, version, using: str, newer_only: bool) -> bool:
+    path = _path(name, using)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     with open(path.parent / ".lock", "a") as lock:
         # one writer at a time: the version comparison and the rename must
         # not interleave with another process's
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if newer_only:
-            current = read(name, using=using)
-            if (
-                current is not None
-                and isinstance(current.version, int)
-                and isinstance(version, int)
-                and current.version > version
-            ):
-                return False
+        if newer_only and isinstance(version, int):
+            current = _version_on_disk(path, name, using)
+            if isinstance(current, int) and current > version:
+                # only a valid record may keep its place (rare: read it whole)
+                kept = read(name, using=using)
+                if kept is not None and kept.version == current:
+                    return False
         fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
         try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                json.dump(record, handle, separators=(",", ":"))
+            with os.fdopen(fd, "wb") as handle:
+                dump(handle)
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(temp, path)
@@ -134,6 +178,30 @@ def write(
         finally:
             os.close(directory)
     return True
+
+
+# The head of a record as ``write`` lays it out: the version comes before the
+# (possibly 100 MB) payload, so comparing versions needs no parse of it.
+_HEAD = re.compile(r'\{"format":\d+,"name":"(?:[^"\\]|\\.)*","version":(-?\d+)[,}]')
+
+
+def _version_on_disk(path: Path, name: str, using: str) -> int | str | None:
+    """Return the version of the record at ``path`` (None when absent)."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(4096).decode("utf-8", "replace")
+    except OSError:
+        return None
+    match = _HEAD.match(head)
+    if match is not None:
+        return int(match.group(1))
+    current = read(name, using=using)  # another layout: read it whole
+    return current.version if current is not None else None
+
+
+def exists(name: str, *, using: str = "default") -> bool:
+    """Return True when a record ``name`` is on disk (not checked or read)."""
+    return _path(name, using).exists()
 
 
 def read(name: str, *, using: str = "default") -> LastGood | None:
@@ -157,7 +225,19 @@ def read(name: str, *, using: str = "default") -> LastGood | None:
 
 def _parse(path: Path) -> LastGood | None:
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
+        content = path.read_bytes()
+        if content.startswith(b'{"format":%d,' % FORMAT_ENCODED):
+            head, _, payload = content.partition(b"\n")
+            raw = json.loads(head)
+            version = raw["version"]
+            if raw.get("checksum") != _checksum_bytes(version, payload):
+                raise ValueError("checksum mismatch")
+            return LastGood(
+                version=version,
+                saved_at=str(raw["saved_at"]),
+                payload=json.loads(payload),
+            )
+        raw = json.loads(content.decode("utf-8"))
         version, payload = raw["version"], raw["payload"]
         text = json.dumps(payload, separators=(",", ":"), sort_keys=True)
         if raw.get("format") != FORMAT or raw.get("checksum") != _checksum(

@@ -124,7 +124,10 @@ class CompiledFlag:
     value_type: str
     enabled: bool
     off_answer: Evaluation
-    overrides: Mapping[str, Evaluation]
+    # merchant key -> index into ``override_answers`` (the variation's index):
+    # the answers carry the ruleset version, the per-merchant map does not, so
+    # a new version restamps a handful of answers, never 100,000 entries.
+    overrides: Mapping[str, int]
     override_expiry: Mapping[str, float] | None  # merchant -> epoch seconds
     rules: tuple[CompiledRule, ...]
     fallthrough_answer: Evaluation | None
@@ -135,6 +138,8 @@ class CompiledFlag:
     # The common rollout shape, no rules and a two-arm split on the merchant
     # key, as (first arm's upper bound, first answer, second answer).
     merchant_split: tuple[int, Evaluation, Evaluation] | None = None
+    # One TARGETING_MATCH / override answer per variation, in their order.
+    override_answers: tuple[Evaluation, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +151,8 @@ class Ruleset:
     flags: Mapping[str, CompiledFlag]
     merchants: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     data: Mapping[str, Any] | None = None  # the plain data it was compiled from
+    # compiled segments, kept so that one flag can be recompiled alone
+    segments: Mapping[str, tuple] = field(default_factory=dict)
 
 
 def _attribute(context: Mapping[str, Any], ruleset: Ruleset, name: str) -> Any:
@@ -420,17 +427,16 @@ def compile_flag(
     off_answer = Evaluation(
         key, answers[off_key][0], off_key, Reason.DISABLED, Level.OFF, version
     )
-    overrides: dict[str, Evaluation] = {}
+    overrides: dict[str, int] = {}
     expiry: dict[str, float] = {}
-    prebuilt = {
-        vkey: Evaluation(
-            key, value, vkey, Reason.TARGETING_MATCH, Level.OVERRIDE, version
-        )
+    override_answers = tuple(
+        Evaluation(key, value, vkey, Reason.TARGETING_MATCH, Level.OVERRIDE, version)
         for vkey, value in variations
-    }
+    )
+    index_of = {vkey: index for index, (vkey, _) in enumerate(variations)}
     for override in data.get("overrides", ()):
         merchant = override["merchant"]
-        overrides[merchant] = prebuilt[override["variation"]]
+        overrides[merchant] = index_of[override["variation"]]
         if override.get("expires_at") is not None:
             expiry[merchant] = float(override["expires_at"])
     rules = []
@@ -473,6 +479,7 @@ def compile_flag(
         bucket_by=bucket_by,
         variations=variations,
         merchant_split=merchant_split,
+        override_answers=override_answers,
     )
 
 
@@ -493,16 +500,26 @@ def compile_ruleset(data: Mapping[str, Any]) -> Ruleset:
         flag["key"]: compile_flag(flag, version, segments)
         for flag in data.get("flags", ())
     }
-    merchants = {
-        key: dict(attrs or {}) for key, attrs in (data.get("merchants") or {}).items()
-    }
     return Ruleset(
         environment=str(data.get("environment", "")),
         version=version,
         flags=flags,
-        merchants=merchants,
+        merchants=_merchants(data.get("merchants") or {}),
         data=data,
+        segments=segments,
     )
+
+
+def _merchants(registry: Mapping[str, Any]) -> Mapping[str, Mapping[str, Any]]:
+    """Return the registry's attributes by merchant key, sharing ``registry``.
+
+    A million merchants are a million dicts: when every value already is a
+    dict (the data from flags.mappers, where equal attribute sets are one
+    shared dict), the mapping is used as it is instead of copied.
+    """
+    if type(registry) is dict and all(type(v) is dict for v in registry.values()):
+        return registry
+    return {key: dict(attrs or {}) for key, attrs in registry.items()}
 
 
 EMPTY_RULESET = Ruleset(environment="", version=0, flags={})
@@ -602,11 +619,11 @@ def evaluate(
         if not flag.enabled:
             return flag.off_answer
         if merchant is not None:
-            answer = flag.overrides.get(merchant)
-            if answer is not None:
+            index = flag.overrides.get(merchant)
+            if index is not None:
                 expiry = flag.override_expiry
                 if expiry is None or time.time() < expiry.get(merchant, math.inf):
-                    return answer
+                    return flag.override_answers[index]
             fast = flag.merchant_split
             if fast is not None and type(merchant) is str:
                 # One hash and one comparison for the usual percentage rollout.

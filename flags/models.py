@@ -26,6 +26,10 @@ class Environment(models.Model):
     sort_order = models.PositiveIntegerField(default=0)
     # Bumped in the transaction of every change that affects evaluation.
     ruleset_version = models.BigIntegerField(default=1)
+    # The ruleset version of the last change that was not confined to some
+    # flags (merchant registry, segments): serving processes behind it reload
+    # the whole environment; otherwise only the flags changed since.
+    full_reload_version = models.BigIntegerField(default=1)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -116,6 +120,10 @@ class FlagState(models.Model):
     kill_reason = models.CharField(max_length=500, blank=True)
     # Optimistic locking: an edit based on an old version is refused.
     version = models.PositiveIntegerField(default=1)
+    # The environment's ruleset version of the last change to what this flag
+    # serves there (state, overrides, the flag itself): a serving process at
+    # version V recompiles only the flags changed after V.
+    changed_in_version = models.BigIntegerField(default=0)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -123,6 +131,12 @@ class FlagState(models.Model):
         constraints = [
             models.UniqueConstraint(
                 fields=["flag", "environment"], name="flagstate_one_per_env"
+            ),
+        ]
+        indexes = [
+            models.Index(
+                fields=["environment", "changed_in_version"],
+                name="flagstate_env_changed",
             ),
         ]
 

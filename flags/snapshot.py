@@ -29,6 +29,7 @@ of refusing; the database's own ruleset replaces it once it answers again.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import threading
@@ -43,6 +44,8 @@ log = logging.getLogger(__name__)
 
 _MAX_BACKOFF = 5.0
 _WAKE = 0.5  # longest wait before the thread looks at its stop event
+_FREEZE_ABOVE = 50_000  # registry size from which a load freezes the heap
+_PERSIST_DELAY = 0.5  # seconds a last known good write waits for more changes
 
 
 class RulesetUnavailable(DatabaseUnavailable):
@@ -56,8 +59,11 @@ def _record_name(environment_key: str) -> str:
 class RulesetStore:
     """Compiled rulesets of every environment this process has served."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, async_persist: bool = False) -> None:
         self.using = "default"
+        # write last known good states on the writer thread even without the
+        # background thread (which always does)
+        self.async_persist = async_persist
         self._rulesets: dict[str, engine.Ruleset] = {}
         self._known: dict[
             str, tuple[int, int]
@@ -74,6 +80,12 @@ class RulesetStore:
         self.reloads = 0
         # rulesets read back from disk, served only while the database fails
         self._last_good: dict[str, engine.Ruleset] = {}
+        self.applied = 0  # changes applied to a ruleset without a reload
+        # last known good writes waiting for the writer thread
+        self._persist_lock = threading.Lock()
+        self._persist_pending: dict[str, engine.Ruleset] = {}
+        self._persist_wake = threading.Event()
+        self._persist_thread: threading.Thread | None = None
 
     # -- request path ------------------------------------------------------
 
@@ -189,18 +201,27 @@ class RulesetStore:
 
         self._last_check = time.monotonic()
         rows = Environment.objects.using(self.using).values_list(
-            "key", "pk", "ruleset_version"
+            "key", "pk", "ruleset_version", "full_reload_version"
         )
-        known = {key: (pk, version) for key, pk, version in rows}
+        known, full = {}, {}
+        for key, pk, version, full_version in rows:
+            known[key] = (pk, version)
+            full[key] = full_version
         reloaded = []
         with self._lock:
             self._known = known
             for key in list(self._rulesets):
                 if key not in known:
                     self._rulesets.pop(key, None)
-                elif self._rulesets[key].version != known[key][1]:
+                    continue
+                current = self._rulesets[key].version
+                if current == known[key][1]:
+                    continue
+                if full[key] <= current < known[key][1]:
+                    self._apply_flag_changes(key, since=current)
+                else:  # registry or segments changed, or the version went back
                     self._reload(key)
-                    reloaded.append(key)
+                reloaded.append(key)
         self._last_ok = time.monotonic()
         self._failures = 0
         db.serving_read_succeeded()
@@ -231,20 +252,111 @@ class RulesetStore:
         environment = Environment(pk=pk, key=environment_key)
         ruleset = engine.compile_ruleset(mappers.ruleset_data(environment))
         self._rulesets[environment_key] = ruleset
+        if len(ruleset.merchants) > _FREEZE_ABOVE:
+            # A large ruleset is hundreds of thousands of long-lived objects:
+            # leave them out of the cyclic collector's full passes, which
+            # otherwise walk all of them again and again (tens of ms each).
+            # Refcounting still frees them once the ruleset is replaced.
+            gc.collect()
+            gc.freeze()
         self._last_good.pop(environment_key, None)
         self.reloads += 1
         metrics.ruleset_loaded(environment_key)
-        self._persist(ruleset)
+        # a process's first state of an environment goes to disk at once
+        # (nothing there yet to serve from in an outage); later ones may wait
+        self._persist(
+            ruleset,
+            now=not lastgood.exists(_record_name(environment_key), using=self.using),
+        )
         return ruleset
 
-    def _persist(self, ruleset: engine.Ruleset) -> None:
-        """Write the ruleset as the environment's last known good state."""
+    def _apply_flag_changes(self, environment_key: str, *, since: int) -> None:
+        """Recompile only the flags changed after version ``since``.
+
+        Each change confined to flags stamps the flag states it touched with
+        the new version (flags.services._common.bump_rulesets); the rest of
+        the ruleset is kept, restamped with the new version.
+        """
+        from django.utils import timezone
+
+        from flags import engine_delta, mappers, metrics
+        from flags.models import Environment, FlagState
+
+        pk, version = self._known[environment_key]
+        changed_ids = dict(
+            FlagState.objects.using(self.using)
+            .filter(environment_id=pk, changed_in_version__gt=since)
+            .values_list("flag_id", "flag__key")
+        )
+        now = timezone.now()
+        entries = mappers.flags_data(
+            Environment(pk=pk, key=environment_key), now=now, flag_ids=changed_ids
+        )
+        changed: dict[str, dict | None] = dict.fromkeys(changed_ids.values())
+        changed.update((entry["key"], entry) for entry in entries)
+        ruleset = engine_delta.update_ruleset(
+            self._rulesets[environment_key],
+            version=version,
+            changed=changed,
+            generated_at=now.isoformat(),
+        )
+        self._rulesets[environment_key] = ruleset
+        self.applied += 1
+        metrics.ruleset_loaded(environment_key)
+        self._persist(ruleset)
+
+    def _persist(self, ruleset: engine.Ruleset, *, now: bool = False) -> None:
+        """Write the ruleset as the environment's last known good state.
+
+        With the background thread running, the write happens on a writer
+        thread of its own, a moment later, and only for the newest version
+        of each environment: a change never waits for a large ruleset to
+        reach the disk. Without it (tests, one-off commands), or with
+        ``now``, it is written here.
+        """
         if ruleset.data is None:
             return
+        if not now and (self.async_persist or self._background_alive()):
+            with self._persist_lock:
+                self._persist_pending[ruleset.environment] = ruleset
+                self._persist_wake.set()
+                writer = self._persist_thread
+                if writer is None or not writer.is_alive():
+                    self._persist_thread = threading.Thread(
+                        target=self._persist_run, name="ruleset-lastgood", daemon=True
+                    )
+                    self._persist_thread.start()
+            return
+        self._write_last_good(ruleset)
+
+    def _persist_run(self) -> None:
+        while not self._stop.is_set() or self._persist_wake.is_set():
+            if not self._persist_wake.wait(_WAKE):
+                continue
+            # let a burst of changes settle: only the last one is written
+            self._stop.wait(_PERSIST_DELAY)
+            with self._persist_lock:
+                self._persist_wake.clear()
+                pending, self._persist_pending = self._persist_pending, {}
+            for ruleset in pending.values():
+                self._write_last_good(ruleset)
+        self.flush_last_good()
+
+    def flush_last_good(self) -> None:
+        """Write the rulesets still waiting for the writer thread (at stop)."""
+        with self._persist_lock:
+            pending, self._persist_pending = self._persist_pending, {}
+        for ruleset in pending.values():
+            self._write_last_good(ruleset)
+
+    def _write_last_good(self, ruleset: engine.Ruleset) -> None:
+        from flags import ruleset_json
+
         try:
-            lastgood.write(
+            # the JSON the ruleset endpoint serves, encoded once per version
+            lastgood.write_encoded(
                 _record_name(ruleset.environment),
-                ruleset.data,
+                ruleset_json.serialized(ruleset),
                 version=ruleset.version,
                 using=self.using,
                 newer_only=True,
@@ -289,6 +401,11 @@ class RulesetStore:
         if thread is not None:
             thread.join(timeout=timeout)
         self._thread = None
+        writer = self._persist_thread
+        if writer is not None:
+            writer.join(timeout=timeout)
+        self._persist_thread = None
+        self.flush_last_good()
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -392,3 +509,15 @@ def store() -> RulesetStore:
 def get_ruleset(environment_key: str) -> tuple[engine.Ruleset, bool]:
     """Return ``(ruleset, is_stale)`` of an environment from memory."""
     return _store.get_ruleset(environment_key)
+
+
+def serialized(ruleset: engine.Ruleset) -> bytes:
+    """Return the JSON bytes of ``ruleset.data``, cached per version.
+
+    The same bytes as ``json.dumps(ruleset.data, separators=(",", ":"),
+    ensure_ascii=False).encode()``; a new version re-encodes only the flags
+    that changed (flags.ruleset_json).
+    """
+    from flags import ruleset_json
+
+    return ruleset_json.serialized(ruleset)

@@ -12,6 +12,7 @@ PURE_MODULES = [
     path
     for path in (
         "flags/engine.py",
+        "flags/engine_delta.py",
         "flags/validation.py",
         "canary/health.py",
         "canary/sequential.py",

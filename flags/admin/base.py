@@ -23,6 +23,7 @@ from django.utils.html import format_html
 from controlplane.audit.actors import Actor, actor_for_user
 from controlplane.audit.admin import audit_history_url
 from controlplane.exceptions import DomainError
+from controlplane.paginator import EstimatedCountPaginator
 from flags import services
 from flags.forms import EnvironmentChoiceForm, KillForm, PercentageForm, RestoreForm
 from flags.models import Flag, FlagState, MerchantOverride
@@ -117,6 +118,10 @@ class ServiceModelAdmin(admin.ModelAdmin):
 
     can_delete = False
     save_as = False
+    # a million merchants: no second COUNT(*) of the whole table per page,
+    # and the unfiltered count estimated on PostgreSQL
+    show_full_result_count = False
+    paginator = EstimatedCountPaginator
 
     def service_create(self, actor: Actor, data: dict[str, Any]) -> Model:
         raise NotImplementedError

@@ -7,7 +7,7 @@ from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import F, Model
+from django.db.models import F, Model, OuterRef, Subquery
 
 from controlplane.exceptions import InvalidInput
 from flags.engine import RulesetError
@@ -35,17 +35,39 @@ def full_clean(obj: Model, exclude: Iterable[str] | None = None) -> None:
         raise invalid_from(exc) from None
 
 
-def bump_rulesets(environment_ids: Iterable[int]) -> None:
+def bump_rulesets(
+    environment_ids: Iterable[int], *, flag_ids: Iterable[int] | None = None
+) -> None:
     """Move the ruleset version of these environments, in the caller's transaction.
 
     Serving processes compare versions to know their compiled ruleset is old.
+    With ``flag_ids``, only those flags changed: their states remember the
+    new version, and a serving process recompiles just them. Without, the
+    change touches the whole environment (registry, segments), and serving
+    processes reload it all.
     """
     ids = sorted(set(environment_ids))
     if not ids:
         return
-    Environment.objects.filter(pk__in=ids).update(
-        ruleset_version=F("ruleset_version") + 1
-    )
+    if flag_ids is None:
+        Environment.objects.filter(pk__in=ids).update(
+            ruleset_version=F("ruleset_version") + 1,
+            full_reload_version=F("ruleset_version") + 1,
+        )
+    else:
+        Environment.objects.filter(pk__in=ids).update(
+            ruleset_version=F("ruleset_version") + 1
+        )
+        # the subquery reads this transaction's own, still locked, update
+        FlagState.objects.filter(
+            environment_id__in=ids, flag_id__in=sorted(set(flag_ids))
+        ).update(
+            changed_in_version=Subquery(
+                Environment.objects.filter(pk=OuterRef("environment_id")).values(
+                    "ruleset_version"
+                )[:1]
+            )
+        )
     from flags import propagation
 
     propagation.announce(environment_ids=ids)

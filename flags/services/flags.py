@@ -148,7 +148,7 @@ def flag_create(
             target=flag,
             after=_flag_snapshot(flag) | {"off_variation": off},
         )
-        bump_rulesets(env.pk for env in environments)
+        bump_rulesets((env.pk for env in environments), flag_ids=[flag.pk])
     return flag
 
 
@@ -203,7 +203,10 @@ def flag_update(
             actor=actor, action="flag.updated", target=flag, before=before, after=after
         )
         if affects_evaluation:
-            bump_rulesets(flag.states.values_list("environment_id", flat=True))
+            bump_rulesets(
+                flag.states.values_list("environment_id", flat=True),
+                flag_ids=[flag.pk],
+            )
     return flag
 
 
@@ -239,7 +242,9 @@ def flag_archive(*, actor: Any, flag: Flag, archived: bool = True) -> Flag:
             before={"archived": not archived},
             after={"archived": archived},
         )
-        bump_rulesets(flag.states.values_list("environment_id", flat=True))
+        bump_rulesets(
+            flag.states.values_list("environment_id", flat=True), flag_ids=[flag.pk]
+        )
     return flag
 
 

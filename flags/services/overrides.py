@@ -88,7 +88,7 @@ def override_set(
             after=after,
             details={"merchant": merchant.key, "flag": flag.key},
         )
-        bump_rulesets([environment.pk])
+        bump_rulesets([environment.pk], flag_ids=[flag.pk])
     return override
 
 
@@ -133,9 +133,9 @@ def _delete(
             "reason": reason,
         },
     )
-    environment_id = override.environment_id
+    environment_id, flag_id = override.environment_id, override.flag_id
     override.delete()
-    bump_rulesets([environment_id])
+    bump_rulesets([environment_id], flag_ids=[flag_id])
 
 
 def overrides_purge_expired(

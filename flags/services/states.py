@@ -110,7 +110,7 @@ def _change_state(
             after=after,
             details=details or {},
         )
-        bump_rulesets([state.environment_id])
+        bump_rulesets([state.environment_id], flag_ids=[state.flag_id])
     return state
 
 

@@ -190,8 +190,8 @@ class Command(BaseCommand):
                     "; ".join(item.reasons),
                 )
             console.print(table)
-            if len(suggestion.left_out) > LEFT_OUT_SHOWN:
+            if suggestion.left_out_total > LEFT_OUT_SHOWN:
                 console.print(
-                    f"... and {len(suggestion.left_out) - LEFT_OUT_SHOWN} more left out"
-                    " (--format json lists them all)."
+                    f"... and {suggestion.left_out_total - LEFT_OUT_SHOWN} more left"
+                    f" out (--format json lists the nearest {len(suggestion.left_out)})."
                 )
