@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flags import engine
+from flags import engine, ruleset_json
 from flags.hotpath.codec import dumps
 
 # Most cached fragments per ruleset (a registry of many per-merchant
@@ -166,9 +166,10 @@ def ofrep_fragment(
 
 
 def ruleset_payload(cache: RulesetBodies) -> bytes:
-    """Return the ruleset's plain data as JSON (encoded once per version)."""
+    """Return the ruleset's plain data as JSON (encoded once per version; a
+    new version re-encodes only the flags that changed, flags.ruleset_json)."""
     payload = cache.payload
     if payload is None:
-        payload = dumps(cache.ruleset.data)
+        payload = ruleset_json.serialized(cache.ruleset)
         cache.payload = payload
     return payload
