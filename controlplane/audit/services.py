@@ -22,6 +22,7 @@ from django.utils import timezone
 from controlplane.audit.actors import Actor, as_actor
 from controlplane.audit.context import current_request_id
 from controlplane.audit.models import AuditEvent
+from controlplane.audit.signals import audit_recorded
 
 if TYPE_CHECKING:
     from controlplane.audit.checkpoints import Checkpoint
@@ -203,6 +204,7 @@ def record_audit_event(
     event.canonical = canonical_text(event)
     event.hash = _chain_hash(event.prev_hash, event.canonical)
     event.save(force_insert=True)
+    audit_recorded.send(sender=AuditEvent, event=event)
     return event
 
 
