@@ -129,13 +129,13 @@ class DestinationAdmin(admin.ModelAdmin):
         "environment",
         "channel",
         "shown_url",
-        "secret",
+        "secret_status",
         "kinds_list",
         "is_enabled",
     )
     list_filter = ("environment", "channel", "is_enabled")
     search_fields = ("name",)
-    readonly_fields = ("shown_url", "secret", "created_at", "updated_at")
+    readonly_fields = ("shown_url", "secret_status", "created_at", "updated_at")
     actions = ["send_test", "rotate_secret", "disable"]
 
     def get_fields(self, request: HttpRequest, obj: Any = None) -> tuple:
@@ -150,7 +150,7 @@ class DestinationAdmin(admin.ModelAdmin):
         return obj.url_display
 
     @admin.display(description="secret")
-    def secret(self, obj: Destination) -> str:
+    def secret_status(self, obj: Destination) -> str:
         if obj.channel != Channel.WEBHOOK:
             return "in the URL (write-only)"
         return f"set ({obj.secret_prefix})" if obj.secret else "not set"

@@ -122,6 +122,8 @@ def _rollout_line(kind: str, event: AuditEvent, facts: dict, phase: Any) -> str:
         line = f"{head} {verb}{at}"
     else:
         line = lines[kind]
+    if kind == Kind.ROLLOUT_STARTED:
+        return line  # its reason only says "started"
     return f"{line}: {reason}" if reason else line
 
 

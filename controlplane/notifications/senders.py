@@ -89,7 +89,7 @@ def send_apprise(*, url: str, title: str, body: str) -> Answer:
     notifier = apprise.Apprise()
     if not notifier.add(url):
         return Answer(False, 0.0, error="apprise does not understand this URL")
-    with apprise.LogCapture(level=logging.WARNING) as log:
+    with apprise.LogCapture(level=logging.WARNING, fmt="%(message)s") as log:
         try:
             is_ok = bool(notifier.notify(title=title, body=body))
         except Exception as exc:  # noqa: BLE001 - a plugin's bug is an answer
