@@ -14,6 +14,10 @@ DEFAULTS: dict[str, Any] = {
     "NOTIFY_RETRY_BACKOFF_MAX_SECONDS": 600.0,
     # Connect/read timeout of one webhook request (seconds).
     "NOTIFY_TIMEOUT_SECONDS": 5.0,
+    # Without a broker (eager Celery, the zero-setup server) send from a
+    # thread of the process rather than inline after commit; the tests send
+    # inline (False) to assert on what was sent.
+    "NOTIFY_EAGER_IN_THREAD": True,
     # Base URL of this control plane ("https://cp.example.com"); when set,
     # messages carry a link to the admin page of what changed.
     "SITE_URL": "",

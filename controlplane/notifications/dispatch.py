@@ -10,11 +10,14 @@ destination holds up neither the change nor the other destinations.
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from typing import Any
 
-from django.db import transaction
+from django.db import connections, transaction
 
 from controlplane.audit.models import AuditEvent
+from controlplane.notifications.conf import notify_setting
 from controlplane.notifications.messages import ACTIONS, Notice, notice_for
 from controlplane.notifications.models import Delivery, Destination
 
@@ -48,7 +51,32 @@ def deliveries_create(
 def _queue(delivery_id: int) -> None:
     from controlplane.notifications.tasks import notification_deliver_task
 
+    if notification_deliver_task.app.conf.task_always_eager and notify_setting(
+        "NOTIFY_EAGER_IN_THREAD"
+    ):
+        # No broker (the zero-setup server): an eager task would run in the
+        # request or the controller loop, which a slow destination would
+        # hold up for its timeouts; a thread sends and waits the backoff.
+        threading.Thread(
+            target=_deliver_in_thread,
+            args=(delivery_id,),
+            name=f"notification-{delivery_id}",
+            daemon=True,
+        ).start()
+        return
     notification_deliver_task.delay(delivery_id)
+
+
+def _deliver_in_thread(delivery_id: int) -> None:
+    from controlplane.notifications.delivery import delivery_attempt
+
+    try:
+        while (retry_in := delivery_attempt(delivery_id=delivery_id)) is not None:
+            time.sleep(retry_in)
+    except Exception:
+        logger.exception("notifications: delivery %s stopped", delivery_id)
+    finally:
+        connections.close_all()
 
 
 def on_audit_recorded(sender: Any, event: AuditEvent, **kwargs: Any) -> None:

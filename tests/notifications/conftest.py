@@ -109,6 +109,7 @@ def fast_retries(settings) -> None:
         "NOTIFY_MAX_ATTEMPTS": 3,
         "NOTIFY_RETRY_BACKOFF_SECONDS": 0.0,
         "NOTIFY_TIMEOUT_SECONDS": 0.5,
+        "NOTIFY_EAGER_IN_THREAD": False,
         "SITE_URL": "https://cp.example.com",
     }
 

@@ -227,3 +227,29 @@ def test_deliver__redelivered_task__no_second_send(
     delivery.refresh_from_db()
     assert delivery.attempts == 1
     assert len(receiver.received) == 1
+
+
+def _wait_for(predicate, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.mark.django_db(transaction=True)
+def test_kill__no_broker_thread_mode__change_returns_before_slow_destination(
+    receiver_factory, webhook_factory, flag, production, settings
+):
+    # Given: the zero-setup default, a destination slower than one request
+    settings.CONTROLPLANE = {**settings.CONTROLPLANE, "NOTIFY_EAGER_IN_THREAD": True}
+    settings.CONTROLPLANE["NOTIFY_TIMEOUT_SECONDS"] = 5.0
+    receiver = receiver_factory(delay=1.0)
+    webhook_factory(receiver.url)
+    # When
+    _kill(flag, production)
+    # Then: the kill committed and returned while the receiver still waits
+    assert Delivery.objects.get().status == DeliveryStatus.PENDING
+    assert _wait_for(lambda: Delivery.objects.get().status == DeliveryStatus.DELIVERED)
+    assert len(receiver.received) == 1
