@@ -253,3 +253,33 @@ def test_kill__no_broker_thread_mode__change_returns_before_slow_destination(
     assert Delivery.objects.get().status == DeliveryStatus.PENDING
     assert _wait_for(lambda: Delivery.objects.get().status == DeliveryStatus.DELIVERED)
     assert len(receiver.received) == 1
+
+
+def _docs_receiver() -> dict:
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / "docs/notifications.md").read_text()
+    section = text.split("### Verifying it", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    namespace: dict = {}
+    exec(compile(code, "docs/notifications.md", "exec"), namespace)  # noqa: S102
+    return namespace
+
+
+def test_docs_receiver_snippet__real_delivery__accepted_tampered_or_old_refused(
+    receiver, webhook_factory, flag, production, django_capture_on_commit_callbacks
+):
+    # Given: the verification code of docs/notifications.md, as printed
+    is_authentic = _docs_receiver()["is_authentic"]
+    _, secret = webhook_factory(receiver.url)
+    with django_capture_on_commit_callbacks(execute=True):
+        _kill(flag, production)
+    (request,) = receiver.received
+    raw = request.body.encode()
+    # When / Then
+    assert is_authentic(secret, request.headers, raw)
+    assert not is_authentic("whsec_other", request.headers, raw)
+    assert not is_authentic(secret, request.headers, raw.replace(b"broken", b"fixed"))
+    old = dict(request.headers)
+    old[TIMESTAMP_HEADER] = str(int(old[TIMESTAMP_HEADER]) - 301)
+    assert not is_authentic(secret, old, raw)
