@@ -14,6 +14,9 @@ DEFAULTS: dict[str, Any] = {
     "NOTIFY_RETRY_BACKOFF_MAX_SECONDS": 600.0,
     # Connect/read timeout of one webhook request (seconds).
     "NOTIFY_TIMEOUT_SECONDS": 5.0,
+    # The beat task re-queues a delivery still pending this long after it was
+    # created, or retrying this long past its next attempt (a lost task).
+    "NOTIFY_STALE_SECONDS": 300.0,
     # Without a broker (eager Celery, the zero-setup server) send from a
     # thread of the process rather than inline after commit; the tests send
     # inline (False) to assert on what was sent.

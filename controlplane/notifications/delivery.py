@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from controlplane.notifications.conf import notify_setting
@@ -99,3 +100,21 @@ def delivery_attempt(*, delivery_id: int) -> float | None:
             delivery.next_attempt_at = timezone.now() + dt.timedelta(seconds=retry_in)
         delivery.save(update_fields=fields)
     return retry_in
+
+
+def deliveries_stale() -> list[int]:
+    """Return the ids of unfinished deliveries whose task seems lost.
+
+    A pending delivery older than ``NOTIFY_STALE_SECONDS``, or a retrying
+    one that many seconds past its next attempt: its process stopped, or
+    its task never reached a worker. Sending one again is safe: the
+    receiver may see it twice at worst (``X-Controlplane-Delivery``).
+    """
+    cutoff = timezone.now() - dt.timedelta(
+        seconds=float(notify_setting("NOTIFY_STALE_SECONDS"))
+    )
+    stale = Delivery.objects.filter(
+        Q(status=DeliveryStatus.PENDING, created_at__lt=cutoff)
+        | Q(status=DeliveryStatus.RETRYING, next_attempt_at__lt=cutoff)
+    )
+    return list(stale.order_by("pk").values_list("pk", flat=True)[:500])

@@ -7,6 +7,8 @@ admin shows a prefix or the scheme only.
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 from django.db import models
 
 
@@ -70,7 +72,14 @@ class Destination(models.Model):
         if self.channel == Channel.APPRISE:
             scheme = self.url.split("://", 1)[0]
             return f"{scheme}://…"
-        return self.url.split("?", 1)[0]
+        # No query and no user:password: either may hold a token.
+        try:
+            parts = urlsplit(self.url)
+            host = parts.hostname or ""
+            port = f":{parts.port}" if parts.port else ""
+        except ValueError:
+            return "(invalid URL)"
+        return f"{parts.scheme}://{host}{port}{parts.path}"
 
 
 class DeliveryStatus(models.TextChoices):

@@ -20,3 +20,14 @@ def notification_deliver_task(self, delivery_id: int) -> None:
     while (retry_in := delivery_attempt(delivery_id=delivery_id)) is not None:
         if not self.request.is_eager:
             raise self.retry(countdown=retry_in)
+
+
+@shared_task(ignore_result=True, expires=60)
+def notifications_resume_stale_task() -> int:
+    """Queue again the deliveries whose task seems lost (beat, every minute)."""
+    from controlplane.notifications.delivery import deliveries_stale
+
+    stale = deliveries_stale()
+    for delivery_id in stale:
+        notification_deliver_task.delay(delivery_id)
+    return len(stale)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
@@ -253,6 +254,9 @@ def test_kill__no_broker_thread_mode__change_returns_before_slow_destination(
     assert Delivery.objects.get().status == DeliveryStatus.PENDING
     assert _wait_for(lambda: Delivery.objects.get().status == DeliveryStatus.DELIVERED)
     assert len(receiver.received) == 1
+    for thread in threading.enumerate():  # its connection closed before teardown
+        if thread.name.startswith("notification-"):
+            thread.join(timeout=10)
 
 
 def _docs_receiver() -> dict:
@@ -283,3 +287,26 @@ def test_docs_receiver_snippet__real_delivery__accepted_tampered_or_old_refused(
     old = dict(request.headers)
     old[TIMESTAMP_HEADER] = str(int(old[TIMESTAMP_HEADER]) - 301)
     assert not is_authentic(secret, old, raw)
+
+
+def test_resume_stale__lost_pending_delivery__sent_by_beat_task(
+    receiver, webhook_factory, flag, production
+):
+    # Given: a delivery whose task never ran (no on_commit executed here)
+    import datetime as dt
+
+    from django.utils import timezone
+
+    from controlplane.notifications.tasks import notifications_resume_stale_task
+
+    webhook_factory(receiver.url)
+    _kill(flag, production)
+    fresh = notifications_resume_stale_task.delay().get()
+    # the test arranges the age of the row; no service ages a delivery
+    Delivery.objects.update(created_at=timezone.now() - dt.timedelta(minutes=10))
+    # When
+    resumed = notifications_resume_stale_task.delay().get()
+    # Then
+    assert (fresh, resumed) == (0, 1)
+    assert Delivery.objects.get().status == DeliveryStatus.DELIVERED
+    assert len(receiver.received) == 1
