@@ -29,6 +29,7 @@ _TRANSITION_KINDS = {
 _ACTION_KINDS = {
     "rollout.phase_advanced": Kind.ROLLOUT_ADVANCED,
     "rollout.rollback_escalated": Kind.ROLLOUT_ESCALATED,
+    "rollout.rollback_failed": Kind.ROLLOUT_ROLLBACK_FAILED,
     "flag_state.killed": Kind.FLAG_KILLED,
     "flag_state.restored": Kind.FLAG_RESTORED,
 }
@@ -113,6 +114,7 @@ def _rollout_line(kind: str, event: AuditEvent, facts: dict, phase: Any) -> str:
         Kind.ROLLOUT_PAUSED: f"{head} paused{at}",
         Kind.ROLLOUT_COMPLETED: f"{head} completed",
         Kind.ROLLOUT_ABORTED: f"{head} aborted{at}",
+        Kind.ROLLOUT_ROLLBACK_FAILED: f"{head} rollback FAILED",
         Kind.ROLLOUT_ESCALATED: (
             f"{head} rollback escalated to level {details.get('level')}"
         ),

@@ -24,6 +24,7 @@ class Kind(models.TextChoices):
     ROLLOUT_PAUSED = "rollout_paused", "Rollout paused"
     ROLLOUT_ROLLED_BACK = "rollout_rolled_back", "Rolling back / rolled back"
     ROLLOUT_ESCALATED = "rollout_escalated", "Rollback escalated"
+    ROLLOUT_ROLLBACK_FAILED = "rollout_rollback_failed", "Rollback failed"
     ROLLOUT_COMPLETED = "rollout_completed", "Rollout completed"
     ROLLOUT_ABORTED = "rollout_aborted", "Rollout aborted"
     FLAG_KILLED = "flag_killed", "Flag killed"

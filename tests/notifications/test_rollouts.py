@@ -116,3 +116,24 @@ def test_resume_and_other_actions__no_notice(rollout_factory):
     assert resumed.details["to"] == "running"
     assert notice_for(resumed) is None
     assert notice_for(created) is None
+
+
+def test_rollback_failed_event__notice__says_failed_with_the_reason(rollout_factory):
+    # Given: the event rollout_rollback_finished writes for a failed run
+    rollout = rollout_factory(RolloutStatus.ROLLING_BACK, name="r")
+    with audited_transaction():
+        event = record_audit_event(
+            actor=SYSTEM,
+            action="rollout.rollback_failed",
+            target=rollout,
+            environment="production",
+            details={"reason": "rollback run 3 (level 2) failed: exit 1"},
+        )
+    # When
+    notice = notice_for(event)
+    # Then
+    assert notice.kind == "rollout_rollback_failed"
+    assert notice.message.startswith(
+        f"[production] rollout {rollout.pk} 'r' rollback FAILED: "
+        "rollback run 3 (level 2) failed: exit 1"
+    )
