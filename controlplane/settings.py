@@ -55,6 +55,8 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "controlplane.audit",
     "controlplane.apikeys",
+    # Rollout and kill-switch notifications (docs/notifications.md)
+    "controlplane.notifications",
     "flags",
     "rollback",
     "canary",
@@ -307,3 +309,12 @@ if os.environ.get("CANARY_SQL_DATABASE_URL"):
             "connect_timeout", 5
         )
     CONTROLPLANE["CANARY_SQL_DATABASES"] = ["canary_sql"]
+# Notifications (docs/notifications.md): lost delivery tasks are re-queued.
+CELERY_BEAT_SCHEDULE["notifications-resume-stale"] = {
+    "task": "controlplane.notifications.tasks.notifications_resume_stale_task",
+    "schedule": 60.0,
+}
+# CONTROLPLANE_SITE_URL, the address operators open
+# (https://cp.example.com), puts admin links in messages.
+if os.environ.get("CONTROLPLANE_SITE_URL"):
+    CONTROLPLANE["SITE_URL"] = os.environ["CONTROLPLANE_SITE_URL"]

@@ -37,6 +37,7 @@ from controlplane.audit.hashing import (
     normalize,
 )
 from controlplane.audit.models import AuditEvent
+from controlplane.audit.signals import audit_recorded
 from controlplane.audit.verify import (
     ChainReport,
     audit_chain_verify,
@@ -206,6 +207,7 @@ def record_audit_event(
     event.canonical = canonical_text(event)
     event.hash = chain_hash(event.prev_hash, event.canonical)
     _insert(event, {name: text for name, (_, text) in json_values.items()})
+    audit_recorded.send(sender=AuditEvent, event=event)
     return event
 
 

@@ -1,0 +1,1 @@
+"""Notifications: rollout and kill-switch events sent to configured destinations."""
