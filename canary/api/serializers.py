@@ -12,6 +12,7 @@ from typing import Any
 from rest_framework import serializers
 
 from canary.models import CheckRun, CheckTemplate, HealthCheck, Phase, Rollout
+from canary.services.definitions import CHECK_FIELDS
 
 # -- input --------------------------------------------------------------------
 
@@ -154,24 +155,7 @@ class HealthCheckOutputSerializer(serializers.ModelSerializer):
         model = HealthCheck
         fields = [
             "id",
-            "name",
-            "provider",
-            "spec",
-            "comparator",
-            "threshold",
-            "mode",
-            "relative_tolerance",
-            "interval",
-            "min_samples",
-            "failure_limit",
-            "inconclusive_limit",
-            "consecutive_error_limit",
-            "no_data",
-            "on_failure",
-            "timeout",
-            "margin",
-            "alpha",
-            "dry_run",
+            *CHECK_FIELDS,
             "status",
             "state_phase",
             "pass_count",

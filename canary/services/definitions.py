@@ -216,7 +216,9 @@ def deployment_clean(deployment: Any, environment: Environment) -> Any:
 
 # Health checks ---------------------------------------------------------
 
-_CHECK_FIELDS = {
+# What a check definition holds, in the order it is shown (the API output,
+# the operator preflight) and the only keys a definition may carry.
+CHECK_FIELDS: tuple[str, ...] = (
     "name",
     "provider",
     "spec",
@@ -235,7 +237,8 @@ _CHECK_FIELDS = {
     "margin",
     "alpha",
     "dry_run",
-}
+)
+_CHECK_FIELDS = frozenset(CHECK_FIELDS)
 _DEFAULTS: dict[str, Any] = {
     "comparator": Comparator.LT,
     "threshold": None,

@@ -18,7 +18,7 @@ from typing import Any
 from canary import clock
 from canary.exceptions import Conflict, InvalidInput, NotFound
 from canary.models import CheckMode, HealthCheck, Rollout, RolloutStatus
-from canary.services.definitions import checks_clean
+from canary.services.definitions import CHECK_FIELDS, checks_clean
 from canary.services.rollouts import rollout_start
 from controlplane.audit.services import audited_transaction, record_audit_event
 from flags.models import FlagState
@@ -27,26 +27,6 @@ from flags.models import FlagState
 # the control cohort, a Prometheus range): the phase has not begun yet.
 PREFLIGHT_LOOKBACK_SECONDS = 300
 _LEVELS = {"rollback_1": 1, "rollback_2": 2, "rollback_3": 3}
-_CHECK_DEFINITION = (
-    "name",
-    "provider",
-    "spec",
-    "comparator",
-    "threshold",
-    "mode",
-    "relative_tolerance",
-    "interval",
-    "min_samples",
-    "failure_limit",
-    "inconclusive_limit",
-    "consecutive_error_limit",
-    "no_data",
-    "on_failure",
-    "timeout",
-    "margin",
-    "alpha",
-    "dry_run",
-)
 
 
 class PreflightFailed(Conflict):
@@ -272,7 +252,7 @@ def _lock_draft(rollout_id: Any) -> Rollout:
 
 def health_check_definition(check: HealthCheck) -> dict:
     """Return the definition of ``check`` in the shape ``checks_clean`` takes."""
-    return {name: getattr(check, name) for name in _CHECK_DEFINITION}
+    return {name: getattr(check, name) for name in CHECK_FIELDS}
 
 
 def _clean_one(rollout: Rollout, raw: Any, *, exclude: int | None = None) -> dict:
