@@ -7,12 +7,14 @@ rollback steps). Read-only.
 from __future__ import annotations
 
 import datetime as dt
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from django.utils import timezone
 from rich import box
-from rich.console import Group
+from rich.console import Console, Group
+from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
@@ -288,3 +290,57 @@ class EventFeed:
             self.verdicts[check["name"]] = check["verdict"]
         lines.extend(self._steps())
         return lines
+
+
+def follow(
+    rollout_id: int, stdout: Any, *, interval: float, deadline: float
+) -> tuple[Snapshot, bool]:
+    """Show the rollout until it is over or ``deadline`` (monotonic) passes:
+    a live table on a terminal, status blocks and the event feed otherwise.
+    Return the last snapshot and whether the deadline cut it short."""
+    console = Console(file=stdout, highlight=False, soft_wrap=True)
+    snap = snapshot_take(rollout_id)
+    feed = EventFeed(rollout_id)
+    history = feed.prime(snap)
+    timed_out = False
+    if console.is_terminal:
+        with Live(
+            snapshot_table(snap),
+            console=console,
+            refresh_per_second=4,
+            transient=False,
+        ) as live:
+            for line in history:
+                live.console.print(line)
+            while not snap.is_over:
+                if time.monotonic() >= deadline:
+                    timed_out = True
+                    break
+                time.sleep(interval)
+                snap = snapshot_take(rollout_id)
+                for line in feed.poll(snap):
+                    live.console.print(line)
+                live.update(snapshot_table(snap))
+    else:
+        for line in history:
+            stdout.write(line)
+        for line in snapshot_lines(snap):
+            stdout.write(line)
+        shown = (snap.rollout.status, snap.rollout.current_phase)
+        last_status = time.monotonic()
+        while not snap.is_over:
+            if time.monotonic() >= deadline:
+                timed_out = True
+                break
+            time.sleep(min(interval, max(0.0, deadline - time.monotonic())))
+            snap = snapshot_take(rollout_id)
+            lines = feed.poll(snap)
+            for line in lines:
+                stdout.write(line)
+            now_shown = (snap.rollout.status, snap.rollout.current_phase)
+            # A status block when the phase or status moves, else every 15 s.
+            if now_shown != shown or time.monotonic() - last_status >= 15:
+                for line in snapshot_lines(snap):
+                    stdout.write(line)
+                shown, last_status = now_shown, time.monotonic()
+    return snap, timed_out

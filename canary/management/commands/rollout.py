@@ -25,16 +25,13 @@ import time
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
-from rich.console import Console
-from rich.live import Live
 
 from canary import services
 from canary.management.commands._rollout_watch import (
     SYMBOLS,
-    EventFeed,
     duration_text,
+    follow,
     snapshot_lines,
-    snapshot_table,
     snapshot_take,
     value_text,
 )
@@ -432,54 +429,12 @@ class Command(BaseCommand):
 
     def _watch(self, options: dict) -> None:
         rollout = services.rollout_get(options["id"])
-        console = Console(file=self.stdout, highlight=False, soft_wrap=True)
-        deadline = time.monotonic() + options["timeout"]
-        snap = snapshot_take(rollout.pk)
-        feed = EventFeed(rollout.pk)
-        history = feed.prime(snap)
-        timed_out = False
-        if console.is_terminal:
-            with Live(
-                snapshot_table(snap),
-                console=console,
-                refresh_per_second=4,
-                transient=False,
-            ) as live:
-                for line in history:
-                    live.console.print(line)
-                while not snap.is_over:
-                    if time.monotonic() >= deadline:
-                        timed_out = True
-                        break
-                    time.sleep(options["interval"])
-                    snap = snapshot_take(rollout.pk)
-                    for line in feed.poll(snap):
-                        live.console.print(line)
-                    live.update(snapshot_table(snap))
-        else:
-            for line in history:
-                self.stdout.write(line)
-            for line in snapshot_lines(snap):
-                self.stdout.write(line)
-            shown = (snap.rollout.status, snap.rollout.current_phase)
-            last_status = time.monotonic()
-            while not snap.is_over:
-                if time.monotonic() >= deadline:
-                    timed_out = True
-                    break
-                time.sleep(
-                    min(options["interval"], max(0.0, deadline - time.monotonic()))
-                )
-                snap = snapshot_take(rollout.pk)
-                lines = feed.poll(snap)
-                for line in lines:
-                    self.stdout.write(line)
-                now_shown = (snap.rollout.status, snap.rollout.current_phase)
-                # A status block when the phase or status moves, else every 15 s.
-                if now_shown != shown or time.monotonic() - last_status >= 15:
-                    for line in snapshot_lines(snap):
-                        self.stdout.write(line)
-                    shown, last_status = now_shown, time.monotonic()
+        snap, timed_out = follow(
+            rollout.pk,
+            self.stdout,
+            interval=options["interval"],
+            deadline=time.monotonic() + options["timeout"],
+        )
         self._summary(snap.rollout.pk)
         if snap.rollback_failed:
             raise CommandError(
