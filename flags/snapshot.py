@@ -38,7 +38,7 @@ import time
 from controlplane import db, lastgood
 from controlplane.conf import setting
 from controlplane.exceptions import DatabaseUnavailable, DomainError, NotFound
-from flags import engine
+from flags import engine, notices
 
 log = logging.getLogger(__name__)
 
@@ -242,7 +242,7 @@ class RulesetStore:
             log.warning(
                 "ruleset version check failed (%s in a row): %s", self._failures, exc
             )
-        _close_connection(self.using)
+        notices.close_connection(self.using)
 
     def _reload(self, environment_key: str) -> engine.Ruleset:
         from flags import mappers, metrics
@@ -414,88 +414,15 @@ class RulesetStore:
                 if self._failures:
                     self._stop.wait(self._retry_delay())
                     continue
-                redis_url = setting("RULESET_REDIS_URL")
-                if redis_url:
-                    self._listen_redis(redis_url)
-                elif _vendor(self.using) == "postgresql":
-                    self._listen_postgres()
-                else:
-                    self._poll_forever()
+                notices.listen(self.using, self._stop, self._on_notice)
             except Exception as exc:
                 self._note_failure(exc)
                 self._stop.wait(self._retry_delay())
-        _close_connection(self.using)
+        notices.close_connection(self.using)
 
-    def _poll_forever(self) -> None:
-        while not self._stop.wait(setting("RULESET_POLL_INTERVAL")):
-            self.check_versions()
-
-    def _listen_postgres(self) -> None:
-        from django.db import connections
-
-        from flags.propagation import CHANNEL
-
-        params = connections[self.using].get_connection_params()
-        params.pop("cursor_factory", None)
-        params.pop("context", None)
-        params.pop("server_side_binding", None)
-        params.pop("prepare_threshold", None)
-        params.setdefault("connect_timeout", 5)
-        wrapper = connections[self.using]
-        # the backend's connect: a frozen server cannot hang LISTEN either
-        with wrapper.Database.connect(**params, autocommit=True) as conn:
-            if hasattr(conn, "wait_timeout"):
-                conn.wait_timeout = getattr(wrapper, "read_timeout", None)
-            conn.execute(f"LISTEN {CHANNEL}")
-            # a change may have committed between the last check and LISTEN
-            self.check_versions()
-            due = time.monotonic() + setting("RULESET_POLL_INTERVAL")
-            while not self._stop.is_set():
-                noticed = False
-                wait = max(min(due - time.monotonic(), _WAKE), 0.0)
-                for _notice in conn.notifies(timeout=wait, stop_after=1):
-                    noticed = True
-                if noticed or time.monotonic() >= due:
-                    self._wakeups += noticed
-                    self.check_versions()
-                    due = time.monotonic() + setting("RULESET_POLL_INTERVAL")
-
-    def _listen_redis(self, url: str) -> None:
-        import redis
-
-        from flags.propagation import CHANNEL
-
-        client = redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=10)
-        pubsub = client.pubsub(ignore_subscribe_messages=True)
-        try:
-            pubsub.subscribe(CHANNEL)
-            self.check_versions()
-            due = time.monotonic() + setting("RULESET_POLL_INTERVAL")
-            while not self._stop.is_set():
-                wait = max(min(due - time.monotonic(), _WAKE), 0.0)
-                message = pubsub.get_message(timeout=wait)
-                if message is not None or time.monotonic() >= due:
-                    self._wakeups += message is not None
-                    self.check_versions()
-                    due = time.monotonic() + setting("RULESET_POLL_INTERVAL")
-        finally:
-            pubsub.close()
-            client.close()
-
-
-def _vendor(using: str) -> str:
-    from django.db import connections
-
-    return connections[using].vendor
-
-
-def _close_connection(using: str) -> None:
-    from django.db import connections
-
-    try:
-        connections[using].close()
-    except Exception:
-        pass
+    def _on_notice(self, noticed: bool) -> None:
+        self._wakeups += noticed
+        self.check_versions()
 
 
 _store = RulesetStore()
