@@ -167,7 +167,8 @@ def _load(url: str, sizes: Sizes, *, log) -> None:
         )
         with conn.cursor().copy(
             "COPY flags_flagstate (flag_id, environment_id, enabled, off_variation,"
-            " rules, fallthrough, bucket_by, kill_reason, version, updated_at)"
+            " rules, fallthrough, bucket_by, kill_reason, version, changed_in_version,"
+            " updated_at)"
             " FROM STDIN"
         ) as copy:
             for index, flag_id in enumerate(flag_ids):
@@ -191,6 +192,7 @@ def _load(url: str, sizes: Sizes, *, log) -> None:
                         "merchant",
                         "",
                         1,
+                        0,
                         now,
                     )
                 )

@@ -53,6 +53,9 @@ INSTALLED_APPS = [
     # Swagger UI and Redoc served from this server's static files: the API
     # docs work without internet access (no CDN).
     "drf_spectacular_sidecar",
+    # The operator console's look: stylesheet, confirmations, time tags
+    # (admin/base_site.html, in controlplane/templates, links them).
+    "controlplane.console",
     "controlplane.audit",
     "controlplane.apikeys",
     # Rollout and kill-switch notifications (docs/notifications.md)

@@ -1,7 +1,9 @@
 """Root URLs: admin, metrics, API schema, and each app's API routes."""
 
 from django.contrib import admin
+from django.templatetags.static import static
 from django.urls import include, path
+from django.views.generic import RedirectView
 from drf_spectacular.views import (
     SpectacularAPIView,
     SpectacularRedocView,
@@ -27,4 +29,6 @@ urlpatterns = [
     path("api/v1/", include("flags.api.urls")),
     path("api/v1/", include("rollback.api.urls")),
     path("api/v1/", include("canary.api.urls")),
+    # Browsers ask for /favicon.ico on pages that name no icon (the API docs)
+    path("favicon.ico", RedirectView.as_view(url=static("console/favicon.svg"))),
 ]
