@@ -35,7 +35,7 @@ import os
 import threading
 import time
 
-from controlplane import db, lastgood
+from controlplane import db, lastgood, procid
 from controlplane.conf import setting
 from controlplane.exceptions import DatabaseUnavailable, DomainError, NotFound
 from flags import engine, notices
@@ -73,7 +73,7 @@ class RulesetStore:
         self._last_ok = 0.0  # monotonic time of the last successful check
         self._failures = 0
         self._thread: threading.Thread | None = None
-        self._pid = 0
+        self._running_in = 0  # the pid whose background thread runs
         self._stop = threading.Event()
         self._wakeups = 0
         self._stale_after = 2.0
@@ -377,8 +377,9 @@ class RulesetStore:
     # -- background thread -------------------------------------------------
 
     def _background_alive(self) -> bool:
-        thread = self._thread
-        return thread is not None and self._pid == os.getpid() and thread.is_alive()
+        # one comparison: the thread clears it when it ends, and a forked
+        # child has another pid (procid.current) than the one that started it
+        return self._running_in == procid.current
 
     def start(self) -> None:
         """Start the listener/poller thread of this process (idempotent)."""
@@ -387,7 +388,7 @@ class RulesetStore:
         with self._lock:
             if self._background_alive():
                 return
-            self._pid = os.getpid()
+            self._running_in = procid.current
             self._stop.clear()
             self._thread = threading.Thread(
                 target=self._run, name="ruleset-store", daemon=True
@@ -401,6 +402,7 @@ class RulesetStore:
         if thread is not None:
             thread.join(timeout=timeout)
         self._thread = None
+        self._running_in = 0
         writer = self._persist_thread
         if writer is not None:
             writer.join(timeout=timeout)
@@ -408,6 +410,13 @@ class RulesetStore:
         self.flush_last_good()
 
     def _run(self) -> None:
+        try:
+            self._follow()
+        finally:
+            if self._running_in == os.getpid():
+                self._running_in = 0
+
+    def _follow(self) -> None:
         while not self._stop.is_set():
             try:
                 self._check_quietly()

@@ -30,7 +30,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from controlplane import db, lastgood
+from controlplane import db, lastgood, procid
 from controlplane.audit.actors import Actor
 from controlplane.conf import setting
 from controlplane.exceptions import DatabaseUnavailable
@@ -78,10 +78,15 @@ class KeyCache:
         self._lock = threading.Lock()
         # digest -> (ApiKeyInfo | None, verified_at monotonic)
         self._entries: dict[str, tuple[ApiKeyInfo | None, float]] = {}
-        self._used: dict[int, float] = {}  # pk -> wall time of last use
+        # raw key -> active key, while the background thread revalidates:
+        # a warm request skips the hash. Emptied by every revalidation (so a
+        # revocation is honoured within the interval, as before), by
+        # ``clear`` and in a forked child; unknown keys never enter it.
+        self._fast: dict[str, ApiKeyInfo] = {}
+        self._used: set[int] = set()  # pks used since the last flush
         self._touched: dict[int, float] = {}  # pk -> wall time last written
         self._thread: threading.Thread | None = None
-        self._pid = 0
+        self._running_in = 0  # the pid whose background thread runs
         self._stop = threading.Event()
         self._persisted: tuple[str, float] = ("", 0.0)  # version, monotonic time
 
@@ -93,6 +98,10 @@ class KeyCache:
         Raises ApiKeysUnavailable when the key is neither in memory nor in
         the last known good state and the database cannot be read.
         """
+        info = self._fast.get(raw)
+        if info is not None and self._running_in == procid.current:
+            self._used.add(info.pk)
+            return info
         if not raw or len(raw) > 200:
             return None
         digest = hashlib.sha256(raw.encode("utf-8", "surrogatepass")).hexdigest()
@@ -113,16 +122,10 @@ class KeyCache:
             info = self._load_one(digest, fallback=None)
         if info is None or info.is_revoked:
             return None
-        self._note_use(info.pk)
+        self._used.add(info.pk)
+        if self._background_alive():
+            self._fast[raw] = info
         return info
-
-    def _note_use(self, pk: int) -> None:
-        if pk in self._used:
-            return  # already queued for the next flush
-        wall = time.time()
-        last = self._touched.get(pk)
-        if last is None or wall - last >= setting("APIKEY_TOUCH_INTERVAL"):
-            self._used[pk] = wall
 
     def _load_one(
         self, digest: str, fallback: tuple[ApiKeyInfo | None, float] | None
@@ -205,14 +208,29 @@ class KeyCache:
                         self._entries.pop(digest, None)
                     continue
                 self._entries[digest] = (info, now)
+            self._fast = {}
         # after the cache: a revocation is honoured before the disk write
         self.persist(found)
 
     def flush_last_used(self) -> int:
-        """Write pending ``last_used_at`` values; return how many keys."""
+        """Write ``last_used_at`` of the keys used since the last flush.
+
+        At most once per ``APIKEY_TOUCH_INTERVAL`` per key; the time written
+        is the flush's, within one revalidation interval of the last use.
+        Return how many keys were written.
+        """
         if not self._used:
             return 0
-        pending, self._used = self._used, {}
+        used, self._used = self._used, set()
+        wall = time.time()
+        interval = setting("APIKEY_TOUCH_INTERVAL")
+        pending = {
+            pk: wall
+            for pk in used
+            if pk not in self._touched or wall - self._touched[pk] >= interval
+        }
+        if not pending:
+            return 0
         import datetime as dt
 
         from controlplane.apikeys.services import apikeys_touch
@@ -230,6 +248,7 @@ class KeyCache:
         """Forget everything (tests, and after a fork)."""
         with self._lock:
             self._entries.clear()
+            self._fast = {}
             self._used.clear()
             self._touched.clear()
             self._persisted = ("", 0.0)
@@ -265,8 +284,9 @@ class KeyCache:
         self._persisted = (version, now)
 
     def _background_alive(self) -> bool:
-        thread = self._thread
-        return thread is not None and thread.is_alive() and self._pid == os.getpid()
+        # one comparison: the thread clears it when it ends, and a forked
+        # child has another pid (procid.current) than the one that started it
+        return self._running_in == procid.current
 
     def _ensure_started(self) -> None:
         if self._background_alive() or not setting("RULESET_BACKGROUND"):
@@ -274,7 +294,8 @@ class KeyCache:
         with self._lock:
             if self._background_alive():
                 return
-            self._pid = os.getpid()
+            self._running_in = procid.current
+            self._fast = {}
             self._stop.clear()
             self._thread = threading.Thread(
                 target=self._run, name="apikey-cache", daemon=True
@@ -289,6 +310,14 @@ class KeyCache:
         self._thread = None
 
     def _run(self) -> None:
+        try:
+            self._loop()
+        finally:
+            if self._running_in == os.getpid():
+                self._running_in = 0
+                self._fast = {}
+
+    def _loop(self) -> None:
         from django.db import connection
 
         backoff = 0.0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 
 import pytest
 from django.core.management import call_command
@@ -284,3 +285,54 @@ def test_admin_revoke_action__selected_key__revoked(
     # Then
     api_key.refresh_from_db()
     assert api_key.revoked_at is not None
+
+
+@pytest.fixture
+def background_keys(settings, serving_reset):
+    """The key cache with its revalidation thread running in this process."""
+    settings.CONTROLPLANE = {
+        **settings.CONTROLPLANE,
+        "RULESET_BACKGROUND": True,
+        "APIKEY_REVALIDATE_INTERVAL": 3600,  # the test revalidates by hand
+    }
+    key_cache._ensure_started()
+    yield key_cache
+    key_cache.stop()
+
+
+def test_resolve_key__warm_with_background__no_hash_and_revocation_honoured(
+    production, background_keys, monkeypatch
+):
+    # Given: a key resolved once while the background thread runs
+    api_key, raw = apikey_create(
+        actor=SYSTEM_ACTOR, name="k", scope="server", environment=production
+    )
+    assert resolve_key(raw).pk == api_key.pk
+    # When: the warm path runs, hashing is not needed
+    import controlplane.apikeys.cache as cache_module
+
+    monkeypatch.setattr(cache_module.hashlib, "sha256", None)
+    assert resolve_key(raw).pk == api_key.pk
+    monkeypatch.undo()
+    # Then: a revocation is honoured after the next revalidation
+    ApiKey.objects.filter(pk=api_key.pk).update(revoked_at="2026-01-01T00:00:00Z")
+    background_keys.revalidate()
+    assert resolve_key(raw) is None
+
+
+def test_resolve_key__forked_child__background_not_alive(production, background_keys):
+    # Given: the parent's thread runs and the key is warm
+    _api_key, raw = apikey_create(
+        actor=SYSTEM_ACTOR, name="k", scope="server", environment=production
+    )
+    resolve_key(raw)
+    assert background_keys._background_alive()
+    # When: the process forks
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its copy of the parent's thread does not run
+        os.write(write_end, b"1" if background_keys._background_alive() else b"0")
+        os._exit(0)
+    os.waitpid(pid, 0)
+    # Then
+    assert os.read(read_end, 1) == b"0"
