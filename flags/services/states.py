@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from django.db import connection
 from django.utils import timezone
 
 from controlplane.audit.services import (
@@ -21,7 +22,7 @@ from controlplane.audit.services import (
 from controlplane.exceptions import Conflict, InvalidInput, VersionConflict
 from flags import engine, validation
 from flags.models import Environment, Flag, FlagState, Segment
-from flags.services._common import bump_rulesets, invalid_from, state_snapshot
+from flags.services._common import invalid_from, state_snapshot
 
 _UNSET: Any = object()
 
@@ -79,11 +80,7 @@ def _change_state(
     allow_archived: bool = False,
 ) -> FlagState:
     with audited_transaction(chains=[environment_chain(environment.key)]):
-        state = (
-            FlagState.objects.select_for_update()
-            .select_related("flag", "environment")
-            .get(flag_id=flag.pk, environment_id=environment.pk)
-        )
+        state = _lock_state(flag, environment)
         if expected_version is not None and expected_version != state.version:
             raise VersionConflict(
                 what=f"{state.flag.key} in {state.environment.key}",
@@ -100,7 +97,7 @@ def _change_state(
             return state  # nothing changes: no version bump, no event
         state.version += 1
         after["version"] = state.version
-        state.save()
+        _save_and_bump(state)
         record_audit_event(
             actor=actor,
             action=action,
@@ -110,8 +107,82 @@ def _change_state(
             after=after,
             details=details or {},
         )
-        bump_rulesets([state.environment_id], flag_ids=[state.flag_id])
     return state
+
+
+def _lock_state(flag: Flag, environment: Environment) -> FlagState:
+    """Return the state row of ``flag`` in ``environment``, locked until commit.
+
+    One plain statement (``FOR UPDATE`` where the database has it) instead
+    of the ORM's select_related query: this runs in every audited change.
+    The flag's ``archived`` is read in the same statement, so the check sees
+    the current row, not the caller's copy (environments are never renamed).
+    """
+    states, flags = FlagState._meta.db_table, Flag._meta.db_table
+    lock = " FOR UPDATE OF s" if connection.features.has_select_for_update_of else ""
+    rows = list(
+        FlagState.objects.raw(
+            f"SELECT s.*, f.archived AS flag_archived"
+            f" FROM {states} s JOIN {flags} f ON f.id = s.flag_id"
+            f" WHERE s.flag_id = %s AND s.environment_id = %s{lock}",
+            [flag.pk, environment.pk],
+        )
+    )
+    if not rows:
+        raise FlagState.DoesNotExist(
+            f"flag {flag.key!r} has no state in {environment.key!r}"
+        )
+    state = rows[0]
+    flag.archived = state.flag_archived
+    state.flag = flag
+    state.environment = environment
+    return state
+
+
+_SAVED_FIELDS = [
+    field
+    for field in FlagState._meta.concrete_fields
+    if field.name not in ("id", "flag", "environment", "changed_in_version")
+]
+
+
+def _save_and_bump(state: FlagState) -> None:
+    """Save the state, bump its environment's ruleset version, remember it.
+
+    What ``state.save()`` and ``bump_rulesets(flag_ids=...)`` do, in one
+    statement on PostgreSQL (a data-modifying WITH) and two elsewhere, with
+    no ORM query building: every audited flag change runs it.
+    """
+    from flags import propagation
+
+    state.updated_at = timezone.now()
+    states, environments = FlagState._meta.db_table, Environment._meta.db_table
+    quote = connection.ops.quote_name
+    assignments = ", ".join(f"{quote(field.column)} = %s" for field in _SAVED_FIELDS)
+    values = [
+        field.get_db_prep_save(getattr(state, field.attname), connection)
+        for field in _SAVED_FIELDS
+    ]
+    bump = (
+        f"UPDATE {environments} SET ruleset_version = ruleset_version + 1 WHERE id = %s"
+    )
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute(
+                f"WITH bumped AS ({bump} RETURNING ruleset_version)"
+                f" UPDATE {states} SET {assignments}, changed_in_version ="
+                " (SELECT ruleset_version FROM bumped) WHERE id = %s",
+                [state.environment_id, *values, state.pk],
+            )
+        else:
+            cursor.execute(bump, [state.environment_id])
+            cursor.execute(
+                f"UPDATE {states} SET {assignments}, changed_in_version ="
+                f" (SELECT ruleset_version FROM {environments} WHERE id = %s)"
+                " WHERE id = %s",
+                [*values, state.environment_id, state.pk],
+            )
+    propagation.announce(environment_ids=[state.environment_id])
 
 
 def flag_state_update(
