@@ -85,6 +85,8 @@ class Evaluation:
     variation: str | None
     reason: str
     level: str
+    # the ruleset version this flag was compiled at (a change to other flags
+    # leaves it as it was: flags.engine_delta)
     version: int
     error_code: str | None = None
     error_message: str | None = None
@@ -125,8 +127,7 @@ class CompiledFlag:
     enabled: bool
     off_answer: Evaluation
     # merchant key -> index into ``override_answers`` (the variation's index):
-    # the answers carry the ruleset version, the per-merchant map does not, so
-    # a new version restamps a handful of answers, never 100,000 entries.
+    # one prebuilt answer per variation, shared by every overridden merchant.
     overrides: Mapping[str, int]
     override_expiry: Mapping[str, float] | None  # merchant -> epoch seconds
     rules: tuple[CompiledRule, ...]

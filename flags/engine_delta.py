@@ -4,8 +4,11 @@ Pure, like flags.engine (standard library only, no Django): the store
 (flags.snapshot) calls ``update_ruleset`` when only some flags of an
 environment changed, and a client or relay holding the plain data can do
 the same. The answers are those ``compile_ruleset`` of the updated data
-would give; only the changed flags are compiled, the others are restamped
-with the new version (their few prebuilt answers carry it).
+would give; only the changed flags are compiled, the others are shared as
+they are. An answer's ``version`` is the ruleset version its flag was
+compiled at (what serves an answer names the serving ruleset's version, as
+OFREP's metadata does): restamping every unchanged flag cost more than the
+rest of applying a change to a thousand flags (bench/scale.py).
 """
 
 from __future__ import annotations
@@ -15,74 +18,9 @@ from typing import Any
 
 from flags.engine import (
     CompiledFlag,
-    CompiledRule,
-    Evaluation,
     Ruleset,
     compile_flag,
 )
-
-
-def restamp_flag(flag: CompiledFlag, version: int) -> CompiledFlag:
-    """Return ``flag`` with every prebuilt answer carrying ``version``.
-
-    The per-merchant override map, the predicates and the buckets are shared
-    with ``flag``: only the few prebuilt answers are new (an answer that
-    appears twice, as in the merchant split and the fallthrough split, is
-    rebuilt once).
-    """
-    if flag.off_answer.version == version:
-        return flag
-    made: dict[int, Evaluation] = {}
-
-    def again(answer: Evaluation | None) -> Evaluation | None:
-        if answer is None:
-            return None
-        new = made.get(id(answer))
-        if new is None:
-            new = made[id(answer)] = Evaluation(
-                answer.flag_key,
-                answer.value,
-                answer.variation,
-                answer.reason,
-                answer.level,
-                version,
-                answer.error_code,
-                answer.error_message,
-            )
-        return new
-
-    def split_again(split):
-        if split is None:
-            return None
-        return tuple([(upper, again(answer)) for upper, answer in split])
-
-    merchant_split = flag.merchant_split
-    if merchant_split is not None:
-        upper, first, second = merchant_split
-        merchant_split = (upper, again(first), again(second))
-    return CompiledFlag(
-        flag.key,
-        flag.value_type,
-        flag.enabled,
-        again(flag.off_answer),
-        flag.overrides,
-        flag.override_expiry,
-        tuple(
-            [
-                CompiledRule(
-                    rule.predicates, again(rule.answer), split_again(rule.split)
-                )
-                for rule in flag.rules
-            ]
-        ),
-        again(flag.fallthrough_answer),
-        split_again(flag.fallthrough_split),
-        flag.bucket_prefix,
-        flag.bucket_by,
-        flag.variations,
-        merchant_split,
-        tuple([again(answer) for answer in flag.override_answers]),
-    )
 
 
 def update_ruleset(
@@ -96,8 +34,7 @@ def update_ruleset(
 
     ``changed`` maps a flag key to its new plain data (the shape of one entry
     of ``ruleset_data``'s ``flags``), or to None when the flag is gone
-    (archived). Every other flag keeps its compiled form, restamped with
-    ``version``; segments and merchants are shared. The result answers
+    (archived). Every other flag keeps its compiled form as it is; segments and merchants are shared. The result answers
     exactly as ``compile_ruleset`` of the updated data would.
     """
     segments = ruleset.segments
@@ -108,7 +45,7 @@ def update_ruleset(
             if flag_data is not None:
                 flags[key] = compile_flag(flag_data, version, segments)
         else:
-            flags[key] = restamp_flag(flag, version)
+            flags[key] = flag
     added = [key for key, entry in changed.items() if entry and key not in flags]
     for key in added:
         flags[key] = compile_flag(changed[key], version, segments)

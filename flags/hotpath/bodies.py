@@ -130,7 +130,7 @@ def ofrep_success(
         "variant": answer.variation,
         "metadata": {
             "level": answer.level,
-            "version": answer.version,
+            "version": ruleset.version,
             "environment": ruleset.environment,
             "stale": stale,
         },
