@@ -275,7 +275,7 @@ class RulesetStore:
 
         Each change confined to flags stamps the flag states it touched with
         the new version (flags.services._common.bump_rulesets); the rest of
-        the ruleset is kept, restamped with the new version.
+        the ruleset is kept as it is (flags.engine_delta).
         """
         from django.utils import timezone
 
