@@ -121,6 +121,7 @@ def table(title: str | None, *columns: str, tty: bool) -> Table:
         box=box.SIMPLE_HEAD if tty else PLAIN_BOX,
         title_justify="left",
         pad_edge=False,
+        show_edge=False,
     )
     for column in columns:
         result.add_column(column, overflow="fold")
@@ -145,11 +146,14 @@ class OutputCommand(BaseCommand):
     def is_tty(self) -> bool:
         return is_terminal(self.stdout)
 
-    def console(self, *, file: Any = None, soft_wrap: bool = False) -> Console:
+    def console(
+        self, *, file: Any = None, width: int | None = None, soft_wrap: bool = False
+    ) -> Console:
         """Return a rich console for this command's standard output."""
         return console_for(
             self.stdout,
             file=file,
+            width=width,
             no_color=getattr(self, "_no_color", False),
             force_color=getattr(self, "_force_color", False),
             soft_wrap=soft_wrap,
