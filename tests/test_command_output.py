@@ -347,7 +347,18 @@ def test_command__default_verbosity__info_logs_dropped_warnings_kept(log_stream)
     assert logging.getLogger().level == before  # restored afterwards
 
 
-def test_command__verbosity_2__info_logs_on_the_log_stream_only(log_stream):
+@pytest.mark.parametrize(
+    "args, options",
+    [
+        (("rollout", "templates"), {"verbosity": 2}),
+        (("rollout", "-v", "2", "templates"), {}),
+        (("rollout", "templates", "-v", "2"), {}),  # after the subcommand too
+    ],
+    ids=["option", "before-subcommand", "after-subcommand"],
+)
+def test_command__verbosity_2__info_logs_on_the_log_stream_only(
+    log_stream, args, options
+):
     # Given
     logger = logging.getLogger("controlplane.test_command_output")
 
@@ -358,7 +369,7 @@ def test_command__verbosity_2__info_logs_on_the_log_stream_only(log_stream):
 
     out = Probe()
     # When
-    call_command("rollout", "templates", verbosity=2, stdout=out, stderr=io.StringIO())
+    call_command(*args, stdout=out, stderr=io.StringIO(), **options)
     # Then
     assert "INFO controlplane.test_command_output info while writing" in (
         log_stream.getvalue()

@@ -17,6 +17,7 @@ this is no command.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import io
 import logging
@@ -128,9 +129,34 @@ def table(title: str | None, *columns: str, tty: bool) -> Table:
     return result
 
 
+def _verbosity_everywhere(parser: argparse.ArgumentParser) -> None:
+    for action in parser._actions:
+        if not isinstance(action, argparse._SubParsersAction):
+            continue
+        for sub in action.choices.values():
+            if "-v" not in sub._option_string_actions:
+                sub.add_argument(
+                    "-v",
+                    "--verbosity",
+                    type=int,
+                    choices=[0, 1, 2, 3],
+                    # Absent: the value given before the subcommand, if any.
+                    default=argparse.SUPPRESS,
+                    help="Verbosity: 2 also prints INFO logs (on stderr).",
+                )
+            _verbosity_everywhere(sub)
+
+
 class OutputCommand(BaseCommand):
     """A project command: quiet logs, colour only where it belongs, and
     ``print``/``table``/``rows`` for rich output."""
+
+    def create_parser(self, prog_name: str, subcommand: str, **kwargs: Any) -> Any:
+        """Return Django's parser, with ``-v``/``--verbosity`` accepted after
+        a subcommand too (``rollout start 1 -v 2``), not only before it."""
+        parser = super().create_parser(prog_name, subcommand, **kwargs)
+        _verbosity_everywhere(parser)
+        return parser
 
     def execute(self, *args: Any, **options: Any) -> Any:
         if no_color_requested() and not options.get("force_color"):
