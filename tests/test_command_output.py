@@ -256,6 +256,7 @@ def test_list_commands__rows__header_first_then_rows(listed, args, header):
 def test_flag_list__terminal__coloured_header(listed, monkeypatch):
     # Given
     monkeypatch.delenv("NO_COLOR", raising=False)
+    monkeypatch.setenv("TERM", "xterm-256color")  # not "dumb"
     # When
     out = run("flag", "list", stdout=Terminal())
     # Then
@@ -302,7 +303,9 @@ def test_commands__no_terminal_or_no_color__no_escape_codes(
         assert ANSI not in out
 
 
-def test_flag_list__not_a_terminal_but_force_color__coloured(listed):
+def test_flag_list__not_a_terminal_but_force_color__coloured(listed, monkeypatch):
+    # Given
+    monkeypatch.setenv("TERM", "xterm-256color")  # not "dumb"
     # When
     out = run("flag", "list", force_color=True)
     # Then
