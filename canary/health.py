@@ -258,7 +258,7 @@ def check_state_update(
     delay = float(rules.interval)
     if verdict == Verdict.PASS:
         passes, failures, errors = passes + 1, 0, 0
-        message = f"pass ({passes} of {rules.min_samples} samples needed)"
+        message = f"pass ({passes} passing, {rules.min_samples} needed)"
     elif verdict == Verdict.FAIL:
         failures, errors = failures + 1, 0
         message = f"failure {failures} in a row (limit {rules.failure_limit})"
@@ -445,9 +445,14 @@ def phase_gate(
         if phase.requires_approval and not approved:
             return GateDecision(
                 GateAction.AWAIT_APPROVAL,
-                (f"phase {phase.index} requires approval",),
+                # Phases are numbered from 1 wherever a person reads them.
+                (f"phase {phase.index + 1} requires approval",),
             )
-        what = "complete the rollout" if phase.is_last else f"leave phase {phase.index}"
+        what = (
+            "complete the rollout"
+            if phase.is_last
+            else f"leave phase {phase.index + 1}"
+        )
         return GateDecision(GateAction.ADVANCE, (f"all gates open: {what}",))
     if phase.max_duration is not None and elapsed > phase.max_duration:
         return GateDecision(

@@ -241,13 +241,23 @@ SPECTACULAR_SETTINGS = {
     },
 }
 
+# Logs go to standard error, never standard output: a command's output is
+# its own (the project's commands also raise the level to WARNING unless -v 2,
+# controlplane/management/commands/_output.py). LOG_LEVEL sets the level of
+# servers and workers, and wins over a command's verbosity when set.
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}
     },
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "plain",
+            "stream": "ext://sys.stderr",
+        }
+    },
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }

@@ -55,7 +55,7 @@ ACTIONS: dict[str, RolloutAction] = {
             "Start",
             "The preflight runs first: every check answers once, the flag "
             "exists, and the rollback levels the checks ask for are possible. Then the flag "
-            "state is captured and phase 0 goes live.",
+            "state is captured and phase 1 goes live.",
             ReasonForm,
             _start,
             frozenset({Status.DRAFT}),

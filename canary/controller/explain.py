@@ -43,7 +43,9 @@ def _limit_text(check: HealthCheck) -> str:
             f"{check.consecutive_errors} consecutive error(s) exceed consecutive_error_limit "
             f"{check.consecutive_error_limit}"
         )
-    return f"{check.pass_count} of {check.min_samples} passing samples"
+    # The phase counts every pass; past min_samples the need is met.
+    passes = min(check.pass_count, check.min_samples)
+    return f"{passes} of {check.min_samples} passing samples"
 
 
 def _first_breach(runs: list[CheckRun]) -> CheckRun | None:

@@ -195,7 +195,10 @@ def check_run_record(
         outcome = health.check_state_update(rules, state, verdict)
         if not is_current:
             outcome = health.CheckOutcome(
-                state, None, outcome.next_delay, f"stale: phase {phase_index} is over"
+                state,
+                None,
+                outcome.next_delay,
+                f"stale: phase {phase_index + 1} is over",
             )
         run = CheckRun.objects.create(
             health_check=check,

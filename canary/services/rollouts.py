@@ -416,7 +416,7 @@ def rollout_advance(
         phase = phases[expected_phase]
         if phase.requires_approval and not rollout_is_approved(rollout):
             raise Conflict(
-                f"phase {phase.index} ({phase.name}) requires approval",
+                f"phase {phase.index + 1} ({phase.name}) requires approval",
                 field="approved_phase",
             )
         now = clock.now()

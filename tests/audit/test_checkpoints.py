@@ -222,7 +222,10 @@ def test_audit_checkpoint__twice__appends_json_lines_keeping_earlier(
         (head.pk, head.hash),
     ]
     assert written[1]["created_at"].endswith("Z")
-    assert f"event {events[-1].pk} {events[-1].hash}" in first_out
+    assert f"checkpoints appended to {sink}:" in first_out
+    assert [
+        line.split()[1:3] for line in first_out.splitlines() if events[-1].hash in line
+    ] == [[str(events[-1].pk), events[-1].hash]]
     records = [r for r in caplog.records if r.name == "controlplane.audit.checkpoint"]
     assert [r.levelname for r in records] == ["INFO", "INFO"]
     assert f"id={head.pk} hash={head.hash}" in records[-1].getMessage()

@@ -29,6 +29,13 @@ def _file(tmp_path: Path, data: object, name: str = "checks.json") -> str:
     return str(path)
 
 
+def _row(out: str, first: str) -> list[str]:
+    """Return the words of the table row of ``out`` that starts with ``first``."""
+    rows = [line.split() for line in out.splitlines() if line.split()[:1] == [first]]
+    assert len(rows) == 1, out
+    return rows[0]
+
+
 def test_checktemplate__create_update_show_list_archive__versions_and_audit(
     db, tmp_path
 ):
@@ -55,16 +62,19 @@ def test_checktemplate__create_update_show_list_archive__versions_and_audit(
     listed = run("checktemplate", "list")
     # Then
     assert "created payments@1: 1 check" in created
-    assert "new version payments@2" in updated and "(dry run)" in updated
+    assert "new version payments@2" in updated
+    assert _row(updated, "error_rate")[-1] == "yes"  # the dry run column
     assert "unchanged: payments@2" in unchanged
     assert "payments@2: 1 check - stricter" in shown
-    assert "error_rate (dry run): outcomes absolute" in shown
+    assert _row(shown, "check")[:3] == ["check", "provider", "mode"]
+    assert _row(shown, "error_rate")[1:3] == ["outcomes", "absolute"]
     assert "< 0.01" in shown and "other versions: 1" in shown
-    assert "(dry run)" not in shown_v1 and "< 0.05" in shown_v1
+    assert _row(shown_v1, "error_rate")[-1] == "-" and "< 0.05" in shown_v1
     assert as_json["checks"][0]["dry_run"] is True
     assert "archived payments@2" in archived
-    assert "payments@1: 1 check" in listed
-    assert "default@0 (built in): 2 checks" in listed
+    assert _row(listed, "template") == ["template", "checks", "state", "description"]
+    assert _row(listed, "payments@1")[:3] == ["payments@1", "1", "active"]
+    assert _row(listed, "default@0")[:4] == ["default@0", "2", "built", "in"]
     assert list(
         AuditEvent.objects.filter(target_type="canary.checktemplate")
         .order_by("id")
@@ -158,10 +168,14 @@ def test_rollout_create__check_template__template_checks_shown(flag, merchants):
     rollout = Rollout.objects.get()
     assert rollout.check_template == "payments@1"
     assert "checks from template payments@1" in out
-    assert "check error_rate: outcomes absolute" in out
-    assert "on failure rollback_1 (dry run)" in out
-    lines = [line for line in out.splitlines() if "check errors_strict" in line]
-    assert lines and "(dry run)" not in lines[0]
+    rows = {line.split()[0]: line.split() for line in out.splitlines() if line}
+    assert rows["check"] == ["check", "provider", "mode", "rule", "on", "failure"] + [
+        "dry",
+        "run",
+    ]
+    assert rows["error_rate"][1:3] == ["outcomes", "absolute"]
+    assert rows["error_rate"][-2:] == ["rollback_1", "yes"]
+    assert rows["errors_strict"][-2:] == ["rollback_1", "-"]
 
 
 @pytest.mark.parametrize(

@@ -76,4 +76,4 @@ def test_demo_rollout__start_command__preflight_passes_pilot_live(db):
     # Then
     rollout.refresh_from_db()
     assert rollout.status == RolloutStatus.RUNNING
-    assert "phase 0 (pilot) is live" in out.getvalue()
+    assert "phase 1 (pilot) is live" in out.getvalue()

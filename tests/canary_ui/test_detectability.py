@@ -282,7 +282,7 @@ def test_rollout_start_command__prints_what_each_phase_detects(fleet_rollout, ca
         "preflight: 50%: ~10 merchants, ~1 events/min each, 60 min (max_duration)"
         in out
     )
-    assert f"rollout {rollout.pk} running: phase 0 (pilot) is live" in out
+    assert f"rollout {rollout.pk} running: phase 1 (pilot) is live" in out
 
 
 def test_rollout_detectable__docs_example__same_figures(rollout_factory):

@@ -151,7 +151,7 @@ def test_rollout_start__preflight_passes__running_and_pilot_live(rollout_factory
         MerchantOverride.objects.filter(merchant__key="m-1001").get().variation == "on"
     )
     assert "preflight: check error_rate answered" in out
-    assert "running: phase 0 (pilot) is live" in out
+    assert "running: phase 1 (pilot) is live" in out
 
 
 def test_rollout_start__check_does_not_answer__refused_with_reason(rollout_factory):
@@ -208,8 +208,8 @@ def test_rollout_status__running__phase_checks_and_gate(rollout_factory):
     # Then
     assert f"rollout {rollout.pk} 'ui test rollout': running, phase 1/4 (pilot)" in out
     assert (
-        "check error_rate (outcomes): last 0.01 < 0.05 -> pass; passing, 1/1 passing"
-        in out
+        "check error_rate (outcomes): last 0.01 < 0.05 -> pass; passing, "
+        "1/1 passing samples" in out
     )
 
 
@@ -250,14 +250,14 @@ def test_rollout_approve__awaiting_approval__running_and_approved(rollout_factor
         rollout_id=rollout.pk,
         to=Status.AWAITING_APPROVAL,
         actor=SYSTEM,
-        reason="phase 0 requires approval",
+        reason="phase 1 requires approval",
     )
     # When
     out = run("approve", str(rollout.pk), "--reason", "pilot looks good")
     # Then
     rollout.refresh_from_db()
     assert rollout.status == Status.RUNNING and rollout.approved_phase == 0
-    assert "approved at phase 0: running" in out
+    assert "approved at phase 1: running" in out
     assert (
         AuditEvent.objects.get(action="rollout.approved").details["reason"]
         == "pilot looks good"
@@ -345,7 +345,10 @@ def test_rollout_templates__lists_plans(db):
     # Given / When
     out = run("templates")
     # Then
-    assert "pilot-10-50-100:" in out and "demo-fast:" in out
+    lines = out.splitlines()
+    assert lines[0].split() == ["plan", "description"]
+    assert any(line.startswith("pilot-10-50-100 ") for line in lines)
+    assert any(line.startswith("demo-fast ") for line in lines)
 
 
 def test_rollout_report__json__verdict_and_sections(rollout_factory):

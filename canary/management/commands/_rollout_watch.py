@@ -21,6 +21,7 @@ from rich.text import Text
 from canary import clock, services
 from canary.models import Rollout, RolloutStatus
 from canary.transitions import ACTIVE, TERMINAL
+from controlplane.management.commands._output import console_for
 
 SYMBOLS = {"lt": "<", "lte": "<=", "gt": ">", "gte": ">=", "eq": "="}
 # Statuses that end a watch: nothing more will happen by itself.
@@ -33,6 +34,16 @@ def value_text(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
     return str(value)
+
+
+def samples_text(passes: int, needed: int) -> str:
+    """Return the passing samples toward the ``needed`` ones, e.g. ``1/2``.
+
+    The phase counts every pass, but the gate needs only ``needed`` of
+    them: past that the requirement is met, so the count stops there
+    ("2/2", never "3/2").
+    """
+    return f"{min(passes, needed)}/{needed}"
 
 
 def duration_text(seconds: float | None) -> str:
@@ -159,7 +170,7 @@ def snapshot_lines(snap: Snapshot) -> list[str]:
             f"  check {check['name']}{_dry(check)} ({check['provider']}): last "
             f"{value_text(check['value'])} "
             f"{_rule(check)} -> {check['verdict']}; {check['status']}, "
-            f"{check['passes']}/{check['min_samples']} passing"
+            f"{samples_text(check['passes'], check['min_samples'])} passing samples"
         )
     for reason in snap.gate:
         lines.append(f"  waiting: {reason}")
@@ -188,7 +199,7 @@ def snapshot_table(snap: Snapshot) -> Group:
         "threshold",
         "verdict",
         "status",
-        "passing",
+        "samples",
     ):
         table.add_column(column)
     for check in snap.checks:
@@ -202,7 +213,7 @@ def snapshot_table(snap: Snapshot) -> Group:
             _rule(check),
             Text(check["verdict"], style=colour),
             check["status"],
-            f"{check['passes']}/{check['min_samples']}",
+            samples_text(check["passes"], check["min_samples"]),
         )
     parts: list[Any] = [head, table]
     if r.pause_reason:
@@ -293,12 +304,20 @@ class EventFeed:
 
 
 def follow(
-    rollout_id: int, stdout: Any, *, interval: float, deadline: float
+    rollout_id: int,
+    stdout: Any,
+    *,
+    interval: float,
+    deadline: float,
+    console: Console | None = None,
 ) -> tuple[Snapshot, bool]:
     """Show the rollout until it is over or ``deadline`` (monotonic) passes:
     a live table on a terminal, status blocks and the event feed otherwise.
-    Return the last snapshot and whether the deadline cut it short."""
-    console = Console(file=stdout, highlight=False, soft_wrap=True)
+    ``console`` (default: one for ``stdout``) decides colour and whether
+    this is a terminal. Return the last snapshot and whether the deadline
+    cut it short."""
+    if console is None:
+        console = console_for(stdout, soft_wrap=True)
     snap = snapshot_take(rollout_id)
     feed = EventFeed(rollout_id)
     history = feed.prime(snap)

@@ -20,27 +20,45 @@ import json
 import sys
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 
 from canary import services
 from canary.models import CheckTemplate
 from canary.services.check_templates import check_rule_text
 from controlplane.audit.actors import actor_for_cli
 from controlplane.exceptions import DomainError
+from controlplane.management.commands._output import OutputCommand
+
+CHECK_COLUMNS = (
+    "check",
+    "provider",
+    "mode",
+    "spec",
+    "rule",
+    "every",
+    "on failure",
+    "dry run",
+)
 
 
-def check_lines(checks: list[dict]) -> list[str]:
-    """Return one line per check: name, provider, rule, on_failure."""
+def check_rows(checks: list[dict]) -> list[tuple[str, ...]]:
+    """Return one row per check, in the order of ``CHECK_COLUMNS``."""
     return [
-        f"  {check['name']}{' (dry run)' if check.get('dry_run') else ''}: "
-        f"{check['provider']} {check['mode']} "
-        f"{json.dumps(check.get('spec') or {}, sort_keys=True)} {check_rule_text(check)}, "
-        f"every {check['interval']}s, on failure {check['on_failure']}"
+        (
+            check["name"],
+            check["provider"],
+            check["mode"],
+            json.dumps(check.get("spec") or {}, sort_keys=True),
+            check_rule_text(check),
+            f"{check['interval']}s",
+            check["on_failure"],
+            "yes" if check.get("dry_run") else "-",
+        )
         for check in checks
     ]
 
 
-class Command(BaseCommand):
+class Command(OutputCommand):
     help = (
         "Check templates (named, versioned check sets rollouts reference with "
         "--check-template): list, show, create, update (a new version) and archive."
@@ -117,11 +135,30 @@ class Command(BaseCommand):
             + (f" - {template.description}" if template.description else "")
         )
 
+    def _checks(self, checks: list[dict]) -> None:
+        self.rows(None, CHECK_COLUMNS, check_rows(checks), empty="no checks")
+
     def _list(self, options: dict) -> None:
-        for template in services.check_template_list(
-            include_archived=options["archived"]
-        ):
-            self.stdout.write(self._summary(template))
+        self.rows(
+            None,
+            ("template", "checks", "state", "description"),
+            (
+                (
+                    template.reference,
+                    len(template.checks),
+                    "built in"
+                    if template.pk is None
+                    else "archived"
+                    if template.archived
+                    else "active",
+                    template.description or "-",
+                )
+                for template in services.check_template_list(
+                    include_archived=options["archived"]
+                )
+            ),
+            empty="no check templates",
+        )
 
     def _show(self, options: dict) -> None:
         template = services.check_template_get(options["name"], options["version"])
@@ -140,8 +177,7 @@ class Command(BaseCommand):
             )
             return
         self.stdout.write(self._summary(template))
-        for line in check_lines(template.checks):
-            self.stdout.write(line)
+        self._checks(template.checks)
         others = [
             t.version
             for t in services.check_template_versions(template.name)
@@ -159,8 +195,7 @@ class Command(BaseCommand):
             description=options["description"] or description or "",
         )
         self.stdout.write(f"created {self._summary(template)}")
-        for line in check_lines(template.checks):
-            self.stdout.write(line)
+        self._checks(template.checks)
 
     def _update(self, options: dict) -> None:
         checks, description = self._read(options["file"])
@@ -177,8 +212,7 @@ class Command(BaseCommand):
             self.stdout.write(f"unchanged: {self._summary(template)}")
             return
         self.stdout.write(f"new version {self._summary(template)}")
-        for line in check_lines(template.checks):
-            self.stdout.write(line)
+        self._checks(template.checks)
 
     def _archive(self, options: dict) -> None:
         archived = services.check_template_archive(

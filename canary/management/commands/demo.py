@@ -11,11 +11,12 @@ from __future__ import annotations
 from typing import Any
 
 from django.core.management import call_command
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 from django.db import DatabaseError
 
 from canary.demo import demo_project_ensure
 from controlplane.conf import setting
+from controlplane.management.commands._output import OutputCommand
 from flags.demo import DemoReport
 
 
@@ -36,7 +37,7 @@ def start_background_services() -> None:
     start_loop_thread()
 
 
-class Command(BaseCommand):
+class Command(OutputCommand):
     help = (
         "Prepare a demo: run migrations, create the demo environments, merchants, "
         "segments, flags and admin user if absent, print the admin login; with "

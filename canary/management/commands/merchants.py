@@ -12,9 +12,8 @@ import argparse
 import json
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 from rich import box
-from rich.console import Console
 from rich.table import Table
 
 from canary.selectors import (
@@ -24,6 +23,7 @@ from canary.selectors import (
     pilot_candidates_suggest,
 )
 from controlplane.exceptions import DomainError
+from controlplane.management.commands._output import OutputCommand
 
 LEFT_OUT_SHOWN = 20
 
@@ -51,7 +51,7 @@ def _share(raw: str) -> float:
     return value
 
 
-class Command(BaseCommand):
+class Command(OutputCommand):
     help = (
         "Merchant tools for rollouts. suggest-pilot: pick pilot merchants for a flag"
         " from the outcome events of the last 30 days."
@@ -135,7 +135,7 @@ class Command(BaseCommand):
         self._print(suggestion)
 
     def _print(self, suggestion: PilotSuggestion) -> None:
-        console = Console(file=self.stdout, width=160, highlight=False, soft_wrap=False)
+        console = self.console(width=160)
         basis = (
             f"events of flag {suggestion.flag_key}"
             if suggestion.basis == "flag"

@@ -7,17 +7,18 @@ forwards canary's outcome events (canary.relay_events).
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import signal
 from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
+
+from controlplane.management.commands._output import OutputCommand
 
 
-class Command(BaseCommand):
+class Command(OutputCommand):
     help = (
         "Run a relay: follow the upstream control plane's ruleset for the key's "
         "environment, serve the evaluation endpoints and the stream from memory, "
@@ -57,7 +58,6 @@ class Command(BaseCommand):
             data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         except OSError as exc:
             raise CommandError(f"--data-dir {data_dir}: {exc.strerror}") from None
-        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
         from canary import relay_events
         from flags.relay.app import Relay
 

@@ -24,11 +24,11 @@ import json
 import time
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
+from django.db.models import Count
 
 from canary import services
 from canary.management.commands._rollout_watch import (
-    SYMBOLS,
     duration_text,
     follow,
     snapshot_lines,
@@ -36,8 +36,10 @@ from canary.management.commands._rollout_watch import (
     value_text,
 )
 from canary.models import Rollout, RolloutStatus
+from canary.services.check_templates import check_rule_text
 from controlplane.audit.actors import actor_for_cli
 from controlplane.exceptions import DomainError
+from controlplane.management.commands._output import OutputCommand
 
 
 def _positive(raw: str) -> float:
@@ -62,7 +64,7 @@ def _json_object(raw: str) -> dict:
     return value
 
 
-class Command(BaseCommand):
+class Command(OutputCommand):
     help = (
         "Canary rollouts: list, create (from a template), start (after a preflight), status,"
         " approve, pause, resume, abort, fail-phase, rollback, escalate, stop-escalation,"
@@ -201,19 +203,32 @@ class Command(BaseCommand):
             rollouts = rollouts.filter(flag__key=options["flag"])
         if options["env"]:
             rollouts = rollouts.filter(environment__key=options["env"])
-        rows = list(rollouts[: max(1, options["limit"])])
-        if not rows:
-            self.stdout.write("no rollouts")
-            return
-        for r in rows:
-            self.stdout.write(
-                f"{r.pk:>5}  {r.status:<17} {r.flag.key} in {r.environment.key}"
-                f"  phase {r.current_phase}  {r.name}"
-            )
+        rollouts = rollouts.annotate(phase_count=Count("phases"))
+        self.rows(
+            None,
+            ("id", "status", "flag", "environment", "phase", "name"),
+            (
+                (
+                    r.pk,
+                    r.status,
+                    r.flag.key,
+                    r.environment.key,
+                    # Numbered from 1, as everywhere a person reads them.
+                    f"{r.current_phase + 1}/{r.phase_count}",
+                    r.name,
+                )
+                for r in rollouts[: max(1, options["limit"])]
+            ),
+            empty="no rollouts",
+        )
 
     def _templates(self, options: dict) -> None:
-        for name, description in services.template_list().items():
-            self.stdout.write(f"{name}: {description}")
+        self.rows(
+            None,
+            ("plan", "description"),
+            services.template_list().items(),
+            empty="no plans",
+        )
 
     def _create(self, options: dict) -> None:
         from flags.selectors import environment_get, flag_get
@@ -239,25 +254,43 @@ class Command(BaseCommand):
         )
         self.stdout.write(f"rollout {rollout.pk} created (draft): {rollout.name}")
         if rollout.check_template:
-            self.stdout.write(f"  checks from template {rollout.check_template}")
+            self.stdout.write(f"checks from template {rollout.check_template}")
+        phases = self.table("Phases", "phase", "name", "target", "at least", "approval")
         for phase in rollout.phases.order_by("index"):
-            target = (
+            phases.add_row(
+                str(phase.index + 1),
+                phase.name,
                 f"{phase.percentage:g}%"
                 if phase.percentage is not None
-                else ", ".join(phase.pilot_merchants)
+                else ", ".join(phase.pilot_merchants),
+                f"{phase.min_duration:g}s",
+                "needed" if phase.requires_approval else "-",
             )
-            self.stdout.write(
-                f"  phase {phase.index} {phase.name}: {target}, at least "
-                f"{phase.min_duration}s"
-                + (" (needs approval)" if phase.requires_approval else "")
-            )
+        checks = self.table(
+            "Checks", "check", "provider", "mode", "rule", "on failure", "dry run"
+        )
         for check in rollout.checks.order_by("id"):
-            self.stdout.write(
-                f"  check {check.name}: {check.provider} {check.mode} "
-                f"{SYMBOLS.get(check.comparator)} {value_text(check.threshold)}, "
-                f"on failure {check.on_failure}"
-                + (" (dry run)" if check.dry_run else "")
+            checks.add_row(
+                check.name,
+                check.provider,
+                check.mode,
+                check_rule_text(
+                    {
+                        field: getattr(check, field)
+                        for field in (
+                            "mode",
+                            "comparator",
+                            "threshold",
+                            "relative_tolerance",
+                            "margin",
+                            "alpha",
+                        )
+                    }
+                ),
+                check.on_failure,
+                "yes" if check.dry_run else "-",
             )
+        self.print(phases, checks)
         self.stdout.write(f"start it with: manage.py rollout start {rollout.pk}")
 
     def _start(self, options: dict) -> None:
@@ -273,7 +306,7 @@ class Command(BaseCommand):
             raise CommandError(exc.message) from None
         self._preflight_lines(report)
         self.stdout.write(
-            f"rollout {rollout.pk} {rollout.status}: phase 0 "
+            f"rollout {rollout.pk} {rollout.status}: phase 1 "
             f"({rollout.phases.get(index=0).name}) is live"
         )
 
@@ -314,7 +347,7 @@ class Command(BaseCommand):
             rollout_id=rollout.pk, actor=actor_for_cli(), reason=options["reason"]
         )
         self.stdout.write(
-            f"rollout {rollout.pk} approved at phase {rollout.current_phase}: "
+            f"rollout {rollout.pk} approved at phase {rollout.current_phase + 1}: "
             f"{rollout.status}"
         )
 
@@ -434,6 +467,7 @@ class Command(BaseCommand):
             self.stdout,
             interval=options["interval"],
             deadline=time.monotonic() + options["timeout"],
+            console=self.console(soft_wrap=True),
         )
         self._summary(snap.rollout.pk)
         if snap.rollback_failed:

@@ -36,10 +36,11 @@ import urllib.request
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 
 from controlplane.audit.actors import actor_for_cli
 from controlplane.exceptions import DomainError
+from controlplane.management.commands._output import OutputCommand
 
 
 def _number(
@@ -158,7 +159,7 @@ class Second:
     events: list[dict] = field(default_factory=list)
 
 
-class Command(BaseCommand):
+class Command(OutputCommand):
     help = (
         "Simulate app traffic for a flag: evaluate it for the demo merchants through the "
         "evaluation API and report outcome events whose error rate and duration depend on "

@@ -11,9 +11,10 @@ from typing import Any
 from django.core.management.commands import migrate
 
 from controlplane.db import timeouts_lifted
+from controlplane.management.commands._output import OutputCommand
 
 
-class Command(migrate.Command):
+class Command(OutputCommand, migrate.Command):
     help = migrate.Command.help + " (no statement or read timeout)"
 
     def handle(self, *args: Any, **options: Any) -> None:

@@ -10,28 +10,23 @@ anything is written: the services validate before they write.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import io
 import json
 import math
-import os
 from collections.abc import Callable
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 from django.db import DatabaseError
-from django.utils import timezone
-from rich import box
-from rich.console import Console
-from rich.table import Table
 
 from controlplane.audit.actors import Actor, actor_for_cli
-from controlplane.audit.management.commands.audit import parse_duration, parse_instant
-from controlplane.audit.models import AuditEvent
-from controlplane.conf import setting
 from controlplane.exceptions import DomainError
-from flags import engine, mappers, selectors, services
-from flags.models import Environment, Flag, FlagState, Merchant, ValueType
+from flags import selectors, services
+from flags.management.commands._flag_overrides import (
+    OverrideOutput,
+    format_time,
+    format_value,
+)
+from flags.models import Environment, Flag, FlagState, ValueType
 
 
 def _one_line(text: str) -> str:
@@ -61,24 +56,7 @@ def _state_summary(state: FlagState) -> str:
     return f"on: {_serve_summary(state.fallthrough)}{rules}"
 
 
-def _format_time(value: dt.datetime | None) -> str:
-    if value is None:
-        return "-"
-    return value.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
-
-
-# SIMPLE_HEAD drawn with '-': safe in any encoding when piped or logged.
-_PLAIN_BOX = box.Box(
-    "    \n    \n -- \n    \n    \n    \n    \n    \n",
-    ascii=True,
-)
-
-
-def _format_value(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False)
-
-
-class Command(BaseCommand):
+class Command(OverrideOutput):
     help = (
         "Manage flags from the command line: list, show, create, enable, disable, "
         "kill, restore, percentage, and per-merchant overrides (override add|remove|list)."
@@ -219,39 +197,7 @@ class Command(BaseCommand):
                 f"database error: {text} (did you run 'manage.py migrate'?)"
             ) from None
 
-    # -- output helpers -------------------------------------------------------
-
-    def _print(self, *renderables: Any) -> None:
-        """Render with rich: colours on a terminal, plain text otherwise."""
-        is_tty = self.stdout.isatty()
-        width = None if is_tty else int(os.environ.get("COLUMNS", "120") or 120)
-        buffer = io.StringIO()
-        console = Console(
-            file=buffer,
-            force_terminal=is_tty,
-            no_color=not is_tty,
-            width=width,
-            highlight=False,
-            emoji=False,
-            soft_wrap=False,
-        )
-        for renderable in renderables:
-            console.print(renderable)
-        text = buffer.getvalue()
-        if not is_tty:
-            # Piped or captured: no padding to the console width.
-            text = "\n".join(line.rstrip() for line in text.splitlines()) + "\n"
-        self.stdout.write(text, ending="")
-
-    def _table(self, title: str | None, *columns: str) -> Table:
-        table_box = box.SIMPLE_HEAD if self.stdout.isatty() else _PLAIN_BOX
-        table = Table(title=title, box=table_box, title_justify="left", pad_edge=False)
-        for column in columns:
-            table.add_column(column, overflow="fold")
-        return table
-
-    def _warn(self, message: str) -> None:
-        self.stderr.write(f"warning: {message}", self.style.WARNING)
+    # -- helpers --------------------------------------------------------------
 
     @staticmethod
     def _actor(options: dict) -> Actor:
@@ -275,7 +221,7 @@ class Command(BaseCommand):
         flags = list(selectors.flag_list(include_archived=options["archived"]))
         if options.get("env"):
             environment = selectors.environment_get(options["env"])
-            table = self._table(
+            table = self.table(
                 f"Flags in {environment.key} (ruleset version {environment.ruleset_version})",
                 "flag",
                 "type",
@@ -303,7 +249,7 @@ class Command(BaseCommand):
                 )
         else:
             environments = list(Environment.objects.all())
-            table = self._table(
+            table = self.table(
                 "Flags", "flag", "type", *[env.key for env in environments], "archived"
             )
             for flag in flags:
@@ -322,11 +268,11 @@ class Command(BaseCommand):
                 "No flags yet: create one with 'manage.py flag create KEY'."
             )
             return
-        self._print(table)
+        self.print(table)
 
     def _show(self, options: dict) -> None:
         flag = selectors.flag_get(options["flag"])
-        header = self._table(None, "field", "value")
+        header = self.table(None, "field", "value")
         header.show_header = False
         header.add_row("flag", flag.key + ("  (ARCHIVED)" if flag.archived else ""))
         header.add_row("name", flag.name)
@@ -334,14 +280,14 @@ class Command(BaseCommand):
         header.add_row("owner", flag.owner or "-")
         header.add_row("tags", ", ".join(flag.tags) or "-")
         header.add_row("description", flag.description or "-")
-        variations = self._table("Variations", "key", "value", "name")
+        variations = self.table("Variations", "key", "value", "name")
         for variation in flag.variations:
             variations.add_row(
                 variation["key"],
-                _format_value(variation["value"]),
+                format_value(variation["value"]),
                 variation.get("name", ""),
             )
-        states = self._table(
+        states = self.table(
             "States",
             "environment",
             "serving",
@@ -363,7 +309,7 @@ class Command(BaseCommand):
                 or "-"
             )
             killed = (
-                f"{_format_time(state.killed_at)} {state.kill_reason}".strip()
+                f"{format_time(state.killed_at)} {state.kill_reason}".strip()
                 if state.killed_at
                 else "-"
             )
@@ -382,7 +328,7 @@ class Command(BaseCommand):
             renderables.append(
                 self._overrides_table(f"Overrides ({len(overrides)})", overrides)
             )
-        self._print(*renderables)
+        self.print(*renderables)
 
     @staticmethod
     def _clauses_summary(clauses: list[dict]) -> str:
@@ -397,30 +343,6 @@ class Command(BaseCommand):
                     f"{clause['attribute']} {negate}{clause['op']} {values}".strip()
                 )
         return " and ".join(parts)
-
-    def _overrides_table(self, title: str, overrides: list) -> Table:
-        now = timezone.now()
-        table = self._table(
-            title,
-            "environment",
-            "merchant",
-            "variation",
-            "expires",
-            "note",
-            "by",
-            "live",
-        )
-        for override in overrides:
-            table.add_row(
-                override.environment.key,
-                override.merchant.key,
-                override.variation,
-                _format_time(override.expires_at),
-                override.note or "",
-                override.created_by or "",
-                "yes" if override.is_live(now) else "expired",
-            )
-        return table
 
     # -- create ---------------------------------------------------------------
 
@@ -523,19 +445,6 @@ class Command(BaseCommand):
 
     # -- overrides ------------------------------------------------------------
 
-    def _parse_expires(self, text: str | None) -> dt.datetime | None:
-        if not text:
-            return None
-        span = parse_duration(text)
-        if span is not None:
-            if span.total_seconds() <= 0:
-                raise CommandError(f"--expires: {text!r} must be in the future")
-            return timezone.now() + span
-        expires = parse_instant(text, option="--expires")
-        if expires <= timezone.now():
-            raise CommandError(f"--expires: {_format_time(expires)} is in the past")
-        return expires
-
     def _override_add(self, options: dict) -> None:
         flag, environment = self._resolve(options)
         merchant = selectors.merchant_get(options["merchant"])
@@ -555,90 +464,6 @@ class Command(BaseCommand):
             expires_at=expires_at,
         )
         self._print_in_force(flag, environment, merchant)
-
-    def _print_in_force(
-        self, flag: Flag, environment: Environment, merchant: Merchant
-    ) -> None:
-        """Read back from the database and say what now applies to the merchant."""
-        override = selectors.override_list(
-            flag=flag, environment=environment, merchant=merchant
-        ).first()
-        state = selectors.flag_state_get(flag=flag, environment=environment)
-        ruleset = mappers.ruleset_compile(environment)
-        answer = engine.evaluate(ruleset, flag.key, {engine.MERCHANT: merchant.key})
-        if override is not None:
-            expires = (
-                f", expires {_format_time(override.expires_at)}"
-                if override.expires_at
-                else ""
-            )
-            note = f", note {override.note!r}" if override.note else ""
-            self.stdout.write(
-                f"Override saved: {flag.key} in {environment.key} for {merchant.key} -> "
-                f"{override.variation}{expires}{note}"
-            )
-        self.stdout.write(
-            f"In force for {merchant.key}: {flag.key} = {_format_value(answer.value)} "
-            f"(variation {answer.variation}, reason {answer.reason}, level {answer.level}, "
-            f"ruleset version {answer.version})"
-        )
-        if not state.enabled:
-            how = "killed" if state.killed_at else "disabled"
-            self._warn(
-                f"{flag.key} is {how} in {environment.key}: the override has no effect until "
-                f"it is {'restored' if state.killed_at else 'enabled'}"
-            )
-        self._print_history(flag, merchant)
-
-    def _print_history(self, flag: Flag, merchant: Merchant) -> None:
-        limit = int(setting("AUDIT_HISTORY_LIMIT"))
-        events = list(
-            AuditEvent.objects.filter(
-                details__merchant=merchant.key, details__flag=flag.key
-            ).order_by("-id")[:limit]
-        )
-        table = self._table(
-            f"Recent history of {merchant.key} for {flag.key} (newest first, up to {limit})",
-            "event",
-            "time",
-            "actor",
-            "action",
-            "environment",
-            "change",
-        )
-        for event in events:
-            table.add_row(
-                str(event.pk),
-                _format_time(event.created_at),
-                f"{event.actor_type}:{event.actor_name}",
-                event.action,
-                event.environment,
-                self._change_summary(event),
-            )
-        if not events:
-            self.stdout.write(f"No audit history of {merchant.key} for {flag.key}.")
-            return
-        self._print(table)
-
-    @staticmethod
-    def _change_summary(event: AuditEvent) -> str:
-        before = (
-            (event.before or {}).get("variation")
-            if isinstance(event.before, dict)
-            else None
-        )
-        after = (
-            (event.after or {}).get("variation")
-            if isinstance(event.after, dict)
-            else None
-        )
-        if before and after:
-            return f"{before} -> {after}"
-        if after:
-            return f"-> {after}"
-        if before:
-            return f"{before} -> (removed)"
-        return ""
 
     def _override_remove(self, options: dict) -> None:
         flag, environment = self._resolve(options)
@@ -661,7 +486,7 @@ class Command(BaseCommand):
         if not overrides:
             self.stdout.write(f"No overrides of {flag.key} in {environment.key}.")
             return
-        self._print(
+        self.print(
             self._overrides_table(
                 f"Overrides of {flag.key} in {environment.key} ({len(overrides)})",
                 overrides,

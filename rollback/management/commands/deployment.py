@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
 from controlplane.audit.actors import actor_for_cli
 from controlplane.exceptions import DomainError
+from controlplane.management.commands._output import OutputCommand
 
 
-class Command(BaseCommand):
+class Command(OutputCommand):
     help = (
         "Record a deployment (before `migrate`: it captures the migration state to go back to;"
         " or pass --migration-state from `deployment state` taken before migrating), or list them."
@@ -81,9 +82,28 @@ class Command(BaseCommand):
         rows = deployment_list(service=options["service"], environment=options["env"])[
             : options["limit"]
         ]
-        for d in rows:
-            previous = d.previous.version if d.previous else "-"
-            self.stdout.write(
-                f"{d.pk:>6}  {d.deployed_at:%Y-%m-%d %H:%M:%S}  {d.environment.key:<12} "
-                f"{d.service:<20} {d.version:<20} {d.status:<10} previous={previous}"
-            )
+        self.rows(
+            None,
+            (
+                "id",
+                "deployed at",
+                "environment",
+                "service",
+                "version",
+                "status",
+                "previous",
+            ),
+            (
+                (
+                    d.pk,
+                    f"{d.deployed_at:%Y-%m-%d %H:%M:%S}",
+                    d.environment.key,
+                    d.service,
+                    d.version,
+                    d.status,
+                    d.previous.version if d.previous else "-",
+                )
+                for d in rows
+            ),
+            empty="no deployments",
+        )

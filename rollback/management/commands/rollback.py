@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import time
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
 from controlplane.audit.actors import actor_for_cli
 from controlplane.exceptions import DomainError
+from controlplane.management.commands._output import OutputCommand
 
 FINAL = ("succeeded", "failed")
 
 
-class Command(BaseCommand):
+class Command(OutputCommand):
     help = "Check, start, follow and retry rollback runs (levels: 1 flag, 2 deployment, 3 migrations)."
 
     def add_arguments(self, parser):
@@ -152,9 +153,21 @@ class Command(BaseCommand):
         )
         if run.reason:
             self.stdout.write(f"reason: {run.reason}")
-        for step in run.steps.order_by("position"):
-            line = f"  step {step.position} {step.actuator}: {step.status} (attempts {step.attempts})"
-            self.stdout.write(line + (f" error: {step.error}" if step.error else ""))
+        self.rows(
+            "Steps",
+            ("step", "actuator", "status", "attempts", "error"),
+            (
+                (
+                    step.position,
+                    step.actuator,
+                    step.status,
+                    step.attempts,
+                    step.error or "-",
+                )
+                for step in run.steps.order_by("position")
+            ),
+            empty="no steps",
+        )
         if run.error:
             self.stdout.write(f"error: {run.error}")
 

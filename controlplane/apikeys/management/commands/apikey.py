@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from django.apps import apps
 from django.contrib.auth import get_user_model
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
 from controlplane.apikeys import services
 from controlplane.apikeys.models import ApiKey, Scope
 from controlplane.audit.actors import actor_for_cli
 from controlplane.exceptions import DomainError
+from controlplane.management.commands._output import OutputCommand
 
 
-class Command(BaseCommand):
+class Command(OutputCommand):
     help = "Create, list or revoke API keys (the raw key is printed once, on create)."
 
     def add_arguments(self, parser):
@@ -62,18 +63,32 @@ class Command(BaseCommand):
         self.stdout.write(raw)
 
     def _list(self, options) -> None:
+        rows = []
         for api_key in ApiKey.objects.select_related("environment", "user"):
             where = (
                 api_key.environment.key
                 if api_key.environment_id
                 else (api_key.user.get_username() if api_key.user_id else "-")
             )
-            state = "revoked" if api_key.revoked_at else "active"
-            used = api_key.last_used_at.isoformat() if api_key.last_used_at else "never"
-            self.stdout.write(
-                f"{api_key.pk}\t{api_key.prefix}…\t{api_key.scope}\t{where}\t"
-                f"{api_key.name}\t{state}\tlast used {used}"
+            rows.append(
+                (
+                    api_key.pk,
+                    f"{api_key.prefix}…",
+                    api_key.scope,
+                    where,
+                    api_key.name,
+                    "revoked" if api_key.revoked_at else "active",
+                    api_key.last_used_at.isoformat()
+                    if api_key.last_used_at
+                    else "never",
+                )
             )
+        self.rows(
+            None,
+            ("id", "prefix", "scope", "environment/user", "name", "state", "last used"),
+            rows,
+            empty="no API keys: create one with 'manage.py apikey create'",
+        )
 
     def _revoke(self, options) -> None:
         ref = options["key"]

@@ -14,7 +14,7 @@ import re
 from pathlib import Path
 from typing import Any, TextIO
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 from django.db import DatabaseError
 from django.utils import timezone
 
@@ -25,6 +25,7 @@ from controlplane.audit.checkpoints import (
 )
 from controlplane.audit.services import audit_chain_verify, audit_events_export
 from controlplane.exceptions import AuditChainBroken, InvalidInput
+from controlplane.management.commands._output import OutputCommand
 
 _RELATIVE_RE = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$", re.IGNORECASE)
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
@@ -68,7 +69,7 @@ def parse_since(text: str) -> dt.datetime:
     return parse_instant(text, option="--since")
 
 
-class Command(BaseCommand):
+class Command(OutputCommand):
     help = (
         "Audit log: 'verify' walks every hash chain (one per environment and "
         "'global') and names each broken one and where; 'export' writes events "
@@ -152,13 +153,20 @@ class Command(BaseCommand):
                 raise CommandError(f"--against: {exc.message}") from None
         report = audit_chain_verify(anchors=anchors)
         if chains:
-            for chain in report.chains:
-                state = "ok" if chain.ok else f"BROKEN at event {chain.broken_id}"
-                head = f", head event {chain.head_id}" if chain.head_id else ""
-                self.stdout.write(
-                    f"chain {chain.chain}: {chain.checked} events verified"
-                    f"{head}: {state}"
-                )
+            self.rows(
+                None,
+                ("chain", "events verified", "head event", "state"),
+                (
+                    (
+                        chain.chain,
+                        chain.checked,
+                        chain.head_id or "-",
+                        "ok" if chain.ok else f"BROKEN at event {chain.broken_id}",
+                    )
+                    for chain in report.chains
+                ),
+                empty="no chains",
+            )
         if not report.ok:
             others = [
                 f"chain {chain.chain} at event {chain.broken_id}"
@@ -189,12 +197,13 @@ class Command(BaseCommand):
         if not checkpoints:
             self.stdout.write("no event yet: nothing to checkpoint")
             return
-        for checkpoint in checkpoints:
-            self.stdout.write(
-                f"checkpoint: chain {checkpoint.chain}: event {checkpoint.id} "
-                f"{checkpoint.hash} at {checkpoint.checkpointed_at} appended to "
-                f"{target}"
-            )
+        self.stdout.write(f"checkpoints appended to {target}:")
+        self.rows(
+            None,
+            ("chain", "event", "hash", "checkpointed at"),
+            ((c.chain, c.id, c.hash, c.checkpointed_at) for c in checkpoints),
+            empty="no checkpoint written",
+        )
 
     def _export(self, since_text: str | None, output: str | None) -> None:
         since = parse_since(since_text) if since_text else None
