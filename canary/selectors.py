@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from django.db import connections
+from django.db import connections, transaction
 from django.db.models import Avg, Count, Max, Q
 from django.db.models.functions import TruncDate
 from django.utils import timezone
@@ -398,7 +398,14 @@ def _pilot_top_postgresql(
     top: list[tuple] = []
     nearest: list[tuple] = []
     seen = left_total = 0
-    with connection.cursor() as cursor:
+    with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
+        # A month of a busy flag is millions of index entries: let two
+        # workers aggregate them in parallel (partial aggregates, merged in
+        # merchant order). The default costs keep the plan serial because
+        # the merge moves a row per merchant; measured at a million
+        # merchants, the parallel plan takes about 70% of the time.
+        cursor.execute("SET LOCAL parallel_setup_cost = 100")
+        cursor.execute("SET LOCAL parallel_tuple_cost = 0.01")
         cursor.execute(sql, params)
         for part, key, events, failures, days, last, avg, active in cursor.fetchall():
             if part == 2:
