@@ -122,3 +122,55 @@ def start_granian(
     )
     _wait(process, port, "granian")
     return Started(process, port, [cleanup])
+
+
+def start_relay(url: str, key: str) -> Started:
+    """A relay (``manage.py relay``, one process) of a granian control plane.
+
+    The control plane runs with one worker; the relay follows its ruleset
+    and answers from memory with no database. Returns once the relay
+    answers an evaluation with 200.
+    """
+    upstream = start_granian(url, 1)
+    port = _serving.free_port()
+    data_dir = tempfile.mkdtemp(prefix="cp-bench-relay-")
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "manage.py",
+            "relay",
+            f"--upstream=http://127.0.0.1:{upstream.port}",
+            f"--key={key}",
+            f"--port={port}",
+            f"--data-dir={data_dir}",
+        ],
+        cwd=_serving.ROOT,
+        env=_env(url, None),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/ofrep/v1/evaluate/flags/bench-05",
+        data=b'{"context": {"targetingKey": "m-42"}}',
+        headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+    )
+    while True:
+        if process.poll() is not None:
+            upstream.stop()
+            sys.exit(f"relay exited: {process.stderr.read()[-2000:]}")
+        try:
+            urllib.request.urlopen(request, timeout=1)
+            break
+        except Exception:
+            if time.monotonic() > deadline:
+                process.kill()
+                upstream.stop()
+                sys.exit("the relay did not answer within 60 s")
+            time.sleep(0.2)
+    return Started(
+        process,
+        port,
+        [upstream.stop, lambda: shutil.rmtree(data_dir, True)],
+    )

@@ -67,6 +67,8 @@ SERVERS: dict[str, Callable[[argparse.Namespace], _http_servers.Started]] = {
     "granian, counting off": lambda a: _http_servers.start_granian(
         a.database_url, a.workers, a.threads_per_worker, {"BENCH_NO_COUNTING": "1"}
     ),
+    # a relay of a granian control plane: one process, no database
+    "relay": lambda a: _http_servers.start_relay(a.database_url, a.key),
 }
 
 TARGETS: list[Target] = [
@@ -111,12 +113,24 @@ TARGETS: list[Target] = [
         SINGLE,
         "uncounted",
     ),
+    Target("relay", "native, 1 flag, through a relay", "/api/v1/evaluate", SINGLE),
+    Target(
+        "relay",
+        "OFREP single, through a relay",
+        "/ofrep/v1/evaluate/flags/bench-05",
+        OFREP,
+    ),
 ]
 
 
 def _queries(port: int) -> float:
     """Return the servers' SQL statements run by request threads so far."""
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read()
+    try:
+        text = urllib.request.urlopen(
+            f"http://127.0.0.1:{port}/metrics", timeout=5
+        ).read()
+    except OSError:  # a relay: no /metrics of the bench apps, and no database
+        return 0.0
     for line in text.decode().splitlines():
         if line.startswith("bench_request_queries_total "):
             return float(line.split()[1])
@@ -277,6 +291,7 @@ def main() -> None:
     _serving.ensure_database(args.database_url)
     _serving.setup_django(args.database_url)
     _environment, _flags, key = _serving.bench_environment("bench", 20)
+    args.key = key
     from flags.models import Flag
 
     extra = (
