@@ -43,6 +43,7 @@ class Environment:
     shares: list[Share] = field(default_factory=list)
     change_url: str = ""
     version: int = 0
+    state_pk: int = 0
 
     @property
     def sentence(self) -> str:
@@ -104,6 +105,7 @@ def _environment(
         status="on",
         change_url=reverse("admin:flags_flagstate_change", args=[state.pk]),
         version=state.version,
+        state_pk=state.pk,
     )
     off = {"variation": state.off_variation}
     if state.killed_at is not None or not state.enabled:
