@@ -409,3 +409,22 @@ def test_state_page__bad_override_rows__error_nothing_written(
     assert message in " ".join(_errors(response)["overrides_rows"])
     assert AuditEvent.objects.count() == events
     assert MerchantOverride.objects.get(flag=targeted).variation == "on"
+
+
+def test_override_page__variation__chosen_among_the_flags_variations(
+    admin_client, targeted, production
+):
+    # Given
+    override = MerchantOverride.objects.get(flag=targeted)
+    url = reverse("admin:flags_merchantoverride_change", args=[override.pk])
+    data = form_fields(admin_client.get(url).content.decode(), "merchantoverride_form")
+    # When: a variation the flag does not have, then one it has
+    refused = admin_client.post(url, data | {"variation": "maybe"})
+    accepted = admin_client.post(url, data | {"variation": "off"})
+    # Then
+    assert refused.status_code == 200
+    assert "variation" in refused.context["adminform"].form.errors
+    assert accepted.status_code == 302
+    override.refresh_from_db()
+    assert override.variation == "off"
+    assert AuditEvent.objects.filter(action="override.updated").count() == 1

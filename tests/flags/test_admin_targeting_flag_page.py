@@ -347,3 +347,17 @@ def test_flag_page__evaluate_nul_in_key__400(admin_client, rolled_out):
     response = _evaluate(admin_client, rolled_out, "production", "m\x00")
     # Then
     assert response.status_code == 400
+
+
+def test_flag_page__variations_json__collapsed_after_the_rows(
+    admin_client, environments, flag_factory
+):
+    # When
+    html = admin_client.get(_url(flag_factory())).content.decode()
+    # Then
+    advanced = html.index("Advanced: JSON")
+    assert html.index('name="variation_rows-0-key"') < advanced
+    assert html.rfind("<details", 0, advanced) > html.index(
+        'name="variation_rows-0-key"'
+    )
+    assert html.index('name="variations"') > advanced
