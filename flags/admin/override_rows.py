@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+from django.core.exceptions import ValidationError
 from django.utils import timezone
 
 from flags.admin import targeting_rows as rows
@@ -134,3 +135,26 @@ class OverrideRowsField(RowsField):
                 }
             )
         return wanted
+
+    def has_changed(self, initial: Any, data: Any) -> bool:
+        """Return True when a row would set or remove an override."""
+        if data is None:
+            return False
+        try:
+            wanted = self.clean(data) or []
+        except ValidationError:  # a refused row is a change the form reports
+            return True
+        shown = {
+            row["merchant"]: (
+                row["variation"],
+                row["note"],
+                local_input(row["expires_at"]),
+            )
+            for row in initial or []
+        }
+        return any(
+            row["variation"] is None
+            or shown.get(row["merchant"])
+            != (row["variation"], row["note"], row["expiry_text"])
+            for row in wanted
+        )

@@ -428,3 +428,47 @@ def test_override_page__variation__chosen_among_the_flags_variations(
     override.refresh_from_db()
     assert override.variation == "off"
     assert AuditEvent.objects.filter(action="override.updated").count() == 1
+
+
+def test_demo_pages__posted_untouched__nothing_changes(admin_client, db):
+    # Given: the README's demo (bool, number, string split with rules)
+    from flags.demo import demo_ensure
+
+    demo_ensure()
+    states = list(FlagState.objects.select_related("flag", "environment"))
+    flag_pages = [
+        admin_client.get(reverse("admin:flags_flag_change", args=[state.flag_id]))
+        for state in states
+    ]
+    events = AuditEvent.objects.count()
+    for state in states:
+        # When
+        response = admin_client.post(_url(state), _page(admin_client, state))
+        # Then
+        assert response.status_code == 302, (str(state), _errors(response))
+    for flag_id in {state.flag_id for state in states}:
+        url = reverse("admin:flags_flag_change", args=[flag_id])
+        data = form_fields(admin_client.get(url).content.decode(), "flag_form")
+        response = admin_client.post(url, data)
+        assert response.status_code == 302, _errors(response)
+    assert AuditEvent.objects.count() == events
+    assert all(page.status_code == 200 for page in flag_pages)
+    assert all(b"Who gets what" in page.content for page in flag_pages)
+
+
+def test_state_page__only_a_rule_changed__change_message_names_only_rules(
+    admin_client, targeted, production
+):
+    # Given
+    state = _state(targeted, production)
+    data = _page(admin_client, state) | {"targeting_rules-0-description": "renamed"}
+    # When
+    response = admin_client.post(_url(state), data)
+    # Then: Django's own history says what changed, nothing more
+    assert response.status_code == 302, _errors(response)
+    from django.contrib.admin.models import LogEntry
+
+    message = LogEntry.objects.latest("action_time").get_change_message()
+    assert "Rules" in message
+    assert "overrides" not in message.lower()
+    assert "default" not in message.lower()
