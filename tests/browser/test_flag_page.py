@@ -192,6 +192,11 @@ def test_flag_page__rule_added_in_the_form__merchant_answer_changes(
     page.css(f"input[name='{new}-serve-mode'][value='variation']").click()
     Select(page.css(f"select[name='{new}-serve-variation']")).select_by_value("on")
     page.css(f"input[name='{new}-description']").send_keys("Germany and France")
+    segments = page.css(f"select[name='{new}-clause-0-segments']")
+    assert not segments.is_displayed()  # "is one of" takes values, not segments
+    Select(page.css(f"select[name='{new}-clause-0-op']")).select_by_value("segment")
+    assert segments.is_displayed()
+    Select(page.css(f"select[name='{new}-clause-0-op']")).select_by_value("in")
     page.css("input[name=_save]").click()
     page.wait_for("ul.messagelist")
     # Then: the API serves on through rule 2
