@@ -236,6 +236,14 @@ class MerchantOverrideForm(forms.ModelForm):
         fields = ["flag", "environment", "merchant", "variation", "note", "expires_at"]
         widgets = {"note": forms.TextInput(attrs={"size": 60})}
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.instance.pk:  # the flag is fixed: choose among its variations
+            keys = self.instance.flag.variation_keys
+            self.fields["variation"] = forms.ChoiceField(
+                choices=[(key, key) for key in keys]
+            )
+
 
 # -- intermediate pages of admin actions ------------------------------------------
 

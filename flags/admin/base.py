@@ -228,6 +228,7 @@ class StateAction:
     done: str
     form_class: type
     apply: Callable[[Actor, FlagState, dict], FlagState]
+    confirm: str = ""  # asked in the browser before a destructive submit
 
 
 def _kill(actor: Actor, state: FlagState, data: dict) -> FlagState:
@@ -266,6 +267,7 @@ KILL = StateAction(
     done="Killed",
     form_class=KillForm,
     apply=_kill,
+    confirm="Kill: everyone gets the off variation in these flag states, now.",
 )
 RESTORE = StateAction(
     title="Restore after a kill",
@@ -354,6 +356,7 @@ def _confirm_state_action(
         "form": form,
         "environment_form": environment_form,
         "submit_label": spec.submit_label,
+        "confirm": spec.confirm,
     }
     return TemplateResponse(request, "admin/flags/action_confirm.html", context)
 

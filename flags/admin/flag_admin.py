@@ -6,7 +6,7 @@ from typing import Any
 
 from django.contrib import admin, messages
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 from django.utils.html import format_html
 
@@ -28,7 +28,15 @@ from flags.admin.base import (
     state_serving,
     state_status,
 )
-from flags.forms import FlagForm, FlagStateForm, MerchantOverrideForm
+from flags.admin.targeting_admin import (
+    STATE_FIELDSETS,
+    flag_fieldsets,
+    flag_page_context,
+    overrides_apply,
+    state_update_data,
+)
+from flags.admin.targeting_forms import TargetingFlagForm, TargetingFlagStateForm
+from flags.forms import MerchantOverrideForm
 from flags.models import Flag, FlagState, MerchantOverride
 
 # -- model admins ------------------------------------------------------------------------
@@ -36,7 +44,7 @@ from flags.models import Flag, FlagState, MerchantOverride
 
 @admin.register(Flag)
 class FlagAdmin(ServiceModelAdmin):
-    form = FlagForm
+    form = TargetingFlagForm
     list_display = ["key", "name", "value_type", "environments", "archived", "tag_list"]
     list_filter = ["value_type", "archived", TagFilter, FlagKilledFilter]
     search_fields = ["key", "name", "description", "owner"]
@@ -51,6 +59,23 @@ class FlagAdmin(ServiceModelAdmin):
 
     def get_queryset(self, request: HttpRequest) -> QuerySet:
         return super().get_queryset(request).prefetch_related("states__environment")
+
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict | None = None,
+    ) -> HttpResponse:
+        context, status = flag_page_context(
+            request, self.get_object(request, object_id)
+        )
+        response = super().change_view(
+            request, object_id, form_url, {**(extra_context or {}), **context}
+        )
+        if status != 200 and response.status_code == 200:
+            response.status_code = status
+        return response
 
     def get_inlines(self, request: HttpRequest, obj: Any = None) -> list:
         return self.inlines if obj is not None else []  # states come with the flag
@@ -79,6 +104,9 @@ class FlagAdmin(ServiceModelAdmin):
             "created_at",
             "updated_at",
         ]
+
+    def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> list:
+        return flag_fieldsets(self.get_fields(request, obj))
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
         if obj is None:
@@ -165,7 +193,7 @@ class FlagAdmin(ServiceModelAdmin):
 
 @admin.register(FlagState)
 class FlagStateAdmin(ServiceModelAdmin):
-    form = FlagStateForm
+    form = TargetingFlagStateForm
     list_display = [
         "__str__",
         "flag_link",
@@ -178,33 +206,7 @@ class FlagStateAdmin(ServiceModelAdmin):
     search_fields = ["flag__key", "flag__name"]
     list_select_related = ["flag", "environment"]
     actions = ["kill", "restore", "set_percentage"]
-    fieldsets = [
-        (
-            None,
-            {
-                "fields": [
-                    "flag",
-                    "environment",
-                    "kill_state",
-                    "serving",
-                    "current_version",
-                ]
-            },
-        ),
-        (
-            "Serving (saved against the version you loaded: a concurrent change is refused)",
-            {
-                "fields": [
-                    "enabled",
-                    "off_variation",
-                    "rules",
-                    "fallthrough",
-                    "bucket_by",
-                    "version",
-                ]
-            },
-        ),
-    ]
+    fieldsets = STATE_FIELDSETS
     readonly_fields = [
         "flag",
         "environment",
@@ -219,17 +221,14 @@ class FlagStateAdmin(ServiceModelAdmin):
     def service_update(
         self, actor: Actor, obj: FlagState, data: dict[str, Any]
     ) -> FlagState:
-        return services.flag_state_update(
+        state = services.flag_state_update(
             actor=actor,
             flag=obj.flag,
             environment=obj.environment,
-            expected_version=data["version"],
-            enabled=data["enabled"],
-            off_variation=data["off_variation"],
-            rules=data["rules"],
-            fallthrough=data["fallthrough"],
-            bucket_by=data["bucket_by"],
+            **state_update_data(data),
         )
+        overrides_apply(actor=actor, state=state, wanted=data.get("overrides_rows"))
+        return state
 
     @admin.display(description="flag", ordering="flag__key")
     def flag_link(self, state: FlagState) -> str:

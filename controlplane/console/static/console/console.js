@@ -17,3 +17,19 @@ document.addEventListener("click", function (event) {
     event.preventDefault();
   }
 }, true);
+// Flag state pages: a clause row shows the inputs its operator uses
+// ("is in segment" takes segments, the others an attribute and values).
+// Without this script every input stays visible and still works.
+document.documentElement.classList.add("js-clause-rows");
+document.addEventListener("change", function (event) {
+  var select = event.target;
+  if (!select.matches || !select.matches("select[data-clause-op]")) {
+    return;
+  }
+  var row = select.closest("tr");
+  if (row) {
+    var isSegment = select.value === "segment";
+    row.classList.toggle("op-segment", isSegment);
+    row.classList.toggle("op-attribute", !isSegment);
+  }
+});
