@@ -5,7 +5,7 @@ import shutil
 import tempfile
 
 from controlplane.settings import *  # noqa: F401,F403
-from controlplane.settings import INSTALLED_APPS
+from controlplane.settings import DATABASES, INSTALLED_APPS
 
 # Test-only Django apps (e.g. apps with migrations that rollback tests revert).
 TEST_APPS: list[str] = [
@@ -23,3 +23,8 @@ CONTROLPLANE = {"RULESET_BACKGROUND": False}
 # Outage: the serving state written to disk by this run stays out of var/.
 CONTROLPLANE["SERVING_STATE_DIR"] = tempfile.mkdtemp(prefix="cp-serving-state-")
 atexit.register(shutil.rmtree, CONTROLPLANE["SERVING_STATE_DIR"], True)
+
+# A live server's request threads outlive a request while the browser keeps
+# its connection alive: with CONN_MAX_AGE they would still hold database
+# sessions when the test database is dropped at the end of the run.
+DATABASES["default"]["CONN_MAX_AGE"] = 0
