@@ -21,6 +21,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import NoReverseMatch, path, reverse
 from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_POST
 
 from controlplane.audit import admin_filters
@@ -122,7 +123,8 @@ def change_rows(event: AuditEvent) -> list[dict[str, Any]]:
     """Return the rows of what ``event`` changed, ready for the template."""
     return [
         {
-            "field": change.field,
+            "field": _breakable(change.field),
+            "path": change.field,
             "kind": change.kind,
             "before": _value_html(change, change.before),
             "after": _value_html(change, change.after),
@@ -131,6 +133,13 @@ def change_rows(event: AuditEvent) -> list[dict[str, Any]]:
             before=event.before, after=event.after, details=event.details
         )
     ]
+
+
+def _breakable(path: str) -> str:
+    """Return a field path that may wrap after its dots (a narrow column)."""
+    return format_html_join(
+        mark_safe(".<wbr>"), "{}", ((part,) for part in path.split("."))
+    )
 
 
 def _pretty(value: Any) -> str:
@@ -272,7 +281,7 @@ class AuditEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         problem = admin_filters.TimeFilter.problem(request)
         if problem:
             return HttpResponse(problem, status=400, content_type="text/plain")
-        extra_context = dict(extra_context or {})
+        extra_context = {"title": "Audit events", **(extra_context or {})}
         target_type = request.GET.get("target_type", "")
         target_id = request.GET.get("target_id", "")
         if target_type and target_id:
@@ -377,7 +386,7 @@ class AuditEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
             '<span class="audit-change">{}: {} → {}</span>',
             (
                 (
-                    change.field,
+                    _breakable(change.field),
                     value_text(change.before, limit=40),
                     value_text(change.after, limit=40),
                 )

@@ -123,14 +123,16 @@ def parse_time(text: str, *, end: bool = False) -> dt.datetime | None:
     """
     text = text.strip()
     try:
-        moment = parse_datetime(text)
-        if moment is None:
-            day = parse_date(text)
-            if day is None:
-                return None
+        # A date first: parse_datetime reads "2026-12-01" as its midnight.
+        day = parse_date(text)
+        if day is not None:
             if end:
                 day += dt.timedelta(days=1)
             moment = dt.datetime.combine(day, dt.time())
+        else:
+            moment = parse_datetime(text)
+            if moment is None:
+                return None
     except (ValueError, OverflowError):
         return None  # well formed but out of range (month 13, year 0)
     if timezone.is_naive(moment):

@@ -81,7 +81,7 @@ def test_audit_admin__detail__read_only_with_changes_raw_json_and_hashes(
     body = response.content.decode()
     assert "<pre" in body and "&quot;weight&quot;: 10000" in body
     assert event.hash in body and event.prev_hash in body
-    fields = [row["field"] for row in response.context["changes"]]
+    fields = [row["path"] for row in response.context["changes"]]
     assert "version" in fields and "enabled" not in fields  # only what changed
     assert any(field.startswith("fallthrough.") for field in fields)
     assert 'name="_save"' not in body  # view only: no save button

@@ -106,8 +106,11 @@ def test_audit_list__chains_verified__ok_then_verify_now(
     page.login()
     # When
     page.get("/admin/audit/auditevent/")
-    page.wait_for("#audit-chains")
-    # Then
+    summary = page.wait_for("#audit-chains > summary")
+    # Then: one line while every chain verifies; the table when opened
+    assert "all 2 verify" in summary.text
+    assert page.css("#audit-chains").get_attribute("open") is None
+    summary.click()
     states = {
         row.get_attribute("data-chain"): row.find_element("css selector", ".tone").text
         for row in page.all("#audit-chains tbody tr")
