@@ -31,7 +31,12 @@ from controlplane.audit.chain_status import (
     audit_chain_status,
     audit_chain_status_verify,
 )
-from controlplane.audit.diff import Change, event_changes, value_text
+from controlplane.audit.diff import (
+    Change,
+    detail_values,
+    event_changes,
+    value_text,
+)
 from controlplane.audit.models import AuditEvent
 from controlplane.console.templatetags.console import TONES, when
 
@@ -112,8 +117,11 @@ def action_tone(event: AuditEvent) -> str:
 
 
 def _value_html(change: Change, value: Any) -> str:
+    return _value_of(change.path[-1] if change.path else "", value)
+
+
+def _value_of(last: Any, value: Any) -> str:
     text = value_text(value)
-    last = change.path[-1] if change.path else ""
     if last in _STATUS_FIELDS and isinstance(value, str) and value in TONES:
         return format_html('<span class="tone tone-{}">{}</span>', TONES[value], text)
     return format_html("<code>{}</code>", text) if text != "—" else text
@@ -132,6 +140,18 @@ def change_rows(event: AuditEvent) -> list[dict[str, Any]]:
         for change in event_changes(
             before=event.before, after=event.after, details=event.details
         )
+    ]
+
+
+def detail_rows(event: AuditEvent) -> list[dict[str, Any]]:
+    """Return the context of ``event`` (reason, phase, ids) as rows."""
+    return [
+        {
+            "field": _breakable(path),
+            "path": path,
+            "value": _value_of(path.rpartition(".")[2], value),
+        }
+        for path, value in detail_values(event.details)
     ]
 
 
@@ -183,7 +203,6 @@ class AuditEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         "actor",
         "action_label",
         "target",
-        "environment_label",
         "summary",
     ]
     list_display_links = ["time"]
@@ -322,8 +341,12 @@ class AuditEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         if obj is not None:
             rows = change_rows(obj)
             context.update(
+                # the target has its own row: keep the heading short enough
+                # to leave room for the object tools beside it
+                subtitle=f"#{obj.pk} {obj.action}",
                 changes=rows[:MAX_ROWS],
                 changes_hidden=max(0, len(rows) - MAX_ROWS),
+                details=detail_rows(obj)[:MAX_ROWS],
                 target_url=getattr(obj, "_target_url", None),
                 target_history_url=audit_history_url(
                     target_type=obj.target_type, target_id=obj.target_id
@@ -360,7 +383,9 @@ class AuditEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         label = event.target_repr or event.target_id
         url = getattr(event, "_target_url", None)
         kind = format_html(
-            '<small class="quiet">{}</small>', target_type_label(event.target_type)
+            '<small class="quiet">{}{}</small>',
+            target_type_label(event.target_type),
+            f" · {event.environment}" if event.environment else "",
         )
         if url:
             return format_html('<a href="{}">{}</a> {}', url, label, kind)

@@ -89,6 +89,10 @@ def path_text(path: Path) -> str:
     return "".join(parts)
 
 
+def _is_empty_container(value: Any) -> bool:
+    return isinstance(value, dict | list) and not value
+
+
 def _is_container(value: Any) -> bool:
     return isinstance(value, dict | list) and bool(value)
 
@@ -144,15 +148,24 @@ def diff(before: Any, after: Any) -> list[Change]:
 
     ``None`` on one side means the target did not exist then (created or
     removed): every field of the other side is a change. Two equal values
-    give no row.
+    give no row, and neither does an empty container on one side whose
+    fields fill the other (``rules: []`` becoming ``rules[0].…``).
     """
     old = {} if before is None else flatten(before)
     new = {} if after is None else flatten(after)
+    paths = sorted(old.keys() | new.keys(), key=_order)
+    # An empty container that became (or was) a full one: its fields' rows
+    # say what happened, a "rules: [] → —" row beside them would not.
+    parents = {path[:depth] for path in paths for depth in range(len(path))}
     changes = []
-    for path in sorted(old.keys() | new.keys(), key=_order):
+    for path in paths:
         left, right = old.get(path, MISSING), new.get(path, MISSING)
-        if not _same(left, right):
-            changes.append(Change(path, left, right))
+        if _same(left, right):
+            continue
+        present = right if left is MISSING else left if right is MISSING else None
+        if path in parents and _is_empty_container(present):
+            continue
+        changes.append(Change(path, left, right))
     return changes
 
 
@@ -184,6 +197,39 @@ def detail_changes(details: Any) -> list[Change]:
     a pair of dicts gives one row per field that differs.
     """
     return list(_pairs(details, (), 0))
+
+
+def detail_values(details: Any) -> list[tuple[str, Any]]:
+    """Return the leaves of ``details`` that are not before/after pairs.
+
+    These are the context of a change (its reason, the phase, a run's id):
+    ``[("reason", "errors up"), ("phase", 2)]``, sorted by path.
+    """
+    if not isinstance(details, dict):
+        return [] if details in (None, [], "") else [("value", details)]
+    if not details:
+        return []
+    pair_keys = {key for pair in PAIRS for key in pair}
+    leaves = flatten(details)
+    return [
+        (path_text(path), value)
+        for path, value in sorted(leaves.items(), key=lambda item: _order(item[0]))
+        if not _inside_pair(details, path, pair_keys)
+    ]
+
+
+def _inside_pair(details: Any, path: Path, pair_keys: set[str]) -> bool:
+    """Return whether ``path`` runs through a before/after or from/to key."""
+    node = details
+    for step in path:
+        if isinstance(node, dict) and step in pair_keys:
+            if any(old in node and new in node for old, new in PAIRS):
+                return True
+        try:
+            node = node[step]
+        except (KeyError, IndexError, TypeError):
+            return False
+    return False
 
 
 def event_changes(*, before: Any, after: Any, details: Any = None) -> list[Change]:
@@ -224,6 +270,7 @@ __all__ = [
     "MISSING",
     "Change",
     "detail_changes",
+    "detail_values",
     "diff",
     "event_changes",
     "flatten",

@@ -258,3 +258,28 @@ def test_event_page__read_only__no_save_delete_or_history_of_edits(
     assert reverse("admin:audit_auditevent_delete", args=[event.pk]) not in body
     # its "events about this target" link opens the target's history
     assert "target_type=flags.flag&amp;target_id=" in body
+
+
+def test_event_page__kill__what_changed_and_the_reason_in_details(
+    admin_client, environments, flag_factory, production
+):
+    # Given
+    flag = flag_factory()
+    services.flag_state_set_enabled(
+        actor=SYSTEM, flag=flag, environment=production, enabled=True
+    )
+    state = services.flag_state_kill(
+        actor=SYSTEM, flag=flag, environment=production, reason="errors up"
+    )
+    event = AuditEvent.objects.get(action="flag_state.killed", target_id=str(state.pk))
+    # When
+    response = admin_client.get(_event_url(event))
+    # Then
+    body = response.content.decode()
+    rows = _rows(body)
+    assert rows["killed"] == ("false", "true")
+    assert rows["enabled"] == ("true", "false")
+    assert [(row["path"], row["value"]) for row in response.context["details"]] == [
+        ("reason", "<code>errors up</code>")
+    ]
+    assert re.search(r'class="tone tone-bad">flag_state\.<wbr>killed', body)

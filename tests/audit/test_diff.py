@@ -11,6 +11,7 @@ from controlplane.audit.diff import (
     MISSING,
     Change,
     detail_changes,
+    detail_values,
     diff,
     event_changes,
     flatten,
@@ -98,9 +99,21 @@ STATE_AFTER = {
         pytest.param({"value": 1}, {"value": 1.0}, [], id="one-is-one-point-zero"),
         pytest.param(
             {"a": {"b": 1}},
-            {"a": {}},
-            [("a", MISSING, {}), ("a.b", 1, MISSING)],
-            id="emptied-dict-is-a-leaf",
+            {"a": 2},
+            [("a", MISSING, 2), ("a.b", 1, MISSING)],
+            id="dict-became-a-value",
+        ),
+        pytest.param(
+            {"rules": [], "version": 1},
+            {"rules": [{"variation": "on"}], "version": 2},
+            [("rules[0].variation", MISSING, "on"), ("version", 1, 2)],
+            id="empty-list-filled-no-empty-row",
+        ),
+        pytest.param(
+            {"attributes": {"tier": "gold"}},
+            {"attributes": {}},
+            [("attributes.tier", "gold", MISSING)],
+            id="dict-emptied-no-empty-row",
         ),
         pytest.param(
             {"status": "running"},
@@ -263,5 +276,37 @@ def test_diff__applied_to_before__gives_after(before, after):
             del leaves[change.path]
         else:
             leaves[change.path] = change.after
-    # Then
-    assert leaves == flatten(after)
+    # Then: the same leaves, but for empty containers whose fields the
+    # other side holds (no row says "[] → —" beside the rows of its fields)
+    assert _solid(leaves) == _solid(flatten(after))
+
+
+def _solid(leaves: dict) -> dict:
+    return {
+        path: value
+        for path, value in leaves.items()
+        if not (isinstance(value, dict | list) and not value)
+    }
+
+
+@pytest.mark.parametrize(
+    ("details", "expected"),
+    [
+        pytest.param(
+            {"from": "running", "to": "paused", "reason": "ops", "phase": 2},
+            [("phase", 2), ("reason", "ops")],
+            id="pair-left-out-context-kept",
+        ),
+        pytest.param(
+            {"verification": {"from": "a", "to": "b", "level": 2}, "run": 7},
+            [("run", 7), ("verification.level", 2)],
+            id="nested-pair-left-out",
+        ),
+        pytest.param({"to": "paused"}, [("to", "paused")], id="half-a-pair-kept"),
+        pytest.param({}, [], id="empty"),
+        pytest.param(None, [], id="none"),
+        pytest.param("text", [("value", "text")], id="not-a-dict"),
+    ],
+)
+def test_detail_values__details__context_rows(details, expected):
+    assert detail_values(details) == expected
