@@ -17,7 +17,7 @@ from django.apps import apps
 from django.contrib import admin, messages
 from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import ValidationError
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, QueryDict
 from django.template.response import TemplateResponse
 from django.urls import NoReverseMatch, path, reverse
 from django.utils.html import format_html, format_html_join
@@ -294,7 +294,13 @@ class AuditEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
                 f"Every audit chain verifies ({len(report.chains)} chains, "
                 f"{report.events} events).",
             )
-        return HttpResponseRedirect(reverse("admin:audit_auditevent_changelist"))
+        # Back to the list as it was filtered; only a query string is taken
+        # from the form, so this cannot redirect anywhere else.
+        query = request.POST.get("query", "")
+        back = reverse("admin:audit_auditevent_changelist")
+        if query and len(query) <= 2000 and "\x00" not in query:
+            back = f"{back}?{QueryDict(query).urlencode()}"
+        return HttpResponseRedirect(back)
 
     def changelist_view(self, request: HttpRequest, extra_context: dict | None = None):
         problem = admin_filters.TimeFilter.problem(request)

@@ -29,8 +29,9 @@ CACHE_KEY = "controlplane.audit.chain_status"
 # Seconds the last verification is kept; a day-old "OK" with its time is
 # still worth showing, and a new check is one click away.
 CACHE_SECONDS = 7 * 24 * 3600
-# Up to this many events, a visit with nothing cached verifies at once.
-AUTO_VERIFY_EVENTS = 5000
+# Up to this many events, a visit with nothing cached verifies at once
+# (about 0.4 s on a small machine; 5,000 took 2 s).
+AUTO_VERIFY_EVENTS = 1000
 
 
 @dataclass(frozen=True, slots=True)

@@ -161,3 +161,28 @@ def test_chain_status__chain_link__lists_that_chains_events(admin_client, log):
     # Then
     assert response.status_code == 200
     assert {e.chain for e in response.context["cl"].result_list} == {"env:production"}
+
+
+def test_chains__verify_now_from_a_filtered_list__back_to_that_list(admin_client, log):
+    # Given
+    page = admin_client.get(CHANGELIST, {"action": "flag.updated"})
+    query = re.search(r'name="query" value="([^"]*)"', page.content.decode())[1]
+    # When
+    response = admin_client.post(VERIFY, {"query": query.replace("&amp;", "&")})
+    # Then
+    assert response.status_code == 302
+    assert response["Location"] == f"{CHANGELIST}?action=flag.updated"
+
+
+@pytest.mark.parametrize(
+    "query", ["//evil.example/x", "https://evil.example/", "a=1\x00", "x" * 3000]
+)
+def test_chains__verify_now_odd_query__stays_on_the_list(admin_client, log, query):
+    # When
+    response = admin_client.post(VERIFY, {"query": query})
+    # Then
+    assert response.status_code == 302
+    assert response["Location"].startswith(f"{CHANGELIST}?") or (
+        response["Location"] == CHANGELIST
+    )
+    assert "evil.example/" not in response["Location"].split("?")[0]
