@@ -11,6 +11,10 @@ from django.conf import settings
 DEFAULTS: dict[str, Any] = {
     # Ruleset refresh: how often a serving process polls ruleset versions.
     "RULESET_POLL_INTERVAL": 0.25,
+    # A writer process sends at most one NOTIFY per environment set in this
+    # many seconds, when the poll above delivers a skipped notice within a
+    # second anyway (flags.propagation): bursts of changes cost one notice.
+    "RULESET_NOTIFY_MIN_GAP": 0.1,
     # Serving: run the ruleset listener/poller and the API key revalidator in
     # a background thread of each serving process (off in the test settings).
     "RULESET_BACKGROUND": True,
