@@ -31,6 +31,7 @@ from controlplane.audit.models import AuditEvent
 from controlplane.conf import setting
 from controlplane.exceptions import DomainError
 from flags import engine, mappers, selectors, services
+from flags.management.commands import _flag_lifecycle
 from flags.models import Environment, Flag, FlagState, Merchant, ValueType
 
 
@@ -201,6 +202,7 @@ class Command(BaseCommand):
             "list", parents=[env_required], help="List a flag's overrides."
         )
         p.add_argument("flag")
+        _flag_lifecycle.add_subcommands(sub, common=common, env_required=env_required)
 
     # -- dispatch -------------------------------------------------------------
 
@@ -208,9 +210,10 @@ class Command(BaseCommand):
         name = options["subcommand"]
         if name == "override":
             name = f"override_{options['override_action']}"
-        handler: Callable[[dict], None] = getattr(self, f"_{name}")
+        handler: Callable[[dict], None] = getattr(self, f"_{name}", None)
+        extra = _flag_lifecycle.handler(self, options)  # trigger, stale, archive
         try:
-            handler(options)
+            extra() if extra is not None else handler(options)
         except DomainError as exc:
             raise CommandError(_one_line(exc.message)) from None
         except DatabaseError as exc:
