@@ -1,0 +1,149 @@
+"""When each flag was last evaluated, per environment: counted in memory.
+
+The evaluation answers (``flags.hotpath.answers``, shared by the hot path,
+the Django views and relays) call ``record`` once per request: one dict
+update per answer, no clock read, no query (a few tens of nanoseconds per
+evaluation; ``bench/usage_record.py`` measures it). ``flush`` writes what was
+counted since the last flush to ``FlagUsage`` in one upsert statement, which
+adds the counts and keeps the later time; the time written is the flush's
+own, so ``last_evaluated_at`` is exact to within ``FLUSH_INTERVAL``. Each
+serving process flushes its own counts from a daemon thread (started with
+the first count when ``RULESET_BACKGROUND`` is on) and at exit.
+
+Counts are cumulative per process, never reset: ``flush`` writes the
+difference to what it wrote before, so an increment racing with a flush is
+written by the next one. Only the ruleset's own flags are counted (callers
+choose the keys they send), so memory is bounded by flags x environments.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import threading
+import time
+from collections.abc import Container, Iterable
+from typing import Any
+
+log = logging.getLogger("flags.usage")
+
+FLUSH_INTERVAL = 60.0  # seconds
+
+# environment key -> flag key -> evaluations counted by this process
+_counts: dict[str, dict[str, int]] = {}
+# what flush() has written already (flush's own state, under _lock)
+_flushed: dict[tuple[str, str], int] = {}
+_lock = threading.Lock()
+_flusher: threading.Thread | None = None
+
+
+def record(environment: str, answers: Iterable[Any], known: Container[str]) -> None:
+    """Count one request's answers of the flags in ``known`` (one call per request)."""
+    try:
+        counts = _counts[environment]
+    except KeyError:
+        counts = _counts.setdefault(environment, {})
+        _ensure_flusher()
+    for answer in answers:
+        # A subscript, not .get(): the cheapest update CPython has. A flag
+        # is checked against the ruleset only the first time it is seen.
+        try:
+            counts[answer.flag_key] += 1
+        except KeyError:
+            if answer.flag_key in known:
+                counts[answer.flag_key] = 1
+
+
+def pending() -> dict[tuple[str, str], int]:
+    """Return what the next flush would write: (environment, flag) -> count."""
+    with _lock:
+        return _pending()
+
+
+def _pending() -> dict[tuple[str, str], int]:
+    deltas = {}
+    for environment, counts in list(_counts.items()):
+        for flag, total in counts.copy().items():  # one C call beside writers
+            delta = total - _flushed.get((environment, flag), 0)
+            if delta > 0:
+                deltas[(environment, flag)] = delta
+    return deltas
+
+
+def flush(*, now: Any = None) -> int:
+    """Write the counts since the last flush; return the rows upserted.
+
+    One statement whatever the number of flags; a flag or environment that
+    no longer exists is skipped. On a database error nothing is marked
+    written, so the next flush tries again.
+    """
+    from django.utils import timezone
+
+    from flags.services.usage import flag_usage_upsert
+
+    with _lock:
+        deltas = _pending()
+        if not deltas:
+            return 0
+        flag_usage_upsert(counts=deltas, at=now or timezone.now())
+        for key, delta in deltas.items():
+            _flushed[key] = _flushed.get(key, 0) + delta
+    return len(deltas)
+
+
+def reset() -> None:
+    """Forget every count (tests; a forked process starts from zero too)."""
+    with _lock:
+        _counts.clear()
+        _flushed.clear()
+
+
+def _run_flusher() -> None:
+    while True:
+        time.sleep(FLUSH_INTERVAL)
+        try:
+            flush()
+        except Exception as exc:  # counting goes on; the next flush retries
+            log.warning("flag usage flush failed: %s", exc)
+        finally:
+            from django.db import connection
+
+            connection.close()
+
+
+def _ensure_flusher() -> None:
+    global _flusher
+    from controlplane.conf import setting
+
+    if not setting("RULESET_BACKGROUND"):
+        return  # tests and one-off commands: flush() is called explicitly
+    with _lock:
+        if _flusher is not None and _flusher.is_alive():
+            return
+        _flusher = threading.Thread(
+            target=_run_flusher, name="flag-usage-flush", daemon=True
+        )
+        _flusher.start()
+
+
+def _after_fork() -> None:
+    # A forked worker counts its own evaluations from zero.
+    global _lock, _flusher
+    _lock = threading.Lock()
+    _flusher = None
+    _counts.clear()
+    _flushed.clear()
+
+
+def _flush_at_exit() -> None:
+    if _flusher is None:
+        return
+    try:
+        flush()
+    except Exception as exc:
+        log.warning("flag usage flush at exit failed: %s", exc)
+
+
+os.register_at_fork(after_in_child=_after_fork)
+atexit.register(_flush_at_exit)
