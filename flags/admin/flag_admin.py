@@ -28,6 +28,7 @@ from flags.admin.base import (
     state_serving,
     state_status,
 )
+from flags.admin.stale_filter import StaleFlagFilter
 from flags.forms import FlagForm, FlagStateForm, MerchantOverrideForm
 from flags.models import Flag, FlagState, MerchantOverride
 
@@ -38,7 +39,13 @@ from flags.models import Flag, FlagState, MerchantOverride
 class FlagAdmin(ServiceModelAdmin):
     form = FlagForm
     list_display = ["key", "name", "value_type", "environments", "archived", "tag_list"]
-    list_filter = ["value_type", "archived", TagFilter, FlagKilledFilter]
+    list_filter = [
+        "value_type",
+        "archived",
+        TagFilter,
+        FlagKilledFilter,
+        StaleFlagFilter,
+    ]
     search_fields = ["key", "name", "description", "owner"]
     inlines = [FlagStateInline, MerchantOverrideInline]
     actions = [
