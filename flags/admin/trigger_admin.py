@@ -6,9 +6,10 @@ from typing import Any
 
 from django.contrib import admin, messages
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
 
 from controlplane.audit.actors import actor_for_user
+from controlplane.audit.admin import audit_history_url
 from controlplane.exceptions import DomainError
 from flags import services
 from flags.models import AlertTrigger
@@ -39,6 +40,21 @@ class AlertTriggerAdmin(admin.ModelAdmin):
         "revoked_at",
     )
     actions = ["revoke_triggers"]
+
+    def changeform_view(
+        self,
+        request: HttpRequest,
+        object_id: str | None = None,
+        form_url: str = "",
+        extra_context: dict | None = None,
+    ) -> HttpResponse:
+        extra_context = dict(extra_context or {})
+        if object_id is not None:
+            extra_context["audit_history_url"] = audit_history_url(
+                target_type=self.model._meta.label_lower,
+                target_id=admin.utils.unquote(object_id),
+            )
+        return super().changeform_view(request, object_id, form_url, extra_context)
 
     def get_fields(self, request: HttpRequest, obj: Any = None) -> tuple:
         if obj is None:

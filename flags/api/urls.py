@@ -3,7 +3,7 @@
 from django.urls import path, register_converter
 
 from controlplane.audit import api as audit_api
-from flags.api import trigger_views, views
+from flags.api import trigger_views, usage_views, views
 
 
 class KeyConverter:
@@ -117,6 +117,7 @@ urlpatterns = [
         trigger_views.AlertTriggerCallApi.as_view(),
         name="trigger-call",
     ),
+    path("usage", usage_views.FlagUsageReportApi.as_view(), name="usage-report"),
     path(
         "audit-events", audit_api.AuditEventListApi.as_view(), name="audit-event-list"
     ),

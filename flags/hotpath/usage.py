@@ -23,12 +23,14 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Container, Iterable
+from collections.abc import Callable, Container, Iterable
 from typing import Any
 
 log = logging.getLogger("flags.usage")
 
 FLUSH_INTERVAL = 60.0  # seconds
+
+Sink = Callable[[dict[tuple[str, str], int], Any], None]
 
 # environment key -> flag key -> evaluations counted by this process
 _counts: dict[str, dict[str, int]] = {}
@@ -36,6 +38,7 @@ _counts: dict[str, dict[str, int]] = {}
 _flushed: dict[tuple[str, str], int] = {}
 _lock = threading.Lock()
 _flusher: threading.Thread | None = None
+_sink: Sink | None = None  # None: the database (flags.services.usage)
 
 
 def record(environment: str, answers: Iterable[Any], known: Container[str]) -> None:
@@ -80,16 +83,31 @@ def flush(*, now: Any = None) -> int:
     """
     from django.utils import timezone
 
-    from flags.services.usage import flag_usage_upsert
-
     with _lock:
         deltas = _pending()
         if not deltas:
             return 0
-        flag_usage_upsert(counts=deltas, at=now or timezone.now())
+        (_sink or _database)(deltas, now or timezone.now())
         for key, delta in deltas.items():
             _flushed[key] = _flushed.get(key, 0) + delta
     return len(deltas)
+
+
+def set_sink(sink: Sink | None) -> None:
+    """Send flushed counts to ``sink(counts, at)`` instead of the database.
+
+    A relay has no database: it forwards its counts upstream
+    (``flags.relay.usage``). ``None`` puts the database back. A sink that
+    raises keeps the counts for the next flush.
+    """
+    global _sink
+    _sink = sink
+
+
+def _database(counts: dict[tuple[str, str], int], at: Any) -> None:
+    from flags.services.usage import flag_usage_upsert
+
+    flag_usage_upsert(counts=counts, at=at)
 
 
 def reset() -> None:
@@ -107,9 +125,10 @@ def _run_flusher() -> None:
         except Exception as exc:  # counting goes on; the next flush retries
             log.warning("flag usage flush failed: %s", exc)
         finally:
-            from django.db import connection
+            if _sink is None:
+                from django.db import connection
 
-            connection.close()
+                connection.close()
 
 
 def _ensure_flusher() -> None:

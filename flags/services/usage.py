@@ -51,3 +51,41 @@ def flag_usage_upsert(*, counts: dict[tuple[str, str], int], at: dt.datetime) ->
                     f"ELSE {usage}.last_evaluated_at END",
                     [*params, when],
                 )
+
+
+MAX_REPORTED_FLAGS = 10_000
+MAX_REPORTED_COUNT = 10**12
+
+
+def flag_usage_report(*, environment_key: str, counts: object) -> int:
+    """Add a relay's counts ({flag key: n}) for its environment, evaluated now.
+
+    Raises InvalidInput naming the field for anything but a bounded object
+    of flag keys to positive integers; returns the number of flags reported.
+    """
+    from django.utils import timezone
+
+    from controlplane.exceptions import InvalidInput
+
+    if not isinstance(counts, dict):
+        raise InvalidInput("counts: must be an object of flag keys", field="counts")
+    if len(counts) > MAX_REPORTED_FLAGS:
+        raise InvalidInput(
+            f"counts: at most {MAX_REPORTED_FLAGS} flags per report", field="counts"
+        )
+    for flag, count in counts.items():
+        if len(flag) > 100:
+            raise InvalidInput(
+                "counts: a flag key is over 100 characters", field="counts"
+            )
+        if type(count) is not int or not 0 < count <= MAX_REPORTED_COUNT:
+            raise InvalidInput(
+                f"counts.{flag}: must be a whole number from 1 to {MAX_REPORTED_COUNT}",
+                field=f"counts.{flag}",
+            )
+    if counts:
+        flag_usage_upsert(
+            counts={(environment_key, flag): n for flag, n in counts.items()},
+            at=timezone.now(),
+        )
+    return len(counts)

@@ -38,8 +38,10 @@ OFREP = "/ofrep/v1/evaluate/flags"
 @pytest.fixture(autouse=True)
 def fresh_usage():
     usage.reset()
+    usage.set_sink(None)
     yield
     usage.reset()
+    usage.set_sink(None)
 
 
 @pytest.fixture(params=["django", "hotpath"])
@@ -168,6 +170,90 @@ def test_usage__warm_evaluation__no_query(
     # Then
     assert response.status_code == 200
     assert usage.pending() == {("production", "sequential_workflow"): 21}
+
+
+# -- relays: counts go upstream ------------------------------------------------
+
+
+def test_usage__relay_forwarder__counts_reach_upstream_over_http(
+    live_server, two_flags, server_key, production
+):
+    # Given: a relay process's counts (it has no database)
+    from flags import engine
+    from flags.relay.usage import UsageForwarder
+
+    answers = [
+        engine.Evaluation("sequential_workflow", True, "on", "STATIC", "default", 1)
+    ] * 3
+    usage.record("production", answers, {"sequential_workflow"})
+    usage.set_sink(UsageForwarder(live_server.url, server_key))
+    # When
+    rows = usage.flush()
+    # Then
+    assert rows == 1
+    assert _usage()[("production", "sequential_workflow")][0] == 3
+    assert usage.pending() == {}
+
+
+def test_usage__relay_forwarder__upstream_down__counts_kept(two_flags):
+    # Given
+    from flags import engine
+    from flags.relay.usage import UsageForwarder
+
+    answer = engine.Evaluation("checkout_theme", "x", "on", "STATIC", "default", 1)
+    usage.record("production", [answer], {"checkout_theme"})
+    usage.set_sink(UsageForwarder("http://127.0.0.1:9", "cp_srv_x", timeout=1))
+    # When
+    with pytest.raises(OSError):
+        usage.flush()
+    # Then
+    assert usage.pending() == {("production", "checkout_theme"): 1}
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"counts": [1]}, "counts"),
+        ({"counts": {"sequential_workflow": -1}}, "counts.sequential_workflow"),
+        ({"counts": {"sequential_workflow": 1.5}}, "counts.sequential_workflow"),
+        ({"counts": {"sequential_workflow": 10**13}}, "counts.sequential_workflow"),
+        ({"counts": {"x" * 101: 1}}, "counts"),
+        ({"counts": {f"f{i}": 1 for i in range(10_001)}}, "counts"),
+        ([], "counts"),
+    ],
+)
+def test_usage_report_api__bad_counts__400_with_field(
+    client, two_flags, auth, body, field
+):
+    # When
+    response = client.post(
+        "/api/v1/usage", data=json.dumps(body), content_type="application/json", **auth
+    )
+    # Then
+    assert response.status_code == 400, response.content
+    assert field in response.json()["errors"]
+    assert not FlagUsage.objects.exists()
+
+
+def test_usage_report_api__no_or_management_key__401_403(client, two_flags, admin_user):
+    # Given
+    from controlplane.apikeys.services import apikey_create
+
+    _, management = apikey_create(
+        actor=SYSTEM, name="ci", scope="management", user=admin_user
+    )
+    body = json.dumps({"counts": {"sequential_workflow": 1}})
+    # When
+    anonymous = client.post("/api/v1/usage", data=body, content_type="application/json")
+    wrong = client.post(
+        "/api/v1/usage",
+        data=body,
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"Bearer {management}",
+    )
+    # Then
+    assert (anonymous.status_code, wrong.status_code) == (401, 403)
+    assert not FlagUsage.objects.exists()
 
 
 # -- stale flags ----------------------------------------------------------------
