@@ -172,6 +172,31 @@ def test_usage__warm_evaluation__no_query(
     assert usage.pending() == {("production", "sequential_workflow"): 21}
 
 
+def test_usage_record__four_threads__no_evaluation_lost(db):
+    # Given
+    import threading
+
+    from flags import engine
+
+    answers = [engine.Evaluation("busy", True, "on", "STATIC", "default", 1)] * 10
+    start = threading.Barrier(4)
+
+    def serve() -> None:
+        start.wait()
+        for _ in range(2_000):
+            usage.record("production", answers, {"busy"})
+
+    threads = [threading.Thread(target=serve) for _ in range(4)]
+    # When
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    # Then
+    assert usage.pending() == {("production", "busy"): 80_000}
+    assert usage.pending() == {("production", "busy"): 80_000}  # reads not counted
+
+
 # -- relays: counts go upstream ------------------------------------------------
 
 
