@@ -7,9 +7,11 @@ from typing import Any
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
+from django.utils.html import format_html
 
 from controlplane.audit.actors import actor_for_user
 from controlplane.audit.admin import audit_history_url
+from controlplane.console.templatetags.console import tone, when
 from controlplane.exceptions import DomainError
 from flags import services
 from flags.models import AlertTrigger
@@ -22,11 +24,10 @@ class AlertTriggerAdmin(admin.ModelAdmin):
         "name",
         "flag",
         "environment",
+        "status",
         "can_restore",
         "prefix",
-        "created_at",
-        "last_kill_at",
-        "revoked_at",
+        "last_kill",
     )
     list_filter = ("environment", "can_restore")
     list_select_related = ("flag", "environment")
@@ -40,6 +41,15 @@ class AlertTriggerAdmin(admin.ModelAdmin):
         "revoked_at",
     )
     actions = ["revoke_triggers"]
+
+    @admin.display(description="status", ordering="revoked_at")
+    def status(self, trigger: AlertTrigger) -> str:
+        text = "revoked" if trigger.revoked_at is not None else "armed"
+        return format_html('<span class="tone tone-{}">{}</span>', tone(text), text)
+
+    @admin.display(description="last kill", ordering="last_kill_at")
+    def last_kill(self, trigger: AlertTrigger) -> str:
+        return when(trigger.last_kill_at)
 
     def changeform_view(
         self,
