@@ -124,7 +124,7 @@ def _trigger_list(command: Any, options: dict) -> None:
             "'manage.py flag trigger create FLAG --env ENV --name NAME'."
         )
         return
-    table = command._table(
+    table = _output(command, "table")(
         "Alert triggers",
         "id",
         "name",
@@ -146,7 +146,7 @@ def _trigger_list(command: Any, options: dict) -> None:
             _when(trigger.last_kill_at),
             _when(trigger.revoked_at),
         )
-    command._print(table)
+    _output(command, "print")(table)
 
 
 def _trigger_revoke(command: Any, options: dict) -> None:
@@ -191,6 +191,13 @@ def _archive(command: Any, options: dict) -> None:
     command.stdout.write(
         f"{flag.key}: {'archived' if flag.archived else 'not archived'}"
     )
+
+
+def _output(command: Any, name: str) -> Callable:
+    """Return ``flag``'s table/print helper: ``table``/``print`` on commands
+    built on controlplane's OutputCommand, ``_table``/``_print`` before."""
+    helper = getattr(command, name, None)
+    return helper if callable(helper) else getattr(command, f"_{name}")
 
 
 def _when(value: Any) -> str:
