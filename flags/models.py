@@ -7,6 +7,8 @@ goes through ``flags.services``; nothing here has side effects.
 from django.core.validators import RegexValidator
 from django.db import models
 
+from controlplane.audit.actors import Actor
+
 slug_validator = RegexValidator(
     r"^[a-z0-9][a-z0-9_.-]*$",
     "Use lowercase letters, digits, '_', '.' or '-', starting with a letter or digit.",
@@ -181,3 +183,65 @@ class MerchantOverride(models.Model):
 
     def is_live(self, now) -> bool:
         return self.expires_at is None or self.expires_at > now
+
+
+class AlertTrigger(models.Model):
+    """A secret URL a monitoring system calls to kill (or restore) a flag state.
+
+    Only a SHA-256 of the secret is stored (32 random bytes: a fast hash is
+    the right tool, as for API keys), plus a short prefix shown in lists.
+    """
+
+    flag = models.ForeignKey(Flag, on_delete=models.CASCADE, related_name="triggers")
+    environment = models.ForeignKey(
+        Environment, on_delete=models.CASCADE, related_name="triggers"
+    )
+    name = models.CharField(max_length=100)
+    # May a resolved alert (or {"action": "restore"}) restore the flag?
+    can_restore = models.BooleanField(default=False)
+    prefix = models.CharField(max_length=16)
+    secret_hash = models.CharField(max_length=64, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    created_by = models.CharField(max_length=200, blank=True, default="")
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    # The killed_at of the last kill this trigger made: a resolved alert
+    # restores only that kill, never one made by someone else.
+    last_kill_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["flag__key", "environment__sort_order", "pk"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.flag.key}@{self.environment.key})"
+
+    @property
+    def is_revoked(self) -> bool:
+        return self.revoked_at is not None
+
+    def as_actor(self) -> Actor:
+        return Actor(type="alert_trigger", id=str(self.pk), name=self.name)
+
+
+class FlagUsage(models.Model):
+    """When a flag was last evaluated in an environment, and how often.
+
+    Written by the serving processes' usage flush (``flags.hotpath.usage``),
+    one upsert per flush; not a domain change, so not audited.
+    """
+
+    flag = models.ForeignKey(Flag, on_delete=models.CASCADE, related_name="usage")
+    environment = models.ForeignKey(
+        Environment, on_delete=models.CASCADE, related_name="flag_usage"
+    )
+    last_evaluated_at = models.DateTimeField()
+    count = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["flag", "environment"], name="flagusage_one_per_env"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.flag_id}@{self.environment_id}: {self.count}"

@@ -11,6 +11,7 @@ filters, inlines), ``flag_admin`` (flags, flag states, overrides) and
 package registers every model admin.
 """
 
+import flags.admin.trigger_admin  # noqa: F401  (alert triggers)
 from flags.admin import flag_admin, registry_admin  # noqa: F401  (registers the admins)
 from flags.admin.base import ReadOnlyInline, ServiceModelAdmin
 

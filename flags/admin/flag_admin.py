@@ -28,6 +28,7 @@ from flags.admin.base import (
     state_serving,
     state_status,
 )
+from flags.admin.stale_filter import StaleFlagFilter
 from flags.admin.targeting_admin import (
     STATE_FIELDSETS,
     flag_fieldsets,
@@ -46,7 +47,13 @@ from flags.models import Flag, FlagState, MerchantOverride
 class FlagAdmin(ServiceModelAdmin):
     form = TargetingFlagForm
     list_display = ["key", "name", "value_type", "environments", "archived", "tag_list"]
-    list_filter = ["value_type", "archived", TagFilter, FlagKilledFilter]
+    list_filter = [
+        "value_type",
+        "archived",
+        TagFilter,
+        FlagKilledFilter,
+        StaleFlagFilter,
+    ]
     search_fields = ["key", "name", "description", "owner"]
     inlines = [FlagStateInline, MerchantOverrideInline]
     actions = [

@@ -3,7 +3,7 @@
 from django.urls import path, register_converter
 
 from controlplane.audit import api as audit_api
-from flags.api import views
+from flags.api import trigger_views, usage_views, views
 
 
 class KeyConverter:
@@ -97,6 +97,27 @@ urlpatterns = [
         views.ApiKeyRevokeApi.as_view(),
         name="api-key-revoke",
     ),
+    path(
+        "triggers",
+        trigger_views.AlertTriggerListCreateApi.as_view(),
+        name="trigger-list",
+    ),
+    path(
+        "triggers/<key:id>",
+        trigger_views.AlertTriggerDetailApi.as_view(),
+        name="trigger-detail",
+    ),
+    path(
+        "triggers/<key:id>/revoke",
+        trigger_views.AlertTriggerRevokeApi.as_view(),
+        name="trigger-revoke",
+    ),
+    path(
+        "triggers/<key:id>/<key:secret>/",
+        trigger_views.AlertTriggerCallApi.as_view(),
+        name="trigger-call",
+    ),
+    path("usage", usage_views.FlagUsageReportApi.as_view(), name="usage-report"),
     path(
         "audit-events", audit_api.AuditEventListApi.as_view(), name="audit-event-list"
     ),

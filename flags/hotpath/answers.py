@@ -26,7 +26,7 @@ from controlplane.apikeys.cache import ApiKeyInfo
 from controlplane.exceptions import DomainError
 from controlplane.unavailable import retry_after
 from flags import engine, metrics
-from flags.hotpath import bodies
+from flags.hotpath import bodies, usage
 from flags.hotpath.codec import dumps, loads
 from flags.hotpath.settings import max_body_bytes
 
@@ -181,6 +181,7 @@ def _counted(
 ) -> None:
     # Only the ruleset's flags become labels: callers choose the keys they send.
     metrics.evaluations_served(answers, ruleset.flags, perf_counter() - started)
+    usage.record(ruleset.environment, answers, ruleset.flags)
 
 
 # -- native -------------------------------------------------------------------------

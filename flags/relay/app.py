@@ -23,10 +23,11 @@ from typing import Any
 from controlplane.conf import setting
 from controlplane.exceptions import DomainError
 from flags import stream
-from flags.hotpath import make_app
+from flags.hotpath import make_app, usage
 from flags.relay import keys
 from flags.relay.outbox import Outbox
 from flags.relay.upstream import Upstream
+from flags.relay.usage import UsageForwarder
 
 # no ORM access past this point: a relay has no database
 
@@ -64,6 +65,7 @@ class Relay:
         """Load what is on disk, reach the upstream, start the threads."""
         self.upstream.start()
         self.outbox.start()
+        usage.set_sink(UsageForwarder(self.upstream.base_url, self.upstream.key))
         if self.upstream.version is not None:
             self.broker.publish(self.upstream.environment, self.upstream.version)
 
@@ -71,6 +73,7 @@ class Relay:
         """Stop the threads."""
         self.upstream.stop()
         self.outbox.stop()
+        usage.set_sink(None)
 
     def health(self) -> dict[str, Any]:
         """Return what an operator wants to see first."""

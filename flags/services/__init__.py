@@ -33,8 +33,22 @@ from flags.services.states import (
     flag_state_update,
     percentage_split,
 )
+from flags.services.triggers import (
+    alert_trigger_authenticate,
+    alert_trigger_create,
+    alert_trigger_fire,
+    alert_trigger_get,
+    alert_trigger_list,
+    alert_trigger_revoke,
+)
 
 __all__ = [
+    "alert_trigger_authenticate",
+    "alert_trigger_create",
+    "alert_trigger_fire",
+    "alert_trigger_get",
+    "alert_trigger_list",
+    "alert_trigger_revoke",
     "environment_create",
     "flag_archive",
     "flag_create",

@@ -701,6 +701,9 @@ def one_of_everything(environments, flag_factory, merchant_factory, production):
     services.flag_state_kill(
         actor=SYSTEM, flag=flag, environment=production, reason="x"
     )
+    services.alert_trigger_create(
+        actor=SYSTEM, flag=flag, environment=production, name="alertmanager"
+    )
 
 
 def test_admin_pages__every_registered_model__changelist_add_and_change_render(

@@ -68,3 +68,7 @@ def when(value: dt.datetime | None) -> str:
         local.strftime("%Y-%m-%d %H:%M:%S %Z").strip(),
         naturaltime(value),
     )
+
+
+# alert triggers (flags.admin.trigger_admin)
+TONES.update({"armed": "ok", "revoked": "neutral"})

@@ -21,6 +21,7 @@ from django.db import DatabaseError
 from controlplane.audit.actors import Actor, actor_for_cli
 from controlplane.exceptions import DomainError
 from flags import selectors, services
+from flags.management.commands import _flag_lifecycle
 from flags.management.commands._flag_overrides import (
     OverrideOutput,
     format_time,
@@ -179,6 +180,7 @@ class Command(OverrideOutput):
             "list", parents=[env_required], help="List a flag's overrides."
         )
         p.add_argument("flag")
+        _flag_lifecycle.add_subcommands(sub, common=common, env_required=env_required)
 
     # -- dispatch -------------------------------------------------------------
 
@@ -186,9 +188,10 @@ class Command(OverrideOutput):
         name = options["subcommand"]
         if name == "override":
             name = f"override_{options['override_action']}"
-        handler: Callable[[dict], None] = getattr(self, f"_{name}")
+        handler: Callable[[dict], None] = getattr(self, f"_{name}", None)
+        extra = _flag_lifecycle.handler(self, options)  # trigger, stale, archive
         try:
-            handler(options)
+            extra() if extra is not None else handler(options)
         except DomainError as exc:
             raise CommandError(_one_line(exc.message)) from None
         except DatabaseError as exc:
