@@ -90,3 +90,17 @@ def pending_message(change: ChangeRequest) -> str:
         f"{change.required_approvals} approval(s) by someone else before "
         f"{change.operation} of {change.target} applies"
     )
+
+
+def state_arguments(*, flag: str, environment: str, **fields: Any) -> dict:
+    """Return the JSON arguments of a change to ``flag`` in ``environment``.
+
+    Interfaces pass what their input held; None values (options not given)
+    and ``version`` (passed separately) are dropped, times become ISO text.
+    """
+    arguments: dict[str, Any] = {"flag": flag, "environment": environment}
+    for name, value in fields.items():
+        if value is None or name == "version":
+            continue
+        arguments[name] = value.isoformat() if hasattr(value, "isoformat") else value
+    return arguments
