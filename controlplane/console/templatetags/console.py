@@ -68,3 +68,17 @@ def when(value: dt.datetime | None) -> str:
         local.strftime("%Y-%m-%d %H:%M:%S %Z").strip(),
         naturaltime(value),
     )
+
+
+# Change requests and scheduled changes (controlplane.changes)
+TONES.update(
+    {
+        "approved": "wait",
+        "applying": "wait",
+        "scheduled": "wait",
+        "applied": "ok",
+        "rejected": "bad",
+        "refused": "bad",
+        "cancelled": "neutral",
+    }
+)
