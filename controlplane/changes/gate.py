@@ -16,6 +16,7 @@ from controlplane.changes.models import ChangeRequest
 from controlplane.changes.operations import ROLLOUT_START, operation_get
 from controlplane.changes.services._common import approvals_required
 from controlplane.changes.services.requests import change_request_create
+from controlplane.exceptions import Conflict
 from flags import selectors
 
 
@@ -104,3 +105,18 @@ def state_arguments(*, flag: str, environment: str, **fields: Any) -> dict:
             continue
         arguments[name] = value.isoformat() if hasattr(value, "isoformat") else value
     return arguments
+
+
+def refuse_if_gated(*, operation: str, environment: str) -> None:
+    """Raise Conflict when ``operation`` needs approval in ``environment``.
+
+    For interfaces that cannot hand back a change request instead of the
+    saved row (the admin's edit forms): the change is refused with a
+    pointer to the change-request page rather than applied unreviewed.
+    """
+    needed = needs_approval(operation=operation, arguments={"environment": environment})
+    if needed:
+        raise Conflict(
+            f"{environment} requires {needed} approval(s) for this change: "
+            "request it under Change management → Change requests"
+        )

@@ -151,3 +151,27 @@ def test_approval_policy_admin__saves_through_service(production, db):
     )
     assert response.status_code == 302
     assert AuditEvent.objects.filter(action="approval_policy.updated").count() == 1
+
+
+def test_override_admin_add__policy__refused_with_pointer(
+    flag, production, alice, merchant_factory
+):
+    # Given: the edit form cannot hand back a change request, so it refuses
+    services.approval_policy_set(actor=alice, environment=production, override=1)
+    merchant = merchant_factory("m-77")
+    client = _superuser("alice")
+    # When
+    response = client.post(
+        reverse("admin:flags_merchantoverride_add"),
+        {
+            "flag": flag.pk,
+            "environment": production.pk,
+            "merchant": merchant.pk,
+            "variation": "on",
+            "note": "",
+        },
+    )
+    # Then
+    assert response.status_code == 200
+    assert "requires 1 approval(s)" in response.content.decode()
+    assert not merchant.overrides.exists()
