@@ -295,10 +295,11 @@ def test_schema__lists_the_change_endpoints(db, alice_api):
 
 def test_service_and_api_agree__scheduled_due_applies(flag, production, alice_api):
     # Given
-    created = _post(alice_api, "/api/v1/scheduled-changes", _schedule_body(0.05))
+    created = _post(alice_api, "/api/v1/scheduled-changes", _schedule_body(30))
+    assert created.status_code == 201, created.content
     # When
     services.scheduled_changes_apply_due(
-        actor=None or _actor(), now=timezone.now() + dt.timedelta(seconds=1)
+        actor=_actor(), now=timezone.now() + dt.timedelta(seconds=31)
     )
     # Then
     detail = alice_api.get(f"/api/v1/scheduled-changes/{created.json()['id']}")
