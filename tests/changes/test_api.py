@@ -29,6 +29,7 @@ PERMS = [
     "view_flagstate",
     "change_merchantoverride",
     "add_merchantoverride",
+    "delete_merchantoverride",
     "change_rollout",
 ]
 
@@ -311,3 +312,48 @@ def _actor():
     from controlplane.audit.actors import SYSTEM
 
     return SYSTEM
+
+
+STATE = "/api/v1/flags/checkout_theme/environments/production"
+
+
+@pytest.mark.parametrize(
+    "method, path, body, operation",
+    [
+        ("post", "/enable", {}, "flag_state.enable"),
+        ("post", "/disable", {}, "flag_state.disable"),
+        ("post", "/serve", {"variation": "on"}, "flag_state.serve"),
+        ("patch", "", {"version": 1, "bucket_by": "account"}, "flag_state.update"),
+        ("post", "/kill", {"reason": "x"}, "flag_state.kill"),
+        ("put", "/overrides/m-9", {"variation": "on"}, "override.set"),
+        ("delete", "/overrides/m-9", None, "override.remove"),
+    ],
+)
+def test_gated_endpoints__strict_policy__202_and_nothing_changed(
+    flag, production, alice, alice_api, merchant_factory, method, path, body, operation
+):
+    # Given: an override to remove, then a policy asking approval for everything
+    from flags import services as flag_services
+
+    merchant = merchant_factory("m-9")
+    flag_services.override_set(
+        actor=alice,
+        flag=flag,
+        environment=production,
+        merchant=merchant,
+        variation="off",
+    )
+    services.approval_policy_set(
+        actor=alice, environment=production, flag_state=1, override=1, kill=1
+    )
+    before = selectors.flag_state_get(flag=flag, environment=production).version
+    # When
+    if body is None:
+        response = getattr(alice_api, method)(STATE + path)
+    else:
+        response = _post(alice_api, STATE + path, body, method=method)
+    # Then
+    assert response.status_code == 202, response.content
+    assert response.json()["change_request"]["operation"] == operation
+    assert selectors.flag_state_get(flag=flag, environment=production).version == before
+    assert merchant.overrides.get().variation == "off"
