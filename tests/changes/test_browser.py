@@ -52,6 +52,7 @@ def test_change_request_page__approve_button__applies(
     page.wait_for("#result_list")
     page.shot("change-requests")
     assert page.css("#result_list .tone-ok").text == "applied"
+    page.browser.get("about:blank")  # no request left in flight after the test
 
 
 def test_scheduled_changes_list__cancel_asks_first(page, admin_user, flag, alice):
@@ -76,3 +77,4 @@ def test_scheduled_changes_list__cancel_asks_first(page, admin_user, flag, alice
     assert message == "Cancel?"
     change.refresh_from_db()
     assert change.status == "cancelled"
+    page.browser.get("about:blank")  # no request left in flight after the test
