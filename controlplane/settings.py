@@ -60,6 +60,8 @@ INSTALLED_APPS = [
     "controlplane.apikeys",
     # Rollout and kill-switch notifications (docs/notifications.md)
     "controlplane.notifications",
+    # Four-eyes change requests and scheduled changes (docs/changes.md)
+    "controlplane.changes",
     "flags",
     "rollback",
     "canary",
@@ -326,6 +328,13 @@ if os.environ.get("CANARY_SQL_DATABASE_URL"):
 CELERY_BEAT_SCHEDULE["notifications-resume-stale"] = {
     "task": "controlplane.notifications.tasks.notifications_resume_stale_task",
     "schedule": 60.0,
+}
+# Scheduled changes (docs/changes.md): due changes are applied within about a
+# second of their time; a tick not started within its second expires.
+CELERY_BEAT_SCHEDULE["changes-scheduled-tick"] = {
+    "task": "controlplane.changes.tasks.scheduled_changes_tick_task",
+    "schedule": 1.0,
+    "options": {"expires": 1.0},
 }
 # CONTROLPLANE_SITE_URL, the address operators open
 # (https://cp.example.com), puts admin links in messages.

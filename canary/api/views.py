@@ -27,6 +27,8 @@ from canary.report import report_build
 from canary.report_text import report_markdown
 from controlplane.api.pagination import Pagination
 from controlplane.api.permissions import HasModelPermission, request_actor
+from controlplane.changes import gate
+from controlplane.changes.api.views import pending_response
 from controlplane.exceptions import InvalidInput
 from flags.selectors import environment_get, flag_get
 
@@ -194,9 +196,18 @@ class RolloutStartApi(RolloutCommandApi):
     def post(self, request: Request, pk: int) -> Response:
         rollout = services.rollout_get(pk)
         data = _input(s.ReasonInputSerializer, request)
-        rollout, report = services.rollout_start_checked(
-            rollout_id=rollout.pk, actor=request_actor(request), reason=data["reason"]
+        actor = request_actor(request)
+        outcome = gate.submit(  # four-eyes may turn it into a change request
+            actor=actor,
+            operation="rollout.start",
+            arguments={"rollout": rollout.pk, "reason": data["reason"]},
+            apply=lambda: services.rollout_start_checked(
+                rollout_id=rollout.pk, actor=actor, reason=data["reason"]
+            ),
         )
+        if outcome.is_pending:
+            return pending_response(outcome)
+        rollout, report = outcome.result
         return Response({**_detail(rollout), "preflight": report.as_dict()})
 
 

@@ -22,6 +22,7 @@ from django.utils.html import format_html
 
 from controlplane.audit.actors import Actor, actor_for_user
 from controlplane.audit.admin import audit_history_url
+from controlplane.changes import gate
 from controlplane.exceptions import DomainError
 from controlplane.paginator import EstimatedCountPaginator
 from flags import services
@@ -229,6 +230,9 @@ class StateAction:
     form_class: type
     apply: Callable[[Actor, FlagState, dict], FlagState]
     confirm: str = ""  # asked in the browser before a destructive submit
+    # The gated operation (controlplane.changes) and its arguments from the form
+    operation: str = ""
+    arguments: Callable[[dict], dict] = lambda data: {}
 
 
 def _kill(actor: Actor, state: FlagState, data: dict) -> FlagState:
@@ -268,6 +272,8 @@ KILL = StateAction(
     form_class=KillForm,
     apply=_kill,
     confirm="Kill: everyone gets the off variation in these flag states, now.",
+    operation="flag_state.kill",
+    arguments=lambda data: {"reason": data["reason"]},
 )
 RESTORE = StateAction(
     title="Restore after a kill",
@@ -276,6 +282,8 @@ RESTORE = StateAction(
     done="Restored",
     form_class=RestoreForm,
     apply=_restore,
+    operation="flag_state.restore",
+    arguments=lambda data: {"reason": data["reason"]},
 )
 SET_PERCENTAGE = StateAction(
     title="Set rollout percentage",
@@ -285,6 +293,12 @@ SET_PERCENTAGE = StateAction(
     done="Set the percentage of",
     form_class=PercentageForm,
     apply=_set_percentage,
+    operation="flag_state.percentage",
+    arguments=lambda data: {
+        "percentage": float(data["percentage"]),
+        "treatment": data["treatment"] or None,
+        "control": data["control"] or None,
+    },
 )
 
 
@@ -369,13 +383,27 @@ def _apply_state_action(
     data: dict,
 ) -> None:
     actor = actor_for_user(request.user)
-    done, failed = [], []
+    done, failed, pending = [], [], []
     for state in states:  # one service call (and audit event) per state
         try:
-            spec.apply(actor, state, data)
-            done.append(str(state))
+            outcome = gate.submit(  # four-eyes may make it a change request
+                actor=actor,
+                operation=spec.operation,
+                arguments=gate.state_arguments(
+                    flag=state.flag.key,
+                    environment=state.environment.key,
+                    **spec.arguments(data),
+                ),
+                apply=lambda state=state: spec.apply(actor, state, data),
+            )
+            if outcome.is_pending:
+                pending.append(gate.pending_message(outcome.change_request))
+            else:
+                done.append(str(state))
         except DomainError as exc:
             failed.append(f"{state}: {exc.message}")
+    for line in pending:
+        modeladmin.message_user(request, line[:1].upper() + line[1:], messages.WARNING)
     if done:
         modeladmin.message_user(
             request,

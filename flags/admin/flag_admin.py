@@ -11,6 +11,7 @@ from django.utils import timezone
 from django.utils.html import format_html
 
 from controlplane.audit.actors import Actor, actor_for_user
+from controlplane.changes import gate
 from flags import services
 from flags.admin.base import (
     KILL,
@@ -228,6 +229,9 @@ class FlagStateAdmin(ServiceModelAdmin):
     def service_update(
         self, actor: Actor, obj: FlagState, data: dict[str, Any]
     ) -> FlagState:
+        gate.refuse_if_gated(
+            operation="flag_state.update", environment=obj.environment.key
+        )
         state = services.flag_state_update(
             actor=actor,
             flag=obj.flag,
@@ -319,6 +323,9 @@ class MerchantOverrideAdmin(ServiceModelAdmin):
         ]
 
     def service_create(self, actor: Actor, data: dict[str, Any]) -> MerchantOverride:
+        gate.refuse_if_gated(
+            operation="override.set", environment=data["environment"].key
+        )
         return services.override_set(
             actor=actor,
             flag=data["flag"],
@@ -332,6 +339,7 @@ class MerchantOverrideAdmin(ServiceModelAdmin):
     def service_update(
         self, actor: Actor, obj: MerchantOverride, data: dict[str, Any]
     ) -> MerchantOverride:
+        gate.refuse_if_gated(operation="override.set", environment=obj.environment.key)
         return services.override_set(
             actor=actor,
             flag=obj.flag,
@@ -343,6 +351,9 @@ class MerchantOverrideAdmin(ServiceModelAdmin):
         )
 
     def service_delete(self, actor: Actor, obj: MerchantOverride) -> None:
+        gate.refuse_if_gated(
+            operation="override.remove", environment=obj.environment.key
+        )
         services.override_remove(
             actor=actor,
             flag=obj.flag,

@@ -32,6 +32,9 @@ from controlplane.api.permissions import (
 )
 from controlplane.apikeys import services as apikey_services
 from controlplane.apikeys.models import ApiKey
+from controlplane.changes import gate
+from controlplane.changes.api.serializers import PendingOutputSerializer
+from controlplane.changes.api.views import pending_response
 from controlplane.exceptions import NotFound
 from flags import selectors, services
 from flags.api import serializers as s
@@ -82,10 +85,13 @@ def _errors(*codes: int) -> dict[int, OpenApiResponse]:
         403: "Missing permission",
         404: "Unknown key",
         409: "Conflict (stale version, archived flag, object in use, ...)",
+        202: "Sent for approval: the environment requires four-eyes",
     }
     return {
         code: OpenApiResponse(
-            s.VersionConflictSerializer if code == 409 else s.ErrorSerializer,
+            {202: PendingOutputSerializer, 409: s.VersionConflictSerializer}.get(
+                code, s.ErrorSerializer
+            ),
             description=descriptions[code],
         )
         for code in (401, 403, *codes)
@@ -504,7 +510,7 @@ class FlagStateDetailApi(ManagementApi):
         tags=["flag states"],
         parameters=[FLAG_PARAM, ENV_PARAM],
         request=s.FlagStateUpdateInputSerializer,
-        responses={200: s.FlagStateOutputSerializer, **_errors(400, 404, 409)},
+        responses={200: s.FlagStateOutputSerializer, **_errors(202, 400, 404, 409)},
         description="Replace the serving fields. `version` is required: a stale "
         "version answers 409 `version_conflict` with `current_version`.",
     )
@@ -516,7 +522,7 @@ class FlagStateDetailApi(ManagementApi):
         tags=["flag states"],
         parameters=[FLAG_PARAM, ENV_PARAM],
         request=s.FlagStateUpdateInputSerializer,
-        responses={200: s.FlagStateOutputSerializer, **_errors(400, 404, 409)},
+        responses={200: s.FlagStateOutputSerializer, **_errors(202, 400, 404, 409)},
         description="Change some serving fields. `version` is required.",
     )
     def patch(self, request: Request, key: str, env: str) -> Response:
@@ -527,14 +533,23 @@ class FlagStateDetailApi(ManagementApi):
     ) -> Response:
         flag, environment, _ = _state(key, env)
         data = _input(s.FlagStateUpdateInputSerializer, request, partial=partial)
-        state = services.flag_state_update(
-            actor=request_actor(request),
-            flag=flag,
-            environment=environment,
-            expected_version=data.pop("version"),
-            **data,
+        actor, version = request_actor(request), data.pop("version")
+        outcome = gate.submit(
+            actor=actor,
+            operation="flag_state.update",
+            arguments=gate.state_arguments(flag=key, environment=env, **data),
+            expected_version=version,
+            apply=lambda: services.flag_state_update(
+                actor=actor,
+                flag=flag,
+                environment=environment,
+                expected_version=version,
+                **data,
+            ),
         )
-        return Response(s.FlagStateOutputSerializer(state).data)
+        if outcome.is_pending:
+            return pending_response(outcome)
+        return Response(s.FlagStateOutputSerializer(outcome.result).data)
 
 
 class FlagStateCommandApi(ManagementApi):
@@ -543,14 +558,24 @@ class FlagStateCommandApi(ManagementApi):
     permission_model = FlagState
     permission_actions = {"POST": ("change",)}
     input_serializer: type = s.FlagStateVersionInputSerializer
+    operation: str = ""  # the gated operation (controlplane.changes)
 
     def post(self, request: Request, key: str, env: str) -> Response:
         flag, environment, _ = _state(key, env)
         data = _input(self.input_serializer, request)
-        state = self.run(
-            actor=request_actor(request), flag=flag, environment=environment, **data
+        actor = request_actor(request)
+        outcome = gate.submit(
+            actor=actor,
+            operation=self.operation,
+            arguments=gate.state_arguments(flag=key, environment=env, **data),
+            expected_version=data.get("version"),
+            apply=lambda: self.run(
+                actor=actor, flag=flag, environment=environment, **data
+            ),
         )
-        return Response(s.FlagStateOutputSerializer(state).data)
+        if outcome.is_pending:
+            return pending_response(outcome)
+        return Response(s.FlagStateOutputSerializer(outcome.result).data)
 
     def run(self, **kwargs: Any) -> FlagState:
         raise NotImplementedError
@@ -563,12 +588,13 @@ def _command_schema(name: str, serializer: type, description: str) -> Any:
         parameters=[FLAG_PARAM, ENV_PARAM],
         request=serializer,
         description=description,
-        responses={200: s.FlagStateOutputSerializer, **_errors(400, 404, 409)},
+        responses={200: s.FlagStateOutputSerializer, **_errors(202, 400, 404, 409)},
     )
 
 
 class FlagStateKillApi(FlagStateCommandApi):
     input_serializer = s.FlagStateKillInputSerializer
+    operation = "flag_state.kill"
 
     @_command_schema(
         "kill",
@@ -585,6 +611,7 @@ class FlagStateKillApi(FlagStateCommandApi):
 
 class FlagStateRestoreApi(FlagStateCommandApi):
     input_serializer = s.FlagStateKillInputSerializer
+    operation = "flag_state.restore"
 
     @_command_schema(
         "restore",
@@ -600,6 +627,7 @@ class FlagStateRestoreApi(FlagStateCommandApi):
 
 class FlagStateEnableApi(FlagStateCommandApi):
     enabled = True
+    operation = "flag_state.enable"
 
     @_command_schema(
         "enable",
@@ -617,6 +645,7 @@ class FlagStateEnableApi(FlagStateCommandApi):
 
 class FlagStateDisableApi(FlagStateEnableApi):
     enabled = False
+    operation = "flag_state.disable"
 
     @_command_schema(
         "disable",
@@ -629,6 +658,7 @@ class FlagStateDisableApi(FlagStateEnableApi):
 
 class FlagStatePercentageApi(FlagStateCommandApi):
     input_serializer = s.FlagStatePercentageInputSerializer
+    operation = "flag_state.percentage"
 
     @_command_schema(
         "percentage",
@@ -645,6 +675,7 @@ class FlagStatePercentageApi(FlagStateCommandApi):
 
 class FlagStateServeApi(FlagStateCommandApi):
     input_serializer = s.FlagStateServeInputSerializer
+    operation = "flag_state.serve"
 
     @_command_schema(
         "serve",
@@ -708,21 +739,31 @@ class OverrideDetailApi(ManagementApi):
         tags=["overrides"],
         parameters=[FLAG_PARAM, ENV_PARAM, MERCHANT_PARAM],
         request=s.OverrideSetInputSerializer,
-        responses={200: s.OverrideOutputSerializer, **_errors(400, 404, 409)},
+        responses={200: s.OverrideOutputSerializer, **_errors(202, 400, 404, 409)},
         description="Create or replace the merchant's override.",
     )
     def put(self, request: Request, key: str, env: str, merchant: str) -> Response:
         flag, environment = selectors.flag_get(key), selectors.environment_get(env)
         target = selectors.merchant_get(merchant)
         data = _input(s.OverrideSetInputSerializer, request)
-        override = services.override_set(
-            actor=request_actor(request),
-            flag=flag,
-            environment=environment,
-            merchant=target,
-            **data,
+        actor = request_actor(request)
+        outcome = gate.submit(
+            actor=actor,
+            operation="override.set",
+            arguments=gate.state_arguments(
+                flag=key, environment=env, merchant=merchant, **data
+            ),
+            apply=lambda: services.override_set(
+                actor=actor,
+                flag=flag,
+                environment=environment,
+                merchant=target,
+                **data,
+            ),
         )
-        return Response(s.OverrideOutputSerializer(override).data)
+        if outcome.is_pending:
+            return pending_response(outcome)
+        return Response(s.OverrideOutputSerializer(outcome.result).data)
 
     @extend_schema(
         operation_id="overrides_remove",
@@ -734,7 +775,7 @@ class OverrideDetailApi(ManagementApi):
             OpenApiParameter("reason", OpenApiTypes.STR, required=False),
         ],
         request=None,
-        responses={204: None, **_errors(400, 404)},
+        responses={204: None, **_errors(202, 400, 404)},
     )
     def delete(self, request: Request, key: str, env: str, merchant: str) -> Response:
         flag, environment = selectors.flag_get(key), selectors.environment_get(env)
@@ -742,13 +783,23 @@ class OverrideDetailApi(ManagementApi):
         data = _input(
             s.OverrideRemoveInputSerializer, request, data=request.query_params
         )
-        services.override_remove(
-            actor=request_actor(request),
-            flag=flag,
-            environment=environment,
-            merchant=target,
-            **data,
+        actor = request_actor(request)
+        outcome = gate.submit(
+            actor=actor,
+            operation="override.remove",
+            arguments=gate.state_arguments(
+                flag=key, environment=env, merchant=merchant, **data
+            ),
+            apply=lambda: services.override_remove(
+                actor=actor,
+                flag=flag,
+                environment=environment,
+                merchant=target,
+                **data,
+            ),
         )
+        if outcome.is_pending:
+            return pending_response(outcome)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 

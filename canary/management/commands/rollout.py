@@ -38,6 +38,7 @@ from canary.management.commands._rollout_watch import (
 from canary.models import Rollout, RolloutStatus
 from canary.services.check_templates import check_rule_text
 from controlplane.audit.actors import actor_for_cli
+from controlplane.changes import gate
 from controlplane.exceptions import DomainError
 from controlplane.management.commands._output import OutputCommand
 
@@ -294,16 +295,25 @@ class Command(OutputCommand):
         self.stdout.write(f"start it with: manage.py rollout start {rollout.pk}")
 
     def _start(self, options: dict) -> None:
+        rollout = services.rollout_get(options["id"])
+        actor = actor_for_cli()
         try:
-            rollout, report = services.rollout_start_checked(
-                rollout_id=options["id"],
-                actor=actor_for_cli(),
-                reason=options["reason"],
+            outcome = gate.submit(  # four-eyes may turn it into a change request
+                actor=actor,
+                operation="rollout.start",
+                arguments={"rollout": rollout.pk, "reason": options["reason"]},
+                apply=lambda: services.rollout_start_checked(
+                    rollout_id=rollout.pk, actor=actor, reason=options["reason"]
+                ),
             )
         except services.PreflightFailed as exc:
             for warning in exc.report.warnings:
                 self.stderr.write(f"warning: {warning}")
             raise CommandError(exc.message) from None
+        if outcome.is_pending:
+            self.stdout.write(gate.pending_message(outcome.change_request))
+            return
+        rollout, report = outcome.result
         self._preflight_lines(report)
         self.stdout.write(
             f"rollout {rollout.pk} {rollout.status}: phase 1 "

@@ -72,3 +72,15 @@ def when(value: dt.datetime | None) -> str:
 
 # alert triggers (flags.admin.trigger_admin)
 TONES.update({"armed": "ok", "revoked": "neutral"})
+# Change requests and scheduled changes (controlplane.changes)
+TONES.update(
+    {
+        "approved": "wait",
+        "applying": "wait",
+        "scheduled": "wait",
+        "applied": "ok",
+        "rejected": "bad",
+        "refused": "bad",
+        "cancelled": "neutral",
+    }
+)

@@ -19,6 +19,7 @@ from django.core.management.base import CommandError, CommandParser
 from django.db import DatabaseError
 
 from controlplane.audit.actors import Actor, actor_for_cli
+from controlplane.changes import gate
 from controlplane.exceptions import DomainError
 from flags import selectors, services
 from flags.management.commands import _flag_lifecycle
@@ -206,6 +207,23 @@ class Command(OverrideOutput):
     def _actor(options: dict) -> Actor:
         return actor_for_cli(options.get("actor") or None)
 
+    def _gated(
+        self, options: dict, operation: str, apply: Callable[[], Any], **fields: Any
+    ) -> Any:
+        """Apply now, or print the change request four-eyes made (return None)."""
+        outcome = gate.submit(
+            actor=self._actor(options),
+            operation=operation,
+            arguments=gate.state_arguments(
+                flag=options["flag"], environment=options["env"], **fields
+            ),
+            apply=apply,
+        )
+        if outcome.is_pending:
+            self.stdout.write(gate.pending_message(outcome.change_request))
+            return None
+        return outcome.result
+
     @staticmethod
     def _resolve(options: dict) -> tuple[Flag, Environment]:
         flag = selectors.flag_get(options["flag"])
@@ -381,52 +399,86 @@ class Command(OverrideOutput):
 
     def _enable(self, options: dict) -> None:
         flag, environment = self._resolve(options)
-        state = services.flag_state_set_enabled(
-            actor=self._actor(options), flag=flag, environment=environment, enabled=True
+        state = self._gated(
+            options,
+            "flag_state.enable",
+            lambda: services.flag_state_set_enabled(
+                actor=self._actor(options),
+                flag=flag,
+                environment=environment,
+                enabled=True,
+            ),
         )
-        self._state_line(state)
+        if state is not None:
+            self._state_line(state)
 
     def _disable(self, options: dict) -> None:
         flag, environment = self._resolve(options)
-        state = services.flag_state_set_enabled(
-            actor=self._actor(options),
-            flag=flag,
-            environment=environment,
-            enabled=False,
+        state = self._gated(
+            options,
+            "flag_state.disable",
+            lambda: services.flag_state_set_enabled(
+                actor=self._actor(options),
+                flag=flag,
+                environment=environment,
+                enabled=False,
+            ),
         )
-        self._state_line(state)
+        if state is not None:
+            self._state_line(state)
 
     def _kill(self, options: dict) -> None:
         flag, environment = self._resolve(options)
-        state = services.flag_state_kill(
-            actor=self._actor(options),
-            flag=flag,
-            environment=environment,
+        state = self._gated(
+            options,
+            "flag_state.kill",
+            lambda: services.flag_state_kill(
+                actor=self._actor(options),
+                flag=flag,
+                environment=environment,
+                reason=options["reason"],
+            ),
             reason=options["reason"],
         )
-        self._state_line(state)
+        if state is not None:
+            self._state_line(state)
 
     def _restore(self, options: dict) -> None:
         flag, environment = self._resolve(options)
-        state = services.flag_state_restore(
-            actor=self._actor(options),
-            flag=flag,
-            environment=environment,
+        state = self._gated(
+            options,
+            "flag_state.restore",
+            lambda: services.flag_state_restore(
+                actor=self._actor(options),
+                flag=flag,
+                environment=environment,
+                reason=options["reason"],
+            ),
             reason=options["reason"],
         )
-        self._state_line(state)
+        if state is not None:
+            self._state_line(state)
 
     def _percentage(self, options: dict) -> None:
         flag, environment = self._resolve(options)
         percentage = self._parse_percentage(options["pct"])
-        state = services.flag_state_set_percentage(
-            actor=self._actor(options),
-            flag=flag,
-            environment=environment,
+        state = self._gated(
+            options,
+            "flag_state.percentage",
+            lambda: services.flag_state_set_percentage(
+                actor=self._actor(options),
+                flag=flag,
+                environment=environment,
+                percentage=percentage,
+                treatment=options.get("treatment"),
+                control=options.get("control"),
+            ),
             percentage=percentage,
             treatment=options.get("treatment"),
             control=options.get("control"),
         )
+        if state is None:
+            return
         self._state_line(state)
         if not state.enabled:
             self._warn(
@@ -457,27 +509,49 @@ class Command(OverrideOutput):
                 "active merchant"
             )
         expires_at = self._parse_expires(options.get("expires"))
-        services.override_set(
-            actor=self._actor(options),
-            flag=flag,
-            environment=environment,
-            merchant=merchant,
+        done = self._gated(
+            options,
+            "override.set",
+            lambda: services.override_set(
+                actor=self._actor(options),
+                flag=flag,
+                environment=environment,
+                merchant=merchant,
+                variation=options["variation"],
+                note=options["note"],
+                expires_at=expires_at,
+            ),
+            merchant=merchant.key,
             variation=options["variation"],
             note=options["note"],
             expires_at=expires_at,
         )
-        self._print_in_force(flag, environment, merchant)
+        if done is not None:
+            self._print_in_force(flag, environment, merchant)
 
     def _override_remove(self, options: dict) -> None:
         flag, environment = self._resolve(options)
         merchant = selectors.merchant_get(options["merchant"])
-        services.override_remove(
+        outcome = gate.submit(
             actor=self._actor(options),
-            flag=flag,
-            environment=environment,
-            merchant=merchant,
-            reason=options["reason"],
+            operation="override.remove",
+            arguments=gate.state_arguments(
+                flag=flag.key,
+                environment=environment.key,
+                merchant=merchant.key,
+                reason=options["reason"],
+            ),
+            apply=lambda: services.override_remove(
+                actor=self._actor(options),
+                flag=flag,
+                environment=environment,
+                merchant=merchant,
+                reason=options["reason"],
+            ),
         )
+        if outcome.is_pending:
+            self.stdout.write(gate.pending_message(outcome.change_request))
+            return
         self.stdout.write(
             f"Override removed: {flag.key} in {environment.key} for {merchant.key}"
         )

@@ -1,0 +1,8 @@
+from django.apps import AppConfig
+
+
+class ChangesConfig(AppConfig):
+    name = "controlplane.changes"
+    label = "changes"
+    verbose_name = "Change management"
+    default_auto_field = "django.db.models.BigAutoField"
