@@ -24,17 +24,20 @@ def start_background_services() -> None:
     """Start what runs beside the dev server; called right before runserver.
 
     Without a broker (tasks run in process), start the canary controller
-    loop in a daemon thread, so rollouts advance and roll back by themselves
+    loop and the scheduled changes' loop in daemon threads, so rollouts
+    advance and roll back by themselves and scheduled changes apply on time
     without a separate Celery worker and beat. With a broker configured,
-    ``celery worker`` and ``celery beat`` run the controller instead.
+    ``celery worker`` and ``celery beat`` run both instead.
     """
     from celery import current_app
 
     if not current_app.conf.task_always_eager:
         return
     from canary.controller import start_loop_thread
+    from controlplane.changes.loop import start_loop_thread as start_changes_loop
 
     start_loop_thread()
+    start_changes_loop()
 
 
 class Command(OutputCommand):
