@@ -424,3 +424,40 @@ def test_rollout_commands__real_process_eager_tasks__no_log_lines_in_stdout(tmp_
     assert started.stderr == ""
     assert resumed.stdout == "rollout 1 running\n"
     assert "INFO celery.app.trace Task canary.tasks.rollout_tick_task" in resumed.stderr
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("listing", ["change", "schedule"])
+def test_change_lists__rows__header_first(listing, environments, flag_factory):
+    # Given: one change request or one scheduled change of flag "headed"
+    flag_factory(key="headed")
+    if listing == "change":
+        call_command("change", "policy", "--env", "production", "--flag-state", "1")
+        call_command(
+            "flag",
+            "enable",
+            "headed",
+            "--env",
+            "production",
+            "--actor",
+            "alice",
+            stdout=io.StringIO(),
+        )
+    else:
+        call_command(
+            "schedule",
+            "add",
+            "flag_state.enable",
+            "flag=headed",
+            "environment=production",
+            "--at",
+            "10m",
+            stdout=io.StringIO(),
+        )
+    # When
+    out = io.StringIO()
+    call_command(listing, "list", stdout=out)
+    # Then: a header, then the row
+    lines = out.getvalue().splitlines()
+    assert lines[0].split()[:3] == ["id", "status", "environment"]
+    assert "headed" in lines[1]

@@ -62,6 +62,14 @@ def when(value: dt.datetime | None) -> str:
     return timezone.localtime(value, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
+def change_header(extra: str = "") -> str:
+    """Return the header line of ``change_line`` rows."""
+    return (
+        f"{'id':>5}  {'status':<9}  {'environment':<12} {'operation':<22} "
+        f"{'target':<28} author{extra}"
+    )
+
+
 def change_line(change: AuthoredChange, extra: str = "") -> str:
     return (
         f"{change.pk:>5}  {change.status:<9}  {change.environment.key:<12} "

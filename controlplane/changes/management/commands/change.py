@@ -11,6 +11,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from controlplane.audit.actors import Actor, actor_for_cli
 from controlplane.changes import services
 from controlplane.changes.management.commands._common import (
+    change_header,
     change_line,
     parse_arguments,
 )
@@ -133,6 +134,7 @@ class Command(BaseCommand):
         if not rows:
             self.stdout.write("No change requests.")
             return
+        self.stdout.write(change_header("  approvals  result"))
         for change in rows:
             approvals = sum(1 for r in change.reviews.all() if r.decision == "approve")
             self.stdout.write(

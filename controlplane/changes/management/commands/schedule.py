@@ -11,6 +11,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from controlplane.audit.actors import SYSTEM, Actor, actor_for_cli
 from controlplane.changes import services
 from controlplane.changes.management.commands._common import (
+    change_header,
     change_line,
     parse_arguments,
     parse_when,
@@ -96,6 +97,7 @@ class Command(BaseCommand):
         if not rows:
             self.stdout.write("No scheduled changes.")
             return
+        self.stdout.write(change_header("  at  result"))
         for change in rows:
             self.stdout.write(change_line(change, f"  at {when(change.run_at)}"))
 
