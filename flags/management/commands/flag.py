@@ -208,7 +208,11 @@ class Command(OverrideOutput):
         return actor_for_cli(options.get("actor") or None)
 
     def _gated(
-        self, options: dict, operation: str, apply: Callable[[], Any], **fields: Any
+        self,
+        options: dict,
+        operation: str,
+        apply: Callable[[], Any] | None,
+        **fields: Any,
     ) -> Any:
         """Apply now, or print the change request four-eyes made (return None)."""
         outcome = gate.submit(
@@ -398,93 +402,45 @@ class Command(OverrideOutput):
     # -- state changes --------------------------------------------------------
 
     def _enable(self, options: dict) -> None:
-        flag, environment = self._resolve(options)
-        state = self._gated(
-            options,
-            "flag_state.enable",
-            lambda: services.flag_state_set_enabled(
-                actor=self._actor(options),
-                flag=flag,
-                environment=environment,
-                enabled=True,
-            ),
-        )
-        if state is not None:
-            self._state_line(state)
+        self._state_change(options, "flag_state.enable")
 
     def _disable(self, options: dict) -> None:
-        flag, environment = self._resolve(options)
-        state = self._gated(
-            options,
-            "flag_state.disable",
-            lambda: services.flag_state_set_enabled(
-                actor=self._actor(options),
-                flag=flag,
-                environment=environment,
-                enabled=False,
-            ),
-        )
-        if state is not None:
-            self._state_line(state)
+        self._state_change(options, "flag_state.disable")
 
     def _kill(self, options: dict) -> None:
-        flag, environment = self._resolve(options)
-        state = self._gated(
-            options,
-            "flag_state.kill",
-            lambda: services.flag_state_kill(
-                actor=self._actor(options),
-                flag=flag,
-                environment=environment,
-                reason=options["reason"],
-            ),
-            reason=options["reason"],
-        )
-        if state is not None:
-            self._state_line(state)
+        self._state_change(options, "flag_state.kill", reason=options["reason"])
 
     def _restore(self, options: dict) -> None:
-        flag, environment = self._resolve(options)
-        state = self._gated(
-            options,
-            "flag_state.restore",
-            lambda: services.flag_state_restore(
-                actor=self._actor(options),
-                flag=flag,
-                environment=environment,
-                reason=options["reason"],
-            ),
-            reason=options["reason"],
-        )
-        if state is not None:
-            self._state_line(state)
+        self._state_change(options, "flag_state.restore", reason=options["reason"])
 
     def _percentage(self, options: dict) -> None:
-        flag, environment = self._resolve(options)
-        percentage = self._parse_percentage(options["pct"])
-        state = self._gated(
+        state = self._state_change(
             options,
             "flag_state.percentage",
-            lambda: services.flag_state_set_percentage(
-                actor=self._actor(options),
-                flag=flag,
-                environment=environment,
-                percentage=percentage,
-                treatment=options.get("treatment"),
-                control=options.get("control"),
-            ),
-            percentage=percentage,
+            percentage=self._parse_percentage(options["pct"]),
             treatment=options.get("treatment"),
             control=options.get("control"),
         )
-        if state is None:
-            return
-        self._state_line(state)
-        if not state.enabled:
+        if state is not None and not state.enabled:
             self._warn(
-                f"{flag.key} is {'killed' if state.killed_at else 'disabled'} in "
-                f"{environment.key}: the percentage applies once it is enabled"
+                f"{state.flag.key} is {'killed' if state.killed_at else 'disabled'}"
+                f" in {state.environment.key}: the percentage applies once it is"
+                " enabled"
             )
+
+    def _state_change(
+        self, options: dict, operation: str, **fields: Any
+    ) -> FlagState | None:
+        """Apply a state change (the operation's own service call) or queue it.
+
+        The change request four-eyes made is printed and None returned;
+        otherwise the state's new line is printed and the state returned.
+        """
+        self._resolve(options)  # unknown flag or environment: one clear line
+        state = self._gated(options, operation, None, **fields)
+        if state is not None:
+            self._state_line(state)
+        return state
 
     @staticmethod
     def _parse_percentage(text: str) -> float:
