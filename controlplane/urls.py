@@ -10,6 +10,10 @@ from drf_spectacular.views import (
     SpectacularSwaggerView,
 )
 
+admin.site.site_header = "Control plane"
+admin.site.site_title = "Control plane"
+admin.site.index_title = "Flags, rollouts, rollbacks and the audit log"
+
 urlpatterns = [
     # The evaluation hot path first: fewest patterns tried per request.
     # Evaluation (native + OFREP) and the ruleset endpoint: flags/api/eval_urls.py
