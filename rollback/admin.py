@@ -16,6 +16,18 @@ from rollback.models import Deployment, RollbackRun, RollbackStep, RunStatus
 from rollback.preflight import rollback_preflight
 
 
+def _list_only_change(model_admin: admin.ModelAdmin, request, obj) -> bool:
+    """Return the change permission for the list's actions only.
+
+    Every field is read-only and every change is an action calling a
+    service, so a row's page is a view page (no Save buttons); the list
+    keeps the permission its actions (roll back, retry) require.
+    """
+    if obj is not None:
+        return False
+    return admin.ModelAdmin.has_change_permission(model_admin, request, obj)
+
+
 class RollbackNowForm(forms.Form):
     level = forms.TypedChoiceField(
         coerce=int,
@@ -94,6 +106,9 @@ class DeploymentAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request) -> bool:
         return False  # recorded by CI through the API or `manage.py deployment record`
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return _list_only_change(self, request, obj)
 
     def has_delete_permission(self, request, obj=None) -> bool:
         return False
@@ -178,6 +193,9 @@ class RollbackRunAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request) -> bool:
         return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return _list_only_change(self, request, obj)
 
     def has_delete_permission(self, request, obj=None) -> bool:
         return False

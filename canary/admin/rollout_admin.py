@@ -18,7 +18,9 @@ from django.utils.html import format_html, format_html_join
 
 from canary import services
 from canary.admin.actions import ACTIONS
+from canary.admin.display import phase_text, tone_html, when_html
 from canary.admin.forms import RolloutCreateForm
+from canary.admin.report_views import ReportViewsMixin
 from canary.models import CheckRun, HealthCheck, Phase, Rollout
 from controlplane.audit.actors import actor_for_user
 from controlplane.audit.admin import ReadOnlyAdminMixin, audit_history_url
@@ -39,7 +41,7 @@ class ReadOnlyInline(flags_admin.ReadOnlyInline):
 class PhaseInline(ReadOnlyInline):
     model = Phase
     fields = [
-        "index",
+        "number",
         "name",
         "target_type",
         "percentage",
@@ -51,6 +53,10 @@ class PhaseInline(ReadOnlyInline):
     ]
     readonly_fields = fields
 
+    @admin.display(description="#")
+    def number(self, phase: Phase) -> int:
+        return phase.index + 1  # people count phases from 1
+
 
 class HealthCheckInline(ReadOnlyInline):
     model = HealthCheck
@@ -59,16 +65,28 @@ class HealthCheckInline(ReadOnlyInline):
         "decides",
         "provider",
         "rule",
-        "status",
+        "status_badge",
         "last_value",
-        "last_verdict",
+        "last_verdict_badge",
         "pass_count",
         "min_samples",
         "limits",
         "on_failure",
-        "last_run_at",
+        "last_run",
     ]
     readonly_fields = fields
+
+    @admin.display(description="status")
+    def status_badge(self, check: HealthCheck) -> str:
+        return tone_html(check.status)
+
+    @admin.display(description="last verdict")
+    def last_verdict_badge(self, check: HealthCheck) -> str:
+        return tone_html(check.last_verdict)
+
+    @admin.display(description="last run at")
+    def last_run(self, check: HealthCheck) -> str:
+        return when_html(check.last_run_at)
 
     @admin.display(description="rule")
     def rule(self, check: HealthCheck) -> str:
@@ -104,21 +122,21 @@ def _decision_html(event: AuditEvent | None) -> str:
         "<strong>{}</strong> by {} at {}<br>{}",
         event.action,
         f"{event.actor_type}:{event.actor_name}",
-        event.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+        when_html(event.created_at),
         format_html_join("", "<div><code>{}</code>: {}</div>", rows),
     )
 
 
 @admin.register(Rollout)
-class RolloutAdmin(admin.ModelAdmin):
+class RolloutAdmin(ReportViewsMixin, admin.ModelAdmin):
     list_display = [
         "id",
         "name",
         "flag",
         "environment",
-        "status",
+        "status_badge",
         "phase",
-        "started_at",
+        "started",
         "explanation",
     ]
     list_filter = ["status", "environment"]
@@ -132,18 +150,18 @@ class RolloutAdmin(admin.ModelAdmin):
         "deployment",
         "max_level",
         "check_template",
-        "status",
+        "status_badge",
         "phase",
         "explanation",
         "last_decision",
         "treatment_variation",
         "control_variation",
-        "approved_phase",
-        "started_at",
-        "phase_started_at",
+        "approved_phase_text",
+        "started",
+        "phase_started",
         "phase_running_seconds",
-        "phase_running_since",
-        "finished_at",
+        "phase_running_since_at",
+        "finished",
         "verification_state",
         "verification_summary",
         "auto_escalate",
@@ -195,10 +213,38 @@ class RolloutAdmin(admin.ModelAdmin):
 
     @admin.display(description="phase")
     def phase(self, rollout: Rollout) -> str:
-        return (
-            f"{rollout.current_phase + 1}/{getattr(rollout, 'phase_count', 0) or 0} "
-            f"{getattr(rollout, 'phase_name', '') or ''}"
-        )
+        count = getattr(rollout, "phase_count", None)
+        if count is None:
+            count = rollout.phases.count()
+        name = getattr(rollout, "phase_name", None)
+        if name is None:
+            phase = rollout.phases.filter(index=rollout.current_phase).first()
+            name = phase.name if phase else ""
+        return phase_text(rollout.current_phase, count, name or "")
+
+    @admin.display(description="status", ordering="status")
+    def status_badge(self, rollout: Rollout) -> str:
+        return tone_html(rollout.status)
+
+    @admin.display(description="started at", ordering="started_at")
+    def started(self, rollout: Rollout) -> str:
+        return when_html(rollout.started_at)
+
+    @admin.display(description="phase started at")
+    def phase_started(self, rollout: Rollout) -> str:
+        return when_html(rollout.phase_started_at)
+
+    @admin.display(description="phase running since")
+    def phase_running_since_at(self, rollout: Rollout) -> str:
+        return when_html(rollout.phase_running_since)
+
+    @admin.display(description="finished at")
+    def finished(self, rollout: Rollout) -> str:
+        return when_html(rollout.finished_at)
+
+    @admin.display(description="approved phase")
+    def approved_phase_text(self, rollout: Rollout) -> str:
+        return phase_text(rollout.approved_phase)
 
     @admin.display(description="why")
     def explanation(self, rollout: Rollout) -> str:
@@ -239,25 +285,35 @@ class RolloutAdmin(admin.ModelAdmin):
             return "none yet"
         rows = [
             (
-                run.measured_at.strftime("%H:%M:%S"),
+                when_html(run.measured_at),
                 run.health_check.name,
-                run.phase_index,
+                run.phase_index + 1,
                 "-" if run.value is None else f"{run.value:.4g}",
-                run.verdict,
+                tone_html(run.verdict),
                 (run.detail or {}).get("message", ""),
             )
             for run in runs
         ]
         return format_html(
-            "<table><thead><tr><th>time</th><th>check</th><th>phase</th><th>value</th>"
-            "<th>verdict</th><th>why</th></tr></thead><tbody>{}</tbody></table>",
+            "<table id='latest-check-runs'><thead><tr><th>time</th><th>check</th>"
+            "<th>phase</th><th>value</th><th>verdict</th><th>why</th></tr></thead>"
+            "<tbody>{}</tbody></table>",
             format_html_join(
                 "",
                 "<tr><td>{0}</td><td>{1}</td><td>{2}</td><td>{3}</td>"
-                "<td class='verdict-{4}'>{4}</td><td>{5}</td></tr>",
+                "<td>{4}</td><td>{5}</td></tr>",
                 rows,
             ),
         )
+
+    def _charts(self, rollout: Rollout) -> list[dict]:
+        """Return the page's charts (``canary.charts``) from the report."""
+        from canary.charts import rollout_charts
+        from canary.report import report_build
+
+        if rollout.started_at is None:
+            return []
+        return rollout_charts(report_build(rollout))
 
     # -- pages ----------------------------------------------------------------
 
@@ -269,11 +325,7 @@ class RolloutAdmin(admin.ModelAdmin):
                 self.admin_site.admin_view(self.action_view),
                 name="{}_{}_action".format(*info),
             ),
-            path(
-                "<int:object_id>/report/",
-                self.admin_site.admin_view(self.report_view),
-                name="{}_{}_report".format(*info),
-            ),
+            *self.report_urls(),
             *super().get_urls(),
         ]
 
@@ -294,10 +346,13 @@ class RolloutAdmin(admin.ModelAdmin):
                         "url": reverse(
                             "admin:canary_rollout_action", args=[rollout.pk, name]
                         ),
+                        "is_destructive": action.is_destructive,
                     }
                     for name, action in ACTIONS.items()
                     if action.is_shown(rollout)
                 ]
+            if rollout is not None:
+                extra_context["charts"] = self._charts(rollout)
             extra_context["audit_history_url"] = audit_history_url(
                 target_type="canary.rollout", target_id=object_id
             )
@@ -378,23 +433,6 @@ class RolloutAdmin(admin.ModelAdmin):
         }
         return TemplateResponse(request, "admin/canary/rollout/form_page.html", context)
 
-    def report_view(self, request: HttpRequest, object_id: int) -> HttpResponse:
-        """The report (``canary.report``) with its verdict, as Markdown text."""
-        from canary.report import report_build
-        from canary.report_text import report_markdown
-
-        rollout = get_object_or_404(Rollout, pk=object_id)
-        if not self.has_view_permission(request, rollout):
-            raise PermissionDenied
-        context = {
-            **self.admin_site.each_context(request),
-            "title": f"Report: rollout {rollout.pk}",
-            "opts": self.model._meta,
-            "original": rollout,
-            "markdown": report_markdown(report_build(rollout)),
-        }
-        return TemplateResponse(request, "admin/canary/rollout/report.html", context)
-
     def action_view(
         self, request: HttpRequest, object_id: int, action: str
     ) -> HttpResponse:
@@ -433,8 +471,14 @@ class RolloutAdmin(admin.ModelAdmin):
             "form": form,
             "intro": spec.intro,
             "summary": f"{rollout.name}: {rollout.flag.key} in {rollout.environment.key}, "
-            f"{rollout.status}, phase {rollout.current_phase}",
+            f"{rollout.status}, "
+            f"{phase_text(rollout.current_phase, rollout.phases.count())}",
             "submit_label": f"Yes, {spec.label.lower()}",
+            "is_destructive": spec.is_destructive,
+            "confirm_text": (
+                f"{spec.label}: rollout {rollout.pk} ({rollout.name})? This cannot "
+                "be undone."
+            ),
             "cancel_url": change_url,
         }
         return TemplateResponse(request, "admin/canary/rollout/form_page.html", context)
@@ -445,18 +489,41 @@ class CheckRunAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     """Every measurement, newest first (read-only)."""
 
     list_display = [
-        "measured_at",
+        "measured",
         "rollout",
         "health_check",
-        "phase_index",
+        "phase",
         "value",
-        "verdict",
+        "verdict_badge",
         "message",
     ]
     list_filter = ["verdict", "health_check__provider"]
     list_select_related = ["rollout", "health_check"]
     search_fields = ["health_check__name", "rollout__name"]
     ordering = ["-measured_at", "-id"]
+    fields = [
+        "rollout",
+        "health_check",
+        "phase",
+        "measured",
+        "value",
+        "verdict_badge",
+        "message",
+        "detail",
+    ]
+    readonly_fields = fields
+
+    @admin.display(description="measured at", ordering="measured_at")
+    def measured(self, run: CheckRun) -> str:
+        return when_html(run.measured_at)
+
+    @admin.display(description="phase", ordering="phase_index")
+    def phase(self, run: CheckRun) -> int:
+        return run.phase_index + 1  # people count phases from 1
+
+    @admin.display(description="verdict", ordering="verdict")
+    def verdict_badge(self, run: CheckRun) -> str:
+        return tone_html(run.verdict)
 
     @admin.display(description="why")
     def message(self, run: CheckRun) -> str:
