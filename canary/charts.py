@@ -29,7 +29,8 @@ ESCALATION, AWAIT_APPROVAL, ABORT, RESUME = (
     "abort",
     "resume",
 )
-DECISION_KINDS = (ADVANCE, WAIT, PAUSE, ROLLBACK, ESCALATION, AWAIT_APPROVAL, ABORT)
+# (A wait is every run that said "not yet": its dot, not a separate marker.)
+DECISION_KINDS = (ADVANCE, PAUSE, ROLLBACK, ESCALATION, AWAIT_APPROVAL, ABORT)
 DECISION_LABELS = {
     ADVANCE: "advance",
     WAIT: "wait (not yet)",
@@ -40,6 +41,7 @@ DECISION_LABELS = {
     ABORT: "abort",
     RESUME: "resume",
 }
+NO_VALUE_LABEL = "no value (no data or error)"
 # Colours of a run's answer (the dots) and of the decision markers.
 ANSWER_COLOURS = {"worse": "#c62828", "not_worse": "#2e7d32", "not_yet": "#1565c0"}
 DECISION_COLOURS = {
@@ -314,14 +316,17 @@ def phase_comparisons_data(report: dict) -> tuple[PhaseComparison, ...]:
 
 
 def _local(value: dt.datetime) -> dt.datetime:
-    return timezone.localtime(value) if timezone.is_aware(value) else value
+    # pygal hands its formatters naive UTC times: read them as UTC.
+    if timezone.is_naive(value):
+        value = value.replace(tzinfo=dt.UTC)
+    return timezone.localtime(value)
 
 
 def _clock(value: dt.datetime) -> str:
     return _local(value).strftime("%H:%M:%S")
 
 
-def _style() -> Any:
+def _style(colors: tuple[str, ...]) -> Any:
     from pygal.style import Style
 
     return Style(
@@ -329,131 +334,231 @@ def _style() -> Any:
         plot_background="#ffffff",
         foreground="#37474f",
         foreground_strong="#263238",
-        foreground_subtle="#b0bec5",
+        foreground_subtle="#cfd8dc",
         font_family="system-ui, sans-serif",
         label_font_size=11,
         major_label_font_size=11,
         legend_font_size=12,
         title_font_size=14,
-        colors=("#1565c0", "#90caf9", "#c62828", "#546e7a", *DECISION_COLOURS.values()),
+        colors=colors,
+        # Light time guides; the phase boundaries (major guides) stand out.
+        guide_stroke_color="#cfd8dc",
+        guide_stroke_dasharray="2,4",
+        major_guide_stroke_color="#455a64",
+        major_guide_stroke_dasharray="6,3",
     )
 
 
-def _config(**kwargs: Any) -> dict:
+def _config(colors: tuple[str, ...], **kwargs: Any) -> dict:
     return {
         "width": 1100,
         "height": 360,
         "js": [],  # pygal's tooltip script is on a CDN: serve nothing external
         "disable_xml_declaration": True,
-        "style": _style(),
+        "style": _style(colors),
         "legend_at_bottom": True,
-        "legend_at_bottom_columns": 5,
+        "legend_at_bottom_columns": 4,
         "truncate_legend": -1,
         "truncate_label": -1,
         "allow_interruptions": True,
-        "x_label_rotation": 0,
         "print_values": False,
         "margin": 12,
         **kwargs,
     }
 
 
-def _x_labels(phases: tuple[PhaseStart, ...]) -> tuple[list, Any]:
-    """Return x labels at the phase starts (their guides are the phase
-    boundaries) and the formatter naming them."""
-    names = {round(_local(p.at).timestamp()): p.label for p in phases}
+def _time_axis(
+    phases: tuple[PhaseStart, ...], times: list[dt.datetime], ticks: int = 6
+) -> dict:
+    """Return the x axis: a little room either side, labels at a few even
+    times and at every phase start (major: their guides are the phase
+    boundaries, named ``phase 2 (10%)``)."""
+    times = [_local(t) for t in times]
+    if not times:
+        return {}
+    first, last = min(times), max(times)
+    span = (last - first).total_seconds() or 60.0
+    pad = dt.timedelta(seconds=span * 0.03)
+    starts = [_local(p.at) for p in phases]
+    # Phases started within the same second share one label.
+    names: dict[int, str] = {}
+    for at, phase in zip(starts, phases, strict=True):
+        key = round(at.timestamp())
+        names[key] = f"{names[key]} / {phase.label}" if key in names else phase.label
+    unique = list({round(at.timestamp()): at for at in starts}.values())
+    even = [first + dt.timedelta(seconds=span * k / ticks) for k in range(ticks + 1)]
+    # Even labels too close to a phase start would overprint its name.
+    even = [
+        t
+        for t in even
+        if all(abs((t - at).total_seconds()) > span / 8 for at in starts)
+    ]
 
     def fmt(value: dt.datetime) -> str:
-        key = round(value.timestamp()) if isinstance(value, dt.datetime) else None
-        name = names.get(key)
+        name = names.get(round(_local(value).timestamp()))
         return f"{name} {_clock(value)}" if name else _clock(value)
 
-    return [_local(p.at) for p in phases], fmt
+    return {
+        "xrange": (first - pad, last + pad),
+        "x_labels": sorted([*unique, *even]),
+        "x_labels_major": unique,
+        "show_minor_x_labels": True,
+        "show_x_guides": True,
+        "x_value_formatter": fmt,
+    }
+
+
+def _y_range(chart: CheckChart) -> tuple[float, float] | None:
+    """Return a y range showing the estimates and the bound, so that the
+    first, very wide intervals do not flatten everything else (they are
+    cut at its edges)."""
+    s = chart.scale
+    values = [p.value * s for p in chart.points if p.value is not None]
+    if chart.bound is not None:
+        values.append(chart.bound * s)
+        if chart.scale != 1.0:
+            values.append(-chart.bound * s)  # a comparison: 0 in the middle
+    if not values:
+        return None
+    lo, hi = min(values), max(values)
+    pad = (hi - lo) * 0.25 or abs(hi) * 0.25 or 1.0
+    return lo - pad, hi + pad
+
+
+def _clamp(value: float, bounds: tuple[float, float] | None) -> float:
+    if bounds is None:
+        return value
+    return min(max(value, bounds[0]), bounds[1])
+
+
+def _tooltip(p: RunPoint) -> str:
+    return (
+        f"{_clock(p.at)} phase {p.phase + 1}: {p.answer or p.verdict} (run {p.run_id})"
+    )
+
+
+def _marker_text(m: Marker) -> str:
+    return (
+        DECISION_LABELS[m.kind]
+        + (f", phase {m.phase + 1}" if m.phase is not None else "")
+        + (f": {m.reason}" if m.reason else "")
+    )
+
+
+# The series of a check chart, in order (pygal numbers them serie-0, ...):
+# the line through the estimates, the runs by answer (serie-1 to serie-3),
+# the runs without a value (serie-4), the intervals, the bound, then one
+# series per decision kind that occurred.
+RUN_SERIES = (
+    ("not_worse", "not worse"),
+    ("worse", "worse"),
+    ("not_yet", "not yet (the gate waits)"),
+)
 
 
 def check_svg(chart: CheckChart) -> str:
-    """Draw one check: estimate dots coloured by answer, the interval of
-    each run as a bar, the margin or threshold as a dashed line, a guide at
-    every phase start, and a marker per decision on the bound line."""
+    """Draw one check: each run a dot coloured by its answer (not worse,
+    worse, not yet: the gate waited), its interval as a bar, the margin or
+    threshold as a dashed line, a guide at every phase start, and a marker
+    per decision on the bound line; hovering a dot says what it is."""
     import pygal
 
-    labels, fmt = _x_labels(chart.phases)
+    s = chart.scale
+    times = [p.at for p in chart.points] + [p.at for p in chart.phases]
+    times += [m.at for m in chart.markers]
+    kinds = [
+        k for k in (*DECISION_KINDS, RESUME) if any(m.kind == k for m in chart.markers)
+    ]
+    colors = (
+        "#90a4ae",
+        *(ANSWER_COLOURS[a] for a, _ in RUN_SERIES),
+        "#9e9e9e",
+        "#ef9a9a",
+        "#263238",
+        *(DECISION_COLOURS[k] for k in kinds),
+    )
+    y_range = _y_range(chart)
     config = _config(
+        colors,
         title=f"{chart.check}{' (dry run)' if chart.dry_run else ''}",
         y_title=chart.unit,
-        x_value_formatter=fmt,
-        show_x_guides=True,
+        **_time_axis(chart.phases, times),
     )
-    if labels:
-        config["x_labels"] = labels
+    if y_range is not None:
+        config["range"] = y_range
     plot = pygal.DateTimeLine(**config)
-    s = chart.scale
+    measured = [p for p in chart.points if p.value is not None]
     plot.add(
         "estimate",
+        [(_local(p.at), _clamp(p.value * s, y_range)) for p in measured],
+        show_dots=False,
+    )
+    for answer, label in RUN_SERIES:
+        plot.add(
+            label,
+            [
+                {
+                    "value": (_local(p.at), p.value * s),
+                    "tooltip": f"{_tooltip(p)}: {p.value * s:.4g}",
+                    "label": f"run {p.run_id}",
+                }
+                for p in measured
+                if (p.answer if p.answer in ANSWER_COLOURS else "not_yet") == answer
+            ],
+            stroke=False,
+            dots_size=4,
+        )
+    y_mark = chart.bound * s if chart.bound is not None else 0.0
+    # A run without a value (no data, an error) is still a run: a grey dot
+    # on the bound line, so every run has its point.
+    plot.add(
+        NO_VALUE_LABEL,
         [
             {
-                "value": (_local(p.at), None if p.value is None else p.value * s),
-                "color": ANSWER_COLOURS.get(p.answer, "#546e7a"),
-                "label": f"run {p.run_id}, phase {p.phase + 1}: {p.answer or p.verdict}",
+                "value": (_local(p.at), y_mark),
+                "tooltip": f"{_tooltip(p)}: no value",
+                "label": f"run {p.run_id}",
             }
             for p in chart.points
+            if p.value is None
         ],
+        stroke=False,
         dots_size=4,
     )
     interval: list = []
     for p in chart.points:
         if p.lower is not None and p.upper is not None:
             interval += [
-                (_local(p.at), p.lower * s),
-                (_local(p.at), p.upper * s),
+                (_local(p.at), _clamp(p.lower * s, y_range)),
+                (_local(p.at), _clamp(p.upper * s, y_range)),
                 (None, None),
             ]
-    plot.add("interval", interval, show_dots=False, stroke_style={"width": 5})
-    times = [p.at for p in chart.points] + [p.at for p in chart.phases]
-    times += [m.at for m in chart.markers]
+    plot.add("interval", interval, show_dots=False, stroke_style={"width": 4})
     if chart.bound is not None and times:
         first, last = _local(min(times)), _local(max(times))
         plot.add(
             f"{chart.bound_label} {chart.bound * s:g}",
             [(first, chart.bound * s), (last, chart.bound * s)],
             show_dots=False,
-            stroke_style={"width": 2, "dasharray": "8,4"},
+            stroke_style={"width": 2.5, "dasharray": "12,5"},
         )
     else:
         plot.add(chart.bound_label, [])
-    y_mark = chart.bound * s if chart.bound is not None else 0.0
-    for kind in (*DECISION_KINDS, RESUME):
-        found = [m for m in chart.markers if m.kind == kind]
-        if kind == WAIT:
-            # Each run that said "not yet" is a tick at which the gate waited.
-            values = [
-                {
-                    "value": (_local(p.at), y_mark),
-                    "label": f"wait, phase {p.phase + 1}",
-                }
-                for p in chart.points
-                if p.answer == "not_yet"
-            ]
-        else:
-            values = [
+    for kind in kinds:
+        plot.add(
+            DECISION_LABELS[kind],
+            [
                 {
                     "value": (_local(m.at), y_mark),
-                    "label": (
-                        f"{DECISION_LABELS[kind]}"
-                        + (f", phase {m.phase + 1}" if m.phase is not None else "")
-                        + (f": {m.reason}" if m.reason else "")
-                    ),
+                    "tooltip": f"{_clock(m.at)} {_marker_text(m)}",
+                    "label": _marker_text(m),
                 }
-                for m in found
-            ]
-        if values:
-            plot.add(
-                DECISION_LABELS[kind],
-                values,
-                stroke=False,
-                dots_size=3 if kind == WAIT else 7,
-                color=DECISION_COLOURS[kind],
-            )
+                for m in chart.markers
+                if m.kind == kind
+            ],
+            stroke=False,
+            dots_size=8,
+        )
     return plot.render(is_unicode=True)
 
 
@@ -461,26 +566,30 @@ def share_svg(steps: tuple[ShareStep, ...], phases: tuple[PhaseStart, ...]) -> s
     """Draw the treatment share over time as a filled step line."""
     import pygal
 
-    labels, fmt = _x_labels(phases)
-    config = _config(
-        title="treatment share (% of merchants)",
-        y_title="%",
-        x_value_formatter=fmt,
-        show_x_guides=True,
-        fill=True,
-        range=(0, 100),
-        height=260,
-        show_legend=False,
+    plot = pygal.DateTimeLine(
+        **_config(
+            ("#2e7d32",),
+            title="treatment share (% of merchants)",
+            y_title="%",
+            fill=True,
+            range=(0, 100),
+            height=240,
+            show_legend=False,
+            **_time_axis(phases, [step.at for step in steps]),
+        )
     )
-    if labels:
-        config["x_labels"] = labels
-    plot = pygal.DateTimeLine(**config)
     values: list = []
     for i, step in enumerate(steps):
         if i:
             values.append((_local(step.at), steps[i - 1].share))
-        values.append({"value": (_local(step.at), step.share), "label": step.label})
-    plot.add("treatment share", values, color="#2e7d32")
+        values.append(
+            {
+                "value": (_local(step.at), step.share),
+                "label": step.label,
+                "tooltip": f"{_clock(step.at)} {step.label}",
+            }
+        )
+    plot.add("treatment share", values)
     return plot.render(is_unicode=True)
 
 
@@ -490,6 +599,7 @@ def comparison_svg(rows: tuple[PhaseComparison, ...]) -> str:
 
     plot = pygal.Bar(
         **_config(
+            ("#ef6c00", "#90a4ae"),
             title="treatment vs control (baseline) error rate per phase, raw totals",
             y_title="error rate (%)",
             height=300,
@@ -501,18 +611,22 @@ def comparison_svg(rows: tuple[PhaseComparison, ...]) -> str:
     plot.add(
         "treatment",
         [
-            {"value": row.treatment_rate, "label": f"{row.treatment_events} events"}
+            {
+                "value": row.treatment_rate,
+                "tooltip": f"{row.label} treatment: {row.treatment_events} events",
+            }
             for row in rows
         ],
-        color="#ef6c00",
     )
     plot.add(
         "control (baseline)",
         [
-            {"value": row.control_rate, "label": f"{row.control_events} events"}
+            {
+                "value": row.control_rate,
+                "tooltip": f"{row.label} control: {row.control_events} events",
+            }
             for row in rows
         ],
-        color="#90a4ae",
     )
     return plot.render(is_unicode=True)
 
