@@ -15,6 +15,7 @@ the 0-based index the models use.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -315,6 +316,16 @@ def phase_comparisons_data(report: dict) -> tuple[PhaseComparison, ...]:
 # -- drawing --------------------------------------------------------------------
 
 
+_SCRIPT = re.compile(r"<script\b[^>]*>.*?</script>", re.S)
+
+
+def _render(plot: Any) -> str:
+    """Return the chart as inline SVG without pygal's config script: the
+    page runs no chart JavaScript (its tooltips come from a CDN), and the
+    dots' ``<title>`` give the browser's own tooltips instead."""
+    return _SCRIPT.sub("", plot.render(is_unicode=True))
+
+
 def _local(value: dt.datetime) -> dt.datetime:
     # pygal hands its formatters naive UTC times: read them as UTC.
     if timezone.is_naive(value):
@@ -559,7 +570,7 @@ def check_svg(chart: CheckChart) -> str:
             stroke=False,
             dots_size=8,
         )
-    return plot.render(is_unicode=True)
+    return _render(plot)
 
 
 def share_svg(steps: tuple[ShareStep, ...], phases: tuple[PhaseStart, ...]) -> str:
@@ -590,7 +601,7 @@ def share_svg(steps: tuple[ShareStep, ...], phases: tuple[PhaseStart, ...]) -> s
             }
         )
     plot.add("treatment share", values)
-    return plot.render(is_unicode=True)
+    return _render(plot)
 
 
 def comparison_svg(rows: tuple[PhaseComparison, ...]) -> str:
@@ -628,7 +639,7 @@ def comparison_svg(rows: tuple[PhaseComparison, ...]) -> str:
             for row in rows
         ],
     )
-    return plot.render(is_unicode=True)
+    return _render(plot)
 
 
 def rollout_charts(report: dict) -> list[dict]:
