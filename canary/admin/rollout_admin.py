@@ -29,6 +29,8 @@ from controlplane.exceptions import DomainError
 from flags import admin as flags_admin
 
 LATEST_RUNS = 20
+# The list's "why" column shows this much of the explanation.
+LIST_WHY_CHARS = 140
 
 
 # -- inlines ------------------------------------------------------------------
@@ -132,12 +134,11 @@ class RolloutAdmin(ReportViewsMixin, admin.ModelAdmin):
     list_display = [
         "id",
         "name",
-        "flag",
-        "environment",
+        "flag_in_environment",
         "status_badge",
         "phase",
         "started",
-        "explanation",
+        "why",
     ]
     list_filter = ["status", "environment"]
     search_fields = ["name", "flag__key"]
@@ -250,6 +251,22 @@ class RolloutAdmin(ReportViewsMixin, admin.ModelAdmin):
     def explanation(self, rollout: Rollout) -> str:
         """The reason of the last decision: pause reason, or the last transition's."""
         return rollout.pause_reason or getattr(rollout, "last_reason", "") or ""
+
+    @admin.display(description="flag in environment", ordering="flag__key")
+    def flag_in_environment(self, rollout: Rollout) -> str:
+        return format_html(
+            "<code>{}</code> in {}", rollout.flag.key, rollout.environment.key
+        )
+
+    @admin.display(description="why")
+    def why(self, rollout: Rollout) -> str:
+        """The explanation, cut for the list (in full on hover and the page)."""
+        text = self.explanation(rollout)
+        if len(text) <= LIST_WHY_CHARS:
+            return text
+        return format_html(
+            '<span title="{}">{}…</span>', text, text[: LIST_WHY_CHARS - 1].rstrip()
+        )
 
     @admin.display(description="verification after the rollback")
     def verification_summary(self, rollout: Rollout) -> str:

@@ -228,3 +228,38 @@ def test_screenshots__rollout_page_and_home(
     page.get("/")
     page.wait_for("#home-rollouts")
     page.shot("home")
+
+
+def test_lists__readable_at_1400_px__no_sideways_scroll(
+    page, admin_user, flag, production, merchant_factory
+):
+    # Given: a rollout paused with a long reason, and its check runs
+    rollout = _threshold_rollout(flag, production, merchant_factory)
+    for value in (0.011, 0.3):
+        record(rollout, "pass" if value < 0.05 else "fail", value, message="x " * 80)
+    services.rollout_pause(
+        rollout_id=rollout.pk, actor=SYSTEM, reason="the error rate went up " * 12
+    )
+    page.login()
+    for path in (
+        "/admin/canary/rollout/",
+        "/admin/canary/checkrun/",
+        "/admin/rollback/rollbackrun/",
+        f"/admin/canary/rollout/{rollout.pk}/change/",
+    ):
+        # When
+        page.get(path)
+        page.wait_for("#content")
+        # Then: the app list stays open and nothing is cut off at the side
+        width = page.browser.execute_script(
+            "return document.documentElement.scrollWidth"
+        )
+        assert width <= 1400, f"{path} scrolls sideways at 1400 px: {width}"
+        # ... and a list shows its last column without its own scroll bar
+        cut = page.browser.execute_script(
+            "const r = document.querySelector('.results');"
+            "return r ? r.scrollWidth - r.clientWidth : 0"
+        )
+        assert cut <= 1, f"{path}: {cut} px of the list are cut off at 1400 px"
+    page.get("/admin/canary/rollout/")
+    page.shot("rollout-list")
