@@ -74,6 +74,7 @@ def report_context(report: dict) -> dict:
         "report": report,
         "phase_count": len(report["phases"]),
         "current_number": r["current_phase"] + 1,
+        "generated": _time(report["generated_at"]),
         "started": _time(r["started_at"]),
         "finished": _time(r["finished_at"]),
         "phases": [

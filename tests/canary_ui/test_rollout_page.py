@@ -195,6 +195,12 @@ def test_read_only_pages__completed_rollout_check_run_rollback_run__no_save(
     assert (
         '<span class="tone tone-ok">pass</span>' in pages["check run"].content.decode()
     )
+    run_page = pages["rollback run"].content.decode()
+    run.refresh_from_db()
+    # (the run is queued after commit, which a test transaction never reaches)
+    assert run.status == "pending"
+    assert '<span class="tone tone-wait">pending</span>' in run_page
+    assert '<time class="when"' in run_page
     # ... and the list keeps its action (retry a failed run)
     assert 'value="retry_failed_run"' in runs_list
 
