@@ -20,92 +20,17 @@ from canary import services
 from canary.admin.actions import ACTIONS
 from canary.admin.display import phase_text, tone_html, when_html
 from canary.admin.forms import RolloutCreateForm
+from canary.admin.inlines import HealthCheckInline, PhaseInline
 from canary.admin.report_views import ReportViewsMixin
-from canary.models import CheckRun, HealthCheck, Phase, Rollout
+from canary.models import CheckRun, Phase, Rollout
 from controlplane.audit.actors import actor_for_user
-from controlplane.audit.admin import ReadOnlyAdminMixin, audit_history_url
+from controlplane.audit.admin import audit_history_url
 from controlplane.audit.models import AuditEvent
 from controlplane.exceptions import DomainError
-from flags import admin as flags_admin
 
 LATEST_RUNS = 20
 # The list's "why" column shows this much of the explanation.
 LIST_WHY_CHARS = 140
-
-
-# -- inlines ------------------------------------------------------------------
-
-
-class ReadOnlyInline(flags_admin.ReadOnlyInline):
-    show_change_link = False  # phases, checks and runs have no pages of their own
-
-
-class PhaseInline(ReadOnlyInline):
-    model = Phase
-    fields = [
-        "number",
-        "name",
-        "target_type",
-        "percentage",
-        "pilot_merchants",
-        "min_duration",
-        "max_duration",
-        "requires_approval",
-        "gate",
-    ]
-    readonly_fields = fields
-
-    @admin.display(description="#")
-    def number(self, phase: Phase) -> int:
-        return phase.index + 1  # people count phases from 1
-
-
-class HealthCheckInline(ReadOnlyInline):
-    model = HealthCheck
-    fields = [
-        "name",
-        "decides",
-        "provider",
-        "rule",
-        "status_badge",
-        "last_value",
-        "last_verdict_badge",
-        "pass_count",
-        "min_samples",
-        "limits",
-        "on_failure",
-        "last_run",
-    ]
-    readonly_fields = fields
-
-    @admin.display(description="status")
-    def status_badge(self, check: HealthCheck) -> str:
-        return tone_html(check.status)
-
-    @admin.display(description="last verdict")
-    def last_verdict_badge(self, check: HealthCheck) -> str:
-        return tone_html(check.last_verdict)
-
-    @admin.display(description="last run at")
-    def last_run(self, check: HealthCheck) -> str:
-        return when_html(check.last_run_at)
-
-    @admin.display(description="rule")
-    def rule(self, check: HealthCheck) -> str:
-        # The same words as the check template pages (compare mode included).
-        return services.check_rule_text(services.health_check_definition(check))
-
-    @admin.display(description="decides")
-    def decides(self, check: HealthCheck) -> str:
-        # A dry-run check is measured and shown; the gate never reads it.
-        return "no (dry run)" if check.dry_run else "yes"
-
-    @admin.display(description="limits (fail / inconclusive / error)")
-    def limits(self, check: HealthCheck) -> str:
-        return (
-            f"{check.failure_limit} / {check.inconclusive_limit} / "
-            f"{check.consecutive_error_limit}"
-        )
 
 
 # -- rollouts -----------------------------------------------------------------
@@ -499,49 +424,3 @@ class RolloutAdmin(ReportViewsMixin, admin.ModelAdmin):
             "cancel_url": change_url,
         }
         return TemplateResponse(request, "admin/canary/rollout/form_page.html", context)
-
-
-@admin.register(CheckRun)
-class CheckRunAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
-    """Every measurement, newest first (read-only)."""
-
-    list_display = [
-        "measured",
-        "rollout",
-        "health_check",
-        "phase",
-        "value",
-        "verdict_badge",
-        "message",
-    ]
-    list_filter = ["verdict", "health_check__provider"]
-    list_select_related = ["rollout", "health_check"]
-    search_fields = ["health_check__name", "rollout__name"]
-    ordering = ["-measured_at", "-id"]
-    fields = [
-        "rollout",
-        "health_check",
-        "phase",
-        "measured",
-        "value",
-        "verdict_badge",
-        "message",
-        "detail",
-    ]
-    readonly_fields = fields
-
-    @admin.display(description="measured at", ordering="measured_at")
-    def measured(self, run: CheckRun) -> str:
-        return when_html(run.measured_at)
-
-    @admin.display(description="phase", ordering="phase_index")
-    def phase(self, run: CheckRun) -> int:
-        return run.phase_index + 1  # people count phases from 1
-
-    @admin.display(description="verdict", ordering="verdict")
-    def verdict_badge(self, run: CheckRun) -> str:
-        return tone_html(run.verdict)
-
-    @admin.display(description="why")
-    def message(self, run: CheckRun) -> str:
-        return (run.detail or {}).get("message", "")
