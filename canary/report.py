@@ -352,10 +352,16 @@ def _explain(event: AuditEvent) -> str:
         )
     if event.action == "rollout.phase_failed":
         return (
-            f"phase {details.get('phase')} failed ({details.get('on_failure')}): "
+            f"phase {_number(details.get('phase'))} failed "
+            f"({details.get('on_failure')}): "
             f"{details.get('reason', '')}"
         )
     return str(details.get("reason", "")) if details.get("reason") else event.action
+
+
+def _number(index: Any) -> Any:
+    """Return a 0-based phase index as the 1-based number people read."""
+    return index + 1 if isinstance(index, int) else index
 
 
 def _decisions(events: list[AuditEvent]) -> list[dict]:

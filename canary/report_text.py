@@ -29,13 +29,112 @@ def _side(label: str, side: dict) -> str:
     )
 
 
-def _comparison_line(name: str, comparison: dict | None) -> str:
+def comparison_text(comparison: dict | None) -> str:
+    """Return the raw treatment and control totals of a cohort in words."""
     if not comparison:
-        return f"- {name}: no outcome events"
+        return "no outcome events"
     return (
-        f"- {name}: {_side('treatment', comparison['treatment'])}; "
+        f"{_side('treatment', comparison['treatment'])}; "
         f"{_side('control', comparison['control'])}"
     )
+
+
+def _comparison_line(name: str, comparison: dict | None) -> str:
+    return f"- {name}: {comparison_text(comparison)}"
+
+
+def phase_label(index: int, name: str = "") -> str:
+    """Return a phase as people read it, 1-based: ``phase 2 (10%)``."""
+    return f"phase {index + 1}" + (f" ({name})" if name else "")
+
+
+def evidence_cells(e: dict) -> dict:
+    """Return one check's evidence in a phase as table cells (text)."""
+    name = e["check"] + (" (dry run)" if e["dry_run"] else "")
+    metric = e["metric"]
+    if e["rule"] == "threshold" or not metric:
+        interval = "-"
+        symbol = _SYMBOLS.get(e["comparator"], e["comparator"])
+        bound = f"{symbol} {_fmt(e['threshold'])}"
+        size = "-"
+    else:
+        interval = (
+            f"{metric_text(metric, e['lower'])} to {metric_text(metric, e['upper'])}"
+            if e["lower"] is not None
+            else "-"
+        )
+        bound = f"margin {metric_text(metric, e['margin'])}"
+        size = (
+            f"{e['treated_merchants'] or 0} treated / {e['treated_events'] or 0} ev;"
+            f" {e['control_merchants'] or 0} control / {e['control_events'] or 0} ev"
+        )
+    a = e["answers"]
+    return {
+        "name": name,
+        "answer": e["answer"] or "no data",
+        "estimate": metric_text(metric, e["estimate"]),
+        "interval": interval,
+        "bound": bound,
+        "size": size,
+        "measurements": (
+            f"{e['measurements']} ({a['worse']} / {a['not_worse']} / {a['not_yet']})"
+        ),
+        "decision": "none (dry run)" if e["dry_run"] else e["decision"] or "-",
+    }
+
+
+def check_rule(c: dict) -> str:
+    """Return a check's rule in words."""
+    symbol = _SYMBOLS.get(c["comparator"], c["comparator"])
+    if c["mode"] == "absolute":
+        return f"value {symbol} {_fmt(c['threshold'])}"
+    if c["mode"] == "relative":
+        return f"within {c['relative_tolerance']:.0%} of baseline {_fmt(c['baseline'])}"
+    if c["mode"] == "compare":
+        return (
+            "treated merchants not worse than their baselines by more than the "
+            f"margin {metric_text(c['metric'], c['margin'])} (always-valid, alpha "
+            f"{_fmt(c['alpha'])})"
+        )
+    return f"treatment not worse than control (alpha {_fmt(c['threshold'] or 0.05)})"
+
+
+def check_limits(c: dict) -> str:
+    """Return a check's sample minimum and limits in words."""
+    return (
+        f"min samples {c['min_samples']}, failure limit {c['failure_limit']}, "
+        f"inconclusive limit {c['inconclusive_limit']}, error limit "
+        f"{c['consecutive_error_limit']}; on failure: {c['on_failure']}"
+    )
+
+
+def check_measurements(c: dict) -> str:
+    """Return a check's verdict counts and value summary in words."""
+    v = c["verdicts"]
+    return (
+        f"{sum(v.values())} (pass {v['pass']}, fail {v['fail']}, "
+        f"inconclusive {v['inconclusive']}, not yet {v.get('not_yet', 0)}, "
+        f"error {v['error']}); values min "
+        f"{_fmt(c['summary']['min'])}, max {_fmt(c['summary']['max'])}, mean "
+        f"{_fmt(c['summary']['mean'])}"
+    )
+
+
+def run_cells(run: dict, c: dict) -> dict:
+    """Return one check run's limit and interval as text."""
+    symbol = _SYMBOLS.get(c["comparator"], c["comparator"])
+    limit = run["limit"] if run["limit"] is not None else c["threshold"]
+    interval = (
+        f"{metric_text(run['metric'], run['lower'])} to "
+        f"{metric_text(run['metric'], run['upper'])}"
+        if run["lower"] is not None
+        else "-"
+    )
+    return {
+        "value": _fmt(run["value"]),
+        "limit": f"{symbol} {_fmt(limit)}" if limit is not None else "-",
+        "interval": interval,
+    }
 
 
 def _cell(text: str) -> str:
@@ -52,7 +151,8 @@ def _evidence_lines(report: dict) -> list[str]:
     for phase in reached:
         decision = phase["decision"] or "-"
         out.append(
-            f"### Phase {phase['index']} ({phase['name']}, {phase['gate']}): {decision}"
+            f"### Phase {phase['index'] + 1} ({phase['name']}, {phase['gate']}): "
+            f"{decision}"
         )
         out.append("")
         if phase["decided_at"]:
@@ -70,30 +170,11 @@ def _evidence_lines(report: dict) -> list[str]:
             "|---|---|---|---|---|---|---|---|",
         ]
         for e in phase["checks"]:
-            name = e["check"] + (" (dry run)" if e["dry_run"] else "")
-            metric = e["metric"]
-            if e["rule"] == "threshold" or not metric:
-                interval = "-"
-                symbol = _SYMBOLS.get(e["comparator"], e["comparator"])
-                bound = f"{symbol} {_fmt(e['threshold'])}"
-                size = "-"
-            else:
-                interval = (
-                    f"{metric_text(metric, e['lower'])} to {metric_text(metric, e['upper'])}"
-                    if e["lower"] is not None
-                    else "-"
-                )
-                bound = f"margin {metric_text(metric, e['margin'])}"
-                size = (
-                    f"{e['treated_merchants'] or 0} treated / {e['treated_events'] or 0} ev;"
-                    f" {e['control_merchants'] or 0} control / {e['control_events'] or 0} ev"
-                )
-            a = e["answers"]
+            cells = evidence_cells(e)
             out.append(
-                f"| {_cell(name)} | **{e['answer'] or 'no data'}** | "
-                f"{metric_text(metric, e['estimate'])} | {interval} | {bound} | {size} | "
-                f"{e['measurements']} ({a['worse']} / {a['not_worse']} / {a['not_yet']}) | "
-                f"{'none (dry run)' if e['dry_run'] else e['decision'] or '-'} |"
+                f"| {_cell(cells['name'])} | **{cells['answer']}** | "
+                f"{cells['estimate']} | {cells['interval']} | {cells['bound']} | "
+                f"{cells['size']} | {cells['measurements']} | {cells['decision']} |"
             )
         notes = [
             f"- {e['check']}: {_cell(e['note'])}" for e in phase["checks"] if e["note"]
@@ -110,7 +191,8 @@ def report_markdown(report: dict) -> str:
         "",
         f"- Flag `{r['flag']}` in `{r['environment']}`, treatment `{r['treatment']}`, "
         f"control `{r['control']}`",
-        f"- Status: **{r['status']}** (phase {r['current_phase']})"
+        f"- Status: **{r['status']}** (phase {r['current_phase'] + 1} of "
+        f"{len(report['phases'])})"
         + (f", paused: {r['pause_reason']}" if r["pause_reason"] else ""),
         f"- Started {r['started_at'] or '-'}, finished {r['finished_at'] or '-'}, "
         f"duration {_fmt(r['duration_seconds'])} s",
@@ -132,7 +214,7 @@ def report_markdown(report: dict) -> str:
     ]
     for p in report["phases"]:
         out.append(
-            f"| {p['index']} | {p['name']} | {p['target']} | {p['min_duration']} / "
+            f"| {p['index'] + 1} | {p['name']} | {p['target']} | {p['min_duration']} / "
             f"{p['max_duration'] if p['max_duration'] is not None else '-'} | "
             f"{'yes' if p['requires_approval'] else 'no'} | {p['started_at'] or '-'} | "
             f"{p['ended_at'] or '-'} | {_fmt(p['duration_seconds'])} | {p['outcome']} |"
@@ -157,31 +239,12 @@ def report_markdown(report: dict) -> str:
             "",
         ]
     for c in report["checks"]:
-        symbol = _SYMBOLS.get(c["comparator"], c["comparator"])
-        rule = (
-            f"value {symbol} {_fmt(c['threshold'])}"
-            if c["mode"] == "absolute"
-            else f"within {c['relative_tolerance']:.0%} of baseline {_fmt(c['baseline'])}"
-            if c["mode"] == "relative"
-            else f"treated merchants not worse than their baselines by more than the "
-            f"margin {metric_text(c['metric'], c['margin'])} (always-valid, alpha "
-            f"{_fmt(c['alpha'])})"
-            if c["mode"] == "compare"
-            else f"treatment not worse than control (alpha {_fmt(c['threshold'] or 0.05)})"
-        )
-        v = c["verdicts"]
         out += [
             f"### {c['name']} ({c['provider']}, {c['mode']}): {c['status']}"
             + (" (dry run)" if c.get("dry_run") else ""),
             "",
-            f"Rule: {rule}; min samples {c['min_samples']}, failure limit "
-            f"{c['failure_limit']}, inconclusive limit {c['inconclusive_limit']}, error limit "
-            f"{c['consecutive_error_limit']}; on failure: {c['on_failure']}.",
-            f"Measurements: {sum(v.values())} (pass {v['pass']}, fail {v['fail']}, "
-            f"inconclusive {v['inconclusive']}, not yet {v.get('not_yet', 0)}, "
-            f"error {v['error']}); values min "
-            f"{_fmt(c['summary']['min'])}, max {_fmt(c['summary']['max'])}, mean "
-            f"{_fmt(c['summary']['mean'])}.",
+            f"Rule: {check_rule(c)}; {check_limits(c)}.",
+            f"Measurements: {check_measurements(c)}.",
             "",
             "| phase | time | value | limit | verdict | answer | interval | why |",
             "|---|---|---|---|---|---|---|---|",
@@ -190,17 +253,11 @@ def report_markdown(report: dict) -> str:
         shown = runs[-MD_RUNS_PER_CHECK:]
         for run in shown:
             message = _cell(run["message"] or "")
-            limit = run["limit"] if run["limit"] is not None else c["threshold"]
-            interval = (
-                f"{metric_text(run['metric'], run['lower'])} to "
-                f"{metric_text(run['metric'], run['upper'])}"
-                if run["lower"] is not None
-                else "-"
-            )
+            cells = run_cells(run, c)
             out.append(
-                f"| {run['phase']} | {run['measured_at']} | {_fmt(run['value'])} | "
-                f"{symbol + ' ' + _fmt(limit) if limit is not None else '-'}"
-                f" | {run['verdict']} | {run['answer']} | {interval} | {message} |"
+                f"| {run['phase'] + 1} | {run['measured_at']} | {cells['value']} | "
+                f"{cells['limit']} | {run['verdict']} | {run['answer']} | "
+                f"{cells['interval']} | {message} |"
             )
         if len(runs) > len(shown):
             out.append(
@@ -217,7 +274,7 @@ def report_markdown(report: dict) -> str:
         for phase in cohorts["phases"]:
             out.append(
                 _comparison_line(
-                    f"phase {phase['phase']} ({phase['name']})", phase["comparison"]
+                    phase_label(phase["phase"], phase["name"]), phase["comparison"]
                 )
             )
     out += ["", "## Rollback actions", ""]

@@ -64,7 +64,8 @@ def evidence_text(entry: dict) -> str:
 
 
 def _where(phase: dict) -> str:
-    return f"phase {phase['index']} ({phase['name']})"
+    # People count phases from 1; the data keep the 0-based index.
+    return f"phase {phase['index'] + 1} ({phase['name']})"
 
 
 def verdict_derive(
@@ -87,7 +88,7 @@ def verdict_derive(
         )
         reason = (why.details or {}).get("reason", "") if why else ""
         back.append(
-            f"the rollout was rolled back at phase {rollout.current_phase}"
+            f"the rollout was rolled back at phase {rollout.current_phase + 1}"
             + (f": {reason}" if reason else "")
         )
     for phase in evidence:
@@ -150,7 +151,8 @@ def verdict_derive(
         reasons.append(f"all {len(evidence)} phases completed")
     else:
         reasons.append(
-            f"in progress ({rollout.status}, phase {rollout.current_phase}): "
+            f"in progress ({rollout.status}, phase {rollout.current_phase + 1} of "
+            f"{len(evidence)}): "
             "no check said worse so far"
         )
     deciding = [c for c in checks if not c["dry_run"]]

@@ -16,6 +16,54 @@ from rollback.models import Deployment, RollbackRun, RollbackStep, RunStatus
 from rollback.preflight import rollback_preflight
 
 
+def _tone_html(value: object):
+    from django.utils.html import format_html
+
+    from controlplane.console.templatetags.console import tone
+
+    return format_html('<span class="tone tone-{}">{}</span>', tone(value), value)
+
+
+def _when_html(value):
+    from django.utils.html import format_html
+
+    from controlplane.console.templatetags.console import when
+
+    return format_html("{}", when(value))
+
+
+class ShownMixin:
+    """Statuses in their tone and times with seconds on read-only pages."""
+
+    @admin.display(description="status", ordering="status")
+    def status_badge(self, obj):
+        return _tone_html(obj.status)
+
+    @admin.display(description="created at", ordering="created_at")
+    def created(self, obj):
+        return _when_html(obj.created_at)
+
+    @admin.display(description="started at")
+    def started(self, obj):
+        return _when_html(obj.started_at)
+
+    @admin.display(description="finished at")
+    def finished(self, obj):
+        return _when_html(obj.finished_at)
+
+
+def _list_only_change(model_admin: admin.ModelAdmin, request, obj) -> bool:
+    """Return the change permission for the list's actions only.
+
+    Every field is read-only and every change is an action calling a
+    service, so a row's page is a view page (no Save buttons); the list
+    keeps the permission its actions (roll back, retry) require.
+    """
+    if obj is not None:
+        return False
+    return admin.ModelAdmin.has_change_permission(model_admin, request, obj)
+
+
 class RollbackNowForm(forms.Form):
     level = forms.TypedChoiceField(
         coerce=int,
@@ -34,7 +82,7 @@ class RollbackNowForm(forms.Form):
     reason = forms.CharField(max_length=1000, widget=forms.Textarea(attrs={"rows": 2}))
 
 
-class RollbackStepInline(admin.TabularInline):
+class RollbackStepInline(ShownMixin, admin.TabularInline):
     model = RollbackStep
     extra = 0
     can_delete = False
@@ -42,12 +90,12 @@ class RollbackStepInline(admin.TabularInline):
         "position",
         "level",
         "actuator",
-        "status",
+        "status_badge",
         "attempts",
         "output_pre",
         "error",
-        "started_at",
-        "finished_at",
+        "started",
+        "finished",
         "claimed_by",
     ]
     readonly_fields = fields
@@ -94,6 +142,9 @@ class DeploymentAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request) -> bool:
         return False  # recorded by CI through the API or `manage.py deployment record`
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return _list_only_change(self, request, obj)
 
     def has_delete_permission(self, request, obj=None) -> bool:
         return False
@@ -146,16 +197,16 @@ class DeploymentAdmin(admin.ModelAdmin):
 
 
 @admin.register(RollbackRun)
-class RollbackRunAdmin(admin.ModelAdmin):
+class RollbackRunAdmin(ShownMixin, admin.ModelAdmin):
     list_display = [
         "id",
         "level",
-        "status",
+        "status_badge",
         "deployment",
         "trigger",
         "actor_name",
-        "created_at",
-        "finished_at",
+        "created",
+        "finished",
     ]
     list_filter = ["status", "level", "trigger"]
     readonly_fields = [
@@ -164,20 +215,23 @@ class RollbackRunAdmin(admin.ModelAdmin):
         "reason",
         "trigger",
         "trigger_ref",
-        "status",
+        "status_badge",
         "error",
         "actor_type",
         "actor_id",
         "actor_name",
-        "created_at",
-        "started_at",
-        "finished_at",
+        "created",
+        "started",
+        "finished",
     ]
     inlines = [RollbackStepInline]
     actions = ["retry_failed_run"]
 
     def has_add_permission(self, request) -> bool:
         return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return _list_only_change(self, request, obj)
 
     def has_delete_permission(self, request, obj=None) -> bool:
         return False

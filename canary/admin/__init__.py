@@ -9,6 +9,7 @@ has its audit event. Rows are read-only in the admin.
 """
 
 from canary.admin import (  # noqa: F401  (registers the admins)
+    check_run_admin,
     check_template_admin,
     rollout_admin,
 )

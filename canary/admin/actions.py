@@ -33,6 +33,8 @@ class RolloutAction:
     shown_for: frozenset[str]
     # A further condition on the rollout (None: its status is enough).
     shown_if: Callable[[Rollout], bool] | None = None
+    # Destructive: styled as a danger button and confirmed in the browser.
+    is_destructive: bool = False
 
     def is_shown(self, rollout: Rollout) -> bool:
         return rollout.status in self.shown_for and (
@@ -102,6 +104,7 @@ ACTIONS: dict[str, RolloutAction] = {
                 rollout_id=r.pk, actor=actor, reason=d["reason"]
             ),
             frozenset({Status.DRAFT, *ACTIVE}),
+            is_destructive=True,
         ),
         RolloutAction(
             "fail-phase",
@@ -116,6 +119,7 @@ ACTIONS: dict[str, RolloutAction] = {
                 on_failure=d.get("on_failure") or None,
             ),
             frozenset(ACTIVE),
+            is_destructive=True,
         ),
         RolloutAction(
             "rollback",
@@ -129,6 +133,7 @@ ACTIONS: dict[str, RolloutAction] = {
                 rollout_id=r.pk, level=d["level"], actor=actor, reason=d["reason"]
             ),
             frozenset({*ACTIVE, Status.ROLLING_BACK, Status.ROLLED_BACK}),
+            is_destructive=True,
         ),
         RolloutAction(
             "stop-escalation",

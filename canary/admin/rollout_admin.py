@@ -18,74 +18,19 @@ from django.utils.html import format_html, format_html_join
 
 from canary import services
 from canary.admin.actions import ACTIONS
+from canary.admin.display import phase_text, tone_html, when_html
 from canary.admin.forms import RolloutCreateForm
-from canary.models import CheckRun, HealthCheck, Phase, Rollout
+from canary.admin.inlines import HealthCheckInline, PhaseInline
+from canary.admin.report_views import ReportViewsMixin
+from canary.models import CheckRun, Phase, Rollout
 from controlplane.audit.actors import actor_for_user
-from controlplane.audit.admin import ReadOnlyAdminMixin, audit_history_url
+from controlplane.audit.admin import audit_history_url
 from controlplane.audit.models import AuditEvent
 from controlplane.exceptions import DomainError
-from flags import admin as flags_admin
 
 LATEST_RUNS = 20
-
-
-# -- inlines ------------------------------------------------------------------
-
-
-class ReadOnlyInline(flags_admin.ReadOnlyInline):
-    show_change_link = False  # phases, checks and runs have no pages of their own
-
-
-class PhaseInline(ReadOnlyInline):
-    model = Phase
-    fields = [
-        "index",
-        "name",
-        "target_type",
-        "percentage",
-        "pilot_merchants",
-        "min_duration",
-        "max_duration",
-        "requires_approval",
-        "gate",
-    ]
-    readonly_fields = fields
-
-
-class HealthCheckInline(ReadOnlyInline):
-    model = HealthCheck
-    fields = [
-        "name",
-        "decides",
-        "provider",
-        "rule",
-        "status",
-        "last_value",
-        "last_verdict",
-        "pass_count",
-        "min_samples",
-        "limits",
-        "on_failure",
-        "last_run_at",
-    ]
-    readonly_fields = fields
-
-    @admin.display(description="rule")
-    def rule(self, check: HealthCheck) -> str:
-        # The same words as the check template pages (compare mode included).
-        return services.check_rule_text(services.health_check_definition(check))
-
-    @admin.display(description="decides")
-    def decides(self, check: HealthCheck) -> str:
-        # A dry-run check is measured and shown; the gate never reads it.
-        return "no (dry run)" if check.dry_run else "yes"
-
-    @admin.display(description="limits (fail / inconclusive / error)")
-    def limits(self, check: HealthCheck) -> str:
-        return (
-            f"{check.failure_limit} / {check.inconclusive_limit} / "
-            f"{check.consecutive_error_limit}"
-        )
+# The list's "why" column shows this much of the explanation.
+LIST_WHY_CHARS = 140
 
 
 # -- rollouts -----------------------------------------------------------------
@@ -104,22 +49,21 @@ def _decision_html(event: AuditEvent | None) -> str:
         "<strong>{}</strong> by {} at {}<br>{}",
         event.action,
         f"{event.actor_type}:{event.actor_name}",
-        event.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+        when_html(event.created_at),
         format_html_join("", "<div><code>{}</code>: {}</div>", rows),
     )
 
 
 @admin.register(Rollout)
-class RolloutAdmin(admin.ModelAdmin):
+class RolloutAdmin(ReportViewsMixin, admin.ModelAdmin):
     list_display = [
         "id",
         "name",
-        "flag",
-        "environment",
-        "status",
+        "flag_in_environment",
+        "status_badge",
         "phase",
-        "started_at",
-        "explanation",
+        "started",
+        "why",
     ]
     list_filter = ["status", "environment"]
     search_fields = ["name", "flag__key"]
@@ -132,18 +76,18 @@ class RolloutAdmin(admin.ModelAdmin):
         "deployment",
         "max_level",
         "check_template",
-        "status",
+        "status_badge",
         "phase",
         "explanation",
         "last_decision",
         "treatment_variation",
         "control_variation",
-        "approved_phase",
-        "started_at",
-        "phase_started_at",
+        "approved_phase_text",
+        "started",
+        "phase_started",
         "phase_running_seconds",
-        "phase_running_since",
-        "finished_at",
+        "phase_running_since_at",
+        "finished",
         "verification_state",
         "verification_summary",
         "auto_escalate",
@@ -195,15 +139,59 @@ class RolloutAdmin(admin.ModelAdmin):
 
     @admin.display(description="phase")
     def phase(self, rollout: Rollout) -> str:
-        return (
-            f"{rollout.current_phase + 1}/{getattr(rollout, 'phase_count', 0) or 0} "
-            f"{getattr(rollout, 'phase_name', '') or ''}"
-        )
+        count = getattr(rollout, "phase_count", None)
+        if count is None:
+            count = rollout.phases.count()
+        name = getattr(rollout, "phase_name", None)
+        if name is None:
+            phase = rollout.phases.filter(index=rollout.current_phase).first()
+            name = phase.name if phase else ""
+        return phase_text(rollout.current_phase, count, name or "")
+
+    @admin.display(description="status", ordering="status")
+    def status_badge(self, rollout: Rollout) -> str:
+        return tone_html(rollout.status)
+
+    @admin.display(description="started at", ordering="started_at")
+    def started(self, rollout: Rollout) -> str:
+        return when_html(rollout.started_at)
+
+    @admin.display(description="phase started at")
+    def phase_started(self, rollout: Rollout) -> str:
+        return when_html(rollout.phase_started_at)
+
+    @admin.display(description="phase running since")
+    def phase_running_since_at(self, rollout: Rollout) -> str:
+        return when_html(rollout.phase_running_since)
+
+    @admin.display(description="finished at")
+    def finished(self, rollout: Rollout) -> str:
+        return when_html(rollout.finished_at)
+
+    @admin.display(description="approved phase")
+    def approved_phase_text(self, rollout: Rollout) -> str:
+        return phase_text(rollout.approved_phase)
 
     @admin.display(description="why")
     def explanation(self, rollout: Rollout) -> str:
         """The reason of the last decision: pause reason, or the last transition's."""
         return rollout.pause_reason or getattr(rollout, "last_reason", "") or ""
+
+    @admin.display(description="flag in environment", ordering="flag__key")
+    def flag_in_environment(self, rollout: Rollout) -> str:
+        return format_html(
+            "<code>{}</code> in {}", rollout.flag.key, rollout.environment.key
+        )
+
+    @admin.display(description="why")
+    def why(self, rollout: Rollout) -> str:
+        """The explanation, cut for the list (in full on hover and the page)."""
+        text = self.explanation(rollout)
+        if len(text) <= LIST_WHY_CHARS:
+            return text
+        return format_html(
+            '<span title="{}">{}…</span>', text, text[: LIST_WHY_CHARS - 1].rstrip()
+        )
 
     @admin.display(description="verification after the rollback")
     def verification_summary(self, rollout: Rollout) -> str:
@@ -239,25 +227,35 @@ class RolloutAdmin(admin.ModelAdmin):
             return "none yet"
         rows = [
             (
-                run.measured_at.strftime("%H:%M:%S"),
+                when_html(run.measured_at),
                 run.health_check.name,
-                run.phase_index,
+                run.phase_index + 1,
                 "-" if run.value is None else f"{run.value:.4g}",
-                run.verdict,
+                tone_html(run.verdict),
                 (run.detail or {}).get("message", ""),
             )
             for run in runs
         ]
         return format_html(
-            "<table><thead><tr><th>time</th><th>check</th><th>phase</th><th>value</th>"
-            "<th>verdict</th><th>why</th></tr></thead><tbody>{}</tbody></table>",
+            "<table id='latest-check-runs'><thead><tr><th>time</th><th>check</th>"
+            "<th>phase</th><th>value</th><th>verdict</th><th>why</th></tr></thead>"
+            "<tbody>{}</tbody></table>",
             format_html_join(
                 "",
                 "<tr><td>{0}</td><td>{1}</td><td>{2}</td><td>{3}</td>"
-                "<td class='verdict-{4}'>{4}</td><td>{5}</td></tr>",
+                "<td>{4}</td><td>{5}</td></tr>",
                 rows,
             ),
         )
+
+    def _charts(self, rollout: Rollout) -> list[dict]:
+        """Return the page's charts (``canary.charts``) from the report."""
+        from canary.charts import rollout_charts
+        from canary.report import report_build
+
+        if rollout.started_at is None:
+            return []
+        return rollout_charts(report_build(rollout))
 
     # -- pages ----------------------------------------------------------------
 
@@ -269,11 +267,7 @@ class RolloutAdmin(admin.ModelAdmin):
                 self.admin_site.admin_view(self.action_view),
                 name="{}_{}_action".format(*info),
             ),
-            path(
-                "<int:object_id>/report/",
-                self.admin_site.admin_view(self.report_view),
-                name="{}_{}_report".format(*info),
-            ),
+            *self.report_urls(),
             *super().get_urls(),
         ]
 
@@ -294,10 +288,13 @@ class RolloutAdmin(admin.ModelAdmin):
                         "url": reverse(
                             "admin:canary_rollout_action", args=[rollout.pk, name]
                         ),
+                        "is_destructive": action.is_destructive,
                     }
                     for name, action in ACTIONS.items()
                     if action.is_shown(rollout)
                 ]
+            if rollout is not None:
+                extra_context["charts"] = self._charts(rollout)
             extra_context["audit_history_url"] = audit_history_url(
                 target_type="canary.rollout", target_id=object_id
             )
@@ -378,23 +375,6 @@ class RolloutAdmin(admin.ModelAdmin):
         }
         return TemplateResponse(request, "admin/canary/rollout/form_page.html", context)
 
-    def report_view(self, request: HttpRequest, object_id: int) -> HttpResponse:
-        """The report (``canary.report``) with its verdict, as Markdown text."""
-        from canary.report import report_build
-        from canary.report_text import report_markdown
-
-        rollout = get_object_or_404(Rollout, pk=object_id)
-        if not self.has_view_permission(request, rollout):
-            raise PermissionDenied
-        context = {
-            **self.admin_site.each_context(request),
-            "title": f"Report: rollout {rollout.pk}",
-            "opts": self.model._meta,
-            "original": rollout,
-            "markdown": report_markdown(report_build(rollout)),
-        }
-        return TemplateResponse(request, "admin/canary/rollout/report.html", context)
-
     def action_view(
         self, request: HttpRequest, object_id: int, action: str
     ) -> HttpResponse:
@@ -433,31 +413,14 @@ class RolloutAdmin(admin.ModelAdmin):
             "form": form,
             "intro": spec.intro,
             "summary": f"{rollout.name}: {rollout.flag.key} in {rollout.environment.key}, "
-            f"{rollout.status}, phase {rollout.current_phase}",
+            f"{rollout.status}, "
+            f"{phase_text(rollout.current_phase, rollout.phases.count())}",
             "submit_label": f"Yes, {spec.label.lower()}",
+            "is_destructive": spec.is_destructive,
+            "confirm_text": (
+                f"{spec.label}: rollout {rollout.pk} ({rollout.name})? This cannot "
+                "be undone."
+            ),
             "cancel_url": change_url,
         }
         return TemplateResponse(request, "admin/canary/rollout/form_page.html", context)
-
-
-@admin.register(CheckRun)
-class CheckRunAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
-    """Every measurement, newest first (read-only)."""
-
-    list_display = [
-        "measured_at",
-        "rollout",
-        "health_check",
-        "phase_index",
-        "value",
-        "verdict",
-        "message",
-    ]
-    list_filter = ["verdict", "health_check__provider"]
-    list_select_related = ["rollout", "health_check"]
-    search_fields = ["health_check__name", "rollout__name"]
-    ordering = ["-measured_at", "-id"]
-
-    @admin.display(description="why")
-    def message(self, run: CheckRun) -> str:
-        return (run.detail or {}).get("message", "")

@@ -57,7 +57,7 @@ def test_report__controller_completed_healthy__proceed_with_its_numbers(
     assert [p["treated_merchants"] for p in detectable["phases"]] == [1, 20, 40]
     assert "## What each phase could detect" in report_markdown(report)
     assert any(
-        r.startswith("phase 1 (50%), prove: error_rate not worse")
+        r.startswith("phase 2 (50%), prove: error_rate not worse")
         for r in report["reasons"]
     )
 
@@ -83,7 +83,7 @@ def test_report__controller_rolled_back_regression__roll_back_never_proceed(
     assert entry["cited_by_decision"]["lower"] == entry["lower"]
     assert any(
         r.startswith(
-            f"phase {phase['index']} ({phase['name']}): check error_rate said worse"
+            f"phase {phase['index'] + 1} ({phase['name']}): check error_rate said worse"
         )
         for r in report["reasons"]
     )

@@ -77,7 +77,7 @@ def test_report__check_failed_and_rolled_back__roll_back_with_run_steps(
     # Then
     assert report["verdict"] == ROLL_BACK
     assert (
-        "phase 1 (10%): check error_rate said worse: value 0.12, threshold < 0.05 "
+        "phase 2 (10%): check error_rate said worse: value 0.12, threshold < 0.05 "
         "(0.12 not < 0.05)" in report["reasons"]
     )
     assert [p["outcome"] for p in report["phases"]] == [
@@ -90,7 +90,7 @@ def test_report__check_failed_and_rolled_back__roll_back_with_run_steps(
     assert run["level"] == 1 and run["steps"][0]["actuator"] == "flag_toggle"
     assert "## Verdict: ROLL BACK" in markdown
     assert (
-        "| 1 | " in markdown
+        "| 2 | " in markdown
         and "| 0.12 | < 0.05 | fail | worse | - | 0.12 not < 0.05 |" in markdown
     )
     assert f"Rollback run {run['id']}: level 1" in markdown
@@ -135,7 +135,7 @@ def test_report__running_healthy__proceed_so_far(rollout_factory):
     # Then
     assert report["verdict"] == PROCEED
     assert report["reasons"] == [
-        "in progress (running, phase 0): no check said worse so far"
+        "in progress (running, phase 1 of 4): no check said worse so far"
     ]
     assert report["evidence"][0]["decision"] == "wait"
 

@@ -130,7 +130,7 @@ def test_report__ten_percent_comparison_said_worse__never_proceed(rollout_factor
     assert report["verdict"] == ROLL_BACK
     assert "PROCEED" not in markdown and "## Verdict: ROLL BACK" in markdown
     (reason,) = report["reasons"]
-    assert reason.startswith("phase 1 (10%): check errors said worse: estimate +")
+    assert reason.startswith("phase 2 (10%): check errors said worse: estimate +")
     interval = (
         f"interval {metric_text('error_rate', worse['lower'])} to "
         f"{metric_text('error_rate', worse['upper'])}"
@@ -168,9 +168,9 @@ def test_report__every_prove_phase_not_worse__proceed_with_intervals(rollout_fac
     assert report["verdict"] == PROCEED
     assert report["reasons"][0] == "all 3 phases completed"
     assert report["reasons"][1] == (
-        "phase 0 (pilot), guard: left after its soak, no check said worse"
+        "phase 1 (pilot), guard: left after its soak, no check said worse"
     )
-    assert report["reasons"][2].startswith("phase 1 (10%), prove: errors not worse")
+    assert report["reasons"][2].startswith("phase 2 (10%), prove: errors not worse")
     pilot, ten, full = report["evidence"]
     assert [p["decision"] for p in report["evidence"]] == ["advance"] * 3
     assert pilot["checks"][0]["answer"] == "not_yet"
@@ -200,7 +200,7 @@ def test_report__prove_phase_left_not_yet__fix_and_retest(rollout_factory):
     assert report["verdict"] == FIX_AND_RETEST
     (reason,) = report["reasons"]
     assert reason.startswith(
-        "phase 1 (10%) is a prove phase and was left (advance) while check errors "
+        "phase 2 (10%) is a prove phase and was left (advance) while check errors "
         "said not_yet, not 'not worse'"
     )
 
@@ -235,7 +235,7 @@ def test_report__dry_run_check_worse__shown_never_decides(rollout_factory):
     markdown = report_markdown(report)
     # Then
     assert report["verdict"] == PROCEED
-    assert report["notes"][0].startswith("phase 1 (10%): dry-run check p95 said worse")
+    assert report["notes"][0].startswith("phase 2 (10%): dry-run check p95 said worse")
     assert "| p95 (dry run) | **worse** |" in markdown
     assert "none (dry run) |" in markdown
 
@@ -256,7 +256,7 @@ def test_report__old_run_without_answer__verdict_read_as_answer(rollout_factory)
     # Then
     assert report["verdict"] == ROLL_BACK
     assert report["reasons"] == [
-        "phase 0 (pilot): check error_rate said worse: value 0.12, threshold < 0.05 "
+        "phase 1 (pilot): check error_rate said worse: value 0.12, threshold < 0.05 "
         "(0.12 not < 0.05)"
     ]
     assert report["evidence"][0]["checks"][0]["answer"] == "worse"
@@ -288,7 +288,7 @@ def test_report__controller_rollback__decision_cites_the_evidence(rollout_factor
     assert ten["decided_by"] == "controller:controller"
     assert ten["checks"][0]["cited_by_decision"]["estimate"] == worse["estimate"]
     assert report["verdict"] == ROLL_BACK
-    assert report["reasons"][0].startswith("the rollout was rolled back at phase 1")
+    assert report["reasons"][0].startswith("the rollout was rolled back at phase 2")
     assert report["evidence"][2]["reached"] is False
     assert report["evidence"][2]["decision"] is None
 

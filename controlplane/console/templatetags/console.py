@@ -82,5 +82,30 @@ TONES.update(
         "rejected": "bad",
         "refused": "bad",
         "cancelled": "neutral",
+# Rollout report (canary.report): verdicts, phase outcomes, gate decisions,
+# check statuses and verification states.
+TONES.update(
+    {
+        "proceed": "ok",
+        "fix_and_re-test": "warn",
+        "roll_back": "bad",
+        "passed": "ok",
+        "not_reached": "neutral",
+        "current_(running)": "ok",
+        "current_(paused)": "warn",
+        "current_(awaiting_approval)": "wait",
+        "advance": "ok",
+        "rollback": "bad",
+        "pause": "warn",
+        "await_approval": "wait",
+        "abort": "neutral",
+        "resume": "ok",
+        "escalation": "bad",
+        "no_data": "neutral",
+        "errored": "warn",
+        "verifying": "wait",
+        "escalating": "bad",
+        "recovered": "ok",
+        "exhausted": "bad",
     }
 )
