@@ -82,6 +82,8 @@ TONES.update(
         "rejected": "bad",
         "refused": "bad",
         "cancelled": "neutral",
+    }
+)
 # Rollout report (canary.report): verdicts, phase outcomes, gate decisions,
 # check statuses and verification states.
 TONES.update(
