@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from django.db import connections
-from django.db.models import F, Q, TextField
+from django.db.models import Q, TextField
 from django.db.models.functions import Cast
 from django.utils import timezone
 
@@ -31,15 +31,11 @@ def ruleset_data(environment: Environment) -> dict[str, Any]:
         .get()
     )
     now = timezone.now()
-    parts = _REGISTRY_PARTS.get(connections[Merchant.objects.db].vendor, 1)
-    registry = [_Registry(part, parts) for part in range(parts)]
+    registry = _Registry()
     if not connections[Merchant.objects.db].in_atomic_block:
-        # the registry is read on connections of its own while this one
-        # reads the flags (an open transaction's rows are not visible there)
-        for reader in registry:
-            reader.start()
-    else:
-        registry = [_Registry(0, 1)]
+        # the registry is read on a second connection while this one reads
+        # the flags (an open transaction's rows are not visible there)
+        registry.start()
     flags = flags_data(environment, now=now)
     segments = {
         key: {"clauses": clauses}
@@ -51,38 +47,21 @@ def ruleset_data(environment: Environment) -> dict[str, Any]:
         "generated_at": now.isoformat(),
         "flags": flags,
         "segments": segments,
-        "merchants": _merged([reader.result() for reader in registry]),
+        "merchants": registry.result(),
     }
 
 
-# PostgreSQL groups a million merchants by attribute set in one backend
-# (string_agg has no parallel plan before PostgreSQL 16): two readers, each
-# grouping half of the rows on its own connection, take about half the time
-# on two cores.
-_REGISTRY_PARTS = {"postgresql": 2}
-
-
-def _merged(parts: list[dict[str, dict[str, Any]]]) -> dict[str, dict[str, Any]]:
-    # each part shares one dict per attribute set; across parts a set may be
-    # held twice (a few hundred small dicts), which costs less than merging
-    merged = parts[0]
-    for part in parts[1:]:
-        merged.update(part)
-    return merged
-
-
 class _Registry(threading.Thread):
-    """``merchants_data()`` of one part, on a thread of its own or the caller's."""
+    """``merchants_data()``, on a thread of its own or on the caller's."""
 
-    def __init__(self, part: int, parts: int) -> None:
-        super().__init__(name=f"ruleset-registry-{part}", daemon=True)
-        self._part = (part, parts)
+    def __init__(self) -> None:
+        super().__init__(name="ruleset-registry", daemon=True)
         self._merchants: dict[str, dict[str, Any]] | None = None
         self._error: BaseException | None = None
 
     def run(self) -> None:
         try:
-            self._merchants = merchants_data(*self._part)
+            self._merchants = merchants_data()
         except BaseException as exc:
             self._error = exc
         finally:
@@ -90,7 +69,7 @@ class _Registry(threading.Thread):
 
     def result(self) -> dict[str, dict[str, Any]]:
         if self.ident is None:
-            return merchants_data(*self._part)
+            return merchants_data()
         self.join()
         if self._error is not None:
             raise self._error
@@ -155,23 +134,22 @@ _SEPARATOR = "\x1f"
 _GROUPED_SQL = {
     "postgresql": (
         "SELECT attributes::text, string_agg(key, E'\\x1f'), count(*) FROM {table}"
-        " WHERE is_active AND attributes <> '{{}}'::jsonb{part} GROUP BY attributes"
+        " WHERE is_active AND attributes <> '{{}}'::jsonb GROUP BY attributes"
     ),
     "sqlite": (
         "SELECT attributes, group_concat(key, char(31)), count(*) FROM {table}"
-        " WHERE is_active AND attributes <> '{{}}'{part} GROUP BY attributes"
+        " WHERE is_active AND attributes <> '{{}}' GROUP BY attributes"
     ),
 }
 
 
-def merchants_data(part: int = 0, parts: int = 1) -> dict[str, dict[str, Any]]:
+def merchants_data() -> dict[str, dict[str, Any]]:
     """Return the attributes of every active merchant that has some.
 
     A million rows: registries hold a few hundred distinct attribute sets,
     not a million, so the database groups the merchants by attribute set and
     each set is parsed once and shared by every merchant that has it. No
-    model instances, no per-row work in Python. With ``parts`` above 1, only
-    the merchants whose id is ``part`` modulo ``parts``.
+    model instances, no per-row work in Python.
     """
     connection = connections[Merchant.objects.db]
     template = _GROUPED_SQL.get(connection.vendor)
@@ -180,12 +158,8 @@ def merchants_data(part: int = 0, parts: int = 1) -> dict[str, dict[str, Any]]:
     merchants: dict[str, dict[str, Any]] = {}
     loads = json.loads
     with connection.cursor() as cursor:
-        where = f" AND id % {int(parts)} = {int(part)}" if parts > 1 else ""
         cursor.execute(
-            template.format(
-                table=connection.ops.quote_name(Merchant._meta.db_table),
-                part=where,  # no parameters: the text is sent as it is
-            )
+            template.format(table=connection.ops.quote_name(Merchant._meta.db_table))
         )
         for text, keys, count in cursor.fetchall():
             attributes = loads(text)
@@ -193,17 +167,15 @@ def merchants_data(part: int = 0, parts: int = 1) -> dict[str, dict[str, Any]]:
                 continue
             split = keys.split(_SEPARATOR)
             if len(split) != count:
-                return _merchants_by_row(part, parts)
+                return _merchants_by_row()
             merchants.update(dict.fromkeys(split, attributes))
     return merchants
 
 
-def _merchants_by_row(part: int = 0, parts: int = 1) -> dict[str, dict[str, Any]]:
-    merchants = Merchant.objects.filter(is_active=True)
-    if parts > 1:
-        merchants = merchants.alias(part=F("id") % parts).filter(part=part)
+def _merchants_by_row() -> dict[str, dict[str, Any]]:
     query = (
-        merchants.exclude(attributes={})
+        Merchant.objects.filter(is_active=True)
+        .exclude(attributes={})
         .order_by()
         .values_list("key", Cast("attributes", TextField()))
     )
