@@ -11,3 +11,8 @@ class CanaryConfig(AppConfig):
         from canary.metrics import register_collector
 
         register_collector()
+        # Gated and scheduled rollout starts (flags.changes, a layer below)
+        from canary.services import rollout_get, rollout_start_checked
+        from flags.changes import rollouts
+
+        rollouts.register(get=rollout_get, start=rollout_start_checked)

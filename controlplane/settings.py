@@ -61,7 +61,7 @@ INSTALLED_APPS = [
     # Rollout and kill-switch notifications (docs/notifications.md)
     "controlplane.notifications",
     # Four-eyes change requests and scheduled changes (docs/changes.md)
-    "controlplane.changes",
+    "flags.changes",
     "flags",
     "rollback",
     "canary",
@@ -332,7 +332,7 @@ CELERY_BEAT_SCHEDULE["notifications-resume-stale"] = {
 # Scheduled changes (docs/changes.md): due changes are applied within about a
 # second of their time; a tick not started within its second expires.
 CELERY_BEAT_SCHEDULE["changes-scheduled-tick"] = {
-    "task": "controlplane.changes.tasks.scheduled_changes_tick_task",
+    "task": "flags.changes.tasks.scheduled_changes_tick_task",
     "schedule": 1.0,
     "options": {"expires": 1.0},
 }

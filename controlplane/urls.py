@@ -33,7 +33,7 @@ urlpatterns = [
     path("api/v1/", include("flags.api.urls")),
     path("api/v1/", include("rollback.api.urls")),
     path("api/v1/", include("canary.api.urls")),
-    path("api/v1/", include("controlplane.changes.api.urls")),
+    path("api/v1/", include("flags.changes.api.urls")),
     # Browsers ask for /favicon.ico on pages that name no icon (the API docs)
     path("favicon.ico", RedirectView.as_view(url=static("console/favicon.svg"))),
 ]

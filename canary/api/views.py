@@ -27,9 +27,9 @@ from canary.report import report_build
 from canary.report_text import report_markdown
 from controlplane.api.pagination import Pagination
 from controlplane.api.permissions import HasModelPermission, request_actor
-from controlplane.changes import gate
-from controlplane.changes.api.views import pending_response
 from controlplane.exceptions import InvalidInput
+from flags.changes import gate
+from flags.changes.api.views import pending_response
 from flags.selectors import environment_get, flag_get
 
 TAGS = ["rollouts"]

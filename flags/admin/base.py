@@ -22,10 +22,10 @@ from django.utils.html import format_html
 
 from controlplane.audit.actors import Actor, actor_for_user
 from controlplane.audit.admin import audit_history_url
-from controlplane.changes import gate
 from controlplane.exceptions import DomainError
 from controlplane.paginator import EstimatedCountPaginator
 from flags import services
+from flags.changes import gate
 from flags.forms import EnvironmentChoiceForm, KillForm, PercentageForm, RestoreForm
 from flags.models import Flag, FlagState, MerchantOverride
 
@@ -230,7 +230,7 @@ class StateAction:
     form_class: type
     apply: Callable[[Actor, FlagState, dict], FlagState]
     confirm: str = ""  # asked in the browser before a destructive submit
-    # The gated operation (controlplane.changes) and its arguments from the form
+    # The gated operation (flags.changes) and its arguments from the form
     operation: str = ""
     arguments: Callable[[dict], dict] = lambda data: {}
 

@@ -11,7 +11,6 @@ from django.utils import timezone
 from django.utils.html import format_html
 
 from controlplane.audit.actors import Actor, actor_for_user
-from controlplane.changes import gate
 from flags import services
 from flags.admin.base import (
     KILL,
@@ -38,6 +37,7 @@ from flags.admin.targeting_admin import (
     state_update_data,
 )
 from flags.admin.targeting_forms import TargetingFlagForm, TargetingFlagStateForm
+from flags.changes import gate
 from flags.forms import MerchantOverrideForm
 from flags.models import Flag, FlagState, MerchantOverride
 

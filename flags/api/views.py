@@ -32,12 +32,12 @@ from controlplane.api.permissions import (
 )
 from controlplane.apikeys import services as apikey_services
 from controlplane.apikeys.models import ApiKey
-from controlplane.changes import gate
-from controlplane.changes.api.serializers import PendingOutputSerializer
-from controlplane.changes.api.views import pending_response
 from controlplane.exceptions import NotFound
 from flags import selectors, services
 from flags.api import serializers as s
+from flags.changes import gate
+from flags.changes.api.serializers import PendingOutputSerializer
+from flags.changes.api.views import pending_response
 from flags.models import (
     Environment,
     Flag,
@@ -558,7 +558,7 @@ class FlagStateCommandApi(ManagementApi):
     permission_model = FlagState
     permission_actions = {"POST": ("change",)}
     input_serializer: type = s.FlagStateVersionInputSerializer
-    operation: str = ""  # the gated operation (controlplane.changes)
+    operation: str = ""  # the gated operation (flags.changes)
 
     def post(self, request: Request, key: str, env: str) -> Response:
         flag, environment, _ = _state(key, env)

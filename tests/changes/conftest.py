@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from controlplane.audit.actors import Actor
-from controlplane.changes import services
+from flags.changes import services
 
 
 @pytest.fixture

@@ -12,9 +12,9 @@ from django.urls import reverse
 from django.utils import timezone
 
 from controlplane.audit.models import AuditEvent
-from controlplane.changes import services
-from controlplane.changes.models import ChangeRequest, ScheduledChange
 from flags import selectors
+from flags.changes import services
+from flags.changes.models import ChangeRequest, ScheduledChange
 from flags.models import FlagState
 
 

@@ -11,9 +11,9 @@ from django.test import Client
 from django.utils import timezone
 
 from controlplane.audit.models import AuditEvent
-from controlplane.changes import services
-from controlplane.changes.models import ChangeRequest
 from flags import selectors
+from flags.changes import services
+from flags.changes.models import ChangeRequest
 
 PERMS = [
     "view_changerequest",

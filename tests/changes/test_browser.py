@@ -7,9 +7,9 @@ import datetime as dt
 import pytest
 from django.utils import timezone
 
-from controlplane.changes import services
-from controlplane.changes.models import ChangeRequest
 from flags import selectors
+from flags.changes import services
+from flags.changes.models import ChangeRequest
 from tests.browser.conftest import admin_user, driver, page  # noqa: F401
 
 pytestmark = pytest.mark.slow

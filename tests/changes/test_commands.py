@@ -11,8 +11,8 @@ from django.core.management.base import CommandError
 from django.utils import timezone
 
 from controlplane.audit.models import AuditEvent
-from controlplane.changes.models import ChangeRequest, ScheduledChange
 from flags import selectors
+from flags.changes.models import ChangeRequest, ScheduledChange
 
 
 def _run(*args: str) -> str:

@@ -12,9 +12,9 @@ from django.utils import timezone
 
 from controlplane.audit.actors import Actor
 from controlplane.audit.models import AuditEvent
-from controlplane.changes import gate, services
-from controlplane.changes.models import ChangeRequestStatus, ScheduledChangeStatus
 from controlplane.exceptions import DomainError
+from flags.changes import gate, services
+from flags.changes.models import ChangeRequestStatus, ScheduledChangeStatus
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 

@@ -8,9 +8,9 @@ import time
 import pytest
 from django.utils import timezone
 
-from controlplane.changes import services
-from controlplane.changes.loop import start_loop_thread
-from controlplane.changes.models import ScheduledChange, ScheduledChangeStatus
+from flags.changes import services
+from flags.changes.loop import start_loop_thread
+from flags.changes.models import ScheduledChange, ScheduledChangeStatus
 
 
 @pytest.mark.django_db(transaction=True)

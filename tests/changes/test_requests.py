@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 
 from controlplane.audit.models import AuditEvent
-from controlplane.changes import gate, services
-from controlplane.changes.models import ChangeRequestStatus as Status
 from controlplane.exceptions import Conflict, Forbidden, InvalidInput, InvalidTransition
 from flags import selectors
 from flags import services as flag_services
+from flags.changes import gate, services
+from flags.changes.models import ChangeRequestStatus as Status
 
 PCT = "flag_state.percentage"
 

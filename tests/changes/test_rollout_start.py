@@ -9,8 +9,8 @@ from django.test import Client
 
 from canary.models import Rollout, RolloutStatus
 from controlplane.audit.models import AuditEvent
-from controlplane.changes import services
-from controlplane.changes.models import ChangeRequestStatus
+from flags.changes import services
+from flags.changes.models import ChangeRequestStatus
 from tests.canary_ui.conftest import merchants, rollout_factory  # noqa: F401
 
 

@@ -34,7 +34,7 @@ def start_background_services() -> None:
     if not current_app.conf.task_always_eager:
         return
     from canary.controller import start_loop_thread
-    from controlplane.changes.loop import start_loop_thread as start_changes_loop
+    from flags.changes.loop import start_loop_thread as start_changes_loop
 
     start_loop_thread()
     start_changes_loop()

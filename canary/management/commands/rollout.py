@@ -38,9 +38,9 @@ from canary.management.commands._rollout_watch import (
 from canary.models import Rollout, RolloutStatus
 from canary.services.check_templates import check_rule_text
 from controlplane.audit.actors import actor_for_cli
-from controlplane.changes import gate
 from controlplane.exceptions import DomainError
 from controlplane.management.commands._output import OutputCommand
+from flags.changes import gate
 
 
 def _positive(raw: str) -> float:

@@ -72,7 +72,7 @@ def when(value: dt.datetime | None) -> str:
 
 # alert triggers (flags.admin.trigger_admin)
 TONES.update({"armed": "ok", "revoked": "neutral"})
-# Change requests and scheduled changes (controlplane.changes)
+# Change requests and scheduled changes (flags.changes)
 TONES.update(
     {
         "approved": "wait",

@@ -19,9 +19,9 @@ from django.core.management.base import CommandError, CommandParser
 from django.db import DatabaseError
 
 from controlplane.audit.actors import Actor, actor_for_cli
-from controlplane.changes import gate
 from controlplane.exceptions import DomainError
 from flags import selectors, services
+from flags.changes import gate
 from flags.management.commands import _flag_lifecycle
 from flags.management.commands._flag_overrides import (
     OverrideOutput,

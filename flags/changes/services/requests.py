@@ -18,16 +18,23 @@ from controlplane.audit.services import (
     environment_chain,
     record_audit_event,
 )
-from controlplane.changes.models import (
+from controlplane.exceptions import (
+    Conflict,
+    Forbidden,
+    InvalidInput,
+    InvalidTransition,
+    NotFound,
+)
+from flags.changes.models import (
     ChangeRequest,
     Decision,
     Review,
 )
-from controlplane.changes.models import (
+from flags.changes.models import (
     ChangeRequestStatus as Status,
 )
-from controlplane.changes.operations import Operation, chains_of, operation_get
-from controlplane.changes.services._common import (
+from flags.changes.operations import Operation, chains_of, operation_get
+from flags.changes.services._common import (
     Outcome,
     apply_now,
     apply_outside,
@@ -36,14 +43,7 @@ from controlplane.changes.services._common import (
     based_on,
     identity_of,
 )
-from controlplane.changes.transitions import REQUEST_ALLOWED
-from controlplane.exceptions import (
-    Conflict,
-    Forbidden,
-    InvalidInput,
-    InvalidTransition,
-    NotFound,
-)
+from flags.changes.transitions import REQUEST_ALLOWED
 
 
 def change_request_get(change_request_id: Any) -> ChangeRequest:
@@ -135,7 +135,7 @@ def change_request_create(
 
 
 def _target(op: Operation, arguments: dict) -> str:
-    from controlplane.changes.operations import target_of
+    from flags.changes.operations import target_of
 
     return target_of(op, arguments)[:200]
 

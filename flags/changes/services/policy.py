@@ -9,9 +9,9 @@ from controlplane.audit.services import (
     environment_chain,
     record_audit_event,
 )
-from controlplane.changes.models import ApprovalPolicy
-from controlplane.changes.operations import KINDS
 from controlplane.exceptions import InvalidInput
+from flags.changes.models import ApprovalPolicy
+from flags.changes.operations import KINDS
 from flags.models import Environment
 
 MAX_APPROVALS = 10

@@ -2,8 +2,8 @@
 
 from django.urls import path
 
-from controlplane.changes.api import views
 from flags.api import urls as _flag_urls  # noqa: F401 - registers the key converter
+from flags.changes.api import views
 
 urlpatterns = [
     path(

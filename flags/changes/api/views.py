@@ -1,4 +1,4 @@
-"""Change-management API: thin views over ``controlplane.changes.services``.
+"""Change-management API: thin views over ``flags.changes.services``.
 
 Creating, approving or rejecting a change also needs the permission of the
 change itself (``flags.change_flagstate`` for a percentage, ...): a
@@ -19,15 +19,15 @@ from rest_framework.views import APIView
 
 from controlplane.api.pagination import Pagination
 from controlplane.api.permissions import HasModelPermission, request_actor
-from controlplane.changes import services
-from controlplane.changes.api import serializers as s
-from controlplane.changes.gate import Submission, pending_message
-from controlplane.changes.models import (
+from flags.changes import services
+from flags.changes.api import serializers as s
+from flags.changes.gate import Submission, pending_message
+from flags.changes.models import (
     ApprovalPolicy,
     ChangeRequest,
     ScheduledChange,
 )
-from controlplane.changes.operations import operation_get
+from flags.changes.operations import operation_get
 from flags.selectors import environment_get
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
-from controlplane.changes.models import (
+from flags.changes.models import (
     ApprovalPolicy,
     ChangeRequest,
     ChangeRequestStatus,
@@ -12,7 +12,7 @@ from controlplane.changes.models import (
     ScheduledChange,
     ScheduledChangeStatus,
 )
-from controlplane.changes.operations import OPERATIONS
+from flags.changes.operations import OPERATIONS
 
 _MAX_VERSION = 2**31 - 1
 

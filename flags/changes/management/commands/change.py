@@ -9,16 +9,16 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from controlplane.audit.actors import Actor, actor_for_cli
-from controlplane.changes import services
-from controlplane.changes.management.commands._common import (
+from controlplane.exceptions import DomainError
+from flags import selectors
+from flags.changes import services
+from flags.changes.management.commands._common import (
     change_header,
     change_line,
     parse_arguments,
 )
-from controlplane.changes.models import ChangeRequest
-from controlplane.changes.operations import OPERATIONS
-from controlplane.exceptions import DomainError
-from flags import selectors
+from flags.changes.models import ChangeRequest
+from flags.changes.operations import OPERATIONS
 
 
 class Command(BaseCommand):
@@ -153,7 +153,7 @@ class Command(BaseCommand):
                 actor=self._actor(options), environment=environment, **counts
             )
         else:
-            from controlplane.changes.models import ApprovalPolicy
+            from flags.changes.models import ApprovalPolicy
 
             policy = ApprovalPolicy.objects.filter(environment=environment).first()
             policy = policy or ApprovalPolicy(environment=environment)

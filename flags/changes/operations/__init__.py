@@ -14,10 +14,10 @@ from typing import Any
 
 from controlplane.api.input import UntrustedInput, check_json_value
 from controlplane.audit.services import environment_chain
-from controlplane.changes.operations import appliers, checks
-from controlplane.changes.operations.checks import STATE_FIELDS
 from controlplane.exceptions import InvalidInput, NotFound
 from flags import selectors, services
+from flags.changes.operations import appliers, checks
+from flags.changes.operations.checks import STATE_FIELDS
 from flags.models import Environment, FlagState, MerchantOverride
 
 # Kinds of change an approval policy counts separately.
@@ -203,13 +203,9 @@ def operation_get(name: Any) -> Operation:
 
 def environment_of(operation: Operation, arguments: dict) -> Environment:
     if operation.kind == ROLLOUT_START:
-        from canary.models import Rollout
+        from flags.changes.rollouts import rollout_get
 
-        return (
-            Rollout.objects.select_related("environment")
-            .get(pk=arguments["rollout"])
-            .environment
-        )
+        return rollout_get(arguments["rollout"]).environment
     return selectors.environment_get(arguments["environment"])
 
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from controlplane.changes.models import ChangeRequestStatus as R
-from controlplane.changes.models import ScheduledChangeStatus as S
+from flags.changes.models import ChangeRequestStatus as R
+from flags.changes.models import ScheduledChangeStatus as S
 
 REQUEST_ALLOWED: dict[str, frozenset[str]] = {
     R.PENDING: frozenset({R.APPROVED, R.REJECTED, R.CANCELLED}),

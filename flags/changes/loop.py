@@ -21,7 +21,7 @@ def run_loop(stop_event: threading.Event, interval: float = 1.0) -> None:
 
     Never raises: a failed tick is logged and the next one runs.
     """
-    from controlplane.changes.tasks import scheduled_changes_tick_task
+    from flags.changes.tasks import scheduled_changes_tick_task
 
     try:
         while not stop_event.is_set():

@@ -9,17 +9,17 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from controlplane.audit.actors import SYSTEM, Actor, actor_for_cli
-from controlplane.changes import services
-from controlplane.changes.management.commands._common import (
+from controlplane.exceptions import DomainError
+from flags.changes import services
+from flags.changes.management.commands._common import (
     change_header,
     change_line,
     parse_arguments,
     parse_when,
     when,
 )
-from controlplane.changes.models import ScheduledChange
-from controlplane.changes.operations import OPERATIONS
-from controlplane.exceptions import DomainError
+from flags.changes.models import ScheduledChange
+from flags.changes.operations import OPERATIONS
 
 
 class Command(BaseCommand):

@@ -6,8 +6,8 @@ import datetime as dt
 from collections.abc import Callable
 from typing import Any
 
-from controlplane.changes.operations.checks import STATE_FIELDS
 from flags import selectors, services
+from flags.changes.operations.checks import STATE_FIELDS
 
 
 def _objects(arguments: dict) -> dict[str, Any]:
@@ -90,7 +90,7 @@ def apply_override_remove(actor: Any, arguments: dict, version: int | None) -> A
 
 
 def apply_rollout_start(actor: Any, arguments: dict, version: int | None) -> Any:
-    from canary.services import rollout_start_checked
+    from flags.changes.rollouts import rollout_start_checked
 
     rollout, _ = rollout_start_checked(
         rollout_id=arguments["rollout"], actor=actor, reason=arguments.get("reason", "")

@@ -21,8 +21,10 @@ from django.utils.html import format_html
 
 from controlplane.audit.actors import actor_for_user
 from controlplane.audit.admin import audit_history_url
-from controlplane.changes import services
-from controlplane.changes.models import (
+from controlplane.console.templatetags.console import tone, when
+from controlplane.exceptions import DomainError
+from flags.changes import services
+from flags.changes.models import (
     ApprovalPolicy,
     ChangeRequest,
     ChangeRequestStatus,
@@ -30,9 +32,7 @@ from controlplane.changes.models import (
     ScheduledChange,
     ScheduledChangeStatus,
 )
-from controlplane.changes.operations import OPERATIONS, operation_get
-from controlplane.console.templatetags.console import tone, when
-from controlplane.exceptions import DomainError
+from flags.changes.operations import OPERATIONS, operation_get
 
 _FORM_PAGE = "admin/changes/form_page.html"
 _OPERATION_CHOICES = [

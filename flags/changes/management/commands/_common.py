@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from controlplane.api.input import UntrustedInput, check_json_value, check_text
 from controlplane.audit.management.commands.audit import parse_duration, parse_instant
-from controlplane.changes.models import AuthoredChange
+from flags.changes.models import AuthoredChange
 
 
 def parse_arguments(pairs: list[str], raw_json: str | None) -> dict[str, Any]:

@@ -9,14 +9,14 @@ from django.core.exceptions import ObjectDoesNotExist
 from django.db import transaction
 
 from controlplane.audit.actors import Actor, as_actor
-from controlplane.changes.models import ApprovalPolicy, AuthoredChange
-from controlplane.changes.operations import (
+from controlplane.exceptions import DomainError, VersionConflict
+from flags.changes.models import ApprovalPolicy, AuthoredChange
+from flags.changes.operations import (
     Operation,
     environment_of,
     observed,
     stale_fields,
 )
-from controlplane.exceptions import DomainError, VersionConflict
 from flags.models import Environment
 
 

@@ -1,7 +1,7 @@
 """Every write to change requests, scheduled changes and approval policies."""
 
-from controlplane.changes.services.policy import approval_policy_set
-from controlplane.changes.services.requests import (
+from flags.changes.services.policy import approval_policy_set
+from flags.changes.services.requests import (
     change_request_apply,
     change_request_approve,
     change_request_cancel,
@@ -10,7 +10,7 @@ from controlplane.changes.services.requests import (
     change_request_reject,
     change_requests_reap,
 )
-from controlplane.changes.services.scheduled import (
+from flags.changes.services.scheduled import (
     next_due_at,
     scheduled_change_apply,
     scheduled_change_cancel,

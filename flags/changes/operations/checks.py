@@ -221,7 +221,7 @@ def check_override_remove(arguments: dict) -> dict:
 
 
 def check_rollout_start(arguments: dict) -> dict:
-    from canary.services import rollout_get
+    from flags.changes.rollouts import rollout_get
 
     _only(arguments, "rollout", "reason")
     raw = arguments.get("rollout")

@@ -14,7 +14,7 @@ def scheduled_changes_tick_task() -> int:
     apply each change once.
     """
     from controlplane.audit.actors import SYSTEM
-    from controlplane.changes import services
+    from flags.changes import services
 
     applied = services.scheduled_changes_apply_due(actor=SYSTEM)
     services.change_requests_reap(actor=SYSTEM)

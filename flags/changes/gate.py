@@ -12,12 +12,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from controlplane.changes.models import ChangeRequest
-from controlplane.changes.operations import ROLLOUT_START, operation_get
-from controlplane.changes.services._common import approvals_required
-from controlplane.changes.services.requests import change_request_create
 from controlplane.exceptions import Conflict
 from flags import selectors
+from flags.changes.models import ChangeRequest
+from flags.changes.operations import ROLLOUT_START, operation_get
+from flags.changes.services._common import approvals_required
+from flags.changes.services.requests import change_request_create
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,7 +34,7 @@ class Submission:
 
 def _environment(operation: Any, arguments: dict) -> Any:
     if operation.kind == ROLLOUT_START:
-        from canary.services import rollout_get
+        from flags.changes.rollouts import rollout_get
 
         return rollout_get(arguments.get("rollout")).environment
     return selectors.environment_get(str(arguments.get("environment", "")))

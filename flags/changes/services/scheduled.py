@@ -19,10 +19,16 @@ from controlplane.audit.services import (
     environment_chain,
     record_audit_event,
 )
-from controlplane.changes.models import ScheduledChange
-from controlplane.changes.models import ScheduledChangeStatus as Status
-from controlplane.changes.operations import chains_of, operation_get, target_of
-from controlplane.changes.services._common import (
+from controlplane.exceptions import (
+    Conflict,
+    InvalidInput,
+    InvalidTransition,
+    NotFound,
+)
+from flags.changes.models import ScheduledChange
+from flags.changes.models import ScheduledChangeStatus as Status
+from flags.changes.operations import chains_of, operation_get, target_of
+from flags.changes.services._common import (
     Outcome,
     apply_now,
     apply_outside,
@@ -30,13 +36,7 @@ from controlplane.changes.services._common import (
     author_fields,
     based_on,
 )
-from controlplane.changes.transitions import SCHEDULE_ALLOWED
-from controlplane.exceptions import (
-    Conflict,
-    InvalidInput,
-    InvalidTransition,
-    NotFound,
-)
+from flags.changes.transitions import SCHEDULE_ALLOWED
 
 # How far ahead a change may be scheduled.
 MAX_AHEAD = dt.timedelta(days=366)
