@@ -169,8 +169,10 @@ def test_run_loop__check_due_before_next_tick__measured_on_time(
 @pytest.mark.django_db(transaction=True)
 def test_start_background_services__no_broker__controller_loop_runs():
     # Given: tasks run in process (no broker), as on the zero-setup path
-    from canary.controller import stop_loop_threads
-    from canary.management.commands.demo import start_background_services
+    from canary.management.commands.demo import (
+        start_background_services,
+        stop_background_services,
+    )
 
     # When
     start_background_services()
@@ -178,10 +180,12 @@ def test_start_background_services__no_broker__controller_loop_runs():
         running = loop_is_running() or (time.sleep(0.2) or loop_is_running())
         names = [t.name for t in threading.enumerate()]
     finally:
-        stop_loop_threads()
-    # Then
+        stop_background_services()
+    # Then: the controller and the scheduled changes' loops ran, and stop
     assert running and "canary-controller" in names
+    assert "scheduled-changes" in names
     assert not loop_is_running()
+    assert "scheduled-changes" not in [t.name for t in threading.enumerate()]
 
 
 def test_start_background_services__broker_configured__no_loop():

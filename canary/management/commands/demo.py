@@ -37,7 +37,21 @@ def start_background_services() -> None:
     from flags.changes.loop import start_loop_thread as start_changes_loop
 
     start_loop_thread()
-    start_changes_loop()
+    _changes_loops.append(start_changes_loop())
+
+
+_changes_loops: list = []  # (thread, stop event) of the scheduled changes' loop
+
+
+def stop_background_services() -> None:
+    """Stop what ``start_background_services`` started and wait for it."""
+    from canary.controller import stop_loop_threads
+
+    stop_loop_threads()
+    while _changes_loops:
+        thread, stop = _changes_loops.pop()
+        stop.set()
+        thread.join(timeout=10)
 
 
 class Command(OutputCommand):
