@@ -3,7 +3,7 @@
 from django.urls import path, register_converter
 
 from controlplane.audit import api as audit_api
-from flags.api import trigger_views, usage_views, views
+from flags.api import apikey_views, state_views, trigger_views, usage_views, views
 
 
 class KeyConverter:
@@ -63,38 +63,54 @@ urlpatterns = [
         views.FlagUnarchiveApi.as_view(),
         name="flag-unarchive",
     ),
-    path(_STATE, views.FlagStateDetailApi.as_view(), name="flag-state-detail"),
-    path(f"{_STATE}/kill", views.FlagStateKillApi.as_view(), name="flag-state-kill"),
+    path(_STATE, state_views.FlagStateDetailApi.as_view(), name="flag-state-detail"),
+    path(
+        f"{_STATE}/kill", state_views.FlagStateKillApi.as_view(), name="flag-state-kill"
+    ),
     path(
         f"{_STATE}/restore",
-        views.FlagStateRestoreApi.as_view(),
+        state_views.FlagStateRestoreApi.as_view(),
         name="flag-state-restore",
     ),
     path(
-        f"{_STATE}/enable", views.FlagStateEnableApi.as_view(), name="flag-state-enable"
+        f"{_STATE}/enable",
+        state_views.FlagStateEnableApi.as_view(),
+        name="flag-state-enable",
     ),
     path(
         f"{_STATE}/disable",
-        views.FlagStateDisableApi.as_view(),
+        state_views.FlagStateDisableApi.as_view(),
         name="flag-state-disable",
     ),
     path(
         f"{_STATE}/percentage",
-        views.FlagStatePercentageApi.as_view(),
+        state_views.FlagStatePercentageApi.as_view(),
         name="flag-state-percentage",
     ),
-    path(f"{_STATE}/serve", views.FlagStateServeApi.as_view(), name="flag-state-serve"),
-    path(f"{_STATE}/overrides", views.OverrideListApi.as_view(), name="override-list"),
+    path(
+        f"{_STATE}/serve",
+        state_views.FlagStateServeApi.as_view(),
+        name="flag-state-serve",
+    ),
+    path(
+        f"{_STATE}/overrides",
+        state_views.OverrideListApi.as_view(),
+        name="override-list",
+    ),
     path(
         f"{_STATE}/overrides/<merchant_key:merchant>",
-        views.OverrideDetailApi.as_view(),
+        state_views.OverrideDetailApi.as_view(),
         name="override-detail",
     ),
-    path("api-keys", views.ApiKeyListCreateApi.as_view(), name="api-key-list"),
-    path("api-keys/<key:id>", views.ApiKeyDetailApi.as_view(), name="api-key-detail"),
+    path("api-keys", apikey_views.ApiKeyListCreateApi.as_view(), name="api-key-list"),
+    path(
+        "api-keys/<key:id>",
+        apikey_views.ApiKeyDetailApi.as_view(),
+        name="api-key-detail",
+    ),
     path(
         "api-keys/<key:id>/revoke",
-        views.ApiKeyRevokeApi.as_view(),
+        apikey_views.ApiKeyRevokeApi.as_view(),
         name="api-key-revoke",
     ),
     path(
