@@ -21,7 +21,7 @@ from controlplane.apikeys import services as apikey_services
 from controlplane.apikeys.models import ApiKey
 from controlplane.exceptions import NotFound
 from flags import selectors
-from flags.api import serializers as s
+from flags.api import apikey_serializers as ks
 from flags.api.views import (
     ManagementApi,
     _errors,
@@ -38,27 +38,27 @@ class ApiKeyListCreateApi(ManagementApi):
     @extend_schema(
         operation_id="api_keys_list",
         tags=["api keys"],
-        parameters=[s.ApiKeyFilterSerializer],
-        responses={200: s.ApiKeyOutputSerializer(many=True), **_errors(400)},
+        parameters=[ks.ApiKeyFilterSerializer],
+        responses={200: ks.ApiKeyOutputSerializer(many=True), **_errors(400)},
     )
     def get(self, request: Request) -> Response:
-        filters = _input(s.ApiKeyFilterSerializer, request, data=request.query_params)
+        filters = _input(ks.ApiKeyFilterSerializer, request, data=request.query_params)
         keys = ApiKey.objects.select_related("environment", "user")
         if filters.get("scope"):
             keys = keys.filter(scope=filters["scope"])
         if not filters["include_revoked"]:
             keys = keys.filter(revoked_at__isnull=True)
-        return _paginated(self, request, keys, s.ApiKeyOutputSerializer)
+        return _paginated(self, request, keys, ks.ApiKeyOutputSerializer)
 
     @extend_schema(
         operation_id="api_keys_create",
         tags=["api keys"],
-        request=s.ApiKeyCreateInputSerializer,
-        responses={201: s.ApiKeyCreatedOutputSerializer, **_errors(400, 404)},
+        request=ks.ApiKeyCreateInputSerializer,
+        responses={201: ks.ApiKeyCreatedOutputSerializer, **_errors(400, 404)},
         description="Create a key. The raw key is in this answer only.",
     )
     def post(self, request: Request) -> Response:
-        data = _input(s.ApiKeyCreateInputSerializer, request)
+        data = _input(ks.ApiKeyCreateInputSerializer, request)
         environment = (
             selectors.environment_get(data["environment"])
             if data["environment"]
@@ -74,7 +74,7 @@ class ApiKeyListCreateApi(ManagementApi):
             environment=environment,
             user=user,
         )
-        body = s.ApiKeyOutputSerializer(api_key).data | {"key": raw}
+        body = ks.ApiKeyOutputSerializer(api_key).data | {"key": raw}
         return Response(body, status=status.HTTP_201_CREATED)
 
 
@@ -112,10 +112,10 @@ class ApiKeyDetailApi(ManagementApi):
         operation_id="api_keys_retrieve",
         tags=["api keys"],
         parameters=[KEY_ID_PARAM],
-        responses={200: s.ApiKeyOutputSerializer, **_errors(404)},
+        responses={200: ks.ApiKeyOutputSerializer, **_errors(404)},
     )
     def get(self, request: Request, id: str) -> Response:
-        return Response(s.ApiKeyOutputSerializer(_api_key(id)).data)
+        return Response(ks.ApiKeyOutputSerializer(_api_key(id)).data)
 
 
 class ApiKeyRevokeApi(ManagementApi):
@@ -127,11 +127,11 @@ class ApiKeyRevokeApi(ManagementApi):
         tags=["api keys"],
         parameters=[KEY_ID_PARAM],
         request=None,
-        responses={200: s.ApiKeyOutputSerializer, **_errors(404, 409)},
+        responses={200: ks.ApiKeyOutputSerializer, **_errors(404, 409)},
         description="Revoke a key; serving processes refuse it within about a second.",
     )
     def post(self, request: Request, id: str) -> Response:
         api_key = apikey_services.apikey_revoke(
             actor=request_actor(request), api_key=_api_key(id)
         )
-        return Response(s.ApiKeyOutputSerializer(_api_key(str(api_key.pk))).data)
+        return Response(ks.ApiKeyOutputSerializer(_api_key(str(api_key.pk))).data)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
@@ -18,7 +17,6 @@ from flags.models import (
     Flag,
     FlagState,
     Merchant,
-    MerchantOverride,
     Segment,
 )
 
@@ -454,102 +452,3 @@ class FlagStatePercentageInputSerializer(FlagStateVersionInputSerializer):
 
 class FlagStateServeInputSerializer(FlagStateVersionInputSerializer):
     variation = serializers.CharField(max_length=100)
-
-
-# -- overrides ----------------------------------------------------------------
-
-
-class OverrideOutputSerializer(serializers.ModelSerializer):
-    flag = serializers.CharField(source="flag.key", read_only=True)
-    environment = serializers.CharField(source="environment.key", read_only=True)
-    merchant = serializers.CharField(source="merchant.key", read_only=True)
-    is_live = serializers.SerializerMethodField()
-
-    class Meta:
-        model = MerchantOverride
-        fields = [
-            "flag",
-            "environment",
-            "merchant",
-            "variation",
-            "note",
-            "expires_at",
-            "is_live",
-            "created_by",
-            "created_at",
-            "updated_at",
-        ]
-        read_only_fields = fields
-
-    def get_is_live(self, override: MerchantOverride) -> bool:
-        return override.is_live(timezone.now())
-
-
-class OverrideFilterSerializer(serializers.Serializer):
-    live_only = serializers.BooleanField(required=False, default=False)
-
-
-class OverrideSetInputSerializer(serializers.Serializer):
-    variation = serializers.CharField(max_length=100)
-    note = serializers.CharField(
-        max_length=500, required=False, allow_blank=True, default=""
-    )
-    expires_at = serializers.DateTimeField(
-        required=False, allow_null=True, default=None
-    )
-
-
-class OverrideRemoveInputSerializer(serializers.Serializer):
-    reason = serializers.CharField(
-        max_length=500, required=False, allow_blank=True, default=""
-    )
-
-
-# -- API keys -----------------------------------------------------------------
-
-
-class ApiKeyOutputSerializer(serializers.Serializer):
-    id = serializers.IntegerField()
-    name = serializers.CharField()
-    scope = serializers.CharField()
-    environment = serializers.CharField(
-        source="environment.key", allow_null=True, default=None
-    )
-    user = serializers.CharField(source="user.username", allow_null=True, default=None)
-    prefix = serializers.CharField(
-        help_text="First characters of the key, for recognition."
-    )
-    created_at = serializers.DateTimeField()
-    created_by = serializers.CharField()
-    revoked_at = serializers.DateTimeField(allow_null=True)
-    last_used_at = serializers.DateTimeField(allow_null=True)
-
-
-class ApiKeyCreatedOutputSerializer(ApiKeyOutputSerializer):
-    key = serializers.CharField(
-        help_text="The raw key. Shown once, never stored: keep it now."
-    )
-
-
-class ApiKeyCreateInputSerializer(serializers.Serializer):
-    name = serializers.CharField(max_length=100)
-    scope = serializers.ChoiceField(choices=["server", "management"])
-    environment = serializers.CharField(
-        max_length=64,
-        required=False,
-        allow_null=True,
-        default=None,
-        help_text="Server keys: environment key.",
-    )
-    user = serializers.CharField(
-        max_length=150,
-        required=False,
-        allow_null=True,
-        default=None,
-        help_text="Management keys: username of the service user.",
-    )
-
-
-class ApiKeyFilterSerializer(serializers.Serializer):
-    scope = serializers.ChoiceField(choices=["server", "management"], required=False)
-    include_revoked = serializers.BooleanField(required=False, default=False)

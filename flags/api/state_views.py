@@ -18,6 +18,7 @@ from controlplane.api.permissions import (
 )
 from controlplane.exceptions import NotFound
 from flags import selectors, services
+from flags.api import override_serializers as ovs
 from flags.api import serializers as s
 from flags.api.views import (
     ENV_PARAM,
@@ -254,17 +255,19 @@ class OverrideListApi(ManagementApi):
     @extend_schema(
         operation_id="overrides_list",
         tags=["overrides"],
-        parameters=[FLAG_PARAM, ENV_PARAM, s.OverrideFilterSerializer],
-        responses={200: s.OverrideOutputSerializer(many=True), **_errors(400, 404)},
+        parameters=[FLAG_PARAM, ENV_PARAM, ovs.OverrideFilterSerializer],
+        responses={200: ovs.OverrideOutputSerializer(many=True), **_errors(400, 404)},
     )
     def get(self, request: Request, key: str, env: str) -> Response:
-        filters = _input(s.OverrideFilterSerializer, request, data=request.query_params)
+        filters = _input(
+            ovs.OverrideFilterSerializer, request, data=request.query_params
+        )
         overrides = selectors.override_list(
             flag=selectors.flag_get(key),
             environment=selectors.environment_get(env),
             live_only=filters["live_only"],
         )
-        return _paginated(self, request, overrides, s.OverrideOutputSerializer)
+        return _paginated(self, request, overrides, ovs.OverrideOutputSerializer)
 
 
 class OverrideDetailApi(ManagementApi):
@@ -275,7 +278,7 @@ class OverrideDetailApi(ManagementApi):
         operation_id="overrides_retrieve",
         tags=["overrides"],
         parameters=[FLAG_PARAM, ENV_PARAM, MERCHANT_PARAM],
-        responses={200: s.OverrideOutputSerializer, **_errors(404)},
+        responses={200: ovs.OverrideOutputSerializer, **_errors(404)},
     )
     def get(self, request: Request, key: str, env: str, merchant: str) -> Response:
         override = selectors.override_list(
@@ -288,20 +291,20 @@ class OverrideDetailApi(ManagementApi):
                 f"merchant {merchant!r} has no override of {key} in {env}",
                 field="merchant",
             )
-        return Response(s.OverrideOutputSerializer(override).data)
+        return Response(ovs.OverrideOutputSerializer(override).data)
 
     @extend_schema(
         operation_id="overrides_set",
         tags=["overrides"],
         parameters=[FLAG_PARAM, ENV_PARAM, MERCHANT_PARAM],
-        request=s.OverrideSetInputSerializer,
-        responses={200: s.OverrideOutputSerializer, **_errors(202, 400, 404, 409)},
+        request=ovs.OverrideSetInputSerializer,
+        responses={200: ovs.OverrideOutputSerializer, **_errors(202, 400, 404, 409)},
         description="Create or replace the merchant's override.",
     )
     def put(self, request: Request, key: str, env: str, merchant: str) -> Response:
         flag, environment = selectors.flag_get(key), selectors.environment_get(env)
         target = selectors.merchant_get(merchant)
-        data = _input(s.OverrideSetInputSerializer, request)
+        data = _input(ovs.OverrideSetInputSerializer, request)
         actor = request_actor(request)
         outcome = gate.submit(
             actor=actor,
@@ -319,7 +322,7 @@ class OverrideDetailApi(ManagementApi):
         )
         if outcome.is_pending:
             return pending_response(outcome)
-        return Response(s.OverrideOutputSerializer(outcome.result).data)
+        return Response(ovs.OverrideOutputSerializer(outcome.result).data)
 
     @extend_schema(
         operation_id="overrides_remove",
@@ -337,7 +340,7 @@ class OverrideDetailApi(ManagementApi):
         flag, environment = selectors.flag_get(key), selectors.environment_get(env)
         target = selectors.merchant_get(merchant)
         data = _input(
-            s.OverrideRemoveInputSerializer, request, data=request.query_params
+            ovs.OverrideRemoveInputSerializer, request, data=request.query_params
         )
         actor = request_actor(request)
         outcome = gate.submit(
