@@ -1,6 +1,6 @@
 """Shared pieces of the flags admin: the service-backed base class, the
-kill / restore / percentage actions with their confirmation page, list
-filters and read-only inlines.
+kill / restore / percentage actions with their confirmation page and
+read-only inlines (the list filters are in flags.admin.filters).
 """
 
 from __future__ import annotations
@@ -12,12 +12,11 @@ from typing import Any
 
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
-from django.db.models import Model, Q, QuerySet
+from django.db.models import Model, QuerySet
 from django.forms import BaseForm
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
-from django.utils import timezone
 from django.utils.html import format_html
 
 from controlplane.audit.actors import Actor, actor_for_user
@@ -27,7 +26,7 @@ from controlplane.paginator import EstimatedCountPaginator
 from flags import services
 from flags.changes import gate
 from flags.forms import EnvironmentChoiceForm, KillForm, PercentageForm, RestoreForm
-from flags.models import Flag, FlagState, MerchantOverride
+from flags.models import FlagState, MerchantOverride
 
 # -- display helpers ----------------------------------------------------------------
 
@@ -414,79 +413,6 @@ def _apply_state_action(
         modeladmin.message_user(
             request, f"Failed for {len(failed)}: {'; '.join(failed)}", messages.ERROR
         )
-
-
-# -- list filters ----------------------------------------------------------------------
-
-
-class TagFilter(admin.SimpleListFilter):
-    title = "tag"
-    parameter_name = "tag"
-
-    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
-        tags = {
-            tag
-            for tags in Flag.objects.values_list("tags", flat=True)
-            for tag in tags or []
-        }
-        return [(tag, tag) for tag in sorted(tags)]
-
-    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
-        tag = self.value()
-        if not tag:
-            return queryset
-        # Tags are a JSON list; filtered in Python so SQLite and PostgreSQL agree.
-        pks = [
-            pk for pk, tags in queryset.values_list("pk", "tags") if tag in (tags or [])
-        ]
-        return queryset.filter(pk__in=pks)
-
-
-class FlagKilledFilter(admin.SimpleListFilter):
-    title = "kill switch"
-    parameter_name = "killed"
-
-    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
-        return [("yes", "killed in an environment"), ("no", "not killed anywhere")]
-
-    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
-        killed = Q(states__killed_at__isnull=False)
-        if self.value() == "yes":
-            return queryset.filter(pk__in=Flag.objects.filter(killed).values("pk"))
-        if self.value() == "no":
-            return queryset.exclude(pk__in=Flag.objects.filter(killed).values("pk"))
-        return queryset
-
-
-class StateKilledFilter(admin.SimpleListFilter):
-    title = "kill switch"
-    parameter_name = "killed"
-
-    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
-        return [("yes", "killed"), ("no", "not killed")]
-
-    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
-        if self.value() in ("yes", "no"):
-            return queryset.filter(killed_at__isnull=self.value() == "no")
-        return queryset
-
-
-class OverrideLiveFilter(admin.SimpleListFilter):
-    title = "expiry"
-    parameter_name = "live"
-
-    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
-        return [("yes", "in force"), ("no", "expired"), ("expiring", "has an expiry")]
-
-    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
-        now = timezone.now()
-        if self.value() == "yes":
-            return queryset.filter(Q(expires_at__isnull=True) | Q(expires_at__gt=now))
-        if self.value() == "no":
-            return queryset.filter(expires_at__lte=now)
-        if self.value() == "expiring":
-            return queryset.filter(expires_at__isnull=False)
-        return queryset
 
 
 # -- inlines (read-only, with links) ----------------------------------------------------

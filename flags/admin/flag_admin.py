@@ -16,17 +16,19 @@ from flags.admin.base import (
     KILL,
     RESTORE,
     SET_PERCENTAGE,
-    FlagKilledFilter,
     FlagStateInline,
     MerchantOverrideInline,
-    OverrideLiveFilter,
     ServiceModelAdmin,
-    StateKilledFilter,
-    TagFilter,
     _confirm_state_action,
     _link,
     state_serving,
     state_status,
+)
+from flags.admin.filters import (
+    FlagKilledFilter,
+    OverrideLiveFilter,
+    StateKilledFilter,
+    TagFilter,
 )
 from flags.admin.stale_filter import StaleFlagFilter
 from flags.admin.targeting_admin import (
