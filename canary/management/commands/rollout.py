@@ -19,8 +19,6 @@ transition, bad JSON) end in a one-line CommandError.
 
 from __future__ import annotations
 
-import argparse
-import json
 import time
 from typing import Any
 
@@ -28,6 +26,7 @@ from django.core.management.base import CommandError, CommandParser
 from django.db.models import Count
 
 from canary import services
+from canary.management.commands._rollout_args import json_object, positive
 from canary.management.commands._rollout_watch import (
     duration_text,
     follow,
@@ -41,28 +40,6 @@ from controlplane.audit.actors import actor_for_cli
 from controlplane.exceptions import DomainError
 from controlplane.management.commands._output import OutputCommand
 from flags.changes import gate
-
-
-def _positive(raw: str) -> float:
-    try:
-        value = float(raw)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{raw!r} is not a number") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError("must be more than 0")
-    return value
-
-
-def _json_object(raw: str) -> dict:
-    try:
-        value = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise argparse.ArgumentTypeError(
-            f"not valid JSON ({exc.msg} at {exc.pos})"
-        ) from None
-    if not isinstance(value, dict):
-        raise argparse.ArgumentTypeError("must be a JSON object")
-    return value
 
 
 class Command(OutputCommand):
@@ -96,7 +73,7 @@ class Command(OutputCommand):
         create.add_argument(
             "--check",
             action="append",
-            type=_json_object,
+            type=json_object,
             default=[],
             help='health check as JSON, e.g. \'{"name": "errors", "provider":'
             ' "outcomes", "mode": "compare", "spec": {"metric": "error_rate"},'
@@ -111,7 +88,7 @@ class Command(OutputCommand):
         create.add_argument("--name")
         create.add_argument(
             "--duration-scale",
-            type=_positive,
+            type=positive,
             help="multiply every phase duration (0.05 turns minutes into seconds)",
         )
         create.add_argument(
@@ -176,13 +153,13 @@ class Command(OutputCommand):
         watch.add_argument("id")
         watch.add_argument(
             "--timeout",
-            type=_positive,
+            type=positive,
             default=3600.0,
             help="give up after this many seconds (default 3600)",
         )
         watch.add_argument(
             "--interval",
-            type=_positive,
+            type=positive,
             default=1.0,
             help="seconds between polls (default 1)",
         )
