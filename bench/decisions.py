@@ -84,6 +84,13 @@ from bench._decisions_fleet import (  # noqa: E402
     Kind,
     kind_n_star,
 )
+from bench._decisions_release import (  # noqa: E402
+    RELEASE_KINDS,
+    ReleaseResult,
+    release_simulate,
+    release_summarize,
+    release_table_print,
+)
 from bench._decisions_setup import setup_django  # noqa: E402
 from bench._decisions_table import (  # noqa: E402
     summarize,
@@ -322,10 +329,16 @@ def benchmark_run(
         done = run - first_run + 1
         for name in kinds:
             simulate = (
-                escalation_simulate if name in ESCALATION_KINDS else canary_simulate
+                escalation_simulate
+                if name in ESCALATION_KINDS
+                else release_simulate
+                if name in RELEASE_KINDS
+                else canary_simulate
             )
             result = simulate(
-                kind=ESCALATION_KINDS.get(name) or KINDS[name],
+                kind=ESCALATION_KINDS.get(name)
+                or RELEASE_KINDS.get(name)
+                or KINDS[name],
                 run=run,
                 seed=seed,
                 fleet=fleet,
@@ -337,7 +350,10 @@ def benchmark_run(
             if progress is not None:
                 progress(result)
     escalations = [r for r in results if isinstance(r, EscalationResult)]
-    results_main = [r for r in results if not isinstance(r, EscalationResult)]
+    releases = [r for r in results if isinstance(r, ReleaseResult)]
+    results_main = [
+        r for r in results if not isinstance(r, (EscalationResult, ReleaseResult))
+    ]
     rows = summarize(results_main, fleet)
     title = (
         f"{TEMPLATE}, {done} canaries per kind, seed {seed}, "
@@ -349,6 +365,8 @@ def benchmark_run(
         table_print(rows, out, title=title)
     if escalations:
         escalation_table_print(escalation_summarize(escalations), out)
+    if releases:
+        release_table_print(release_summarize(releases), out)
     out.write(
         f"fleet: traffic-weighted error rate {fleet.weighted_error:.4f}, "
         f"p95 {fleet.latency_quantile(0.95):.1f} ms; n* at alpha {ALPHA:g} "
@@ -401,7 +419,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.from_json:
         return table_from_json(args.from_json, args.seed)
     kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
-    known = [*KINDS, *ESCALATION_KINDS]
+    known = [*KINDS, *ESCALATION_KINDS, *RELEASE_KINDS]
     unknown = [k for k in kinds if k not in known]
     if unknown:
         parser.error(f"unknown kind(s) {unknown}; known: {', '.join(known)}")
@@ -412,6 +430,15 @@ def main(argv: list[str] | None = None) -> int:
     began = time.perf_counter()
 
     def progress(result: Any) -> None:
+        if isinstance(result, ReleaseResult):
+            sys.stderr.write(
+                f"{result.kind} #{result.run}: {result.outcome}, rolled back "
+                f"{result.rolled_back or '-'}, deployed {len(result.deployed)}, "
+                f"{'as expected' if result.correct else 'NOT as expected'}, "
+                f"after {result.ended_after:,.0f} s, {result.events} events, "
+                f"{result.wall_seconds:.1f} s\n"
+            )
+            return
         if isinstance(result, EscalationResult):
             sys.stderr.write(
                 f"{result.kind} #{result.run}: {result.outcome}, first level "

@@ -17,9 +17,10 @@ treatment) and returns what ``Rollout.merchant_baseline`` keeps.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import datetime as dt
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from django.db import connection
@@ -169,6 +170,40 @@ def merchant_windows(
                     else len(values) - bisect.bisect_right(values, threshold)
                 )
     return result
+
+
+def treated_by_flag(
+    *,
+    environment_key: str,
+    flags: Iterable[tuple[str, str]],
+    since: dt.datetime,
+    until: dt.datetime | None = None,
+    timeout: float = 10.0,
+) -> dict[str, list[str]]:
+    """Return, per ``(flag key, treatment)``, the merchants whose events in
+    the range were served that treatment (sorted keys)."""
+    out: dict[str, list[str]] = {}
+    with statement_timeout(timeout) if connection.vendor == "postgresql" else _null():
+        for flag_key, treatment in flags:
+            keys = (
+                _events(
+                    environment_key=environment_key,
+                    flag_key=flag_key,
+                    since=since,
+                    until=until,
+                    variations=[treatment],
+                )
+                .order_by("merchant_key")
+                .values_list("merchant_key", flat=True)
+                .distinct()
+            )
+            out[flag_key] = list(keys)
+    return out
+
+
+@contextlib.contextmanager
+def _null() -> Iterator[None]:
+    yield
 
 
 def _thresholds(

@@ -8,6 +8,8 @@ goes through ``canary.services``; status changes go through
 from django.db import models
 from django.db.models import Q
 
+from canary.release_models import Release, ReleaseStatus  # noqa: F401 (models)
+
 
 class RolloutStatus(models.TextChoices):
     DRAFT = "draft", "Draft"
@@ -129,6 +131,15 @@ class Rollout(models.Model):
         null=True,
         blank=True,
         related_name="rollouts",
+    )
+    # The release this rollout is a member of (canary.release_models): the
+    # release moves its members through their phases together.
+    release = models.ForeignKey(
+        "canary.Release",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="members",
     )
     name = models.CharField(max_length=200)
     status = models.CharField(
@@ -415,10 +426,12 @@ class OutcomeEvent(models.Model):
             ),
         ]
         constraints = [
+            # An event that names several flags is stored once per flag,
+            # each row with the event's id.
             models.UniqueConstraint(
-                fields=["environment", "event_id"],
+                fields=["environment", "event_id", "flag_key"],
                 condition=models.Q(event_id__isnull=False),
-                name="outcome_event_id_once",
+                name="outcome_event_id_once_per_flag",
             ),
         ]
 

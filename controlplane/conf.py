@@ -88,6 +88,10 @@ DEFAULTS: dict[str, Any] = {
     # statement timeout of capturing it.
     "CANARY_BASELINE_SECONDS": 21600,
     "CANARY_BASELINE_TIMEOUT": 20.0,
+    # Releases (docs/releases.md): the two-sided alpha of the interaction
+    # test between a failing member and the others (split over the pairs);
+    # a significant interaction rolls the whole release back.
+    "CANARY_RELEASE_INTERACTION_ALPHA": 0.01,
     # Canary controller: seconds between beat ticks (settings.py also reads
     # the CONTROLPLANE_CANARY_TICK_SECONDS environment variable for it).
     "CANARY_TICK_SECONDS": 2.0,

@@ -16,6 +16,7 @@ PURE_MODULES = [
         "flags/validation.py",
         "canary/health.py",
         "canary/sequential.py",
+        "canary/attribution.py",
         "canary/confseq.py",
         "canary/exceedance.py",
         "canary/power.py",

@@ -91,6 +91,7 @@ def claim_due(
         )
         jobs: list[MeasureJob] = []
         previous = _previous_ranges(active, due)
+        siblings = _release_siblings(active, due)
         for check in due:
             rollout = rollouts[check.rollout_id]
             lease = now + dt.timedelta(seconds=check.timeout + LEASE_GRACE_SECONDS)
@@ -111,7 +112,7 @@ def claim_due(
                         environment_key=env_keys[rollout.pk],
                         treatment_variation=rollout.treatment_variation,
                         since=rollout.phase_started_at or rollout.started_at or now,
-                        **_compare_context(check, rollout, previous),
+                        **_compare_context(check, rollout, previous, siblings),
                     ),
                 )
             )
@@ -147,15 +148,46 @@ def _previous_ranges(
     return ranges
 
 
+def _release_siblings(
+    rollouts: list[Rollout], due: list[HealthCheck]
+) -> dict[int, tuple[tuple[str, str], ...]]:
+    """Return, per release member with compare checks due, the other active
+    members' ``(flag key, treatment)``: the measurement also says who was
+    served each one's treatment (``canary.attribution.interaction``)."""
+    wanted = {c.rollout_id for c in due if c.mode == CheckMode.COMPARE}
+    releases = {
+        r.release_id for r in rollouts if r.pk in wanted and r.release_id is not None
+    }
+    if not releases:
+        return {}
+    members = list(
+        Rollout.objects.filter(release_id__in=releases, status__in=ACTIVE)
+        .order_by("pk")
+        .values_list("pk", "release_id", "flag__key", "treatment_variation")
+    )
+    out: dict[int, tuple[tuple[str, str], ...]] = {}
+    for rollout in rollouts:
+        if rollout.pk in wanted and rollout.release_id is not None:
+            out[rollout.pk] = tuple(
+                (key, treatment)
+                for pk, release, key, treatment in members
+                if release == rollout.release_id and pk != rollout.pk
+            )
+    return out
+
+
 def _compare_context(
     check: HealthCheck,
     rollout: Rollout,
     previous: dict[int, tuple[dt.datetime, dt.datetime] | None],
+    siblings: dict[int, tuple[tuple[str, str], ...]] | None = None,
 ) -> dict:
     """Return the MeasureContext fields a compare check adds."""
     if check.mode != CheckMode.COMPARE:
         return {}
     extra: dict = {"compare": True, "baseline": rollout.merchant_baseline or None}
+    if siblings and siblings.get(rollout.pk):
+        extra["siblings"] = siblings[rollout.pk]
     span = previous.get(rollout.pk)
     if span is not None:
         extra["previous_since"], extra["previous_until"] = span

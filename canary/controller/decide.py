@@ -16,6 +16,7 @@ from django.db import transaction
 
 from canary import clock, metrics
 from canary.controller.explain import evidence_summary, explain, explain_checks
+from canary.controller.release_decide import release_decide
 from canary.controller.rollbacks import (
     rollback_ended,
     rollback_nudge,
@@ -140,6 +141,8 @@ def decide(rollout_id: int) -> dict | None:
         decision = rollout_gate(rollout=rollout, now=clock.now())
         if not _is_wanted(rollout, decision):
             return None
+        if rollout.release_id is not None and _is_release_move(rollout, decision):
+            return release_decide(rollout, decision)
         if decision.action == GateAction.FAIL:
             return _fail(rollout, decision)
         if decision.action == GateAction.PAUSE:
@@ -197,6 +200,14 @@ def decide(rollout_id: int) -> dict | None:
                 "reason": reason,
             }
         return None
+
+
+def _is_release_move(rollout: Rollout, decision: GateDecision) -> bool:
+    """Return whether a release decides this (an advance or a rollback;
+    pauses and approvals stay the member's own)."""
+    if decision.action == GateAction.FAIL:
+        return (decision.on_failure or "rollback_1") != "pause"
+    return decision.action == GateAction.ADVANCE and rollout.status == Status.RUNNING
 
 
 def _fail(rollout: Rollout, decision: GateDecision) -> dict | None:

@@ -76,6 +76,10 @@ class MeasureContext:
     # (``Rollout.merchant_baseline``); a quantile check counts each
     # merchant's current events above its baseline quantile.
     baseline: Mapping[str, Any] | None = None
+    # Compare mode, a release member: the other active members'
+    # ``(flag key, treatment variation)``; the measurement adds who was
+    # served each one's treatment in the range (``siblings`` of the windows).
+    siblings: tuple[tuple[str, str], ...] = ()
 
 
 @runtime_checkable

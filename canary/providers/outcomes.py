@@ -219,6 +219,7 @@ class OutcomesProvider:
             TREATMENT,
             baseline_thresholds,
             merchant_windows,
+            treated_by_flag,
         )
 
         since = _since(spec, ctx)
@@ -255,6 +256,14 @@ class OutcomesProvider:
                 detail["previous_since"] = ctx.previous_since.isoformat()
                 detail["previous_until"] = (
                     ctx.previous_until.isoformat() if ctx.previous_until else None
+                )
+            if ctx.siblings:
+                windows["siblings"] = treated_by_flag(
+                    environment_key=ctx.environment_key,
+                    flags=ctx.siblings,
+                    since=since,
+                    until=ctx.until,
+                    timeout=timeout,
                 )
         except Exception as error:  # a database error while measuring
             raise ProviderError(

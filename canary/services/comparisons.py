@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from canary import health, sequential
+from canary import attribution, health, sequential
 from canary.models import HealthCheck, Verdict
 
 # The outcomes metric of a compare check -> the metric canary.sequential
@@ -47,6 +47,14 @@ def _window(data: Mapping) -> sequential.Window:
 
 def _count(value: Any) -> int | None:
     return None if value is None else int(value)
+
+
+def interaction_alpha(pairs: int) -> float:
+    """Return the alpha of one interaction test: the setting
+    CANARY_RELEASE_INTERACTION_ALPHA split over a member's pairs."""
+    from controlplane.conf import setting
+
+    return float(setting("CANARY_RELEASE_INTERACTION_ALPHA")) / max(1, pairs)
 
 
 def merchant_aggregates(
@@ -117,6 +125,19 @@ def compare_judge(
     judgement = health.Judgement(
         _VERDICTS[comparison.decision], comparison.explanation, comparison.margin
     )
+    if windows.get("siblings") is not None and not frozen:
+        # A release member: its effect with and without each other member's
+        # treatment, which the release's attribution reads when it fails.
+        detail["interactions"] = {
+            other: attribution.interaction(
+                metric=metric,
+                treated=treated,
+                control=control,
+                other_treated=merchants_of_other,
+                alpha=interaction_alpha(len(windows["siblings"])),
+            )
+            for other, merchants_of_other in windows["siblings"].items()
+        }
     detail.update(
         message=comparison.explanation,
         answer=comparison.decision,

@@ -6,8 +6,16 @@ Outcome events are telemetry, not changes: they are bulk-inserted without an
 audit row per event.
 
 An event may carry an ``id`` (a relay gives each event one): an id is stored
-once per environment, so a batch sent again after its answer was lost is
-not counted twice (the event is accepted, not stored again).
+once per environment (and flag), so a batch sent again after its answer was
+lost is not counted twice (the event is accepted, not stored again).
+
+An event names the flag it reports on (``flag`` + ``variation``), or every
+flag served to the request (``flags``: ``{flag key: variation}``, what the
+client's and the OpenFeature hooks' request scopes report), or both. It is
+stored once per flag it names, so each flag's checks read its own rows
+with the variation that flag served, and a release's members
+(``canary.release_models``) each see the request with the others'
+assignments alongside: the factorial design its attribution reads.
 """
 
 from __future__ import annotations
@@ -34,8 +42,11 @@ EVENT_FIELDS = frozenset(
         "occurred_at",
         "name",
         "id",
+        "flags",
     }
 )
+# Flags one event may name: a request's release members and their like.
+MAX_EVENT_FLAGS = 20
 OUTCOMES = frozenset({"success", "failure"})
 MAX_FUTURE = timedelta(minutes=5)
 MAX_PAST = timedelta(days=30)
@@ -133,9 +144,14 @@ def _parse_event(
             if text_problem(label):
                 label = ascii(label)
             errors.append((label, "unknown field"))
-    flag = _check_key(event, "flag", errors, required=True)
+    served = _served_flags(event, errors)
+    flag = _check_key(event, "flag", errors, required=served is None)
     merchant = _check_key(event, "merchant", errors, required=True)
-    variation = _check_key(event, "variation", errors, required=True)
+    variation = _check_key(event, "variation", errors, required=bool(flag))
+    if flag and served is not None and served.get(flag, variation) != variation:
+        errors.append(
+            ("flags", f"names {flag!r} with another variation than variation")
+        )
     name = _check_key(event, "name", errors, required=False)
     event_id = _check_key(event, "id", errors, required=False)
     outcome = event.get("outcome")
@@ -163,22 +179,55 @@ def _parse_event(
     occurred_at = _parse_time(event.get("occurred_at"), now, errors)
     if errors:
         return None, errors
-    return {
-        "flag_key": flag,
-        "merchant_key": merchant,
-        "variation": variation,
-        "outcome": outcome,
-        "duration_ms": duration,
-        "name": name,
-        "occurred_at": occurred_at,
-        "event_id": event_id or None,
-    }, []
+    flags = dict(served or {})
+    if flag:
+        flags = {flag: variation, **flags}
+    return [
+        {
+            "flag_key": key,
+            "merchant_key": merchant,
+            "variation": served_variation,
+            "outcome": outcome,
+            "duration_ms": duration,
+            "name": name,
+            "occurred_at": occurred_at,
+            "event_id": event_id or None,
+        }
+        for key, served_variation in flags.items()
+    ], []
+
+
+def _served_flags(event: dict, errors: list[tuple[str, str]]) -> dict | None:
+    """Return the event's ``flags`` map, checked (None when absent)."""
+    raw = event.get("flags")
+    if raw is None:
+        return None
+    if not isinstance(raw, dict) or not raw:
+        errors.append(("flags", "must be a non-empty object of flag key -> variation"))
+        return None
+    if len(raw) > MAX_EVENT_FLAGS:
+        errors.append(("flags", f"at most {MAX_EVENT_FLAGS} flags per event"))
+        return None
+    served: dict[str, str] = {}
+    for key, variation in raw.items():
+        problems: list[tuple[str, str]] = []
+        clean_key = _check_key({"flag": key}, "flag", problems, required=True)
+        clean_variation = _check_key(
+            {"variation": variation}, "variation", problems, required=True
+        )
+        if problems:
+            label = str(key) if not text_problem(str(key)) else ascii(str(key))
+            errors.extend((f"flags.{label[:100]}", message) for _, message in problems)
+            continue
+        served[clean_key] = clean_variation
+    return served if len(served) == len(raw) else None
 
 
 def outcome_events_ingest(
     *, events: Any, environment: Any = None, api_key_info: Any = None
 ) -> int:
-    """Validate and store a batch of outcome events; return how many.
+    """Validate and store a batch of outcome events; return how many events
+    (an event naming several flags is stored as one row per flag).
 
     The environment is ``environment`` (an Environment or its key) or the
     server key's (``api_key_info.environment_key``). The batch is all or
@@ -208,7 +257,7 @@ def outcome_events_ingest(
     if environment_id is None:
         environment_id = environment.pk
     _bulk_insert(OutcomeEvent, rows, environment_id=environment_id, received_at=now)
-    return len(rows)
+    return len(events)
 
 
 def outcome_events_validate(*, events: Any, now: datetime | None = None) -> list[dict]:
@@ -241,7 +290,7 @@ def outcome_events_validate(*, events: Any, now: datetime | None = None) -> list
                     errors.setdefault(path, []).append(message)
             continue
         if not errors:
-            rows.append(parsed)
+            rows.extend(parsed)
     if errors:
         raise EventsInvalid(errors, total=len(events))
     return rows
@@ -286,7 +335,7 @@ def _bulk_insert(
     adapt_time = ops.adapt_datetimefield_value
     received = adapt_time(received_at)
     values = []
-    with_ids: dict[str, tuple] = {}
+    with_ids: dict[tuple[str, str], tuple] = {}
     for row in rows:
         value = (
             row["flag_key"],
@@ -303,7 +352,7 @@ def _bulk_insert(
         if event_id is None:
             values.append(value)
         else:  # the same id twice in one batch is one event too
-            with_ids.setdefault(event_id, (*value, event_id))
+            with_ids.setdefault((event_id, row["flag_key"]), (*value, event_id))
     one_row = "(" + ", ".join(["%s"] * len(columns)) + ")"
     with transaction.atomic(using=alias), connection.cursor() as cursor:
         if with_ids:

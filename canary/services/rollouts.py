@@ -249,6 +249,11 @@ def rollout_transition(
                 **(details or {}),
             },
         )
+        if rollout.release_id is not None:
+            # A release follows its members, in the member's transaction.
+            from canary.services.releases import release_sync
+
+            release_sync(release_id=rollout.release_id, actor=actor)
         if to == Status.RUNNING:
             # Started, approved or resumed: a gate may be open now, so tick
             # this rollout at once instead of waiting for the beat.

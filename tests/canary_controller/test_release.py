@@ -1,0 +1,237 @@
+"""Releases through the real controller: lockstep, partial and whole rollback.
+
+Three bool flags are released together. Outcome events name every flag
+with the variation the real flag evaluation served (``flags``), go through
+the ingestion service, and ``controller_tick`` runs on a FakeClock. One
+flag's treatment fails 30 points more often: in a 50% phase only that
+flag is rolled back and the other two complete; in the pilot phase (every
+flag on the same merchant) the release rolls back as a whole.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+
+import pytest
+
+from canary import clock
+from canary.controller import controller_tick
+from canary.models import Release, ReleaseStatus, Rollout, RolloutStatus
+from canary.services.outcomes import outcome_events_ingest
+from canary.services.releases import release_create, release_members, release_start
+from controlplane.audit.actors import SYSTEM
+from controlplane.audit.models import AuditEvent
+from tests.canary_controller.conftest import answers
+
+Status = RolloutStatus
+START = dt.datetime(2026, 12, 1, 6, 0, tzinfo=dt.UTC)
+FLEET = [f"rm-{i:03d}" for i in range(40)]
+PILOT = "rm-000"
+KEYS = ["queue_ai_enrichment", "analytics_forecasting", "export_scheduling"]
+STEP = 30
+
+
+def _check() -> dict:
+    return {
+        "name": "error_rate",
+        "provider": "outcomes",
+        "mode": "compare",
+        "spec": {"metric": "error_rate"},
+        "margin": 0.03,
+        "alpha": 0.05,
+        "interval": STEP,
+    }
+
+
+def _phases(*, pilot_first: bool) -> list[dict]:
+    phases = [
+        {"name": "50%", "percentage": 50, "gate": "prove", "min_duration": 120},
+        {"name": "100%", "percentage": 100, "gate": "prove", "min_duration": 60},
+    ]
+    if pilot_first:
+        phases.insert(
+            0,
+            {
+                "name": "pilot",
+                "target_type": "pilot",
+                "pilot_merchants": [PILOT],
+                "gate": "guard",
+                "min_duration": 600,
+            },
+        )
+    return phases
+
+
+class Traffic:
+    """Every merchant's requests; a request served ``bad``'s treatment
+    fails ``extra`` more often."""
+
+    def __init__(self, environment, *, bad: str, extra: float) -> None:
+        self.environment = environment
+        self.bad, self.extra = bad, extra
+        self.rng = random.Random(11)
+
+    def report(self, start, end, per_minute: float, *, served=None) -> None:
+        served = served or {key: answers(self.environment, key, FLEET) for key in KEYS}
+        span = (end - start).total_seconds()
+        events = []
+        for merchant in FLEET:
+            flags = {
+                key: "on" if served[key][merchant] is True else "off" for key in KEYS
+            }
+            rate = 0.01 + (self.extra if flags[self.bad] == "on" else 0.0)
+            for _ in range(max(1, round(per_minute * span / 60))):
+                at = start + dt.timedelta(seconds=self.rng.random() * span)
+                events.append(
+                    {
+                        "flags": flags,
+                        "merchant": merchant,
+                        "outcome": "failure" if self.rng.random() < rate else "success",
+                        "duration_ms": 50.0 + self.rng.random() * 10,
+                        "occurred_at": at.timestamp(),
+                    }
+                )
+        for i in range(0, len(events), 1500):
+            outcome_events_ingest(
+                events=events[i : i + 1500], environment=self.environment
+            )
+
+
+@pytest.fixture
+def release_fleet(production, flag_factory, merchant_factory):
+    for key in FLEET:
+        merchant_factory(key)
+    for key in KEYS:
+        flag_factory(key)
+    return production
+
+
+def _run(environment, fake, *, pilot_first: bool, extra: float) -> Release:
+    traffic = Traffic(environment, bad="analytics_forecasting", extra=extra)
+    off = {key: dict.fromkeys(FLEET, False) for key in KEYS}
+    traffic.report(START - dt.timedelta(hours=4), START, per_minute=0.5, served=off)
+    release = release_create(
+        actor=SYSTEM,
+        environment=environment,
+        flags=KEYS,
+        phases=_phases(pilot_first=pilot_first),
+        checks=[_check()],
+        name="phase 1",
+    )
+    release_start(release_id=release.pk, actor=SYSTEM)
+    for _ in range(200):
+        release.refresh_from_db()
+        if release.status != ReleaseStatus.RUNNING:
+            break
+        before = fake()
+        fake.advance(STEP)
+        traffic.report(before, fake(), per_minute=6.0)
+        controller_tick()
+    release.refresh_from_db()
+    return release
+
+
+def _actions(release: Release) -> list[str]:
+    return list(
+        AuditEvent.objects.filter(
+            target_type="canary.release", target_id=str(release.pk)
+        )
+        .order_by("id")
+        .values_list("action", flat=True)
+    )
+
+
+def test_release__one_flag_worse_at_50pct__only_it_rolled_back_rest_complete(
+    release_fleet, transactional_db
+):
+    # Given: three flags released together; analytics_forecasting's
+    # treatment fails 30 points more often
+    fake = clock.FakeClock(START)
+    with clock.swapped(fake):
+        # When
+        release = _run(release_fleet, fake, pilot_first=False, extra=0.30)
+    # Then: the faulty flag alone rolled back, the other two completed
+    members = {m.flag.key: m for m in release_members(release)}
+    assert members["analytics_forecasting"].status == Status.ROLLED_BACK
+    assert members["queue_ai_enrichment"].status == Status.COMPLETED
+    assert members["export_scheduling"].status == Status.COMPLETED
+    assert release.status == ReleaseStatus.COMPLETED
+    assert release.summary["deployed"] == ["queue_ai_enrichment", "export_scheduling"]
+    assert [item["flag"] for item in release.summary["rolled_back"]] == [
+        "analytics_forecasting"
+    ]
+    # Then: the audit trail names the partial rollback and the completion
+    actions = _actions(release)
+    assert actions[:2] == ["release.created", "release.started"]
+    assert "release.partially_rolled_back" in actions
+    assert actions[-1] == "release.completed"
+    partial = AuditEvent.objects.get(
+        target_id=str(release.pk), action="release.partially_rolled_back"
+    )
+    assert partial.details["rolled_back"] == ["analytics_forecasting"]
+    assert sorted(partial.details["continuing"]) == [
+        "export_scheduling",
+        "queue_ai_enrichment",
+    ]
+    assert partial.details["attribution"]["scope"] == "partial"
+    blamed = partial.details["estimates"]["analytics_forecasting"]["error_rate"]
+    assert blamed["decision"] == "worse" and blamed["lower"] > 0
+    completed = AuditEvent.objects.get(
+        target_id=str(release.pk), action="release.completed"
+    )
+    assert completed.details["features_deployed"] == [
+        "queue_ai_enrichment",
+        "export_scheduling",
+    ]
+    assert completed.details["features_rolled_back"] == ["analytics_forecasting"]
+    kept = completed.details["estimates"]["queue_ai_enrichment"]["error_rate"]
+    assert kept["decision"] == "not_worse"
+    # Then: the flags serve what was decided (the faulty one is back off)
+    served = {key: answers(release_fleet, key, FLEET[:5]) for key in KEYS}
+    assert set(served["analytics_forecasting"].values()) == {False}
+    assert set(served["queue_ai_enrichment"].values()) == {True}
+
+
+def test_release__worse_in_pilot_phase__whole_release_rolled_back(
+    release_fleet, transactional_db
+):
+    # Given: the pilot merchant gets every flag; one flag hurts it badly
+    fake = clock.FakeClock(START)
+    with clock.swapped(fake):
+        # When
+        release = _run(release_fleet, fake, pilot_first=True, extra=0.60)
+    # Then: the pilot cannot tell the flags apart: all three roll back
+    statuses = {m.flag.key: m.status for m in release_members(release)}
+    assert set(statuses.values()) == {Status.ROLLED_BACK}
+    assert release.status == ReleaseStatus.ROLLED_BACK
+    started = AuditEvent.objects.get(
+        target_id=str(release.pk), action="release.rollback_started"
+    )
+    assert started.details["attribution"]["scope"] == "whole"
+    assert "cannot be attributed" in started.details["attribution"]["reason"]
+    assert _actions(release)[-1] == "release.rolled_back"
+
+
+def test_release__healthy__members_advance_in_lockstep(release_fleet, transactional_db):
+    # Given: three healthy flags
+    fake = clock.FakeClock(START)
+    with clock.swapped(fake):
+        # When
+        release = _run(release_fleet, fake, pilot_first=False, extra=0.0)
+    # Then: everything completed, and every phase change moved all three
+    # members in one decision (same phase-advanced times)
+    assert release.status == ReleaseStatus.COMPLETED
+    members = list(Rollout.objects.filter(release=release))
+    assert {m.status for m in members} == {Status.COMPLETED}
+    times = {
+        m.pk: list(
+            AuditEvent.objects.filter(
+                target_id=str(m.pk), action="rollout.phase_advanced"
+            ).values_list("before__phase", flat=True)
+        )
+        for m in members
+    }
+    assert len({tuple(v) for v in times.values()}) == 1
+    finished = {m.finished_at for m in members}
+    assert len(finished) == 1
