@@ -15,6 +15,7 @@ a rank test (Mann-Whitney U) gets a faithful sample at bounded cost.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -258,7 +259,11 @@ class OutcomesProvider:
                     ctx.previous_until.isoformat() if ctx.previous_until else None
                 )
             if ctx.siblings:
-                windows["siblings"] = treated_by_flag(
+                # Read only when the comparison says worse (the release's
+                # attribution is the only reader): a query per sibling at
+                # every look would cost more than the comparison itself.
+                windows["siblings_loader"] = functools.partial(
+                    treated_by_flag,
                     environment_key=ctx.environment_key,
                     flags=ctx.siblings,
                     since=since,
@@ -395,6 +400,9 @@ def statement_timeout(timeout: float) -> Iterator[None]:
             cursor.execute(
                 f"SET LOCAL statement_timeout = {max(1, int(timeout * 1000))}"
             )
+            # Grouping a phase's events by merchant sorts them; the default
+            # 4 MB spills an hour of a busy flag to disk.
+            cursor.execute("SET LOCAL work_mem = '32MB'")
         try:
             yield
         finally:

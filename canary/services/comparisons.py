@@ -125,18 +125,21 @@ def compare_judge(
     judgement = health.Judgement(
         _VERDICTS[comparison.decision], comparison.explanation, comparison.margin
     )
-    if windows.get("siblings") is not None and not frozen:
-        # A release member: its effect with and without each other member's
-        # treatment, which the release's attribution reads when it fails.
+    loader = windows.get("siblings_loader")
+    if loader is not None and not frozen and comparison.decision == sequential.WORSE:
+        # A release member that says worse: its effect with and without
+        # each other member's treatment, which the release's attribution
+        # reads (canary.controller.release_decide).
+        siblings = loader()
         detail["interactions"] = {
             other: attribution.interaction(
                 metric=metric,
                 treated=treated,
                 control=control,
                 other_treated=merchants_of_other,
-                alpha=interaction_alpha(len(windows["siblings"])),
+                alpha=interaction_alpha(len(siblings)),
             )
-            for other, merchants_of_other in windows["siblings"].items()
+            for other, merchants_of_other in siblings.items()
         }
     detail.update(
         message=comparison.explanation,

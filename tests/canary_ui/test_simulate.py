@@ -218,3 +218,76 @@ def test_simulate__bad_input__command_error(half_on, args, message):
     # Given / When / Then
     with pytest.raises(CommandError, match=message):
         call_command("simulate", *args, "--duration", "1", stdout=StringIO())
+
+
+def test_simulate__two_flags_regression_flag__one_event_per_request_names_both(
+    live_server, half_on, production, flag_factory
+):
+    # Given: a second flag serving `on` to half the merchants too; the
+    # regression rides on the second flag's treatment only
+    second = flag_factory("export_scheduling")
+    services.flag_state_set_enabled(
+        actor=SYSTEM, flag=second, environment=production, enabled=True
+    )
+    services.flag_state_set_percentage(
+        actor=SYSTEM, flag=second, environment=production, percentage=50
+    )
+    out = StringIO()
+    # When
+    call_command(
+        "simulate",
+        "--flag",
+        "sequential_workflow",
+        "--flag",
+        "export_scheduling",
+        "--regression-flag",
+        "export_scheduling",
+        "--regression-at",
+        "0",
+        "--error-rate",
+        "1",
+        "--baseline-error-rate",
+        "0",
+        "--rate",
+        "30",
+        "--duration",
+        "1",
+        "--base-url",
+        live_server.url,
+        stdout=out,
+    )
+    # Then: every request is stored once per flag with what each served, and
+    # a request failed exactly when export_scheduling served `on`
+    rows = list(OutcomeEvent.objects.filter(environment=production))
+    by_flag = {
+        key: [r for r in rows if r.flag_key == key]
+        for key in ("sequential_workflow", "export_scheduling")
+    }
+    assert len(by_flag["sequential_workflow"]) == len(by_flag["export_scheduling"]) > 0
+    ruleset = ruleset_compile(production)
+    for row in by_flag["export_scheduling"]:
+        served = engine.evaluate(
+            ruleset, "export_scheduling", {"merchant": row.merchant_key}
+        ).variation
+        assert row.variation == served
+        assert (row.outcome == "failure") == (served == "on")
+    for row in by_flag["sequential_workflow"]:
+        served = engine.evaluate(
+            ruleset, "sequential_workflow", {"merchant": row.merchant_key}
+        ).variation
+        assert row.variation == served
+    assert "of export_scheduling" in out.getvalue()
+
+
+def test_simulate__regression_flag_not_simulated__readable_error(live_server, half_on):
+    # When / Then
+    with pytest.raises(CommandError, match="--regression-flag: 'nope' is not one"):
+        call_command(
+            "simulate",
+            "--flag",
+            "sequential_workflow",
+            "--regression-flag",
+            "nope",
+            "--base-url",
+            live_server.url,
+        )

@@ -19,6 +19,11 @@ Run before ``rollout start``, they are the look-back from which compare
 checks capture each merchant's baseline (CANARY_BASELINE_SECONDS).
 ``--duration 0`` then stops after the history.
 
+Several ``--flag`` options simulate a release: each request evaluates every
+flag in one call and reports one outcome event naming them all with the
+variations served (``flags``), and the regression hits the requests served
+the treatment of ``--regression-flag`` (default: the first flag).
+
 The randomness is a seeded generator: it shapes the simulated outcomes,
 never who gets the flag (that is the evaluation API's bucketing).
 """
@@ -126,21 +131,25 @@ def _event(
     rng: random.Random,
     options: dict,
     *,
-    flag: str,
+    served: dict[str, str],
     merchant: str,
-    variation: str,
     bad: bool,
     when: dt.datetime,
 ) -> dict:
-    """Return one outcome event: the regression's error rate and slowdown
-    when ``bad``, else the baseline's; log-normal durations."""
+    """Return one outcome event of the flags ``served`` ({flag: variation}):
+    the regression's error rate and slowdown when ``bad``, else the
+    baseline's; log-normal durations."""
     error_rate = options["error_rate"] if bad else options["baseline_error_rate"]
     median = options["baseline_ms"] * (options["slowdown"] if bad else 1.0)
     failed = rng.random() < error_rate
+    if len(served) == 1:
+        ((flag, variation),) = served.items()
+        subject: dict = {"flag": flag, "variation": variation}
+    else:
+        subject = {"flags": dict(served)}
     return {
-        "flag": flag,
+        **subject,
         "merchant": merchant,
-        "variation": variation,
         "outcome": "failure" if failed else "success",
         "duration_ms": round(median * math.exp(rng.gauss(0, 0.25)), 2),
         "occurred_at": when.isoformat(),
@@ -167,7 +176,18 @@ class Command(OutputCommand):
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--flag", required=True, help="flag key")
+        parser.add_argument(
+            "--flag",
+            required=True,
+            action="append",
+            help="flag key; repeat it to simulate a release of several flags",
+        )
+        parser.add_argument(
+            "--regression-flag",
+            default=None,
+            help="with several --flag: whose treatment carries the regression "
+            "(default: the first flag)",
+        )
         parser.add_argument("--env", default="production", help="environment key")
         per_second = _number(1, 2000)
         parser.add_argument(
@@ -311,9 +331,8 @@ class Command(OutputCommand):
         self,
         options: dict,
         rng: random.Random,
-        flag: str,
+        controls: dict[str, str],
         merchants: list[str],
-        control: str,
         base: str,
         key: str,
     ) -> None:
@@ -325,9 +344,12 @@ class Command(OutputCommand):
         end = dt.datetime.now(dt.UTC)
         start = end - dt.timedelta(seconds=seconds)
         size = history_batch_size()
+        names = ", ".join(controls)
+        distinct = list(dict.fromkeys(controls.values()))
+        control_text = ", ".join(f"{v!r}" for v in distinct)
         self.stdout.write(
-            f"history: {total} outcome events of {flag} over the past {seconds:g}s "
-            f"({rate:g}/s) on {control!r} for {len(merchants)} merchants, "
+            f"history: {total} outcome events of {names} over the past {seconds:g}s "
+            f"({rate:g}/s) on {control_text} for {len(merchants)} merchants, "
             f"in batches of {size}"
         )
         step = seconds / total
@@ -338,9 +360,8 @@ class Command(OutputCommand):
                 _event(
                     rng,
                     options,
-                    flag=flag,
+                    served=controls,
                     merchant=merchants[rng.randrange(len(merchants))],
-                    variation=control,
                     bad=False,
                     when=start + dt.timedelta(seconds=(n + 0.5) * step),
                 )
@@ -362,14 +383,19 @@ class Command(OutputCommand):
                     f"(up to {batch[-1]['occurred_at'][11:19]} UTC)"
                 )
         self.stdout.write(
-            f"history done: {reported} events ({control} {reported}), "
+            f"history done: {reported} events ({'/'.join(distinct)} {reported}), "
             f"{failures} failures reported"
         )
 
     def _run(self, options: dict) -> None:
         from flags.selectors import environment_get, flag_get
 
-        flag = flag_get(options["flag"])
+        flags = [flag_get(key).key for key in dict.fromkeys(options["flag"])]
+        bad_flag = options["regression_flag"] or flags[0]
+        if bad_flag not in flags:
+            raise CommandError(
+                f"--regression-flag: {bad_flag!r} is not one of the --flag keys"
+            )
         environment = environment_get(options["env"])
         merchants = self._merchants(options)
         base = options["base_url"].rstrip("/")
@@ -381,16 +407,20 @@ class Command(OutputCommand):
         if duration == 0 and not options["history"]:
             raise CommandError("--duration: 0 reports nothing without --history")
         key = self._key(options)
-        treatment, control = _variations_of(flag.key, environment.key)
+        variations = {k: _variations_of(k, environment.key) for k in flags}
+        treatment = variations[bad_flag][0]
         rng = random.Random(options["seed"])
         if options["history"]:
-            self._history(options, rng, flag.key, merchants, control, base, key)
+            controls = {k: control for k, (_, control) in variations.items()}
+            self._history(options, rng, controls, merchants, base, key)
         if duration == 0:
             return
         regression_at = options["regression_at"]
         self.stdout.write(
-            f"simulating {rate:g} evaluations/s of {flag.key} in {environment.key} for "
-            f"{duration:g}s over {len(merchants)} merchants; treatment {treatment!r}"
+            f"simulating {rate:g} evaluations/s of {', '.join(flags)} in "
+            f"{environment.key} for {duration:g}s over {len(merchants)} merchants; "
+            f"treatment {treatment!r}"
+            + (f" of {bad_flag}" if len(flags) > 1 else "")
             + (
                 f", regression at {regression_at:g}%: error rate {options['error_rate']:g}, "
                 f"x{options['slowdown']:g} slower"
@@ -403,7 +433,7 @@ class Command(OutputCommand):
         second_index = 0
         while time.monotonic() - started < duration:
             second_index += 1
-            share = treatment_share(flag.key, environment.key, treatment)
+            share = treatment_share(bad_flag, environment.key, treatment)
             regressed = regression_at is not None and share >= regression_at
             tick_end = min(started + second_index, started + duration)
             count = max(1, round(rate * (tick_end - (started + second_index - 1))))
@@ -413,15 +443,18 @@ class Command(OutputCommand):
                 answer = self._post(
                     f"{base}/api/v1/evaluate",
                     key,
-                    {"context": {"merchant": merchant}, "flags": [flag.key]},
+                    {"context": {"merchant": merchant}, "flags": flags},
                 )
-                variation = str(answer["flags"][0].get("variation"))
+                served = {
+                    str(item.get("key")): str(item.get("variation"))
+                    for item in answer["flags"]
+                }
+                variation = served.get(bad_flag, "")
                 event = _event(
                     rng,
                     options,
-                    flag=flag.key,
+                    served=served,
                     merchant=merchant,
-                    variation=variation,
                     bad=regressed and variation == treatment,
                     when=dt.datetime.now(dt.UTC),
                 )
