@@ -88,8 +88,14 @@ def merchant_windows(
     variations: Iterable[str] | None = None,
     above: tuple[str, Mapping[str, float]] | None = None,
     timeout: float = 10.0,
+    quantiles: Iterable[str] | None = None,
 ) -> dict[str, dict[str, dict]]:
     """Return ``{"treatment": {merchant: window}, "control": {...}}``.
+
+    ``quantiles`` names the quantile fields to compute (default all of
+    ``QUANTILE_FIELDS``); the others are None. An error-rate comparison
+    needs none: counting is a hash aggregate, a quantile sorts every
+    merchant's durations.
 
     ``above`` is ``(quantile field, {merchant: threshold})``, the merchants'
     baseline quantiles: each window then also counts its events slower than
@@ -111,6 +117,11 @@ def merchant_windows(
         variations=variations,
     ).annotate(cohort=_cohort_expression(treatment_variation, treated_merchants))
     result: dict[str, dict[str, dict]] = {TREATMENT: {}, CONTROL: {}}
+    wanted = {
+        field: q
+        for field, q in QUANTILE_FIELDS.items()
+        if quantiles is None or field in set(quantiles)
+    }
     count_field, thresholds = _thresholds(above)
     if connection.vendor == "postgresql":
         counts = {}
@@ -128,7 +139,7 @@ def merchant_windows(
                     **counts,
                     **{
                         field: PercentileCont("duration_ms", q)
-                        for field, q in QUANTILE_FIELDS.items()
+                        for field, q in wanted.items()
                     },
                 )
             )
@@ -137,7 +148,7 @@ def merchant_windows(
                 "events": row["events"],
                 "failures": row["failures"],
                 **{
-                    field: (float(row[field]) if row[field] is not None else None)
+                    field: (float(row[field]) if row.get(field) is not None else None)
                     for field in QUANTILE_FIELDS
                 },
             }
@@ -155,13 +166,13 @@ def merchant_windows(
         window["events"] += 1
         if outcome == Outcome.FAILURE:
             window["failures"] += 1
-        if duration is not None:
+        if duration is not None and (wanted or count_field):
             durations.setdefault((cohort, key), []).append(float(duration))
     for cohort, windows in result.items():
         for key, window in windows.items():
             values = sorted(durations.get((cohort, key), []))
             for field, q in QUANTILE_FIELDS.items():
-                window[field] = percentile(values, q)
+                window[field] = percentile(values, q) if field in wanted else None
             if count_field:
                 threshold = thresholds.get(key)
                 window[count_field] = (

@@ -22,6 +22,7 @@ from canary.models import (
     Phase,
     Rollout,
     RolloutStatus,
+    TargetType,
 )
 from canary.providers import MeasureContext
 from canary.transitions import ACTIVE
@@ -91,7 +92,7 @@ def claim_due(
         )
         jobs: list[MeasureJob] = []
         previous = _previous_ranges(active, due)
-        siblings = _release_siblings(active, due)
+        siblings = _release_context(active, due)
         for check in due:
             rollout = rollouts[check.rollout_id]
             lease = now + dt.timedelta(seconds=check.timeout + LEASE_GRACE_SECONDS)
@@ -148,12 +149,17 @@ def _previous_ranges(
     return ranges
 
 
-def _release_siblings(
+def _release_context(
     rollouts: list[Rollout], due: list[HealthCheck]
-) -> dict[int, tuple[tuple[str, str], ...]]:
-    """Return, per release member with compare checks due, the other active
-    members' ``(flag key, treatment)``: the measurement also says who was
-    served each one's treatment (``canary.attribution.interaction``)."""
+) -> dict[int, dict]:
+    """Return, per release member with compare checks due, the context
+    fields of a release: ``siblings``, the other active members' ``(flag
+    key, treatment)`` (the measurement can say who was served each one's
+    treatment, ``canary.attribution.interaction``), and in a split phase
+    ``exclude_merchants``, the release's pilot merchants: they hold every
+    member's treatment by override, not by bucketing, so they sit in one
+    cell of the factorial design and would blame every member for the
+    harm of one."""
     wanted = {c.rollout_id for c in due if c.mode == CheckMode.COMPARE}
     releases = {
         r.release_id for r in rollouts if r.pk in wanted and r.release_id is not None
@@ -165,14 +171,33 @@ def _release_siblings(
         .order_by("pk")
         .values_list("pk", "release_id", "flag__key", "treatment_variation")
     )
-    out: dict[int, tuple[tuple[str, str], ...]] = {}
+    phases = {
+        (p.rollout_id, p.index): p
+        for p in Phase.objects.filter(rollout_id__in=[r.pk for r in rollouts])
+    }
+    out: dict[int, dict] = {}
     for rollout in rollouts:
-        if rollout.pk in wanted and rollout.release_id is not None:
-            out[rollout.pk] = tuple(
+        if rollout.pk not in wanted or rollout.release_id is None:
+            continue
+        extra: dict = {
+            "siblings": tuple(
                 (key, treatment)
                 for pk, release, key, treatment in members
                 if release == rollout.release_id and pk != rollout.pk
             )
+        }
+        current = phases.get((rollout.pk, rollout.current_phase))
+        if (
+            current is not None
+            and current.target_type == TargetType.PERCENTAGE
+            and 0 < (current.percentage or 0) < 100
+        ):
+            pilots: list[str] = []
+            for (pk, _), phase in sorted(phases.items()):
+                if pk == rollout.pk:
+                    pilots.extend(k for k in phase.pilot_merchants if k not in pilots)
+            extra["exclude_merchants"] = tuple(pilots)
+        out[rollout.pk] = extra
     return out
 
 
@@ -180,14 +205,13 @@ def _compare_context(
     check: HealthCheck,
     rollout: Rollout,
     previous: dict[int, tuple[dt.datetime, dt.datetime] | None],
-    siblings: dict[int, tuple[tuple[str, str], ...]] | None = None,
+    siblings: dict[int, dict] | None = None,
 ) -> dict:
     """Return the MeasureContext fields a compare check adds."""
     if check.mode != CheckMode.COMPARE:
         return {}
     extra: dict = {"compare": True, "baseline": rollout.merchant_baseline or None}
-    if siblings and siblings.get(rollout.pk):
-        extra["siblings"] = siblings[rollout.pk]
+    extra.update((siblings or {}).get(rollout.pk) or {})
     span = previous.get(rollout.pk)
     if span is not None:
         extra["previous_since"], extra["previous_until"] = span

@@ -80,6 +80,9 @@ class MeasureContext:
     # ``(flag key, treatment variation)``; the measurement adds who was
     # served each one's treatment in the range (``siblings`` of the windows).
     siblings: tuple[tuple[str, str], ...] = ()
+    # Compare mode: merchants left out of both cohorts (a release's pilots
+    # in a split phase: treated by override, not by bucketing).
+    exclude_merchants: tuple[str, ...] = ()
 
 
 @runtime_checkable

@@ -225,11 +225,16 @@ class OutcomesProvider:
 
         since = _since(spec, ctx)
         detail: dict = {**_range_detail(spec, ctx, since), "per_merchant": True}
+        metric = spec["metric"]
         query = {
             "environment_key": ctx.environment_key,
             "flag_key": ctx.flag_key,
             "name": spec.get("name"),
             "timeout": timeout,
+            # a quantile's variance needs the window's spread (p50 and p95)
+            "quantiles": ()
+            if metric == "error_rate"
+            else tuple(dict.fromkeys(("p50_ms", "p95_ms", metric))),
         }
         if spec["metric"] in QUANTILE_FIELDS and ctx.baseline:
             thresholds = baseline_thresholds(ctx.baseline, spec["metric"])
@@ -258,6 +263,13 @@ class OutcomesProvider:
                 detail["previous_until"] = (
                     ctx.previous_until.isoformat() if ctx.previous_until else None
                 )
+            if ctx.exclude_merchants:
+                left_out = set(ctx.exclude_merchants)
+                for cohort in (TREATMENT, CONTROL):
+                    windows[cohort] = {
+                        k: w for k, w in windows[cohort].items() if k not in left_out
+                    }
+                detail["excluded_merchants"] = sorted(left_out)
             if ctx.siblings:
                 # Read only when the comparison says worse (the release's
                 # attribution is the only reader): a query per sibling at
