@@ -69,7 +69,7 @@ def test_rollout_start_button__policy__change_request_then_approval_starts_once(
     texts = _messages(sent)
     assert any(f"Change request {change.pk} created" in t for t in texts), texts
     link = reverse("admin:changes_changerequest_change", args=[change.pk])
-    assert link in sent.content.decode()
+    assert f'<a href="{link}">' in sent.content.decode()  # a link, not escaped
     assert (change.operation, change.arguments["rollout"]) == (
         "rollout.start",
         rollout.pk,
