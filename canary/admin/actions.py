@@ -17,8 +17,11 @@ from canary.admin.forms import (
 from canary.models import Rollout, RolloutStatus
 from canary.transitions import ACTIVE
 from controlplane.audit.actors import Actor
+from flags.changes import gate
+from flags.changes.models import ChangeRequest
 
 Status = RolloutStatus
+ROLLOUT_START = "rollout.start"
 
 
 @dataclass(frozen=True)
@@ -29,12 +32,15 @@ class RolloutAction:
     label: str
     intro: str
     form_class: type[forms.Form]
-    apply: Callable[[Actor, Rollout, dict], Rollout]
+    # The changed rollout, or the change request four-eyes made of it.
+    apply: Callable[[Actor, Rollout, dict], Rollout | ChangeRequest]
     shown_for: frozenset[str]
     # A further condition on the rollout (None: its status is enough).
     shown_if: Callable[[Rollout], bool] | None = None
     # Destructive: styled as a danger button and confirmed in the browser.
     is_destructive: bool = False
+    # The change operation an approval policy may gate (None: never gated).
+    operation: str | None = None
 
     def is_shown(self, rollout: Rollout) -> bool:
         return rollout.status in self.shown_for and (
@@ -42,11 +48,29 @@ class RolloutAction:
         )
 
 
-def _start(actor: Actor, rollout: Rollout, data: dict) -> Rollout:
-    rollout, _ = services.rollout_start_checked(
-        rollout_id=rollout.pk, actor=actor, reason=data.get("reason", "")
+def _start(actor: Actor, rollout: Rollout, data: dict) -> Rollout | ChangeRequest:
+    reason = data.get("reason", "")
+    outcome = gate.submit(  # four-eyes may turn it into a change request
+        actor=actor,
+        operation=ROLLOUT_START,
+        arguments={"rollout": rollout.pk, "reason": reason},
+        apply=lambda: services.rollout_start_checked(
+            rollout_id=rollout.pk, actor=actor, reason=reason
+        ),
     )
-    return rollout
+    if outcome.is_pending:
+        return outcome.change_request
+    started, _ = outcome.result
+    return started
+
+
+def approvals_needed(action: RolloutAction, rollout: Rollout) -> int:
+    """Return how many approvals ``action`` on ``rollout`` needs (0: applies now)."""
+    if action.operation is None:
+        return 0
+    return gate.needs_approval(
+        operation=action.operation, arguments={"rollout": rollout.pk}
+    )
 
 
 ACTIONS: dict[str, RolloutAction] = {
@@ -61,6 +85,7 @@ ACTIONS: dict[str, RolloutAction] = {
             ReasonForm,
             _start,
             frozenset({Status.DRAFT}),
+            operation=ROLLOUT_START,
         ),
         RolloutAction(
             "approve",

@@ -17,7 +17,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 
 from canary import services
-from canary.admin.actions import ACTIONS
+from canary.admin.actions import ACTIONS, RolloutAction, approvals_needed
 from canary.admin.display import phase_text, tone_html, when_html
 from canary.admin.forms import RolloutCreateForm
 from canary.admin.inlines import HealthCheckInline, PhaseInline
@@ -27,6 +27,8 @@ from controlplane.audit.actors import actor_for_user
 from controlplane.audit.admin import audit_history_url
 from controlplane.audit.models import AuditEvent
 from controlplane.exceptions import DomainError
+from flags.changes import gate
+from flags.changes.models import ChangeRequest
 
 LATEST_RUNS = 20
 # The list's "why" column shows this much of the explanation.
@@ -51,6 +53,17 @@ def _decision_html(event: AuditEvent | None) -> str:
         f"{event.actor_type}:{event.actor_name}",
         when_html(event.created_at),
         format_html_join("", "<div><code>{}</code>: {}</div>", rows),
+    )
+
+
+def _intro(spec: RolloutAction, rollout: Rollout) -> str:
+    needed = approvals_needed(spec, rollout)
+    if not needed:
+        return spec.intro
+    return (
+        f"{spec.intro} {rollout.environment.key} requires {needed} approval(s) "
+        f"by someone else for this: confirming creates a change request, and "
+        f"the rollout starts when it is approved."
     )
 
 
@@ -391,7 +404,7 @@ class RolloutAdmin(ReportViewsMixin, admin.ModelAdmin):
         form = spec.form_class(request.POST if request.method == "POST" else None)
         if request.method == "POST" and form.is_valid():
             try:
-                rollout = spec.apply(
+                outcome = spec.apply(
                     actor_for_user(request.user), rollout, form.cleaned_data
                 )
             except DomainError as exc:
@@ -399,6 +412,12 @@ class RolloutAdmin(ReportViewsMixin, admin.ModelAdmin):
                     request, f"{spec.label} refused: {exc.message}", messages.ERROR
                 )
             else:
+                if isinstance(outcome, ChangeRequest):  # waits for approval
+                    self.message_user(
+                        request, gate.pending_message_html(outcome), messages.WARNING
+                    )
+                    return HttpResponseRedirect(change_url)
+                rollout = outcome
                 self.message_user(
                     request,
                     f"{spec.label}: rollout {rollout.pk} is now {rollout.status}.",
@@ -411,7 +430,7 @@ class RolloutAdmin(ReportViewsMixin, admin.ModelAdmin):
             "opts": self.model._meta,
             "original": rollout,
             "form": form,
-            "intro": spec.intro,
+            "intro": _intro(spec, rollout),
             "summary": f"{rollout.name}: {rollout.flag.key} in {rollout.environment.key}, "
             f"{rollout.status}, "
             f"{phase_text(rollout.current_phase, rollout.phases.count())}",

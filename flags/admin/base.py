@@ -396,13 +396,13 @@ def _apply_state_action(
                 apply=lambda state=state: spec.apply(actor, state, data),
             )
             if outcome.is_pending:
-                pending.append(gate.pending_message(outcome.change_request))
+                pending.append(gate.pending_message_html(outcome.change_request))
             else:
                 done.append(str(state))
         except DomainError as exc:
             failed.append(f"{state}: {exc.message}")
     for line in pending:
-        modeladmin.message_user(request, line[:1].upper() + line[1:], messages.WARNING)
+        modeladmin.message_user(request, line, messages.WARNING)
     if done:
         modeladmin.message_user(
             request,

@@ -19,6 +19,7 @@ from flags.admin.base import (
     FlagStateInline,
     MerchantOverrideInline,
     ServiceModelAdmin,
+    _adopt,
     _confirm_state_action,
     _link,
     state_serving,
@@ -228,20 +229,38 @@ class FlagStateAdmin(ServiceModelAdmin):
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # a state exists per flag x environment, made by the services
 
-    def service_update(
-        self, actor: Actor, obj: FlagState, data: dict[str, Any]
-    ) -> FlagState:
-        gate.refuse_if_gated(
-            operation="flag_state.update", environment=obj.environment.key
-        )
+    def save_model(
+        self, request: HttpRequest, obj: FlagState, form: Any, change: bool
+    ) -> None:
+        """Save the serving fields, then each changed override row.
+
+        Rows that need approval become change requests (shown as messages);
+        serving fields that need approval refuse the save (a form error).
+        """
+        actor = actor_for_user(request.user)
+        data = form.cleaned_data
+        wanted = state_update_data(data)
+        current = FlagState.objects.get(pk=obj.pk)
+        if any(
+            getattr(current, name) != value
+            for name, value in wanted.items()
+            if name != "expected_version"
+        ):
+            gate.refuse_if_gated(
+                operation="flag_state.update", environment=obj.environment.key
+            )
+        # unchanged fields: no write and no event, but the version is checked
         state = services.flag_state_update(
-            actor=actor,
-            flag=obj.flag,
-            environment=obj.environment,
-            **state_update_data(data),
+            actor=actor, flag=obj.flag, environment=obj.environment, **wanted
         )
-        overrides_apply(actor=actor, state=state, wanted=data.get("overrides_rows"))
-        return state
+        pending = overrides_apply(
+            actor=actor, state=state, wanted=data.get("overrides_rows")
+        )
+        for change_request in pending:
+            self.message_user(
+                request, gate.pending_message_html(change_request), messages.WARNING
+            )
+        _adopt(obj, state)
 
     @admin.display(description="flag", ordering="flag__key")
     def flag_link(self, state: FlagState) -> str:

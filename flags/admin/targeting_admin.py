@@ -3,11 +3,14 @@
 The override rows of a flag state page become one ``override_set`` or
 ``override_remove`` per changed row (each with its audit event), inside the
 admin's transaction: a refused row rolls the whole save back and comes back
-as an error on the rows.
+as an error on the rows. Each row goes through the four-eyes gate: where the
+environment's policy asks for approvals, the row becomes a change request
+and its override stays as it is.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from django.http import HttpRequest
@@ -17,6 +20,8 @@ from controlplane.exceptions import DomainError, InvalidInput
 from flags import services
 from flags.admin import flag_page
 from flags.admin.override_rows import local_input
+from flags.changes import gate
+from flags.changes.models import ChangeRequest
 from flags.models import Flag, FlagState, Merchant, MerchantOverride
 
 ADVANCED = "Advanced: JSON (collapsed; edit only if the rows above cannot say it)"
@@ -62,32 +67,78 @@ STATE_FIELDSETS = [
 ]
 
 
+def _submit_row(
+    *,
+    actor: Actor,
+    state: FlagState,
+    operation: str,
+    merchant: str,
+    fields: dict[str, Any],
+    apply: Callable[[], Any],
+) -> ChangeRequest | None:
+    """Apply one row's change, or make it a change request; None: applied."""
+    try:
+        outcome = gate.submit(  # four-eyes may make it a change request
+            actor=actor,
+            operation=operation,
+            arguments=gate.state_arguments(
+                flag=state.flag.key,
+                environment=state.environment.key,
+                merchant=merchant,
+                **fields,
+            ),
+            apply=apply,
+        )
+    except DomainError as exc:
+        # shown on the override rows, naming the merchant
+        raise InvalidInput(
+            f"override of {merchant}: {exc.message}", field="overrides_rows"
+        ) from None
+    return outcome.change_request
+
+
 def overrides_apply(
     *, actor: Actor, state: FlagState, wanted: list[dict] | None
-) -> int:
-    """Set or remove the overrides whose rows changed; return how many."""
+) -> list[ChangeRequest]:
+    """Set or remove the overrides whose rows changed.
+
+    Return the change requests made of rows that need approval (their
+    overrides are left as they are). Raise InvalidInput on
+    ``overrides_rows`` when a row is refused.
+    """
     if not wanted:
-        return 0
+        return []
     current = {
         override.merchant.key: override
         for override in MerchantOverride.objects.filter(
             flag_id=state.flag_id, environment_id=state.environment_id
         ).select_related("merchant")
     }
-    changed = 0
+    pending: list[ChangeRequest | None] = []
     for row in wanted:
         key = row["merchant"]
         existing = current.get(key)
         if row["variation"] is None:
             if existing is not None:
-                services.override_remove(
-                    actor=actor,
-                    flag=state.flag,
-                    environment=state.environment,
-                    merchant=existing.merchant,
-                    reason="removed in the admin",
+                reason = "removed in the admin"
+                pending.append(
+                    _submit_row(
+                        actor=actor,
+                        state=state,
+                        operation="override.remove",
+                        merchant=key,
+                        fields={"reason": reason},
+                        apply=lambda existing=existing, reason=reason: (
+                            services.override_remove(
+                                actor=actor,
+                                flag=state.flag,
+                                environment=state.environment,
+                                merchant=existing.merchant,
+                                reason=reason,
+                            )
+                        ),
+                    )
                 )
-                changed += 1
             continue
         expires_at = row["expires_at"]
         if existing is not None:
@@ -106,23 +157,28 @@ def overrides_apply(
                 raise InvalidInput(
                     f"overrides: unknown merchant {key!r}", field="overrides_rows"
                 )
-        try:
-            services.override_set(
+        fields = {
+            "variation": row["variation"],
+            "note": row["note"],
+            "expires_at": expires_at,
+        }
+        pending.append(
+            _submit_row(
                 actor=actor,
-                flag=state.flag,
-                environment=state.environment,
-                merchant=merchant,
-                variation=row["variation"],
-                note=row["note"],
-                expires_at=expires_at,
+                state=state,
+                operation="override.set",
+                merchant=key,
+                fields=fields,
+                apply=lambda merchant=merchant, fields=fields: services.override_set(
+                    actor=actor,
+                    flag=state.flag,
+                    environment=state.environment,
+                    merchant=merchant,
+                    **fields,
+                ),
             )
-        except DomainError as exc:
-            # shown on the override rows, naming the merchant
-            raise InvalidInput(
-                f"override of {key}: {exc.message}", field="overrides_rows"
-            ) from None
-        changed += 1
-    return changed
+        )
+    return [change for change in pending if change is not None]
 
 
 def state_update_data(data: dict[str, Any]) -> dict[str, Any]:

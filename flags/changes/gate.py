@@ -12,6 +12,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from django.urls import reverse
+from django.utils.html import format_html
+from django.utils.safestring import SafeString
+
 from controlplane.exceptions import Conflict
 from flags import selectors
 from flags.changes.models import ChangeRequest
@@ -90,6 +94,17 @@ def pending_message(change: ChangeRequest) -> str:
         f"change request {change.pk} created: {change.environment.key} needs "
         f"{change.required_approvals} approval(s) by someone else before "
         f"{change.operation} of {change.target} applies"
+    )
+
+
+def pending_message_html(change: ChangeRequest) -> SafeString:
+    """Return ``pending_message`` for an admin page, linked to the request."""
+    line = pending_message(change)
+    return format_html(
+        '{} (<a href="{}">review change request {}</a>)',
+        line[:1].upper() + line[1:],
+        reverse("admin:changes_changerequest_change", args=[change.pk]),
+        change.pk,
     )
 
 
