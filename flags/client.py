@@ -14,6 +14,13 @@ caller: problems become the default with reason ERROR.
     client = FlagsClient("https://flags.example", key, "production")
     client.bool_value("sequential_workflow", {"merchant": "m-42"}, False)
 
+A request scope records the flags served to one request and reports its
+outcome (``POST /api/v1/events``, one event naming every flag served) from
+a background sender (flags.client_events); ``close`` flushes it:
+
+    with client.request("m-42") as req:  # an exception -> failure
+        if req.bool_value("sequential_workflow", False): ...
+
 Only the standard library and ``flags.engine`` (mmh3) are needed.
 """
 
@@ -29,6 +36,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from flags import engine
+from flags.client_events import ClientRequest, EventSender
 from flags.stream_client import StreamFollower
 
 log = logging.getLogger(__name__)
@@ -49,6 +57,7 @@ class FlagsClient:
         timeout: float = 5.0,
         stream: bool = True,
         start: bool = True,
+        events: EventSender | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.environment = environment
@@ -66,6 +75,10 @@ class FlagsClient:
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
         self._fetch_lock = threading.Lock()
+        # outcome events: the given sender, else one of its own on first use
+        self._events = events
+        self._owns_events = events is None
+        self._server_key = server_key
         self._follower: StreamFollower | None = None
         if stream:
             self._follower = StreamFollower(
@@ -92,7 +105,9 @@ class FlagsClient:
             self._thread.start()
 
     def close(self) -> None:
-        """Stop following the stream and polling."""
+        """Stop following the stream and polling; flush its own events."""
+        if self._events is not None and self._owns_events:
+            self._events.close(timeout=self.timeout)
         self._stop.set()
         if self._follower is not None:
             self._follower.stop()
@@ -105,6 +120,29 @@ class FlagsClient:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+    @property
+    def events(self) -> EventSender:
+        """The sender of this client's outcome events (created on first use)."""
+        if self._events is None:
+            self._events = EventSender(
+                self.base_url, self._server_key, timeout=self.timeout
+            )
+        return self._events
+
+    def request(
+        self,
+        merchant: str,
+        attributes: Mapping[str, Any] | None = None,
+        *,
+        name: str = "",
+    ) -> ClientRequest:
+        """Return a scope that evaluates for ``merchant`` and reports once.
+
+        Each flag it serves is recorded; on exit (or ``report``) one outcome
+        event with every flag served is queued on ``events``.
+        """
+        return ClientRequest(self, merchant, attributes, name=name)
 
     @property
     def version(self) -> int | None:

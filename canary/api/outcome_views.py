@@ -19,14 +19,19 @@ from flags.api.serializers import ErrorSerializer
 _EVENT = inline_serializer(
     "OutcomeEvent",
     {
-        "flag": serializers.CharField(),
+        # ``flag`` + ``variation``, or ``flags``, or both (consistent)
+        "flag": serializers.CharField(required=False),
         "merchant": serializers.CharField(),
-        "variation": serializers.CharField(),
+        "variation": serializers.CharField(required=False),
+        # every flag served to the request: flag key -> variation (at most
+        # 20), stored as one row per flag
+        "flags": serializers.DictField(child=serializers.CharField(), required=False),
         "outcome": serializers.ChoiceField(choices=["success", "failure"]),
         "duration_ms": serializers.FloatField(required=False, allow_null=True),
         "occurred_at": serializers.DateTimeField(required=False),
         "name": serializers.CharField(required=False),
-        # stored once per environment: a batch sent again is not counted twice
+        # stored once per environment and flag: a batch sent again is not
+        # counted twice
         "id": serializers.CharField(required=False, max_length=64),
     },
 )

@@ -145,7 +145,8 @@ def _parse_event(
                 label = ascii(label)
             errors.append((label, "unknown field"))
     served = _served_flags(event, errors)
-    flag = _check_key(event, "flag", errors, required=served is None)
+    # a bad ``flags`` is reported as such, not also as a missing ``flag``
+    flag = _check_key(event, "flag", errors, required=event.get("flags") is None)
     merchant = _check_key(event, "merchant", errors, required=True)
     variation = _check_key(event, "variation", errors, required=bool(flag))
     if flag and served is not None and served.get(flag, variation) != variation:
