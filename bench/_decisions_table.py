@@ -146,8 +146,16 @@ def table_from_json(paths: list[str], seed: int) -> int:
         escalation_summarize,
         escalation_table_print,
     )
+    from bench._decisions_release import (
+        RELEASE_KINDS,
+        ReleaseResult,
+        release_summarize,
+        release_table_print,
+    )
 
     items = [item for path in paths for item in json.loads(Path(path).read_text())]
+    releases = [ReleaseResult(**i) for i in items if i["kind"] in RELEASE_KINDS]
+    items = [i for i in items if i["kind"] not in RELEASE_KINDS]
     results = [CanaryResult(**i) for i in items if i["kind"] not in ESCALATION_KINDS]
     escalations = [
         EscalationResult(**i) for i in items if i["kind"] in ESCALATION_KINDS
@@ -164,6 +172,8 @@ def table_from_json(paths: list[str], seed: int) -> int:
         )
     if escalations:
         escalation_table_print(escalation_summarize(escalations), sys.stdout)
+    if releases:
+        release_table_print(release_summarize(releases), sys.stdout)
     print(
         f"fleet: traffic-weighted error rate {fleet.weighted_error:.4f}, "
         f"p95 {fleet.latency_quantile(0.95):.1f} ms; n* at alpha {ALPHA:g} "

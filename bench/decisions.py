@@ -429,7 +429,19 @@ def main(argv: list[str] | None = None) -> int:
     url = setup_django(args.database_url)
     began = time.perf_counter()
 
+    done: list[Any] = []
+
     def progress(result: Any) -> None:
+        done.append(result)
+        if args.json:
+            # Written after every canary, so a run stopped early keeps what
+            # it measured (--from-json reads it the same).
+            import dataclasses
+            import json
+
+            Path(args.json).write_text(
+                json.dumps([dataclasses.asdict(r) for r in done], indent=1)
+            )
         if isinstance(result, ReleaseResult):
             sys.stderr.write(
                 f"{result.kind} #{result.run}: {result.outcome}, rolled back "
