@@ -21,7 +21,7 @@ from canary.controller.explain import evidence_summary, explain, explain_checks
 from canary.health import GateAction, GateDecision
 from canary.models import CheckRun, HealthCheck, Phase, Rollout, TargetType
 from canary.services import rollout_advance, rollout_gate
-from canary.services.releases import release_roll_back
+from canary.services.release_sync import release_roll_back
 from canary.transitions import ACTIVE
 from controlplane.audit.actors import CONTROLLER
 

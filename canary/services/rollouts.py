@@ -251,7 +251,7 @@ def rollout_transition(
         )
         if rollout.release_id is not None:
             # A release follows its members, in the member's transaction.
-            from canary.services.releases import release_sync
+            from canary.services.release_sync import release_sync
 
             release_sync(release_id=rollout.release_id, actor=actor)
         if to == Status.RUNNING:
