@@ -11,8 +11,10 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 
 from canary.models import Release, ReleaseStatus, RolloutStatus
+from controlplane.audit.actors import SYSTEM, actor_for_user
 from controlplane.audit.models import AuditEvent
-from flags.changes.models import ApprovalPolicy, ChangeRequest
+from flags.changes import services as change_services
+from flags.changes.models import ChangeRequest
 from tests.release_fixtures import (  # noqa: F401 (fixtures)
     CHECK,
     KEYS,
@@ -217,23 +219,35 @@ def test_release_start__aborted__409(api, release_factory):
     assert response.json()["errors"]["status"]
 
 
-def test_release_start__policy_needs_approval__202_change_request(
+def test_release_start__policy_needs_approval__202_then_approval_starts_it(
     api, release_factory, production
 ):
     # Given: production asks one approval for rollout starts
-    ApprovalPolicy.objects.create(environment=production, rollout_start_approvals=1)
+    change_services.approval_policy_set(
+        actor=SYSTEM, environment=production, rollout_start=1
+    )
     release = release_factory()
     # When
     response = send(
         api, "post", f"/api/v1/releases/{release.pk}/start", {"reason": "go"}
     )
-    # Then
+    # Then: a change request, nothing started
     assert response.status_code == 202, response.content
     change = ChangeRequest.objects.get()
     assert change.operation == "release.start"
     assert change.arguments == {"release": release.pk, "reason": "go"}
+    assert change.target == f"release {release.pk}"
     release.refresh_from_db()
     assert release.status == ReleaseStatus.DRAFT
+    # When: someone else approves
+    reviewer = actor_for_user(User.objects.create_user("reviewer", password="x"))
+    change = change_services.change_request_approve(
+        change_request_id=change.pk, actor=reviewer
+    )
+    # Then: the release started as its author asked
+    release.refresh_from_db()
+    assert change.status == "applied", change.result
+    assert release.status == ReleaseStatus.RUNNING
 
 
 def test_release_pause_resume__running__members_follow(api, release_factory):
