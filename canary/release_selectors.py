@@ -36,6 +36,11 @@ def release_list(
         releases = releases.filter(status=status)
     if environment:
         releases = releases.filter(environment__key=environment)
+    return release_counts(releases)
+
+
+def release_counts(releases: QuerySet[Release]) -> QuerySet[Release]:
+    """Annotate ``member_count``, ``deployed_count`` and ``rolled_back_count``."""
     return releases.annotate(
         member_count=Count("members", distinct=True),
         deployed_count=Count(
