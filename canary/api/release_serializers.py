@@ -74,6 +74,10 @@ class RequiredReasonInputSerializer(serializers.Serializer):
 
 class ReleaseOutputSerializer(serializers.ModelSerializer):
     environment = serializers.CharField(source="environment.key")
+    # Plain strings in the schema: several models share the name "status".
+    status = serializers.CharField(
+        help_text="draft, running, completed, rolled_back, aborted"
+    )
     member_count = serializers.IntegerField(read_only=True)
     deployed_count = serializers.IntegerField(
         read_only=True, help_text="Members completed (their feature is deployed)."
@@ -104,6 +108,7 @@ class ReleaseOutputSerializer(serializers.ModelSerializer):
 class ReleaseMemberOutputSerializer(serializers.ModelSerializer):
     rollout = serializers.IntegerField(source="pk")
     flag = serializers.CharField(source="flag.key")
+    status = serializers.CharField(help_text="The member rollout's status.")
     phase_count = serializers.IntegerField(read_only=True)
     phase_name = serializers.CharField(read_only=True, allow_null=True)
 
