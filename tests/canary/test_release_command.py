@@ -219,3 +219,25 @@ def test_release_report__one_feature_rolled_back__reasons_and_estimates(
     estimates = out[out.index("Estimates") :]
     assert "error_rate_vs_control" in estimates
     assert "0.05 .. 0.13" in estimates and "not worse" in estimates
+
+
+def test_release_watch__completed__one_line_then_report(release_factory):
+    # Given
+    release = release_complete(release_factory(started=True))
+    # When
+    out = run("watch", str(release.pk))
+    # Then
+    assert out.startswith(f"release {release.pk} is: completed;")
+    assert f"deployed: {KEYS[0]}, {KEYS[1]}" in out
+
+
+def test_release_watch__running_past_timeout__command_error(release_factory):
+    # Given
+    release = release_factory(started=True)
+    # When
+    with pytest.raises(CommandError) as caught:
+        run("watch", str(release.pk), "--timeout", "0.05", "--interval", "0.02")
+    # Then
+    assert str(caught.value) == (
+        f"watch timed out after 0.05s: release {release.pk} is running"
+    )

@@ -13,12 +13,14 @@ CommandError. The member rollouts keep their own command (``rollout``).
     release start|resume|approve ID [--reason R]
     release pause|abort ID --reason R
     release report ID
+    release watch ID [--timeout S] [--interval S]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import time
 from typing import Any
 
 from django.core.management.base import CommandError, CommandParser
@@ -128,6 +130,14 @@ class Command(OutputCommand):
             command.add_argument("id")
             if reason_required is not None:
                 command.add_argument("--reason", required=reason_required, default="")
+
+        watch = sub.add_parser(
+            "watch",
+            help="print each change of the release and its members until it ends",
+        )
+        watch.add_argument("id")
+        watch.add_argument("--timeout", type=positive, default=3600.0)
+        watch.add_argument("--interval", type=positive, default=1.0)
 
     def handle(self, *args: Any, **options: Any) -> None:
         handler = getattr(self, "_" + options["subcommand"].replace("-", "_"))
@@ -316,6 +326,30 @@ class Command(OutputCommand):
             self.print(estimates)
         else:
             self.stdout.write("estimates: none (no compare check has measured yet)")
+
+    def _watch(self, options: dict) -> None:
+        release = release_services.release_get(options["id"])
+        deadline = time.monotonic() + options["timeout"]
+        last: tuple | None = None
+        while True:
+            release.refresh_from_db()
+            members = release_member_rows(release)
+            seen = (
+                release.status,
+                tuple((m.status, m.current_phase) for m in members),
+            )
+            if seen != last:
+                self._moved(release, "is")
+                last = seen
+            if release.is_terminal:
+                break
+            if time.monotonic() >= deadline:
+                raise CommandError(
+                    f"watch timed out after {options['timeout']:g}s: release "
+                    f"{release.pk} is {release.status}"
+                )
+            time.sleep(options["interval"])
+        self._report({"id": release.pk})
 
     # -- output ---------------------------------------------------------------
 
