@@ -13,6 +13,12 @@ class CanaryConfig(AppConfig):
         register_collector()
         # Gated and scheduled rollout starts (flags.changes, a layer below)
         from canary.services import rollout_get, rollout_start_checked
+        from canary.services.releases import release_get, release_start
         from flags.changes import rollouts
 
-        rollouts.register(get=rollout_get, start=rollout_start_checked)
+        rollouts.register(
+            get=rollout_get,
+            start=rollout_start_checked,
+            release_get=release_get,
+            release_start=release_start,
+        )

@@ -11,5 +11,6 @@ has its audit event. Rows are read-only in the admin.
 from canary.admin import (  # noqa: F401  (registers the admins)
     check_run_admin,
     check_template_admin,
+    release_admin,
     rollout_admin,
 )

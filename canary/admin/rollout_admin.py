@@ -84,6 +84,7 @@ class RolloutAdmin(ReportViewsMixin, admin.ModelAdmin):
     inlines = [PhaseInline, HealthCheckInline]
     fields = [
         "name",
+        "release_link",
         "flag",
         "environment",
         "deployment",
@@ -189,6 +190,16 @@ class RolloutAdmin(ReportViewsMixin, admin.ModelAdmin):
     def explanation(self, rollout: Rollout) -> str:
         """The reason of the last decision: pause reason, or the last transition's."""
         return rollout.pause_reason or getattr(rollout, "last_reason", "") or ""
+
+    @admin.display(description="release")
+    def release_link(self, rollout: Rollout) -> str:
+        if rollout.release_id is None:
+            return "-"
+        return format_html(
+            '<a href="{}">release {}</a> (moves its flags together)',
+            reverse("admin:canary_release_change", args=[rollout.release_id]),
+            rollout.release_id,
+        )
 
     @admin.display(description="flag in environment", ordering="flag__key")
     def flag_in_environment(self, rollout: Rollout) -> str:

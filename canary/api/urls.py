@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from canary.api import check_template_views, outcome_views, views
+from canary.api import check_template_views, outcome_views, release_views, views
 
 urlpatterns = [
     path(
@@ -72,6 +72,27 @@ urlpatterns = [
         "rollouts/<int:pk>/checks/<int:check_id>",
         views.RolloutCheckDetailApi.as_view(),
         name="rollout-check-detail",
+    ),
+    # Releases (canary/api/release_views.py)
+    path("releases", release_views.ReleaseListCreateApi.as_view(), name="release-list"),
+    path(
+        "releases/<int:pk>",
+        release_views.ReleaseDetailApi.as_view(),
+        name="release-detail",
+    ),
+    *(
+        path(
+            f"releases/<int:pk>/{name}",
+            view.as_view(),
+            name=f"release-{name}",
+        )
+        for name, view in (
+            ("start", release_views.ReleaseStartApi),
+            ("pause", release_views.ReleasePauseApi),
+            ("resume", release_views.ReleaseResumeApi),
+            ("approve", release_views.ReleaseApproveApi),
+            ("abort", release_views.ReleaseAbortApi),
+        )
     ),
     # Check templates (canary/api/check_template_views.py)
     path(

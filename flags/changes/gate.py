@@ -38,9 +38,9 @@ class Submission:
 
 def _environment(operation: Any, arguments: dict) -> Any:
     if operation.kind == ROLLOUT_START:
-        from flags.changes.rollouts import rollout_get
+        from flags.changes.rollouts import target_get
 
-        return rollout_get(arguments.get("rollout")).environment
+        return target_get(operation.name, arguments).environment
     return selectors.environment_get(str(arguments.get("environment", "")))
 
 

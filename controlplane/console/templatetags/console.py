@@ -111,3 +111,5 @@ TONES.update(
         "exhausted": "bad",
     }
 )
+# Releases (canary.admin.release_admin): the scope of a rollback.
+TONES.update({"partial": "warn", "whole": "bad", "member": "warn"})

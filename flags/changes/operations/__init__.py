@@ -182,6 +182,18 @@ OPERATIONS: dict[str, Operation] = {
             atomic=False,
             checks_stale=False,
         ),
+        # A release start is a start of every member rollout: the policy
+        # counts it as a rollout start; the release refuses a repeat.
+        _op(
+            "release.start",
+            ROLLOUT_START,
+            "canary.change_release",
+            "start a release",
+            checks.check_release_start,
+            appliers.apply_release_start,
+            atomic=False,
+            checks_stale=False,
+        ),
     )
 }
 
@@ -203,13 +215,15 @@ def operation_get(name: Any) -> Operation:
 
 def environment_of(operation: Operation, arguments: dict) -> Environment:
     if operation.kind == ROLLOUT_START:
-        from flags.changes.rollouts import rollout_get
+        from flags.changes.rollouts import target_get
 
-        return rollout_get(arguments["rollout"]).environment
+        return target_get(operation.name, arguments).environment
     return selectors.environment_get(arguments["environment"])
 
 
 def target_of(operation: Operation, arguments: dict) -> str:
+    if operation.name == "release.start":
+        return f"release {arguments['release']}"
     if operation.kind == ROLLOUT_START:
         return f"rollout {arguments['rollout']}"
     if operation.kind == OVERRIDE:

@@ -96,3 +96,11 @@ def apply_rollout_start(actor: Any, arguments: dict, version: int | None) -> Any
         rollout_id=arguments["rollout"], actor=actor, reason=arguments.get("reason", "")
     )
     return rollout
+
+
+def apply_release_start(actor: Any, arguments: dict, version: int | None) -> Any:
+    from flags.changes.rollouts import release_start
+
+    return release_start(
+        release_id=arguments["release"], actor=actor, reason=arguments.get("reason", "")
+    )

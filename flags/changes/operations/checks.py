@@ -234,3 +234,19 @@ def check_rollout_start(arguments: dict) -> dict:
         "rollout": rollout.pk,
         "reason": _text(arguments, "reason", required=False, limit=_MAX_TEXT),
     }
+
+
+def check_release_start(arguments: dict) -> dict:
+    from flags.changes.rollouts import release_get
+
+    _only(arguments, "release", "reason")
+    raw = arguments.get("release")
+    if isinstance(raw, bool) or not isinstance(raw, int) or not 0 < raw < 2**53:
+        raise InvalidInput(
+            "arguments.release: must be a release id", field="arguments.release"
+        )
+    release = release_get(raw)
+    return {
+        "release": release.pk,
+        "reason": _text(arguments, "reason", required=False, limit=_MAX_TEXT),
+    }
