@@ -87,3 +87,16 @@ def release_estimates_now(release: Release) -> dict[str, Any]:
     if release.is_terminal and "estimates" in (release.summary or {}):
         return release.summary["estimates"]
     return release_estimates(release)
+
+
+def estimate_text(row: dict, key: str) -> str:
+    """Return ``row[key]`` (an estimate, bound or margin) in its metric's
+    unit: error-rate points (``+1.20 pp``) or a quantile's relative change
+    (``+4.5%``); ``-`` when absent."""
+    value = row.get(key)
+    if value is None:
+        return "-"
+    sign = "" if key == "margin" else "+"
+    if (row.get("metric") or "error_rate") == "error_rate":
+        return f"{value * 100:{sign}.2f} pp"
+    return f"{value * 100:{sign}.1f}%"

@@ -105,6 +105,7 @@ def record_comparison(
         detail={
             "message": f"{decision}: {estimate:+.3f} [{lower:+.3f}, {upper:+.3f}]",
             "comparison": {
+                "metric": "error_rate",
                 "decision": decision,
                 "estimate": estimate,
                 "lower": lower,

@@ -30,6 +30,7 @@ from canary.admin.forms import ReasonForm, RequiredReasonForm
 from canary.admin.release_forms import ReleaseCreateForm
 from canary.models import Release, ReleaseStatus
 from canary.release_selectors import (
+    estimate_text,
     release_counts,
     release_estimates_now,
     release_member_rows,
@@ -142,10 +143,6 @@ def _event_why(details: dict) -> str:
         keys = [item["flag"] if isinstance(item, dict) else item for item in rolled]
         parts.append(f"rolled back: {', '.join(map(str, keys))}")
     return "; ".join(parts)
-
-
-def _number(value: Any) -> str:
-    return "-" if value is None else f"{value:+.4g}"
 
 
 def _table(table_id: str, head: tuple[str, ...], rows: list[tuple]) -> SafeString:
@@ -266,11 +263,11 @@ class ReleaseAdmin(admin.ModelAdmin):
                 phase_text(row.get("phase")),
                 format_html(
                     "{} <small>[{}, {}]</small>",
-                    _number(row.get("estimate")),
-                    _number(row.get("lower")),
-                    _number(row.get("upper")),
+                    estimate_text(row, "estimate"),
+                    estimate_text(row, "lower"),
+                    estimate_text(row, "upper"),
                 ),
-                "-" if row.get("margin") is None else f"{row['margin']:.4g}",
+                estimate_text(row, "margin"),
                 tone_html(row.get("decision")),
             )
             for flag, checks in release_estimates_now(release).items()

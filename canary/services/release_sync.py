@@ -121,17 +121,22 @@ def release_roll_back(
 def release_estimates(release: Release) -> dict[str, dict[str, dict]]:
     """Return, per member flag and compare check, its last comparison.
 
-    ``{flag: {check: {"phase", "decision", "estimate", "lower", "upper",
-    "margin", "treated_merchants", "control_merchants"}}}``: what the
-    release's completion and rollback events carry.
+    ``{flag: {check: {"phase", "metric", "decision", "estimate", "lower",
+    "upper", "margin", "treated_merchants", "control_merchants"}}}`` from
+    the last run of the phases (a verification window's runs after a
+    rollback are left out): what the release's completion and rollback
+    events carry.
     """
     checks = HealthCheck.objects.filter(
         rollout__release=release, mode=CheckMode.COMPARE
     ).select_related("rollout__flag")
     out: dict[str, dict[str, dict]] = {}
     for check in checks:
+        # The phases' runs, not a rollback's verification window: what the
+        # release decided on.
         run = (
             CheckRun.objects.filter(health_check=check, detail__has_key="comparison")
+            .exclude(detail__has_key="verification")
             .order_by("-measured_at", "-id")
             .first()
         )
@@ -140,6 +145,7 @@ def release_estimates(release: Release) -> dict[str, dict[str, dict]]:
         comparison = run.detail.get("comparison") or {}
         out.setdefault(check.rollout.flag.key, {})[check.name] = {
             "phase": run.phase_index,
+            "metric": comparison.get("metric"),
             "decision": comparison.get("decision"),
             **{
                 key: comparison.get(key)

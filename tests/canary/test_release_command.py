@@ -218,7 +218,7 @@ def test_release_report__one_feature_rolled_back__reasons_and_estimates(
     assert "Rolled back" in out and "worse (+0.09)" in out and "partial" in out
     estimates = out[out.index("Estimates") :]
     assert "error_rate_vs_control" in estimates
-    assert "0.05 .. 0.13" in estimates and "not worse" in estimates
+    assert "+5.00 pp .. +13.00 pp" in estimates and "not worse" in estimates
 
 
 def test_release_watch__completed__one_line_then_report(release_factory):

@@ -117,7 +117,7 @@ def test_release_page__completed_with_partial_rollback__tables_and_audit(
     assert "release-estimates" in html
     assert '<span class="tone tone-bad">worse</span>' in html
     assert '<span class="tone tone-ok">not worse</span>' in html
-    assert "+0.09 <small>[+0.05, +0.13]</small>" in html
+    assert "+9.00 pp <small>[+5.00 pp, +13.00 pp]</small>" in html
     assert "release-rolled-back" in html
     assert "error_rate_vs_control worse (+0.09)" in html
     assert '<span class="tone tone-warn">partial</span>' in html

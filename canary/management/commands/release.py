@@ -28,6 +28,7 @@ from django.core.management.base import CommandError, CommandParser
 from canary.management.commands._rollout_args import json_object, positive
 from canary.models import Release, ReleaseStatus
 from canary.release_selectors import (
+    estimate_text,
     release_estimates_now,
     release_list,
     release_member_rows,
@@ -50,10 +51,6 @@ def json_list(raw: str) -> list:
     if not isinstance(value, list):
         raise argparse.ArgumentTypeError("must be a JSON list")
     return value
-
-
-def _number(value: Any) -> str:
-    return "-" if value is None else f"{value:.4g}"
 
 
 def _when(value: Any) -> str:
@@ -317,9 +314,9 @@ class Command(OutputCommand):
                     flag,
                     check,
                     "-" if row.get("phase") is None else str(row["phase"] + 1),
-                    _number(row.get("estimate")),
-                    f"{_number(row.get('lower'))} .. {_number(row.get('upper'))}",
-                    _number(row.get("margin")),
+                    estimate_text(row, "estimate"),
+                    f"{estimate_text(row, 'lower')} .. {estimate_text(row, 'upper')}",
+                    estimate_text(row, "margin"),
                     (row.get("decision") or "-").replace("_", " "),
                 )
         if estimates.row_count:
