@@ -16,7 +16,11 @@ decide next tick) and reads every member's gate from the locked rows:
 
 from __future__ import annotations
 
-from canary import attribution, clock
+import datetime as dt
+
+from django.db import transaction
+
+from canary import attribution, clock, metrics
 from canary.controller.explain import evidence_summary, explain, explain_checks
 from canary.health import GateAction, GateDecision
 from canary.models import CheckRun, HealthCheck, Phase, Rollout, TargetType
@@ -154,6 +158,19 @@ def _interactions(member: Rollout, checks: tuple[str, ...]) -> dict[str, dict]:
     return out
 
 
+def _cause(explained: list[dict], on_failure: str) -> tuple[str, float | None]:
+    """Return the provider that failed and the seconds since its first
+    breach, as ``decide._fail`` counts an automatic rollback."""
+    breaches = [
+        dt.datetime.fromisoformat(item["first_breach_at"])
+        for item in explained
+        if item.get("first_breach_at")
+    ]
+    seconds = (clock.now() - min(breaches)).total_seconds() if breaches else None
+    worst = next((i for i in explained if i["on_failure"] == on_failure), None)
+    return (worst["provider"] if worst else "unknown"), seconds
+
+
 def _roll_back(
     rollout: Rollout, members: list[Rollout], gates: dict[int, GateDecision]
 ) -> dict | None:
@@ -174,16 +191,19 @@ def _roll_back(
         interactions={key: _interactions(by_key[key], worse[key]) for key in worse},
     )
     reasons: dict[str, str] = {}
+    counted: list[tuple[str, float | None]] = []
     for key in answer.flags:
         member = by_key[key]
         gate = gates[member.pk]
         if key in worse:
             explained = explain_checks(member, gate.checks)
+            counted.append(_cause(explained, on_failure))
             reasons[key] = (
                 f"automatic rollback level {on_failure.rsplit('_', 1)[1]} "
                 f"({answer.scope} release rollback): {explain(gate, explained)}"
             )
         else:
+            counted.append(("release", None))
             reasons[key] = (
                 f"release {rollout.release_id} rolled back as a whole: {answer.reason}"
             )
@@ -197,6 +217,10 @@ def _roll_back(
     )
     from canary.controller.decide import _after_commit_tick
 
+    for cause, seconds in counted:
+        transaction.on_commit(
+            lambda c=cause, s=seconds: metrics.automatic_rollback_counted(c, s)
+        )
     for key in answer.flags:
         _after_commit_tick(by_key[key].pk)
     return {

@@ -132,6 +132,17 @@ def _run(environment, fake, *, pilot_first: bool, extra: float) -> Release:
     return release
 
 
+def _rollbacks_counted() -> float:
+    from prometheus_client import REGISTRY
+
+    return (
+        REGISTRY.get_sample_value(
+            "controlplane_canary_automatic_rollbacks_total", {"cause": "outcomes"}
+        )
+        or 0.0
+    )
+
+
 def _actions(release: Release) -> list[str]:
     return list(
         AuditEvent.objects.filter(
@@ -148,9 +159,12 @@ def test_release__one_flag_worse_at_50pct__only_it_rolled_back_rest_complete(
     # Given: three flags released together; analytics_forecasting's
     # treatment fails 30 points more often
     fake = clock.FakeClock(START)
+    counted_before = _rollbacks_counted()
     with clock.swapped(fake):
         # When
         release = _run(release_fleet, fake, pilot_first=False, extra=0.30)
+    # Then: one automatic rollback counted, caused by the outcomes check
+    assert _rollbacks_counted() == counted_before + 1
     # Then: the faulty flag alone rolled back, the other two completed
     members = {m.flag.key: m for m in release_members(release)}
     assert members["analytics_forecasting"].status == Status.ROLLED_BACK
