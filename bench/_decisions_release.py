@@ -47,6 +47,8 @@ from bench._decisions_fleet import (
 )
 
 RELEASE_LOOKBACK_SECONDS = 2 * 3600.0
+# A release still running after this much simulated time ends as it stands.
+MAX_SIMULATED_SECONDS = 12 * 3600.0
 LOOKBACK_CHUNK = 1800.0
 
 
@@ -281,6 +283,10 @@ def release_simulate(
                 previous = fake()
                 controller_tick()
                 members = release_members(release)
+                if any(m.status == RolloutStatus.PAUSED for m in members):
+                    break  # a paused member holds the others: the run ends
+                if (fake() - started).total_seconds() > MAX_SIMULATED_SECONDS:
+                    break
                 if not any(m.status == RolloutStatus.RUNNING for m in members):
                     if any(m.status == RolloutStatus.ROLLING_BACK for m in members):
                         controller_tick()

@@ -23,6 +23,7 @@ from canary.models import (
     Rollout,
 )
 from canary.services._common import Status
+from canary.services.checks import checks_reset
 from canary.transitions import ACTIVE, TERMINAL
 from controlplane.audit.services import audited_transaction, record_audit_event
 from flags.models import Environment
@@ -79,6 +80,19 @@ def release_roll_back(
         if not rolled:
             return release
         partial = attribution["scope"] == "partial"
+        continuing = [
+            k for k, m in members.items() if k not in rolled and m.status in ACTIVE
+        ]
+        now = clock.now()
+        for key in continuing:
+            # The others' evidence starts again now: their phase's events
+            # so far were served beside the rolled-back feature's harm, which
+            # reached both of their arms only in expectation. Their soak
+            # (running time) is kept; their checks must say not worse anew.
+            member = members[key]
+            member.phase_started_at = now
+            member.save(update_fields=["phase_started_at", "updated_at"])
+            checks_reset(rollout=member, phase_index=member.current_phase, now=now)
         phase = next(iter(members.values())).current_phase
         entries = list((release.summary or {}).get("rolled_back") or [])
         entries.extend(
@@ -104,11 +118,8 @@ def release_roll_back(
             environment=release.environment.key,
             details={
                 "rolled_back": rolled,
-                "continuing": [
-                    k
-                    for k, m in members.items()
-                    if k not in rolled and m.status in ACTIVE
-                ],
+                "continuing": continuing,
+                "evidence_since": now.isoformat() if continuing else None,
                 "phase": phase,
                 "on_failure": on_failure,
                 "attribution": attribution,

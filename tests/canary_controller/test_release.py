@@ -189,6 +189,8 @@ def test_release__one_flag_worse_at_50pct__only_it_rolled_back_rest_complete(
         "queue_ai_enrichment",
     ]
     assert partial.details["attribution"]["scope"] == "partial"
+    # ... and the others' evidence started again at the rollback
+    assert partial.details["evidence_since"] is not None
     blamed = partial.details["estimates"]["analytics_forecasting"]["error_rate"]
     assert blamed["decision"] == "worse" and blamed["lower"] > 0
     completed = AuditEvent.objects.get(
