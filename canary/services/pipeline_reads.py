@@ -106,21 +106,23 @@ def pipeline_evidence(pipeline: Pipeline) -> list[dict]:
     return [stage_evidence(stage) for stage in pipeline_stages(pipeline)]
 
 
-def earlier_stage_evidence(rollout: Rollout) -> dict | None:
-    """Return the evidence of the stage before the one ``rollout`` is
-    (its own or its release's), None for a first stage or no pipeline."""
+def stage_pair_evidence(rollout: Rollout) -> dict | None:
+    """Return ``{"earlier", "this"}``: the evidence of the stage before the
+    one ``rollout`` is (its own, or its release's) beside this stage's;
+    None for a first stage or a rollout in no pipeline."""
     stage = (
-        PipelineStage.objects.filter(rollout=rollout).first()
+        PipelineStage.objects.filter(rollout=rollout)
         if rollout.release_id is None
-        else PipelineStage.objects.filter(release_id=rollout.release_id).first()
-    )
+        else PipelineStage.objects.filter(release_id=rollout.release_id)
+    ).first()
     if stage is None or stage.index == 0:
         return None
-    earlier = (
+    pair = (
         PipelineStage.objects.filter(
-            pipeline_id=stage.pipeline_id, index=stage.index - 1
+            pipeline_id=stage.pipeline_id, index__in=[stage.index - 1, stage.index]
         )
         .select_related("environment", "rollout__flag", "release")
-        .first()
+        .order_by("index")
     )
-    return stage_evidence(earlier) if earlier is not None else None
+    earlier, this = (stage_evidence(row) for row in pair)
+    return {"pipeline": stage.pipeline_id, "earlier": earlier, "this": this}
