@@ -80,11 +80,20 @@ def _stage_info(stage: PipelineStage) -> dict:
 def mark_started(
     pipeline_id: int, stage: PipelineStage, actor: Any, action: str, reason: str
 ) -> Pipeline | None:
-    """Record that ``stage`` started; None when it was already recorded."""
+    """Record that ``stage`` started; None when it was already recorded.
+
+    A pipeline that ended while the stage's preflight ran (aborted by an
+    operator) keeps no stage running: the stage just started is aborted.
+    """
     with audited_transaction():
         pipeline = lock_pipeline(pipeline_id)
         row = PipelineStage.objects.select_for_update().get(pk=stage.pk)
         if row.started_at is not None:
+            return None
+        if pipeline.is_terminal:
+            abort_drafts(
+                pipeline, actor, f"pipeline {pipeline.pk} is {pipeline.status}"
+            )
             return None
         now = clock.now()
         row.started_at = now
