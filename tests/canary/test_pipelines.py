@@ -19,7 +19,9 @@ from canary.services.pipelines import (
     pipeline_stage_start,
     pipeline_start,
 )
-from canary.services.rollbacks import rollout_fail_phase
+from canary.services.releases import release_members
+from canary.services.rollbacks import rollout_fail_phase, rollout_rollback_finished
+from canary.services.rollouts import rollout_advance
 from controlplane.audit.actors import SYSTEM
 from controlplane.audit.models import AuditEvent
 from tests.canary.pipeline_helpers import (
@@ -347,3 +349,40 @@ def test_pipeline_evidence__rollout_stages__checks_per_stage(flag):
     assert evidence[0]["kind"] == "rollout"
     assert [c["check"] for c in evidence[0]["checks"]] == ["error_rate"]
     assert evidence[1]["checks"] == []
+
+
+def test_pipeline__staging_release_rolls_one_feature_back__failed_production_aborted(
+    environments, flag_factory, merchant_factory
+):
+    # Given: a two-flag pipeline; staging's flag_a is rolled back on its own
+    merchant_factory(PILOT)
+    flag_factory("flag_a")
+    flag_factory("flag_b")
+    pipeline = make_pipeline(flags=["flag_a", "flag_b"])
+    pipeline_start(pipeline_id=pipeline.pk, actor=ALICE)
+    members = {m.flag.key: m for m in release_members(stage(pipeline, 0).release)}
+    rollout_fail_phase(
+        rollout_id=members["flag_a"].pk,
+        actor=SYSTEM,
+        reason="flag_a worse",
+        on_failure="rollback_1",
+    )
+    rollout_rollback_finished(
+        rollout_id=members["flag_a"].pk, actor=SYSTEM, succeeded=True
+    )
+    # When: flag_b completes, so the staging release completes partly
+    for phase in range(members["flag_b"].phases.count()):
+        rollout_advance(
+            rollout_id=members["flag_b"].pk,
+            expected_phase=phase,
+            actor=SYSTEM,
+            reason="t",
+        )
+    # Then
+    staging = Release.objects.get(pk=stage(pipeline, 0).release_id)
+    assert staging.status == ReleaseStatus.COMPLETED
+    pipeline.refresh_from_db()
+    assert pipeline.status == PipelineStatus.FAILED
+    assert "rolled back flag_a" in pipeline.summary["reason"]
+    production = Release.objects.get(pk=stage(pipeline, 1).release_id)
+    assert production.status == ReleaseStatus.ABORTED
