@@ -5,49 +5,144 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('canary', '0012_release'),
-        ('flags', '0003_alert_triggers_flag_usage'),
+        ("canary", "0012_release"),
+        ("flags", "0003_alert_triggers_flag_usage"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='Pipeline',
+            name="Pipeline",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=200)),
-                ('status', models.CharField(choices=[('draft', 'Draft'), ('running', 'Running'), ('awaiting_approval', 'Awaiting approval'), ('completed', 'Completed'), ('failed', 'Failed'), ('aborted', 'Aborted')], db_index=True, default='draft', max_length=20)),
-                ('requires_approval', models.BooleanField(default=False)),
-                ('approved_by', models.CharField(blank=True, max_length=150)),
-                ('approved_at', models.DateTimeField(blank=True, null=True)),
-                ('current_stage', models.PositiveIntegerField(default=0)),
-                ('summary', models.JSONField(blank=True, default=dict)),
-                ('version', models.PositiveIntegerField(default=1)),
-                ('created_by', models.CharField(blank=True, max_length=150)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('started_at', models.DateTimeField(blank=True, null=True)),
-                ('finished_at', models.DateTimeField(blank=True, null=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True,
+                        primary_key=True,
+                        serialize=False,
+                        verbose_name="ID",
+                    ),
+                ),
+                ("name", models.CharField(max_length=200)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("draft", "Draft"),
+                            ("running", "Running"),
+                            ("awaiting_approval", "Awaiting approval"),
+                            ("completed", "Completed"),
+                            ("failed", "Failed"),
+                            ("aborted", "Aborted"),
+                        ],
+                        db_index=True,
+                        default="draft",
+                        max_length=20,
+                    ),
+                ),
+                ("requires_approval", models.BooleanField(default=False)),
+                ("approved_by", models.CharField(blank=True, max_length=150)),
+                ("approved_at", models.DateTimeField(blank=True, null=True)),
+                ("current_stage", models.PositiveIntegerField(default=0)),
+                ("summary", models.JSONField(blank=True, default=dict)),
+                ("version", models.PositiveIntegerField(default=1)),
+                ("created_by", models.CharField(blank=True, max_length=150)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("started_at", models.DateTimeField(blank=True, null=True)),
+                ("finished_at", models.DateTimeField(blank=True, null=True)),
             ],
             options={
-                'ordering': ['-created_at', '-id'],
-                'constraints': [models.CheckConstraint(condition=models.Q(('status__in', ['draft', 'running', 'awaiting_approval', 'completed', 'failed', 'aborted'])), name='pipeline_status_valid')],
+                "ordering": ["-created_at", "-id"],
+                "constraints": [
+                    models.CheckConstraint(
+                        condition=models.Q(
+                            (
+                                "status__in",
+                                [
+                                    "draft",
+                                    "running",
+                                    "awaiting_approval",
+                                    "completed",
+                                    "failed",
+                                    "aborted",
+                                ],
+                            )
+                        ),
+                        name="pipeline_status_valid",
+                    )
+                ],
             },
         ),
         migrations.CreateModel(
-            name='PipelineStage',
+            name="PipelineStage",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('index', models.PositiveIntegerField()),
-                ('started_at', models.DateTimeField(blank=True, null=True)),
-                ('environment', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='pipeline_stages', to='flags.environment')),
-                ('pipeline', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='stages', to='canary.pipeline')),
-                ('release', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='pipeline_stages', to='canary.release')),
-                ('rollout', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='pipeline_stages', to='canary.rollout')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True,
+                        primary_key=True,
+                        serialize=False,
+                        verbose_name="ID",
+                    ),
+                ),
+                ("index", models.PositiveIntegerField()),
+                ("started_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "environment",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="pipeline_stages",
+                        to="flags.environment",
+                    ),
+                ),
+                (
+                    "pipeline",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="stages",
+                        to="canary.pipeline",
+                    ),
+                ),
+                (
+                    "release",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="pipeline_stages",
+                        to="canary.release",
+                    ),
+                ),
+                (
+                    "rollout",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="pipeline_stages",
+                        to="canary.rollout",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['pipeline', 'index'],
-                'constraints': [models.UniqueConstraint(fields=('pipeline', 'index'), name='pipeline_stage_index_once'), models.CheckConstraint(condition=models.Q(models.Q(('release__isnull', True), ('rollout__isnull', False)), models.Q(('release__isnull', False), ('rollout__isnull', True)), _connector='OR'), name='pipeline_stage_one_target')],
+                "ordering": ["pipeline", "index"],
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("pipeline", "index"), name="pipeline_stage_index_once"
+                    ),
+                    models.CheckConstraint(
+                        condition=models.Q(
+                            models.Q(
+                                ("release__isnull", True), ("rollout__isnull", False)
+                            ),
+                            models.Q(
+                                ("release__isnull", False), ("rollout__isnull", True)
+                            ),
+                            _connector="OR",
+                        ),
+                        name="pipeline_stage_one_target",
+                    ),
+                ],
             },
         ),
     ]
