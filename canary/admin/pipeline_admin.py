@@ -145,10 +145,9 @@ class PipelineCreateForm(forms.Form):
 
 def _with_urls(evidence: list[dict]) -> list[dict]:
     for stage in evidence:
-        if stage["kind"] == "rollout":
-            stage["url"] = reverse(
-                "admin:canary_rollout_change", args=[stage["target_id"]]
-            )
+        stage["url"] = reverse(
+            f"admin:canary_{stage['kind']}_change", args=[stage["target_id"]]
+        )
     return evidence
 
 

@@ -71,6 +71,7 @@ def test_pipeline_change_page__draft__stages_side_by_side_with_buttons(
     assert "button danger" in page
     assert f'data-confirm="Abort pipeline {pipeline.pk} (ship it)?"' in page
     assert "/do/approve/" not in page
+    assert f"/admin/canary/rollout/{stage_rollout(pipeline, 1).pk}/change/" in page
 
 
 def test_pipeline_start_button__post__running_by_admin(admin_client, pipeline):
@@ -185,3 +186,21 @@ def test_rollout_page__production_stage__staging_evidence_beside(
     assert "error_rate" in page
     assert f"/admin/canary/pipeline/{pipeline.pk}/change/" in page
     assert 'id="earlier-stage-evidence"' not in staging_page.content.decode()
+
+
+def test_pipeline_change_page__two_flags__release_stages_linked(
+    admin_client, environments, flag_factory, merchant_factory
+):
+    # Given
+    merchant_factory(PILOT)
+    flag_factory("flag_a")
+    flag_factory("flag_b")
+    pipeline = make_pipeline(flags=["flag_a", "flag_b"])
+    release = pipeline.stages.get(index=0).release
+    # When
+    response = admin_client.get(f"/admin/canary/pipeline/{pipeline.pk}/change/")
+    # Then
+    page = response.content.decode()
+    assert response.status_code == 200
+    assert "staging: release" in page
+    assert f"/admin/canary/release/{release.pk}/change/" in page
