@@ -8,6 +8,7 @@ goes through ``canary.services``; status changes go through
 from django.db import models
 from django.db.models import Q
 
+from canary.pipeline_models import Pipeline, PipelineStage, PipelineStatus  # noqa: F401 (models)
 from canary.release_models import Release, ReleaseStatus  # noqa: F401 (models)
 
 

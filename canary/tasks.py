@@ -57,3 +57,14 @@ def rollout_tick_soon(rollout_id: int, *, countdown: float | None = None) -> Non
         rollout_tick_task.apply_async(**options)
     except Exception as exc:
         logger.warning("rollout %s: immediate tick not scheduled: %s", rollout_id, exc)
+
+
+@shared_task(acks_late=True, ignore_result=True)
+def pipeline_stage_start_task(pipeline_id: int, stage_index: int) -> None:
+    """Start a pipeline's stage; a redelivery (stage started) does nothing."""
+    from canary.services.pipelines import pipeline_stage_start
+    from controlplane.audit.actors import CONTROLLER
+
+    pipeline_stage_start(
+        pipeline_id=int(pipeline_id), stage_index=int(stage_index), actor=CONTROLLER
+    )

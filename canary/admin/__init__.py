@@ -11,6 +11,7 @@ has its audit event. Rows are read-only in the admin.
 from canary.admin import (  # noqa: F401  (registers the admins)
     check_run_admin,
     check_template_admin,
+    pipeline_admin,
     release_admin,
     rollout_admin,
 )

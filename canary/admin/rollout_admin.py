@@ -23,6 +23,7 @@ from canary.admin.forms import RolloutCreateForm
 from canary.admin.inlines import HealthCheckInline, PhaseInline
 from canary.admin.report_views import ReportViewsMixin
 from canary.models import CheckRun, Phase, Rollout
+from canary.services.pipeline_reads import stage_pair_evidence
 from controlplane.audit.actors import actor_for_user
 from controlplane.audit.admin import audit_history_url
 from controlplane.audit.models import AuditEvent
@@ -319,6 +320,8 @@ class RolloutAdmin(ReportViewsMixin, admin.ModelAdmin):
                 ]
             if rollout is not None:
                 extra_context["charts"] = self._charts(rollout)
+                # A pipeline's later stage: the earlier stage's evidence beside.
+                extra_context["pipeline_pair"] = stage_pair_evidence(rollout)
             extra_context["audit_history_url"] = audit_history_url(
                 target_type="canary.rollout", target_id=object_id
             )

@@ -2,7 +2,13 @@
 
 from django.urls import path
 
-from canary.api import check_template_views, outcome_views, release_views, views
+from canary.api import (
+    check_template_views,
+    outcome_views,
+    pipeline_views,
+    release_views,
+    views,
+)
 
 urlpatterns = [
     path(
@@ -119,5 +125,31 @@ urlpatterns = [
         "check-templates/<str:name>/archive",
         check_template_views.CheckTemplateArchiveApi.as_view(),
         name="check-template-archive",
+    ),
+    # Pipelines across environments (canary/api/pipeline_views.py)
+    path(
+        "pipelines",
+        pipeline_views.PipelineListCreateApi.as_view(),
+        name="pipeline-list",
+    ),
+    path(
+        "pipelines/<int:pk>",
+        pipeline_views.PipelineDetailApi.as_view(),
+        name="pipeline-detail",
+    ),
+    path(
+        "pipelines/<int:pk>/start",
+        pipeline_views.PipelineStartApi.as_view(),
+        name="pipeline-start",
+    ),
+    path(
+        "pipelines/<int:pk>/approve",
+        pipeline_views.PipelineApproveApi.as_view(),
+        name="pipeline-approve",
+    ),
+    path(
+        "pipelines/<int:pk>/abort",
+        pipeline_views.PipelineAbortApi.as_view(),
+        name="pipeline-abort",
     ),
 ]

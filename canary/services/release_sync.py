@@ -265,4 +265,8 @@ def release_sync(*, release_id: int, actor: Any) -> Release | None:
             else {}
         ),
     )
+    if final is not None:  # a pipeline's stage moves its pipeline on
+        from canary.services.pipelines import pipeline_stage_finished
+
+        pipeline_stage_finished(release_id=release.pk, actor=actor)
     return release

@@ -249,11 +249,13 @@ def rollout_transition(
                 **(details or {}),
             },
         )
-        if rollout.release_id is not None:
-            # A release follows its members, in the member's transaction.
-            from canary.services.release_sync import release_sync
+        # A release follows its members, a pipeline its stages, in this transaction.
+        from canary.services import pipelines, release_sync
 
-            release_sync(release_id=rollout.release_id, actor=actor)
+        if rollout.release_id is not None:
+            release_sync.release_sync(release_id=rollout.release_id, actor=actor)
+        elif to in TERMINAL or to == Status.ROLLING_BACK:
+            pipelines.pipeline_stage_finished(rollout_id=rollout.pk, actor=actor)
         if to == Status.RUNNING:
             # Started, approved or resumed: a gate may be open now, so tick
             # this rollout at once instead of waiting for the beat.

@@ -1,0 +1,327 @@
+"""How a pipeline moves from stage to stage (``canary.services.pipelines``
+holds the operators' entry points and re-exports these).
+
+``pipeline_stage_finished`` is the hook a stage's rollout or release calls
+in the transaction that ended it; ``pipeline_stage_start`` is the body of
+``pipeline_stage_start_task``, queued after that transaction committed.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.db import transaction
+
+from canary import clock
+from canary.exceptions import NotFound
+from canary.models import (
+    Pipeline,
+    PipelineStage,
+    PipelineStatus,
+    Release,
+    ReleaseStatus,
+    Rollout,
+)
+from canary.services._common import Status
+from canary.services.pipeline_reads import (
+    pipeline_evidence,
+    pipeline_get,
+    pipeline_stages,
+)
+from canary.transitions import ACTIVE
+from controlplane.audit.actors import CONTROLLER
+from controlplane.audit.services import audited_transaction, record_audit_event
+from controlplane.exceptions import DomainError
+
+logger = logging.getLogger(__name__)
+
+# A rollout that reached one of these failed its stage: the outcome is
+# decided (a rollback only goes on to rolled back), so the pipeline fails
+# at once rather than waiting for the rollback run to end.
+_ROLLOUT_FAILED = frozenset({Status.ROLLING_BACK, Status.ROLLED_BACK, Status.ABORTED})
+
+
+def start_target(stage: PipelineStage, actor: Any, reason: str) -> Any:
+    """Run the stage's preflight(s) and start it (no transaction open)."""
+    if stage.rollout_id is not None:
+        from canary.services.operator import rollout_start_checked
+
+        rollout, _ = rollout_start_checked(
+            rollout_id=stage.rollout_id, actor=actor, reason=reason
+        )
+        return rollout
+    from canary.services.releases import release_start
+
+    return release_start(release_id=stage.release_id, actor=actor, reason=reason)
+
+
+def lock_pipeline(pipeline_id: int) -> Pipeline:
+    pipeline = Pipeline.objects.select_for_update().filter(pk=pipeline_id).first()
+    if pipeline is None:
+        raise NotFound(f"unknown pipeline {pipeline_id}", field="pipeline")
+    return pipeline
+
+
+def save_pipeline(pipeline: Pipeline, *fields: str) -> None:
+    pipeline.version += 1
+    pipeline.save(update_fields=["version", *fields])
+
+
+def _stage_info(stage: PipelineStage) -> dict:
+    return {
+        "index": stage.index,
+        "environment": stage.environment.key,
+        "kind": stage.kind,
+        "target": stage.rollout_id or stage.release_id,
+    }
+
+
+def mark_started(
+    pipeline_id: int, stage: PipelineStage, actor: Any, action: str, reason: str
+) -> Pipeline | None:
+    """Record that ``stage`` started; None when it was already recorded.
+
+    A pipeline that ended while the stage's preflight ran (aborted by an
+    operator) keeps no stage running: the stage just started is aborted.
+    """
+    with audited_transaction():
+        pipeline = lock_pipeline(pipeline_id)
+        row = PipelineStage.objects.select_for_update().get(pk=stage.pk)
+        if row.started_at is not None:
+            return None
+        if pipeline.is_terminal:
+            abort_drafts(
+                pipeline, actor, f"pipeline {pipeline.pk} is {pipeline.status}"
+            )
+            return None
+        now = clock.now()
+        row.started_at = now
+        row.save(update_fields=["started_at"])
+        before = pipeline.status
+        fields = ["current_stage"]
+        pipeline.current_stage = stage.index
+        if pipeline.status == PipelineStatus.DRAFT:
+            pipeline.status = PipelineStatus.RUNNING
+            pipeline.started_at = now
+            fields += ["status", "started_at"]
+        save_pipeline(pipeline, *fields)
+        record_audit_event(
+            actor=actor,
+            action=action,
+            target=pipeline,
+            before={"status": before},
+            after={"status": pipeline.status, "stage": stage.index},
+            details={"reason": reason, "stage": _stage_info(stage)},
+        )
+    return pipeline
+
+
+def pipeline_stage_start(
+    *, pipeline_id: int, stage_index: int, actor: Any = CONTROLLER
+) -> Pipeline | None:
+    """Start stage ``stage_index`` of a running pipeline (the task's body).
+
+    Keyed by the stage index: when the pipeline is not running that stage,
+    or the stage already started (a redelivery), do nothing and return
+    None. A refused preflight, or any refusal to start, fails the pipeline
+    with the reason and the preflight's problems (``pipeline.failed``),
+    never an exception. Writes ``pipeline.stage_started``.
+    """
+    from canary.services.operator import PreflightFailed
+
+    pipeline = Pipeline.objects.filter(pk=pipeline_id).first()
+    if (
+        pipeline is None
+        or pipeline.status != PipelineStatus.RUNNING
+        or pipeline.current_stage != stage_index
+    ):
+        return None
+    stage = pipeline_stages(pipeline)[stage_index]
+    if stage.started_at is not None:
+        return None
+    reason = f"pipeline {pipeline.pk}: stage {stage_index} completed"
+    try:
+        start_target(stage, actor, reason)
+    except DomainError as exc:
+        problems = exc.report.problems if isinstance(exc, PreflightFailed) else []
+        with audited_transaction():
+            locked = lock_pipeline(pipeline.pk)
+            if locked.is_terminal:
+                return locked
+            _fail(
+                locked,
+                actor=actor,
+                reason=f"stage {stage_index + 1} ({stage.environment.key}) did not "
+                f"start: {exc.message}",
+                details={"stage": _stage_info(stage), "problems": problems},
+            )
+        return pipeline_get(pipeline.pk)
+    return mark_started(pipeline.pk, stage, actor, "pipeline.stage_started", reason)
+
+
+def queue_stage_start(pipeline_id: int, stage_index: int) -> None:
+    """Queue the next stage's start once the transaction committed.
+
+    The start runs a preflight that reads outcome events and calls check
+    providers: never inside the transaction that finished the stage.
+    """
+
+    def queue() -> None:
+        from canary.tasks import pipeline_stage_start_task
+
+        try:
+            pipeline_stage_start_task.delay(
+                pipeline_id=pipeline_id, stage_index=stage_index
+            )
+        except Exception as exc:  # a lost start is recovered by pipeline start
+            logger.warning(
+                "pipeline %s: stage %s start not queued: %s",
+                pipeline_id,
+                stage_index,
+                exc,
+            )
+
+    transaction.on_commit(queue)
+
+
+# -- ends of stages -----------------------------------------------------------
+
+
+def _stage_failure(stage: PipelineStage, target: Any) -> str | None:
+    """Return why the finished stage failed, None when it completed."""
+    if isinstance(target, Rollout):
+        if target.status in _ROLLOUT_FAILED:
+            return f"its rollout {target.pk} is {target.status}"
+        return None
+    if target.status != ReleaseStatus.COMPLETED:
+        return f"its release {target.pk} is {target.status}"
+    # A partly rolled-back release deployed some features only: the next
+    # environment would get the features this one rolled back.
+    rolled = [e["flag"] for e in (target.summary or {}).get("rolled_back") or []]
+    if rolled:
+        return f"its release {target.pk} rolled back {', '.join(rolled)}"
+    return None
+
+
+def abort_drafts(pipeline: Pipeline, actor: Any, reason: str) -> list[int]:
+    """Abort every stage target not started or still active; return indexes."""
+    from canary.services.releases import release_abort
+    from canary.services.rollout_moves import rollout_abort
+
+    aborted = []
+    for stage in pipeline_stages(pipeline):
+        target = stage.target
+        if isinstance(target, Rollout) and target.status in ACTIVE | {Status.DRAFT}:
+            rollout_abort(rollout_id=target.pk, actor=actor, reason=reason)
+            aborted.append(stage.index)
+        elif isinstance(target, Release) and not target.is_terminal:
+            release_abort(release_id=target.pk, actor=actor, reason=reason)
+            aborted.append(stage.index)
+    return aborted
+
+
+def _fail(pipeline: Pipeline, *, actor: Any, reason: str, details: dict) -> None:
+    """Fail the locked ``pipeline`` and abort its later stages' drafts."""
+    before = pipeline.status
+    pipeline.status = PipelineStatus.FAILED
+    pipeline.finished_at = clock.now()
+    pipeline.summary = {**(pipeline.summary or {}), "reason": reason}
+    save_pipeline(pipeline, "status", "finished_at", "summary")
+    # The status is failed before the drafts are aborted: their own end
+    # reaches pipeline_stage_finished, which leaves a finished pipeline be.
+    aborted = abort_drafts(pipeline, actor, f"pipeline {pipeline.pk} failed")
+    record_audit_event(
+        actor=actor,
+        action="pipeline.failed",
+        target=pipeline,
+        before={"status": before},
+        after={"status": PipelineStatus.FAILED},
+        details={"reason": reason, "aborted_stages": aborted, **details},
+    )
+
+
+def pipeline_stage_finished(
+    *, actor: Any, rollout_id: int | None = None, release_id: int | None = None
+) -> Pipeline | None:
+    """Move the pipeline on when a stage's rollout or release ended.
+
+    Called inside the transaction that ended it (``rollout_transition``,
+    ``release_sync``); not a stage, or a pipeline already finished: None.
+    Completed and a next stage: ``pipeline.awaiting_approval`` when the
+    pipeline requires approval, else ``pipeline.stage_completed`` and the
+    next stage's start queued after commit. The last stage completed:
+    ``pipeline.completed`` with each stage's summary. Rolled back (or
+    rolling back), aborted, or a release that rolled a feature back:
+    ``pipeline.failed`` with the reason, later stages' drafts aborted.
+    """
+    stages = PipelineStage.objects.select_related("environment")
+    if rollout_id is not None:
+        stage = stages.filter(rollout_id=rollout_id).first()
+    else:
+        stage = stages.filter(release_id=release_id).first()
+    if stage is None:
+        return None
+    pipeline = lock_pipeline(stage.pipeline_id)
+    if pipeline.is_terminal:
+        return pipeline
+    target = (
+        Rollout.objects.get(pk=rollout_id)
+        if rollout_id is not None
+        else Release.objects.get(pk=release_id)
+    )
+    failure = _stage_failure(stage, target)
+    if failure is not None:
+        _fail(
+            pipeline,
+            actor=actor,
+            reason=f"stage {stage.index + 1} ({stage.environment.key}) failed: "
+            f"{failure}",
+            details={"stage": _stage_info(stage)},
+        )
+        return pipeline
+    if stage.index != pipeline.current_stage:
+        return pipeline  # completed out of turn (started by hand): the start decides
+    count = PipelineStage.objects.filter(pipeline=pipeline).count()
+    done = {**_stage_info(stage), "status": target.status}
+    summary = dict(pipeline.summary or {})
+    summary["stages"] = [*summary.get("stages", []), done]
+    pipeline.summary = summary
+    before = pipeline.status
+    if stage.index == count - 1:
+        pipeline.status = PipelineStatus.COMPLETED
+        pipeline.finished_at = clock.now()
+        save_pipeline(pipeline, "status", "finished_at", "summary")
+        record_audit_event(
+            actor=actor,
+            action="pipeline.completed",
+            target=pipeline,
+            before={"status": before},
+            after={"status": pipeline.status},
+            details={
+                "stages": summary["stages"],
+                "evidence": pipeline_evidence(pipeline),
+            },
+        )
+        return pipeline
+    pipeline.current_stage = stage.index + 1
+    fields = ["current_stage", "summary"]
+    if pipeline.requires_approval:
+        pipeline.status = PipelineStatus.AWAITING_APPROVAL
+        fields.append("status")
+    save_pipeline(pipeline, *fields)
+    record_audit_event(
+        actor=actor,
+        action=(
+            "pipeline.awaiting_approval"
+            if pipeline.requires_approval
+            else "pipeline.stage_completed"
+        ),
+        target=pipeline,
+        before={"status": before, "stage": stage.index},
+        after={"status": pipeline.status, "stage": pipeline.current_stage},
+        details={"completed": done},
+    )
+    if not pipeline.requires_approval:
+        queue_stage_start(pipeline.pk, pipeline.current_stage)
+    return pipeline
