@@ -27,6 +27,9 @@ from tests.canary_controller.conftest import answers
 Status = RolloutStatus
 START = dt.datetime(2026, 12, 1, 6, 0, tzinfo=dt.UTC)
 FLEET = [f"rm-{i:03d}" for i in range(40)]
+# An interaction makes merchants of one arm unlike each other (half hurt,
+# half not): the merchant-level bounds need more merchants to be sure.
+BIG_FLEET = [f"rm-{i:03d}" for i in range(100)]
 PILOT = "rm-000"
 KEYS = ["queue_ai_enrichment", "analytics_forecasting", "export_scheduling"]
 STEP = 30
@@ -65,22 +68,39 @@ def _phases(*, pilot_first: bool) -> list[dict]:
 
 class Traffic:
     """Every merchant's requests; a request served ``bad``'s treatment
-    fails ``extra`` more often."""
+    fails ``extra`` more often (``both``: only when it is served the
+    treatment of both flags named)."""
 
-    def __init__(self, environment, *, bad: str, extra: float) -> None:
+    def __init__(
+        self,
+        environment,
+        *,
+        bad: str,
+        extra: float,
+        both: tuple[str, str] = (),
+        fleet: list[str] = FLEET,
+    ) -> None:
         self.environment = environment
-        self.bad, self.extra = bad, extra
+        self.fleet = fleet
+        self.bad, self.extra, self.both = bad, extra, both
         self.rng = random.Random(11)
 
+    def _hurts(self, flags: dict[str, str]) -> bool:
+        if self.both:
+            return all(flags[key] == "on" for key in self.both)
+        return flags[self.bad] == "on"
+
     def report(self, start, end, per_minute: float, *, served=None) -> None:
-        served = served or {key: answers(self.environment, key, FLEET) for key in KEYS}
+        served = served or {
+            key: answers(self.environment, key, self.fleet) for key in KEYS
+        }
         span = (end - start).total_seconds()
         events = []
-        for merchant in FLEET:
+        for merchant in self.fleet:
             flags = {
                 key: "on" if served[key][merchant] is True else "off" for key in KEYS
             }
-            rate = 0.01 + (self.extra if flags[self.bad] == "on" else 0.0)
+            rate = 0.01 + (self.extra if self._hurts(flags) else 0.0)
             for _ in range(max(1, round(per_minute * span / 60))):
                 at = start + dt.timedelta(seconds=self.rng.random() * span)
                 events.append(
@@ -107,9 +127,19 @@ def release_fleet(production, flag_factory, merchant_factory):
     return production
 
 
-def _run(environment, fake, *, pilot_first: bool, extra: float) -> Release:
-    traffic = Traffic(environment, bad="analytics_forecasting", extra=extra)
-    off = {key: dict.fromkeys(FLEET, False) for key in KEYS}
+def _run(
+    environment,
+    fake,
+    *,
+    pilot_first: bool,
+    extra: float,
+    both: tuple = (),
+    fleet: list[str] = FLEET,
+) -> Release:
+    traffic = Traffic(
+        environment, bad="analytics_forecasting", extra=extra, both=both, fleet=fleet
+    )
+    off = {key: dict.fromkeys(fleet, False) for key in KEYS}
     traffic.report(START - dt.timedelta(hours=4), START, per_minute=0.5, served=off)
     release = release_create(
         actor=SYSTEM,
@@ -251,3 +281,34 @@ def test_release__healthy__members_advance_in_lockstep(release_fleet, transactio
     assert len({tuple(v) for v in times.values()}) == 1
     finished = {m.finished_at for m in members}
     assert len(finished) == 1
+
+
+def test_release__harm_only_with_two_flags_together__whole_release_as_interaction(
+    release_fleet, merchant_factory, transactional_db
+):
+    # Given: requests fail 30 points more often only when served both
+    # queue_ai_enrichment and analytics_forecasting (neither alone hurts)
+    for key in BIG_FLEET[len(FLEET) :]:
+        merchant_factory(key)
+    fake = clock.FakeClock(START)
+    with clock.swapped(fake):
+        # When
+        release = _run(
+            release_fleet,
+            fake,
+            pilot_first=False,
+            extra=0.30,
+            both=("queue_ai_enrichment", "analytics_forecasting"),
+            fleet=BIG_FLEET,
+        )
+    # Then: the regression belongs to the combination: all three roll back,
+    # and the reason names the interaction
+    statuses = {m.flag.key: m.status for m in release_members(release)}
+    assert set(statuses.values()) == {Status.ROLLED_BACK}
+    started = AuditEvent.objects.get(
+        target_id=str(release.pk), action="release.rollback_started"
+    )
+    attribution = started.details["attribution"]
+    assert attribution["scope"] == "whole"
+    assert "interaction" in attribution["reason"]
+    assert attribution["evidence"]["interactions"]
