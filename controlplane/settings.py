@@ -240,6 +240,7 @@ SPECTACULAR_SETTINGS = {
         "DeploymentStatusEnum": "rollback.models.DeploymentStatus",
         "RollbackRunStatusEnum": "rollback.models.RunStatus",
         "RollbackStepStatusEnum": "rollback.models.StepStatus",
+        "PipelineStatusEnum": "canary.pipeline_models.PipelineStatus",
     },
 }
 
