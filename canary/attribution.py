@@ -122,7 +122,7 @@ def interaction(
         return answer
     z = difference / math.sqrt(variance)
     answer.update(
-        difference=_unit(metric, difference) if metric == ERROR_RATE else difference,
+        difference=difference,
         z=z,
         testable=True,
         significant=abs(z) > _NORMAL.inv_cdf(1 - alpha / 2),

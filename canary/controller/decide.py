@@ -10,12 +10,15 @@ rollout is handed to ``canary.controller.rollbacks``.
 
 from __future__ import annotations
 
-import datetime as dt
-
 from django.db import transaction
 
 from canary import clock, metrics
-from canary.controller.explain import evidence_summary, explain, explain_checks
+from canary.controller.explain import (
+    evidence_summary,
+    explain,
+    explain_checks,
+    rollback_cause,
+)
 from canary.controller.release_decide import release_decide
 from canary.controller.rollbacks import (
     rollback_ended,
@@ -237,14 +240,7 @@ def _fail(rollout: Rollout, decision: GateDecision) -> dict | None:
         details=details,
     )
     if on_failure != "pause":
-        breaches = [
-            dt.datetime.fromisoformat(item["first_breach_at"])
-            for item in explained
-            if item.get("first_breach_at")
-        ]
-        seconds = (clock.now() - min(breaches)).total_seconds() if breaches else None
-        worst = next((i for i in explained if i["on_failure"] == on_failure), None)
-        cause = worst["provider"] if worst else "unknown"
+        cause, seconds = rollback_cause(explained, on_failure)
         transaction.on_commit(
             lambda: metrics.automatic_rollback_counted(cause, seconds)
         )

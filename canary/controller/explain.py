@@ -11,6 +11,9 @@ when a phase advances;
 
 from __future__ import annotations
 
+import datetime as dt
+
+from canary import clock
 from canary.health import GateDecision, answer_of
 from canary.models import (
     CheckMode,
@@ -172,3 +175,17 @@ def explain(decision: GateDecision, explained: list[dict]) -> str:
     if explained:
         return "; ".join(_sentence(item) for item in explained)
     return "; ".join(decision.reasons)
+
+
+def rollback_cause(explained: list[dict], on_failure: str) -> tuple[str, float | None]:
+    """Return what an automatic rollback is counted under: the provider of
+    the check that asked for ``on_failure`` ("unknown" without one), and
+    the seconds since the first breach among ``explained`` (None: none)."""
+    breaches = [
+        dt.datetime.fromisoformat(item["first_breach_at"])
+        for item in explained
+        if item.get("first_breach_at")
+    ]
+    seconds = (clock.now() - min(breaches)).total_seconds() if breaches else None
+    worst = next((i for i in explained if i["on_failure"] == on_failure), None)
+    return (worst["provider"] if worst else "unknown"), seconds

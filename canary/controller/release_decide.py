@@ -16,12 +16,15 @@ decide next tick) and reads every member's gate from the locked rows:
 
 from __future__ import annotations
 
-import datetime as dt
-
 from django.db import transaction
 
 from canary import attribution, clock, metrics
-from canary.controller.explain import evidence_summary, explain, explain_checks
+from canary.controller.explain import (
+    evidence_summary,
+    explain,
+    explain_checks,
+    rollback_cause,
+)
 from canary.health import GateAction, GateDecision
 from canary.models import CheckRun, HealthCheck, Phase, Rollout, TargetType
 from canary.services import rollout_advance, rollout_gate
@@ -158,19 +161,6 @@ def _interactions(member: Rollout, checks: tuple[str, ...]) -> dict[str, dict]:
     return out
 
 
-def _cause(explained: list[dict], on_failure: str) -> tuple[str, float | None]:
-    """Return the provider that failed and the seconds since its first
-    breach, as ``decide._fail`` counts an automatic rollback."""
-    breaches = [
-        dt.datetime.fromisoformat(item["first_breach_at"])
-        for item in explained
-        if item.get("first_breach_at")
-    ]
-    seconds = (clock.now() - min(breaches)).total_seconds() if breaches else None
-    worst = next((i for i in explained if i["on_failure"] == on_failure), None)
-    return (worst["provider"] if worst else "unknown"), seconds
-
-
 def _roll_back(
     rollout: Rollout, members: list[Rollout], gates: dict[int, GateDecision]
 ) -> dict | None:
@@ -197,7 +187,7 @@ def _roll_back(
         gate = gates[member.pk]
         if key in worse:
             explained = explain_checks(member, gate.checks)
-            counted.append(_cause(explained, on_failure))
+            counted.append(rollback_cause(explained, on_failure))
             reasons[key] = (
                 f"automatic rollback level {on_failure.rsplit('_', 1)[1]} "
                 f"({answer.scope} release rollback): {explain(gate, explained)}"
