@@ -20,6 +20,7 @@ from canary.models import (
     CheckRun,
     HealthCheck,
     Phase,
+    Release,
     Rollout,
     RolloutStatus,
     TargetType,
@@ -159,18 +160,30 @@ def _release_context(
     ``exclude_merchants``, the release's pilot merchants: they hold every
     member's treatment by override, not by bucketing, so they sit in one
     cell of the factorial design and would blame every member for the
-    harm of one."""
+    harm of one; and ``exclude_treated``, the ``(flag key, treatment)`` of
+    the members rolled back in this phase: the merchants served one's
+    treatment carried its harm in both of a continuing member's arms, so
+    they are left out for the rest of the phase (instead of starting the
+    continuing members' evidence again)."""
     wanted = {c.rollout_id for c in due if c.mode == CheckMode.COMPARE}
     releases = {
         r.release_id for r in rollouts if r.pk in wanted and r.release_id is not None
     }
     if not releases:
         return {}
-    members = list(
-        Rollout.objects.filter(release_id__in=releases, status__in=ACTIVE)
+    everyone = list(
+        Rollout.objects.filter(release_id__in=releases)
         .order_by("pk")
-        .values_list("pk", "release_id", "flag__key", "treatment_variation")
+        .values_list("pk", "release_id", "flag__key", "treatment_variation", "status")
     )
+    members = [row[:4] for row in everyone if row[4] in ACTIVE]
+    treatments = {(row[1], row[2]): row[3] for row in everyone}
+    rolled_back: dict[int, list[dict]] = {
+        pk: list((summary or {}).get("rolled_back") or [])
+        for pk, summary in Release.objects.filter(pk__in=releases).values_list(
+            "pk", "summary"
+        )
+    }
     phases = {
         (p.rollout_id, p.index): p
         for p in Phase.objects.filter(rollout_id__in=[r.pk for r in rollouts])
@@ -197,6 +210,12 @@ def _release_context(
                 if pk == rollout.pk:
                     pilots.extend(k for k in phase.pilot_merchants if k not in pilots)
             extra["exclude_merchants"] = tuple(pilots)
+            extra["exclude_treated"] = tuple(
+                (entry["flag"], treatments[rollout.release_id, entry["flag"]])
+                for entry in rolled_back.get(rollout.release_id, [])
+                if entry.get("phase") == rollout.current_phase
+                and (rollout.release_id, entry.get("flag")) in treatments
+            )
         out[rollout.pk] = extra
     return out
 

@@ -83,6 +83,11 @@ class MeasureContext:
     # Compare mode: merchants left out of both cohorts (a release's pilots
     # in a split phase: treated by override, not by bucketing).
     exclude_merchants: tuple[str, ...] = ()
+    # Compare mode, a release member: ``(flag key, treatment variation)`` of
+    # the members rolled back in this phase; the merchants served one's
+    # treatment in the range are left out of both cohorts (they carried
+    # that feature's harm in both arms, in expectation only).
+    exclude_treated: tuple[tuple[str, str], ...] = ()
 
 
 @runtime_checkable

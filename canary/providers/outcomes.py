@@ -263,13 +263,29 @@ class OutcomesProvider:
                 detail["previous_until"] = (
                     ctx.previous_until.isoformat() if ctx.previous_until else None
                 )
+            left_out = set(ctx.exclude_merchants)
             if ctx.exclude_merchants:
-                left_out = set(ctx.exclude_merchants)
+                detail["excluded_merchants"] = sorted(left_out)
+            if ctx.exclude_treated:
+                served = treated_by_flag(
+                    environment_key=ctx.environment_key,
+                    flags=ctx.exclude_treated,
+                    since=since,
+                    until=ctx.until,
+                    timeout=timeout,
+                )
+                # a count, not the keys: a rolled-back feature's bucket is
+                # a tenth of the registry at 10%
+                detail["excluded_treated"] = {
+                    key: len(merchants) for key, merchants in served.items()
+                }
+                for merchants in served.values():
+                    left_out.update(merchants)
+            if left_out:
                 for cohort in (TREATMENT, CONTROL):
                     windows[cohort] = {
                         k: w for k, w in windows[cohort].items() if k not in left_out
                     }
-                detail["excluded_merchants"] = sorted(left_out)
             if ctx.siblings:
                 # Read only when the comparison says worse (the release's
                 # attribution is the only reader): a query per sibling at

@@ -85,13 +85,14 @@ def release_roll_back(
         ]
         now = clock.now()
         for key in continuing:
-            # The others' evidence starts again now: their phase's events
-            # so far were served beside the rolled-back feature's harm, which
-            # reached both of their arms only in expectation. Their soak
-            # (running time) is kept; their checks must say not worse anew.
+            # The others' phase events so far were served beside the
+            # rolled-back feature's harm, which reached both of their arms
+            # in expectation only. From now on their compare checks leave
+            # out the merchants served that feature's treatment in this
+            # phase (``canary.controller.claim._release_context``), so
+            # their evidence and soak are kept; their checks must say not
+            # worse anew on the cleaned events, measured at once.
             member = members[key]
-            member.phase_started_at = now
-            member.save(update_fields=["phase_started_at", "updated_at"])
             checks_reset(rollout=member, phase_index=member.current_phase, now=now)
         phase = next(iter(members.values())).current_phase
         entries = list((release.summary or {}).get("rolled_back") or [])
@@ -119,7 +120,9 @@ def release_roll_back(
             details={
                 "rolled_back": rolled,
                 "continuing": continuing,
-                "evidence_since": now.isoformat() if continuing else None,
+                # what the continuing members' compare checks leave out
+                # for the rest of the phase
+                "excluded_treated_of": rolled if continuing else [],
                 "phase": phase,
                 "on_failure": on_failure,
                 "attribution": attribution,

@@ -17,7 +17,7 @@ import pytest
 
 from canary import clock
 from canary.controller import controller_tick
-from canary.models import Release, ReleaseStatus, Rollout, RolloutStatus
+from canary.models import CheckRun, Release, ReleaseStatus, Rollout, RolloutStatus
 from canary.services.outcomes import outcome_events_ingest
 from canary.services.releases import release_create, release_members, release_start
 from controlplane.audit.actors import SYSTEM
@@ -219,8 +219,24 @@ def test_release__one_flag_worse_at_50pct__only_it_rolled_back_rest_complete(
         "queue_ai_enrichment",
     ]
     assert partial.details["attribution"]["scope"] == "partial"
-    # ... and the others' evidence started again at the rollback
-    assert partial.details["evidence_since"] is not None
+    # ... and the others' compare checks leave out, for the rest of that
+    # phase, the merchants served the rolled-back feature's treatment
+    assert partial.details["excluded_treated_of"] == ["analytics_forecasting"]
+    measured = [
+        (run.detail or {}).get("measurement_detail") or {}
+        for run in CheckRun.objects.filter(
+            rollout=members["queue_ai_enrichment"],
+            phase_index=partial.details["phase"],
+        )
+    ]
+    cleaned = [d for d in measured if "excluded_treated" in d]
+    assert cleaned, "no compare run of a continuing member left them out"
+    assert all(d["excluded_treated"]["analytics_forecasting"] > 0 for d in cleaned)
+    faulty_runs = CheckRun.objects.filter(rollout=members["analytics_forecasting"])
+    assert not any(
+        "excluded_treated" in ((r.detail or {}).get("measurement_detail") or {})
+        for r in faulty_runs
+    )
     blamed = partial.details["estimates"]["analytics_forecasting"]["error_rate"]
     assert blamed["decision"] == "worse" and blamed["lower"] > 0
     completed = AuditEvent.objects.get(
