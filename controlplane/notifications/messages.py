@@ -30,6 +30,12 @@ _ACTION_KINDS = {
     "rollout.phase_advanced": Kind.ROLLOUT_ADVANCED,
     "rollout.rollback_escalated": Kind.ROLLOUT_ESCALATED,
     "rollout.rollback_failed": Kind.ROLLOUT_ROLLBACK_FAILED,
+    "release.started": Kind.RELEASE_STARTED,
+    "release.partially_rolled_back": Kind.RELEASE_PARTIALLY_ROLLED_BACK,
+    "release.rollback_started": Kind.RELEASE_ROLLED_BACK,
+    "release.rolled_back": Kind.RELEASE_ROLLED_BACK,
+    "release.completed": Kind.RELEASE_COMPLETED,
+    "release.aborted": Kind.RELEASE_ABORTED,
     "flag_state.killed": Kind.FLAG_KILLED,
     "flag_state.restored": Kind.FLAG_RESTORED,
 }
@@ -86,6 +92,71 @@ def _phase_text(phases: list[dict], index: Any) -> str:
     else:
         target = str(phase["name"])
     return f"phase {index + 1}/{len(phases)} ({target})"
+
+
+def _release_facts(release_id: str) -> dict[str, Any]:
+    """Return the release's name and the phases of its first member (every
+    member has the release's plan)."""
+    try:
+        release_model = apps.get_model("canary", "Release")
+    except LookupError:
+        return {}
+    name = (
+        release_model.objects.filter(pk=release_id).values_list("name", flat=True)
+    ).first()
+    if name is None:
+        return {}
+    phase_model = apps.get_model("canary", "Phase")
+    first = (
+        apps.get_model("canary", "Rollout")
+        .objects.filter(release_id=release_id)
+        .order_by("pk")
+        .values_list("pk", flat=True)
+        .first()
+    )
+    phases = list(
+        phase_model.objects.filter(rollout_id=first)
+        .order_by("index")
+        .values("index", "name", "target_type", "percentage", "pilot_merchants")
+    )
+    return {"name": name, "phases": phases}
+
+
+def _names(items: Any) -> str:
+    keys = [str(item) for item in items or []]
+    return ", ".join(keys) if keys else "none"
+
+
+def _release_line(kind: str, event: AuditEvent, facts: dict) -> str:
+    details = event.details or {}
+    head = f"release {event.target_id} '{facts.get('name') or event.target_repr}'"
+    where = _phase_text(facts.get("phases", []), details.get("phase"))
+    at = f" at {where}" if where else ""
+    reason = str(
+        (details.get("attribution") or {}).get("reason") or details.get("reason") or ""
+    ).strip()
+    if kind == Kind.RELEASE_STARTED:
+        return f"{head} started: {_names(details.get('members'))}"
+    if kind == Kind.RELEASE_PARTIALLY_ROLLED_BACK:
+        line = (
+            f"{head}: {_names(details.get('rolled_back'))} rolled back alone{at}; "
+            f"continuing: {_names(details.get('continuing'))}"
+        )
+    elif (
+        kind == Kind.RELEASE_ROLLED_BACK and event.action == "release.rollback_started"
+    ):
+        line = f"{head} rolling back every feature{at}"
+    elif kind == Kind.RELEASE_ROLLED_BACK:
+        line = f"{head} rolled back"
+    elif kind == Kind.RELEASE_COMPLETED:
+        line = (
+            f"{head} completed: deployed {_names(details.get('features_deployed'))}"
+            f"; rolled back {_names(details.get('features_rolled_back'))}"
+        )
+        return line
+    else:
+        line = f"{head} aborted"
+    return f"{line}: {reason}" if reason else line
 
 
 def _link(event: AuditEvent) -> str:
@@ -160,6 +231,24 @@ def notice_for(event: AuditEvent) -> Notice | None:
         )
         if kind == Kind.ROLLOUT_ESCALATED:
             body["level"] = details.get("level")
+    elif event.target_type == "canary.release":
+        facts = _release_facts(event.target_id)
+        line = _release_line(kind, event, facts)
+        details_phase = details.get("phase")
+        body.update(
+            release_id=int(event.target_id),
+            release=facts.get("name", event.target_repr),
+            phase=details_phase + 1 if isinstance(details_phase, int) else None,
+            phases=len(facts.get("phases", [])) or None,
+            features_deployed=details.get("features_deployed"),
+            features_rolled_back=details.get(
+                "features_rolled_back", details.get("rolled_back")
+            ),
+            continuing=details.get("continuing"),
+            reason=body["reason"]
+            or (details.get("attribution") or {}).get("reason")
+            or "",
+        )
     else:
         flag = event.target_repr.split("@", 1)[0]
         verb = "killed" if kind == Kind.FLAG_KILLED else "restored"

@@ -27,6 +27,14 @@ class Kind(models.TextChoices):
     ROLLOUT_ROLLBACK_FAILED = "rollout_rollback_failed", "Rollback failed"
     ROLLOUT_COMPLETED = "rollout_completed", "Rollout completed"
     ROLLOUT_ABORTED = "rollout_aborted", "Rollout aborted"
+    RELEASE_STARTED = "release_started", "Release started"
+    RELEASE_PARTIALLY_ROLLED_BACK = (
+        "release_partially_rolled_back",
+        "Release: a feature rolled back alone",
+    )
+    RELEASE_ROLLED_BACK = "release_rolled_back", "Release rolling back / rolled back"
+    RELEASE_COMPLETED = "release_completed", "Release completed"
+    RELEASE_ABORTED = "release_aborted", "Release aborted"
     FLAG_KILLED = "flag_killed", "Flag killed"
     FLAG_RESTORED = "flag_restored", "Flag restored"
 
