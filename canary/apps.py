@@ -12,13 +12,18 @@ class CanaryConfig(AppConfig):
 
         register_collector()
         # Gated and scheduled rollout starts (flags.changes, a layer below)
-        from canary.services import rollout_get, rollout_start_checked
-        from canary.services.releases import release_get, release_start
+        # (a pipeline's stage started so moves its pipeline)
+        from canary.services import rollout_get
+        from canary.services.pipeline_flow import (
+            gated_release_start,
+            gated_rollout_start,
+        )
+        from canary.services.releases import release_get
         from flags.changes import rollouts
 
         rollouts.register(
             get=rollout_get,
-            start=rollout_start_checked,
+            start=gated_rollout_start,
             release_get=release_get,
-            release_start=release_start,
+            release_start=gated_release_start,
         )

@@ -43,17 +43,163 @@ _ROLLOUT_FAILED = frozenset({Status.ROLLING_BACK, Status.ROLLED_BACK, Status.ABO
 
 
 def start_target(stage: PipelineStage, actor: Any, reason: str) -> Any:
-    """Run the stage's preflight(s) and start it (no transaction open)."""
+    """Start the stage's rollout or release through the four-eyes gate of
+    the stage's environment (no transaction open); return the gate's
+    ``Submission``.
+
+    Where the policy asks approvals for rollout starts, a change request
+    is created instead and nothing starts: the stage starts when the
+    request is applied (``gated_rollout_start``). Otherwise the preflight
+    runs and the target starts now.
+    """
+    from flags.changes import gate
+
     if stage.rollout_id is not None:
         from canary.services.operator import rollout_start_checked
 
-        rollout, _ = rollout_start_checked(
-            rollout_id=stage.rollout_id, actor=actor, reason=reason
+        return gate.submit(
+            actor=actor,
+            operation="rollout.start",
+            arguments={"rollout": stage.rollout_id, "reason": reason},
+            reason=reason,
+            apply=lambda: rollout_start_checked(
+                rollout_id=stage.rollout_id, actor=actor, reason=reason
+            )[0],
         )
-        return rollout
     from canary.services.releases import release_start
 
-    return release_start(release_id=stage.release_id, actor=actor, reason=reason)
+    return gate.submit(
+        actor=actor,
+        operation="release.start",
+        arguments={"release": stage.release_id, "reason": reason},
+        reason=reason,
+        apply=lambda: release_start(
+            release_id=stage.release_id, actor=actor, reason=reason
+        ),
+    )
+
+
+def pending_change(stage: PipelineStage) -> Any:
+    """Return the pending change request that would start ``stage``, or None."""
+    from flags.changes.models import ChangeRequest, ChangeRequestStatus
+
+    target = (
+        ("rollout.start", f"rollout {stage.rollout_id}")
+        if stage.rollout_id is not None
+        else ("release.start", f"release {stage.release_id}")
+    )
+    return (
+        ChangeRequest.objects.filter(
+            operation=target[0], target=target[1], status=ChangeRequestStatus.PENDING
+        )
+        .order_by("-pk")
+        .first()
+    )
+
+
+def note_pending(
+    pipeline_id: int, stage: PipelineStage, actor: Any, change: Any
+) -> Pipeline:
+    """Record that ``stage`` waits for change request ``change``."""
+    with audited_transaction():
+        pipeline = lock_pipeline(pipeline_id)
+        record_audit_event(
+            actor=actor,
+            action="pipeline.stage_awaiting_change_request",
+            target=pipeline,
+            details={
+                "stage": _stage_info(stage),
+                "change_request": change.pk,
+                "required_approvals": change.required_approvals,
+            },
+        )
+    return pipeline_get(pipeline_id)
+
+
+def _stage_of(*, rollout_id: int | None, release_id: int | None) -> Any:
+    stages = PipelineStage.objects.select_related("environment", "pipeline")
+    if rollout_id is not None:
+        return stages.filter(rollout_id=rollout_id).first()
+    return stages.filter(release_id=release_id).first()
+
+
+def target_started(
+    *, actor: Any, rollout_id: int | None = None, release_id: int | None = None
+) -> Pipeline | None:
+    """A stage's target started outside the pipeline's own start (an applied
+    change request, a scheduled start): record the stage started when it
+    is the pipeline's current one."""
+    stage = _stage_of(rollout_id=rollout_id, release_id=release_id)
+    if stage is None or stage.started_at is not None:
+        return None
+    pipeline = stage.pipeline
+    if pipeline.is_terminal or pipeline.current_stage != stage.index:
+        return None
+    action = (
+        "pipeline.started"
+        if pipeline.status == PipelineStatus.DRAFT
+        else "pipeline.stage_started"
+    )
+    reason = f"pipeline {pipeline.pk}: stage {stage.index + 1} started by its change"
+    return mark_started(pipeline.pk, stage, actor, action, reason)
+
+
+def target_start_refused(
+    *,
+    actor: Any,
+    error: DomainError,
+    rollout_id: int | None = None,
+    release_id: int | None = None,
+) -> None:
+    """A stage's gated start was refused when applied: fail its pipeline, as
+    the pipeline's own start would have."""
+    from canary.services.operator import PreflightFailed
+
+    stage = _stage_of(rollout_id=rollout_id, release_id=release_id)
+    if stage is None or stage.started_at is not None:
+        return
+    with audited_transaction():
+        pipeline = lock_pipeline(stage.pipeline_id)
+        if pipeline.is_terminal or pipeline.current_stage != stage.index:
+            return
+        problems = error.report.problems if isinstance(error, PreflightFailed) else []
+        _fail(
+            pipeline,
+            actor=actor,
+            reason=f"stage {stage.index + 1} ({stage.environment.key}) did not "
+            f"start: {error.message}",
+            details={"stage": _stage_info(stage), "problems": problems},
+        )
+
+
+def gated_rollout_start(**arguments: Any) -> Any:
+    """``rollout_start_checked`` for gated and scheduled starts
+    (flags.changes), which also moves a pipeline whose stage it starts."""
+    from canary.services.operator import rollout_start_checked
+
+    rollout_id, actor = arguments["rollout_id"], arguments["actor"]
+    try:
+        result = rollout_start_checked(**arguments)
+    except DomainError as error:
+        target_start_refused(actor=actor, error=error, rollout_id=rollout_id)
+        raise
+    target_started(actor=actor, rollout_id=rollout_id)
+    return result
+
+
+def gated_release_start(**arguments: Any) -> Any:
+    """``release_start`` for gated and scheduled starts, as
+    ``gated_rollout_start``."""
+    from canary.services.releases import release_start
+
+    release_id, actor = arguments["release_id"], arguments["actor"]
+    try:
+        result = release_start(**arguments)
+    except DomainError as error:
+        target_start_refused(actor=actor, error=error, release_id=release_id)
+        raise
+    target_started(actor=actor, release_id=release_id)
+    return result
 
 
 def lock_pipeline(pipeline_id: int) -> Pipeline:
@@ -138,11 +284,11 @@ def pipeline_stage_start(
     ):
         return None
     stage = pipeline_stages(pipeline)[stage_index]
-    if stage.started_at is not None:
-        return None
+    if stage.started_at is not None or pending_change(stage) is not None:
+        return None  # a redelivery
     reason = f"pipeline {pipeline.pk}: stage {stage_index} completed"
     try:
-        start_target(stage, actor, reason)
+        outcome = start_target(stage, actor, reason)
     except DomainError as exc:
         problems = exc.report.problems if isinstance(exc, PreflightFailed) else []
         with audited_transaction():
@@ -157,6 +303,8 @@ def pipeline_stage_start(
                 details={"stage": _stage_info(stage), "problems": problems},
             )
         return pipeline_get(pipeline.pk)
+    if outcome.is_pending:
+        return note_pending(pipeline.pk, stage, actor, outcome.change_request)
     return mark_started(pipeline.pk, stage, actor, "pipeline.stage_started", reason)
 
 

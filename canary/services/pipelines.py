@@ -24,6 +24,7 @@ from canary.services.pipeline_flow import (
     abort_drafts,
     lock_pipeline,
     mark_started,
+    note_pending,
     pipeline_stage_finished,
     pipeline_stage_start,
     queue_stage_start,
@@ -256,7 +257,10 @@ def pipeline_start(*, pipeline_id: Any, actor: Any, reason: str = "") -> Pipelin
     """Start a draft pipeline: stage 0's preflight, then its start.
 
     A refused preflight raises PreflightFailed (409, with the report) and
-    leaves the pipeline a draft. A running pipeline whose current stage
+    leaves the pipeline a draft. Where stage 0's environment asks approvals
+    for rollout starts, a change request is created instead
+    (``pipeline.stage_awaiting_change_request``) and the pipeline starts
+    when it is applied; so does a later stage. A running pipeline whose current stage
     never started (its start task was lost) starts that stage now;
     otherwise a running one is returned unchanged. Raise Conflict when
     awaiting approval or finished. Writes ``pipeline.started`` (or
@@ -275,7 +279,11 @@ def pipeline_start(*, pipeline_id: Any, actor: Any, reason: str = "") -> Pipelin
     if stage.started_at is not None:
         return pipeline
     reason = reason or f"pipeline {pipeline.pk} stage {stage.index + 1}"
-    start_target(stage, actor, reason)
+    outcome = start_target(stage, actor, reason)
+    if outcome.is_pending:
+        # the stage's environment asks approvals for rollout starts: the
+        # stage (and a draft pipeline) starts when the request is applied
+        return note_pending(pipeline.pk, stage, actor, outcome.change_request)
     action = (
         "pipeline.started"
         if pipeline.status == PipelineStatus.DRAFT

@@ -220,3 +220,22 @@ def test_kill__policy_leaves_kills_immediate(flag, production, alice, two_eyes):
     # Then
     assert not outcome.is_pending
     assert _state(flag, production).killed_at is not None
+
+
+def test_create__same_change_pending__conflict_names_it(
+    flag, production, alice, bob, two_eyes
+):
+    # Given: a pending request for 25%
+    first = gate.submit(actor=alice, operation=PCT, arguments=_args()).change_request
+    # When / Then: the same change again (twice pressed, or by someone else,
+    # whatever the reason given)
+    for actor, reason in ((alice, ""), (bob, "again")):
+        with pytest.raises(Conflict, match=f"change request {first.pk} already asks"):
+            gate.submit(actor=actor, operation=PCT, arguments=_args(), reason=reason)
+    # Then: a different value is its own request; a cancelled one frees it
+    other = gate.submit(actor=alice, operation=PCT, arguments=_args(30))
+    assert other.change_request.pk != first.pk
+    services.change_request_cancel(change_request_id=first.pk, actor=alice)
+    again = gate.submit(actor=alice, operation=PCT, arguments=_args())
+    assert again.change_request.status == Status.PENDING
+    assert AuditEvent.objects.filter(action="change_request.created").count() == 3

@@ -128,10 +128,36 @@ def change_request_create(
         **author_fields(actor),
     )
     with audited_transaction(chains=[environment_chain(environment.key)]):
+        # Under the environment's chain lock: two presses of the same
+        # button cannot both pass this check.
+        twin = next(
+            (
+                pk
+                for pk, given in ChangeRequest.objects.filter(
+                    environment=environment,
+                    operation=op.name,
+                    target=change.target,
+                    status=Status.PENDING,
+                ).values_list("pk", "arguments")
+                if _asks(given) == _asks(arguments)
+            ),
+            None,
+        )
+        if twin is not None:
+            raise Conflict(
+                f"change request {twin} already asks for this change and is "
+                "pending: review or cancel it",
+                field="operation",
+            )
         change.full_clean()
         change.save()
         _audit(change, actor, "created", required_approvals=change.required_approvals)
     return change
+
+
+def _asks(arguments: Any) -> dict:
+    """Return what a change asks for: its arguments but the reason."""
+    return {k: v for k, v in dict(arguments or {}).items() if k != "reason"}
 
 
 def _target(op: Operation, arguments: dict) -> str:
