@@ -29,6 +29,7 @@ from canary.templates_data import PLANS
 from controlplane.audit.actors import Actor, actor_for_user
 from controlplane.audit.admin import audit_history_url
 from controlplane.exceptions import DomainError
+from flags.changes import gate
 from flags.models import Environment, Flag
 
 
@@ -330,9 +331,13 @@ class PipelineAdmin(admin.ModelAdmin):
                     request, f"{spec.label} refused: {exc.message}", messages.ERROR
                 )
             else:
+                change = services.pipeline_pending_change(pipeline)
                 self.message_user(
                     request,
-                    f"{spec.label}: pipeline {pipeline.pk} is now {pipeline.status}.",
+                    gate.pending_message(change)
+                    if change is not None
+                    else f"{spec.label}: pipeline {pipeline.pk} is now "
+                    f"{pipeline.status}.",
                     messages.SUCCESS,
                 )
             return HttpResponseRedirect(change_url)

@@ -22,6 +22,8 @@ from canary.models import Pipeline, PipelineStatus
 from canary.services import pipelines as services
 from controlplane.api.pagination import Pagination
 from controlplane.api.permissions import HasModelPermission, request_actor
+from flags.changes.api.views import pending_response
+from flags.changes.gate import Submission
 
 TAGS = ["pipelines"]
 
@@ -115,10 +117,15 @@ class PipelineStartApi(PipelineCommandApi):
     @_command(
         "start",
         "Run the first stage's preflight and start it; 409 with the preflight "
-        "report when refused (the pipeline stays a draft).",
+        "report when refused (the pipeline stays a draft); 202 with a change "
+        "request when the stage's environment asks approvals of rollout starts.",
     )
     def post(self, request: Request, pk: int) -> Response:
-        return super().post(request, pk)
+        response = super().post(request, pk)
+        change = services.pipeline_pending_change(services.pipeline_get(pk))
+        if change is not None:  # the stage's environment asks approvals
+            return pending_response(Submission(change_request=change))
+        return response
 
     def run(self, **kwargs: Any) -> Pipeline:
         return services.pipeline_start(**kwargs)

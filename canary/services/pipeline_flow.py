@@ -97,6 +97,16 @@ def pending_change(stage: PipelineStage) -> Any:
     )
 
 
+def pipeline_pending_change(pipeline: Pipeline) -> Any:
+    """Return the pending change request its current stage waits for to
+    start, or None (started, or not gated)."""
+    stages = pipeline_stages(pipeline)
+    if pipeline.is_terminal or not 0 <= pipeline.current_stage < len(stages):
+        return None
+    stage = stages[pipeline.current_stage]
+    return None if stage.started_at is not None else pending_change(stage)
+
+
 def note_pending(
     pipeline_id: int, stage: PipelineStage, actor: Any, change: Any
 ) -> Pipeline:

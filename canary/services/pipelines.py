@@ -25,6 +25,7 @@ from canary.services.pipeline_flow import (
     lock_pipeline,
     mark_started,
     note_pending,
+    pipeline_pending_change,
     pipeline_stage_finished,
     pipeline_stage_start,
     queue_stage_start,
@@ -66,6 +67,7 @@ __all__ = [
     "pipeline_stage_finished",
     "pipeline_stage_start",
     "pipeline_stages",
+    "pipeline_pending_change",
     "pipeline_start",
 ]
 

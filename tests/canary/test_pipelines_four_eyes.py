@@ -97,3 +97,36 @@ def test_pipeline_start__staging_gated__draft_until_applied_twice_pressed_confli
     assert pipeline.status == PipelineStatus.RUNNING
     assert stage_rollout(pipeline, 0).status == Status.RUNNING
     assert actions(pipeline)[-1] == "pipeline.started"
+
+
+def test_pipeline_start_api_and_command__gated_stage__202_and_pending_line(flag):
+    # Given: staging asks one approval of rollout starts; two drafts
+    from io import StringIO
+
+    from django.contrib.auth.models import Permission, User
+    from django.core.management import call_command
+    from django.test import Client
+
+    _policy("staging", 1)
+    user = User.objects.create_user("dana", password="x")
+    user.user_permissions.add(
+        *Permission.objects.filter(codename__in=["view_pipeline", "change_pipeline"])
+    )
+    api = Client()
+    api.force_login(user)
+    first, second = make_pipeline(flag=flag.key), make_pipeline(flag=flag.key)
+    # When: one started over the API, the other at the command line
+    response = api.post(
+        f"/api/v1/pipelines/{first.pk}/start", data={}, content_type="application/json"
+    )
+    out = StringIO()
+    call_command("pipeline", "start", str(second.pk), stdout=out, stderr=StringIO())
+    # Then: 202 with the change request; the command prints the pending line
+    assert response.status_code == 202, response.content
+    body = response.json()
+    change = ChangeRequest.objects.get(pk=body["change_request"]["id"])
+    assert change.target == f"rollout {stage_rollout(first, 0).pk}"
+    assert "approval" in body["detail"]
+    other = ChangeRequest.objects.exclude(pk=change.pk).get()
+    assert f"change request {other.pk} created" in out.getvalue()
+    assert {stage_rollout(p, 0).status for p in (first, second)} == {Status.DRAFT}

@@ -27,6 +27,7 @@ from canary.services.operator import PreflightFailed
 from controlplane.audit.actors import actor_for_cli
 from controlplane.exceptions import DomainError
 from controlplane.management.commands._output import OutputCommand
+from flags.changes import gate
 
 
 def _value(value: Any) -> str:
@@ -222,6 +223,10 @@ class Command(OutputCommand):
         pipeline = services.pipeline_start(
             pipeline_id=options["id"], actor=actor_for_cli(), reason=options["reason"]
         )
+        change = services.pipeline_pending_change(pipeline)
+        if change is not None:  # the stage's environment asks approvals
+            self.stdout.write(gate.pending_message(change))
+            return
         self.stdout.write(
             f"pipeline {pipeline.pk} {pipeline.status}: stage "
             f"{pipeline.current_stage + 1} started"
