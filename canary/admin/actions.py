@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-
-from django import forms
-
 from canary import services
 from canary.admin.forms import (
     FailPhaseForm,
@@ -14,6 +9,7 @@ from canary.admin.forms import (
     RequiredReasonForm,
     RollbackForm,
 )
+from canary.admin.object_actions import ObjectAction
 from canary.models import Rollout, RolloutStatus
 from canary.transitions import ACTIVE
 from controlplane.audit.actors import Actor
@@ -24,28 +20,8 @@ Status = RolloutStatus
 ROLLOUT_START = "rollout.start"
 
 
-@dataclass(frozen=True)
-class RolloutAction:
-    """One button: its confirmation page and the service it calls."""
-
-    name: str
-    label: str
-    intro: str
-    form_class: type[forms.Form]
-    # The changed rollout, or the change request four-eyes made of it.
-    apply: Callable[[Actor, Rollout, dict], Rollout | ChangeRequest]
-    shown_for: frozenset[str]
-    # A further condition on the rollout (None: its status is enough).
-    shown_if: Callable[[Rollout], bool] | None = None
-    # Destructive: styled as a danger button and confirmed in the browser.
-    is_destructive: bool = False
-    # The change operation an approval policy may gate (None: never gated).
-    operation: str | None = None
-
-    def is_shown(self, rollout: Rollout) -> bool:
-        return rollout.status in self.shown_for and (
-            self.shown_if is None or self.shown_if(rollout)
-        )
+# The rollout page's buttons are the admin's object actions.
+RolloutAction = ObjectAction
 
 
 def _start(actor: Actor, rollout: Rollout, data: dict) -> Rollout | ChangeRequest:

@@ -8,8 +8,6 @@ Nothing here assigns a field: the buttons and the add page call
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from django import forms
@@ -17,64 +15,53 @@ from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db.models import Count, QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
-from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
-from django.urls import path, reverse
+from django.urls import reverse
 
 from canary.admin.display import tone_html, when_html
 from canary.admin.forms import ReasonForm
+from canary.admin.object_actions import ObjectAction, ObjectActionsMixin
 from canary.models import Pipeline, PipelineStatus
 from canary.services import pipelines as services
 from canary.templates_data import PLANS
-from controlplane.audit.actors import Actor, actor_for_user
+from controlplane.audit.actors import actor_for_user
 from controlplane.audit.admin import audit_history_url
 from controlplane.exceptions import DomainError
-from flags.changes import gate
 from flags.models import Environment, Flag
 
-
-@dataclass(frozen=True)
-class PipelineAction:
-    """One button: its confirmation page and the service it calls."""
-
-    name: str
-    label: str
-    intro: str
-    apply: Callable[[Actor, Pipeline, str], Pipeline]
-    shown_for: frozenset[str]
-    is_destructive: bool = False
-
-
-ACTIONS: dict[str, PipelineAction] = {
+ACTIONS: dict[str, ObjectAction] = {
     action.name: action
     for action in (
-        PipelineAction(
+        ObjectAction(
             "start",
             "Start",
             "The first stage's preflight runs, then its rollout or release starts. "
             "Each later stage starts when the one before it completed.",
-            lambda actor, p, reason: services.pipeline_start(
-                pipeline_id=p.pk, actor=actor, reason=reason
+            ReasonForm,
+            lambda actor, p, d: services.pipeline_start(
+                pipeline_id=p.pk, actor=actor, reason=d.get("reason", "")
             ),
             frozenset({PipelineStatus.DRAFT}),
         ),
-        PipelineAction(
+        ObjectAction(
             "approve",
             "Approve",
             "The next stage starts after its preflight. The pipeline's creator "
             "cannot approve it.",
-            lambda actor, p, reason: services.pipeline_approve(
-                pipeline_id=p.pk, actor=actor, reason=reason
+            ReasonForm,
+            lambda actor, p, d: services.pipeline_approve(
+                pipeline_id=p.pk, actor=actor, reason=d.get("reason", "")
             ),
             frozenset({PipelineStatus.AWAITING_APPROVAL}),
         ),
-        PipelineAction(
+        ObjectAction(
             "abort",
             "Abort",
             "The running stage and every stage not started are aborted; each "
             "flag goes back as captured at its start.",
-            lambda actor, p, reason: services.pipeline_abort(
-                pipeline_id=p.pk, actor=actor, reason=reason
+            ReasonForm,
+            lambda actor, p, d: services.pipeline_abort(
+                pipeline_id=p.pk, actor=actor, reason=d.get("reason", "")
             ),
             frozenset(
                 {
@@ -153,7 +140,7 @@ def _with_urls(evidence: list[dict]) -> list[dict]:
 
 
 @admin.register(Pipeline)
-class PipelineAdmin(admin.ModelAdmin):
+class PipelineAdmin(ObjectActionsMixin, admin.ModelAdmin):
     list_display = ["id", "name", "status_badge", "stage", "approval", "started"]
     list_filter = ["status"]
     search_fields = ["name"]
@@ -216,18 +203,16 @@ class PipelineAdmin(admin.ModelAdmin):
     def finished(self, pipeline: Pipeline) -> str:
         return when_html(pipeline.finished_at)
 
-    def _may_act(self, request: HttpRequest) -> bool:
-        return request.user.has_perm("canary.change_pipeline")
+    object_actions = ACTIONS
+
+    def action_summary(self, pipeline: Pipeline) -> str:
+        return f"{pipeline.name}: {pipeline.status}, stage {pipeline.current_stage + 1}"
+
+    def pending_change(self, pipeline: Pipeline) -> Any:
+        return services.pipeline_pending_change(pipeline)
 
     def get_urls(self) -> list:
-        return [
-            path(
-                "<int:object_id>/do/<slug:action>/",
-                self.admin_site.admin_view(self.action_view),
-                name="canary_pipeline_action",
-            ),
-            *super().get_urls(),
-        ]
+        return [*self.object_action_urls(), *super().get_urls()]
 
     def changeform_view(
         self,
@@ -247,20 +232,9 @@ class PipelineAdmin(admin.ModelAdmin):
             extra_context["audit_history_url"] = audit_history_url(
                 target_type="canary.pipeline", target_id=str(pipeline.pk)
             )
-            if self._may_act(request):
-                extra_context["pipeline_actions"] = [
-                    {
-                        "label": action.label,
-                        "url": reverse(
-                            "admin:canary_pipeline_action", args=[pipeline.pk, name]
-                        ),
-                        "is_destructive": action.is_destructive,
-                        "confirm_text": f"{action.label} pipeline {pipeline.pk} "
-                        f"({pipeline.name})?",
-                    }
-                    for name, action in ACTIONS.items()
-                    if pipeline.status in action.shown_for
-                ]
+            extra_context["pipeline_actions"] = self.object_action_links(
+                request, pipeline
+            )
         return super().changeform_view(request, object_id, form_url, extra_context)
 
     def add_view(
@@ -306,54 +280,5 @@ class PipelineAdmin(admin.ModelAdmin):
             "intro": "Each stage's rollout (one flag) or release (several) is created "
             "as a draft; start the pipeline from its page.",
             "submit_label": "Create draft",
-        }
-        return TemplateResponse(request, "admin/canary/rollout/form_page.html", context)
-
-    def action_view(
-        self, request: HttpRequest, object_id: int, action: str
-    ) -> HttpResponse:
-        """GET: the confirmation page. POST: call the service, back to the page."""
-        spec = ACTIONS.get(action)
-        pipeline = get_object_or_404(Pipeline, pk=object_id)
-        if spec is None:
-            raise PermissionDenied(f"unknown action {action!r}")
-        if not self._may_act(request):
-            raise PermissionDenied
-        change_url = reverse("admin:canary_pipeline_change", args=[pipeline.pk])
-        form = ReasonForm(request.POST if request.method == "POST" else None)
-        if request.method == "POST" and form.is_valid():
-            try:
-                pipeline = spec.apply(
-                    actor_for_user(request.user), pipeline, form.cleaned_data["reason"]
-                )
-            except DomainError as exc:
-                self.message_user(
-                    request, f"{spec.label} refused: {exc.message}", messages.ERROR
-                )
-            else:
-                change = services.pipeline_pending_change(pipeline)
-                self.message_user(
-                    request,
-                    gate.pending_message(change)
-                    if change is not None
-                    else f"{spec.label}: pipeline {pipeline.pk} is now "
-                    f"{pipeline.status}.",
-                    messages.SUCCESS,
-                )
-            return HttpResponseRedirect(change_url)
-        context = {
-            **self.admin_site.each_context(request),
-            "title": f"{spec.label}: pipeline {pipeline.pk}?",
-            "opts": self.model._meta,
-            "original": pipeline,
-            "form": form,
-            "intro": spec.intro,
-            "summary": f"{pipeline.name}: {pipeline.status}, stage "
-            f"{pipeline.current_stage + 1}",
-            "submit_label": f"Yes, {spec.label.lower()}",
-            "is_destructive": spec.is_destructive,
-            "confirm_text": f"{spec.label}: pipeline {pipeline.pk} ({pipeline.name})? "
-            "This cannot be undone.",
-            "cancel_url": change_url,
         }
         return TemplateResponse(request, "admin/canary/rollout/form_page.html", context)

@@ -10,23 +10,20 @@ through the four-eyes gate like the API's.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
-from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
-from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
-from django.urls import path, reverse
+from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
 from canary.admin.display import phase_text, tone_html, when_html
 from canary.admin.forms import ReasonForm, RequiredReasonForm
+from canary.admin.object_actions import ObjectAction, ObjectActionsMixin
 from canary.admin.release_forms import ReleaseCreateForm
 from canary.models import Release, ReleaseStatus
 from canary.release_selectors import (
@@ -45,19 +42,6 @@ from flags.changes import gate
 AUDIT_EVENTS_SHOWN = 50
 
 
-@dataclass(frozen=True)
-class ReleaseAction:
-    """One button: its confirmation page and the service it calls."""
-
-    name: str
-    label: str
-    intro: str
-    form_class: type[forms.Form]
-    apply: Callable[[Actor, Release, dict], Any]
-    shown_for: frozenset[str]
-    is_destructive: bool = False
-
-
 def _start(actor: Actor, release: Release, data: dict) -> Any:
     reason = data.get("reason", "")
     return gate.submit(  # four-eyes may turn it into a change request
@@ -71,10 +55,10 @@ def _start(actor: Actor, release: Release, data: dict) -> Any:
 
 
 _LIVE = frozenset({ReleaseStatus.RUNNING})
-ACTIONS: dict[str, ReleaseAction] = {
+ACTIONS: dict[str, ObjectAction] = {
     action.name: action
     for action in (
-        ReleaseAction(
+        ObjectAction(
             "start",
             "Start",
             "Every member's preflight runs first; any refusal starts nothing. "
@@ -84,7 +68,7 @@ ACTIONS: dict[str, ReleaseAction] = {
             _start,
             frozenset({ReleaseStatus.DRAFT}),
         ),
-        ReleaseAction(
+        ObjectAction(
             "pause",
             "Pause",
             "Every running member stops advancing. Checks keep running, and a "
@@ -95,7 +79,7 @@ ACTIONS: dict[str, ReleaseAction] = {
             ),
             _LIVE,
         ),
-        ReleaseAction(
+        ObjectAction(
             "resume",
             "Resume",
             "Every paused member runs again.",
@@ -105,7 +89,7 @@ ACTIONS: dict[str, ReleaseAction] = {
             ),
             _LIVE,
         ),
-        ReleaseAction(
+        ObjectAction(
             "approve",
             "Approve",
             "Approve leaving the current phase, for every active member.",
@@ -115,7 +99,7 @@ ACTIONS: dict[str, ReleaseAction] = {
             ),
             _LIVE,
         ),
-        ReleaseAction(
+        ObjectAction(
             "abort",
             "Abort",
             "Every member not finished ends, and each flag's state and pilot "
@@ -156,7 +140,7 @@ def _table(table_id: str, head: tuple[str, ...], rows: list[tuple]) -> SafeStrin
 
 
 @admin.register(Release)
-class ReleaseAdmin(admin.ModelAdmin):
+class ReleaseAdmin(ObjectActionsMixin, admin.ModelAdmin):
     list_display = [
         "id",
         "name",
@@ -197,8 +181,16 @@ class ReleaseAdmin(admin.ModelAdmin):
         # Counts as annotations: a constant number of queries per page.
         return release_counts(super().get_queryset(request))
 
-    def _may_act(self, request: HttpRequest) -> bool:
-        return request.user.has_perm("canary.change_release")
+    object_actions = ACTIONS
+
+    def action_queryset(self) -> QuerySet:
+        return release_counts(Release.objects.select_related("environment"))
+
+    def action_summary(self, release: Release) -> str:
+        return (
+            f"{release.name} in {release.environment.key}, {release.status}, "
+            f"{release.member_count} members"
+        )
 
     # -- columns --------------------------------------------------------------
 
@@ -315,15 +307,7 @@ class ReleaseAdmin(admin.ModelAdmin):
     # -- pages ----------------------------------------------------------------
 
     def get_urls(self) -> list:
-        info = self.model._meta.app_label, self.model._meta.model_name
-        return [
-            path(
-                "<int:object_id>/do/<slug:action>/",
-                self.admin_site.admin_view(self.action_view),
-                name="{}_{}_action".format(*info),
-            ),
-            *super().get_urls(),
-        ]
+        return [*self.object_action_urls(), *super().get_urls()]
 
     def changeform_view(
         self,
@@ -335,18 +319,9 @@ class ReleaseAdmin(admin.ModelAdmin):
         extra_context = dict(extra_context or {})
         if object_id is not None:
             release = self.get_object(request, admin.utils.unquote(object_id))
-            if release is not None and self._may_act(request):
-                extra_context["release_actions"] = [
-                    {
-                        "label": action.label,
-                        "url": reverse(
-                            "admin:canary_release_action", args=[release.pk, name]
-                        ),
-                        "is_destructive": action.is_destructive,
-                    }
-                    for name, action in ACTIONS.items()
-                    if release.status in action.shown_for
-                ]
+            extra_context["release_actions"] = self.object_action_links(
+                request, release
+            )
             extra_context["audit_history_url"] = audit_history_url(
                 target_type="canary.release", target_id=object_id
             )
@@ -399,56 +374,5 @@ class ReleaseAdmin(admin.ModelAdmin):
             "intro": "One draft rollout per flag, all with the same plan; the "
             "release is created as a draft, start it from its page.",
             "submit_label": "Create draft",
-        }
-        return TemplateResponse(request, "admin/canary/rollout/form_page.html", context)
-
-    def action_view(
-        self, request: HttpRequest, object_id: int, action: str
-    ) -> HttpResponse:
-        """GET: the confirmation page. POST: call the service, back to the release."""
-        spec = ACTIONS.get(action)
-        release = get_object_or_404(
-            release_counts(Release.objects.select_related("environment")),
-            pk=object_id,
-        )
-        if spec is None:
-            raise PermissionDenied(f"unknown action {action!r}")
-        if not self._may_act(request):
-            raise PermissionDenied
-        change_url = reverse("admin:canary_release_change", args=[release.pk])
-        form = spec.form_class(request.POST if request.method == "POST" else None)
-        if request.method == "POST" and form.is_valid():
-            try:
-                result = spec.apply(
-                    actor_for_user(request.user), release, form.cleaned_data
-                )
-            except DomainError as exc:
-                self.message_user(
-                    request, f"{spec.label} refused: {exc.message}", messages.ERROR
-                )
-            else:
-                if getattr(result, "is_pending", False):
-                    text = gate.pending_message(result.change_request)
-                else:
-                    result = getattr(result, "result", result)
-                    text = f"{spec.label}: release {result.pk} is now {result.status}."
-                self.message_user(request, text, messages.SUCCESS)
-            return HttpResponseRedirect(change_url)
-        context = {
-            **self.admin_site.each_context(request),
-            "title": f"{spec.label}: release {release.pk}?",
-            "opts": self.model._meta,
-            "original": release,
-            "form": form,
-            "intro": spec.intro,
-            "summary": f"{release.name} in {release.environment.key}, "
-            f"{release.status}, {release.member_count} members",
-            "submit_label": f"Yes, {spec.label.lower()}",
-            "is_destructive": spec.is_destructive,
-            "confirm_text": (
-                f"{spec.label}: release {release.pk} ({release.name})? This "
-                "cannot be undone."
-            ),
-            "cancel_url": change_url,
         }
         return TemplateResponse(request, "admin/canary/rollout/form_page.html", context)

@@ -11,9 +11,8 @@ from django.db.models import CharField, Count, OuterRef, QuerySet, Subquery
 from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import Cast
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
-from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
-from django.urls import path, reverse
+from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 
 from canary import services
@@ -21,6 +20,7 @@ from canary.admin.actions import ACTIONS, RolloutAction, approvals_needed
 from canary.admin.display import phase_text, tone_html, when_html
 from canary.admin.forms import RolloutCreateForm
 from canary.admin.inlines import HealthCheckInline, PhaseInline
+from canary.admin.object_actions import ObjectActionsMixin
 from canary.admin.report_views import ReportViewsMixin
 from canary.models import CheckRun, Phase, Rollout
 from canary.services.pipeline_reads import stage_pair_evidence
@@ -28,8 +28,6 @@ from controlplane.audit.actors import actor_for_user
 from controlplane.audit.admin import audit_history_url
 from controlplane.audit.models import AuditEvent
 from controlplane.exceptions import DomainError
-from flags.changes import gate
-from flags.changes.models import ChangeRequest
 
 LATEST_RUNS = 20
 # The list's "why" column shows this much of the explanation.
@@ -69,7 +67,7 @@ def _intro(spec: RolloutAction, rollout: Rollout) -> str:
 
 
 @admin.register(Rollout)
-class RolloutAdmin(ReportViewsMixin, admin.ModelAdmin):
+class RolloutAdmin(ObjectActionsMixin, ReportViewsMixin, admin.ModelAdmin):
     list_display = [
         "id",
         "name",
@@ -149,8 +147,20 @@ class RolloutAdmin(ReportViewsMixin, admin.ModelAdmin):
             )
         )
 
-    def _may_act(self, request: HttpRequest) -> bool:
-        return request.user.has_perm("canary.change_rollout")
+    object_actions = ACTIONS
+
+    def action_queryset(self) -> QuerySet:
+        return Rollout.objects.select_related("flag", "environment")
+
+    def action_intro(self, spec: RolloutAction, rollout: Rollout) -> str:
+        return _intro(spec, rollout)
+
+    def action_summary(self, rollout: Rollout) -> str:
+        return (
+            f"{rollout.name}: {rollout.flag.key} in {rollout.environment.key}, "
+            f"{rollout.status}, "
+            f"{phase_text(rollout.current_phase, rollout.phases.count())}"
+        )
 
     @admin.display(description="phase")
     def phase(self, rollout: Rollout) -> str:
@@ -285,16 +295,7 @@ class RolloutAdmin(ReportViewsMixin, admin.ModelAdmin):
     # -- pages ----------------------------------------------------------------
 
     def get_urls(self) -> list:
-        info = self.model._meta.app_label, self.model._meta.model_name
-        return [
-            path(
-                "<int:object_id>/do/<slug:action>/",
-                self.admin_site.admin_view(self.action_view),
-                name="{}_{}_action".format(*info),
-            ),
-            *self.report_urls(),
-            *super().get_urls(),
-        ]
+        return [*self.object_action_urls(), *self.report_urls(), *super().get_urls()]
 
     def changeform_view(
         self,
@@ -306,18 +307,9 @@ class RolloutAdmin(ReportViewsMixin, admin.ModelAdmin):
         extra_context = dict(extra_context or {})
         if object_id is not None:
             rollout = self.get_object(request, admin.utils.unquote(object_id))
-            if rollout is not None and self._may_act(request):
-                extra_context["rollout_actions"] = [
-                    {
-                        "label": action.label,
-                        "url": reverse(
-                            "admin:canary_rollout_action", args=[rollout.pk, name]
-                        ),
-                        "is_destructive": action.is_destructive,
-                    }
-                    for name, action in ACTIONS.items()
-                    if action.is_shown(rollout)
-                ]
+            extra_context["rollout_actions"] = self.object_action_links(
+                request, rollout
+            )
             if rollout is not None:
                 extra_context["charts"] = self._charts(rollout)
                 # A pipeline's later stage: the earlier stage's evidence beside.
@@ -399,61 +391,5 @@ class RolloutAdmin(ReportViewsMixin, admin.ModelAdmin):
             "form": form,
             "intro": "The rollout is created as a draft; start it from its page.",
             "submit_label": "Create draft",
-        }
-        return TemplateResponse(request, "admin/canary/rollout/form_page.html", context)
-
-    def action_view(
-        self, request: HttpRequest, object_id: int, action: str
-    ) -> HttpResponse:
-        """GET: the confirmation page. POST: call the service, back to the rollout."""
-        spec = ACTIONS.get(action)
-        rollout = get_object_or_404(
-            Rollout.objects.select_related("flag", "environment"), pk=object_id
-        )
-        if spec is None:
-            raise PermissionDenied(f"unknown action {action!r}")
-        if not self._may_act(request):
-            raise PermissionDenied
-        change_url = reverse("admin:canary_rollout_change", args=[rollout.pk])
-        form = spec.form_class(request.POST if request.method == "POST" else None)
-        if request.method == "POST" and form.is_valid():
-            try:
-                outcome = spec.apply(
-                    actor_for_user(request.user), rollout, form.cleaned_data
-                )
-            except DomainError as exc:
-                self.message_user(
-                    request, f"{spec.label} refused: {exc.message}", messages.ERROR
-                )
-            else:
-                if isinstance(outcome, ChangeRequest):  # waits for approval
-                    self.message_user(
-                        request, gate.pending_message_html(outcome), messages.WARNING
-                    )
-                    return HttpResponseRedirect(change_url)
-                rollout = outcome
-                self.message_user(
-                    request,
-                    f"{spec.label}: rollout {rollout.pk} is now {rollout.status}.",
-                    messages.SUCCESS,
-                )
-            return HttpResponseRedirect(change_url)
-        context = {
-            **self.admin_site.each_context(request),
-            "title": f"{spec.label}: rollout {rollout.pk}?",
-            "opts": self.model._meta,
-            "original": rollout,
-            "form": form,
-            "intro": _intro(spec, rollout),
-            "summary": f"{rollout.name}: {rollout.flag.key} in {rollout.environment.key}, "
-            f"{rollout.status}, "
-            f"{phase_text(rollout.current_phase, rollout.phases.count())}",
-            "submit_label": f"Yes, {spec.label.lower()}",
-            "is_destructive": spec.is_destructive,
-            "confirm_text": (
-                f"{spec.label}: rollout {rollout.pk} ({rollout.name})? This cannot "
-                "be undone."
-            ),
-            "cancel_url": change_url,
         }
         return TemplateResponse(request, "admin/canary/rollout/form_page.html", context)
