@@ -182,34 +182,33 @@ def target_start_refused(
         )
 
 
+def _gated(start: Any, key: str, arguments: dict) -> Any:
+    """Call ``start`` (a gated or scheduled start of the target
+    ``arguments[key]``), then move the pipeline whose stage it is."""
+    target = {key: arguments[key]}
+    actor = arguments["actor"]
+    try:
+        result = start(**arguments)
+    except DomainError as error:
+        target_start_refused(actor=actor, error=error, **target)
+        raise
+    target_started(actor=actor, **target)
+    return result
+
+
 def gated_rollout_start(**arguments: Any) -> Any:
     """``rollout_start_checked`` for gated and scheduled starts
     (flags.changes), which also moves a pipeline whose stage it starts."""
     from canary.services.operator import rollout_start_checked
 
-    rollout_id, actor = arguments["rollout_id"], arguments["actor"]
-    try:
-        result = rollout_start_checked(**arguments)
-    except DomainError as error:
-        target_start_refused(actor=actor, error=error, rollout_id=rollout_id)
-        raise
-    target_started(actor=actor, rollout_id=rollout_id)
-    return result
+    return _gated(rollout_start_checked, "rollout_id", arguments)
 
 
 def gated_release_start(**arguments: Any) -> Any:
-    """``release_start`` for gated and scheduled starts, as
-    ``gated_rollout_start``."""
+    """``release_start`` for gated and scheduled starts, the same way."""
     from canary.services.releases import release_start
 
-    release_id, actor = arguments["release_id"], arguments["actor"]
-    try:
-        result = release_start(**arguments)
-    except DomainError as error:
-        target_start_refused(actor=actor, error=error, release_id=release_id)
-        raise
-    target_started(actor=actor, release_id=release_id)
-    return result
+    return _gated(release_start, "release_id", arguments)
 
 
 def lock_pipeline(pipeline_id: int) -> Pipeline:
