@@ -57,25 +57,28 @@ def start_target(stage: PipelineStage, actor: Any, reason: str) -> Any:
     if stage.rollout_id is not None:
         from canary.services.operator import rollout_start_checked
 
-        return gate.submit(
-            actor=actor,
-            operation="rollout.start",
-            arguments={"rollout": stage.rollout_id, "reason": reason},
-            reason=reason,
-            apply=lambda: rollout_start_checked(
+        operation, arguments = "rollout.start", {"rollout": stage.rollout_id}
+
+        def start() -> Any:
+            return rollout_start_checked(
                 rollout_id=stage.rollout_id, actor=actor, reason=reason
-            )[0],
-        )
-    from canary.services.releases import release_start
+            )[0]
+    else:
+        from canary.services.releases import release_start
+
+        operation, arguments = "release.start", {"release": stage.release_id}
+
+        def start() -> Any:
+            return release_start(
+                release_id=stage.release_id, actor=actor, reason=reason
+            )
 
     return gate.submit(
         actor=actor,
-        operation="release.start",
-        arguments={"release": stage.release_id, "reason": reason},
+        operation=operation,
+        arguments={**arguments, "reason": reason},
         reason=reason,
-        apply=lambda: release_start(
-            release_id=stage.release_id, actor=actor, reason=reason
-        ),
+        apply=start,
     )
 
 
@@ -163,7 +166,6 @@ def target_start_refused(
 ) -> None:
     """A stage's gated start was refused when applied: fail its pipeline, as
     the pipeline's own start would have."""
-    from canary.services.operator import PreflightFailed
 
     stage = _stage_of(rollout_id=rollout_id, release_id=release_id)
     if stage is None or stage.started_at is not None:
@@ -172,14 +174,24 @@ def target_start_refused(
         pipeline = lock_pipeline(stage.pipeline_id)
         if pipeline.is_terminal or pipeline.current_stage != stage.index:
             return
-        problems = error.report.problems if isinstance(error, PreflightFailed) else []
-        _fail(
-            pipeline,
-            actor=actor,
-            reason=f"stage {stage.index + 1} ({stage.environment.key}) did not "
-            f"start: {error.message}",
-            details={"stage": _stage_info(stage), "problems": problems},
-        )
+        _fail_start(pipeline, stage, actor, error)
+
+
+def _fail_start(
+    pipeline: Pipeline, stage: PipelineStage, actor: Any, error: DomainError
+) -> None:
+    """Fail the locked ``pipeline``: ``stage`` did not start (with the
+    preflight's problems when that refused it)."""
+    from canary.services.operator import PreflightFailed
+
+    problems = error.report.problems if isinstance(error, PreflightFailed) else []
+    _fail(
+        pipeline,
+        actor=actor,
+        reason=f"stage {stage.index + 1} ({stage.environment.key}) did not start: "
+        f"{error.message}",
+        details={"stage": _stage_info(stage), "problems": problems},
+    )
 
 
 def _gated(start: Any, key: str, arguments: dict) -> Any:
@@ -283,7 +295,6 @@ def pipeline_stage_start(
     with the reason and the preflight's problems (``pipeline.failed``),
     never an exception. Writes ``pipeline.stage_started``.
     """
-    from canary.services.operator import PreflightFailed
 
     pipeline = Pipeline.objects.filter(pk=pipeline_id).first()
     if (
@@ -299,18 +310,11 @@ def pipeline_stage_start(
     try:
         outcome = start_target(stage, actor, reason)
     except DomainError as exc:
-        problems = exc.report.problems if isinstance(exc, PreflightFailed) else []
         with audited_transaction():
             locked = lock_pipeline(pipeline.pk)
             if locked.is_terminal:
                 return locked
-            _fail(
-                locked,
-                actor=actor,
-                reason=f"stage {stage_index + 1} ({stage.environment.key}) did not "
-                f"start: {exc.message}",
-                details={"stage": _stage_info(stage), "problems": problems},
-            )
+            _fail_start(locked, stage, actor, exc)
         return pipeline_get(pipeline.pk)
     if outcome.is_pending:
         return note_pending(pipeline.pk, stage, actor, outcome.change_request)
