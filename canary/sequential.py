@@ -208,7 +208,6 @@ def compare(
     control_is_frozen: bool = False,
     margin: float | None = None,
     alpha: float = DEFAULT_ALPHA,
-    control_name: str = "control cohort",
 ) -> Comparison:
     """Compare the treated merchants with their baselines and the control.
 
@@ -216,8 +215,7 @@ def compare(
     pp) or ``p50``/``p95``/``p99`` (margin relative, default +10%/+10%/
     +15%). ``control_is_frozen`` says the control aggregates are the
     control's last window before a 100% phase: their whole variance is
-    fixed. ``control_name`` names a control that is not frozen in the
-    drift correction and the explanation. The decision holds at every look with the guarantee in the
+    fixed. The decision holds at every look with the guarantee in the
     module docstring. Raise ValueError for an unknown metric, a margin that
     is not positive, alpha outside (0, 1) or impossible counts.
     """
@@ -257,8 +255,6 @@ def compare(
     estimate, drift, half_cs, half_fixed = _bounds(
         treated_group, control_group, control_is_frozen, scale_margin, alpha
     )
-    if drift == "control cohort":
-        drift = control_name
     half = half_cs + half_fixed
     lower, upper = estimate - half, estimate + half
     evidence = None

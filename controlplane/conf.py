@@ -88,10 +88,6 @@ DEFAULTS: dict[str, Any] = {
     # statement timeout of capturing it.
     "CANARY_BASELINE_SECONDS": 21600,
     "CANARY_BASELINE_TIMEOUT": 20.0,
-    # Compare checks in a 100% phase (docs/canary.md): the previous phase's
-    # control events from just before the move stand in for the control,
-    # as long as the phase has run and at least this long.
-    "CANARY_STAND_IN_MIN_SECONDS": 900,
     # Releases (docs/releases.md): the two-sided alpha of the interaction
     # test between a failing member and the others (split over the pairs);
     # a significant interaction rolls the whole release back.

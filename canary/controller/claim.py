@@ -92,7 +92,7 @@ def claim_due(
             )
         )
         jobs: list[MeasureJob] = []
-        previous = _previous_ranges(active, due, now)
+        previous = _previous_ranges(active, due)
         siblings = _release_context(active, due)
         for check in due:
             rollout = rollouts[check.rollout_id]
@@ -122,23 +122,13 @@ def claim_due(
 
 
 def _previous_ranges(
-    rollouts: list[Rollout], due: list[HealthCheck], now: dt.datetime
+    rollouts: list[Rollout], due: list[HealthCheck]
 ) -> dict[int, tuple[dt.datetime, dt.datetime] | None]:
     """Return, per rollout in a 100% phase with compare checks due, the
-    range whose control windows stand in for the control this phase no
-    longer has: the previous phase's last stretch before the move, as long
-    as this phase has run and at least ``CANARY_STAND_IN_MIN_SECONDS``
-    (never before the previous phase's first check run).
-
-    Time-matched, because drift that both cohorts share cancels only over
-    the same time: against the previous phase's whole range (up to its
-    max_duration, hours), a daily latency swing alone moved every member
-    of a simulated release by +7.5% to +10% of p95, against a +10% margin.
+    previous phase's range (its first check run to this phase's start):
+    its control windows stand in for the control this phase no longer has.
     """
-    from controlplane.conf import setting
-
     wanted = {c.rollout_id for c in due if c.mode == CheckMode.COMPARE}
-    least = dt.timedelta(seconds=float(setting("CANARY_STAND_IN_MIN_SECONDS")))
     ranges: dict[int, tuple[dt.datetime, dt.datetime] | None] = {}
     for rollout in rollouts:
         if rollout.pk not in wanted or rollout.current_phase == 0:
@@ -146,8 +136,7 @@ def _previous_ranges(
         full = Phase.objects.filter(
             rollout=rollout, index=rollout.current_phase, percentage__gte=100
         ).exists()
-        moved = rollout.phase_started_at
-        if not full or moved is None:
+        if not full or rollout.phase_started_at is None:
             continue
         first = (
             CheckRun.objects.filter(
@@ -157,11 +146,7 @@ def _previous_ranges(
             .values_list("measured_at", flat=True)
             .first()
         )
-        if first is None:
-            ranges[rollout.pk] = None
-            continue
-        matched = moved - max(now - moved, least)
-        ranges[rollout.pk] = (max(first, matched), moved)
+        ranges[rollout.pk] = (first, rollout.phase_started_at) if first else None
     return ranges
 
 

@@ -25,8 +25,6 @@ COMPARE_METRICS = {
     "p95_ms": "p95",
     "p99_ms": "p99",
 }
-# The drift correction a 100% phase's comparison names.
-STAND_IN = "previous phase's control before the move, time-matched"
 _VERDICTS = {
     sequential.WORSE: Verdict.FAIL,
     sequential.NOT_WORSE: Verdict.PASS,
@@ -110,28 +108,25 @@ def compare_judge(
     windows = merchants or {}
     treated = merchant_aggregates(baselines, windows.get("treatment") or {})
     control_windows = windows.get("control") or {}
-    stand_in = False
-    # A 100% phase: the previous phase's control from just before the move
-    # (as long as this phase has run, canary.controller.claim), even when a
-    # few control events served before the move landed in this range. It
-    # grows with the phase, so it counts as current evidence, like a live
-    # control.
+    frozen = False
+    # A 100% phase: the previous phase's control, frozen, even when a few
+    # control events served before the move landed in this range.
     if windows.get("previous_control"):
-        control_windows, stand_in = windows["previous_control"], True
+        control_windows, frozen = windows["previous_control"], True
     control = merchant_aggregates(baselines, control_windows)
     comparison = sequential.compare(
         metric=metric,
         treated=treated,
         control=control,
+        control_is_frozen=frozen,
         margin=check.margin,
         alpha=check.alpha,
-        control_name=STAND_IN if stand_in else "control cohort",
     )
     judgement = health.Judgement(
         _VERDICTS[comparison.decision], comparison.explanation, comparison.margin
     )
     loader = windows.get("siblings_loader")
-    if loader is not None and not stand_in and comparison.decision == sequential.WORSE:
+    if loader is not None and not frozen and comparison.decision == sequential.WORSE:
         # A release member that says worse: its effect with and without
         # each other member's treatment, which the release's attribution
         # reads (canary.controller.release_decide).

@@ -17,7 +17,6 @@ import pytest
 from canary import clock
 from canary.controller import controller_tick
 from canary.models import CheckRun, HealthCheck, Rollout, RolloutStatus, Verdict
-from canary.services.comparisons import STAND_IN
 from canary.services.outcomes import outcome_events_ingest
 from controlplane.audit.models import AuditEvent
 from tests.canary_controller.conftest import answers
@@ -139,7 +138,7 @@ def test_compare__healthy_error_prone_pilot__guard_then_prove_then_completes(
         # When
         rollout = _run(fleet, rollout_factory, fake)
     # Then: completed; the pilot left on its soak, the prove phases on
-    # "not worse", the 100% phase against the previous phase's control
+    # "not worse", the 100% phase against the control's last window
     assert rollout.status == Status.COMPLETED
     assert len(rollout.merchant_baseline["merchants"]) == len(FLEET)
     advanced = _events(rollout, "rollout.phase_advanced")
@@ -149,7 +148,7 @@ def test_compare__healthy_error_prone_pilot__guard_then_prove_then_completes(
     last = CheckRun.objects.filter(rollout=rollout).order_by("-id").first()
     comparison = last.detail["comparison"]
     assert last.detail["answer"] == "not_worse"
-    assert comparison["drift_correction"] == STAND_IN
+    assert comparison["drift_correction"] == "control's last window"
     assert comparison["upper"] < comparison["margin"]
     for event in advanced:
         (item,) = event.details["checks"]
