@@ -42,6 +42,13 @@ logger = logging.getLogger(__name__)
 _ROLLOUT_FAILED = frozenset({Status.ROLLING_BACK, Status.ROLLED_BACK, Status.ABORTED})
 
 
+def _start_operation(stage: PipelineStage) -> tuple[str, dict]:
+    """Return the change operation that starts ``stage`` and its target."""
+    if stage.rollout_id is not None:
+        return "rollout.start", {"rollout": stage.rollout_id}
+    return "release.start", {"release": stage.release_id}
+
+
 def start_target(stage: PipelineStage, actor: Any, reason: str) -> Any:
     """Start the stage's rollout or release through the four-eyes gate of
     the stage's environment (no transaction open); return the gate's
@@ -54,10 +61,9 @@ def start_target(stage: PipelineStage, actor: Any, reason: str) -> Any:
     """
     from flags.changes import gate
 
+    operation, arguments = _start_operation(stage)
     if stage.rollout_id is not None:
         from canary.services.operator import rollout_start_checked
-
-        operation, arguments = "rollout.start", {"rollout": stage.rollout_id}
 
         def start() -> Any:
             return rollout_start_checked(
@@ -65,8 +71,6 @@ def start_target(stage: PipelineStage, actor: Any, reason: str) -> Any:
             )[0]
     else:
         from canary.services.releases import release_start
-
-        operation, arguments = "release.start", {"release": stage.release_id}
 
         def start() -> Any:
             return release_start(
@@ -85,15 +89,14 @@ def start_target(stage: PipelineStage, actor: Any, reason: str) -> Any:
 def pending_change(stage: PipelineStage) -> Any:
     """Return the pending change request that would start ``stage``, or None."""
     from flags.changes.models import ChangeRequest, ChangeRequestStatus
+    from flags.changes.operations import operation_get, target_of
 
-    target = (
-        ("rollout.start", f"rollout {stage.rollout_id}")
-        if stage.rollout_id is not None
-        else ("release.start", f"release {stage.release_id}")
-    )
+    operation, arguments = _start_operation(stage)
     return (
         ChangeRequest.objects.filter(
-            operation=target[0], target=target[1], status=ChangeRequestStatus.PENDING
+            operation=operation,
+            target=target_of(operation_get(operation), arguments),
+            status=ChangeRequestStatus.PENDING,
         )
         .order_by("-pk")
         .first()
@@ -166,7 +169,6 @@ def target_start_refused(
 ) -> None:
     """A stage's gated start was refused when applied: fail its pipeline, as
     the pipeline's own start would have."""
-
     stage = _stage_of(rollout_id=rollout_id, release_id=release_id)
     if stage is None or stage.started_at is not None:
         return
@@ -295,7 +297,6 @@ def pipeline_stage_start(
     with the reason and the preflight's problems (``pipeline.failed``),
     never an exception. Writes ``pipeline.stage_started``.
     """
-
     pipeline = Pipeline.objects.filter(pk=pipeline_id).first()
     if (
         pipeline is None

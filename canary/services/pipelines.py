@@ -64,10 +64,10 @@ __all__ = [
     "pipeline_evidence",
     "pipeline_get",
     "pipeline_list",
+    "pipeline_pending_change",
     "pipeline_stage_finished",
     "pipeline_stage_start",
     "pipeline_stages",
-    "pipeline_pending_change",
     "pipeline_start",
 ]
 
@@ -262,8 +262,9 @@ def pipeline_start(*, pipeline_id: Any, actor: Any, reason: str = "") -> Pipelin
     leaves the pipeline a draft. Where stage 0's environment asks approvals
     for rollout starts, a change request is created instead
     (``pipeline.stage_awaiting_change_request``) and the pipeline starts
-    when it is applied; so does a later stage. A running pipeline whose current stage
-    never started (its start task was lost) starts that stage now;
+    when it is applied; so does a later stage. A running pipeline whose
+    current stage never started (its start task was lost) starts that
+    stage now;
     otherwise a running one is returned unchanged. Raise Conflict when
     awaiting approval or finished. Writes ``pipeline.started`` (or
     ``pipeline.stage_started`` for the restart).

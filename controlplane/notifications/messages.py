@@ -72,13 +72,21 @@ def _rollout_facts(rollout_id: str) -> dict[str, Any]:
     )
     if row is None:
         return {}
-    phase_model = apps.get_model("canary", "Phase")
-    phases = list(
-        phase_model.objects.filter(rollout_id=rollout_id)
+    return {
+        "name": row["name"],
+        "flag": row["flag__key"],
+        "phases": _phases_of(rollout_id),
+    }
+
+
+def _phases_of(rollout_id: Any) -> list[dict]:
+    """Return a rollout's phases as ``_phase_text`` reads them."""
+    return list(
+        apps.get_model("canary", "Phase")
+        .objects.filter(rollout_id=rollout_id)
         .order_by("index")
         .values("index", "name", "target_type", "percentage", "pilot_merchants")
     )
-    return {"name": row["name"], "flag": row["flag__key"], "phases": phases}
 
 
 def _phase_text(phases: list[dict], index: Any) -> str:
@@ -106,7 +114,6 @@ def _release_facts(release_id: str) -> dict[str, Any]:
     ).first()
     if name is None:
         return {}
-    phase_model = apps.get_model("canary", "Phase")
     first = (
         apps.get_model("canary", "Rollout")
         .objects.filter(release_id=release_id)
@@ -114,12 +121,7 @@ def _release_facts(release_id: str) -> dict[str, Any]:
         .values_list("pk", flat=True)
         .first()
     )
-    phases = list(
-        phase_model.objects.filter(rollout_id=first)
-        .order_by("index")
-        .values("index", "name", "target_type", "percentage", "pilot_merchants")
-    )
-    return {"name": name, "phases": phases}
+    return {"name": name, "phases": _phases_of(first)}
 
 
 def _names(items: Any) -> str:
@@ -148,12 +150,11 @@ def _release_line(kind: str, event: AuditEvent, facts: dict) -> str:
         line = f"{head} rolling back every feature{at}"
     elif kind == Kind.RELEASE_ROLLED_BACK:
         line = f"{head} rolled back"
-    elif kind == Kind.RELEASE_COMPLETED:
-        line = (
+    elif kind == Kind.RELEASE_COMPLETED:  # its event carries no reason
+        return (
             f"{head} completed: deployed {_names(details.get('features_deployed'))}"
             f"; rolled back {_names(details.get('features_rolled_back'))}"
         )
-        return line
     else:
         line = f"{head} aborted"
     return f"{line}: {reason}" if reason else line
