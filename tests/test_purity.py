@@ -12,6 +12,8 @@ PURE_MODULES = [
     path
     for path in (
         "flags/engine.py",
+        "flags/engine_model.py",
+        "flags/engine_compile.py",
         "flags/engine_delta.py",
         "flags/validation.py",
         "canary/health.py",

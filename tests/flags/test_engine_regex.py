@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 
 import pytest
+import re2
 
 from flags import engine, validation
 
@@ -75,7 +76,7 @@ def test_compile_ruleset__matches_clause__pattern_compiled_once_not_per_evaluati
     rules = regex_ruleset(r"^pro-\d+$")
     compiled: list[str] = []
     monkeypatch.setattr(
-        engine.re2,
+        re2,
         "compile",
         lambda *args, **kwargs: compiled.append(args[0]),
     )
