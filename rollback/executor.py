@@ -22,7 +22,7 @@ from rollback.actuators.processes import (
     step_process_hooks,
     step_tag,
 )
-from rollback.services.runs import (
+from rollback.services.steps import (
     Claim,
     rollback_step_claim,
     rollback_step_finish,
